@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Event records shared by every BPF program and by the Python mirror (bpf/events.py).
+ *
+ * Every record starts with struct event_header so user space can dispatch on `kind` before it knows
+ * the rest. Layout changes must be mirrored in events.py; tests/test_bpf_layout.py checks the mirror
+ * against the BTF that clang writes into the compiled objects. */
+#ifndef VIGIL_EVENTS_H
+#define VIGIL_EVENTS_H
+
+#define TASK_COMM_LEN 16
+/* Longest executable path we copy; longer paths are cut and flagged EXEC_FILENAME_TRUNCATED. */
+#define FILENAME_MAX_LEN 4096
+/* Longest argv area (NUL-separated strings) we copy per exec; longer argv is cut and flagged
+ * EXEC_ARGS_TRUNCATED. 64 KiB is twice the 32 KiB the product promises and fits one ring record. */
+#define ARGS_MAX_LEN 65536
+
+enum event_kind {
+	EVENT_FORK = 1,
+	EVENT_EXEC = 2,
+	EVENT_EXIT = 3,
+	EVENT_KIND_MAX = 16, /* size of the per-kind stats array */
+};
+
+/* Session ids minted in the kernel (roots found by comm match) have this bit set so they can
+ * never collide with ids user space assigns to the roots it adds itself. */
+#define KERNEL_SESSION_BIT (1ULL << 63)
+
+struct event_header {
+	__u32 kind;        /* enum event_kind */
+	__u32 flags;       /* kind-specific flags */
+	__u64 ts_ns;       /* bpf_ktime_get_boot_ns(): CLOCK_BOOTTIME */
+	__u64 session_id;  /* the tracked root this process descends from */
+	__u64 cgroup_id;   /* cgroup v2 id of the task */
+	__u32 pid;         /* tgid */
+	__u32 tid;
+	__u32 ppid;        /* tgid of the real parent */
+	__u32 uid;
+	char comm[TASK_COMM_LEN];
+};
+
+/* A tracked process created a new process (threads are not reported). The header describes the
+ * child; ppid is the tracked parent. */
+struct fork_event {
+	struct event_header hdr;
+};
+
+#define EXEC_ARGS_TRUNCATED (1u << 0)
+#define EXEC_FILENAME_TRUNCATED (1u << 1)
+#define EXEC_ARGS_UNREADABLE (1u << 2)
+#define EXEC_NEW_ROOT (1u << 3) /* the exec made this process a tracked root (comm match) */
+
+/* A tracked process replaced its program. `data` holds the filename (filename_len bytes, NUL
+ * included) followed by the argv area (args_len bytes of NUL-separated strings). The record is
+ * emitted with exactly the bytes used, so small execs cost little ring space. */
+struct exec_event {
+	struct event_header hdr;
+	__u32 old_pid;      /* the thread id that called execve (differs when a thread execs) */
+	__u32 filename_len;
+	__u32 args_len;
+	__u32 args_total;   /* full size of the argv area, even when cut */
+	char data[FILENAME_MAX_LEN + ARGS_MAX_LEN];
+};
+
+/* The last thread of a tracked process exited. exit_code is the raw wait status byte pair:
+ * (code << 8) for a normal exit, the signal number (| 0x80 on core dump) when killed. */
+struct exit_event {
+	struct event_header hdr;
+	__u32 exit_code;
+	__u32 _pad;
+};
+
+/* Per-kind counters, a per-CPU array indexed by enum event_kind: what was emitted and what was
+ * lost because the ring buffer was full. User space sums the CPUs. */
+struct kind_stats {
+	__u64 emitted;
+	__u64 dropped;
+};
+
+/* Value of the tracked-process map, keyed by tgid. */
+struct tracked_info {
+	__u64 session_id;
+	__u32 root_pid;
+	__u32 depth; /* 0 for the root, parent's depth + 1 for children */
+};
+
+/* Read-only configuration, set by the loader between open and load. */
+struct lineage_config {
+	__u32 wakeup_bytes;   /* force a consumer wakeup once this much data is waiting */
+	__u32 match_comm;     /* non-zero: roots may be added by comm match at exec */
+};
+
+#endif /* VIGIL_EVENTS_H */

@@ -1,0 +1,221 @@
+"""Python mirror of events.h and the decoder from raw ring-buffer records to typed events.
+
+The ctypes structures must match the C layout exactly; tests/test_bpf_layout.py checks every size
+and offset against the BTF clang wrote into the compiled objects.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal as signal_mod
+from collections import Counter
+from ctypes import c_char, c_uint32, c_uint64
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from vigild.bpf.clock import BootClock
+
+TASK_COMM_LEN = 16
+FILENAME_MAX_LEN = 4096
+ARGS_MAX_LEN = 65536
+KERNEL_SESSION_BIT = 1 << 63
+
+EVENT_FORK = 1
+EVENT_EXEC = 2
+EVENT_EXIT = 3
+EVENT_KIND_MAX = 16
+KIND_NAMES = {EVENT_FORK: "fork", EVENT_EXEC: "exec", EVENT_EXIT: "exit"}
+
+EXEC_ARGS_TRUNCATED = 1 << 0
+EXEC_FILENAME_TRUNCATED = 1 << 1
+EXEC_ARGS_UNREADABLE = 1 << 2
+EXEC_NEW_ROOT = 1 << 3
+
+
+class EventHeader(ctypes.Structure):
+    _fields_ = [
+        ("kind", c_uint32),
+        ("flags", c_uint32),
+        ("ts_ns", c_uint64),
+        ("session_id", c_uint64),
+        ("cgroup_id", c_uint64),
+        ("pid", c_uint32),
+        ("tid", c_uint32),
+        ("ppid", c_uint32),
+        ("uid", c_uint32),
+        ("comm", c_char * TASK_COMM_LEN),
+    ]
+
+
+class ForkEventC(ctypes.Structure):
+    _fields_ = [("hdr", EventHeader)]
+
+
+class ExecEventC(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("old_pid", c_uint32),
+        ("filename_len", c_uint32),
+        ("args_len", c_uint32),
+        ("args_total", c_uint32),
+        ("data", c_char * (FILENAME_MAX_LEN + ARGS_MAX_LEN)),
+    ]
+
+
+class ExitEventC(ctypes.Structure):
+    _fields_ = [("hdr", EventHeader), ("exit_code", c_uint32), ("_pad", c_uint32)]
+
+
+class KindStatsC(ctypes.Structure):
+    _fields_ = [("emitted", c_uint64), ("dropped", c_uint64)]
+
+
+class TrackedInfoC(ctypes.Structure):
+    _fields_ = [("session_id", c_uint64), ("root_pid", c_uint32), ("depth", c_uint32)]
+
+
+class LineageConfigC(ctypes.Structure):
+    _fields_ = [("wakeup_bytes", c_uint32), ("match_comm", c_uint32)]
+
+
+EXEC_DATA_OFFSET = ExecEventC.data.offset
+
+
+# ---- typed events ------------------------------------------------------------------------------
+
+@dataclass
+class ProcessEvent:
+    """What every process event carries. ts_ns is wall-clock ns since the Unix epoch."""
+
+    type: ClassVar[str] = "process"
+    ts_ns: int
+    session_id: int
+    cgroup_id: int
+    pid: int
+    tid: int
+    ppid: int
+    uid: int
+    comm: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields, `type` first; sinks turn ts_ns into an RFC 3339 `ts`."""
+        return {"type": self.type, **asdict(self)}
+
+
+@dataclass
+class ForkEvent(ProcessEvent):
+    type: ClassVar[str] = "fork"
+
+
+@dataclass
+class ExecEvent(ProcessEvent):
+    type: ClassVar[str] = "exec"
+    filename: str = ""
+    argv: list[str] = field(default_factory=list)
+    argv_truncated: bool = False
+    argv_bytes: int = 0
+    filename_truncated: bool = False
+    new_root: bool = False
+
+
+@dataclass
+class ExitEvent(ProcessEvent):
+    type: ClassVar[str] = "exit"
+    exit_code: int | None = None
+    signal: int | None = None
+    signal_name: str | None = None
+    core_dumped: bool = False
+
+
+class DecodeError(ValueError):
+    """A record that does not match any known layout (counted, never fatal)."""
+
+
+def _text(raw: bytes) -> str:
+    # backslashreplace keeps non-UTF-8 bytes visible and distinct instead of folding them to '?'.
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def split_argv(area: bytes) -> list[str]:
+    """The argv area is NUL-terminated strings back to back. A cut area ends mid-string: that
+    partial last argument is kept, and the event's argv_truncated says so."""
+    if not area:
+        return []
+    if area.endswith(b"\0"):
+        area = area[:-1]
+    return [_text(p) for p in area.split(b"\0")]
+
+
+def decode_wait_status(code: int) -> tuple[int | None, int | None, bool]:
+    """(exit_code, signal, core_dumped) from the task's exit_code as the kernel stores it."""
+    sig = code & 0x7F
+    if sig == 0:
+        return (code >> 8) & 0xFF, None, False
+    return None, sig, bool(code & 0x80)
+
+
+def signal_name(sig: int) -> str:
+    try:
+        return signal_mod.Signals(sig).name
+    except ValueError:
+        return f"SIG{sig}"
+
+
+class EventDecoder:
+    """Turns ring-buffer records into typed events; counts records it cannot decode by reason."""
+
+    def __init__(self, clock: BootClock) -> None:
+        self.clock = clock
+        self.errors: Counter[str] = Counter()
+
+    def _common(self, hdr: EventHeader) -> dict[str, Any]:
+        return {
+            "ts_ns": self.clock.wall_ns(hdr.ts_ns),
+            "session_id": hdr.session_id,
+            "cgroup_id": hdr.cgroup_id,
+            "pid": hdr.pid,
+            "tid": hdr.tid,
+            "ppid": hdr.ppid,
+            "uid": hdr.uid,
+            "comm": _text(hdr.comm),
+        }
+
+    def decode(self, raw: bytes) -> ProcessEvent:
+        if len(raw) < ctypes.sizeof(EventHeader):
+            self.errors["short_record"] += 1
+            raise DecodeError(f"record of {len(raw)} bytes is shorter than the event header")
+        hdr = EventHeader.from_buffer_copy(raw)
+        if hdr.kind == EVENT_FORK:
+            return ForkEvent(**self._common(hdr))
+        if hdr.kind == EVENT_EXEC:
+            return self._exec(hdr, raw)
+        if hdr.kind == EVENT_EXIT:
+            if len(raw) < ctypes.sizeof(ExitEventC):
+                self.errors["short_record"] += 1
+                raise DecodeError("exit record too short")
+            ev = ExitEventC.from_buffer_copy(raw)
+            code, sig, core = decode_wait_status(ev.exit_code)
+            return ExitEvent(**self._common(hdr), exit_code=code, signal=sig,
+                             signal_name=signal_name(sig) if sig else None, core_dumped=core)
+        self.errors["unknown_kind"] += 1
+        raise DecodeError(f"unknown event kind {hdr.kind}")
+
+    def _exec(self, hdr: EventHeader, raw: bytes) -> ExecEvent:
+        fixed = raw[:EXEC_DATA_OFFSET].ljust(EXEC_DATA_OFFSET, b"\0")
+        ev = ExecEventC.from_buffer_copy(fixed + b"\0" * (ctypes.sizeof(ExecEventC) - EXEC_DATA_OFFSET))
+        data = raw[EXEC_DATA_OFFSET:]
+        if ev.filename_len + ev.args_len > len(data):
+            self.errors["short_record"] += 1
+            raise DecodeError("exec record shorter than its declared lengths")
+        filename = data[:ev.filename_len].split(b"\0", 1)[0]
+        args = data[ev.filename_len:ev.filename_len + ev.args_len]
+        truncated = bool(hdr.flags & (EXEC_ARGS_TRUNCATED | EXEC_ARGS_UNREADABLE))
+        return ExecEvent(
+            **self._common(hdr),
+            filename=_text(filename),
+            argv=split_argv(args),
+            argv_truncated=truncated,
+            argv_bytes=ev.args_total,
+            filename_truncated=bool(hdr.flags & EXEC_FILENAME_TRUNCATED),
+            new_root=bool(hdr.flags & EXEC_NEW_ROOT),
+        )

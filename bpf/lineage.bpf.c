@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Process lineage: fork, exec (filename + full argv) and exit of tracked process trees.
+ *
+ * Only processes in the `tracked` map produce events; a child of a tracked process is added at
+ * fork, in the kernel, before it can run. Untracked processes cost one hash lookup and produce no
+ * ring-buffer traffic at all. */
+#include "common.bpf.h"
+
+const volatile struct lineage_config cfg = {
+	.wakeup_bytes = 256 * 1024,
+	.match_comm = 0,
+};
+
+/* comm -> unused value: processes whose new comm matches become roots of a new session at exec. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, char[TASK_COMM_LEN]);
+	__type(value, __u32);
+} root_comms SEC(".maps");
+
+/* One exec record's worth of scratch per CPU. A per-CPU array cannot hold values over 32 KiB, so
+ * this is a plain array with one slot per possible CPU (set by the loader); sched tracepoints run
+ * with preemption disabled, so a slot is never shared by two programs at once. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); /* the loader sets the number of possible CPUs */
+	__type(key, __u32);
+	__type(value, struct exec_event);
+} exec_scratch SEC(".maps");
+
+/* Kernel-minted session ids for comm-matched roots; the top bit keeps them apart from user
+ * space's ids. */
+__u64 next_kernel_session = 0;
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 parent_tgid = BPF_CORE_READ(parent, tgid);
+	__u32 child_pid = BPF_CORE_READ(child, pid);
+	__u32 child_tgid = BPF_CORE_READ(child, tgid);
+	struct tracked_info *pinfo, cinfo;
+	struct fork_event ev = {};
+
+	if (child_pid != child_tgid) /* a new thread, not a new process */
+		return 0;
+	pinfo = bpf_map_lookup_elem(&tracked, &parent_tgid);
+	if (!pinfo)
+		return 0;
+	cinfo.session_id = pinfo->session_id;
+	cinfo.root_pid = pinfo->root_pid;
+	cinfo.depth = pinfo->depth + 1;
+	bpf_map_update_elem(&tracked, &child_tgid, &cinfo, BPF_ANY);
+
+	fill_header(&ev.hdr, EVENT_FORK, child, &cinfo);
+	ev.hdr.ppid = parent_tgid;
+	emit(EVENT_FORK, &ev, sizeof(ev), cfg.wakeup_bytes);
+	return 0;
+}
+
+/* A process not yet tracked whose new program name is in root_comms becomes a root. */
+static __always_inline struct tracked_info *track_by_comm(__u32 tgid, struct task_struct *task)
+{
+	char comm[TASK_COMM_LEN] = {};
+	struct tracked_info info = {};
+
+	if (!cfg.match_comm)
+		return 0;
+	BPF_CORE_READ_STR_INTO(&comm, task, comm);
+	if (!bpf_map_lookup_elem(&root_comms, &comm))
+		return 0;
+	info.session_id = KERNEL_SESSION_BIT | __sync_fetch_and_add(&next_kernel_session, 1);
+	info.root_pid = tgid;
+	info.depth = 0;
+	bpf_map_update_elem(&tracked, &tgid, &info, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&tracked, &tgid);
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	__u32 cpu = bpf_get_smp_processor_id(), new_root = 0;
+	struct tracked_info *info;
+	struct exec_event *ev;
+	__u64 arg_start, arg_end, args_len, fn_len;
+	long n;
+
+	info = bpf_map_lookup_elem(&tracked, &tgid);
+	if (!info) {
+		info = track_by_comm(tgid, task);
+		if (!info)
+			return 0;
+		new_root = EXEC_NEW_ROOT;
+	}
+	ev = bpf_map_lookup_elem(&exec_scratch, &cpu);
+	if (!ev) {
+		count_event(EVENT_EXEC, -1);
+		return 0;
+	}
+	fill_header(&ev->hdr, EVENT_EXEC, task, info);
+	ev->hdr.flags = new_root;
+	ev->old_pid = old_pid;
+
+	n = bpf_probe_read_kernel_str(ev->data, FILENAME_MAX_LEN, BPF_CORE_READ(bprm, filename));
+	if (n < 0)
+		n = 0;
+	if (n >= FILENAME_MAX_LEN)
+		ev->hdr.flags |= EXEC_FILENAME_TRUNCATED;
+	fn_len = n & (FILENAME_MAX_LEN - 1);
+	ev->filename_len = fn_len;
+
+	arg_start = BPF_CORE_READ(task, mm, arg_start);
+	arg_end = BPF_CORE_READ(task, mm, arg_end);
+	args_len = arg_end > arg_start ? arg_end - arg_start : 0;
+	ev->args_total = args_len;
+	if (args_len > ARGS_MAX_LEN) {
+		args_len = ARGS_MAX_LEN;
+		ev->hdr.flags |= EXEC_ARGS_TRUNCATED;
+	}
+	barrier_var(args_len);
+	if (args_len > ARGS_MAX_LEN) /* restated for the verifier after the barrier */
+		args_len = ARGS_MAX_LEN;
+	if (args_len && bpf_probe_read_user(ev->data + fn_len, args_len, (void *)arg_start)) {
+		args_len = 0;
+		ev->hdr.flags |= EXEC_ARGS_UNREADABLE;
+	}
+	ev->args_len = args_len;
+	emit(EVENT_EXEC, ev, offsetof(struct exec_event, data) + fn_len + args_len, cfg.wakeup_bytes);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_exit, struct task_struct *task)
+{
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+	struct tracked_info *info;
+	struct exit_event ev = {};
+
+	/* The process is gone when its last thread exits, whichever thread that is. */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	info = bpf_map_lookup_elem(&tracked, &tgid);
+	if (!info)
+		return 0;
+	fill_header(&ev.hdr, EVENT_EXIT, task, info);
+	ev.exit_code = BPF_CORE_READ(task, exit_code);
+	bpf_map_delete_elem(&tracked, &tgid);
+	emit(EVENT_EXIT, &ev, sizeof(ev), cfg.wakeup_bytes);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,124 @@
+"""The process-lineage sensor: lineage.bpf.o loaded, attached, and driven from Python.
+
+It owns the maps every other sensor shares (tracked processes, the event ring buffer, per-kind
+counters); later sensors reuse them through `shared_maps`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Iterable
+
+import psutil
+
+from vigild.bpf.events import (
+    EVENT_KIND_MAX,
+    KIND_NAMES,
+    TASK_COMM_LEN,
+    KindStatsC,
+    LineageConfigC,
+    TrackedInfoC,
+)
+from vigild.bpf.loader import BpfObject, Map, check_host, possible_cpus, raise_memlock_limit
+from vigild.bpf.objects import object_path
+
+log = logging.getLogger("vigild.bpf")
+
+PROGRAMS = ("on_fork", "on_exec", "on_exit")
+
+
+class LineageSensor:
+    """Tracks process trees in the kernel and reports their fork/exec/exit."""
+
+    def __init__(self, root_comms: Iterable[str] = (), wakeup_bytes: int = 256 * 1024) -> None:
+        check_host()
+        raise_memlock_limit()
+        comms = list(root_comms)
+        self.obj = BpfObject(object_path("lineage.bpf.o"))
+        try:
+            self.obj.set_rodata(LineageConfigC(wakeup_bytes=wakeup_bytes, match_comm=1 if comms else 0))
+            self.obj.set_max_entries("exec_scratch", possible_cpus())
+            self.obj.load()
+            self.tracked: Map = self.obj.map("tracked")
+            self.events: Map = self.obj.map("events")
+            self.stats_map: Map = self.obj.map("stats")
+            self.root_comms: Map = self.obj.map("root_comms")
+            for comm in comms:
+                self.add_root_comm(comm)
+            for prog in PROGRAMS:
+                self.obj.attach(prog)
+        except BaseException:
+            self.obj.close()
+            raise
+        self.attached = list(PROGRAMS)
+
+    @property
+    def shared_maps(self) -> dict[str, Map]:
+        return {"tracked": self.tracked, "events": self.events, "stats": self.stats_map}
+
+    def add_root_comm(self, comm: str) -> None:
+        """Processes that exec a program with this name (as /proc/PID/comm shows it, at most 15
+        bytes) become roots of new sessions."""
+        raw = comm.encode()[: TASK_COMM_LEN - 1]
+        key = (ctypes.c_char * TASK_COMM_LEN)(*raw)
+        self.root_comms.update(key, ctypes.c_uint32(1))
+
+    def track(self, pid: int, session_id: int, root_pid: int | None = None, depth: int = 0) -> None:
+        info = TrackedInfoC(session_id=session_id, root_pid=root_pid or pid, depth=depth)
+        self.tracked.update(ctypes.c_uint32(pid), info)
+
+    def untrack(self, pid: int) -> bool:
+        return self.tracked.delete(ctypes.c_uint32(pid))
+
+    def tracked_info(self, pid: int) -> TrackedInfoC | None:
+        raw = self.tracked.lookup(ctypes.c_uint32(pid))
+        return TrackedInfoC.from_buffer_copy(raw) if raw else None
+
+    def track_tree(self, root_pid: int, session_id: int) -> list[psutil.Process]:
+        """Track a running process and every descendant it already has.
+
+        The root goes in first, so anything it forks from then on is tracked by the kernel; the
+        descendants are listed twice so a child forked by a not-yet-tracked child while we walk
+        is caught on the second pass."""
+        root = psutil.Process(root_pid)
+        self.track(root_pid, session_id)
+        found: dict[int, psutil.Process] = {root_pid: root}
+        for _ in range(2):
+            for child in root.children(recursive=True):
+                if child.pid in found:
+                    continue
+                try:
+                    depth = _depth_below(child, root_pid)
+                except psutil.Error:
+                    continue
+                self.track(child.pid, session_id, root_pid, depth)
+                found[child.pid] = child
+        return list(found.values())
+
+    def stats(self) -> dict[str, tuple[int, int]]:
+        """(emitted, dropped) per event kind, summed over CPUs."""
+        result: dict[str, tuple[int, int]] = {}
+        for kind in range(EVENT_KIND_MAX):
+            per_cpu = self.stats_map.lookup_percpu(ctypes.c_uint32(kind))
+            emitted = dropped = 0
+            for raw in per_cpu:
+                s = KindStatsC.from_buffer_copy(raw)
+                emitted += s.emitted
+                dropped += s.dropped
+            if emitted or dropped:
+                result[KIND_NAMES.get(kind, str(kind))] = (emitted, dropped)
+        return result
+
+    def close(self) -> None:
+        self.obj.close()
+        self.attached = []
+
+
+def _depth_below(proc: psutil.Process, root_pid: int) -> int:
+    depth = 0
+    current: psutil.Process | None = proc
+    while current is not None and current.pid != root_pid:
+        depth += 1
+        current = current.parent()
+    return depth
