@@ -21,9 +21,11 @@ enum event_kind {
 	EVENT_KIND_MAX = 16, /* size of the per-kind stats array */
 };
 
-/* Session ids minted in the kernel (roots found by comm match) have this bit set so they can
- * never collide with ids user space assigns to the roots it adds itself. */
-#define KERNEL_SESSION_BIT (1ULL << 63)
+/* Session ids are unique across runs: user space gives the roots it adds the current time in
+ * microseconds; the kernel gives roots it finds by comm match this bit | (session_base + a
+ * counter), session_base being the time in microseconds when the program was loaded. Bit 62
+ * keeps them apart and positive as SQLite integers. */
+#define KERNEL_SESSION_BIT (1ULL << 62)
 
 struct event_header {
 	__u32 kind;        /* enum event_kind */
@@ -85,6 +87,7 @@ struct tracked_info {
 
 /* Read-only configuration, set by the loader between open and load. */
 struct lineage_config {
+	__u64 session_base;   /* first kernel-minted session id, without KERNEL_SESSION_BIT */
 	__u32 wakeup_bytes;   /* force a consumer wakeup once this much data is waiting */
 	__u32 match_comm;     /* non-zero: roots may be added by comm match at exec */
 };

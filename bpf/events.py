@@ -18,7 +18,7 @@ from vigild.bpf.clock import BootClock
 TASK_COMM_LEN = 16
 FILENAME_MAX_LEN = 4096
 ARGS_MAX_LEN = 65536
-KERNEL_SESSION_BIT = 1 << 63
+KERNEL_SESSION_BIT = 1 << 62
 
 EVENT_FORK = 1
 EVENT_EXEC = 2
@@ -75,7 +75,7 @@ class TrackedInfoC(ctypes.Structure):
 
 
 class LineageConfigC(ctypes.Structure):
-    _fields_ = [("wakeup_bytes", c_uint32), ("match_comm", c_uint32)]
+    _fields_ = [("session_base", c_uint64), ("wakeup_bytes", c_uint32), ("match_comm", c_uint32)]
 
 
 EXEC_DATA_OFFSET = ExecEventC.data.offset

@@ -29,8 +29,7 @@ struct {
 	__type(value, struct exec_event);
 } exec_scratch SEC(".maps");
 
-/* Kernel-minted session ids for comm-matched roots; the top bit keeps them apart from user
- * space's ids. */
+/* Counter behind kernel-minted session ids (see KERNEL_SESSION_BIT). */
 __u64 next_kernel_session = 0;
 
 SEC("tp_btf/sched_process_fork")
@@ -69,7 +68,7 @@ static __always_inline struct tracked_info *track_by_comm(__u32 tgid, struct tas
 	BPF_CORE_READ_STR_INTO(&comm, task, comm);
 	if (!bpf_map_lookup_elem(&root_comms, &comm))
 		return 0;
-	info.session_id = KERNEL_SESSION_BIT | __sync_fetch_and_add(&next_kernel_session, 1);
+	info.session_id = KERNEL_SESSION_BIT | (cfg.session_base + __sync_fetch_and_add(&next_kernel_session, 1));
 	info.root_pid = tgid;
 	info.depth = 0;
 	bpf_map_update_elem(&tracked, &tgid, &info, BPF_NOEXIST);

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import time
 from collections.abc import Iterable
 
 import psutil
@@ -37,7 +38,8 @@ class LineageSensor:
         comms = list(root_comms)
         self.obj = BpfObject(object_path("lineage.bpf.o"))
         try:
-            self.obj.set_rodata(LineageConfigC(wakeup_bytes=wakeup_bytes, match_comm=1 if comms else 0))
+            self.obj.set_rodata(LineageConfigC(session_base=time.time_ns() // 1000, wakeup_bytes=wakeup_bytes,
+                                               match_comm=1 if comms else 0))
             self.obj.set_max_entries("exec_scratch", possible_cpus())
             self.obj.load()
             self.tracked: Map = self.obj.map("tracked")

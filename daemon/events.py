@@ -1,0 +1,57 @@
+"""Events the pipeline itself produces (beside the kernel's and the decoders'), and the common
+shape every event has for sinks: a `type`, a wall-clock `ts_ns` and a `to_dict()`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from vigild.bpf.clock import rfc3339
+from vigild.correlate.sessions import Session
+
+
+class Event(Protocol):
+    type: ClassVar[str]
+    ts_ns: int
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class LostEvent:
+    """The kernel could not hand over `count` events of `kind` (ring buffer full). Never silent."""
+
+    type: ClassVar[str] = "lost"
+    ts_ns: int
+    kind: str
+    count: int
+    total: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "ts_ns": self.ts_ns, "kind": self.kind, "count": self.count,
+                "total": self.total}
+
+
+@dataclass
+class SessionStart:
+    type: ClassVar[str] = "session_start"
+    ts_ns: int
+    session: Session
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.session.to_dict()
+        return {"type": self.type, "ts_ns": self.ts_ns, "session_id": self.session.id, "pid": self.session.root_pid,
+                **{k: v for k, v in d.items() if k != "session"}}
+
+
+@dataclass
+class SessionEnd(SessionStart):
+    type: ClassVar[str] = "session_end"
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """The event as printed and stored: `type` and RFC 3339 `ts` first, then its own fields."""
+    d = event.to_dict()
+    out: dict[str, Any] = {"type": d.pop("type", event.type), "ts": rfc3339(event.ts_ns)}
+    out.update(d)
+    return out

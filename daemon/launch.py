@@ -1,0 +1,61 @@
+"""Start a command that is tracked before it runs its first instruction.
+
+The child is forked and held on a pipe until the parent has put its pid in the kernel's tracked
+map; only then does it exec, so neither it nor anything it forks can escape. If the parent dies
+first, the pipe reads EOF and the child exits instead of running untraced.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+
+GATE_PARENT_GONE = 125
+
+
+class LaunchError(RuntimeError):
+    """The command could not be executed (not found, not executable...)."""
+
+
+@dataclass
+class GatedChild:
+    pid: int
+    argv: list[str]
+    _gate: int
+    _errors: int
+
+    def release(self) -> None:
+        """Let the child exec; raise LaunchError if the exec fails."""
+        os.write(self._gate, b"go")
+        os.close(self._gate)
+        with os.fdopen(self._errors, "rb") as errors:
+            failure = errors.read()
+        if failure:
+            os.waitpid(self.pid, 0)
+            err = int(failure.decode() or 0)
+            raise LaunchError(f"cannot run {self.argv[0]!r}: {os.strerror(err)}")
+
+
+def spawn_gated(argv: list[str]) -> GatedChild:
+    gate_r, gate_w = os.pipe()
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # child: wait for the go, then become the command
+        try:
+            os.close(gate_w)
+            os.close(err_r)
+            if os.read(gate_r, 2) != b"go":
+                os._exit(GATE_PARENT_GONE)
+            os.close(gate_r)
+            # Python ignores SIGPIPE and SIGXFSZ; the command must get the default dispositions.
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            os.execvp(argv[0], argv)
+        except OSError as exc:
+            os.write(err_w, str(exc.errno or 0).encode())
+        finally:
+            os._exit(127)
+    os.close(gate_r)
+    os.close(err_w)
+    return GatedChild(pid=pid, argv=argv, _gate=gate_w, _errors=err_r)

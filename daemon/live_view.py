@@ -1,0 +1,100 @@
+"""`vigil trace -o text`: a readable live view with rich.
+
+Each event is one line, indented by its process's depth in the traced tree; on a terminal a
+status line below shows event and drop counts.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from datetime import datetime
+
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent
+from vigild.correlate.process_tree import ProcessTable
+from vigild.daemon.events import Event, LostEvent, SessionEnd, SessionStart
+
+MAX_ARGV_CHARS = 400
+
+
+def _clock(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9).strftime("%H:%M:%S.%f")[:-3]
+
+
+def _argv(argv: list[str]) -> str:
+    text = shlex.join(argv)
+    if len(text) > MAX_ARGV_CHARS:
+        return text[:MAX_ARGV_CHARS] + f"… ({len(text)} chars)"
+    return text
+
+
+class TextView:
+    def __init__(self, processes: ProcessTable, console: Console | None = None) -> None:
+        self.console = console or Console(highlight=False)
+        self.processes = processes
+        self.events = 0
+        self.dropped = 0
+        self.started = time.monotonic()
+        self._live: Live | None = None
+        if self.console.is_terminal:
+            self._live = Live(self._status(), console=self.console, refresh_per_second=4, transient=True)
+            self._live.start()
+
+    def _status(self) -> Text:
+        elapsed = time.monotonic() - self.started
+        alive = sum(1 for p in self.processes.processes.values() if p.alive)
+        style = "bold red" if self.dropped else "dim"
+        return Text(f"events {self.events} · dropped {self.dropped} · tracked {alive} · {elapsed:.0f}s", style=style)
+
+    def _line(self, event: Event) -> Text | None:
+        ts = _clock(event.ts_ns)
+        if isinstance(event, LostEvent):
+            self.dropped = event.total
+            return Text(f"{ts} LOST  {event.count} {event.kind} events (ring buffer full; {event.total} so far)",
+                        style="bold red")
+        if isinstance(event, SessionStart):
+            verb = "END  " if isinstance(event, SessionEnd) else "START"
+            s = event.session
+            tail = ""
+            if isinstance(event, SessionEnd):
+                tail = f" → signal {s.signal}" if s.signal else f" → exit {s.exit_code}"
+            return Text(f"{ts} {verb} session {s.id} pid {s.root_pid} {_argv(s.argv)}{tail}", style="bold cyan")
+        pid = getattr(event, "pid", 0)
+        indent = "  " * self.processes.depth(pid)
+        if isinstance(event, ForkEvent):
+            return Text(f"{ts} fork  {pid:>7} {indent}↳ from {event.ppid}", style="dim")
+        if isinstance(event, ExecEvent):
+            line = Text(f"{ts} exec  {pid:>7} {indent}", style="green")
+            line.append(_argv(event.argv) or event.filename, style="bold green")
+            if event.argv_truncated:
+                line.append(f"  [argv cut at {len(event.argv)} args of {event.argv_bytes} bytes]", style="yellow")
+            return line
+        if isinstance(event, ExitEvent):
+            info = self.processes.get(pid)
+            took = f" after {info.duration_ms:.1f} ms" if info and info.duration_ms is not None else ""
+            if event.signal:
+                return Text(f"{ts} exit  {pid:>7} {indent}✗ {event.comm} killed by {event.signal_name}{took}", style="red")
+            style = "red" if event.exit_code else "blue"
+            return Text(f"{ts} exit  {pid:>7} {indent}{'✗' if event.exit_code else '✓'} {event.comm} "
+                        f"exit {event.exit_code}{took}", style=style)
+        return Text(f"{ts} {event.type:<5} {pid:>7} {indent}{event.to_dict()}")
+
+    def handle(self, event: Event) -> None:
+        self.events += 1
+        line = self._line(event)
+        if line is not None:
+            self.console.print(line, soft_wrap=True)
+
+    def flush(self) -> None:
+        if self._live is not None:
+            self._live.update(self._status())
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        self.console.print(self._status())
