@@ -106,9 +106,11 @@ def check_host(btf_path: Path = KERNEL_BTF) -> None:
         )
     caps = _effective_caps()
     has_bpf = caps & (1 << CAP_BPF) and caps & (1 << CAP_PERFMON)
-    if os.geteuid() != 0 and not has_bpf and not caps & (1 << CAP_SYS_ADMIN):
+    if not has_bpf and not caps & (1 << CAP_SYS_ADMIN):
+        who = "this user" if os.geteuid() else "root without capabilities (a restricted container?)"
         raise BpfUnavailable(
-            "loading BPF programs needs root (or CAP_BPF + CAP_PERFMON + CAP_SYS_RESOURCE): run with sudo"
+            f"loading BPF programs needs root with CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); {who} "
+            "has neither: run with sudo, or grant those capabilities"
         )
     try:
         libbpf.lib()

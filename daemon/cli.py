@@ -19,6 +19,7 @@ from vigild.daemon.store import Store, StoreError
 
 DEFAULT_DB = Path(os.environ.get("VIGIL_DB", "/var/lib/vigild/vigil.db"))
 COMM_MAX = 15
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 class Interrupted(Exception):
@@ -103,6 +104,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGINT, _raise_interrupted)
+    # Held back until everything is set up, so an early Ctrl-C finds a consistent state to undo.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     child = None
     status = 0
     try:
@@ -111,6 +114,7 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             pipeline.add_pending_root(child.pid, command, os.getcwd(), os.getuid())
         roots = [pipeline.add_root(pid).root_pid for pid in args.pid]
         pipeline.start()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         if child is not None:
             child.release()
             status = _wait_child(child.pid, args.timeout)
@@ -124,7 +128,7 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         else:
             status = 130
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pipeline.stop()
         lineage.close()
         if pipeline.total_dropped:

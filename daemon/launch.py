@@ -48,9 +48,11 @@ def spawn_gated(argv: list[str]) -> GatedChild:
             if os.read(gate_r, 2) != b"go":
                 os._exit(GATE_PARENT_GONE)
             os.close(gate_r)
-            # Python ignores SIGPIPE and SIGXFSZ; the command must get the default dispositions.
-            for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+            # Python ignores SIGPIPE and SIGXFSZ, and our caller may block signals while it sets
+            # up: the command must start with default dispositions and an empty mask.
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, set())
             os.execvp(argv[0], argv)
         except OSError as exc:
             os.write(err_w, str(exc.errno or 0).encode())

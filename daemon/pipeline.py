@@ -134,9 +134,9 @@ class Pipeline:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread.ident is not None:  # started (a signal may come first)
             self._thread.join(timeout=5)
-            self._thread = None
+        self._thread = None
         self.run_once(0)  # what arrived after the last poll
         self._check_drops(force=True)
         for sink in self.sinks:

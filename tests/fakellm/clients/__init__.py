@@ -1,0 +1,1 @@
+"""Client programs run as separate processes against the fake server (see ``fakellm``)."""
