@@ -165,11 +165,6 @@ class Http1Connection:
         req.state = resp.state = _State.OPAQUE
         return out
 
-    @property
-    def idle(self) -> bool:
-        """No request is waiting for its response and no message is half-parsed."""
-        return not self._pending and not self._req.buf and not self._resp.buf
-
     # -- framing -------------------------------------------------------------------------------
 
     def _run(self, side: _Side, ts_ns: int, tid: int, out: FramerOutput) -> None:

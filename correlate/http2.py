@@ -150,12 +150,17 @@ class Http2Connection:
         self._abandon(ts_ns, out)
         return out
 
-    @property
-    def idle(self) -> bool:
-        return not self._streams
+    def expire(self, ts_ns: int) -> FramerOutput:
+        """Emit streams still open as truncated but keep decoding: HPACK state stays valid."""
+        out = FramerOutput()
+        self._emit_open(ts_ns, out)
+        return out
 
     def _abandon(self, ts_ns: int, out: FramerOutput) -> None:
         self._broken = True
+        self._emit_open(ts_ns, out)
+
+    def _emit_open(self, ts_ns: int, out: FramerOutput) -> None:
         for exchange in self._streams.values():
             exchange.request.finish(ts_ns, truncated=True)
             if exchange.response is not None:

@@ -32,13 +32,13 @@ _TEXT_DELTAS = ("response.output_text.delta", "response.function_call_arguments.
 
 
 def path_matches(method: str, path: str) -> bool:
-    return method == "POST" and path.endswith("/v1/responses")
+    return method == "POST" and path.endswith("/responses")
 
 
 def matches(method: str, path: str, request: Any) -> bool:
-    """``POST …/v1/responses`` whose body is a Responses request (``input``/``model``, no ``messages``)."""
-    return (path_matches(method, path) and isinstance(request, dict)
-            and ("input" in request or isinstance(request.get("model"), str))
+    """``POST …/responses`` whose body is a Responses request: a model plus input or a prompt."""
+    return (path_matches(method, path) and isinstance(request, dict) and isinstance(request.get("model"), str)
+            and any(key in request for key in ("input", "prompt", "previous_response_id"))
             and "messages" not in request)
 
 

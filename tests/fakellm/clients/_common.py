@@ -13,10 +13,14 @@ import ssl
 import sys
 from typing import Any
 
-FAKE_OPENAI_KEY = "sk-proj-" + "Fk7Qx2Lm9Vb4Nz1Rt6Yw3Hd8Gs5Jc0Pa2Ue7Ki4Mo"
+FAKE_OPENAI_KEY = "sk-proj-" + "u8jzPde0IgxLd6GncfBAepfJBd0Kh8oOOL8dKLzd"
 """Looks like a real project key (``sk-proj-`` + 40 chars) so redaction tests can hunt for it."""
 
-FAKE_ANTHROPIC_KEY = "sk-ant-api03-" + "Zq8Wm3Xr5Tn1Lp7Vc2Bj9Hf4Ds6Gk0Ya3Ue8Io5Pq1Rz7Nw2Mx4Tb9Lc6Vd3Hj0Ks8Gf5-Aa1BbQAA"
+FAKE_ANTHROPIC_KEY = (
+    "sk-ant-api03-"
+    "CfrL1spNxnyVmihA_2O76UMFxFkM_R5Kjp1vRt-1fjORS_6ilI8ihN5KXSc7"
+    "Tvo_hBKqFYY_kv5ZJr3J1TWDtkwtDDb-xAA"
+)
 """Same shape as a real Anthropic key (``sk-ant-api03-`` + 95 chars ending in ``AA``)."""
 
 

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Set up vigild on a Debian or Ubuntu host, as root: the build tools for its BPF programs,
+# a virtual environment with the package in /opt/vigild, `vigil` and `vigild` on PATH.
+#   ./setup.sh          install (or upgrade) from this checkout
+#   ./setup.sh --dev    the same plus what the test suite needs (clients, Prometheus)
+set -euo pipefail
+
+PREFIX="${VIGIL_PREFIX:-/opt/vigild}"
+BIN_DIR="${VIGIL_BIN_DIR:-/usr/local/bin}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+DEV=0
+case "${1:-}" in
+  --dev) DEV=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--dev]" >&2; exit 2 ;;
+esac
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: run as root (sudo $0): it installs packages and loads BPF programs" >&2
+  exit 1
+fi
+if [ ! -e /sys/kernel/btf/vmlinux ]; then
+  echo "setup.sh: warning: this kernel has no BTF (/sys/kernel/btf/vmlinux); vigild needs CONFIG_DEBUG_INFO_BTF=y" >&2
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt_install() { apt-get install -y -q --no-install-recommends "$@" >/dev/null; }
+echo "setup.sh: installing Debian packages"
+apt-get update -q >/dev/null
+# clang 14 (bookworm's default) emits code this kernel's verifier refuses in places; prefer 19.
+if apt-cache show clang-19 >/dev/null 2>&1; then CLANG=clang-19; else CLANG=clang; fi
+apt_install "$CLANG" libbpf-dev libbpf1 bpftool ca-certificates
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "setup.sh: vigild needs Python >= 3.11 as python3" >&2
+  exit 1
+fi
+python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+if [ "$DEV" -eq 1 ]; then
+  apt_install curl prometheus
+  command -v node >/dev/null || apt_install nodejs
+fi
+
+echo "setup.sh: building and installing vigild into $PREFIX"
+[ -x "$PREFIX/bin/python" ] || python3 -m venv "$PREFIX"
+"$PREFIX/bin/pip" install -q --upgrade pip >/dev/null
+if [ "$DEV" -eq 1 ]; then
+  "$PREFIX/bin/pip" install -q "$HERE[test]"
+else
+  "$PREFIX/bin/pip" install -q "$HERE"
+fi
+ln -sf "$PREFIX/bin/vigil" "$BIN_DIR/vigil"
+ln -sf "$PREFIX/bin/vigild" "$BIN_DIR/vigild"
+echo "setup.sh: done: $("$BIN_DIR/vigil" --help | head -1)"
