@@ -108,6 +108,7 @@ class _Side:
         self.remaining = 0
         self.msg: HttpMessage | None = None
         self.exchange: Exchange | None = None
+        self.head_ts: int | None = None
 
     @property
     def name(self) -> str:
@@ -175,6 +176,10 @@ class Http1Connection:
             if state is _State.HEAD:
                 while pos < len(buf) and buf[pos] in (0x0D, 0x0A):
                     pos += 1  # RFC 9112 2.2: tolerate empty lines before a start line
+                if pos == len(buf):
+                    break
+                if side.head_ts is None:
+                    side.head_ts = ts_ns  # a message starts when its first byte was captured
                 match = _HEAD_END.search(buf, max(pos, side.scan_from))
                 if match is None:
                     if len(buf) - pos > MAX_HEAD_BYTES:
@@ -186,7 +191,9 @@ class Http1Connection:
                 head = bytes(buf[pos:match.start()])
                 pos = match.end()
                 side.scan_from = 0
-                if not self._on_head(side, head, ts_ns, tid, out):
+                start_ts = side.head_ts if side.head_ts is not None else ts_ns
+                side.head_ts = None
+                if not self._on_head(side, head, start_ts, ts_ns, tid, out):
                     return
             elif state in (_State.BODY, _State.CHUNK_DATA):
                 take = min(side.remaining, len(buf) - pos)
@@ -253,7 +260,7 @@ class Http1Connection:
         if side.state is _State.HEAD:
             side.scan_from = max(0, side.scan_from - pos) if side.scan_from else 0
 
-    def _on_head(self, side: _Side, head: bytes, ts_ns: int, tid: int, out: FramerOutput) -> bool:
+    def _on_head(self, side: _Side, head: bytes, start_ts: int, ts_ns: int, tid: int, out: FramerOutput) -> bool:
         """Start a message from its head; False when the head was unusable (side desynced)."""
         lines = head.split(b"\n")
         start = lines[0].rstrip(b"\r")
@@ -264,7 +271,7 @@ class Http1Connection:
                 out.problem("http_malformed", f"not an HTTP/1.x request line: {start[:60]!r}", ts_ns)
                 self._desync(side)
                 return False
-            msg = HttpMessage(start_ts=ts_ns, tid=tid, headers=headers,
+            msg = HttpMessage(start_ts=start_ts, tid=tid, headers=headers,
                               body=BodyBuffer(_header(headers, "content-encoding"), self._cap),
                               method=match.group(1).decode("latin-1"), target=match.group(2).decode("latin-1"))
             exchange = Exchange(request=msg, http_version="1.1", host=_header(headers, "host") or "")
@@ -284,7 +291,7 @@ class Http1Connection:
             out.problem("mid_stream_start", f"HTTP {status} response without a captured request", ts_ns)
             self._desync(side)
             return False
-        msg = HttpMessage(start_ts=ts_ns, tid=tid, headers=headers,
+        msg = HttpMessage(start_ts=start_ts, tid=tid, headers=headers,
                           body=BodyBuffer(_header(headers, "content-encoding"), self._cap), status=status)
         exchange.response = msg
         side.msg, side.exchange = msg, exchange
@@ -346,6 +353,7 @@ class Http1Connection:
 
     def _desync(self, side: _Side) -> None:
         side.state = _State.DESYNC
+        side.head_ts = None
         side.msg = None
         side.exchange = None
         side.buf.clear()

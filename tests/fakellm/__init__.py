@@ -18,7 +18,7 @@ curl needs no script (``$URL`` is ``server.url``, ``$CA`` is ``server.ca_path``)
     curl -sS --cacert "$CA" --http1.1 "$URL/v1/messages" \\
          -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \\
          -H 'x-api-key: sk-ant-api03-…' \\
-         -d '{"model":"claude-sonnet-4-5","max_tokens":1024,"stream":true,
+         -d '{"model":"claude-sonnet-4-6","max_tokens":1024,"stream":true,
               "messages":[{"role":"user","content":"hi"}]}'
     curl -sS --cacert "$CA" --http2 "$URL/v1/chat/completions" \\
          -H 'content-type: application/json' -H 'authorization: Bearer sk-proj-…' \\
@@ -64,7 +64,8 @@ def client_env(server: FakeLLMServer, scenario: str | None = None) -> dict[str, 
 
     Sets the variables each client family reads — ``FAKELLM_URL``/``FAKELLM_CA`` for our
     scripts, ``SSL_CERT_FILE`` for Python/OpenSSL defaults, ``NODE_EXTRA_CA_CERTS`` for Node,
-    ``CURL_CA_BUNDLE`` for curl — on top of the current environment.
+    ``CURL_CA_BUNDLE`` for curl, and the fake API keys (``FAKELLM_OPENAI_KEY`` /
+    ``FAKELLM_ANTHROPIC_KEY``, read by ``node_fetch.js``) — on top of the current environment.
     """
     env = dict(os.environ)
     env.update(
@@ -73,6 +74,8 @@ def client_env(server: FakeLLMServer, scenario: str | None = None) -> dict[str, 
         SSL_CERT_FILE=server.ca_path,
         NODE_EXTRA_CA_CERTS=server.ca_path,
         CURL_CA_BUNDLE=server.ca_path,
+        FAKELLM_OPENAI_KEY=FAKE_OPENAI_KEY,
+        FAKELLM_ANTHROPIC_KEY=FAKE_ANTHROPIC_KEY,
     )
     if scenario is not None:
         env["FAKELLM_SCENARIO"] = scenario

@@ -32,7 +32,7 @@ TOOLS: list[Any] = [
     },
 ]
 MESSAGES: list[Any] = [{"role": "user", "content": "List the files and show me the hostname."}]
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"
 
 
 def summarize(message: Any, stream: bool) -> dict[str, Any]:

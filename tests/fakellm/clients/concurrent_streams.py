@@ -34,7 +34,7 @@ STREAMS = 4
 def anthropic_stream(http: httpx2.Client, url: str, headers: dict[str, str]) -> dict[str, Any]:
     client = anthropic.Anthropic(base_url=url, api_key=FAKE_ANTHROPIC_KEY, http_client=http, max_retries=0)
     with client.messages.stream(
-        model="claude-sonnet-4-5",
+        model="claude-sonnet-4-6",
         max_tokens=512,
         messages=[{"role": "user", "content": "hi"}],
         extra_headers=headers,

@@ -7,8 +7,11 @@
 // optional FAKELLM_SCENARIO picks a server scenario.)
 'use strict';
 
-const FAKE_ANTHROPIC_KEY = 'sk-ant-api03-' + 'N0deFetchTestKey'.repeat(5) + 'abcdefghijklmAA';
-const FAKE_OPENAI_KEY = 'sk-proj-' + 'N0deFetchTestKeyN0deFetchTestKey12345678';
+// fakellm.client_env() passes the same fake keys the Python clients use; the fallbacks only
+// matter when the script is run by hand.
+const FAKE_ANTHROPIC_KEY =
+  process.env.FAKELLM_ANTHROPIC_KEY || 'sk-ant-api03-' + 'N0deFetchTestKey'.repeat(5) + 'abcdefghijklmAA';
+const FAKE_OPENAI_KEY = process.env.FAKELLM_OPENAI_KEY || 'sk-proj-' + 'N0deFetchTestKey'.repeat(2) + '12345678';
 
 const base = (process.env.FAKELLM_URL || '').replace(/\/$/, '');
 const scenario = process.env.FAKELLM_SCENARIO;
@@ -46,7 +49,7 @@ async function anthropicStream() {
       ...extra,
     },
     body: JSON.stringify({
-      model: 'claude-sonnet-4-5',
+      model: 'claude-sonnet-4-6',
       max_tokens: 1024,
       stream: true,
       messages: [{ role: 'user', content: 'List the files.' }],
