@@ -18,6 +18,9 @@ enum event_kind {
 	EVENT_FORK = 1,
 	EVENT_EXEC = 2,
 	EVENT_EXIT = 3,
+	EVENT_TLS_DATA = 4,
+	EVENT_TLS_CLOSE = 5,
+	EVENT_TLS_BUSY = 6,  /* stats only: a TLS call seen while this CPU's scratch was in use */
 	EVENT_KIND_MAX = 16, /* size of the per-kind stats array */
 };
 
@@ -83,6 +86,49 @@ struct tracked_info {
 	__u64 session_id;
 	__u32 root_pid;
 	__u32 depth; /* 0 for the root, parent's depth + 1 for children */
+};
+
+/* Plaintext is cut into chunks of at most this many bytes, one ring record each. */
+#define TLS_CHUNK_MAX 16384
+
+#define TLS_DIR_WRITE 0 /* the process sent this (client -> server for an agent) */
+#define TLS_DIR_READ 1
+
+#define TLS_LIB_OPENSSL 1
+#define TLS_LIB_GNUTLS 2
+
+/* Attach cookie of every TLS uprobe: which library and which direction. */
+#define TLS_COOKIE(lib, dir) (((__u64)(lib) << 8) | (dir))
+
+#define TLS_CALL_CAPPED (1u << 0) /* the call moved more than max_call_bytes: the rest is not sent */
+
+/* One piece of the plaintext one SSL_read/SSL_write (or GnuTLS) call moved. A call of N bytes
+ * becomes ceil(N / TLS_CHUNK_MAX) records with increasing `offset`; user space finds a gap when
+ * offsets skip (ring full) or stop short of call_len (cap reached: TLS_CALL_CAPPED). */
+struct tls_data_event {
+	struct event_header hdr;
+	__u64 conn_id;   /* the SSL* (or gnutls_session_t): the connection, whatever thread uses it */
+	__u64 call_id;   /* per-CPU sequence | cpu << 56: groups the chunks of one call */
+	__u32 direction; /* TLS_DIR_* */
+	__u32 lib;       /* TLS_LIB_* */
+	__u32 call_len;  /* bytes the call moved in all */
+	__u32 offset;    /* where this chunk starts within the call */
+	__u32 len;       /* bytes in data */
+	__u32 _pad;
+	char data[TLS_CHUNK_MAX];
+};
+
+/* The connection object was freed (SSL_free / gnutls_deinit). */
+struct tls_close_event {
+	struct event_header hdr;
+	__u64 conn_id;
+	__u32 lib;
+	__u32 _pad;
+};
+
+struct tls_config {
+	__u32 wakeup_bytes;
+	__u32 max_call_bytes; /* cap per SSL call; 0 means no cap */
 };
 
 /* Read-only configuration, set by the loader between open and load. */

@@ -23,8 +23,19 @@ KERNEL_SESSION_BIT = 1 << 62
 EVENT_FORK = 1
 EVENT_EXEC = 2
 EVENT_EXIT = 3
+EVENT_TLS_DATA = 4
+EVENT_TLS_CLOSE = 5
+EVENT_TLS_BUSY = 6
 EVENT_KIND_MAX = 16
-KIND_NAMES = {EVENT_FORK: "fork", EVENT_EXEC: "exec", EVENT_EXIT: "exit"}
+KIND_NAMES = {EVENT_FORK: "fork", EVENT_EXEC: "exec", EVENT_EXIT: "exit", EVENT_TLS_DATA: "tls_data",
+              EVENT_TLS_CLOSE: "tls_close", EVENT_TLS_BUSY: "tls_busy"}
+
+TLS_CHUNK_MAX = 16384
+TLS_DIR_WRITE = 0
+TLS_DIR_READ = 1
+TLS_LIB_OPENSSL = 1
+TLS_LIB_GNUTLS = 2
+TLS_CALL_CAPPED = 1 << 0
 
 EXEC_ARGS_TRUNCATED = 1 << 0
 EXEC_FILENAME_TRUNCATED = 1 << 1
@@ -74,11 +85,35 @@ class TrackedInfoC(ctypes.Structure):
     _fields_ = [("session_id", c_uint64), ("root_pid", c_uint32), ("depth", c_uint32)]
 
 
+class TlsDataEventC(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("conn_id", c_uint64),
+        ("call_id", c_uint64),
+        ("direction", c_uint32),
+        ("lib", c_uint32),
+        ("call_len", c_uint32),
+        ("offset", c_uint32),
+        ("len", c_uint32),
+        ("_pad", c_uint32),
+        ("data", c_char * TLS_CHUNK_MAX),
+    ]
+
+
+class TlsCloseEventC(ctypes.Structure):
+    _fields_ = [("hdr", EventHeader), ("conn_id", c_uint64), ("lib", c_uint32), ("_pad", c_uint32)]
+
+
+class TlsConfigC(ctypes.Structure):
+    _fields_ = [("wakeup_bytes", c_uint32), ("max_call_bytes", c_uint32)]
+
+
 class LineageConfigC(ctypes.Structure):
     _fields_ = [("session_base", c_uint64), ("wakeup_bytes", c_uint32), ("match_comm", c_uint32)]
 
 
 EXEC_DATA_OFFSET = ExecEventC.data.offset
+TLS_DATA_OFFSET = TlsDataEventC.data.offset
 
 
 # ---- typed events ------------------------------------------------------------------------------
@@ -125,6 +160,29 @@ class ExitEvent(ProcessEvent):
     signal: int | None = None
     signal_name: str | None = None
     core_dumped: bool = False
+
+
+@dataclass
+class TlsData(ProcessEvent):
+    """One chunk of plaintext a TLS call moved. Internal: the pipeline feeds these to the stream
+    decoder; they are not printed."""
+
+    type: ClassVar[str] = "tls_data"
+    conn_id: int = 0
+    call_id: int = 0
+    direction: int = TLS_DIR_WRITE
+    lib: int = TLS_LIB_OPENSSL
+    call_len: int = 0
+    offset: int = 0
+    capped: bool = False
+    data: bytes = b""
+
+
+@dataclass
+class TlsClose(ProcessEvent):
+    type: ClassVar[str] = "tls_close"
+    conn_id: int = 0
+    lib: int = TLS_LIB_OPENSSL
 
 
 class DecodeError(ValueError):
@@ -197,8 +255,29 @@ class EventDecoder:
             code, sig, core = decode_wait_status(ev.exit_code)
             return ExitEvent(**self._common(hdr), exit_code=code, signal=sig,
                              signal_name=signal_name(sig) if sig else None, core_dumped=core)
+        if hdr.kind == EVENT_TLS_DATA:
+            return self._tls_data(hdr, raw)
+        if hdr.kind == EVENT_TLS_CLOSE:
+            if len(raw) < ctypes.sizeof(TlsCloseEventC):
+                self.errors["short_record"] += 1
+                raise DecodeError("tls close record too short")
+            close = TlsCloseEventC.from_buffer_copy(raw)
+            return TlsClose(**self._common(hdr), conn_id=close.conn_id, lib=close.lib)
         self.errors["unknown_kind"] += 1
         raise DecodeError(f"unknown event kind {hdr.kind}")
+
+    def _tls_data(self, hdr: EventHeader, raw: bytes) -> TlsData:
+        if len(raw) < TLS_DATA_OFFSET:
+            self.errors["short_record"] += 1
+            raise DecodeError("tls data record too short")
+        fixed = TlsDataEventC.from_buffer_copy(raw[:TLS_DATA_OFFSET] + b"\0" * TLS_CHUNK_MAX)
+        data = raw[TLS_DATA_OFFSET:TLS_DATA_OFFSET + fixed.len]
+        if len(data) != fixed.len:
+            self.errors["short_record"] += 1
+            raise DecodeError("tls data record shorter than its declared length")
+        return TlsData(**self._common(hdr), conn_id=fixed.conn_id, call_id=fixed.call_id,
+                       direction=fixed.direction, lib=fixed.lib, call_len=fixed.call_len, offset=fixed.offset,
+                       capped=bool(hdr.flags & TLS_CALL_CAPPED), data=data)
 
     def _exec(self, hdr: EventHeader, raw: bytes) -> ExecEvent:
         fixed = raw[:EXEC_DATA_OFFSET].ljust(EXEC_DATA_OFFSET, b"\0")

@@ -305,10 +305,12 @@ class BpfObject:
         offset: int = 0,
         pid: int = -1,
         retprobe: bool = False,
+        cookie: int = 0,
     ) -> Link:
         """Attach to a function in an ELF file: by symbol (libbpf resolves it), or by file
-        offset when symbol is None. pid -1 means every process that maps the file."""
-        opts = libbpf.UprobeOpts(sz=ctypes.sizeof(libbpf.UprobeOpts), retprobe=retprobe,
+        offset when symbol is None. pid -1 means every process that maps the file; the program
+        reads `cookie` with bpf_get_attach_cookie()."""
+        opts = libbpf.UprobeOpts(sz=ctypes.sizeof(libbpf.UprobeOpts), retprobe=retprobe, bpf_cookie=cookie,
                                  func_name=symbol.encode() if symbol else None)
         with _CaptureLog() as lines:
             ptr = _lib().bpf_program__attach_uprobe_opts(self._prog_ptr(prog), pid, binary.encode(),

@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: Apache-2.0
+/* TLS plaintext of tracked processes, read at the TLS library's boundary (uprobes).
+ *
+ * The same four programs serve OpenSSL (SSL_write/SSL_read and their _ex forms) and GnuTLS
+ * (gnutls_record_send/recv); the attach cookie says which library and direction. The buffer is
+ * remembered at entry, keyed by thread, and read at return, when it holds what was really moved
+ * (for reads it is only filled then). Untracked processes cost one hash lookup and emit nothing. */
+#include "common.bpf.h"
+
+const volatile struct tls_config cfg = {
+	.wakeup_bytes = 256 * 1024,
+	.max_call_bytes = 16 * 1024 * 1024,
+};
+
+struct tls_call {
+	__u64 conn;
+	__u64 buf;
+	__u64 len_ptr; /* _ex forms: where the library writes the byte count */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid: one call in flight per thread */
+	__type(value, struct tls_call);
+} tls_calls SEC(".maps");
+
+/* A chunk is assembled here before it is copied into the ring with its exact length. `busy`
+ * guards against a preempting uprobe on the same CPU reusing the slot mid-copy: that call is
+ * counted as lost (EVENT_TLS_BUSY) instead of corrupting another's data. */
+struct tls_scratch {
+	__u32 busy;
+	__u32 _pad;
+	__u64 seq;
+	struct tls_data_event ev;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tls_scratch);
+} tls_scratch SEC(".maps");
+
+struct chunk_ctx {
+	struct tls_scratch *s;
+	__u64 src;
+	__u32 total;
+};
+
+static __always_inline int on_enter(void *conn, void *buf, void *len_ptr)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	struct tls_call call;
+
+	if (!bpf_map_lookup_elem(&tracked, &tgid))
+		return 0;
+	call.conn = (__u64)conn;
+	call.buf = (__u64)buf;
+	call.len_ptr = (__u64)len_ptr;
+	bpf_map_update_elem(&tls_calls, &id, &call, BPF_ANY);
+	return 0;
+}
+
+static long emit_chunk(__u64 index, struct chunk_ctx *c)
+{
+	struct tls_data_event *ev = &c->s->ev;
+	__u64 offset = index * TLS_CHUNK_MAX;
+	__u32 len;
+
+	if (offset >= c->total)
+		return 1;
+	len = c->total - offset;
+	if (len > TLS_CHUNK_MAX)
+		len = TLS_CHUNK_MAX;
+	ev->offset = offset;
+	ev->len = len;
+	if (bpf_probe_read_user(ev->data, len, (void *)(c->src + offset))) {
+		count_event(EVENT_TLS_DATA, -1);
+		return 0; /* the gap shows in the offsets */
+	}
+	emit(EVENT_TLS_DATA, ev, offsetof(struct tls_data_event, data) + len, cfg.wakeup_bytes);
+	return 0;
+}
+
+static __always_inline int on_exit(struct pt_regs *ctx, long ret, int is_ex)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32, zero = 0, total;
+	__u64 cookie = bpf_get_attach_cookie(ctx), moved = 0;
+	struct tracked_info *info;
+	struct tls_call *call;
+	struct tls_scratch *s;
+	struct chunk_ctx c;
+
+	call = bpf_map_lookup_elem(&tls_calls, &id);
+	if (!call)
+		return 0;
+	if (is_ex) {
+		if (ret == 1 && call->len_ptr)
+			bpf_probe_read_user(&moved, sizeof(size_t), (void *)call->len_ptr);
+	} else if (ret > 0) {
+		moved = ret;
+	}
+	info = bpf_map_lookup_elem(&tracked, &tgid);
+	s = bpf_map_lookup_elem(&tls_scratch, &zero);
+	if (!moved || !info || !s)
+		goto out;
+	if (s->busy) {
+		count_event(EVENT_TLS_BUSY, -1);
+		goto out;
+	}
+	s->busy = 1;
+	fill_header(&s->ev.hdr, EVENT_TLS_DATA, (struct task_struct *)bpf_get_current_task_btf(), info);
+	s->ev.conn_id = call->conn;
+	s->ev.call_id = (s->seq++) | ((__u64)bpf_get_smp_processor_id() << 56);
+	s->ev.direction = cookie & 0xff;
+	s->ev.lib = (cookie >> 8) & 0xff;
+	s->ev.call_len = moved > 0xffffffffULL ? 0xffffffff : moved;
+	total = s->ev.call_len;
+	if (cfg.max_call_bytes && total > cfg.max_call_bytes) {
+		total = cfg.max_call_bytes;
+		s->ev.hdr.flags |= TLS_CALL_CAPPED;
+	}
+	c.s = s;
+	c.src = call->buf;
+	c.total = total;
+	bpf_loop((total + TLS_CHUNK_MAX - 1) / TLS_CHUNK_MAX, emit_chunk, &c, 0);
+	s->busy = 0;
+out:
+	bpf_map_delete_elem(&tls_calls, &id);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_enter, void *conn, void *buf, long num)
+{
+	return on_enter(conn, buf, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_enter_ex, void *conn, void *buf, long num, void *len_ptr)
+{
+	return on_enter(conn, buf, len_ptr);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_exit, long ret)
+{
+	return on_exit(ctx, (int)ret, 0);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_exit_ex, long ret)
+{
+	return on_exit(ctx, (int)ret, 1);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_free, void *conn)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tracked_info *info = bpf_map_lookup_elem(&tracked, &tgid);
+	struct tls_close_event ev = {};
+
+	if (!info || !conn)
+		return 0;
+	fill_header(&ev.hdr, EVENT_TLS_CLOSE, (struct task_struct *)bpf_get_current_task_btf(), info);
+	ev.conn_id = (__u64)conn;
+	ev.lib = bpf_get_attach_cookie(ctx) >> 8;
+	emit(EVENT_TLS_CLOSE, &ev, sizeof(ev), cfg.wakeup_bytes);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
