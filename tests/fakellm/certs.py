@@ -49,7 +49,7 @@ def generate_certs(directory: str | Path | None = None) -> CertPaths:
     out = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="fakellm-pki-"))
     out.mkdir(parents=True, exist_ok=True)
     # Back-date a little so clock skew between the VM and a container never makes it "not yet valid".
-    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+    now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     until = now + datetime.timedelta(days=7)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())

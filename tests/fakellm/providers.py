@@ -251,11 +251,14 @@ def _anthropic(ctx: _Ctx) -> Rendered:
     ping = _sse('{"type": "ping"}', event="ping")
     pieces = ctx.scenario.piece_chars
     for index, block in enumerate(blocks):
+        start: dict[str, Any]
         if block["type"] == "text":
             start = {"type": "text", "text": ""}
         else:
             start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
-        events.append(ev("content_block_start", {"type": "content_block_start", "index": index, "content_block": start}))
+        events.append(
+            ev("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})
+        )
         if index == 0:
             events.append(ping)
         if block["type"] == "text":
@@ -263,9 +266,13 @@ def _anthropic(ctx: _Ctx) -> Rendered:
         else:
             # The real API opens every tool_use block with an empty partial_json.
             raw = json.dumps(block["input"], ensure_ascii=False)
-            deltas = [{"type": "input_json_delta", "partial_json": p} for p in ["", *split_pieces(raw, pieces)]]
+            deltas = [
+                {"type": "input_json_delta", "partial_json": p} for p in ["", *split_pieces(raw, pieces)]
+            ]
         for delta in deltas:
-            events.append(ev("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+            events.append(
+                ev("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            )
         events.append(ev("content_block_stop", {"type": "content_block_stop", "index": index}))
     if not blocks:
         events.append(ping)
@@ -336,7 +343,7 @@ def _openai_chat(ctx: _Ctx) -> Rendered:
         if ctx.tool_calls:
             message["tool_calls"] = [
                 {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": a}}
-                for t, a in zip(ctx.tool_calls, arguments)
+                for t, a in zip(ctx.tool_calls, arguments, strict=True)
             ]
         body = {
             "id": cmpl_id,
@@ -348,7 +355,9 @@ def _openai_chat(ctx: _Ctx) -> Rendered:
             "service_tier": "default",
             "system_fingerprint": fingerprint,
         }
-        return Rendered(200, _json_headers() + _openai_headers(), body=_dumps(body).encode(), response=response)
+        return Rendered(
+            200, _json_headers() + _openai_headers(), body=_dumps(body).encode(), response=response
+        )
 
     options = ctx.request.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -371,8 +380,13 @@ def _openai_chat(ctx: _Ctx) -> Rendered:
     events = [chunk({"role": "assistant", "content": "" if reply.text else None, "refusal": None})]
     if reply.text:
         events += [chunk({"content": p}) for p in split_pieces(reply.text, pieces)]
-    for index, (tool, args) in enumerate(zip(ctx.tool_calls, arguments)):
-        first = {"index": index, "id": tool.id, "type": "function", "function": {"name": tool.name, "arguments": ""}}
+    for index, (tool, args) in enumerate(zip(ctx.tool_calls, arguments, strict=True)):
+        first = {
+            "index": index,
+            "id": tool.id,
+            "type": "function",
+            "function": {"name": tool.name, "arguments": ""},
+        }
         events.append(chunk({"tool_calls": [first]}))
         events += [
             chunk({"tool_calls": [{"index": index, "function": {"arguments": p}}]})
@@ -437,7 +451,13 @@ def _openai_responses(ctx: _Ctx) -> Rendered:
         return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
 
     def message_item(item_status: str, content: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"id": msg_id, "type": "message", "status": item_status, "content": content, "role": "assistant"}
+        return {
+            "id": msg_id,
+            "type": "message",
+            "status": item_status,
+            "content": content,
+            "role": "assistant",
+        }
 
     def call_item(i: int, item_status: str, args: str) -> dict[str, Any]:
         tool = ctx.tool_calls[i]
@@ -455,7 +475,9 @@ def _openai_responses(ctx: _Ctx) -> Rendered:
         final_output.append(message_item(status, [text_part(reply.text)]))
     final_output += [call_item(i, "completed", a) for i, a in enumerate(arguments)]
 
-    def envelope(env_status: str, output: list[dict[str, Any]], env_usage: dict[str, Any] | None) -> dict[str, Any]:
+    def envelope(
+        env_status: str, output: list[dict[str, Any]], env_usage: dict[str, Any] | None
+    ) -> dict[str, Any]:
         req = ctx.request
         return {
             "id": resp_id,
@@ -509,7 +531,9 @@ def _openai_responses(ctx: _Ctx) -> Rendered:
     ]
     output_index = 0
     if reply.text:
-        events.append(ev("response.output_item.added", {"output_index": 0, "item": message_item("in_progress", [])}))
+        events.append(
+            ev("response.output_item.added", {"output_index": 0, "item": message_item("in_progress", [])})
+        )
         loc = {"item_id": msg_id, "output_index": 0, "content_index": 0}
         events.append(ev("response.content_part.added", {**loc, "part": text_part("")}))
         events += [
@@ -522,15 +546,25 @@ def _openai_responses(ctx: _Ctx) -> Rendered:
         output_index = 1
     for i, args in enumerate(arguments):
         oi = output_index + i
-        events.append(ev("response.output_item.added", {"output_index": oi, "item": call_item(i, "in_progress", "")}))
+        events.append(
+            ev("response.output_item.added", {"output_index": oi, "item": call_item(i, "in_progress", "")})
+        )
         events += [
-            ev("response.function_call_arguments.delta", {"item_id": fc_ids[i], "output_index": oi, "delta": p})
+            ev(
+                "response.function_call_arguments.delta",
+                {"item_id": fc_ids[i], "output_index": oi, "delta": p},
+            )
             for p in split_pieces(args, pieces)
         ]
         events.append(
-            ev("response.function_call_arguments.done", {"item_id": fc_ids[i], "output_index": oi, "arguments": args})
+            ev(
+                "response.function_call_arguments.done",
+                {"item_id": fc_ids[i], "output_index": oi, "arguments": args},
+            )
         )
-        events.append(ev("response.output_item.done", {"output_index": oi, "item": call_item(i, "completed", args)}))
+        events.append(
+            ev("response.output_item.done", {"output_index": oi, "item": call_item(i, "completed", args)})
+        )
     final_name = "response.completed" if status == "completed" else "response.incomplete"
     events.append(ev(final_name, {"response": envelope(status, final_output, usage)}))
     return Rendered(200, _sse_headers() + headers, events=events, response=response)
@@ -568,7 +602,11 @@ def _gemini(ctx: _Ctx, *, sse: bool) -> Rendered:
         if final:
             candidate["finishReason"] = finish
         candidate["index"] = 0
-        usage = full_usage if final else {"promptTokenCount": reply.input_tokens, "totalTokenCount": reply.input_tokens}
+        usage = (
+            full_usage
+            if final
+            else {"promptTokenCount": reply.input_tokens, "totalTokenCount": reply.input_tokens}
+        )
         return {
             "candidates": [candidate],
             "usageMetadata": usage,
@@ -579,8 +617,12 @@ def _gemini(ctx: _Ctx, *, sse: bool) -> Rendered:
     headers = [("x-gemini-service-tier", "standard")]
     if not ctx.stream:
         parts = ([{"text": reply.text}] if reply.text else []) + call_parts
-        return Rendered(200, _json_headers() + headers, body=_dumps(chunk(parts, True)).encode(), response=response)
-    text_parts = [{"text": p} for p in split_pieces(reply.text, ctx.scenario.piece_chars)] if reply.text else []
+        return Rendered(
+            200, _json_headers() + headers, body=_dumps(chunk(parts, True)).encode(), response=response
+        )
+    text_parts = (
+        [{"text": p} for p in split_pieces(reply.text, ctx.scenario.piece_chars)] if reply.text else []
+    )
     # Like the real stream, the last chunk carries the tail of the text together with the
     # function calls, finishReason and the complete usage.
     chunks = [chunk([part], False) for part in text_parts[:-1]]

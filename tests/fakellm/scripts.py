@@ -130,9 +130,7 @@ SCENARIOS: Final[dict[str, Scenario]] = {
             replies={
                 "anthropic": Reply(text="Truncated héllo", tool_calls=(), finish_reason="max_tokens"),
                 "openai_chat": Reply(text="Truncated héllo", tool_calls=(), finish_reason="length"),
-                "openai_responses": Reply(
-                    text="Truncated héllo", tool_calls=(), finish_reason="incomplete"
-                ),
+                "openai_responses": Reply(text="Truncated héllo", tool_calls=(), finish_reason="incomplete"),
                 "gemini": Reply(text="Truncated héllo", tool_calls=(), finish_reason="MAX_TOKENS"),
             },
         ),

@@ -134,9 +134,7 @@ class ExchangeLog:
         """
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not (
-                len(self._items) >= count and all(e.completed or e.aborted for e in self._items)
-            ):
+            while not (len(self._items) >= count and all(e.completed or e.aborted for e in self._items)):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(f"{len(self._items)} exchanges, expected {count} finished")
@@ -311,7 +309,10 @@ class FakeLLMServer:
                 return
             conn_id = next(self._conn_ids)
             thread = threading.Thread(
-                target=self._connection, args=(raw, peer, conn_id), name=f"fakellm-conn-{conn_id}", daemon=True
+                target=self._connection,
+                args=(raw, peer, conn_id),
+                name=f"fakellm-conn-{conn_id}",
+                daemon=True,
             )
             with self._threads_lock:
                 self._threads.add(thread)
@@ -384,8 +385,12 @@ class FakeLLMServer:
         )
         llm_route = route(method, target)
         if scenario is None:
-            rendered = Rendered(400, [("content-type", "application/json")], body=b'{"error":"unknown scenario"}')
-            rendered.error = "unknown scenario"
+            rendered = Rendered(
+                400,
+                [("content-type", "application/json")],
+                body=b'{"error":"unknown scenario"}',
+                error="unknown scenario",
+            )
             scenario = self.scenarios["default"]
         elif llm_route is None:
             rendered = self._non_llm(target)
@@ -545,12 +550,16 @@ class _H2Stream:
 class _H2Connection:
     """One HTTP/2 connection: all socket I/O on the calling thread, streams interleaved."""
 
-    def __init__(self, server: FakeLLMServer, tls: ssl.SSLSocket, peer: tuple[str, int], conn_id: int) -> None:
+    def __init__(
+        self, server: FakeLLMServer, tls: ssl.SSLSocket, peer: tuple[str, int], conn_id: int
+    ) -> None:
         self.server = server
         self.tls = tls
         self.peer = peer
         self.conn_id = conn_id
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None)
+        )
         self.streams: dict[int, _H2Stream] = {}
 
     def flush(self) -> None:

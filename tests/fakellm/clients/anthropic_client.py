@@ -23,7 +23,11 @@ TOOLS: list[Any] = [
     {
         "name": "bash",
         "description": "Run a shell command",
-        "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]},
+        "input_schema": {
+            "type": "object",
+            "properties": {"command": {"type": "string"}},
+            "required": ["command"],
+        },
     },
     {
         "name": "read_file",
@@ -43,7 +47,9 @@ def summarize(message: Any, stream: bool) -> dict[str, Any]:
         "model": message.model,
         "text": "".join(b.text for b in message.content if b.type == "text"),
         "tool_calls": [
-            {"id": b.id, "name": b.name, "arguments": b.input} for b in message.content if b.type == "tool_use"
+            {"id": b.id, "name": b.name, "arguments": b.input}
+            for b in message.content
+            if b.type == "tool_use"
         ],
         "input_tokens": message.usage.input_tokens,
         "output_tokens": message.usage.output_tokens,
@@ -53,8 +59,9 @@ def summarize(message: Any, stream: bool) -> dict[str, Any]:
 
 def streaming(client: anthropic.Anthropic) -> dict[str, Any]:
     events = 0
-    with client.messages.stream(model=MODEL, max_tokens=1024, system="You are a coding agent.",
-                                messages=MESSAGES, tools=TOOLS) as stream:
+    with client.messages.stream(
+        model=MODEL, max_tokens=1024, system="You are a coding agent.", messages=MESSAGES, tools=TOOLS
+    ) as stream:
         for _ in stream:
             events += 1
         message = stream.get_final_message()

@@ -9,7 +9,7 @@ single connection instead.
 Each request carries ``x-client-tag: stream-N`` so a test can pair the printed results with the
 server's exchanges.  The default scenario is ``slow`` (delayed, spaced events) so that the
 streams really overlap.  Prints ``{"streams": [...]}`` ordered by N, each with ``tag, api,
-id, text, tool_calls, input_tokens, output_tokens, finish_reason, t_start, t_end``.
+stream, id, model, text, tool_calls, input_tokens, output_tokens, finish_reason, t_start, t_end``.
 
 Run: ``python concurrent_streams.py --url URL --ca ca.pem [--http2]`` (or ``FAKELLM_URL`` /
 ``FAKELLM_CA``).
@@ -42,9 +42,15 @@ def anthropic_stream(http: httpx2.Client, url: str, headers: dict[str, str]) -> 
         message = stream.get_final_message()
     return {
         "api": "messages",
+        "stream": True,
         "id": message.id,
+        "model": message.model,
         "text": "".join(b.text for b in message.content if b.type == "text"),
-        "tool_calls": [{"id": b.id, "name": b.name, "arguments": b.input} for b in message.content if b.type == "tool_use"],
+        "tool_calls": [
+            {"id": b.id, "name": b.name, "arguments": b.input}
+            for b in message.content
+            if b.type == "tool_use"
+        ],
         "input_tokens": message.usage.input_tokens,
         "output_tokens": message.usage.output_tokens,
         "finish_reason": message.stop_reason,
@@ -60,10 +66,10 @@ def openai_stream(http: httpx2.Client, url: str, headers: dict[str, str]) -> dic
         stream_options={"include_usage": True},
         extra_headers=headers,
     )
-    result: dict[str, Any] = {"api": "chat", "text": "", "finish_reason": None}
+    result: dict[str, Any] = {"api": "chat", "stream": True, "text": "", "finish_reason": None}
     calls: dict[int, dict[str, Any]] = {}
     for chunk in stream:
-        result["id"] = chunk.id
+        result["id"], result["model"] = chunk.id, chunk.model
         if chunk.usage is not None:
             result["input_tokens"] = chunk.usage.prompt_tokens
             result["output_tokens"] = chunk.usage.completion_tokens
@@ -77,7 +83,8 @@ def openai_stream(http: httpx2.Client, url: str, headers: dict[str, str]) -> dic
                     slot["arguments"] += tc.function.arguments or ""
             result["finish_reason"] = choice.finish_reason or result["finish_reason"]
     result["tool_calls"] = [
-        {"id": c["id"], "name": c["name"], "arguments": json.loads(c["arguments"])} for _, c in sorted(calls.items())
+        {"id": c["id"], "name": c["name"], "arguments": json.loads(c["arguments"])}
+        for _, c in sorted(calls.items())
     ]
     return result
 

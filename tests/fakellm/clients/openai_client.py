@@ -28,7 +28,11 @@ CHAT_TOOLS: list[Any] = [
         "function": {
             "name": "bash",
             "description": "Run a shell command",
-            "parameters": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"command": {"type": "string"}},
+                "required": ["command"],
+            },
         },
     },
     {
@@ -36,7 +40,11 @@ CHAT_TOOLS: list[Any] = [
         "function": {
             "name": "read_file",
             "description": "Read a file",
-            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"path": {"type": "string"}},
+                "required": ["path"],
+            },
         },
     },
 ]
@@ -100,7 +108,8 @@ def chat_stream(client: openai.OpenAI) -> dict[str, Any]:
                 result["finish_reason"] = choice.finish_reason
     result["text"] = "".join(text)
     result["tool_calls"] = [
-        {"id": c["id"], "name": c["name"], "arguments": json.loads(c["arguments"])} for _, c in sorted(calls.items())
+        {"id": c["id"], "name": c["name"], "arguments": json.loads(c["arguments"])}
+        for _, c in sorted(calls.items())
     ]
     return result
 
@@ -126,7 +135,10 @@ def _responses_summary(response: Any, stream: bool) -> dict[str, Any]:
 
 def responses(client: openai.OpenAI) -> dict[str, Any]:
     response = client.responses.create(
-        model="gpt-4.1", instructions="You are a coding agent.", input=MESSAGES[1]["content"], tools=RESPONSES_TOOLS
+        model="gpt-4.1",
+        instructions="You are a coding agent.",
+        input=MESSAGES[1]["content"],
+        tools=RESPONSES_TOOLS,
     )
     return _responses_summary(response, stream=False)
 
