@@ -21,7 +21,9 @@ enum event_kind {
 	EVENT_TLS_DATA = 4,
 	EVENT_TLS_CLOSE = 5,
 	EVENT_TLS_BUSY = 6,  /* stats only: a TLS call seen while this CPU's scratch was in use */
-	EVENT_KIND_MAX = 16, /* size of the per-kind stats array */
+	/* 7..15: per-tool-call control (memory spikes, OOM kills, placement) */
+	/* 16..31: effects (files, network), declared in effects.h */
+	EVENT_KIND_MAX = 32, /* size of the per-kind stats array */
 };
 
 /* Session ids are unique across runs: user space gives the roots it adds the current time in

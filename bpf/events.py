@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import signal as signal_mod
 from collections import Counter
+from collections.abc import Callable
 from ctypes import c_char, c_uint32, c_uint64
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
@@ -26,7 +27,7 @@ EVENT_EXIT = 3
 EVENT_TLS_DATA = 4
 EVENT_TLS_CLOSE = 5
 EVENT_TLS_BUSY = 6
-EVENT_KIND_MAX = 16
+EVENT_KIND_MAX = 32
 KIND_NAMES = {EVENT_FORK: "fork", EVENT_EXEC: "exec", EVENT_EXIT: "exit", EVENT_TLS_DATA: "tls_data",
               EVENT_TLS_CLOSE: "tls_close", EVENT_TLS_BUSY: "tls_busy"}
 
@@ -219,14 +220,40 @@ def signal_name(sig: int) -> str:
         return f"SIG{sig}"
 
 
+KindDecoder = Callable[[EventHeader, bytes, dict[str, Any]], ProcessEvent]
+
+
+def fixed_part(raw: bytes, struct: type[ctypes.Structure], data_offset: int | None = None) -> Any:
+    """The fixed-size part of a record as its ctypes struct. Records with a variable tail (exec,
+    TLS data) are emitted with only the bytes used, so the struct is padded back to full size."""
+    need = data_offset if data_offset is not None else ctypes.sizeof(struct)
+    if len(raw) < need:
+        raise DecodeError(f"{struct.__name__} record of {len(raw)} bytes is shorter than {need}")
+    return struct.from_buffer_copy(raw[:need].ljust(ctypes.sizeof(struct), b"\0"))
+
+
 class EventDecoder:
-    """Turns ring-buffer records into typed events; counts records it cannot decode by reason."""
+    """Turns ring-buffer records into typed events, dispatching on the header's kind.
+
+    Sensors add the kinds they emit with register(); the lineage and TLS kinds are built in.
+    Records it cannot decode raise DecodeError and are counted by reason in `errors`."""
 
     def __init__(self, clock: BootClock) -> None:
         self.clock = clock
         self.errors: Counter[str] = Counter()
+        self._kinds: dict[int, KindDecoder] = {
+            EVENT_FORK: lambda hdr, raw, common: ForkEvent(**common),
+            EVENT_EXEC: _decode_exec,
+            EVENT_EXIT: _decode_exit,
+            EVENT_TLS_DATA: _decode_tls_data,
+            EVENT_TLS_CLOSE: _decode_tls_close,
+        }
 
-    def _common(self, hdr: EventHeader) -> dict[str, Any]:
+    def register(self, kind: int, decoder: KindDecoder) -> None:
+        self._kinds[kind] = decoder
+
+    def common(self, hdr: EventHeader) -> dict[str, Any]:
+        """The header's fields as keyword arguments of every ProcessEvent."""
         return {
             "ts_ns": self.clock.wall_ns(hdr.ts_ns),
             "session_id": hdr.session_id,
@@ -243,58 +270,52 @@ class EventDecoder:
             self.errors["short_record"] += 1
             raise DecodeError(f"record of {len(raw)} bytes is shorter than the event header")
         hdr = EventHeader.from_buffer_copy(raw)
-        if hdr.kind == EVENT_FORK:
-            return ForkEvent(**self._common(hdr))
-        if hdr.kind == EVENT_EXEC:
-            return self._exec(hdr, raw)
-        if hdr.kind == EVENT_EXIT:
-            if len(raw) < ctypes.sizeof(ExitEventC):
-                self.errors["short_record"] += 1
-                raise DecodeError("exit record too short")
-            ev = ExitEventC.from_buffer_copy(raw)
-            code, sig, core = decode_wait_status(ev.exit_code)
-            return ExitEvent(**self._common(hdr), exit_code=code, signal=sig,
-                             signal_name=signal_name(sig) if sig else None, core_dumped=core)
-        if hdr.kind == EVENT_TLS_DATA:
-            return self._tls_data(hdr, raw)
-        if hdr.kind == EVENT_TLS_CLOSE:
-            if len(raw) < ctypes.sizeof(TlsCloseEventC):
-                self.errors["short_record"] += 1
-                raise DecodeError("tls close record too short")
-            close = TlsCloseEventC.from_buffer_copy(raw)
-            return TlsClose(**self._common(hdr), conn_id=close.conn_id, lib=close.lib)
-        self.errors["unknown_kind"] += 1
-        raise DecodeError(f"unknown event kind {hdr.kind}")
+        decoder = self._kinds.get(hdr.kind)
+        if decoder is None:
+            self.errors["unknown_kind"] += 1
+            raise DecodeError(f"unknown event kind {hdr.kind}")
+        try:
+            return decoder(hdr, raw, self.common(hdr))
+        except DecodeError:
+            self.errors["short_record"] += 1
+            raise
 
-    def _tls_data(self, hdr: EventHeader, raw: bytes) -> TlsData:
-        if len(raw) < TLS_DATA_OFFSET:
-            self.errors["short_record"] += 1
-            raise DecodeError("tls data record too short")
-        fixed = TlsDataEventC.from_buffer_copy(raw[:TLS_DATA_OFFSET] + b"\0" * TLS_CHUNK_MAX)
-        data = raw[TLS_DATA_OFFSET:TLS_DATA_OFFSET + fixed.len]
-        if len(data) != fixed.len:
-            self.errors["short_record"] += 1
-            raise DecodeError("tls data record shorter than its declared length")
-        return TlsData(**self._common(hdr), conn_id=fixed.conn_id, call_id=fixed.call_id,
-                       direction=fixed.direction, lib=fixed.lib, call_len=fixed.call_len, offset=fixed.offset,
-                       capped=bool(hdr.flags & TLS_CALL_CAPPED), data=data)
 
-    def _exec(self, hdr: EventHeader, raw: bytes) -> ExecEvent:
-        fixed = raw[:EXEC_DATA_OFFSET].ljust(EXEC_DATA_OFFSET, b"\0")
-        ev = ExecEventC.from_buffer_copy(fixed + b"\0" * (ctypes.sizeof(ExecEventC) - EXEC_DATA_OFFSET))
-        data = raw[EXEC_DATA_OFFSET:]
-        if ev.filename_len + ev.args_len > len(data):
-            self.errors["short_record"] += 1
-            raise DecodeError("exec record shorter than its declared lengths")
-        filename = data[:ev.filename_len].split(b"\0", 1)[0]
-        args = data[ev.filename_len:ev.filename_len + ev.args_len]
-        truncated = bool(hdr.flags & (EXEC_ARGS_TRUNCATED | EXEC_ARGS_UNREADABLE))
-        return ExecEvent(
-            **self._common(hdr),
-            filename=_text(filename),
-            argv=split_argv(args),
-            argv_truncated=truncated,
-            argv_bytes=ev.args_total,
-            filename_truncated=bool(hdr.flags & EXEC_FILENAME_TRUNCATED),
-            new_root=bool(hdr.flags & EXEC_NEW_ROOT),
-        )
+def _decode_exit(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> ExitEvent:
+    ev = fixed_part(raw, ExitEventC)
+    code, sig, core = decode_wait_status(ev.exit_code)
+    return ExitEvent(**common, exit_code=code, signal=sig, signal_name=signal_name(sig) if sig else None,
+                     core_dumped=core)
+
+
+def _decode_tls_close(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> TlsClose:
+    close = fixed_part(raw, TlsCloseEventC)
+    return TlsClose(**common, conn_id=close.conn_id, lib=close.lib)
+
+
+def _decode_tls_data(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> TlsData:
+    fixed = fixed_part(raw, TlsDataEventC, TLS_DATA_OFFSET)
+    data = raw[TLS_DATA_OFFSET:TLS_DATA_OFFSET + fixed.len]
+    if len(data) != fixed.len:
+        raise DecodeError("tls data record shorter than its declared length")
+    return TlsData(**common, conn_id=fixed.conn_id, call_id=fixed.call_id, direction=fixed.direction,
+                   lib=fixed.lib, call_len=fixed.call_len, offset=fixed.offset,
+                   capped=bool(hdr.flags & TLS_CALL_CAPPED), data=data)
+
+
+def _decode_exec(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> ExecEvent:
+    ev = fixed_part(raw, ExecEventC, EXEC_DATA_OFFSET)
+    data = raw[EXEC_DATA_OFFSET:]
+    if ev.filename_len + ev.args_len > len(data):
+        raise DecodeError("exec record shorter than its declared lengths")
+    filename = data[:ev.filename_len].split(b"\0", 1)[0]
+    args = data[ev.filename_len:ev.filename_len + ev.args_len]
+    return ExecEvent(
+        **common,
+        filename=_text(filename),
+        argv=split_argv(args),
+        argv_truncated=bool(hdr.flags & (EXEC_ARGS_TRUNCATED | EXEC_ARGS_UNREADABLE)),
+        argv_bytes=ev.args_total,
+        filename_truncated=bool(hdr.flags & EXEC_FILENAME_TRUNCATED),
+        new_root=bool(hdr.flags & EXEC_NEW_ROOT),
+    )

@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("-o", "--output", choices=("text", "json"), default="text", help="text (live view) or json (JSON Lines)")
     trace.add_argument("--timeout", type=float, help="stop after this many seconds (a started command gets SIGTERM; exit 124)")
     trace.add_argument("--db", type=Path, help="also record into this SQLite store")
+    trace.add_argument("--no-tls", action="store_true", help="do not capture TLS plaintext (no LLM calls)")
+    trace.add_argument("--capture-content", action="store_true",
+                       help="include the (redacted) request messages of LLM calls")
+    trace.add_argument("--max-call-bytes", type=int, default=16 * 1024 * 1024,
+                       help="plaintext captured per TLS call at most (default 16 MiB; the rest is marked lost)")
     trace.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...: start CMD already traced")
 
     sessions = sub.add_parser("sessions", help="list recorded sessions")
@@ -77,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from vigild.bpf.lineage import LineageSensor
+    from vigild.bpf.tls import TlsSensor
+    from vigild.correlate.tls_stream import TlsStreamDecoder
     from vigild.daemon.live_view import TextView
     from vigild.daemon.pipeline import Pipeline, exit_status
     from vigild.daemon.sinks import JsonLinesSink, StoreSink
@@ -93,8 +100,17 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                   f"matching {comm.encode()[:COMM_MAX].decode(errors='ignore')!r}", file=sys.stderr)
 
     lineage = LineageSensor(root_comms=args.comm)
+    tls = None
+    if not args.no_tls:
+        try:
+            tls = TlsSensor(lineage.shared_maps, max_call_bytes=args.max_call_bytes)
+        except BaseException:
+            lineage.close()
+            raise
+        tls.attach_system_libraries()
     store = Store(args.db) if args.db else None
-    pipeline = Pipeline(lineage, sinks=[])
+    intent = TlsStreamDecoder(capture_content=args.capture_content) if tls else None
+    pipeline = Pipeline(lineage, sinks=[], tls=tls, intent=intent)
     if args.output == "json":
         pipeline.sinks.append(JsonLinesSink(sys.stdout))
     else:
@@ -130,6 +146,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     finally:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pipeline.stop()
+        if tls is not None:
+            tls.close()
         lineage.close()
         if pipeline.total_dropped:
             print(f"vigil: {pipeline.total_dropped} events were lost (ring buffer full)", file=sys.stderr)

@@ -49,6 +49,28 @@ class SessionEnd(SessionStart):
     type: ClassVar[str] = "session_end"
 
 
+@dataclass
+class Attributed:
+    """An event from the decoders (LLM calls, HTTPS requests, parse failures) with the session of
+    the process that made it, which only the pipeline knows."""
+
+    inner: Any
+    session_id: int | None
+
+    @property
+    def type(self) -> str:  # type: ignore[override]
+        return str(self.inner.TYPE)
+
+    @property
+    def ts_ns(self) -> int:
+        return int(self.inner.ts_ns)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.inner.to_dict()
+        d["session_id"] = self.session_id
+        return d
+
+
 def event_json(event: Event) -> dict[str, Any]:
     """The event as printed and stored: `type` and RFC 3339 `ts` first, then its own fields."""
     d = event.to_dict()

@@ -81,7 +81,31 @@ class TextView:
             style = "red" if event.exit_code else "blue"
             return Text(f"{ts} exit  {pid:>7} {indent}{'✗' if event.exit_code else '✓'} {event.comm} "
                         f"exit {event.exit_code}{took}", style=style)
-        return Text(f"{ts} {event.type:<5} {pid:>7} {indent}{event.to_dict()}")
+        d = event.to_dict()
+        pid = d.get("pid") or 0
+        indent = "  " * self.processes.depth(pid)
+        if d.get("type") == "llm_call":
+            return self._llm_line(ts, pid, indent, d)
+        if d.get("type") == "https_request":
+            return Text(f"{ts} https {pid:>7} {indent}{d.get('method')} {d.get('host') or ''}{d.get('path')} "
+                        f"→ {d.get('status')}", style="magenta")
+        if d.get("type") == "parse_failure":
+            return Text(f"{ts} ?     {pid:>7} {indent}undecoded TLS traffic: {d.get('reason')}: {d.get('detail')}",
+                        style="yellow")
+        return Text(f"{ts} {d.get('type', '?'):<5} {pid:>7} {indent}{d}")
+
+    def _llm_line(self, ts: str, pid: int, indent: str, d: dict) -> Text:
+        line = Text(f"{ts} llm   {pid:>7} {indent}", style="cyan")
+        line.append(f"{d.get('provider')} {d.get('model')}", style="bold cyan")
+        tokens = f"{d.get('input_tokens')}→{d.get('output_tokens')} tok"
+        timing = f"{d.get('duration_ms') or 0:.0f} ms"
+        if d.get("stream") and d.get("ttft_ms") is not None:
+            timing += f", first token {d['ttft_ms']:.0f} ms"
+        line.append(f"  {d.get('status')} {tokens}, {timing}, {d.get('finish_reason')}")
+        for call in d.get("tool_calls") or []:
+            args = call.get("arguments", call.get("arguments_raw"))
+            line.append(f"\n{' ' * 22}{indent}↳ tool {call.get('name')}({str(args)[:160]})", style="bold yellow")
+        return line
 
     def handle(self, event: Event) -> None:
         self.events += 1

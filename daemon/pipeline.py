@@ -12,17 +12,28 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import psutil
 
 from vigild.bpf.clock import BootClock
-from vigild.bpf.events import DecodeError, EventDecoder, ExecEvent, ExitEvent, ProcessEvent
+from vigild.bpf.events import (
+    TLS_DIR_WRITE,
+    DecodeError,
+    EventDecoder,
+    ExecEvent,
+    ExitEvent,
+    ProcessEvent,
+    TlsClose,
+    TlsData,
+)
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import RingBuffer
+from vigild.bpf.tls import TlsSensor
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.sessions import Session, SessionIds
-from vigild.daemon.events import Event, LostEvent, SessionEnd, SessionStart
+from vigild.correlate.tls_stream import TlsChunk, TlsStreamDecoder
+from vigild.daemon.events import Attributed, Event, LostEvent, SessionEnd, SessionStart
 
 log = logging.getLogger("vigild.pipeline")
 
@@ -35,18 +46,57 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+class TlsGaps:
+    """Turns the kernel's per-call chunks into a byte stream per connection and direction, and
+    measures what is missing: chunks lost to a full ring buffer show as skipped offsets, a capped
+    call as a call that stops short of its length."""
+
+    def __init__(self) -> None:
+        # (pid, conn, direction) -> (call_id, next expected offset, call length)
+        self._progress: dict[tuple[int, int, int], tuple[int, int, int]] = {}
+
+    def chunk(self, ev: TlsData) -> TlsChunk:
+        key = (ev.pid, ev.conn_id, ev.direction)
+        lost = 0
+        prev = self._progress.get(key)
+        if prev is not None and prev[0] == ev.call_id:
+            lost = max(0, ev.offset - prev[1])
+        else:
+            if prev is not None:
+                lost += max(0, prev[2] - prev[1])  # the previous call's missing tail
+            lost += ev.offset  # this call's missing head
+        self._progress[key] = (ev.call_id, ev.offset + len(ev.data), ev.call_len)
+        return TlsChunk(ts_ns=ev.ts_ns, pid=ev.pid, tid=ev.tid, comm=ev.comm, conn_id=ev.conn_id,
+                        direction="write" if ev.direction == TLS_DIR_WRITE else "read", data=ev.data,
+                        lost_bytes=lost)
+
+    def forget(self, pid: int, conn_id: int | None = None) -> None:
+        for key in [k for k in self._progress if k[0] == pid and (conn_id is None or k[1] == conn_id)]:
+            del self._progress[key]
+
+
 class Pipeline:
     def __init__(
         self,
         lineage: LineageSensor,
         sinks: Sequence[Sink],
-        agent_for_comm: Callable[[str], str | None] = lambda comm: None,
+        tls: TlsSensor | None = None,
+        intent: TlsStreamDecoder | None = None,
+        classify_root: Callable[[ExecEvent], str | None] = lambda event: "",
         poll_ms: int = 10,
     ) -> None:
+        """classify_root names the agent of a process the kernel made a root by comm, or
+        returns None when a closer look (its executable, its arguments) says it is not one: the
+        process is then untracked and nothing of it is reported."""
         self.lineage = lineage
         self.sinks = list(sinks)
-        self.agent_for_comm = agent_for_comm
+        self.tls = tls
+        self.intent = intent if intent is not None else (TlsStreamDecoder() if tls is not None else None)
+        self.classify_root = classify_root
         self.poll_ms = poll_ms
+        self.tls_gaps = TlsGaps()
+        self._last_scan = 0.0
+        self._last_expire = 0.0
         self.clock = BootClock()
         self.decoder = EventDecoder(self.clock)
         self.processes = ProcessTable()
@@ -128,6 +178,7 @@ class Pipeline:
             for raw in batch:
                 self._handle_raw(raw)
             self._check_drops()
+            self._housekeeping()
             for sink in self.sinks:
                 self._guard(sink.flush)
         return len(batch)
@@ -139,6 +190,9 @@ class Pipeline:
         self._thread = None
         self.run_once(0)  # what arrived after the last poll
         self._check_drops(force=True)
+        if self.intent is not None:
+            with self._lock:
+                self._dispatch_intent(self.intent.flush())
         for sink in self.sinks:
             self._guard(sink.flush)
             self._guard(sink.close)
@@ -167,21 +221,75 @@ class Pipeline:
         self.handle(event)
 
     def handle(self, event: ProcessEvent) -> None:
+        if isinstance(event, TlsData):
+            if self.intent is not None:
+                self._dispatch_intent(self.intent.feed(self.tls_gaps.chunk(event)))
+            return
+        if isinstance(event, TlsClose):
+            self.tls_gaps.forget(event.pid, event.conn_id)
+            if self.intent is not None:
+                self._dispatch_intent(self.intent.close(event.pid, event.conn_id, event.ts_ns))
+            return
         if isinstance(event, ExecEvent) and event.new_root and event.session_id not in self.sessions:
+            agent = self.classify_root(event)
+            if agent is None:
+                self.lineage.untrack(event.pid)
+                return
             self._open_session(Session(id=event.session_id, root_pid=event.pid, started_ns=event.ts_ns,
-                                       argv=event.argv, agent=self.agent_for_comm(event.comm), uid=event.uid))
+                                       argv=event.argv, agent=agent or None, uid=event.uid))
+        if isinstance(event, ExecEvent) and self.tls is not None:
+            self.tls.scan_process(event.pid)
         info = self.processes.apply(event)
         session = self.sessions.get(event.session_id)
         if isinstance(event, ExecEvent) and session is not None and event.pid == session.root_pid:
             session.argv = event.argv
         self._dispatch(event)
         if isinstance(event, ExitEvent):
+            if self.intent is not None:
+                self.tls_gaps.forget(event.pid)
+                self._dispatch_intent(self.intent.close_process(event.pid))
             if session is not None and event.pid == session.root_pid and session.ended_ns is None:
                 session.ended_ns = event.ts_ns
                 session.exit_code = info.exit_code
                 session.signal = info.signal
                 self._dispatch(SessionEnd(ts_ns=event.ts_ns, session=session))
             self._exited.notify_all()
+
+    def _dispatch_intent(self, events: list[Any]) -> None:
+        for inner in events:
+            info = self.processes.get(inner.pid)
+            self._dispatch(Attributed(inner, info.session_id if info else None))
+
+    def _housekeeping(self) -> None:
+        """Hook TLS libraries that tracked processes loaded since their exec, and finish
+        connections that went idle (their close was never seen)."""
+        now = time.monotonic()
+        if self.tls is not None and now - self._last_scan >= 2.0:
+            self._last_scan = now
+            for info in list(self.processes.processes.values()):
+                if info.alive:
+                    self.tls.scan_process(info.pid)
+        if self.intent is not None and now - self._last_expire >= 5.0:
+            self._last_expire = now
+            self._dispatch_intent(self.intent.expire(time.time_ns()))
+
+    def health(self) -> dict[str, Any]:
+        """vigild's own state, read by the metrics exporter and `vigil status`."""
+        stats = self.lineage.stats()
+        return {
+            "events_by_kind": {kind: emitted for kind, (emitted, _) in stats.items()},
+            "drops_by_kind": {kind: dropped for kind, (_, dropped) in stats.items()},
+            "events_dispatched": dict(self.counts),
+            "decode_errors": dict(self.decoder.errors),
+            "parse_failures": dict(self.intent.failures) if self.intent is not None else {},
+            "attach_ok": dict(self.tls.attach_ok) if self.tls is not None else {},
+            "attach_failed": dict(self.tls.attach_failed) if self.tls is not None else {},
+            "tracked_processes": sum(1 for p in self.processes.processes.values() if p.alive),
+            "sessions_open": sum(1 for s in self.sessions.values() if s.ended_ns is None),
+            "sessions_total": len(self.sessions),
+            "sink_errors": self.sink_errors,
+            "callback_errors": self._ring.callback_errors,
+        }
 
     def _dispatch(self, event: Event) -> None:
         self.counts[event.type] += 1
