@@ -38,6 +38,14 @@ from vigild.daemon.events import Attributed, Event, LostEvent, SessionEnd, Sessi
 log = logging.getLogger("vigild.pipeline")
 
 
+class ExtraSensor(Protocol):
+    """A sensor whose programs write their own event kinds into the shared ring buffer."""
+
+    def register(self, decoder: EventDecoder) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Sink(Protocol):
     def handle(self, event: Event) -> None: ...
 
@@ -84,6 +92,7 @@ class Pipeline:
         intent: TlsStreamDecoder | None = None,
         classify_root: Callable[[ExecEvent], str | None] = lambda event: "",
         poll_ms: int = 10,
+        sensors: Sequence[ExtraSensor] = (),
     ) -> None:
         """classify_root names the agent of a process the kernel made a root by comm, or
         returns None when a closer look (its executable, its arguments) says it is not one: the
@@ -99,6 +108,8 @@ class Pipeline:
         self._last_expire = 0.0
         self.clock = BootClock()
         self.decoder = EventDecoder(self.clock)
+        for sensor in sensors:
+            sensor.register(self.decoder)
         self.processes = ProcessTable()
         self.sessions: dict[int, Session] = {}
         self.session_ids = SessionIds()
