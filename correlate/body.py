@@ -52,12 +52,15 @@ class _Deflate:
 
     def __init__(self) -> None:
         self._obj: zlib._Decompress | None = None
+        self._head = b""  # the two bytes that tell zlib-wrapped from raw may arrive split
 
     def decompress(self, data: bytes, limit: int) -> bytes:
         if self._obj is None:
-            if not data:
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
                 return b""
-            zlib_header = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            zlib_header = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
             self._obj = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
         return self._obj.decompress(self._obj.unconsumed_tail + data, max(1, limit))
 
@@ -76,7 +79,9 @@ class _Brotli:
         return self._obj.is_finished()
 
 
-_DECODERS = {"gzip": _Gzip, "x-gzip": _Gzip, "deflate": _Deflate, "br": _Brotli}
+_DECODERS: dict[str, type[_Gzip] | type[_Deflate] | type[_Brotli]] = {
+    "gzip": _Gzip, "x-gzip": _Gzip, "deflate": _Deflate, "br": _Brotli,
+}
 
 
 class BodyBuffer:
@@ -156,9 +161,9 @@ class BodyBuffer:
 
     def finish(self) -> None:
         """The message ended: an unfinished compressed stream means the body was cut short."""
-        if self._decoders and not self._broken and not self._full and self.wire_bytes:
-            if not all(decoder.finished() for decoder in self._decoders):
-                self.truncated = True
+        if (self._decoders and not self._broken and not self._full and self.wire_bytes
+                and not all(decoder.finished() for decoder in self._decoders)):
+            self.truncated = True
 
     def content(self) -> bytes:
         """All decoded bytes that were captured, gaps simply skipped."""

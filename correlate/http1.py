@@ -29,12 +29,22 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _PLAUSIBLE_REQUEST = re.compile(
     rb"(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|TRACE) (?:/|\*|https?://)|CONNECT [A-Za-z0-9.\-\[\]:]+:\d"
 )
+_METHODS = (b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD", b"OPTIONS", b"TRACE", b"CONNECT")
 _PLAUSIBLE_RESPONSE = re.compile(rb"HTTP/1\.[01] \d{3}")
 
 
 def looks_like_request_start(data: bytes) -> bool:
     """True when ``data`` starts like an HTTP/1 request line."""
     return _PLAUSIBLE_REQUEST.match(data) is not None
+
+
+def could_become_request_start(data: bytes) -> bool:
+    """True when ``data`` is too short to tell but could grow into a plausible request line."""
+    for method in _METHODS:
+        prefix = method + b" "
+        if prefix.startswith(data):
+            return True
+    return False
 
 
 def looks_like_response_start(data: bytes) -> bool:
@@ -62,13 +72,13 @@ def _parse_headers(lines: list[bytes]) -> list[tuple[str, str]]:
             continue
         if line[:1] in (b" ", b"\t") and headers:
             # obsolete line folding: continuation of the previous value
-            name, value = headers[-1]
-            headers[-1] = (name, value + " " + line.strip().decode("latin-1"))
+            prev_name, prev_value = headers[-1]
+            headers[-1] = (prev_name, prev_value + " " + line.strip().decode("latin-1"))
             continue
-        name, sep, value = line.partition(b":")
+        raw_name, sep, raw_value = line.partition(b":")
         if not sep:
             continue
-        headers.append((name.strip().decode("latin-1"), value.strip().decode("latin-1")))
+        headers.append((raw_name.strip().decode("latin-1"), raw_value.strip().decode("latin-1")))
     return headers
 
 

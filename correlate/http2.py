@@ -27,7 +27,6 @@ from hyperframe.frame import (
     PushPromiseFrame,
     RstStreamFrame,
 )
-
 from vigild.correlate.body import BodyBuffer
 from vigild.correlate.exchange import Exchange, FramerOutput, HttpMessage
 

@@ -95,9 +95,8 @@ class SseDecoder:
             self._has_data = True
         elif name == "event":
             self._event_type = value
-        elif name == "id":
-            if "\0" not in value:
-                self._last_id = value
+        elif name == "id" and "\0" not in value:
+            self._last_id = value
         # "retry" and unknown fields do not affect decoding.
 
     def reset_partial(self) -> None:

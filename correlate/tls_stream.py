@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from vigild.correlate.exchange import Exchange, FramerOutput
 from vigild.correlate.exchange_events import ConnIdentity, events_for_exchange
-from vigild.correlate.http1 import Http1Connection, looks_like_request_start
+from vigild.correlate.http1 import Http1Connection, could_become_request_start, looks_like_request_start
 from vigild.correlate.http2 import PREFACE, Http2Connection, looks_like_h2_frames
 from vigild.correlate.intent import Event, ParseFailure
 from vigild.correlate.redact import redact_text
@@ -53,7 +54,7 @@ class _Conn:
     last_ts: int
     framer: Http1Connection | Http2Connection | None = None
     ignored: bool = False  # undecodable (HTTP/2 without preface): drop everything until close
-    sniff: bytearray = field(default_factory=bytearray)  # a write shorter than the HTTP/2 preface
+    sniff: list[TlsChunk] = field(default_factory=list)  # first writes, shorter than the HTTP/2 preface
     early_reads: list[TlsChunk] = field(default_factory=list)
     early_bytes: int = 0
 
@@ -135,8 +136,7 @@ class TlsStreamDecoder:
             if now_ns - conn.last_ts <= self.idle_timeout_ns:
                 continue
             if isinstance(conn.framer, Http2Connection):
-                h2 = conn.framer
-                events += self._guard(conn, now_ns, lambda c=conn, h=h2: h.expire(c.last_ts))
+                events += self._guard(conn, now_ns, partial(conn.framer.expire, conn.last_ts))
             else:
                 del self._conns[key]
                 events += self._finish(conn, conn.last_ts)
@@ -171,58 +171,55 @@ class TlsStreamDecoder:
                 return []
             return self._sniff(conn, chunk)
         framer = conn.framer
-        return self._guard(conn, chunk.ts_ns, lambda: framer.feed(is_write, chunk.data, chunk.ts_ns, chunk.tid,
-                                                                  chunk.lost_bytes))
+        return self._guard(conn, chunk.ts_ns, partial(framer.feed, is_write, chunk.data, chunk.ts_ns, chunk.tid,
+                                                      chunk.lost_bytes))
 
     def _sniff(self, conn: _Conn, chunk: TlsChunk) -> list[Event]:
-        """Decide the protocol from the connection's first write."""
+        """Decide the protocol from the connection's first write(s)."""
         events: list[Event] = []
-        data = bytes(conn.sniff) + chunk.data
-        if chunk.lost_bytes == 0:
-            if data.startswith(PREFACE):
-                conn.sniff.clear()
-                h2 = Http2Connection(self.max_body_bytes)
-                conn.framer = h2
-                events += self._guard(conn, chunk.ts_ns, lambda: h2.feed(True, data, chunk.ts_ns, chunk.tid))
-                for early in conn.early_reads:
-                    events += self._guard(conn, early.ts_ns, lambda e=early: h2.feed(
-                        False, e.data, e.ts_ns, e.tid, e.lost_bytes))
-                conn.early_reads.clear()
-                return events
-            if len(data) < len(PREFACE) and PREFACE.startswith(data):
-                conn.sniff = bytearray(data)  # the preface was split across writes
-                return events
-        conn.sniff.clear()
-        synced_request = looks_like_request_start(data)
-        if chunk.lost_bytes:
+        conn.sniff.append(chunk)
+        data = b"".join(c.data for c in conn.sniff)
+        lost = conn.sniff[0].lost_bytes
+        if not lost and ((len(data) < len(PREFACE) and PREFACE.startswith(data)) or could_become_request_start(data)):
+            return events  # the preface or a request line was split across writes: wait for more
+        writes, conn.sniff = conn.sniff, []
+        if not lost and data.startswith(PREFACE):
+            h2 = Http2Connection(self.max_body_bytes)
+            conn.framer = h2
+            for c in writes + conn.early_reads:
+                events += self._guard(conn, c.ts_ns, partial(h2.feed, c.direction == "write", c.data, c.ts_ns,
+                                                             c.tid, c.lost_bytes))
+            conn.early_reads.clear()
+            return events
+        synced = looks_like_request_start(data)
+        if not synced and looks_like_h2_frames(data):
+            conn.ignored = True
+            conn.early_reads.clear()
+            return [self._failure(conn, chunk.ts_ns, "h2_no_preface",
+                                  "HTTP/2 frames without the connection preface: HPACK state is unknown, "
+                                  "headers and bodies of this connection cannot be decoded")]
+        if lost:
             events.append(self._failure(conn, chunk.ts_ns, "mid_stream_start",
-                                        f"{chunk.lost_bytes} bytes lost before the first captured write"))
-        elif not synced_request:
-            if looks_like_h2_frames(data):
-                conn.ignored = True
-                conn.early_reads.clear()
-                return events + [self._failure(
-                    conn, chunk.ts_ns, "h2_no_preface",
-                    "HTTP/2 frames without the connection preface: HPACK state is unknown, "
-                    "headers and bodies of this connection cannot be decoded")]
-            events.append(self._failure(
-                conn, chunk.ts_ns, "mid_stream_start",
-                "first captured write is not a request line or HTTP/2 preface; "
-                "skipping to the next write that starts a request"))
-        if conn.early_reads and synced_request:
+                                        f"{lost} bytes lost before the first captured write"))
+        elif not synced:
+            events.append(self._failure(conn, chunk.ts_ns, "mid_stream_start",
+                                        "first captured write is not a request line or HTTP/2 preface; "
+                                        "skipping to the next write that starts a request"))
+        elif conn.early_reads:
             events.append(self._failure(conn, chunk.ts_ns, "mid_stream_start",
                                         f"{conn.early_bytes} response bytes captured before any request; ignored"))
-        conn.framer = Http1Connection(self.max_body_bytes, request_synced=False,
-                                      response_synced=not conn.early_reads)
+        h1 = Http1Connection(self.max_body_bytes, request_synced=synced,
+                             response_synced=synced and not lost and not conn.early_reads)
+        conn.framer = h1
         conn.early_reads.clear()
-        framer = conn.framer
-        events += self._guard(conn, chunk.ts_ns, lambda: framer.feed(True, data, chunk.ts_ns, chunk.tid))
+        for c in writes:
+            events += self._guard(conn, c.ts_ns, partial(h1.feed, True, c.data, c.ts_ns, c.tid))
         return events
 
     def _finish(self, conn: _Conn, ts_ns: int) -> list[Event]:
         if conn.framer is not None:
             framer = conn.framer
-            return self._guard(conn, ts_ns, lambda: framer.close(ts_ns))
+            return self._guard(conn, ts_ns, partial(framer.close, ts_ns))
         if conn.ignored:
             return []
         if conn.sniff or conn.early_reads:
