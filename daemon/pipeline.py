@@ -31,11 +31,15 @@ from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import RingBuffer
 from vigild.bpf.tls import TlsSensor
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
+from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
 from vigild.correlate.tls_stream import TlsChunk, TlsStreamDecoder
 from vigild.daemon.events import Attributed, Event, LostEvent, SessionEnd, SessionStart
 
 log = logging.getLogger("vigild.pipeline")
+
+SCAN_INTERVAL_S = 0.25  # how often tracked processes' maps are read for newly loaded TLS libraries
+YOUNG_PROCESS_NS = 10 * 1_000_000_000
 
 
 class ExtraSensor(Protocol):
@@ -105,6 +109,7 @@ class Pipeline:
         self.poll_ms = poll_ms
         self.tls_gaps = TlsGaps()
         self._last_scan = 0.0
+        self._scan_round = 0
         self._last_expire = 0.0
         self.clock = BootClock()
         self.decoder = EventDecoder(self.clock)
@@ -133,7 +138,7 @@ class Pipeline:
             procs = self.lineage.track_tree(pid, session_id)
             root = procs[0]
             session = Session(id=session_id, root_pid=pid, started_ns=int(root.create_time() * 1e9),
-                              argv=_safe(root.cmdline, []), agent=agent, cwd=_safe(root.cwd, None),
+                              argv=[redact_text(a) for a in _safe(root.cmdline, [])], agent=agent, cwd=_safe(root.cwd, None),
                               uid=_safe(lambda: root.uids().real, None))
             for proc in procs:
                 self._seed(proc, session_id, pid)
@@ -146,6 +151,7 @@ class Pipeline:
             session_id = self.session_ids.next()
             self.lineage.track(pid, session_id)
             now = time.time_ns()
+            argv = [redact_text(a) for a in argv]
             self.processes.seed(ProcessInfo(pid=pid, ppid=0, session_id=session_id, comm="", start_ns=now,
                                             argv=argv))
             session = Session(id=session_id, root_pid=pid, started_ns=now, argv=argv, cwd=cwd, uid=uid)
@@ -157,7 +163,7 @@ class Pipeline:
             with proc.oneshot():
                 info = ProcessInfo(pid=proc.pid, ppid=proc.ppid(), session_id=session_id, comm=proc.name(),
                                    start_ns=int(proc.create_time() * 1e9), filename=_safe(proc.exe, ""),
-                                   argv=_safe(proc.cmdline, []))
+                                   argv=[redact_text(a) for a in _safe(proc.cmdline, [])])
         except psutil.Error:
             return
         parent = self.processes.get(info.ppid)
@@ -241,6 +247,9 @@ class Pipeline:
             if self.intent is not None:
                 self._dispatch_intent(self.intent.close(event.pid, event.conn_id, event.ts_ns))
             return
+        if isinstance(event, ExecEvent):
+            # Command lines carry credentials too (curl -H 'x-api-key: ...', URLs with ?key=).
+            event.argv = [redact_text(arg) for arg in event.argv]
         if isinstance(event, ExecEvent) and event.new_root and event.session_id not in self.sessions:
             agent = self.classify_root(event)
             if agent is None:
@@ -275,10 +284,14 @@ class Pipeline:
         """Hook TLS libraries that tracked processes loaded since their exec, and finish
         connections that went idle (their close was never seen)."""
         now = time.monotonic()
-        if self.tls is not None and now - self._last_scan >= 2.0:
+        if self.tls is not None and now - self._last_scan >= SCAN_INTERVAL_S:
+            # Young processes are still loading libraries: scan them every round; older ones
+            # every tenth round.
+            self._scan_round += 1
             self._last_scan = now
+            young_since = time.time_ns() - YOUNG_PROCESS_NS
             for info in list(self.processes.processes.values()):
-                if info.alive:
+                if info.alive and (info.start_ns > young_since or self._scan_round % 10 == 0):
                     self.tls.scan_process(info.pid)
         if self.intent is not None and now - self._last_expire >= 5.0:
             self._last_expire = now

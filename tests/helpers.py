@@ -26,18 +26,23 @@ class TraceResult:
 
 
 def parse_json_lines(text: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """Events, and any stdout lines that are not JSON (the traced command's own output)."""
+    """Events, and the other stdout lines (the traced command shares vigil's stdout)."""
     events, other = [], []
     for line in text.splitlines():
-        if line.startswith("{"):
-            events.append(json.loads(line))
+        try:
+            obj = json.loads(line) if line.startswith("{") else None
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and "type" in obj and "ts" in obj:
+            events.append(obj)
         elif line.strip():
             other.append(line)
     return events, other
 
 
-def vigil_trace(args: list[str], timeout: float = 60, **kwargs: Any) -> TraceResult:
-    proc = subprocess.run([*VIGIL, "trace", "-o", "json", *args], capture_output=True, text=True,
+def vigil_trace(args: list[str], timeout: float = 60, verbose: bool = False, **kwargs: Any) -> TraceResult:
+    flags = ["-v"] if verbose else []
+    proc = subprocess.run([*VIGIL, *flags, "trace", "-o", "json", *args], capture_output=True, text=True,
                           timeout=timeout, **kwargs)
     events, other = parse_json_lines(proc.stdout)
     return TraceResult(proc.returncode, events, proc.stderr, other)

@@ -215,3 +215,14 @@ def test_cli_rejects_nothing_to_trace() -> None:
     proc = subprocess.run([*VIGIL, "trace"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "needs something to trace" in proc.stderr
+
+
+def test_credentials_on_command_lines_are_redacted() -> None:
+    key = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z" * 2
+    result = vigil_trace(["--", "/bin/sh", "-c", f"/bin/true -H 'Authorization: Bearer {key}' --api-key={key}"])
+    assert result.returncode == 0, result.stderr
+    execs = result.of_type("exec")
+    assert len(execs) == 2
+    printed = str(result.events)
+    assert key not in printed and key[8:24] not in printed
+    assert execs[1]["argv"][0] == "/bin/true" and "[REDACTED]" in " ".join(execs[1]["argv"])

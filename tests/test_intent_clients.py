@@ -1,0 +1,171 @@
+"""Intent capture end to end: real clients, traced by `vigil trace` with the real TLS uprobes,
+against the local HTTPS fake; every decoded llm_call must match what the server sent."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakellm import CLIENTS_DIR, FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, Exchange, FakeLLMServer, client_env
+from helpers import TraceResult, vigil_trace
+
+pytestmark = pytest.mark.usefixtures("root")
+
+PROVIDER = {"anthropic": "anthropic", "openai_chat": "openai", "openai_responses": "openai", "gemini": "gemini"}
+SECRETS = (FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, "AIzaSyFakeGeminiKey0123456789abcdefghij")
+
+
+@pytest.fixture
+def server() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer() as srv:
+        yield srv
+        assert srv.errors == []
+
+
+def trace(srv: FakeLLMServer, argv: list[str], *extra: str, scenario: str | None = None) -> TraceResult:
+    result = vigil_trace([*extra, "--", *argv], env=client_env(srv, scenario), timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def assert_matches(call: dict[str, Any], exchange: Exchange) -> None:
+    """The decoded llm_call equals what the server says it sent, field by field."""
+    sent = exchange.response
+    assert sent is not None
+    assert call["provider"] == PROVIDER[exchange.provider or ""]
+    assert call["endpoint"] == exchange.path.split("?")[0]
+    assert call["status"] == exchange.status
+    assert call["model"] == sent.model
+    assert call["stream"] == sent.stream
+    assert call["text"] == sent.text
+    assert call["tool_calls"] == [{"id": t.id, "name": t.name, "arguments": t.arguments} for t in sent.tool_calls]
+    assert call["input_tokens"] == sent.input_tokens
+    assert call["output_tokens"] == sent.output_tokens
+    assert call["finish_reason"] == sent.finish_reason
+    assert call["duration_ms"] is not None and call["duration_ms"] >= 0
+    if sent.stream:
+        assert call["ttft_ms"] is not None and 0 <= call["ttft_ms"] <= call["duration_ms"]
+
+
+def assert_no_secret(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text
+        assert secret[8:30] not in text  # nor a recognisable piece of it
+
+
+def matched(result: TraceResult, exchanges: list[Exchange]) -> None:
+    calls = result.of_type("llm_call")
+    assert len(calls) == len(exchanges)
+    by_response = {e.response.response_id: e for e in exchanges if e.response}
+    for call in calls:
+        assert call["response_id"] in by_response, call
+        assert_matches(call, by_response[call["response_id"]])
+        assert call["session_id"] == result.events[0]["session_id"]
+
+
+def test_openai_sdk_chat_and_responses(server: FakeLLMServer) -> None:
+    result = trace(server, [sys.executable, str(CLIENTS_DIR / "openai_client.py")])
+    exchanges = server.exchanges.wait_finished(4)
+    assert {e.provider for e in exchanges} == {"openai_chat", "openai_responses"}
+    assert {e.stream for e in exchanges} == {True, False}
+    matched(result, exchanges)
+    assert all(c["tool_calls"] for c in result.of_type("llm_call"))
+    assert_no_secret(json.dumps(result.events) + result.stderr)
+
+
+def test_anthropic_sdk_stream_with_two_tool_uses_and_plain(server: FakeLLMServer) -> None:
+    result = trace(server, [sys.executable, str(CLIENTS_DIR / "anthropic_client.py")])
+    exchanges = server.exchanges.wait_finished(2)
+    matched(result, exchanges)
+    streamed = [c for c in result.of_type("llm_call") if c["stream"]]
+    assert len(streamed) == 1 and len(streamed[0]["tool_calls"]) == 2 and streamed[0]["text"]
+    assert_no_secret(json.dumps(result.events))
+
+
+@pytest.mark.parametrize("http", ["--http1.1", "--http2"])
+def test_curl(server: FakeLLMServer, http: str, tmp_path: Path) -> None:
+    body = json.dumps({"model": "claude-sonnet-4-6", "max_tokens": 64, "stream": True,
+                       "messages": [{"role": "user", "content": "hi"}]})
+    gemini = json.dumps({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+    script = tmp_path / "calls.sh"
+    script.write_text(
+        f"curl -sS -o /dev/null {http} --cacert {server.ca_path} {server.url}/v1/messages "
+        f"-H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' -H 'x-api-key: {FAKE_ANTHROPIC_KEY}' "
+        f"-d '{body}'\n"
+        f"curl -sS -o /dev/null {http} --cacert {server.ca_path} "
+        f"'{server.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key={SECRETS[2]}' "
+        f"-H 'content-type: application/json' -d '{gemini}'\n"
+        f"curl -sS -o /dev/null {http} --cacert {server.ca_path} {server.url}/simple/requests/\n"
+    )
+    result = trace(server, ["bash", str(script)])
+    exchanges = server.exchanges.wait_finished(3)
+    assert {e.http_version for e in exchanges} == {"2" if http == "--http2" else "1.1"}
+    llm = [e for e in exchanges if e.provider]
+    calls = result.of_type("llm_call")
+    assert sorted(c["provider"] for c in calls) == ["anthropic", "gemini"]
+    for call in calls:
+        exchange = next(e for e in llm if PROVIDER[e.provider or ""] == call["provider"])
+        assert_matches(call, exchange)
+    other = result.of_type("https_request")
+    assert [(r["method"], r["path"], r["status"]) for r in other] == [("GET", "/simple/requests/", 200)]
+    assert all(c["comm"] == "curl" for c in calls)
+    assert_no_secret(json.dumps(result.events))
+
+
+def test_node_fetch(server: FakeLLMServer) -> None:
+    node = shutil.which("node")
+    assert node, "node is needed (setup.sh --dev installs nodejs)"
+    result = trace(server, [node, str(CLIENTS_DIR / "node_fetch.js")])
+    exchanges = server.exchanges.wait_finished(2)
+    matched(result, exchanges)
+    assert {c["comm"] for c in result.of_type("llm_call")} == {"node"}
+    assert_no_secret(json.dumps(result.events))
+
+
+def test_four_concurrent_streams_do_not_mix(server: FakeLLMServer) -> None:
+    result = trace(server, [sys.executable, str(CLIENTS_DIR / "concurrent_streams.py")])
+    exchanges = server.exchanges.wait_finished(4)
+    assert len({e.connection_id for e in exchanges}) == 4
+    matched(result, exchanges)
+    assert len({c["conn_id"] for c in result.of_type("llm_call")}) == 4
+
+
+def test_nothing_stored_holds_a_credential(server: FakeLLMServer, tmp_path: Path) -> None:
+    db = tmp_path / "vigil.db"
+    trace(server, [sys.executable, str(CLIENTS_DIR / "anthropic_client.py")], "--db", str(db), "--capture-content")
+    server.exchanges.wait_finished(2)
+    rows = sqlite3.connect(db).execute("SELECT data FROM events WHERE type = 'llm_call'").fetchall()
+    assert len(rows) == 2
+    stored = "\n".join(r[0] for r in rows)
+    assert '"request_messages"' in stored  # content capture was on ...
+    assert_no_secret(stored)  # ... and still no key
+    assert_no_secret(db.read_bytes().decode("latin-1"))
+
+
+def test_library_loaded_from_an_unusual_path_is_hooked(server: FakeLLMServer, tmp_path: Path) -> None:
+    """A private copy of libssl (another inode: what a venv or a container brings) is found in the
+    process's maps after it loads, and hooked before the process uses it."""
+    libdir = tmp_path / "lib"
+    libdir.mkdir()
+    maps = Path("/proc/self/maps").read_text()
+    libssl = next(line.split()[-1] for line in maps.splitlines() if "/libssl.so" in line)
+    shutil.copy(libssl, libdir / Path(libssl).name)
+    script = tmp_path / "late_client.py"
+    script.write_text(
+        f"import ssl, sys, time, runpy\nsys.path.insert(0, {str(CLIENTS_DIR)!r})\n"
+        "time.sleep(1.0)  # the library is mapped now; give the scan a moment, as any real setup takes\n"
+        f"sys.argv = ['anthropic_client.py']\nrunpy.run_path({str(CLIENTS_DIR / 'anthropic_client.py')!r}, run_name='__main__')\n"
+    )
+    env = client_env(server)
+    env["LD_LIBRARY_PATH"] = str(libdir)
+    result = vigil_trace(["--", sys.executable, str(script)], env=env, timeout=120, verbose=True)
+    assert result.returncode == 0, result.stderr
+    assert f"hooked openssl in /proc/" in result.stderr and f"{libdir}/libssl.so" in result.stderr
+    matched(result, server.exchanges.wait_finished(2))
