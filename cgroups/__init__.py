@@ -1,1 +1,32 @@
-"""cgroups"""
+"""Per-tool-call cgroups: one interface over cgroup v1 and v2 (see ``base.CgroupBackend``).
+
+Typical use::
+
+    backend = open_backend("vigil")          # v1 or v2, chosen once from the host
+    backend.ensure_layout()
+    group = backend.create_call("42", Limits(memory_max=512 << 20, pids_max=256))
+"""
+
+from vigild.cgroups.base import (
+    AGENT,
+    CALL_PREFIX,
+    TOOLS,
+    CgroupBackend,
+    CgroupError,
+    CgroupUnavailable,
+    Limits,
+    MemoryStats,
+    OomNotifier,
+    OutsideParentError,
+    PidsStats,
+)
+from vigild.cgroups.detect import Hierarchy, HostCgroups, detect, open_backend
+from vigild.cgroups.fs import OsFs, RawFs
+from vigild.cgroups.v1 import V1Backend
+from vigild.cgroups.v2 import V2Backend
+
+__all__ = [
+    "AGENT", "CALL_PREFIX", "TOOLS", "CgroupBackend", "CgroupError", "CgroupUnavailable",
+    "Hierarchy", "HostCgroups", "Limits", "MemoryStats", "OomNotifier", "OsFs",
+    "OutsideParentError", "PidsStats", "RawFs", "V1Backend", "V2Backend", "detect", "open_backend",
+]

@@ -1,0 +1,156 @@
+"""Intent capture, measured side by side in one run (as root).
+
+1. LLM calls decoded per second and capture-to-event latency (p50/p99): one process issues
+   streaming Anthropic calls back to back over one keep-alive TLS connection to the local fake
+   server; latency is from the kernel timestamp of the response's last byte to the moment the
+   decoded llm_call reaches a sink.
+2. CPU cost of the TLS uprobes per SSL call: a loop of 4 KiB SSL_write_ex/SSL_read_ex round trips
+   over loopback, untraced, with the uprobes attached but the process not tracked, and tracked.
+
+    /opt/vigild/bin/python bench/intent_throughput.py [--calls 300] [--round-trips 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from fakellm import FakeLLMServer  # noqa: E402
+
+from vigild.bpf.lineage import LineageSensor  # noqa: E402
+from vigild.bpf.tls import TlsSensor  # noqa: E402
+from vigild.correlate.tls_stream import TlsStreamDecoder  # noqa: E402
+from vigild.daemon.launch import spawn_gated  # noqa: E402
+from vigild.daemon.pipeline import Pipeline  # noqa: E402
+
+CALLS_CLIENT = textwrap.dedent("""
+    import http.client, json, ssl, sys
+    url, ca, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    ctx = ssl.create_default_context(cafile=ca)
+    host, port = url.split("//")[1].split(":")
+    conn = http.client.HTTPSConnection(host, int(port), context=ctx)
+    body = json.dumps({"model": "claude-sonnet-4-6", "max_tokens": 64, "stream": True,
+                       "messages": [{"role": "user", "content": "hi"}]})
+    for _ in range(n):
+        conn.request("POST", "/v1/messages", body, {"content-type": "application/json",
+                     "x-api-key": "sk-ant-api03-bench", "x-fake-delay-ms": "0"})
+        conn.getresponse().read()
+""")
+
+ROUND_TRIP_CLIENT = textwrap.dedent("""
+    import socket, ssl, sys, threading, time, resource
+    cert, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+    listener = socket.create_server(("127.0.0.1", 0))
+    def serve():
+        s, _ = listener.accept()
+        with server_ctx.wrap_socket(s, server_side=True) as t:
+            for _ in range(n):
+                t.sendall(t.recv(4096))
+    threading.Thread(target=serve, daemon=True).start()
+    c = client_ctx.wrap_socket(socket.create_connection(listener.getsockname()))
+    payload = b"x" * 4096
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    start = time.perf_counter()
+    for _ in range(n):
+        c.sendall(payload)
+        got = 0
+        while got < len(payload):
+            got += len(c.recv(4096))
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    print(elapsed, cpu)
+""")
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, object]] = []
+
+    def handle(self, event: object) -> None:
+        if getattr(event, "type", "") == "llm_call":
+            self.calls.append((time.time_ns(), event))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def timed(argv: list[str], pipeline: Pipeline | None, out: Path) -> str:
+    shell = ["sh", "-c", f'"$@" > {out}', "sh", *argv]
+    if pipeline is None:
+        subprocess.run(shell, check=True)
+    else:
+        child = spawn_gated(shell)
+        pipeline.add_pending_root(child.pid, shell, os.getcwd(), 0)
+        child.release()
+        os.waitpid(child.pid, 0)
+        pipeline.wait_exit(child.pid, timeout=5)
+    return out.read_text()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--round-trips", type=int, default=20000)
+    args = parser.parse_args()
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"vigil-bench-{os.getpid()}"
+    tmp.mkdir()
+    calls_py, rt_py = tmp / "calls.py", tmp / "round_trips.py"
+    calls_py.write_text(CALLS_CLIENT)
+    rt_py.write_text(ROUND_TRIP_CLIENT)
+    with FakeLLMServer() as server:
+        certs = server.certs
+        rt_argv = [sys.executable, str(rt_py), str(certs.server_cert), str(certs.server_key), str(args.round_trips)]
+        untraced = timed(rt_argv, None, tmp / "rt0").split()
+
+        lineage = LineageSensor()
+        tls = TlsSensor(lineage.shared_maps)
+        tls.attach_system_libraries()
+        sink = Collect()
+        pipeline = Pipeline(lineage, [sink], tls=tls, intent=TlsStreamDecoder())
+        pipeline.start()
+        try:
+            attached = timed(rt_argv, None, tmp / "rt1").split()
+            tracked = timed(rt_argv, pipeline, tmp / "rt2").split()
+            start = time.perf_counter()
+            timed([sys.executable, str(calls_py), server.url, server.ca_path, str(args.calls)], pipeline, tmp / "c")
+            elapsed = time.perf_counter() - start
+            deadline = time.monotonic() + 10
+            while len(sink.calls) < args.calls and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            pipeline.stop()
+            tls.close()
+            lineage.close()
+    latencies = sorted((seen - (ev.ts_ns + ev.inner.duration_ms * 1e6)) / 1e6 for seen, ev in sink.calls)  # type: ignore[attr-defined]
+    n = len(sink.calls)
+    print(f"LLM calls: {n}/{args.calls} decoded in {elapsed:.2f} s: {n / elapsed:.0f} calls/s "
+          f"(client-bound: the fake server and client share 2 cores)")
+    if latencies:
+        p50 = statistics.median(latencies)
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        print(f"capture-to-event latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(f"\n{'TLS round trips (4 KiB)':<30}{'wall s':>8}{'CPU s':>8}{'CPU µs/SSL call':>18}{'ratio':>8}")
+    calls_per_rt = 4  # client write + read, server read + write: all in the traced process
+    base_cpu = float(untraced[1])
+    for label, (wall, cpu) in (("untraced", untraced), ("uprobes, not tracked", attached), ("tracked", tracked)):
+        per_call = float(cpu) / (args.round_trips * calls_per_rt) * 1e6
+        print(f"{label:<30}{float(wall):>8.2f}{float(cpu):>8.2f}{per_call:>18.2f}{float(cpu) / base_cpu:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

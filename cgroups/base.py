@@ -1,0 +1,340 @@
+"""The one cgroup interface every caller uses, and the types it speaks.
+
+Like psutil, the version-specific backend (v1 or v2) is chosen once (see ``detect.open_backend``);
+callers never branch on the cgroup version. A backend manages one *configured parent* and the
+layout below it::
+
+    <parent>/agent/            the agent runtime itself
+    <parent>/tools/call-<id>/  one group per tool call, with its own limits
+
+Groups are named by their path relative to the parent (``"tools/call-42"``); on v1 the same
+relative path exists in every managed controller hierarchy.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+import select
+import signal
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+AGENT = "agent"
+TOOLS = "tools"
+CALL_PREFIX = "call-"
+
+
+class CgroupError(Exception):
+    """A cgroup operation failed; says what was attempted, on which file, and the errno."""
+
+    def __init__(self, message: str, path: Path | str | None = None, errno: int | None = None) -> None:
+        self.message = message
+        self.path = Path(path) if path is not None else None
+        self.errno = errno
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.path is not None:
+            text += f" [{self.path}]"
+        if self.errno is not None:
+            text += f" ({errno_mod.errorcode.get(self.errno, self.errno)}: {os.strerror(self.errno)})"
+        return text
+
+
+class CgroupUnavailable(CgroupError):
+    """A needed controller is not mounted, not enabled, or not delegated to us."""
+
+
+class OutsideParentError(CgroupError):
+    """A path resolved outside the configured parent; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-group resource limits; ``None`` leaves the current value untouched.
+
+    memory_high: v2 throttles and reclaims above it; v1 has no throttling equivalent, so it
+    becomes ``memory.soft_limit_in_bytes`` (only a reclaim priority under global pressure).
+    cpu_weight uses v2 units (1..10000, default 100); v1 maps it to ``cpu.shares``.
+    """
+
+    memory_high: int | None = None
+    memory_max: int | None = None
+    pids_max: int | None = None
+    cpu_weight: int | None = None
+    cpu_quota_us: int | None = None
+    cpu_period_us: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("memory_high", "memory_max", "pids_max", "cpu_quota_us", "cpu_period_us"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if self.cpu_weight is not None and not 1 <= self.cpu_weight <= 10000:
+            raise ValueError(f"cpu_weight must be in 1..10000, got {self.cpu_weight}")
+        if self.cpu_quota_us is not None and self.cpu_quota_us < 1000:
+            raise ValueError(f"cpu_quota_us must be >= 1000, got {self.cpu_quota_us}")
+        if self.cpu_period_us is not None and not 1000 <= self.cpu_period_us <= 1_000_000:
+            raise ValueError(f"cpu_period_us must be in 1000..1000000, got {self.cpu_period_us}")
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    """Memory accounting of one group. ``None`` means this cgroup version does not report it.
+
+    max_events: v2 ``memory.events`` max (times usage hit memory.max); v1 ``memory.failcnt``
+    (times a charge hit the limit). oom_events: v2 only. under_oom: v1 only.
+    """
+
+    current: int
+    peak: int | None
+    oom_kills: int
+    max_events: int
+    high_events: int | None
+    oom_events: int | None
+    oom_group_kills: int | None
+    under_oom: bool | None
+
+
+@dataclass(frozen=True)
+class PidsStats:
+    """``pids.current`` and how often a fork was refused by ``pids.max`` (pids.events max)."""
+
+    current: int
+    max_events: int
+
+
+class OomNotifier(ABC):
+    """Tells the caller a group hit OOM: poll ``fileno()`` then call ``fired()``, or ``wait()``."""
+
+    @abstractmethod
+    def fileno(self) -> int:
+        """A descriptor to register with poll/select (v1: POLLIN on an eventfd; v2: POLLPRI)."""
+
+    @abstractmethod
+    def fired(self) -> bool:
+        """Non-blocking: True once per OOM notification received since the last call."""
+
+    poll_events: int = select.POLLIN
+    """The poll(2) event mask to wait for on ``fileno()``."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds for an OOM notification.
+
+        The poll is capped at 0.1 s so a missed edge is caught by re-checking ``fired()``.
+        """
+        deadline = time.monotonic() + timeout
+        poller = select.poll()
+        poller.register(self.fileno(), self.poll_events)
+        while True:
+            if self.fired():
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            poller.poll(min(remaining, 0.1) * 1000)
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the descriptors (v1 also unregisters the kernel event)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CgroupBackend(ABC):
+    """Mechanism over one configured parent: create, limit, populate, observe, kill, remove."""
+
+    version: int
+    controllers: frozenset[str]
+
+    # -- layout -------------------------------------------------------------------------
+
+    @abstractmethod
+    def ensure_layout(self, adopt_members: bool = False) -> None:
+        """Create the parent (if missing), ``agent/`` and ``tools/``; on v2 enable the managed
+        controllers for children of the parent and of ``tools/``.
+
+        v2 forbids processes in an inner node with controllers enabled, so a parent that holds
+        processes (e.g. the agent's own cgroup) needs ``adopt_members=True``: they are moved into
+        ``agent/`` first. Raises CgroupUnavailable when a controller is missing or not delegated.
+        """
+
+    @abstractmethod
+    def path(self, group: str, controller: str | None = None) -> Path:
+        """The group's directory (in ``controller``'s hierarchy on v1; default memory)."""
+
+    @abstractmethod
+    def exists(self, group: str) -> bool:
+        """Whether the group directory exists (in every managed hierarchy on v1)."""
+
+    @abstractmethod
+    def create(self, group: str) -> None:
+        """Create the group (on v1 in every managed hierarchy); existing dirs are kept."""
+
+    def create_call(self, call_id: str, limits: Limits | None = None) -> str:
+        """Create ``tools/call-<call_id>`` with ``limits``; returns the group name."""
+        if not call_id or "/" in call_id or call_id in (".", ".."):
+            raise ValueError(f"invalid call id {call_id!r}")
+        group = f"{TOOLS}/{CALL_PREFIX}{call_id}"
+        self.create(group)
+        self._prepare_call(group)
+        if limits is not None:
+            self.set_limits(group, limits)
+        return group
+
+    def _prepare_call(self, group: str) -> None:
+        """Version-specific setup of a fresh call group (v2: OOM kills the whole group)."""
+
+    def _require_controllers(self, limits: Limits) -> None:
+        """Refuse limits for controllers this backend does not manage, rather than drop them."""
+        wanted = {
+            "memory": limits.memory_high is not None or limits.memory_max is not None,
+            "pids": limits.pids_max is not None,
+            "cpu": limits.cpu_weight is not None or limits.cpu_quota_us is not None
+            or limits.cpu_period_us is not None,
+        }
+        missing = sorted(c for c, used in wanted.items() if used and c not in self.controllers)
+        if missing:
+            raise CgroupUnavailable(f"limits need controllers {missing}, which this backend does not manage")
+
+    # -- limits and stats ---------------------------------------------------------------
+
+    @abstractmethod
+    def set_limits(self, group: str, limits: Limits) -> None:
+        """Write every non-None field of ``limits``."""
+
+    @abstractmethod
+    def read_limits(self, group: str) -> Limits:
+        """The limits in force; unlimited values read back as None."""
+
+    @abstractmethod
+    def memory_stats(self, group: str) -> MemoryStats:
+        """Current/peak usage and OOM/limit event counters."""
+
+    @abstractmethod
+    def pids_stats(self, group: str) -> PidsStats:
+        """pids.current and pids.events max."""
+
+    @abstractmethod
+    def oom_notifier(self, group: str) -> OomNotifier:
+        """Arm an OOM notification for ``group``; close it when done."""
+
+    # -- members ------------------------------------------------------------------------
+
+    @abstractmethod
+    def add_process(self, group: str, pid: int) -> None:
+        """Move ``pid`` (the whole process) into the group. Safe to call from preexec_fn."""
+
+    @abstractmethod
+    def processes(self, group: str) -> list[int]:
+        """PIDs directly in the group, sorted."""
+
+    def processes_recursive(self, group: str) -> list[int]:
+        """PIDs in the group and all its descendants, sorted."""
+        found: set[int] = set()
+        for sub in self._subgroups(group):
+            found.update(self.processes(sub))
+        return sorted(found)
+
+    @abstractmethod
+    def _subgroups(self, group: str) -> list[str]:
+        """``group`` and every descendant group name, deepest first."""
+
+    @abstractmethod
+    def freeze(self, group: str, timeout: float = 5.0) -> None:
+        """Freeze every task in the group; returns once the kernel reports it frozen."""
+
+    @abstractmethod
+    def thaw(self, group: str, timeout: float = 5.0) -> None:
+        """Undo ``freeze``."""
+
+    @abstractmethod
+    def is_frozen(self, group: str) -> bool:
+        """Whether the group is (fully) frozen."""
+
+    @abstractmethod
+    def kill(self, group: str, timeout: float = 5.0) -> None:
+        """SIGKILL every process in the group and its descendants; return once it is empty."""
+
+    def _kill_loop(self, group: str, timeout: float) -> None:
+        """Portable kill: SIGKILL every listed pid until the group (subtree) is empty.
+
+        Repeats because a process may fork between reading cgroup.procs and the kill.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.processes_recursive(group)
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self._after_kill_signal(group)
+            if time.monotonic() > deadline:
+                raise CgroupError(
+                    f"processes {pids} survived SIGKILL for {timeout}s in group {group!r}",
+                    self.path(group), errno_mod.ETIMEDOUT,
+                )
+            time.sleep(0.01)
+
+    def _after_kill_signal(self, group: str) -> None:
+        """Hook run after signalling (v1 thaws, since frozen tasks cannot die)."""
+
+    # -- removal ------------------------------------------------------------------------
+
+    @abstractmethod
+    def remove(self, group: str, *, kill: bool = False, timeout: float = 5.0) -> None:
+        """Remove the group and its descendants (every hierarchy on v1); a missing group is
+        not an error. With ``kill`` the members are killed first; EBUSY is retried until
+        ``timeout``."""
+
+    def cleanup_stale(self, timeout: float = 5.0) -> list[str]:
+        """Kill and remove leftover ``tools/call-*`` groups (after a daemon crash).
+
+        Returns the removed group names.
+        """
+        removed = []
+        for name in self._children(TOOLS):
+            if name.startswith(CALL_PREFIX):
+                group = f"{TOOLS}/{name}"
+                self.remove(group, kill=True, timeout=timeout)
+                removed.append(group)
+        return sorted(removed)
+
+    @abstractmethod
+    def _children(self, group: str) -> list[str]:
+        """Names of the direct child groups (union over hierarchies on v1)."""
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, path: Path) -> None:
+    """Poll ``check`` until true; the kernel completes freezing asynchronously."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise CgroupError(f"timed out after {timeout}s waiting for {what}", path, errno_mod.ETIMEDOUT)
+        time.sleep(0.005)
+
+
+def retry_busy(action: Callable[[], None], timeout: float) -> None:
+    """Run ``action`` retrying on EBUSY: rmdir races with exiting tasks being unlinked."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            action()
+            return
+        except CgroupError as exc:
+            if exc.errno != errno_mod.EBUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(0.02)

@@ -1,0 +1,160 @@
+"""All cgroupfs I/O goes through here: path confinement and OSError mapping happen in one place.
+
+``RawFs`` is the replaceable bottom layer (``OsFs`` on a real host; tests pass a fake that
+simulates the kernel's side effects on a plain directory tree). ``GuardedFs`` wraps it: every
+path is resolved and must stay inside one of the configured parent directories, and every
+OSError becomes a ``CgroupError`` naming the file and what was attempted.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from vigild.cgroups.base import CgroupError, OutsideParentError
+
+_REASONS = {
+    errno.EACCES: "permission denied (not root, or the cgroup is not delegated to this user)",
+    errno.EPERM: "operation not permitted (not root, or the cgroup is not delegated to this user)",
+    errno.EROFS: "cgroupfs is mounted read-only (inside a container?)",
+    errno.ENOENT: "no such file or directory (the group or its parent is gone, or the controller "
+    "is not enabled for it)",
+    errno.EBUSY: "the cgroup is busy (it still has processes or child groups)",
+    errno.ESRCH: "no such process",
+    errno.EINVAL: "the kernel rejected the value",
+    errno.ENOTSUP: "not supported by this kernel or hierarchy",
+    errno.ENOSPC: "no space (cpuset without cpus/mems, or cgroup limits reached)",
+}
+
+
+@contextmanager
+def os_errors(action: str, path: Path | str) -> Iterator[None]:
+    """Turn any OSError raised inside into a CgroupError: ``could not <action>: <reason>``."""
+    try:
+        yield
+    except OSError as exc:
+        reason = _REASONS.get(exc.errno or 0, exc.strerror or "failed")
+        raise CgroupError(f"could not {action}: {reason}", path, exc.errno) from exc
+
+
+class RawFs(Protocol):
+    """The four cgroupfs mutations/reads a backend needs; swapped for a fake in tests."""
+
+    def mkdir(self, path: Path) -> None: ...
+
+    def rmdir(self, path: Path) -> None: ...
+
+    def read(self, path: Path) -> str: ...
+
+    def write(self, path: Path, data: str) -> None: ...
+
+
+class OsFs:
+    """The real cgroupfs: a mkdir creates the control files, writes never create files."""
+
+    def mkdir(self, path: Path) -> None:
+        os.mkdir(path)
+
+    def rmdir(self, path: Path) -> None:
+        os.rmdir(path)
+
+    def read(self, path: Path) -> str:
+        with open(path, encoding="ascii") as f:
+            return f.read()
+
+    def write(self, path: Path, data: str) -> None:
+        # One write(2) per value: cgroup files parse each write separately; no O_CREAT.
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, data.encode("ascii"))
+        finally:
+            os.close(fd)
+
+
+def confine(parents: Iterable[Path], path: Path) -> Path:
+    """Resolve ``path`` (symlinks, ``..``) and return it if it lies inside one of ``parents``.
+
+    Raises OutsideParentError otherwise; this is the only gate before any cgroupfs access.
+    """
+    real = Path(os.path.realpath(path))
+    for parent in parents:
+        root = Path(os.path.realpath(parent))
+        if real == root or root in real.parents:
+            return real
+    raise OutsideParentError("refusing to touch a path outside the configured parent", path)
+
+
+def join_group(parent: Path, group: str) -> Path:
+    """``parent/group`` for a relative group name; absolute names and ``..`` are refused."""
+    if group.startswith("/") or ".." in Path(group).parts:
+        raise OutsideParentError(f"group name {group!r} escapes the configured parent", parent / group.lstrip("/"))
+    return parent / group if group else parent
+
+
+class GuardedFs:
+    """``RawFs`` confined to ``parents`` with errors mapped; what backends actually call."""
+
+    def __init__(self, parents: Iterable[Path], raw: RawFs | None = None) -> None:
+        self.parents = tuple(Path(p) for p in parents)
+        self.raw: RawFs = raw if raw is not None else OsFs()
+
+    def mkdir(self, path: Path) -> None:
+        target = confine(self.parents, path)
+        with os_errors("create cgroup directory", target):
+            self.raw.mkdir(target)
+
+    def rmdir(self, path: Path) -> None:
+        target = confine(self.parents, path)
+        with os_errors("remove cgroup directory", target):
+            self.raw.rmdir(target)
+
+    def read(self, path: Path) -> str:
+        target = confine(self.parents, path)
+        with os_errors(f"read {target.name}", target):
+            return self.raw.read(target)
+
+    def write(self, path: Path, data: str) -> None:
+        target = confine(self.parents, path)
+        with os_errors(f"write {data.strip()!r} to {target.name}", target):
+            self.raw.write(target, data)
+
+    def open_fd(self, path: Path) -> int:
+        """A read-only descriptor, for poll(2) and eventfd registration."""
+        target = confine(self.parents, path)
+        with os_errors(f"open {target.name}", target):
+            return os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+
+    def isdir(self, path: Path) -> bool:
+        return confine(self.parents, path).is_dir()
+
+    def exists(self, path: Path) -> bool:
+        return confine(self.parents, path).exists()
+
+    def subdirs(self, path: Path) -> list[str]:
+        """Names of the child directories (child groups); empty if ``path`` is gone."""
+        target = confine(self.parents, path)
+        if not target.exists():
+            return []
+        with os_errors("list child groups", target), os.scandir(target) as it:
+            return sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+
+    def read_int(self, path: Path) -> int | None:
+        """An integer file; ``max`` (v2 unlimited) reads as None."""
+        text = self.read(path).strip()
+        return None if text == "max" else int(text)
+
+    def read_keyed(self, path: Path) -> dict[str, int]:
+        """A ``key value`` per line file (memory.events, memory.oom_control, pids.events)."""
+        out = {}
+        for line in self.read(path).splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().lstrip("-").isdigit():
+                out[key] = int(value)
+        return out
+
+    def read_pids(self, path: Path) -> list[int]:
+        return [int(x) for x in self.read(path).split()]

@@ -1,0 +1,262 @@
+"""cgroup v2 (unified hierarchy) backend: one directory per group, controllers via subtree_control."""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+from collections.abc import Iterable
+from functools import partial
+from pathlib import Path
+
+from vigild.cgroups.base import (
+    AGENT,
+    TOOLS,
+    CgroupBackend,
+    CgroupError,
+    CgroupUnavailable,
+    Limits,
+    MemoryStats,
+    OomNotifier,
+    PidsStats,
+    retry_busy,
+    wait_until,
+)
+from vigild.cgroups.fs import GuardedFs, RawFs, join_group, os_errors
+
+DEFAULT_CONTROLLERS = ("memory", "pids", "cpu")
+
+_ENABLE_HINTS = {
+    errno.EBUSY: "the group holds processes of its own (no-internal-process rule); move them "
+    "into agent/ (ensure_layout(adopt_members=True))",
+    errno.ENOTSUP: "the controller cannot be enabled here (threaded subtree, or not delegated)",
+    errno.ENOENT: "the parent does not pass this controller down (not delegated)",
+    errno.EACCES: "the cgroup is not delegated to this user",
+    errno.EPERM: "the cgroup is not delegated to this user",
+}
+
+
+class V2Backend(CgroupBackend):
+    """Groups below ``parent`` in a cgroup2 mount."""
+
+    version = 2
+
+    def __init__(self, parent: Path | str, controllers: Iterable[str] = DEFAULT_CONTROLLERS,
+                 fs: RawFs | None = None) -> None:
+        self.parent = Path(parent)
+        self.controllers = frozenset(controllers)
+        self.fs = GuardedFs([self.parent], fs)
+
+    def __repr__(self) -> str:
+        return f"V2Backend({str(self.parent)!r}, controllers={sorted(self.controllers)})"
+
+    def path(self, group: str, controller: str | None = None) -> Path:
+        return join_group(self.parent, group)
+
+    def _file(self, group: str, name: str) -> Path:
+        return self.path(group) / name
+
+    # -- layout -------------------------------------------------------------------------
+
+    def ensure_layout(self, adopt_members: bool = False) -> None:
+        if not os.path.isdir(self.parent):
+            self.fs.mkdir(self.parent)
+        available = set(self.fs.read(self._file("", "cgroup.controllers")).split())
+        missing = sorted(self.controllers - available)
+        if missing:
+            raise CgroupUnavailable(
+                f"controllers {missing} are not available to the parent cgroup; the grandparent "
+                "must enable them in its cgroup.subtree_control (delegation)",
+                self._file("", "cgroup.controllers"),
+            )
+        self.create(AGENT)
+        self.create(TOOLS)
+        if adopt_members:
+            for pid in self.processes(""):
+                self._move_if_alive(AGENT, pid)
+        self._enable_children("")
+        self._enable_children(TOOLS)
+
+    def _move_if_alive(self, group: str, pid: int) -> None:
+        try:
+            self.add_process(group, pid)
+        except CgroupError as exc:
+            if exc.errno != errno.ESRCH:
+                raise
+
+    def _enable_children(self, group: str) -> None:
+        """Enable each managed controller for the group's children, naming the one that fails."""
+        control = self._file(group, "cgroup.subtree_control")
+        enabled = set(self.fs.read(control).split())
+        for controller in sorted(self.controllers - enabled):
+            try:
+                self.fs.write(control, f"+{controller}")
+            except CgroupError as exc:
+                hint = _ENABLE_HINTS.get(exc.errno or 0, "the kernel refused")
+                raise CgroupUnavailable(
+                    f"could not enable the {controller} controller for children of "
+                    f"{self.path(group)}: {hint}", control, exc.errno,
+                ) from exc
+
+    def exists(self, group: str) -> bool:
+        return self.fs.isdir(self.path(group))
+
+    def create(self, group: str) -> None:
+        if not self.exists(group):
+            self.fs.mkdir(self.path(group))
+
+    def _prepare_call(self, group: str) -> None:
+        """An OOM in a tool call kills the whole call, not one random process of it."""
+        if "memory" in self.controllers:
+            self.fs.write(self._file(group, "memory.oom.group"), "1")
+
+    # -- limits and stats ---------------------------------------------------------------
+
+    def set_limits(self, group: str, limits: Limits) -> None:
+        self._require_controllers(limits)
+        plain = {
+            "memory.high": limits.memory_high,
+            "memory.max": limits.memory_max,
+            "pids.max": limits.pids_max,
+            "cpu.weight": limits.cpu_weight,
+        }
+        for name, value in plain.items():
+            if value is not None:
+                self.fs.write(self._file(group, name), str(value))
+        if limits.cpu_quota_us is not None or limits.cpu_period_us is not None:
+            quota, period = self.fs.read(self._file(group, "cpu.max")).split()
+            if limits.cpu_quota_us is not None:
+                quota = str(limits.cpu_quota_us)
+            if limits.cpu_period_us is not None:
+                period = str(limits.cpu_period_us)
+            self.fs.write(self._file(group, "cpu.max"), f"{quota} {period}")
+
+    def read_limits(self, group: str) -> Limits:
+        values: dict[str, int | None] = {}
+        if "memory" in self.controllers:
+            values["memory_high"] = self.fs.read_int(self._file(group, "memory.high"))
+            values["memory_max"] = self.fs.read_int(self._file(group, "memory.max"))
+        if "pids" in self.controllers:
+            values["pids_max"] = self.fs.read_int(self._file(group, "pids.max"))
+        if "cpu" in self.controllers:
+            values["cpu_weight"] = self.fs.read_int(self._file(group, "cpu.weight"))
+            quota, period = self.fs.read(self._file(group, "cpu.max")).split()
+            values["cpu_quota_us"] = None if quota == "max" else int(quota)
+            values["cpu_period_us"] = int(period)
+        return Limits(**values)
+
+    def memory_stats(self, group: str) -> MemoryStats:
+        events = self.fs.read_keyed(self._file(group, "memory.events"))
+        peak_file = self._file(group, "memory.peak")
+        return MemoryStats(
+            current=self.fs.read_int(self._file(group, "memory.current")) or 0,
+            peak=self.fs.read_int(peak_file) if self.fs.exists(peak_file) else None,
+            oom_kills=events.get("oom_kill", 0),
+            max_events=events.get("max", 0),
+            high_events=events.get("high", 0),
+            oom_events=events.get("oom", 0),
+            oom_group_kills=events.get("oom_group_kill", 0),
+            under_oom=None,
+        )
+
+    def pids_stats(self, group: str) -> PidsStats:
+        return PidsStats(
+            current=self.fs.read_int(self._file(group, "pids.current")) or 0,
+            max_events=self.fs.read_keyed(self._file(group, "pids.events")).get("max", 0),
+        )
+
+    def oom_notifier(self, group: str) -> OomNotifier:
+        path = self._file(group, "memory.events")
+        return V2OomNotifier(self.fs.open_fd(path), path)
+
+    # -- members ------------------------------------------------------------------------
+
+    def add_process(self, group: str, pid: int) -> None:
+        self.fs.write(self._file(group, "cgroup.procs"), str(pid))
+
+    def processes(self, group: str) -> list[int]:
+        return sorted(self.fs.read_pids(self._file(group, "cgroup.procs")))
+
+    def _children(self, group: str) -> list[str]:
+        return self.fs.subdirs(self.path(group))
+
+    def _subgroups(self, group: str) -> list[str]:
+        out: list[str] = []
+        for child in self._children(group):
+            out.extend(self._subgroups(f"{group}/{child}" if group else child))
+        out.append(group)
+        return out
+
+    def _require_file(self, group: str, name: str, why: str) -> Path:
+        path = self._file(group, name)
+        if not self.fs.exists(path):
+            raise CgroupUnavailable(f"{name} is missing: {why}", path, errno.ENOENT)
+        return path
+
+    def freeze(self, group: str, timeout: float = 5.0) -> None:
+        path = self._require_file(group, "cgroup.freeze", "the kernel predates 5.2")
+        self.fs.write(path, "1")
+        wait_until(lambda: self.is_frozen(group), timeout, "the group to freeze", path)
+
+    def thaw(self, group: str, timeout: float = 5.0) -> None:
+        path = self._require_file(group, "cgroup.freeze", "the kernel predates 5.2")
+        self.fs.write(path, "0")
+        wait_until(lambda: not self.is_frozen(group), timeout, "the group to thaw", path)
+
+    def is_frozen(self, group: str) -> bool:
+        return self.fs.read_keyed(self._file(group, "cgroup.events")).get("frozen") == 1
+
+    def kill(self, group: str, timeout: float = 5.0) -> None:
+        """``cgroup.kill`` (5.14+) kills the subtree atomically, even frozen; the loop then only
+        waits for it to empty (and is the whole mechanism on older kernels)."""
+        kill_file = self._file(group, "cgroup.kill")
+        if self.fs.exists(kill_file):
+            self.fs.write(kill_file, "1")
+        self._kill_loop(group, timeout)
+
+    # -- removal ------------------------------------------------------------------------
+
+    def remove(self, group: str, *, kill: bool = False, timeout: float = 5.0) -> None:
+        if not self.exists(group):
+            return
+        if kill:
+            self.kill(group, timeout)
+        for sub in self._subgroups(group):
+            retry_busy(partial(self.fs.rmdir, self.path(sub)), timeout)
+
+
+class V2OomNotifier(OomNotifier):
+    """Watches ``memory.events``: the kernel signals POLLPRI on it when a counter changes.
+
+    Reading through the same descriptor re-arms the notification, so ``fired()`` re-reads it
+    and reports whether the oom/oom_kill/oom_group_kill counters moved since the last look.
+    """
+
+    poll_events = select.POLLPRI | select.POLLERR
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd = fd
+        self._path = path
+        self._seen = self._counters()
+
+    def _counters(self) -> tuple[int, int, int]:
+        with os_errors("read memory.events", self._path):
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            text = os.read(self._fd, 4096).decode("ascii")
+        values = dict(line.split() for line in text.splitlines() if line.count(" ") == 1)
+        oom, oom_kill, group_kill = (int(values.get(k, 0)) for k in ("oom", "oom_kill", "oom_group_kill"))
+        return oom, oom_kill, group_kill
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def fired(self) -> bool:
+        now = self._counters()
+        changed = any(n > s for n, s in zip(now, self._seen))
+        self._seen = now
+        return changed
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
