@@ -40,11 +40,12 @@ def print_sessions(store: Store, limit: int, as_json: bool, console: Console) ->
     table = Table(title=f"sessions in {store.path}")
     for col in ("session", "agent", "command", "started", "duration", "outcome", "processes", "events"):
         if col == "command":
-            table.add_column(col, overflow="ellipsis", no_wrap=True, ratio=1)
+            table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=32)
         else:
-            table.add_column(col, no_wrap=True, justify="right" if col in ("processes", "events") else "left")
+            table.add_column(col, no_wrap=True, min_width=len(col),
+                             justify="right" if col in ("processes", "events") else "left")
     for r in rows:
-        table.add_row(str(r["id"]), r["agent"] or "-", shlex.join(r["argv"])[:60], _when(r["started_ns"]),
+        table.add_row(str(r["id"]), r["agent"] or "-", shlex.join(r["argv"])[:60], _when(r["started_ns"])[5:],
                       _duration(r["started_ns"], r["ended_ns"]), _outcome(r["exit_code"], r["signal"]),
                       str(r["processes"]), str(r["events"]))
     console.print(table)
