@@ -169,3 +169,44 @@ def test_library_loaded_from_an_unusual_path_is_hooked(server: FakeLLMServer, tm
     assert result.returncode == 0, result.stderr
     assert f"hooked openssl in /proc/" in result.stderr and f"{libdir}/libssl.so" in result.stderr
     matched(result, server.exchanges.wait_finished(2))
+
+
+KEEPALIVE_CLIENT = """
+import http.client, json, ssl, sys, time
+url, ca, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+host, port = url.split("//")[1].split(":")
+conn = http.client.HTTPSConnection(host, int(port), context=ssl.create_default_context(cafile=ca))
+body = json.dumps({"model": "claude-sonnet-4-6", "max_tokens": 64, "stream": True,
+                   "messages": [{"role": "user", "content": "hi"}]})
+for i in range(n):
+    conn.request("POST", "/v1/messages", body, {"content-type": "application/json",
+                 "x-api-key": "sk-ant-api03-keepalive", "x-fake-scenario": "slow"})
+    conn.getresponse().read()
+    time.sleep(0.5)
+"""
+
+
+def test_attach_in_the_middle_of_a_stream(server: FakeLLMServer, tmp_path: Path) -> None:
+    """Tracing starts while a streamed response is half-way through: that exchange cannot be
+    decoded and says so; the next request on the same connection decodes in full."""
+    import subprocess
+    import time
+
+    script = tmp_path / "keepalive.py"
+    script.write_text(KEEPALIVE_CLIENT)
+    client = subprocess.Popen([sys.executable, str(script), server.url, server.ca_path, "2"])
+    try:
+        deadline = time.monotonic() + 10
+        while not server.exchanges.snapshot() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.4)  # the first response is streaming now (0.3 s to its first event)
+        result = vigil_trace(["-p", str(client.pid), "--timeout", "30"])
+    finally:
+        client.wait(timeout=30)
+    assert result.returncode == 0, result.stderr
+    exchanges = server.exchanges.wait_finished(2)
+    calls = result.of_type("llm_call")
+    assert len(calls) == 1
+    assert_matches(calls[0], exchanges[1])
+    failures = result.of_type("parse_failure")
+    assert [f["reason"] for f in failures] == ["mid_stream_start"]
