@@ -210,3 +210,31 @@ def test_attach_in_the_middle_of_a_stream(server: FakeLLMServer, tmp_path: Path)
     assert_matches(calls[0], exchanges[1])
     failures = result.of_type("parse_failure")
     assert [f["reason"] for f in failures] == ["mid_stream_start"]
+
+
+BIG_REQUEST_CLIENT = """
+import http.client, json, ssl, sys
+url, ca = sys.argv[1], sys.argv[2]
+host, port = url.split("//")[1].split(":")
+conn = http.client.HTTPSConnection(host, int(port), context=ssl.create_default_context(cafile=ca))
+prompt = "review this file:\\n" + ("x = 1\\n" * (10 * 1024 * 1024 // 6))
+body = json.dumps({"model": "claude-sonnet-4-6", "max_tokens": 64, "stream": True,
+                   "messages": [{"role": "user", "content": prompt}]})
+conn.request("POST", "/v1/messages", body, {"content-type": "application/json", "x-api-key": "sk-ant-api03-big"})
+conn.getresponse().read()
+print(len(body))
+"""
+
+
+def test_ten_megabyte_request_is_captured_whole(server: FakeLLMServer, tmp_path: Path) -> None:
+    script = tmp_path / "big.py"
+    script.write_text(BIG_REQUEST_CLIENT)
+    result = trace(server, [sys.executable, str(script), server.url, server.ca_path], "--capture-content")
+    (exchange,) = server.exchanges.wait_finished(1)
+    (call,) = result.of_type("llm_call")
+    assert_matches(call, exchange)
+    assert call["truncated"] is False
+    assert not result.of_type("lost")
+    sent = exchange.request_json["messages"][0]["content"]
+    assert call["request_messages"][0]["content"] == sent
+    assert len(sent) > 10_000_000
