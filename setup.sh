@@ -36,7 +36,7 @@ if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
 if [ "$DEV" -eq 1 ]; then
-  apt_install curl prometheus
+  apt_install curl prometheus gnutls-bin
   command -v node >/dev/null || apt_install nodejs
 fi
 

@@ -238,3 +238,23 @@ def test_ten_megabyte_request_is_captured_whole(server: FakeLLMServer, tmp_path:
     sent = exchange.request_json["messages"][0]["content"]
     assert call["request_messages"][0]["content"] == sent
     assert len(sent) > 10_000_000
+
+
+def test_gnutls_client(server: FakeLLMServer, tmp_path: Path) -> None:
+    """gnutls-cli speaks through libgnutls (gnutls_record_send/recv), not OpenSSL."""
+    gnutls_cli = shutil.which("gnutls-cli")
+    assert gnutls_cli, "gnutls-cli is needed (setup.sh --dev installs gnutls-bin)"
+    body = json.dumps({"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]})
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               f"Authorization: Bearer {FAKE_OPENAI_KEY}\r\nConnection: close\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n{body}")
+    (tmp_path / "request").write_text(request)
+    script = tmp_path / "gnutls.sh"
+    script.write_text(f"{gnutls_cli} --x509cafile {server.ca_path} -p {server.port} 127.0.0.1 "
+                      f"< {tmp_path / 'request'} > {tmp_path / 'response'} 2>/dev/null; exit 0\n")
+    result = trace(server, ["sh", str(script)])
+    (exchange,) = server.exchanges.wait_finished(1)
+    (call,) = result.of_type("llm_call")
+    assert call["comm"] == "gnutls-cli"
+    assert_matches(call, exchange)
+    assert_no_secret(json.dumps(result.events))
