@@ -137,6 +137,14 @@ def test_four_concurrent_streams_do_not_mix(server: FakeLLMServer) -> None:
     assert len({c["conn_id"] for c in result.of_type("llm_call")}) == 4
 
 
+def test_four_concurrent_streams_on_one_http2_connection(server: FakeLLMServer) -> None:
+    result = trace(server, [sys.executable, str(CLIENTS_DIR / "concurrent_streams.py"), "--http2"])
+    exchanges = server.exchanges.wait_finished(4)
+    assert len({e.connection_id for e in exchanges}) == 1 and {e.http_version for e in exchanges} == {"2"}
+    matched(result, exchanges)
+    assert len({c["conn_id"] for c in result.of_type("llm_call")}) == 1
+
+
 def test_nothing_stored_holds_a_credential(server: FakeLLMServer, tmp_path: Path) -> None:
     db = tmp_path / "vigil.db"
     trace(server, [sys.executable, str(CLIENTS_DIR / "anthropic_client.py")], "--db", str(db), "--capture-content")
