@@ -79,33 +79,22 @@ class ProcessTable:
         return info
 
     def _fork(self, event: ForkEvent) -> ProcessInfo:
+        info = self._new(event)
         parent = self.processes.get(event.ppid)
-        info = ProcessInfo(
-            pid=event.pid,
-            ppid=event.ppid,
-            session_id=event.session_id,
-            comm=event.comm,
-            start_ns=event.ts_ns,
-            depth=parent.depth + 1 if parent else 0,
-            filename=parent.filename if parent else "",
-            argv=list(parent.argv) if parent else [],
-        )
-        self.processes[event.pid] = info
         if parent is not None:
+            info.filename, info.argv = parent.filename, list(parent.argv)  # a fork runs its parent's image
             parent.children.append(event.pid)
         return info
 
     def _unknown(self, event: ProcessEvent) -> ProcessInfo:
         # A process whose fork we did not see: a root found by comm match, or one tracked by pid.
+        return self._new(event)
+
+    def _new(self, event: ProcessEvent) -> ProcessInfo:
         parent = self.processes.get(event.ppid)
-        info = ProcessInfo(
-            pid=event.pid,
-            ppid=event.ppid,
-            session_id=event.session_id,
-            comm=event.comm,
-            start_ns=event.ts_ns,
-            depth=parent.depth + 1 if parent and parent.session_id == event.session_id else 0,
-        )
+        same_session = parent is not None and parent.session_id == event.session_id
+        info = ProcessInfo(pid=event.pid, ppid=event.ppid, session_id=event.session_id, comm=event.comm,
+                           start_ns=event.ts_ns, depth=parent.depth + 1 if parent and same_session else 0)
         self.processes[event.pid] = info
         return info
 
