@@ -1,0 +1,438 @@
+"""Python mirror of effects.h and the decoders from effect records to typed events.
+
+The ctypes structures must match the C layout exactly; tests/test_effects_layout.py checks them
+against the BTF of effects.bpf.o. Paths a process named are joined to the directory the kernel
+resolved and normalised here (`..` is folded lexically, as the process's string read).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import posixpath
+import socket
+from ctypes import c_char, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from vigild.bpf.events import (
+    DecodeError,
+    EventDecoder,
+    EventHeader,
+    ProcessEvent,
+    fixed_part,
+)
+
+EVENT_FILE_OPEN = 16
+EVENT_FILE_WRITE = 17
+EVENT_FILE_UNLINK = 18
+EVENT_FILE_RENAME = 19
+EVENT_FILE_MKDIR = 20
+EVENT_FILE_CHMOD = 21
+EVENT_NET_CONNECT = 22
+EVENT_NET_ACCEPT = 23
+EVENT_NET_BIND = 24
+EVENT_NET_CLOSE = 25
+EVENT_NET_BYTES = 26
+EVENT_DNS_QUERY = 27
+EVENT_EFFECTS_FD_FULL = 28
+EVENT_EFFECTS_BUSY = 29
+EFFECT_KIND_NAMES = {
+    EVENT_FILE_OPEN: "file_open", EVENT_FILE_WRITE: "file_write", EVENT_FILE_UNLINK: "file_unlink",
+    EVENT_FILE_RENAME: "file_rename", EVENT_FILE_MKDIR: "file_mkdir", EVENT_FILE_CHMOD: "file_chmod",
+    EVENT_NET_CONNECT: "net_connect", EVENT_NET_ACCEPT: "net_accept", EVENT_NET_BIND: "net_bind",
+    EVENT_NET_CLOSE: "net_close", EVENT_NET_BYTES: "net_bytes", EVENT_DNS_QUERY: "dns_query",
+    EVENT_EFFECTS_FD_FULL: "effects_fd_full", EVENT_EFFECTS_BUSY: "effects_busy",
+}
+
+EFFECT_PATH_MAX = 4096
+EFFECT_PATH_STEPS = 512
+EFFECT_PATH_PARTS = 4
+NET_PATH_MAX = 108
+DNS_CAPTURE_MAX = 512
+
+FILE_PATH_TRUNCATED = 1 << 0
+FILE_PATH2_TRUNCATED = 1 << 1
+FILE_CREATED = 1 << 2
+FILE_IS_DIR = 1 << 3
+FILE_PATH_STALE = 1 << 4
+EFFECT_NOT_AGGREGATED = 1 << 5
+FILE_PATH_UNREADABLE = 1 << 6
+NET_UNIX_ABSTRACT = 1 << 0
+
+FLUSH_REASONS = {0: "close", 1: "exit", 2: "exec", 3: "replaced", 4: "call"}
+
+O_ACCMODE = 0o3
+O_WRONLY = 0o1
+O_RDWR = 0o2
+O_CREAT = 0o100
+O_TRUNC = 0o1000
+
+
+class FileEventC(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("ret", c_int64),
+        ("bytes", c_uint64),
+        ("calls", c_uint64),
+        ("first_ns", c_uint64),
+        ("ino", c_uint64),
+        ("dev", c_uint32),
+        ("fd", c_int32),
+        ("open_flags", c_uint32),
+        ("mode", c_uint32),
+        ("reason", c_uint32),
+        ("len", c_uint16 * EFFECT_PATH_PARTS),
+        ("_pad", c_uint32),
+        ("data", c_char * (EFFECT_PATH_PARTS * EFFECT_PATH_MAX)),
+    ]
+
+
+class NetEventC(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("ret", c_int64),
+        ("sock_id", c_uint64),
+        ("bytes_sent", c_uint64),
+        ("bytes_received", c_uint64),
+        ("sends", c_uint64),
+        ("recvs", c_uint64),
+        ("fd", c_int32),
+        ("reason", c_uint32),
+        ("family", c_uint16),
+        ("sock_type", c_uint16),
+        ("protocol", c_uint16),
+        ("lport", c_uint16),
+        ("rport", c_uint16),
+        ("path_len", c_uint16),
+        ("laddr", c_uint8 * 16),
+        ("raddr", c_uint8 * 16),
+        ("path", c_char * NET_PATH_MAX),
+    ]
+
+
+class DnsEventC(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("fd", c_int32),
+        ("family", c_uint16),
+        ("rport", c_uint16),
+        ("raddr", c_uint8 * 16),
+        ("len", c_uint32),
+        ("msg_len", c_uint32),
+        ("data", c_char * DNS_CAPTURE_MAX),
+    ]
+
+
+class EffectsConfigC(ctypes.Structure):
+    _fields_ = [
+        ("wakeup_bytes", c_uint32),
+        ("aggregate", c_uint32),
+        ("files", c_uint32),
+        ("net", c_uint32),
+        ("dns", c_uint32),
+        ("_pad", c_uint32),
+    ]
+
+
+FILE_DATA_OFFSET = FileEventC.data.offset
+DNS_DATA_OFFSET = DnsEventC.data.offset
+NET_PATH_OFFSET = NetEventC.path.offset
+
+
+# ---- typed events ------------------------------------------------------------------------------
+
+@dataclass
+class FileEffect(ProcessEvent):
+    """A file effect. `path` is absolute as the process sees it (relative to its root);
+    path_truncated: the kernel kept only the last 4096 bytes / 512 walk steps of it."""
+
+    type: ClassVar[str] = "file_effect"
+    kind: int = 0
+    path: str = ""
+    path_truncated: bool = False
+    ret: int = 0  # the syscall's result: fd or 0 on success, -errno on failure
+
+
+@dataclass
+class FileOpen(FileEffect):
+    type: ClassVar[str] = "file_open"
+    fd: int = -1
+    flags: int = 0  # O_* as passed
+    read: bool = False
+    write: bool = False
+    create: bool = False  # O_CREAT asked
+    truncate: bool = False  # O_TRUNC asked
+    created: bool = False  # this open created the file
+    mode: int = 0
+    ino: int = 0
+    dev: int = 0
+
+
+@dataclass
+class FileWrite(FileEffect):
+    """Bytes written to one open file, summed in the kernel over `writes` calls between the
+    first call (first_ts_ns) and `reason` (close, exit, exec, replaced; `call` with aggregation
+    off, then every record is one call)."""
+
+    type: ClassVar[str] = "file_write"
+    fd: int = -1
+    bytes: int = 0
+    writes: int = 0
+    first_ts_ns: int = 0
+    reason: str = "close"
+    aggregated: bool = True
+    path_stale: bool = False  # the fd held another file at flush: path unknown
+    ino: int = 0
+    dev: int = 0
+
+
+@dataclass
+class FileUnlink(FileEffect):
+    type: ClassVar[str] = "file_unlink"
+    directory: bool = False
+
+
+@dataclass
+class FileRename(FileEffect):
+    type: ClassVar[str] = "file_rename"
+    new_path: str = ""
+    new_path_truncated: bool = False
+    flags: int = 0  # renameat2 RENAME_*
+
+
+@dataclass
+class FileMkdir(FileEffect):
+    type: ClassVar[str] = "file_mkdir"
+    mode: int = 0
+
+
+@dataclass
+class FileChmod(FileEffect):
+    type: ClassVar[str] = "file_chmod"
+    mode: int = 0
+    fd: int = -1  # fchmod
+
+
+@dataclass
+class NetEffect(ProcessEvent):
+    """A socket effect. Addresses are text (IPv4 / IPv6), ports host order; Unix sockets give
+    unix_path (abstract names without their leading NUL, unix_abstract set)."""
+
+    type: ClassVar[str] = "net_effect"
+    kind: int = 0
+    ret: int = 0
+    fd: int = -1
+    sock_id: int = 0
+    family: str = ""
+    sock_type: str = ""
+    protocol: int = 0
+    local_addr: str | None = None
+    local_port: int | None = None
+    remote_addr: str | None = None
+    remote_port: int | None = None
+    unix_path: str | None = None
+    unix_abstract: bool = False
+
+
+@dataclass
+class NetConnect(NetEffect):
+    type: ClassVar[str] = "net_connect"
+
+
+@dataclass
+class NetAccept(NetEffect):
+    type: ClassVar[str] = "net_accept"
+
+
+@dataclass
+class NetBind(NetEffect):
+    type: ClassVar[str] = "net_bind"
+
+
+@dataclass
+class NetClose(NetEffect):
+    """A socket's traffic, summed in the kernel from the process's send/receive calls."""
+
+    type: ClassVar[str] = "net_close"
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    sends: int = 0
+    recvs: int = 0
+    reason: str = "close"
+    aggregated: bool = True
+
+
+@dataclass
+class NetBytes(NetClose):
+    """One send or receive call (aggregation off)."""
+
+    type: ClassVar[str] = "net_bytes"
+
+
+@dataclass
+class DnsQuery(ProcessEvent):
+    """A DNS question the process sent over UDP to port 53, parsed from the datagram."""
+
+    type: ClassVar[str] = "dns_query"
+    kind: int = EVENT_DNS_QUERY
+    fd: int = -1
+    server: str = ""
+    server_port: int = 53
+    query_id: int | None = None
+    name: str | None = None  # None when the datagram is not a parsable query
+    qtype: str | None = None
+    datagram_bytes: int = 0
+    captured_bytes: int = 0
+
+
+# ---- decoding ----------------------------------------------------------------------------------
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def _parts(fixed: FileEventC, raw: bytes) -> list[bytes]:
+    data = raw[FILE_DATA_OFFSET:]
+    lens = list(fixed.len)
+    if sum(lens) > len(data):
+        raise DecodeError("file record shorter than its path lengths")
+    parts, off = [], 0
+    for n in lens:
+        parts.append(data[off:off + n])
+        off += n
+    return parts
+
+
+def join_path(base: bytes, name: bytes) -> str:
+    """An absolute path from a resolved directory and a name (absolute names stand alone)."""
+    if not name:
+        return _text(base)
+    if name.startswith(b"/") or not base:
+        path = _text(name)
+    else:
+        path = _text(base.rstrip(b"/") + b"/" + name)
+    norm = posixpath.normpath(path)
+    return "/" + norm.lstrip("/") if norm.startswith("//") else norm
+
+
+def _file_common(hdr: EventHeader, fixed: FileEventC, parts: list[bytes]) -> dict[str, Any]:
+    return {"kind": hdr.kind, "path": join_path(parts[0], parts[1]),
+            "path_truncated": bool(hdr.flags & FILE_PATH_TRUNCATED), "ret": fixed.ret}
+
+
+def _decode_file(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> FileEffect:
+    fixed = fixed_part(raw, FileEventC, FILE_DATA_OFFSET)
+    parts = _parts(fixed, raw)
+    base = {**common, **_file_common(hdr, fixed, parts)}
+    if hdr.kind == EVENT_FILE_OPEN:
+        acc = fixed.open_flags & O_ACCMODE
+        return FileOpen(**base, fd=fixed.fd, flags=fixed.open_flags, read=acc in (0, O_RDWR),
+                        write=acc in (O_WRONLY, O_RDWR), create=bool(fixed.open_flags & O_CREAT),
+                        truncate=bool(fixed.open_flags & O_TRUNC), created=bool(hdr.flags & FILE_CREATED),
+                        mode=fixed.mode, ino=fixed.ino, dev=fixed.dev)
+    if hdr.kind == EVENT_FILE_WRITE:
+        return FileWrite(**base, fd=fixed.fd, bytes=fixed.bytes, writes=fixed.calls,
+                         first_ts_ns=common["ts_ns"] - (hdr.ts_ns - fixed.first_ns) if fixed.first_ns else 0,
+                         reason=FLUSH_REASONS.get(fixed.reason, str(fixed.reason)),
+                         aggregated=not hdr.flags & EFFECT_NOT_AGGREGATED,
+                         path_stale=bool(hdr.flags & FILE_PATH_STALE), ino=fixed.ino, dev=fixed.dev)
+    if hdr.kind == EVENT_FILE_UNLINK:
+        return FileUnlink(**base, directory=bool(hdr.flags & FILE_IS_DIR))
+    if hdr.kind == EVENT_FILE_RENAME:
+        return FileRename(**base, new_path=join_path(parts[2], parts[3]),
+                          new_path_truncated=bool(hdr.flags & FILE_PATH2_TRUNCATED), flags=fixed.open_flags)
+    if hdr.kind == EVENT_FILE_MKDIR:
+        return FileMkdir(**base, mode=fixed.mode)
+    return FileChmod(**base, mode=fixed.mode, fd=fixed.fd)
+
+
+FAMILIES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_UNIX: "unix"}
+SOCK_TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", socket.SOCK_SEQPACKET: "seqpacket",
+              socket.SOCK_RAW: "raw"}
+
+
+def _addr(family: int, raw: bytes) -> str:
+    if family == socket.AF_INET:
+        return str(ipaddress.IPv4Address(raw[:4]))
+    return str(ipaddress.IPv6Address(raw[:16]))
+
+
+def _unix_path(fixed: NetEventC, record: bytes, flags: int) -> tuple[str | None, bool]:
+    if not fixed.path_len:
+        return None, False
+    raw = record[NET_PATH_OFFSET:NET_PATH_OFFSET + fixed.path_len]  # not fixed.path: ctypes stops at a NUL
+    if flags & NET_UNIX_ABSTRACT:
+        return _text(raw[1:]), True
+    return _text(raw.split(b"\0", 1)[0]), False
+
+
+def _decode_net(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> NetEffect:
+    fixed = fixed_part(raw, NetEventC)
+    fields: dict[str, Any] = {
+        **common, "kind": hdr.kind, "ret": fixed.ret, "fd": fixed.fd, "sock_id": fixed.sock_id,
+        "family": FAMILIES.get(fixed.family, str(fixed.family)),
+        "sock_type": SOCK_TYPES.get(fixed.sock_type, str(fixed.sock_type)), "protocol": fixed.protocol,
+    }
+    if fixed.family in (socket.AF_INET, socket.AF_INET6):
+        fields.update(local_addr=_addr(fixed.family, bytes(fixed.laddr)), local_port=fixed.lport,
+                      remote_addr=_addr(fixed.family, bytes(fixed.raddr)), remote_port=fixed.rport)
+    elif fixed.family == socket.AF_UNIX:
+        fields["unix_path"], fields["unix_abstract"] = _unix_path(fixed, raw, hdr.flags)
+    if hdr.kind in (EVENT_NET_CLOSE, EVENT_NET_BYTES):
+        cls = NetBytes if hdr.kind == EVENT_NET_BYTES else NetClose
+        return cls(**fields, bytes_sent=fixed.bytes_sent, bytes_received=fixed.bytes_received, sends=fixed.sends,
+                   recvs=fixed.recvs, reason=FLUSH_REASONS.get(fixed.reason, str(fixed.reason)),
+                   aggregated=not hdr.flags & EFFECT_NOT_AGGREGATED)
+    cls = {EVENT_NET_CONNECT: NetConnect, EVENT_NET_ACCEPT: NetAccept}.get(hdr.kind, NetBind)
+    return cls(**fields)
+
+
+QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
+          64: "SVCB", 65: "HTTPS", 255: "ANY"}
+
+
+def parse_dns_question(payload: bytes) -> tuple[int, str, str] | None:
+    """(id, name, type) of the first question of a DNS query datagram, or None when it is not
+    one (a response, no question, a malformed or cut name)."""
+    if len(payload) < 12:
+        return None
+    qid = int.from_bytes(payload[0:2], "big")
+    if payload[2] & 0x80 or int.from_bytes(payload[4:6], "big") == 0:
+        return None
+    labels, pos = [], 12
+    while True:
+        if pos >= len(payload):
+            return None
+        n = payload[pos]
+        if n == 0:
+            pos += 1
+            break
+        if n & 0xC0 or pos + 1 + n > len(payload):
+            return None  # queries carry no compression pointers
+        labels.append(payload[pos + 1:pos + 1 + n].decode("ascii", errors="backslashreplace"))
+        pos += 1 + n
+    if pos + 2 > len(payload):
+        return None
+    qtype = int.from_bytes(payload[pos:pos + 2], "big")
+    return qid, ".".join(labels) + ".", QTYPES.get(qtype, f"TYPE{qtype}")
+
+
+def _decode_dns(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> DnsQuery:
+    fixed = fixed_part(raw, DnsEventC, DNS_DATA_OFFSET)
+    payload = raw[DNS_DATA_OFFSET:DNS_DATA_OFFSET + fixed.len]
+    if len(payload) != fixed.len:
+        raise DecodeError("dns record shorter than its declared length")
+    question = parse_dns_question(payload)
+    qid, name, qtype = question if question else (None, None, None)
+    return DnsQuery(**common, fd=fixed.fd, server=_addr(fixed.family, bytes(fixed.raddr)), server_port=fixed.rport,
+                    query_id=qid, name=name, qtype=qtype, datagram_bytes=fixed.msg_len, captured_bytes=fixed.len)
+
+
+def register_effects(decoder: EventDecoder) -> None:
+    """Teach a decoder the effect kinds."""
+    for kind in range(EVENT_FILE_OPEN, EVENT_FILE_CHMOD + 1):
+        decoder.register(kind, _decode_file)
+    for kind in range(EVENT_NET_CONNECT, EVENT_NET_BYTES + 1):
+        decoder.register(kind, _decode_net)
+    decoder.register(EVENT_DNS_QUERY, _decode_dns)
