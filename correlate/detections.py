@@ -1,0 +1,232 @@
+"""Deterministic detections over a session's events: secret reads, secret-then-egress,
+unrequested processes, tool-call loops, writes outside the working tree.
+
+Pure logic over the event dicts the pipeline prints (`event_json` form), so a detection can be
+replayed from the store and tested without a kernel. Each detection carries the evidence chain
+that led to it, summarised event by event, so an alert can be understood without the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from errno import EINPROGRESS
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from wcmatch import glob as wglob
+
+GLOB_FLAGS = wglob.GLOBSTAR | wglob.DOTGLOB
+
+DEFAULT_SECRET_GLOBS = (
+    "**/.ssh/**",
+    "**/.aws/credentials",
+    "**/.aws/config",
+    "**/.env",
+    "**/.env.*",
+    "/etc/shadow",
+    "/etc/gshadow",
+    "**/.netrc",
+    "**/.gnupg/**",
+    "**/.docker/config.json",
+    "**/.kube/config",
+    "**/.config/gcloud/**",
+    "**/.local/share/keyrings/**",
+    "**/Library/Keychains/**",
+    "**/.git-credentials",
+)
+DEFAULT_WRITE_ALLOW_GLOBS = ("/tmp/**", "/var/tmp/**", "/dev/**", "/proc/**", "/sys/**", "/run/**")
+WRITE_TYPES = ("file_write", "file_unlink", "file_rename", "file_mkdir", "file_chmod")
+ALL_DETECTIONS = frozenset({"secret_read", "secret_egress", "unrequested", "tool_loop", "write_outside_tree"})
+
+
+@dataclass
+class DetectionConfig:
+    """What to look for; every field has a safe default and is settable from config."""
+
+    enabled: frozenset[str] = ALL_DETECTIONS
+    secret_globs: tuple[str, ...] = DEFAULT_SECRET_GLOBS
+    write_allow_globs: tuple[str, ...] = DEFAULT_WRITE_ALLOW_GLOBS
+    egress_window_s: float = 300.0  # a secret read this long ago still taints egress
+    loop_threshold: int = 3  # the same tool call this many times in a row
+
+
+@dataclass(frozen=True)
+class Detection:
+    type: ClassVar[str] = "detection"
+    ts_ns: int
+    session_id: int | None
+    pid: int | None
+    tool_call: int | None
+    name: str
+    reason: str
+    evidence: tuple[dict[str, Any], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "ts_ns": self.ts_ns, "session_id": self.session_id, "pid": self.pid,
+                "tool_call": self.tool_call, "name": self.name, "reason": self.reason,
+                "evidence": list(self.evidence)}
+
+
+def summarize(event: dict[str, Any]) -> dict[str, Any]:
+    """One link of an evidence chain: the event's identity and what matters about it."""
+    keep = ("type", "ts", "ts_ns", "pid", "comm", "tool_call", "tool_call_id", "tool_name", "response_id",
+            "provider", "model", "path", "new_path", "remote_addr", "remote_port", "unix_path", "argv", "name")
+    return {k: event[k] for k in keep if k in event and event[k] not in (None, "", [])}
+
+
+@dataclass
+class _Session:
+    cwd: str | None = None
+    provider_ports: set[int] = field(default_factory=set)
+    provider_hosts: set[str] = field(default_factory=set)
+    llm_pids: set[int] = field(default_factory=set)
+    provider_addrs: set[tuple[str, int]] = field(default_factory=set)
+    secret_reads: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=64))
+    last_llm: dict[str, Any] | None = None
+    tool_starts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    loop_key: str | None = None
+    loop_run: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Detector:
+    """Feed it every event of every session, in order; it returns the detections each raises."""
+
+    def __init__(self, config: DetectionConfig | None = None) -> None:
+        self.config = config or DetectionConfig()
+        self._sessions: dict[int | None, _Session] = {}
+
+    def observe(self, event: dict[str, Any]) -> list[Detection]:
+        kind = event.get("type", "")
+        sid = event.get("session_id")
+        if kind == "session_end":
+            self._sessions.pop(sid, None)
+            return []
+        s = self._sessions.setdefault(sid, _Session())
+        if kind == "session_start":
+            s.cwd = event.get("cwd")
+            return []
+        if kind == "llm_call":
+            self._note_provider(s, event)
+            s.last_llm = event
+            return []
+        found: list[Detection] = []
+        if kind == "tool_start":
+            if event.get("tool_call") is not None:
+                s.tool_starts[event["tool_call"]] = event
+            found += self._unrequested(event) + self._loop(s, event)
+        elif kind == "file_open":
+            found += self._secret_read(s, event) + self._outside_tree(s, event)
+        elif kind in WRITE_TYPES:
+            s.loop_key, s.loop_run = None, []  # something changed: a repeat is not a loop any more
+            found += self._outside_tree(s, event)
+        elif kind == "net_connect":
+            self._note_provider_connection(s, event)
+            found += self._egress(s, event)
+        return [d for d in found if d.name in self.config.enabled]
+
+    # ---- bookkeeping ----
+    @staticmethod
+    def _note_provider(s: _Session, llm: dict[str, Any]) -> None:
+        host = str(llm.get("host") or "")
+        name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+        s.provider_hosts.add(name or host)
+        s.provider_ports.add(int(port) if port.isdigit() else 443)
+        if llm.get("pid") is not None:
+            s.llm_pids.add(llm["pid"])
+
+    @staticmethod
+    def _note_provider_connection(s: _Session, ev: dict[str, Any]) -> None:
+        # The LLM client's own connections to the provider's port are the provider.
+        if ev.get("pid") in s.llm_pids and ev.get("remote_port") in s.provider_ports:
+            s.provider_addrs.add((ev.get("remote_addr"), ev.get("remote_port")))
+
+    def _detection(self, ev: dict[str, Any], name: str, reason: str, chain: list[dict[str, Any]]) -> Detection:
+        unique = list({id(e): e for e in chain}.values())  # two tool calls may share their LLM call
+        return Detection(ts_ns=ev.get("ts_ns", 0), session_id=ev.get("session_id"), pid=ev.get("pid"),
+                         tool_call=ev.get("tool_call"), name=name, reason=reason,
+                         evidence=tuple(summarize(e) for e in unique))
+
+    def _chain_to(self, s: _Session, ev: dict[str, Any]) -> list[dict[str, Any]]:
+        """The LLM call and tool call an effect descends from, when known."""
+        chain: list[dict[str, Any]] = []
+        start = s.tool_starts.get(ev.get("tool_call"))  # type: ignore[arg-type]
+        if start is not None:
+            llm = s.last_llm
+            if llm is not None and start.get("response_id") and llm.get("response_id") == start.get("response_id"):
+                chain.append(llm)
+            chain.append(start)
+        return chain
+
+    # ---- detections ----
+    def _secret_read(self, s: _Session, ev: dict[str, Any]) -> list[Detection]:
+        path = ev.get("path") or ""
+        if not ev.get("read") or (ev.get("ret") or 0) < 0 or not self._matches(path, self.config.secret_globs):
+            return []
+        s.secret_reads.append(ev)
+        return [self._detection(ev, "secret_read", f"{ev.get('comm')} read the secret {path}",
+                                [*self._chain_to(s, ev), ev])]
+
+    def _egress(self, s: _Session, ev: dict[str, Any]) -> list[Detection]:
+        ret = ev.get("ret") or 0
+        if ev.get("family") not in ("inet", "inet6") or (ret < 0 and ret != -EINPROGRESS):
+            return []  # a refused connect sent nothing; a non-blocking one under way may
+        target = (ev.get("remote_addr"), ev.get("remote_port"))
+        if target in s.provider_addrs or not s.secret_reads:
+            return []
+        window_ns = int(self.config.egress_window_s * 1e9)
+        recent = [r for r in s.secret_reads
+                  if ev.get("ts_ns", 0) - r.get("ts_ns", 0) <= window_ns
+                  or (r.get("tool_call") is not None and r.get("tool_call") == ev.get("tool_call"))]
+        if not recent:
+            return []
+        secret = recent[-1]
+        chain = [*self._chain_to(s, secret), secret]
+        if ev.get("tool_call") != secret.get("tool_call"):
+            chain += self._chain_to(s, ev)
+        chain.append(ev)
+        return [self._detection(ev, "secret_egress",
+                                f"{secret.get('path')} was read, then {ev.get('comm')} connected to "
+                                f"{target[0]}:{target[1]}, which is not the LLM provider", chain)]
+
+    def _unrequested(self, ev: dict[str, Any]) -> list[Detection]:
+        if not ev.get("unrequested"):
+            return []
+        argv = " ".join(ev.get("argv") or [])
+        return [self._detection(ev, "unrequested", f"the agent ran `{argv}` with no tool call from the model "
+                                "behind it", [ev])]
+
+    def _loop(self, s: _Session, ev: dict[str, Any]) -> list[Detection]:
+        key = json.dumps([ev.get("tool_name"), ev.get("arguments"), ev.get("argv")], sort_keys=True, default=str)
+        if key != s.loop_key:
+            s.loop_key, s.loop_run = key, [ev]
+            return []
+        s.loop_run.append(ev)
+        if len(s.loop_run) != self.config.loop_threshold:
+            return []
+        argv = " ".join(ev.get("argv") or [])
+        return [self._detection(ev, "tool_loop", f"the same tool call (`{argv}`) ran {len(s.loop_run)} times "
+                                "in a row with nothing written in between", list(s.loop_run))]
+
+    def _outside_tree(self, s: _Session, ev: dict[str, Any]) -> list[Detection]:
+        writes = ev.get("type") != "file_open" or ev.get("write") or ev.get("create") or ev.get("truncate")
+        if not writes or not s.cwd or (ev.get("ret") or 0) < 0:
+            return []
+        found = []
+        for path in (ev.get("path"), ev.get("new_path")):
+            if not path or self._inside(path, s.cwd) or self._matches(path, self.config.write_allow_globs):
+                continue
+            found.append(self._detection(ev, "write_outside_tree",
+                                         f"{ev.get('comm')} changed {path}, outside the session's working "
+                                         f"tree {s.cwd}", [*self._chain_to(s, ev), ev]))
+        return found
+
+    @staticmethod
+    def _inside(path: str, tree: str) -> bool:
+        tree = tree.rstrip("/") or "/"
+        return os.path.normpath(path) == tree or os.path.normpath(path).startswith(tree + "/")
+
+    @staticmethod
+    def _matches(path: str, globs: tuple[str, ...]) -> bool:
+        return bool(path) and wglob.globmatch(path, list(globs), flags=GLOB_FLAGS)
