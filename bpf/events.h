@@ -22,6 +22,8 @@ enum event_kind {
 	EVENT_TLS_CLOSE = 5,
 	EVENT_TLS_BUSY = 6,  /* stats only: a TLS call seen while this CPU's scratch was in use */
 	/* 7..15: per-tool-call control (memory spikes, OOM kills, placement) */
+	EVENT_MEM_SPIKE = 7, /* a tool call's resident memory grew past the configured step in the window */
+	EVENT_OOM_KILL = 8,  /* the OOM killer chose a tracked process */
 	/* 16..31: effects (files, network), declared in effects.h */
 	EVENT_KIND_MAX = 32, /* size of the per-kind stats array */
 };
@@ -55,6 +57,8 @@ struct fork_event {
 #define EXEC_FILENAME_TRUNCATED (1u << 1)
 #define EXEC_ARGS_UNREADABLE (1u << 2)
 #define EXEC_NEW_ROOT (1u << 3) /* the exec made this process a tracked root (comm match) */
+#define EXEC_CALL_START (1u << 4) /* first exec of a child of a controlled root: a tool call starts */
+#define EXEC_HELD (1u << 5)       /* ... and it was stopped (SIGSTOP) before its first instruction */
 
 /* A tracked process replaced its program. `data` holds the filename (filename_len bytes, NUL
  * included) followed by the argv area (args_len bytes of NUL-separated strings). The record is
@@ -83,11 +87,17 @@ struct kind_stats {
 	__u64 dropped;
 };
 
+/* tracked_info.flags */
+#define TRACK_CONTROLLED (1u << 0) /* a root whose children's execs start tool calls (vigil run) */
+#define TRACK_CALL_CANDIDATE (1u << 1) /* a child of a controlled root that has not exec'd yet */
+
 /* Value of the tracked-process map, keyed by tgid. */
 struct tracked_info {
 	__u64 session_id;
 	__u32 root_pid;
-	__u32 depth; /* 0 for the root, parent's depth + 1 for children */
+	__u32 depth;   /* 0 for the root, parent's depth + 1 for children */
+	__u32 flags;   /* TRACK_* */
+	__u32 call_id; /* the tool call this process belongs to (tgid of its first process); 0: none */
 };
 
 /* Plaintext is cut into chunks of at most this many bytes, one ring record each. */
@@ -131,6 +141,35 @@ struct tls_close_event {
 struct tls_config {
 	__u32 wakeup_bytes;
 	__u32 max_call_bytes; /* cap per SSL call; 0 means no cap */
+};
+
+/* A tool call's resident memory (the sum over its processes) grew by more than spike_bytes
+ * within spike_window_ns. The header describes the process whose growth crossed the line. */
+struct mem_spike_event {
+	struct event_header hdr;
+	__u32 call_id;
+	__u32 _pad;
+	__u64 growth_bytes; /* call RSS now minus its lowest point within the window */
+	__u64 call_rss_bytes;
+	__u64 rss_bytes;    /* this process's RSS */
+	__u64 window_ns;
+};
+
+/* The OOM killer marked a tracked process as its victim (oom:mark_victim). The header describes
+ * the victim, not the task that ran out of memory. */
+struct oom_kill_event {
+	struct event_header hdr;
+	__u32 call_id;
+	__u32 _pad;
+	__u64 rss_bytes;      /* the victim's resident memory when it was chosen */
+	__u64 total_vm_bytes;
+};
+
+struct control_config {
+	__u64 spike_bytes;     /* 0 disables spike detection */
+	__u64 spike_window_ns;
+	__u32 wakeup_bytes;
+	__u32 page_shift;
 };
 
 /* Read-only configuration, set by the loader between open and load. */

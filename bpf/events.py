@@ -27,9 +27,12 @@ EVENT_EXIT = 3
 EVENT_TLS_DATA = 4
 EVENT_TLS_CLOSE = 5
 EVENT_TLS_BUSY = 6
+EVENT_MEM_SPIKE = 7
+EVENT_OOM_KILL = 8
 EVENT_KIND_MAX = 32
 KIND_NAMES = {EVENT_FORK: "fork", EVENT_EXEC: "exec", EVENT_EXIT: "exit", EVENT_TLS_DATA: "tls_data",
-              EVENT_TLS_CLOSE: "tls_close", EVENT_TLS_BUSY: "tls_busy"}
+              EVENT_TLS_CLOSE: "tls_close", EVENT_TLS_BUSY: "tls_busy", EVENT_MEM_SPIKE: "mem_spike",
+              EVENT_OOM_KILL: "oom_kill"}
 
 TLS_CHUNK_MAX = 16384
 TLS_DIR_WRITE = 0
@@ -42,6 +45,11 @@ EXEC_ARGS_TRUNCATED = 1 << 0
 EXEC_FILENAME_TRUNCATED = 1 << 1
 EXEC_ARGS_UNREADABLE = 1 << 2
 EXEC_NEW_ROOT = 1 << 3
+EXEC_CALL_START = 1 << 4
+EXEC_HELD = 1 << 5
+
+TRACK_CONTROLLED = 1 << 0
+TRACK_CALL_CANDIDATE = 1 << 1
 
 
 class EventHeader(ctypes.Structure):
@@ -83,7 +91,8 @@ class KindStatsC(ctypes.Structure):
 
 
 class TrackedInfoC(ctypes.Structure):
-    _fields_ = [("session_id", c_uint64), ("root_pid", c_uint32), ("depth", c_uint32)]
+    _fields_ = [("session_id", c_uint64), ("root_pid", c_uint32), ("depth", c_uint32), ("flags", c_uint32),
+                ("call_id", c_uint32)]
 
 
 class TlsDataEventC(ctypes.Structure):
@@ -107,6 +116,33 @@ class TlsCloseEventC(ctypes.Structure):
 
 class TlsConfigC(ctypes.Structure):
     _fields_ = [("wakeup_bytes", c_uint32), ("max_call_bytes", c_uint32)]
+
+
+class MemSpikeEventC(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("call_id", c_uint32),
+        ("_pad", c_uint32),
+        ("growth_bytes", c_uint64),
+        ("call_rss_bytes", c_uint64),
+        ("rss_bytes", c_uint64),
+        ("window_ns", c_uint64),
+    ]
+
+
+class OomKillEventC(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("call_id", c_uint32),
+        ("_pad", c_uint32),
+        ("rss_bytes", c_uint64),
+        ("total_vm_bytes", c_uint64),
+    ]
+
+
+class ControlConfigC(ctypes.Structure):
+    _fields_ = [("spike_bytes", c_uint64), ("spike_window_ns", c_uint64), ("wakeup_bytes", c_uint32),
+                ("page_shift", c_uint32)]
 
 
 class LineageConfigC(ctypes.Structure):
@@ -152,6 +188,8 @@ class ExecEvent(ProcessEvent):
     argv_bytes: int = 0
     filename_truncated: bool = False
     new_root: bool = False
+    call_start: bool = False  # first exec of a child of a `vigil run` agent: a tool call starts
+    held: bool = False  # ... and the kernel stopped it before its first instruction for placement
 
 
 @dataclass
@@ -318,4 +356,6 @@ def _decode_exec(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> ExecEv
         argv_bytes=ev.args_total,
         filename_truncated=bool(hdr.flags & EXEC_FILENAME_TRUNCATED),
         new_root=bool(hdr.flags & EXEC_NEW_ROOT),
+        call_start=bool(hdr.flags & EXEC_CALL_START),
+        held=bool(hdr.flags & EXEC_HELD),
     )

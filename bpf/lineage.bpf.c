@@ -29,6 +29,18 @@ struct {
 	__type(value, struct exec_event);
 } exec_scratch SEC(".maps");
 
+/* tgid -> when it was stopped: tool-call processes held (SIGSTOP at their first exec) until user
+ * space has put them in their call's cgroup. User space deletes the entry when it lets the
+ * process go; vigil's watchdog process holds this map too and lets every entry go if vigil dies. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} held SEC(".maps");
+
+#define SIGSTOP 19
+
 /* Counter behind kernel-minted session ids (see KERNEL_SESSION_BIT). */
 __u64 next_kernel_session = 0;
 
@@ -49,6 +61,10 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	cinfo.session_id = pinfo->session_id;
 	cinfo.root_pid = pinfo->root_pid;
 	cinfo.depth = pinfo->depth + 1;
+	/* Children of a controlled root start tool calls when they exec; their descendants inherit
+	 * the call, as they inherit its cgroup at fork. */
+	cinfo.flags = (pinfo->flags & TRACK_CONTROLLED) ? TRACK_CALL_CANDIDATE : 0;
+	cinfo.call_id = pinfo->call_id;
 	bpf_map_update_elem(&tracked, &child_tgid, &cinfo, BPF_ANY);
 
 	fill_header(&ev.hdr, EVENT_FORK, child, &cinfo);
@@ -75,11 +91,32 @@ static __always_inline struct tracked_info *track_by_comm(__u32 tgid, struct tas
 	return bpf_map_lookup_elem(&tracked, &tgid);
 }
 
+/* The first exec of a child of a controlled root starts a tool call: the process is stopped before
+ * the new program's first instruction (the signal is delivered on the way back to user space) so
+ * user space can place it in the call's cgroup first. Returns EXEC_* flags for the event. */
+static __always_inline __u32 start_call(__u32 tgid, struct tracked_info *info)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u32 flags = EXEC_CALL_START;
+
+	if (!(info->flags & TRACK_CALL_CANDIDATE) || info->call_id)
+		return 0;
+	info->call_id = tgid;
+	info->flags &= ~TRACK_CALL_CANDIDATE;
+	if (bpf_map_update_elem(&held, &tgid, &now, BPF_ANY))
+		return flags;
+	if (bpf_send_signal(SIGSTOP)) {
+		bpf_map_delete_elem(&held, &tgid);
+		return flags;
+	}
+	return flags | EXEC_HELD;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
 	__u32 tgid = BPF_CORE_READ(task, tgid);
-	__u32 cpu = bpf_get_smp_processor_id(), new_root = 0;
+	__u32 cpu = bpf_get_smp_processor_id(), new_root = 0, call_flags;
 	struct tracked_info *info;
 	struct exec_event *ev;
 	__u64 arg_start, arg_end, args_len, fn_len;
@@ -92,13 +129,14 @@ int BPF_PROG(on_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 			return 0;
 		new_root = EXEC_NEW_ROOT;
 	}
+	call_flags = start_call(tgid, info);
 	ev = bpf_map_lookup_elem(&exec_scratch, &cpu);
 	if (!ev) {
 		count_event(EVENT_EXEC, -1);
 		return 0;
 	}
 	fill_header(&ev->hdr, EVENT_EXEC, task, info);
-	ev->hdr.flags = new_root;
+	ev->hdr.flags = new_root | call_flags;
 	ev->old_pid = old_pid;
 
 	n = bpf_probe_read_kernel_str(ev->data, FILENAME_MAX_LEN, BPF_CORE_READ(bprm, filename));
@@ -125,7 +163,9 @@ int BPF_PROG(on_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 		ev->hdr.flags |= EXEC_ARGS_UNREADABLE;
 	}
 	ev->args_len = args_len;
-	emit(EVENT_EXEC, ev, offsetof(struct exec_event, data) + fn_len + args_len, cfg.wakeup_bytes);
+	/* A held process waits for user space: wake the consumer now rather than at the next poll. */
+	emit(EVENT_EXEC, ev, offsetof(struct exec_event, data) + fn_len + args_len,
+	     call_flags ? 0 : cfg.wakeup_bytes);
 	return 0;
 }
 

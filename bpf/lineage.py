@@ -46,6 +46,7 @@ class LineageSensor:
             self.events: Map = self.obj.map("events")
             self.stats_map: Map = self.obj.map("stats")
             self.root_comms: Map = self.obj.map("root_comms")
+            self.held: Map = self.obj.map("held")
             for comm in comms:
                 self.add_root_comm(comm)
             for prog in PROGRAMS:
@@ -57,7 +58,7 @@ class LineageSensor:
 
     @property
     def shared_maps(self) -> dict[str, Map]:
-        return {"tracked": self.tracked, "events": self.events, "stats": self.stats_map}
+        return {"tracked": self.tracked, "events": self.events, "stats": self.stats_map, "held": self.held}
 
     def add_root_comm(self, comm: str) -> None:
         """Processes that exec a program with this name (as /proc/PID/comm shows it, at most 15
@@ -66,9 +67,30 @@ class LineageSensor:
         key = (ctypes.c_char * TASK_COMM_LEN)(*raw)
         self.root_comms.update(key, ctypes.c_uint32(1))
 
-    def track(self, pid: int, session_id: int, root_pid: int | None = None, depth: int = 0) -> None:
-        info = TrackedInfoC(session_id=session_id, root_pid=root_pid or pid, depth=depth)
+    def remove_root_comm(self, comm: str) -> bool:
+        """Stop making new roots of this name (a config reload dropped it); sessions already
+        open keep running. False when the name was not there."""
+        raw = comm.encode()[: TASK_COMM_LEN - 1]
+        return self.root_comms.delete((ctypes.c_char * TASK_COMM_LEN)(*raw))
+
+    def track(self, pid: int, session_id: int, root_pid: int | None = None, depth: int = 0, flags: int = 0) -> None:
+        """flags: TRACK_CONTROLLED makes the first exec of each child of this root start a tool
+        call, stopped in the kernel until `release_held`."""
+        info = TrackedInfoC(session_id=session_id, root_pid=root_pid or pid, depth=depth, flags=flags)
         self.tracked.update(ctypes.c_uint32(pid), info)
+
+    def release_held(self, pid: int) -> bool:
+        """Forget that the kernel stopped pid at its call's first exec (the caller sends SIGCONT)."""
+        return self.held.delete(ctypes.c_uint32(pid))
+
+    def held_pids(self) -> dict[int, int]:
+        """pid -> CLOCK_BOOTTIME ns at which the kernel stopped it, for every process still held."""
+        found = {}
+        for key in list(self.held.keys()):
+            raw = self.held.lookup(ctypes.create_string_buffer(key, len(key)))
+            if raw is not None:
+                found[ctypes.c_uint32.from_buffer_copy(key).value] = ctypes.c_uint64.from_buffer_copy(raw).value
+        return found
 
     def untrack(self, pid: int) -> bool:
         return self.tracked.delete(ctypes.c_uint32(pid))

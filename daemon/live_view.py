@@ -32,6 +32,45 @@ def _argv(argv: list[str]) -> str:
     return text
 
 
+def _mib(n: int | None) -> str:
+    return "?" if n is None else f"{n / (1 << 20):.0f} MiB"
+
+
+def _tool_start_line(ts: str, pid: int, indent: str, d: dict) -> Text:
+    line = Text(f"{ts} tool▶ {pid:>7} {indent}", style="bold blue")
+    line.append(f"call {d['tool_call']} {_argv(d['argv'])}", style="bold blue")
+    why = f"{d['tool_name']} {d['tool_call_id']}" if not d.get("unrequested") else "unrequested"
+    line.append(f"  [{why}; {d.get('cgroup') or 'not placed: ' + str(d.get('placement_error'))}]", style="blue")
+    return line
+
+
+def _tool_end_line(ts: str, pid: int, indent: str, d: dict) -> Text:
+    bad = d["outcome"] != "ok"
+    line = Text(f"{ts} tool■ {pid:>7} {indent}", style="bold red" if bad else "bold blue")
+    line.append(f"call {d['tool_call']} {d['outcome']} after {d['duration_ms']:.0f} ms, peak "
+                f"{_mib(d.get('peak_memory_bytes'))}")
+    if d.get("limits_hit"):
+        line.append(f", hit {', '.join(d['limits_hit'])}", style="bold red")
+    if d.get("cpu_delay_ms") is not None:
+        line.append(f", waited cpu {d['cpu_delay_ms']:.0f} / io {d['blkio_delay_ms']:.0f} / reclaim "
+                    f"{d['reclaim_delay_ms']:.0f} ms", style="dim")
+    return line
+
+
+def _mem_spike_line(ts: str, pid: int, indent: str, d: dict) -> Text:
+    return Text(f"{ts} spike {pid:>7} {indent}call {d['tool_call']} grew {_mib(d['growth_bytes'])} within "
+                f"{d['window_ms']:.0f} ms (call now {_mib(d['call_rss_bytes'])})", style="yellow")
+
+
+def _oom_kill_line(ts: str, pid: int, indent: str, d: dict) -> Text:
+    return Text(f"{ts} OOM   {pid:>7} {indent}call {d['tool_call']}: the kernel killed {d['comm']} "
+                f"(rss {_mib(d['rss_bytes'])})", style="bold red")
+
+
+TOOL_LINES = {"tool_start": _tool_start_line, "tool_end": _tool_end_line, "mem_spike": _mem_spike_line,
+              "oom_kill": _oom_kill_line}
+
+
 class TextView:
     def __init__(self, processes: ProcessTable, console: Console | None = None) -> None:
         self.console = console or Console(highlight=False)
@@ -89,6 +128,8 @@ class TextView:
         if d.get("type") == "https_request":
             return Text(f"{ts} https {pid:>7} {indent}{d.get('method')} {d.get('host') or ''}{d.get('path')} "
                         f"→ {d.get('status')}", style="magenta")
+        if d.get("type") in TOOL_LINES:
+            return TOOL_LINES[d["type"]](ts, pid, indent, d)
         if d.get("type") == "parse_failure":
             return Text(f"{ts} ?     {pid:>7} {indent}undecoded TLS traffic: {d.get('reason')}: {d.get('detail')}",
                         style="yellow")

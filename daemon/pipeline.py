@@ -19,6 +19,7 @@ import psutil
 from vigild.bpf.clock import BootClock
 from vigild.bpf.events import (
     TLS_DIR_WRITE,
+    TRACK_CONTROLLED,
     DecodeError,
     EventDecoder,
     ExecEvent,
@@ -34,6 +35,7 @@ from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
 from vigild.correlate.tls_stream import TlsChunk, TlsStreamDecoder
+from vigild.daemon.control_loop import ToolCallControl
 from vigild.daemon.events import Attributed, Event, LostEvent, SessionEnd, SessionStart
 
 log = logging.getLogger("vigild.pipeline")
@@ -97,10 +99,14 @@ class Pipeline:
         classify_root: Callable[[ExecEvent], str | None] = lambda event: "",
         poll_ms: int = 10,
         sensors: Sequence[ExtraSensor] = (),
+        control: ToolCallControl | None = None,
     ) -> None:
         """classify_root names the agent of a process the kernel made a root by comm, or
         returns None when a closer look (its executable, its arguments) says it is not one: the
-        process is then untracked and nothing of it is reported."""
+        process is then untracked and nothing of it is reported.
+
+        control (vigil run) puts each tool call of controlled roots in its own cgroup and adds
+        tool_start/tool_end events."""
         self.lineage = lineage
         self.sinks = list(sinks)
         self.tls = tls
@@ -115,6 +121,9 @@ class Pipeline:
         self.decoder = EventDecoder(self.clock)
         for sensor in sensors:
             sensor.register(self.decoder)
+        self.control = control
+        if control is not None and control.sensor is not None:
+            control.sensor.register(self.decoder)
         self.processes = ProcessTable()
         self.sessions: dict[int, Session] = {}
         self.session_ids = SessionIds()
@@ -145,11 +154,12 @@ class Pipeline:
             self._open_session(session)
             return session
 
-    def add_pending_root(self, pid: int, argv: list[str], cwd: str, uid: int) -> Session:
-        """Track a child we forked that is waiting to exec `argv` (vigil trace -- CMD)."""
+    def add_pending_root(self, pid: int, argv: list[str], cwd: str, uid: int, controlled: bool = False) -> Session:
+        """Track a child we forked that is waiting to exec `argv` (vigil trace -- CMD).
+        controlled: each process it spawns is a tool call (vigil run)."""
         with self._lock:
             session_id = self.session_ids.next()
-            self.lineage.track(pid, session_id)
+            self.lineage.track(pid, session_id, flags=TRACK_CONTROLLED if controlled else 0)
             now = time.time_ns()
             argv = [redact_text(a) for a in argv]
             self.processes.seed(ProcessInfo(pid=pid, ppid=0, session_id=session_id, comm="", start_ns=now,
@@ -210,10 +220,29 @@ class Pipeline:
         if self.intent is not None:
             with self._lock:
                 self._dispatch_intent(self.intent.flush())
+        if self.control is not None:
+            with self._lock:
+                for tool_event in self.control.close():
+                    self._dispatch(tool_event)
         for sink in self.sinks:
             self._guard(sink.flush)
             self._guard(sink.close)
         self._ring.free()
+
+    def end_tool_calls(self, reason: str, timeout: float) -> None:
+        """Kill the tool calls still running (their agent is gone) and wait for their exits, so
+        their tool_end events carry real exit statuses."""
+        if self.control is None:
+            return
+        with self._lock:
+            self.control.kill_open(reason)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self.control.open_calls:
+                    return
+                self.control.kill_open(reason)  # children forked since the last round
+            time.sleep(0.05)
 
     def wait_exit(self, pid: int, timeout: float) -> bool:
         """Block until the exit event of pid has been dispatched (or timeout)."""
@@ -257,6 +286,8 @@ class Pipeline:
                 return
             self._open_session(Session(id=event.session_id, root_pid=event.pid, started_ns=event.ts_ns,
                                        argv=event.argv, agent=agent or None, uid=event.uid))
+        # Before anything slower: a tool call's first process is stopped until it is placed.
+        tool_events = self.control.observe(event) if self.control is not None else []
         if isinstance(event, ExecEvent) and self.tls is not None:
             self.tls.scan_process(event.pid)
         info = self.processes.apply(event)
@@ -264,6 +295,8 @@ class Pipeline:
         if isinstance(event, ExecEvent) and session is not None and event.pid == session.root_pid:
             session.argv = event.argv
         self._dispatch(event)
+        for tool_event in tool_events:
+            self._dispatch(tool_event)
         if isinstance(event, ExitEvent):
             if self.intent is not None:
                 self.tls_gaps.forget(event.pid)
@@ -278,7 +311,10 @@ class Pipeline:
     def _dispatch_intent(self, events: list[Any]) -> None:
         for inner in events:
             info = self.processes.get(inner.pid)
-            self._dispatch(Attributed(inner, info.session_id if info else None))
+            session_id = info.session_id if info else None
+            if self.control is not None:
+                self.control.observe_intent(inner, session_id)
+            self._dispatch(Attributed(inner, session_id))
 
     def _housekeeping(self) -> None:
         """Hook TLS libraries that tracked processes loaded since their exec, and finish
@@ -293,6 +329,9 @@ class Pipeline:
             for info in list(self.processes.processes.values()):
                 if info.alive and (info.start_ns > young_since or self._scan_round % 10 == 0):
                     self.tls.scan_process(info.pid)
+        if self.control is not None:
+            for tool_event in self.control.tick():
+                self._dispatch(tool_event)
         if self.intent is not None and now - self._last_expire >= 5.0:
             self._last_expire = now
             self._dispatch_intent(self.intent.expire(time.time_ns()))

@@ -25,6 +25,9 @@ MIRRORS = {
     "kind_stats": events.KindStatsC,
     "tracked_info": events.TrackedInfoC,
     "lineage_config": events.LineageConfigC,
+    "mem_spike_event": events.MemSpikeEventC,
+    "oom_kill_event": events.OomKillEventC,
+    "control_config": events.ControlConfigC,
 }
 
 

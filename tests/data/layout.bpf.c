@@ -9,3 +9,6 @@ struct exit_event a_exit_event;
 struct kind_stats a_kind_stats;
 struct tracked_info a_tracked_info;
 struct lineage_config a_lineage_config;
+struct mem_spike_event a_mem_spike_event;
+struct oom_kill_event a_oom_kill_event;
+struct control_config a_control_config;

@@ -1,0 +1,98 @@
+"""The control sensor: control.bpf.o's memory-spike and OOM-victim programs, and their events.
+
+It reuses lineage's maps (tracked set, ring buffer, counters), so it only sees processes that
+belong to a tool call (tracked_info.call_id set by lineage at the call's first exec).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from vigild.bpf.events import (
+    EVENT_MEM_SPIKE,
+    EVENT_OOM_KILL,
+    ControlConfigC,
+    EventDecoder,
+    EventHeader,
+    MemSpikeEventC,
+    OomKillEventC,
+    ProcessEvent,
+    fixed_part,
+)
+from vigild.bpf.loader import BpfObject, Map
+from vigild.bpf.objects import object_path
+
+PROGRAMS = ("on_rss_stat", "on_call_exit", "on_mark_victim")
+DEFAULT_SPIKE_BYTES = 100 << 20
+DEFAULT_SPIKE_WINDOW_NS = 1_000_000_000
+
+
+@dataclass
+class MemSpike(ProcessEvent):
+    """A tool call's resident memory grew by `growth_bytes` within `window_ms` (kernel-measured,
+    on the RSS counter change that crossed the threshold). The pid is the process that grew."""
+
+    type: ClassVar[str] = "mem_spike"
+    tool_call: int = 0
+    growth_bytes: int = 0
+    call_rss_bytes: int = 0
+    rss_bytes: int = 0
+    window_ms: float = 0.0
+
+
+@dataclass
+class OomKill(ProcessEvent):
+    """The kernel's OOM killer chose this tracked process (oom:mark_victim): the fact, not a guess
+    from an exit status of 137."""
+
+    type: ClassVar[str] = "oom_kill"
+    tool_call: int = 0
+    rss_bytes: int = 0
+    total_vm_bytes: int = 0
+
+
+def _decode_spike(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> MemSpike:
+    ev = fixed_part(raw, MemSpikeEventC)
+    return MemSpike(**common, tool_call=ev.call_id, growth_bytes=ev.growth_bytes, call_rss_bytes=ev.call_rss_bytes,
+                    rss_bytes=ev.rss_bytes, window_ms=ev.window_ns / 1e6)
+
+
+def _decode_oom(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> OomKill:
+    ev = fixed_part(raw, OomKillEventC)
+    return OomKill(**common, tool_call=ev.call_id, rss_bytes=ev.rss_bytes, total_vm_bytes=ev.total_vm_bytes)
+
+
+class ControlSensor:
+    """Loads control.bpf.o against lineage's shared maps and attaches its programs."""
+
+    def __init__(self, shared_maps: dict[str, Map], spike_bytes: int = DEFAULT_SPIKE_BYTES,
+                 spike_window_ns: int = DEFAULT_SPIKE_WINDOW_NS) -> None:
+        self.obj = BpfObject(object_path("control.bpf.o"))
+        try:
+            for name in ("tracked", "events", "stats"):
+                self.obj.reuse_map(name, shared_maps[name])
+            page_shift = (os.sysconf("SC_PAGE_SIZE") - 1).bit_length()
+            # Spikes and OOM kills are rare and someone waits on them: wake the consumer at once.
+            self.obj.set_rodata(ControlConfigC(spike_bytes=spike_bytes, spike_window_ns=spike_window_ns,
+                                               wakeup_bytes=0, page_shift=page_shift))
+            self.obj.load()
+            self.call_mem: Map = self.obj.map("call_mem")
+            for prog in PROGRAMS:
+                self.obj.attach(prog)
+        except BaseException:
+            self.obj.close()
+            raise
+
+    def register(self, decoder: EventDecoder) -> None:
+        decoder.register(EVENT_MEM_SPIKE, _decode_spike)
+        decoder.register(EVENT_OOM_KILL, _decode_oom)
+
+    def forget_call(self, call_id: int) -> None:
+        """Drop the kernel's memory state of a call that ended (its processes' entries go at exit)."""
+        self.call_mem.delete(ctypes.c_uint32(call_id))
+
+    def close(self) -> None:
+        self.obj.close()

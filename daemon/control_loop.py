@@ -1,0 +1,407 @@
+"""The cgroup side of per-tool-call control: place, limit, time out, measure and remove.
+
+Policy (which limits a call gets) and bookkeeping (which process is in which call, which LLM tool
+call asked for it: ``correlate/tool_calls.py``) are kept apart from the I/O here, senpai-style, so
+both can be replaced or tested alone. Every method runs on the pipeline thread, under its lock.
+
+Placement: the kernel stops a call's first process at its exec (lineage.bpf.c, the `held` map).
+`observe` then creates ``tools/call-<id>`` with the call's limits, moves the process in (every v1
+hierarchy, or the v2 group) and only then lets it go (SIGCONT). Its descendants inherit the group
+at fork, so no process of the call runs a single instruction of the tool outside its limits, and
+no memory it allocates is charged elsewhere.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vigild.bpf.control import ControlSensor, MemSpike, OomKill
+from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent, ProcessEvent
+from vigild.bpf.lineage import LineageSensor
+from vigild.cgroups import AGENT, CgroupBackend, CgroupError, Limits, detect, open_backend
+from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, outcome
+from vigild.daemon.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
+from vigild.daemon.watchdog import Watchdog, start_watchdog
+
+log = logging.getLogger("vigild.control")
+
+PARENT_PREFIX = "vigil-run-"
+CONTROLLERS = ("memory", "pids", "cpu")
+HELD_TOO_LONG_NS = 2_000_000_000   # a held pid whose exec event never arrived (ring full) is let go
+EMPTY_CHECK_INTERVAL_S = 1.0       # how often open calls' groups are checked for emptiness
+DELAY_FIELDS = {"cpu_ns": "cpu_delay_ms", "blkio_ns": "blkio_delay_ms", "reclaim_ns": "reclaim_delay_ms",
+                "thrashing_ns": "thrashing_delay_ms"}
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """What a tool call gets: cgroup limits and a wall-clock timeout (None: none)."""
+
+    limits: Limits = field(default_factory=Limits)
+    timeout_s: float | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {**{k: v for k, v in asdict(self.limits).items() if v is not None}, "timeout_s": self.timeout_s}
+
+
+PolicyFor = Callable[[ToolCall], CallPolicy]
+
+
+class ToolCallControl:
+    """Tool calls of controlled agents: their cgroups, limits, timeouts and final accounting."""
+
+    def __init__(self, backend: CgroupBackend, lineage: LineageSensor, policy: CallPolicy,
+                 sensor: ControlSensor | None = None, delays: TaskstatsListener | None = None,
+                 book: ToolCallBook | None = None) -> None:
+        self.backend = backend
+        self.lineage = lineage
+        self.sensor = sensor
+        self.delays = delays
+        self.book = book or ToolCallBook()
+        self.default_policy = policy
+        self.policy_for: PolicyFor = lambda call: self.default_policy
+        self._next: list[CallPolicy] = []
+        self.groups: dict[int, str] = {}
+        self.applied: dict[int, CallPolicy] = {}
+        self._delay_ns: dict[int, dict[str, int]] = {}
+        self._empty_seen: set[int] = set()
+        self._last_empty_check = 0.0
+        self.watchdog: Watchdog | None = None
+        self.delayacct: DelayAccounting | None = None
+
+    # ---- the API policies plug into ----
+    def push_next_policy(self, policy: CallPolicy) -> None:
+        """Limits for the next tool call that starts (e.g. a need the agent declared for it)."""
+        self._next.append(policy)
+
+    def policy_of_pid(self, pid: int) -> CallPolicy | None:
+        """The policy in force for the call pid belongs to, or None when it is in none."""
+        call = self.book.call_of(pid)
+        return self.applied.get(call.id) if call is not None else None
+
+    def update_call(self, call_id: int, policy: CallPolicy) -> None:
+        """Change a running call's limits (and timeout) in place."""
+        group = self.groups.get(call_id)
+        if group is None:
+            raise KeyError(f"no open tool call {call_id}")
+        self.backend.set_limits(group, policy.limits)
+        self.applied[call_id] = policy
+
+    @property
+    def open_calls(self) -> list[ToolCall]:
+        return list(self.book.calls.values())
+
+    # ---- setup ----
+    def place_agent(self, pid: int) -> None:
+        """Put the agent runtime in ``agent/``, beside (not above) its tools' groups."""
+        self.backend.add_process(AGENT, pid)
+
+    # ---- events ----
+    def observe(self, event: ProcessEvent) -> list[Any]:
+        """Act on one kernel event; returns the tool events it produced."""
+        if isinstance(event, ExecEvent) and event.call_start:
+            return [self._start(event)]
+        if isinstance(event, ForkEvent):
+            self.book.fork(event.pid, event.ppid)
+        elif isinstance(event, ExitEvent):
+            self._collect_delays()
+            call = self.book.exit(event.pid, event.ts_ns, event.exit_code, event.signal)
+            if call is not None:
+                return [self._finish(call)]
+        elif isinstance(event, OomKill):
+            self.book.note_oom(event.tool_call, event.pid)
+        elif isinstance(event, MemSpike):
+            self.book.note_spike(event.tool_call, event.call_rss_bytes)
+        return []
+
+    def observe_intent(self, inner: Any, session_id: int | None) -> None:
+        """LLM calls carry the tool calls the model asked for; spawns that follow are matched."""
+        if getattr(inner, "TYPE", "") == "llm_call" and inner.tool_calls:
+            self.book.llm_call(session_id, inner.ts_ns, list(inner.tool_calls), inner.response_id)
+
+    def _start(self, event: ExecEvent) -> ToolStart:
+        call = self.book.start(event)
+        policy = self._next.pop(0) if self._next else self.policy_for(call)
+        group = error = None
+        try:
+            group = self.backend.create_call(str(call.id), policy.limits)
+            self.groups[call.id] = group
+            self.backend.add_process(group, call.pid)
+        except (CgroupError, OSError) as exc:
+            error = str(exc)
+            log.warning("tool call %d runs without its limits: %s", call.id, exc)
+        finally:
+            if event.held:
+                self._release(call.pid)
+        self.applied[call.id] = policy
+        hold_ms = (time.time_ns() - event.ts_ns) / 1e6 if event.held else None
+        return ToolStart(ts_ns=event.ts_ns, call=call, cgroup=group, limits=policy.describe(),
+                         hold_ms=round(hold_ms, 3) if hold_ms is not None else None, placement_error=error)
+
+    def _release(self, pid: int) -> None:
+        self.lineage.release_held(pid)
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+    def _collect_delays(self) -> None:
+        """Taskstats exit records reach the socket before the exit event reaches us (the kernel
+        sends them earlier in do_exit), so draining here attributes them while the pid is still
+        a member of its call."""
+        if self.delays is None:
+            return
+        for rec in self.delays.drain():
+            call = self.book.call_of(rec.tgid)
+            if call is not None:
+                self._add_delays(call.id, rec)
+
+    def _add_delays(self, call_id: int, rec: TaskDelays) -> None:
+        sums = self._delay_ns.setdefault(call_id, {k: 0 for k in DELAY_FIELDS})
+        for key in DELAY_FIELDS:
+            sums[key] += getattr(rec, key)
+
+    def _finish(self, call: ToolCall) -> ToolEnd:
+        group = self.groups.pop(call.id, None)
+        policy = self.applied.pop(call.id, self.default_policy)
+        self._empty_seen.discard(call.id)
+        mem = pids = None
+        if group is not None:
+            try:
+                mem = self.backend.memory_stats(group) if "memory" in self.backend.controllers else None
+                pids = self.backend.pids_stats(group) if "pids" in self.backend.controllers else None
+            except CgroupError as exc:
+                log.warning("cannot read the accounting of %s: %s", group, exc)
+            self._remove(group)
+        if self.sensor is not None:
+            self.sensor.forget_call(call.id)
+        oom_kills = max(call.oom_kills, mem.oom_kills if mem else 0)
+        hit = []
+        if mem is not None and (mem.max_events or mem.oom_kills):
+            hit.append("memory.max")
+        if mem is not None and mem.high_events:
+            hit.append("memory.high")
+        if pids is not None and pids.max_events:
+            hit.append("pids.max")
+        if call.timed_out:
+            hit.append("timeout")
+        peak = mem.peak if mem is not None and mem.peak else (call.max_call_rss or None)
+        sums = self._delay_ns.pop(call.id, None)
+        delays = {name: (round(sums[key] / 1e6, 3) if sums is not None else None) for key, name in DELAY_FIELDS.items()}
+        if sums is None and self.delays is not None:
+            delays = {name: 0.0 for name in DELAY_FIELDS.values()}
+        return ToolEnd(ts_ns=call.end_ns or time.time_ns(), call=call, outcome=outcome(call, oom_kills),
+                       limits=policy.describe(), limits_hit=hit, peak_memory_bytes=peak, oom_kills=oom_kills,
+                       processes=len(call.all_pids), delays=delays)
+
+    def _remove(self, group: str) -> None:
+        try:
+            self.backend.remove(group, kill=True, timeout=2.0)
+        except CgroupError as exc:
+            log.warning("cannot remove %s: %s", group, exc)
+
+    def _kill(self, call: ToolCall, reason: str) -> None:
+        """SIGKILL every process of the call once; the exits finish it. Does not wait: a fork
+        bomb's late children are caught by the next round."""
+        call.killed_reason = call.killed_reason or reason
+        group = self.groups.get(call.id)
+        pids = set(call.pids)
+        if group is not None:
+            try:
+                pids.update(self.backend.processes_recursive(group))
+            except CgroupError:
+                pass
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    # ---- periodic ----
+    def tick(self) -> list[Any]:
+        """Timeouts, held processes whose exec event was lost, calls whose group is empty but
+        whose last exit was lost. Returns the tool_end events this produced."""
+        now = time.time_ns()
+        for call in self.open_calls:
+            policy = self.applied.get(call.id, self.default_policy)
+            if policy.timeout_s is not None and now - call.start_ns > policy.timeout_s * 1e9:
+                call.timed_out = True
+                self._kill(call, "timeout")
+        self._release_stale_held()
+        return self._finish_empty()
+
+    def _release_stale_held(self) -> None:
+        boot_now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        for pid, since in self.lineage.held_pids().items():
+            if boot_now - since > HELD_TOO_LONG_NS:
+                log.warning("releasing pid %d: held %.1f s without its exec event", pid, (boot_now - since) / 1e9)
+                self._release(pid)
+
+    def _finish_empty(self) -> list[Any]:
+        mono = time.monotonic()
+        if mono - self._last_empty_check < EMPTY_CHECK_INTERVAL_S:
+            return []
+        self._last_empty_check = mono
+        ended = []
+        for call in self.open_calls:
+            group = self.groups.get(call.id)
+            if group is None:
+                continue
+            try:
+                empty = not self.backend.processes_recursive(group)
+            except CgroupError:
+                continue
+            # Twice in a row, a second apart: exits still in the ring buffer get their chance.
+            if empty and call.id in self._empty_seen:
+                self._collect_delays()
+                ended.append(self._finish(self.book.end(call, time.time_ns())))
+            elif empty:
+                self._empty_seen.add(call.id)
+            else:
+                self._empty_seen.discard(call.id)
+        return ended
+
+    # ---- shutdown ----
+    def kill_open(self, reason: str) -> None:
+        """The agent is gone (or vigil is stopping): end every open call."""
+        for call in self.open_calls:
+            self._kill(call, reason)
+
+    def close(self) -> list[Any]:
+        """Finish calls still open (their exits were not seen), remove every group vigil made."""
+        events: list[Any] = []
+        self._collect_delays()
+        for call in self.open_calls:
+            self._kill(call, call.killed_reason or "shutdown")
+            events.append(self._finish(self.book.end(call, time.time_ns())))
+        try:
+            self.backend.remove("", kill=False, timeout=2.0)
+        except CgroupError as exc:
+            log.warning("cannot remove vigil's cgroups: %s", exc)
+        return events
+
+    def release_resources(self) -> None:
+        """After the BPF links are gone: stop the watchdog (it lets anything still held go), close
+        taskstats, restore kernel.task_delayacct."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
+        if self.delays is not None:
+            self.delays.close()
+            self.delays = None
+        if self.delayacct is not None:
+            self.delayacct.restore()
+            self.delayacct = None
+        if self.sensor is not None:
+            self.sensor.close()
+
+
+# ---- setup ---------------------------------------------------------------------------------------
+
+def _sibling_dirs(backend: CgroupBackend) -> set[Path]:
+    """The directories (one per hierarchy) that hold vigil-run-* parents."""
+    return {backend.path("", c).parent for c in backend.controllers}
+
+
+def cleanup_stale_parents(backend: CgroupBackend) -> list[str]:
+    """Remove the groups of `vigil run`s that died without cleaning up (SIGKILL, crash): their
+    leftover tool calls are killed; a still-running agent is moved back out to vigil's own
+    cgroup, so its group can go."""
+    removed = []
+    names: set[str] = set()
+    for directory in _sibling_dirs(backend):
+        try:
+            names.update(n for n in os.listdir(directory) if n.startswith(PARENT_PREFIX))
+        except OSError:
+            continue
+    for name in sorted(names):
+        pid = name.removeprefix(PARENT_PREFIX)
+        if not pid.isdigit() or int(pid) == os.getpid() or Path(f"/proc/{pid}").exists():
+            continue
+        stale = open_backend(name, backend.controllers)
+        try:
+            stale.cleanup_stale()
+            for member in stale.processes_recursive(""):
+                _evict(stale, member)
+            stale.remove("", kill=True, timeout=5.0)
+            removed.append(name)
+        except CgroupError as exc:
+            log.warning("cannot remove the stale cgroups %s: %s", name, exc)
+            continue
+        _remove_elsewhere(name)
+    return removed
+
+
+def _remove_elsewhere(name: str, max_depth: int = 4) -> None:
+    """A dead run's v1 memory group sits below *its* memory cgroup, which need not be ours
+    (another login, another service): look for the same name, vigild's own, across the memory
+    hierarchy, and remove it when no process is left in it."""
+    memory = detect().hierarchy_for("memory")
+    if memory is None or memory.version != 1:
+        return
+    root = Path(memory.mount)
+    for directory, subdirs, _files in os.walk(root):
+        depth = len(Path(directory).relative_to(root).parts)
+        if depth >= max_depth:
+            subdirs.clear()
+        if name in subdirs:
+            subdirs.remove(name)
+            _rmdir_tree(Path(directory) / name)
+
+
+def _rmdir_tree(group: Path) -> None:
+    for directory, _subdirs, _files in sorted(os.walk(group), key=lambda w: -len(w[0])):
+        try:
+            if Path(directory, "cgroup.procs").read_text().strip():
+                log.warning("stale group %s still has processes; left in place", directory)
+                return
+            os.rmdir(directory)
+        except OSError as exc:
+            log.warning("cannot remove the stale group %s: %s", directory, exc)
+            return
+
+
+def _evict(backend: CgroupBackend, pid: int) -> None:
+    for controller in backend.controllers:
+        procs = backend.path("", controller).parent / "cgroup.procs"
+        try:
+            procs.write_text(str(pid))
+        except OSError as exc:
+            if exc.errno != errno.ESRCH:
+                log.warning("cannot move pid %d out of a stale group: %s", pid, exc)
+
+
+def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: int, spike_window_ns: int,
+                     delay_accounting: bool = True) -> ToolCallControl:
+    """Everything `vigil run` needs, in an order that leaves nothing behind when a step fails.
+
+    Forks the watchdog: call it before any thread starts."""
+    backend = open_backend(f"{PARENT_PREFIX}{os.getpid()}", CONTROLLERS)
+    for name in cleanup_stale_parents(backend):
+        log.info("removed stale cgroups %s", name)
+    backend.ensure_layout()
+    control = ToolCallControl(backend, lineage, policy)
+    try:
+        control.watchdog = start_watchdog(lineage.held.fd)
+        control.sensor = ControlSensor(lineage.shared_maps, spike_bytes=spike_bytes, spike_window_ns=spike_window_ns)
+        if delay_accounting:
+            control.delayacct = DelayAccounting()
+            if control.delayacct.enable():
+                try:
+                    control.delays = TaskstatsListener()
+                except OSError as exc:
+                    log.warning("taskstats unavailable (%s): tool calls get no delay figures", exc)
+    except BaseException:
+        control.release_resources()
+        backend.remove("", kill=True)
+        raise
+    return control
+
