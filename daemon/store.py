@@ -3,18 +3,24 @@
 Events are stored whole as JSON (what `vigil trace -o json` prints), with the columns queries
 filter on pulled out beside them; processes get a row of their own so a session's tree is one
 query. The schema version lives in PRAGMA user_version and is migrated forward on open.
+
+With a key file, prompt content is sealed before it is written and opened when read back
+(`vigild.daemon.crypto`). `prune()` enforces retention by age and by file size.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.sessions import Session
+from vigild.daemon.crypto import ContentCipher, CryptoError, load_key, strip_sealed
 
 SCHEMA_VERSION = 1
 
@@ -60,20 +66,49 @@ CREATE INDEX IF NOT EXISTS sessions_by_start ON sessions(started_ns);
 """
 
 
+SIZE_PRUNE_BATCH = 64  # oldest ended sessions fetched at a time when enforcing a size bound
+
+log = logging.getLogger(__name__)
+
+
 class StoreError(RuntimeError):
-    """The database cannot be opened or is from a newer vigild."""
+    """The database cannot be opened, is from a newer vigild, or its content cannot be decrypted."""
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What one `Store.prune()` removed, and the database size (bytes) before and after."""
+
+    sessions: int
+    processes: int
+    events: int
+    bytes_before: int
+    bytes_after: int
+
+    def __bool__(self) -> bool:
+        return bool(self.sessions or self.processes or self.events)
 
 
 class Store:
     """One SQLite file. Writes come from the pipeline thread and are committed per batch;
-    readers (the CLI) open their own Store."""
+    readers (the CLI) open their own Store.
 
-    def __init__(self, path: str | Path) -> None:
+    `key_file` (see `vigild.daemon.crypto.load_key`) seals content fields on write and opens them
+    on read; without it, sealed fields are left out of what `events()` returns."""
+
+    def __init__(self, path: str | Path, key_file: str | Path | None = None) -> None:
         self.path = Path(path)
+        try:
+            self.cipher: ContentCipher | None = load_key(key_file) if key_file is not None else None
+        except CryptoError as exc:
+            raise StoreError(str(exc)) from None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self.db.row_factory = sqlite3.Row
+            # Only takes effect on a new file (before any table): lets prune() give pages back
+            # to the file system without rewriting the whole database.
+            self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
@@ -129,6 +164,8 @@ class Store:
 
     def add_event(self, event: dict[str, Any]) -> None:
         """Store one event dict (as the sinks print it: `type`, `ts_ns`, `session_id`, `pid`...)."""
+        if self.cipher is not None:
+            event = self.cipher.seal_event(event)
         with self._lock:
             self._begin()
             self.db.execute(
@@ -136,6 +173,92 @@ class Store:
                 (event.get("session_id"), event["ts_ns"], event["type"], event.get("pid"),
                  json.dumps(event, default=str)),
             )
+
+    def prune(self, before_ns: int | None = None, *, max_bytes: int | None = None) -> PruneResult:
+        """Retention.
+
+        By age: sessions that ended before `before_ns` go whole (processes and events); of
+        running sessions, and outside any session, only the events older than it go (an agent
+        that runs for months must not grow the file without bound); sessions that never ended
+        (vigild stopped under them) go once no event of theirs is left.
+
+        By size: the oldest ended sessions go whole until the database fits in `max_bytes`.
+        Running sessions never go, so a store of running sessions only can stay above the bound
+        (`bytes_after` says so). Freed pages are handed back to the file system and the WAL
+        truncated whenever anything was removed."""
+        removed = [0, 0, 0]  # sessions, processes, events
+        with self._lock:
+            if self._in_tx:
+                self.db.execute("COMMIT")
+                self._in_tx = False
+            bytes_before = self.size_bytes()
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if before_ns is not None:
+                    self._prune_age(before_ns, removed)
+                while max_bytes is not None and self._used_bytes() > max_bytes:
+                    oldest = [r[0] for r in self.db.execute(
+                        "SELECT id FROM sessions WHERE ended_ns IS NOT NULL ORDER BY started_ns LIMIT ?",
+                        (SIZE_PRUNE_BATCH,))]
+                    if not oldest:
+                        break
+                    # One at a time, measured after each: how many bytes a session's rows really
+                    # take depends on how they share pages, which no estimate gets right.
+                    for session_id in oldest:
+                        self._delete_sessions([session_id], removed)
+                        if self._used_bytes() <= max_bytes:
+                            break
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            if any(removed):
+                self._shrink()
+            return PruneResult(removed[0], removed[1], removed[2], bytes_before, self.size_bytes())
+
+    def _prune_age(self, before_ns: int, removed: list[int]) -> None:
+        ended = self.db.execute("SELECT id FROM sessions WHERE ended_ns IS NOT NULL AND ended_ns < ?", (before_ns,))
+        self._delete_sessions([r[0] for r in ended], removed)
+        removed[2] += self.db.execute(
+            """DELETE FROM events WHERE ts_ns < ? AND (session_id IS NULL OR session_id NOT IN
+               (SELECT id FROM sessions WHERE ended_ns IS NOT NULL))""", (before_ns,)).rowcount
+        abandoned = self.db.execute(
+            """SELECT id FROM sessions WHERE ended_ns IS NULL AND started_ns < ?
+               AND NOT EXISTS (SELECT 1 FROM events e WHERE e.session_id = sessions.id)""", (before_ns,))
+        self._delete_sessions([r[0] for r in abandoned], removed)
+
+    def size_bytes(self) -> int:
+        """The database's size: its pages, whether they sit in the main file or still in the WAL."""
+        return int(self.db.execute("PRAGMA page_count").fetchone()[0]) * self._page_size()
+
+    def _page_size(self) -> int:
+        return int(self.db.execute("PRAGMA page_size").fetchone()[0])
+
+    def _used_bytes(self) -> int:
+        free = int(self.db.execute("PRAGMA freelist_count").fetchone()[0])
+        return self.size_bytes() - free * self._page_size()
+
+    def _delete_sessions(self, ids: list[int], removed: list[int]) -> None:
+        """Delete sessions with their processes and events, counting them into `removed`."""
+        for session_id in ids:
+            removed[1] += self.db.execute("DELETE FROM processes WHERE session_id = ?", (session_id,)).rowcount
+            removed[2] += self.db.execute("DELETE FROM events WHERE session_id = ?", (session_id,)).rowcount
+            removed[0] += self.db.execute("DELETE FROM sessions WHERE id = ?", (session_id,)).rowcount
+
+    def _shrink(self) -> None:
+        """Give freed pages back: incrementally when the file was created with that mode, by a
+        full VACUUM (which also switches it to incremental) for files from before it. Failing
+        (a reader holds the file) loses nothing: the pages stay free for SQLite to reuse."""
+        try:
+            if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # INCREMENTAL
+                # executescript steps the pragma to completion; execute() would free one page.
+                self.db.executescript("PRAGMA incremental_vacuum;")
+            else:
+                self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                self.db.execute("VACUUM")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.OperationalError as exc:
+            log.warning("retention: could not shrink %s now: %s", self.path, exc)
 
     def close(self) -> None:
         self.commit()
@@ -179,7 +302,13 @@ class Store:
             query += f" AND type IN ({','.join('?' * len(types))})"
             params.extend(types)
         query += " ORDER BY ts_ns, id"
-        return [json.loads(r[0]) for r in self.db.execute(query, params)]
+        events = [json.loads(r[0]) for r in self.db.execute(query, params)]
+        if self.cipher is None:
+            return [strip_sealed(e) for e in events]
+        try:
+            return [self.cipher.open_event(e) for e in events]
+        except CryptoError as exc:
+            raise StoreError(f"{self.path}: {exc}") from None
 
 
 def _session_row(row: sqlite3.Row) -> dict[str, Any]:
