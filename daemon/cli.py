@@ -1,4 +1,4 @@
-"""`vigil`: live tracing (`trace`) and the history (`sessions`, `show`)."""
+"""`vigil`: live tracing (`trace`), governed runs (`run`), the history (`sessions`, `show`) and the service (`status`)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,25 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from vigild.bpf.loader import BpfError, BpfUnavailable
+from vigild.cgroups import CgroupError
 from vigild.daemon.launch import LaunchError, spawn_gated
 from vigild.daemon.store import Store, StoreError
 
+if TYPE_CHECKING:
+    from vigild.bpf.lineage import LineageSensor
+    from vigild.daemon.control_loop import ToolCallControl
+
 DEFAULT_DB = Path(os.environ.get("VIGIL_DB", "/var/lib/vigild/vigil.db"))
+DEFAULT_SOCKET = Path(os.environ.get("VIGIL_SOCKET", "/run/vigild/vigild.sock"))
+DEFAULT_KEY_FILE = Path(os.environ["VIGIL_KEY_FILE"]) if os.environ.get("VIGIL_KEY_FILE") else None
 COMM_MAX = 15
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 class Interrupted(Exception):
@@ -39,15 +48,26 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Trace processes and their descendants: fork, exec (full argv), exit.")
     trace.add_argument("-p", "--pid", type=int, action="append", default=[], help="trace a running process and its descendants")
     trace.add_argument("-c", "--comm", action="append", default=[], help="trace every process that execs a program with this name")
-    trace.add_argument("-o", "--output", choices=("text", "json"), default="text", help="text (live view) or json (JSON Lines)")
-    trace.add_argument("--timeout", type=float, help="stop after this many seconds (a started command gets SIGTERM; exit 124)")
-    trace.add_argument("--db", type=Path, help="also record into this SQLite store")
-    trace.add_argument("--no-tls", action="store_true", help="do not capture TLS plaintext (no LLM calls)")
-    trace.add_argument("--capture-content", action="store_true",
-                       help="include the (redacted) request messages of LLM calls")
-    trace.add_argument("--max-call-bytes", type=int, default=16 * 1024 * 1024,
-                       help="plaintext captured per TLS call at most (default 16 MiB; the rest is marked lost)")
+    _add_trace_options(trace)
     trace.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...: start CMD already traced")
+
+    run = sub.add_parser("run", help="run an agent with every tool call in its own limited cgroup",
+                         description="Run CMD traced like `vigil trace -- CMD`; each process tree it spawns (a "
+                                     "tool call) runs in its own cgroup with the limits below, placed before "
+                                     "its first instruction.")
+    _add_trace_options(run)
+    run.add_argument("--tool-mem-high", type=parse_size, metavar="SIZE",
+                     help="per-call memory.high (v1: soft limit), e.g. 512M")
+    run.add_argument("--tool-mem-max", type=parse_size, metavar="SIZE", help="per-call memory.max, e.g. 1G")
+    run.add_argument("--tool-pids-max", type=int, metavar="N", help="per-call pids.max")
+    run.add_argument("--tool-cpu-weight", type=int, metavar="N", help="per-call cpu.weight (1..10000; v1: cpu.shares)")
+    run.add_argument("--tool-timeout", type=float, metavar="S", help="kill a tool call after S seconds")
+    run.add_argument("--spike", type=parse_size, default=100 << 20, metavar="SIZE",
+                     help="report a mem_spike when a call's memory grows by more than SIZE (default 100M; 0: off)")
+    run.add_argument("--spike-window", type=float, default=1.0, metavar="S",
+                     help="... within S seconds (default 1)")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...: the agent to run")
+    run.set_defaults(pid=[], comm=[])
 
     sessions = sub.add_parser("sessions", help="list recorded sessions")
     sessions.add_argument("--db", type=Path, default=DEFAULT_DB)
@@ -58,7 +78,53 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("session", nargs="?", help="session id (default: the latest)")
     show.add_argument("--db", type=Path, default=DEFAULT_DB)
     show.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    show.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE, help="key for encrypted prompt content")
+
+    export = sub.add_parser("export", help="send a session to an OpenTelemetry collector as a trace")
+    export.add_argument("session", type=int, help="session id")
+    export.add_argument("--otlp-endpoint", required=True, metavar="URL",
+                        help="OTLP/HTTP endpoint: a base URL (http://host:4318) or the full /v1/traces URL")
+    export.add_argument("--db", type=Path, default=DEFAULT_DB)
+    export.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE, help="key for encrypted prompt content")
+    export.add_argument("--capture-content", action="store_true",
+                        help="include messages, response text and tool arguments (off by default)")
+    export.add_argument("--header", action="append", default=[], metavar="NAME=VALUE", help="HTTP header to send")
+    export.add_argument("--timeout", type=float, default=10.0, metavar="S", help="give up after S seconds (default 10)")
+
+    keygen = sub.add_parser("keygen", help="write a new key for encrypting prompt content at rest")
+    keygen.add_argument("path", type=Path, help="where to write it (created with mode 0600; never overwritten)")
+
+    status = sub.add_parser("status", help="ask the running vigild how it is doing")
+    status.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
+    status.add_argument("-o", "--output", choices=("text", "json"), default="text")
     return parser
+
+
+def _add_trace_options(p: argparse.ArgumentParser) -> None:
+    """Output and capture options `trace` and `run` share."""
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text", help="text (live view) or json (JSON Lines)")
+    p.add_argument("--timeout", type=float, help="stop after this many seconds (a started command gets SIGTERM; exit 124)")
+    p.add_argument("--db", type=Path, help="also record into this SQLite store")
+    p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
+                   help="encrypt prompt content in the store with this key (see `vigil keygen`)")
+    p.add_argument("--no-tls", action="store_true", help="do not capture TLS plaintext (no LLM calls)")
+    p.add_argument("--capture-content", action="store_true",
+                   help="include the (redacted) request messages of LLM calls")
+    p.add_argument("--max-call-bytes", type=int, default=16 * 1024 * 1024,
+                   help="plaintext captured per TLS call at most (default 16 MiB; the rest is marked lost)")
+
+
+def parse_size(text: str) -> int:
+    """`512M`, `1G`, `1.5G`, `4096` (bytes); binary units."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in SIZE_UNITS and value[-1:] else ""
+    try:
+        number = float(value[:-1] if unit else value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 1G)") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
+    return int(number * SIZE_UNITS[unit])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,12 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="vigil: %(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "trace":
+        if args.command in ("trace", "run"):
             return cmd_trace(parser, args)
         if args.command == "sessions":
             return cmd_sessions(args)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "export":
+            return cmd_export(args)
+        if args.command == "keygen":
+            return cmd_keygen(args)
         return cmd_show(args)
-    except (BpfUnavailable, BpfError, StoreError, LaunchError) as exc:
+    except (BpfUnavailable, BpfError, StoreError, LaunchError, CgroupError) as exc:
         first_line = str(exc).splitlines()[0]
         print(f"vigil: error: {first_line}", file=sys.stderr)
         if args.verbose and "\n" in str(exc):
@@ -80,7 +152,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _open_control(args: argparse.Namespace, lineage: LineageSensor) -> ToolCallControl:
+    """`vigil run`'s tool-call control (forks the fail-safe watchdog: call before any thread)."""
+    from vigild.cgroups import Limits
+    from vigild.daemon.control_loop import CallPolicy, open_run_control
+
+    limits = Limits(memory_high=args.tool_mem_high, memory_max=args.tool_mem_max, pids_max=args.tool_pids_max,
+                    cpu_weight=args.tool_cpu_weight)
+    return open_run_control(lineage, CallPolicy(limits, args.tool_timeout), spike_bytes=args.spike,
+                            spike_window_ns=int(args.spike_window * 1e9))
+
+
 def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`vigil trace`, and `vigil run` (the same, with tool-call control)."""
     from vigild.bpf.lineage import LineageSensor
     from vigild.bpf.tls import TlsSensor
     from vigild.correlate.tls_stream import TlsStreamDecoder
@@ -89,6 +173,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from vigild.daemon.sinks import JsonLinesSink, StoreSink
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if args.command == "run" and not command:
+        parser.error("run needs the agent to run: -- CMD ARGS...")
     if not (args.pid or args.comm or command):
         parser.error("trace needs something to trace: -p PID, -c COMM or -- CMD ARGS...")
     for pid in args.pid:
@@ -100,17 +186,24 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                   f"matching {comm.encode()[:COMM_MAX].decode(errors='ignore')!r}", file=sys.stderr)
 
     lineage = LineageSensor(root_comms=args.comm)
+    control: ToolCallControl | None = None
     tls = None
-    if not args.no_tls:
-        try:
+    try:
+        if args.command == "run":
+            control = _open_control(args, lineage)
+        if not args.no_tls:
             tls = TlsSensor(lineage.shared_maps, max_call_bytes=args.max_call_bytes)
-        except BaseException:
-            lineage.close()
-            raise
+    except BaseException:
+        if control is not None:
+            control.close()
+            control.release_resources()
+        lineage.close()
+        raise
+    if tls is not None:
         tls.attach_system_libraries()
-    store = Store(args.db) if args.db else None
+    store = Store(args.db, key_file=args.key_file) if args.db else None
     intent = TlsStreamDecoder(capture_content=args.capture_content) if tls else None
-    pipeline = Pipeline(lineage, sinks=[], tls=tls, intent=intent)
+    pipeline = Pipeline(lineage, sinks=[], tls=tls, intent=intent, control=control)
     if args.output == "json":
         pipeline.sinks.append(JsonLinesSink(sys.stdout))
     else:
@@ -127,7 +220,9 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if command:
             child = spawn_gated(command)
-            pipeline.add_pending_root(child.pid, command, os.getcwd(), os.getuid())
+            pipeline.add_pending_root(child.pid, command, os.getcwd(), os.getuid(), controlled=control is not None)
+            if control is not None:
+                control.place_agent(child.pid)
         roots = [pipeline.add_root(pid).root_pid for pid in args.pid]
         pipeline.start()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
@@ -135,12 +230,14 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             child.release()
             status = _wait_child(child.pid, args.timeout)
             pipeline.wait_exit(child.pid, timeout=2.0)
+            pipeline.end_tool_calls("agent_exited", timeout=3.0)
         else:
             _wait_roots(pipeline, roots, args.timeout, until_exit=not args.comm)
     except Interrupted:
         if child is not None:
             status = _reap_after_interrupt(child.pid)
             pipeline.wait_exit(child.pid, timeout=2.0)
+            pipeline.end_tool_calls("interrupted", timeout=3.0)
         else:
             status = 130
     finally:
@@ -149,6 +246,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if tls is not None:
             tls.close()
         lineage.close()
+        if control is not None:
+            control.release_resources()
         if pipeline.total_dropped:
             print(f"vigil: {pipeline.total_dropped} events were lost (ring buffer full)", file=sys.stderr)
     return status
@@ -200,10 +299,10 @@ def _wait_roots(pipeline: object, roots: list[int], timeout: float | None, until
         time.sleep(0.1)
 
 
-def _open_store(path: Path) -> Store:
+def _open_store(path: Path, key_file: Path | None = None) -> Store:
     if not path.exists():
         raise StoreError(f"no store at {path} (record one with `vigil trace --db {path}` or run vigild)")
-    return Store(path)
+    return Store(path, key_file=key_file)
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
@@ -216,7 +315,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from vigild.daemon.history import print_show, session_tree
 
-    store = _open_store(args.db)
+    store = _open_store(args.db, args.key_file)
     session_id = int(args.session) if args.session else store.latest_session_id()
     tree = session_tree(store, session_id) if session_id is not None else None
     if tree is None:
@@ -226,6 +325,48 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(tree, indent=2))
     else:
         print_show(tree, Console())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from vigild.daemon.otlp import OtlpExportError, export_session
+
+    headers = dict(h.partition("=")[::2] for h in args.header)
+    try:
+        sent = export_session(_open_store(args.db, args.key_file), args.session, args.otlp_endpoint,
+                              capture_content=args.capture_content, headers=headers, timeout=args.timeout)
+    except OtlpExportError as exc:
+        print(f"vigil: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"exported session {args.session}: {sent} spans")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from vigild.daemon.crypto import generate_key_file
+
+    try:
+        key_id = generate_key_file(args.path)
+    except OSError as exc:
+        print(f"vigil: error: cannot write a key to {args.path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote key {key_id} to {args.path}; keep a copy: without it, stored prompts cannot be read")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from vigild.daemon.control import CommandError, request
+    from vigild.daemon.status_view import print_status
+
+    try:
+        status = request(args.socket, "status")
+    except (OSError, CommandError) as exc:
+        print(f"vigil: error: cannot ask vigild at {args.socket}: {exc}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(status, indent=2))
+    else:
+        print_status(status, Console())
     return 0
 
 
