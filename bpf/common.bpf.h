@@ -76,6 +76,8 @@ static __always_inline void fill_header(struct event_header *hdr, __u32 kind, st
 	hdr->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	hdr->uid = (__u32)bpf_get_current_uid_gid();
 	BPF_CORE_READ_STR_INTO(&hdr->comm, task, comm);
+	hdr->call_id = info->call_id;
+	hdr->_reserved = 0;
 }
 
 #endif /* VIGIL_COMMON_BPF_H */

@@ -36,7 +36,6 @@ class MemSpike(ProcessEvent):
     on the RSS counter change that crossed the threshold). The pid is the process that grew."""
 
     type: ClassVar[str] = "mem_spike"
-    tool_call: int = 0
     growth_bytes: int = 0
     call_rss_bytes: int = 0
     rss_bytes: int = 0
@@ -49,20 +48,21 @@ class OomKill(ProcessEvent):
     from an exit status of 137."""
 
     type: ClassVar[str] = "oom_kill"
-    tool_call: int = 0
     rss_bytes: int = 0
     total_vm_bytes: int = 0
 
 
 def _decode_spike(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> MemSpike:
     ev = fixed_part(raw, MemSpikeEventC)
-    return MemSpike(**common, tool_call=ev.call_id, growth_bytes=ev.growth_bytes, call_rss_bytes=ev.call_rss_bytes,
+    common["tool_call"] = ev.call_id  # the call whose total grew, which its owner names
+    return MemSpike(**common, growth_bytes=ev.growth_bytes, call_rss_bytes=ev.call_rss_bytes,
                     rss_bytes=ev.rss_bytes, window_ms=ev.window_ns / 1e6)
 
 
 def _decode_oom(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> OomKill:
     ev = fixed_part(raw, OomKillEventC)
-    return OomKill(**common, tool_call=ev.call_id, rss_bytes=ev.rss_bytes, total_vm_bytes=ev.total_vm_bytes)
+    common["tool_call"] = ev.call_id
+    return OomKill(**common, rss_bytes=ev.rss_bytes, total_vm_bytes=ev.total_vm_bytes)
 
 
 class ControlSensor:

@@ -45,6 +45,8 @@ struct event_header {
 	__u32 ppid;        /* tgid of the real parent */
 	__u32 uid;
 	char comm[TASK_COMM_LEN];
+	__u32 call_id;     /* the tool call the process belongs to (vigil run); 0: none */
+	__u32 _reserved;
 };
 
 /* A tracked process created a new process (threads are not reported). The header describes the

@@ -64,6 +64,8 @@ class EventHeader(ctypes.Structure):
         ("ppid", c_uint32),
         ("uid", c_uint32),
         ("comm", c_char * TASK_COMM_LEN),
+        ("call_id", c_uint32),
+        ("_reserved", c_uint32),
     ]
 
 
@@ -168,6 +170,9 @@ class ProcessEvent:
     ppid: int
     uid: int
     comm: str
+    # The tool call (vigil run) the process belongs to, from the kernel's tracked map, so every
+    # event of every sensor is attributed without a user-space race. None outside tool calls.
+    tool_call: int | None = field(default=None, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields, `type` first; sinks turn ts_ns into an RFC 3339 `ts`."""
@@ -301,6 +306,7 @@ class EventDecoder:
             "ppid": hdr.ppid,
             "uid": hdr.uid,
             "comm": _text(hdr.comm),
+            "tool_call": hdr.call_id or None,
         }
 
     def decode(self, raw: bytes) -> ProcessEvent:

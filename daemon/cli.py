@@ -108,6 +108,8 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
                    help="encrypt prompt content in the store with this key (see `vigil keygen`)")
     p.add_argument("--no-tls", action="store_true", help="do not capture TLS plaintext (no LLM calls)")
+    p.add_argument("--no-effects", action="store_true", help="do not trace file and network effects")
+    p.add_argument("--no-detections", action="store_true", help="do not raise detection events")
     p.add_argument("--capture-content", action="store_true",
                    help="include the (redacted) request messages of LLM calls")
     p.add_argument("--max-call-bytes", type=int, default=16 * 1024 * 1024,
@@ -167,6 +169,7 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """`vigil trace`, and `vigil run` (the same, with tool-call control)."""
     from vigild.bpf.lineage import LineageSensor
     from vigild.bpf.tls import TlsSensor
+    from vigild.correlate.detections import Detector
     from vigild.correlate.tls_stream import TlsStreamDecoder
     from vigild.daemon.live_view import TextView
     from vigild.daemon.pipeline import Pipeline, exit_status
@@ -188,22 +191,29 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     lineage = LineageSensor(root_comms=args.comm)
     control: ToolCallControl | None = None
     tls = None
+    effects = None
     try:
         if args.command == "run":
             control = _open_control(args, lineage)
         if not args.no_tls:
             tls = TlsSensor(lineage.shared_maps, max_call_bytes=args.max_call_bytes)
+        if not args.no_effects:
+            effects = _open_effects(lineage)
     except BaseException:
         if control is not None:
             control.close()
             control.release_resources()
+        if tls is not None:
+            tls.close()
         lineage.close()
         raise
     if tls is not None:
         tls.attach_system_libraries()
     store = Store(args.db, key_file=args.key_file) if args.db else None
     intent = TlsStreamDecoder(capture_content=args.capture_content) if tls else None
-    pipeline = Pipeline(lineage, sinks=[], tls=tls, intent=intent, control=control)
+    detector = None if args.no_detections else Detector()
+    pipeline = Pipeline(lineage, sinks=[], tls=tls, intent=intent, control=control,
+                        sensors=[effects] if effects is not None else [], detector=detector)
     if args.output == "json":
         pipeline.sinks.append(JsonLinesSink(sys.stdout))
     else:
@@ -245,12 +255,25 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         pipeline.stop()
         if tls is not None:
             tls.close()
+        if effects is not None:
+            effects.close()
         lineage.close()
         if control is not None:
             control.release_resources()
         if pipeline.total_dropped:
             print(f"vigil: {pipeline.total_dropped} events were lost (ring buffer full)", file=sys.stderr)
     return status
+
+
+def _open_effects(lineage: LineageSensor) -> object | None:
+    """File and network effects; a kernel that refuses them costs the effects, not the trace."""
+    from vigild.bpf.effects import EffectsSensor, EffectsUnsupported
+
+    try:
+        return EffectsSensor(lineage.shared_maps)
+    except EffectsUnsupported as exc:
+        print(f"vigil: warning: no file/network effects: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return None
 
 
 def _wait_child(pid: int, timeout: float | None) -> int:

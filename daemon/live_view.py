@@ -16,6 +16,7 @@ from rich.text import Text
 
 from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent
 from vigild.correlate.process_tree import ProcessTable
+from vigild.daemon.live_effects import EFFECT_LINES
 from vigild.daemon.events import Event, LostEvent, SessionEnd, SessionStart
 
 MAX_ARGV_CHARS = 400
@@ -130,6 +131,8 @@ class TextView:
                         f"→ {d.get('status')}", style="magenta")
         if d.get("type") in TOOL_LINES:
             return TOOL_LINES[d["type"]](ts, pid, indent, d)
+        if d.get("type") in EFFECT_LINES:
+            return EFFECT_LINES[d["type"]](ts, pid, indent, d)
         if d.get("type") == "parse_failure":
             return Text(f"{ts} ?     {pid:>7} {indent}undecoded TLS traffic: {d.get('reason')}: {d.get('detail')}",
                         style="yellow")

@@ -31,12 +31,13 @@ from vigild.bpf.events import (
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import RingBuffer
 from vigild.bpf.tls import TlsSensor
+from vigild.correlate.detections import Detector
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
 from vigild.correlate.tls_stream import TlsChunk, TlsStreamDecoder
 from vigild.daemon.control_loop import ToolCallControl
-from vigild.daemon.events import Attributed, Event, LostEvent, SessionEnd, SessionStart
+from vigild.daemon.events import Attributed, Event, LostEvent, SessionEnd, SessionStart, event_json
 
 log = logging.getLogger("vigild.pipeline")
 
@@ -100,6 +101,7 @@ class Pipeline:
         poll_ms: int = 10,
         sensors: Sequence[ExtraSensor] = (),
         control: ToolCallControl | None = None,
+        detector: Detector | None = None,
     ) -> None:
         """classify_root names the agent of a process the kernel made a root by comm, or
         returns None when a closer look (its executable, its arguments) says it is not one: the
@@ -122,6 +124,7 @@ class Pipeline:
         for sensor in sensors:
             sensor.register(self.decoder)
         self.control = control
+        self.detector = detector
         if control is not None and control.sensor is not None:
             control.sensor.register(self.decoder)
         self.processes = ProcessTable()
@@ -358,6 +361,9 @@ class Pipeline:
         self.counts[event.type] += 1
         for sink in self.sinks:
             self._guard(sink.handle, event)
+        if self.detector is not None and event.type != "detection":
+            for detection in self.detector.observe(event_json(event)):
+                self._dispatch(detection)
 
     def _guard(self, fn: Callable[..., None], *args: object) -> None:
         try:

@@ -188,7 +188,8 @@ body = json.dumps({"model": "claude-sonnet-4-6", "max_tokens": 64, "stream": Tru
                    "messages": [{"role": "user", "content": "hi"}]})
 for i in range(n):
     conn.request("POST", "/v1/messages", body, {"content-type": "application/json",
-                 "x-api-key": "sk-ant-api03-keepalive", "x-fake-scenario": "slow"})
+                 "x-api-key": "sk-ant-api03-keepalive", "x-fake-scenario": "slow",
+                 "x-fake-delay-ms": "100" if i == 0 else "20"})
     conn.getresponse().read()
     time.sleep(0.5)
 """

@@ -1,0 +1,94 @@
+"""Live-view lines for file and network effects and detections.
+
+A program's start-up opens hundreds of libraries and locale files; the live view shows what a
+person watching an agent cares about — what it changed, what it read outside the system's own
+files, where it connected, and what looked wrong — and leaves the rest to `-o json` and the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rich.text import Text
+
+SYSTEM_PREFIXES = ("/usr/", "/lib", "/etc/ld.so", "/proc/", "/sys/", "/dev/", "/etc/locale", "/etc/nsswitch",
+                   "/etc/localtime", "/etc/host.conf", "/etc/gai.conf", "/etc/ssl/")
+
+
+def _prefix(ts: str, word: str, pid: int, indent: str) -> str:
+    return f"{ts} {word:<5} {pid:>7} {indent}"
+
+
+def _open(ts: str, pid: int, indent: str, d: dict[str, Any]) -> Text | None:
+    path = d.get("path") or ""
+    if (d.get("ret") or 0) < 0:
+        return None  # failed lookups (PATH, locales) are noise here; -o json has them
+    if path.startswith("/dev/"):
+        return None  # /dev/null, ttys: plumbing, not effects
+    if d.get("write") or d.get("create") or d.get("truncate"):
+        verb = "create" if d.get("created") else "truncate" if d.get("truncate") else "open-w"
+        return Text(_prefix(ts, "file", pid, indent) + f"{verb} {path}", style="yellow")
+    if path.startswith(SYSTEM_PREFIXES):
+        return None
+    return Text(_prefix(ts, "file", pid, indent) + f"read {path}", style="dim yellow")
+
+
+def _write(ts: str, pid: int, indent: str, d: dict[str, Any]) -> Text:
+    calls = f" in {d.get('writes')} writes" if d.get("aggregated") and (d.get("writes") or 0) > 1 else ""
+    return Text(_prefix(ts, "file", pid, indent) + f"wrote {d.get('bytes')} bytes to {d.get('path')}{calls}",
+                style="yellow")
+
+
+def _simple(verb: str) -> Callable[[str, int, str, dict[str, Any]], Text]:
+    def line(ts: str, pid: int, indent: str, d: dict[str, Any]) -> Text:
+        target = f"{d.get('path')} → {d.get('new_path')}" if d.get("new_path") else d.get("path")
+        failed = f" (failed: {d.get('ret')})" if (d.get("ret") or 0) < 0 else ""
+        return Text(_prefix(ts, "file", pid, indent) + f"{verb} {target}{failed}", style="yellow")
+    return line
+
+
+def _peer(d: dict[str, Any]) -> str:
+    if d.get("family") == "unix":
+        return f"unix:{d.get('unix_path') or '?'}"
+    addr = d.get("remote_addr") or d.get("local_addr")
+    port = d.get("remote_port") or d.get("local_port")
+    return f"[{addr}]:{port}" if d.get("family") == "inet6" else f"{addr}:{port}"
+
+
+def _net(verb: str) -> Callable[[str, int, str, dict[str, Any]], Text]:
+    def line(ts: str, pid: int, indent: str, d: dict[str, Any]) -> Text:
+        extra = ""
+        if d.get("type") == "net_close":
+            extra = f" ({d.get('bytes_sent')} bytes out, {d.get('bytes_received')} in)"
+        return Text(_prefix(ts, "net", pid, indent) + f"{verb} {_peer(d)}{extra}", style="magenta")
+    return line
+
+
+def _dns(ts: str, pid: int, indent: str, d: dict[str, Any]) -> Text:
+    return Text(_prefix(ts, "dns", pid, indent) + f"lookup {d.get('name')} via {d.get('server')}", style="magenta")
+
+
+def _detection(ts: str, pid: int, indent: str, d: dict[str, Any]) -> Text:
+    line = Text(_prefix(ts, "ALERT", pid, indent) + f"{d.get('name')}: {d.get('reason')}", style="bold red")
+    for link in d.get("evidence") or []:
+        what = link.get("path") or link.get("tool_name") or link.get("model") or link.get("remote_addr") or ""
+        line.append(f"\n{' ' * 22}{indent}⤷ {link.get('type')} {what}", style="red")
+    return line
+
+
+EFFECT_LINES: dict[str, Callable[[str, int, str, dict[str, Any]], Text | None]] = {
+    "file_open": _open,
+    "file_write": _write,
+    "file_unlink": _simple("delete"),
+    "file_rename": _simple("rename"),
+    "file_mkdir": _simple("mkdir"),
+    "file_chmod": _simple("chmod"),
+    "net_connect": _net("connect"),
+    "net_accept": _net("accept"),
+    "net_bind": _net("bind"),
+    "net_close": _net("closed"),
+    "net_bytes": _net("traffic"),
+    "dns_query": _dns,
+    "detection": _detection,
+}
