@@ -1,4 +1,6 @@
-"""Reading the store back: `vigil sessions` and `vigil show`."""
+"""Reading the store back: `vigil sessions` (one line per session with its counts) and
+`vigil show` (a session's story: LLM calls, the tool calls they asked for, their processes and
+effects; the tool calls no model asked for; the agent's own activity)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,20 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from vigild.correlate.timeline import build_timeline, fold_effects, summary
+from vigild.daemon.live_effects import SYSTEM_PREFIXES
 from vigild.daemon.store import Store
+
+SESSION_COLUMNS = ("session", "agent", "command", "started", "duration", "outcome", "llm", "tokens", "tools",
+                   "alerts")
 
 
 def _when(ns: int | None) -> str:
     return datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S") if ns else "-"
+
+
+def _clock(ns: int | None) -> str:
+    return datetime.fromtimestamp(ns / 1e9).strftime("%H:%M:%S.%f")[:-3] if ns else "--:--:--"
 
 
 def _duration(start: int | None, end: int | None) -> str:
@@ -31,28 +42,57 @@ def _outcome(exit_code: int | None, signal: int | None) -> str:
     return "-" if exit_code is None else f"exit {exit_code}"
 
 
-def print_sessions(store: Store, limit: int, as_json: bool, console: Console) -> None:
+def _mib(n: int | None) -> str:
+    return f"{n / 2**20:.0f} MiB" if n else "-"
+
+
+def sessions_with_counts(store: Store, limit: int) -> list[dict[str, Any]]:
     rows = store.sessions(limit)
+    for row in rows:
+        row.update(summary(store.events(row["id"], ("llm_call", "tool_start", "detection"))))
+    return rows
+
+
+def print_sessions(store: Store, limit: int, as_json: bool, console: Console) -> None:
+    rows = sessions_with_counts(store, limit)
     if as_json:
         for row in rows:
             print(json.dumps(row))
         return
     table = Table(title=f"sessions in {store.path}")
-    for col in ("session", "agent", "command", "started", "duration", "outcome", "processes", "events"):
+    for col in SESSION_COLUMNS:
         if col == "command":
-            table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=32)
+            table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=28)
         else:
             table.add_column(col, no_wrap=True, min_width=len(col),
-                             justify="right" if col in ("processes", "events") else "left")
+                             justify="right" if col in ("llm", "tokens", "tools", "alerts") else "left")
     for r in rows:
-        table.add_row(str(r["id"]), r["agent"] or "-", shlex.join(r["argv"])[:60], _when(r["started_ns"])[5:],
+        alerts = str(r["detections"]) if not r["detections"] else f"[bold red]{r['detections']}[/bold red]"
+        table.add_row(str(r["id"]), r["agent"] or "-", shlex.join(r["argv"]), _when(r["started_ns"])[5:],
                       _duration(r["started_ns"], r["ended_ns"]), _outcome(r["exit_code"], r["signal"]),
-                      str(r["processes"]), str(r["events"]))
+                      str(r["llm_calls"]), f"{r['input_tokens']}→{r['output_tokens']}", str(r["tool_calls"]), alerts)
     console.print(table)
 
 
+def process_tree(processes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Processes nested under their parents (a reused pid's later incarnation wins lookups)."""
+    by_pid: dict[int, dict[str, Any]] = {}
+    for p in processes:
+        p["children"] = []
+        by_pid[p["pid"]] = p
+    roots = []
+    for p in processes:
+        parent = by_pid.get(p["ppid"])
+        if parent is not None and parent is not p and p["depth"] > 0:
+            parent["children"].append(p)
+        else:
+            roots.append(p)
+    return roots
+
+
 def session_tree(store: Store, session_id: int) -> dict[str, Any] | None:
-    """The session with its processes nested under their parents and each process's events."""
+    """Everything `vigil show` prints: the timeline, and the whole process tree with each
+    process's own events."""
     session = store.session(session_id)
     if session is None:
         return None
@@ -60,50 +100,131 @@ def session_tree(store: Store, session_id: int) -> dict[str, Any] | None:
     session.pop("events", None)
     events = store.events(session_id)
     procs = store.processes(session_id)
-    by_key: dict[int, dict[str, Any]] = {}
+    own: dict[int, list[dict[str, Any]]] = {}
+    for e in events:
+        if e.get("pid") is not None and e["type"] not in ("session_start", "session_end"):
+            own.setdefault(e["pid"], []).append(e)
     for p in procs:
-        p["children"] = []
-        p["events"] = []
-        by_key[p["pid"]] = p  # later incarnations of a reused pid replace earlier ones in lookups
-    for ev in events:
-        owner = by_key.get(ev.get("pid") or -1)
-        if owner is not None and ev["type"] not in ("session_start", "session_end"):
-            owner["events"].append(ev)
-    roots = []
-    for p in procs:
-        parent = by_key.get(p["ppid"])
-        if parent is not None and parent is not p and p["depth"] > 0:
-            parent["children"].append(p)
-        else:
-            roots.append(p)
-    session["processes"] = roots
-    session["other_events"] = [e for e in events if e.get("pid") not in by_key]
-    return session
+        p["events"] = own.get(p["pid"], [])
+    tree = build_timeline(session, [dict(p) for p in procs], events)
+    tree["processes"] = process_tree(procs)
+    tree["other_events"] = [e for e in events if e.get("pid") not in own]
+    return tree
 
+
+# ---- rendering ----
 
 def _proc_label(p: dict[str, Any]) -> str:
     argv = shlex.join(p["argv"]) if p["argv"] else p["comm"]
-    took = ""
-    if p["exit_ns"]:
-        took = f" {(p['exit_ns'] - p['start_ns']) / 1e6:.1f} ms"
-    outcome = _outcome(p["exit_code"], p["signal"])
+    took = f" {(p['exit_ns'] - p['start_ns']) / 1e6:.1f} ms" if p.get("exit_ns") else ""
     style = "red" if (p["signal"] or p["exit_code"]) else "green"
-    return f"[bold]{p['pid']}[/bold] {argv[:200]} [{style}]{outcome}[/{style}][dim]{took}[/dim]"
+    return (f"[bold]{p['pid']}[/bold] {_esc(argv[:200])} [{style}]{_outcome(p['exit_code'], p['signal'])}"
+            f"[/{style}][dim]{took}[/dim]")
+
+
+def _esc(text: str) -> str:
+    return text.replace("[", "\\[")
+
+
+def _effect_label(title: str, group: list[dict[str, Any]]) -> str:
+    e = group[0]
+    if len(group) > 1:
+        return f"[dim yellow]{_esc(title)}[/dim yellow]"
+    kind = e["type"]
+    if kind == "file_open":
+        verb = "write" if e.get("write") or e.get("create") or e.get("truncate") else "read"
+        failed = " [dim](failed)[/dim]" if (e.get("ret") or 0) < 0 else ""
+        return f"[yellow]{verb}[/yellow] {_esc(e.get('path') or '')}{failed}"
+    if kind == "file_write":
+        return f"[yellow]wrote[/yellow] {e.get('bytes')} bytes to {_esc(e.get('path') or '')} ({e.get('writes')} writes)"
+    if kind.startswith("file_"):
+        target = e.get("path") or ""
+        if e.get("new_path"):
+            target += f" → {e['new_path']}"
+        return f"[yellow]{kind.removeprefix('file_')}[/yellow] {_esc(target)}"
+    if kind == "dns_query":
+        return f"[magenta]dns[/magenta] {e.get('name')}"
+    peer = e.get("unix_path") or f"{e.get('remote_addr') or e.get('local_addr')}:{e.get('remote_port') or e.get('local_port')}"
+    extra = f" ({e.get('bytes_sent')} out, {e.get('bytes_received')} in)" if kind == "net_close" else ""
+    return f"[magenta]{kind.removeprefix('net_')}[/magenta] {_esc(str(peer))}{extra}"
+
+
+def _is_plumbing(e: dict[str, Any]) -> bool:
+    """Failed lookups, reads of the system's own files, /dev: what every program does at start."""
+    if e["type"] != "file_open":
+        return False
+    path = e.get("path") or ""
+    writes = e.get("write") or e.get("create") or e.get("truncate")
+    return (e.get("ret") or 0) < 0 or path.startswith("/dev/") or (not writes and path.startswith(SYSTEM_PREFIXES))
+
+
+def _add_effects(node: Tree, effects: list[dict[str, Any]]) -> None:
+    shown = [e for e in effects if not _is_plumbing(e)]
+    for title, group in fold_effects(shown):
+        node.add(_effect_label(title, group))
+    hidden = len(effects) - len(shown)
+    if hidden:
+        node.add(f"[dim]… and {hidden} opens of system files, devices and missing paths (-o json has them)[/dim]")
+
+
+def _add_detections(node: Tree, detections: list[dict[str, Any]]) -> None:
+    for d in detections:
+        alert = node.add(f"[bold red]ALERT {d['name']}[/bold red]: {_esc(d['reason'])}")
+        for link in d.get("evidence") or []:
+            what = link.get("path") or link.get("tool_name") or link.get("model") or link.get("remote_addr") or ""
+            alert.add(f"[red]{link.get('type')}[/red] {_esc(str(what))}")
+
+
+def _add_tool(parent: Tree, tool: dict[str, Any]) -> None:
+    start, end = tool["start"] or {}, tool["end"] or {}
+    name = start.get("tool_name") or "process"
+    argv = shlex.join(start.get("argv") or [])
+    outcome = end.get("outcome", "running")
+    style = "green" if outcome == "ok" else "red"
+    limits = f", hit {', '.join(end['limits_hit'])}" if end.get("limits_hit") else ""
+    node = parent.add(f"[bold]tool {name}[/bold] #{tool['tool_call']} {_esc(argv[:160])} → [{style}]{outcome}"
+                      f"[/{style}] [dim]{end.get('duration_ms') or 0:.0f} ms, peak {_mib(end.get('peak_memory_bytes'))}"
+                      f"{limits}[/dim]")
+    for p in tool["processes"]:
+        node.add(_proc_label(p))
+    _add_effects(node, tool["effects"])
+    for note in tool["notes"]:
+        node.add(f"[red]{note['type']}[/red] {_esc(json.dumps({k: v for k, v in note.items() if k.endswith('bytes')}))}")
+    _add_detections(node, tool["detections"])
 
 
 def print_show(tree: dict[str, Any], console: Console) -> None:
-    head = Tree(f"[bold cyan]session {tree['id']}[/bold cyan] {shlex.join(tree['argv'])} "
+    s = tree["summary"]
+    head = Tree(f"[bold cyan]session {tree['id']}[/bold cyan] {_esc(shlex.join(tree['argv']))} "
                 f"({_when(tree['started_ns'])}, {_duration(tree['started_ns'], tree['ended_ns'])}, "
-                f"{_outcome(tree['exit_code'], tree['signal'])})")
+                f"{_outcome(tree['exit_code'], tree['signal'])}) — {s['llm_calls']} LLM calls, "
+                f"{s['input_tokens']}→{s['output_tokens']} tokens, {s['tool_calls']} tool calls, "
+                f"{s['detections']} alerts")
+    for step in tree["timeline"]:
+        llm = step["llm_call"]
+        node = head.add(f"[cyan]{_clock(llm.get('ts_ns'))} llm[/cyan] {llm.get('provider')} {llm.get('model')} "
+                        f"[dim]{llm.get('input_tokens')}→{llm.get('output_tokens')} tokens, "
+                        f"{llm.get('duration_ms') or 0:.0f} ms, {llm.get('finish_reason')}[/dim]")
+        for tool in step["tool_calls"]:
+            _add_tool(node, tool)
+    if tree["unrequested"]:
+        branch = head.add("[bold red]no tool call asked for these[/bold red]")
+        for tool in tree["unrequested"]:
+            _add_tool(branch, tool)
+    agent = tree["agent"]
+    branch = head.add("[bold]the agent's own processes and effects[/bold]")
+    roots = [p for p in tree["processes"]]
 
-    def add(node: Tree, p: dict[str, Any]) -> None:
-        branch = node.add(_proc_label(p))
-        for child in p["children"]:
-            add(branch, child)
+    def add_proc(node: Tree, p: dict[str, Any]) -> None:
+        child = node.add(_proc_label(p))
+        for c in p["children"]:
+            if c in agent["processes"] or not tree["timeline"] and not tree["unrequested"]:
+                add_proc(child, c)
 
-    for root in tree["processes"]:
-        add(head, root)
+    for root in roots:
+        add_proc(branch, root)
+    _add_effects(branch, agent["effects"])
+    _add_detections(branch, agent["detections"])
     console.print(head)
-    lost = [e for e in tree["other_events"] if e["type"] == "lost"]
-    if lost:
-        console.print(f"[bold red]{sum(e['count'] for e in lost)} events were lost (ring buffer full)[/bold red]")
+    if tree["lost"]:
+        console.print(f"[bold red]{tree['lost']} events were lost (ring buffer full)[/bold red]")

@@ -295,8 +295,8 @@ class Pipeline:
             self.tls.scan_process(event.pid)
         info = self.processes.apply(event)
         session = self.sessions.get(event.session_id)
-        if isinstance(event, ExecEvent) and session is not None and event.pid == session.root_pid:
-            session.argv = event.argv
+        if isinstance(event, ExecEvent) and session is not None and event.pid == session.root_pid and not session.argv:
+            session.argv = event.argv  # the command as started; a later exec of the root (bash's last command) is not it
         self._dispatch(event)
         for tool_event in tool_events:
             self._dispatch(tool_event)

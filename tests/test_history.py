@@ -85,7 +85,7 @@ def test_trace_records_and_show_prints_the_tree(tmp_path: Path) -> None:
     assert sh["exit_code"] == 3
     assert [g["argv"] for g in sh["children"]] == [["/bin/true"]]
     assert children[("/bin/echo", "done")]["exit_code"] == 0
-    assert [e["type"] for e in sh["events"]] == ["fork", "exec", "exit"]
+    assert [e["type"] for e in sh["events"] if e["type"] in ("fork", "exec", "exit")] == ["fork", "exec", "exit"]
 
     text = vigil(["show", "--db", str(db)])  # the latest session, as a tree
     assert text.returncode == 0

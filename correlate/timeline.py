@@ -1,0 +1,113 @@
+"""A session as one story: each LLM call followed by the tool calls it asked for, under each tool
+call its processes and their file and network effects; set apart, the tool calls no model asked
+for and what the agent's own process did.
+
+Pure function over the store's rows (event dicts as printed, process rows), so `vigil show`,
+`-o json` and tests share one structure.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import PurePosixPath
+from typing import Any
+
+EFFECT_PREFIXES = ("file_", "net_", "dns_")
+KERNEL_NOTES = ("mem_spike", "oom_kill")
+
+
+def is_effect(event: dict[str, Any]) -> bool:
+    return str(event.get("type", "")).startswith(EFFECT_PREFIXES)
+
+
+def summary(events: list[dict[str, Any]]) -> dict[str, int]:
+    """The counts `vigil sessions` shows for a session."""
+    llm = [e for e in events if e["type"] == "llm_call"]
+    return {
+        "llm_calls": len(llm),
+        "input_tokens": sum(e.get("input_tokens") or 0 for e in llm),
+        "output_tokens": sum(e.get("output_tokens") or 0 for e in llm),
+        "tool_calls": sum(1 for e in events if e["type"] == "tool_start"),
+        "unrequested": sum(1 for e in events if e["type"] == "tool_start" and e.get("unrequested")),
+        "detections": sum(1 for e in events if e["type"] == "detection"),
+        "effects": sum(1 for e in events if is_effect(e)),
+    }
+
+
+def _tool_node(start: dict[str, Any] | None, call_id: int) -> dict[str, Any]:
+    return {"tool_call": call_id, "start": start, "end": None, "processes": [], "effects": [],
+            "notes": [], "detections": []}
+
+
+def build_timeline(session: dict[str, Any], processes: list[dict[str, Any]],
+                   events: list[dict[str, Any]]) -> dict[str, Any]:
+    tools: dict[int, dict[str, Any]] = {}
+    pid_call: dict[int, int] = {}
+    for e in events:
+        call = e.get("tool_call")
+        if call is None:
+            continue
+        if e["type"] == "tool_start":
+            tools[call] = _tool_node(e, call)
+        node = tools.setdefault(call, _tool_node(None, call))
+        if e.get("pid") is not None and e["type"] in ("fork", "exec"):
+            pid_call[e["pid"]] = call
+        if e["type"] == "tool_end":
+            node["end"] = e
+        elif is_effect(e):
+            node["effects"].append(e)
+        elif e["type"] in KERNEL_NOTES:
+            node["notes"].append(e)
+        elif e["type"] == "detection":
+            node["detections"].append(e)
+
+    agent: dict[str, Any] = {"processes": [], "effects": [], "detections": []}
+    for p in processes:
+        owner = tools.get(pid_call.get(p["pid"], -1))
+        (owner["processes"] if owner is not None else agent["processes"]).append(p)
+    for e in events:
+        if e.get("tool_call") is None:
+            if is_effect(e):
+                agent["effects"].append(e)
+            elif e["type"] == "detection":
+                agent["detections"].append(e)
+
+    by_response: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    unrequested = []
+    for node in sorted(tools.values(), key=lambda n: (n["start"] or {}).get("ts_ns", 0)):
+        start = node["start"] or {}
+        if start.get("response_id") and not start.get("unrequested"):
+            by_response[start["response_id"]].append(node)
+        else:
+            unrequested.append(node)
+    story = []
+    for e in events:
+        if e["type"] == "llm_call":
+            story.append({"llm_call": e, "tool_calls": by_response.pop(e.get("response_id") or "", [])})
+    for orphans in by_response.values():  # asked for by an LLM call we did not see whole
+        unrequested.extend(orphans)
+    return {**session, "summary": summary(events), "timeline": story, "unrequested": unrequested,
+            "agent": agent, "lost": sum(e.get("count", 0) for e in events if e["type"] == "lost")}
+
+
+def fold_effects(effects: list[dict[str, Any]], limit: int = 3,
+                 depth: int = 5) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Group repetitive effects for display: more than `limit` reads below one directory (its
+    first `depth` components: a package or a tool's tree, not every __pycache__ in it) become one
+    line ("read 80 files under /usr/lib/python3.11"); everything else stays one line each."""
+    reads: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    others: list[tuple[str, list[dict[str, Any]]]] = []
+    for e in effects:
+        if e["type"] == "file_open" and not (e.get("write") or e.get("create") or e.get("truncate")):
+            parent = PurePosixPath(e.get("path") or "/").parent
+            reads[str(PurePosixPath(*parent.parts[:depth + 1]))].append(e)
+        else:
+            others.append((e["type"], [e]))
+    folded: list[tuple[str, list[dict[str, Any]]]] = []
+    for directory, group in reads.items():
+        if len(group) > limit:
+            folded.append((f"read {len(group)} files under {directory}", group))
+        else:
+            folded.extend(("file_open", [e]) for e in group)
+    folded.extend(others)
+    return sorted(folded, key=lambda item: item[1][0].get("ts_ns", 0))
