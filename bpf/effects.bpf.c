@@ -109,6 +109,8 @@ struct fd_state {
 	__u32 kind;      /* enum fd_kind; FD_OTHER entries (pipes, ttys) only cache the answer */
 	__u16 sock_type;
 	__u16 _pad;
+	__u32 call_id;   /* the tool call that first used the fd: exit flushes come after lineage */
+	__u32 _pad2;     /* has dropped the process from `tracked` */
 };
 
 struct {
@@ -502,6 +504,7 @@ static struct fd_state *fd_state_get(struct task_struct *task, const struct trac
 		fresh.sock_type = BPF_CORE_READ(sk, sk_type);
 	}
 	fresh.session_id = info->session_id;
+	fresh.call_id = info->call_id;
 	fresh.file = (__u64)f;
 	if (bpf_map_update_elem(&fd_state, &key, &fresh, BPF_NOEXIST)) {
 		count_event(EVENT_EFFECTS_FD_FULL, -1);
@@ -514,7 +517,7 @@ static struct fd_state *fd_state_get(struct task_struct *task, const struct trac
 /* Write out what the fd moved (file_write, or net_close/net_bytes) and zero the sums. */
 static void flush_state(struct scratch *s, struct task_struct *task, __s32 fd, struct fd_state *st, __u32 reason)
 {
-	struct tracked_info info = { .session_id = st->session_id };
+	struct tracked_info info = { .session_id = st->session_id, .call_id = st->call_id };
 	struct file *f = fd_file(task, fd);
 	__u32 truncated = 0, len, kind;
 

