@@ -124,3 +124,29 @@ def test_many_small_writes_in_one_tool_call_are_one_effect(tmp_path: Path, sink:
     assert len(writes) == 1
     assert writes[0]["bytes"] == 70000 and writes[0]["writes"] == 10000
     assert writes[0]["tool_call"] == start["tool_call"]
+
+
+def test_the_same_tool_call_three_times_is_a_loop(tmp_path: Path, sink: int) -> None:
+    events, _ = run_agent(tmp_path, sink, ["ls -la", "ls -la", "ls -la"])
+    (loop,) = [e for e in events if e["type"] == "detection" and e["name"] == "tool_loop"]
+    assert [link["type"] for link in loop["evidence"]] == ["tool_start"] * 3
+    assert "3 times" in loop["reason"]
+
+
+def test_changing_tool_calls_are_not_a_loop(tmp_path: Path, sink: int) -> None:
+    events, _ = run_agent(tmp_path, sink, ["ls -la", "echo fix > notes.txt", "ls -la", "ls -la"])
+    assert not [e for e in events if e["type"] == "detection" and e["name"] == "tool_loop"]
+
+
+def test_writes_outside_the_working_tree(tmp_path: Path, sink: int) -> None:
+    outside = Path("/srv") / f"vigil-test-{os.getpid()}"
+    outside.mkdir(parents=True)
+    try:
+        events, _ = run_agent(tmp_path, sink, [f"echo x > {outside}/planted", "echo y > inside.txt"])
+    finally:
+        for f in outside.iterdir():
+            f.unlink()
+        outside.rmdir()
+    found = [e for e in events if e["type"] == "detection" and e["name"] == "write_outside_tree"]
+    assert found and all(f"{outside}/planted" in e["reason"] for e in found)
+    assert not [e for e in found if "inside.txt" in e["reason"]]
