@@ -37,6 +37,8 @@ fi
 python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
 if [ "$DEV" -eq 1 ]; then
   apt_install curl prometheus gnutls-bin
+  # systemd-analyze verifies the unit; setpriv (util-linux) runs vigild with fewer capabilities.
+  apt_install systemd util-linux
   command -v node >/dev/null || apt_install nodejs
 fi
 
@@ -50,4 +52,19 @@ else
 fi
 ln -sf "$PREFIX/bin/vigil" "$BIN_DIR/vigil"
 ln -sf "$PREFIX/bin/vigild" "$BIN_DIR/vigild"
+
+# The service: a default configuration (kept if one exists) and the systemd unit, started only
+# where systemd is the init system (containers and CI often run without it).
+install -d -m 0755 /etc/vigild /etc/vigild/conf.d
+[ -e /etc/vigild/config.toml ] || install -m 0644 "$HERE/daemon/config.example.toml" /etc/vigild/config.toml
+if [ -d /etc/systemd/system ]; then
+  sed "s|^ExecStart=.*|ExecStart=$PREFIX/bin/vigild|" "$HERE/daemon/vigild.service" > /etc/systemd/system/vigild.service
+  if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ]; then
+    systemctl daemon-reload
+    systemctl enable --now vigild.service
+    echo "setup.sh: vigild.service enabled and started"
+  else
+    echo "setup.sh: systemd is not PID 1 here: vigild.service installed but not started (run vigild by hand)"
+  fi
+fi
 echo "setup.sh: done: $("$BIN_DIR/vigil" --help | head -1)"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ from vigild.daemon.events import Attributed, Event, LostEvent, SessionEnd, Sessi
 log = logging.getLogger("vigild.pipeline")
 
 SCAN_INTERVAL_S = 0.25  # how often tracked processes' maps are read for newly loaded TLS libraries
+REFUSED_REMEMBERED = 4096  # sessions of refused roots whose late descendants' events are dropped
 YOUNG_PROCESS_NS = 10 * 1_000_000_000
 
 
@@ -129,6 +130,7 @@ class Pipeline:
             control.sensor.register(self.decoder)
         self.processes = ProcessTable()
         self.sessions: dict[int, Session] = {}
+        self._refused: OrderedDict[int, None] = OrderedDict()  # sessions of roots that are not agents
         self.session_ids = SessionIds()
         self.counts: Counter[str] = Counter()
         self.sink_errors = 0
@@ -247,6 +249,17 @@ class Pipeline:
                 self.control.kill_open(reason)  # children forked since the last round
             time.sleep(0.05)
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The pipeline's lock: other threads (the control socket) take it before touching the
+        process table or the tool-call control."""
+        return self._lock
+
+    def emit(self, event: Event) -> None:
+        """Hand an event made outside the pipeline thread (e.g. a declared limit change) to the sinks."""
+        with self._lock:
+            self._dispatch(event)
+
     def wait_exit(self, pid: int, timeout: float) -> bool:
         """Block until the exit event of pid has been dispatched (or timeout)."""
         deadline = time.monotonic() + timeout
@@ -279,6 +292,11 @@ class Pipeline:
             if self.intent is not None:
                 self._dispatch_intent(self.intent.close(event.pid, event.conn_id, event.ts_ns))
             return
+        if event.session_id in self._refused:
+            # Forked by a root classify_root turned down, before that root was untracked.
+            if not isinstance(event, ExitEvent):
+                self.lineage.untrack(event.pid)
+            return
         if isinstance(event, ExecEvent):
             # Command lines carry credentials too (curl -H 'x-api-key: ...', URLs with ?key=).
             event.argv = [redact_text(arg) for arg in event.argv]
@@ -286,6 +304,9 @@ class Pipeline:
             agent = self.classify_root(event)
             if agent is None:
                 self.lineage.untrack(event.pid)
+                self._refused[event.session_id] = None
+                while len(self._refused) > REFUSED_REMEMBERED:
+                    self._refused.popitem(last=False)
                 return
             self._open_session(Session(id=event.session_id, root_pid=event.pid, started_ns=event.ts_ns,
                                        argv=event.argv, agent=agent or None, uid=event.uid))
@@ -340,22 +361,24 @@ class Pipeline:
             self._dispatch_intent(self.intent.expire(time.time_ns()))
 
     def health(self) -> dict[str, Any]:
-        """vigild's own state, read by the metrics exporter and `vigil status`."""
-        stats = self.lineage.stats()
-        return {
-            "events_by_kind": {kind: emitted for kind, (emitted, _) in stats.items()},
-            "drops_by_kind": {kind: dropped for kind, (_, dropped) in stats.items()},
-            "events_dispatched": dict(self.counts),
-            "decode_errors": dict(self.decoder.errors),
-            "parse_failures": dict(self.intent.failures) if self.intent is not None else {},
-            "attach_ok": dict(self.tls.attach_ok) if self.tls is not None else {},
-            "attach_failed": dict(self.tls.attach_failed) if self.tls is not None else {},
-            "tracked_processes": sum(1 for p in self.processes.processes.values() if p.alive),
-            "sessions_open": sum(1 for s in self.sessions.values() if s.ended_ns is None),
-            "sessions_total": len(self.sessions),
-            "sink_errors": self.sink_errors,
-            "callback_errors": self._ring.callback_errors,
-        }
+        """vigild's own state, read by the metrics exporter and `vigil status`, from their own
+        threads: under the lock, so the tables are not iterated while the pipeline changes them."""
+        with self._lock:
+            stats = self.lineage.stats()
+            return {
+                "events_by_kind": {kind: emitted for kind, (emitted, _) in stats.items()},
+                "drops_by_kind": {kind: dropped for kind, (_, dropped) in stats.items()},
+                "events_dispatched": dict(self.counts),
+                "decode_errors": dict(self.decoder.errors),
+                "parse_failures": dict(self.intent.failures) if self.intent is not None else {},
+                "attach_ok": dict(self.tls.attach_ok) if self.tls is not None else {},
+                "attach_failed": dict(self.tls.attach_failed) if self.tls is not None else {},
+                "tracked_processes": sum(1 for p in self.processes.processes.values() if p.alive),
+                "sessions_open": sum(1 for s in self.sessions.values() if s.ended_ns is None),
+                "sessions_total": len(self.sessions),
+                "sink_errors": self.sink_errors,
+                "callback_errors": self._ring.callback_errors,
+            }
 
     def _dispatch(self, event: Event) -> None:
         self.counts[event.type] += 1

@@ -1,49 +1,292 @@
-"""`vigild`: the long-running service. It grows with the configuration and exporter work; for now
-it tracks the agents named on its command line into the store until SIGTERM."""
+"""`vigild`: the long-running service. It loads the configuration, the BPF sensors and the
+pipeline, finds the agents already running, and serves metrics and the control socket until
+SIGTERM; SIGHUP reloads the configuration (a broken one is refused and the running one kept).
+
+Signals are blocked in every thread and taken by the main loop with sigtimedwait, so a reload or
+a shutdown never runs inside whatever code a signal happened to interrupt.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import signal
 import sys
-import threading
+import time
+from collections import Counter, deque
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 from vigild.bpf.loader import BpfError, BpfUnavailable
+from vigild.daemon import config as configuration
+from vigild.daemon.agents import AgentMatcher, running_agents
+from vigild.daemon.config import Config, ConfigError
 from vigild.daemon.store import Store, StoreError
 
 log = logging.getLogger("vigild")
 
+EX_CONFIG = 78  # sysexits: the unit does not restart on a configuration error
+SIGNALS = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
+TICK_S = 1.0
+RATE_WINDOW = 10  # ticks over which `status` reports events/s
+PRUNE_EVERY_S = 600.0
+# Settings that are read once at start; a reload that changes them says a restart is needed.
+RESTART_FIELDS = ("capture_tls", "max_call_bytes", "store_path", "store_key_file", "metrics_address",
+                  "drop_labels", "socket_path", "socket_group")
+
+
+class OneLineFormatter(logging.Formatter):
+    """One line per record, tracebacks included, so journald and grep keep records whole."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", " | ")
+
+
+class Service:
+    """The sensors, pipeline, exporter and control socket of one vigild process."""
+
+    def __init__(self, config: Config, config_path: Path, config_missing_ok: bool) -> None:
+        from vigild.bpf.lineage import LineageSensor
+        from vigild.bpf.tls import TlsSensor
+        from vigild.correlate.tls_stream import TlsStreamDecoder
+        from vigild.daemon.control import ControlServer
+        from vigild.daemon.declare import Bounds, DeclareCommands
+        from vigild.daemon.metrics import Exporter, build_registry
+        from vigild.daemon.pipeline import Pipeline
+        from vigild.daemon.sinks import StoreSink
+
+        self.config = config
+        self.config_path = config_path
+        self.config_missing_ok = config_missing_ok
+        self.started = time.time()
+        self.reloads: Counter[str] = Counter()
+        self.rate: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW + 1)
+        self.last_prune = 0.0
+        self.tls: TlsSensor | None = None
+        self.exporter: Exporter | None = None
+        self.control: ControlServer | None = None
+        self.store = Store(config.store_path, key_file=config.store_key_file)
+        self.lineage = LineageSensor(root_comms=config.root_comms)
+        try:
+            if config.capture_tls:
+                self.tls = TlsSensor(self.lineage.shared_maps, max_call_bytes=config.max_call_bytes)
+                self.tls.attach_system_libraries()
+            intent = TlsStreamDecoder(capture_content=config.capture_content,
+                                      max_body_bytes=config.max_call_bytes) if self.tls else None
+            self.matcher = AgentMatcher(config.agents)
+            self.pipeline = Pipeline(self.lineage, sinks=[], tls=self.tls, intent=intent,
+                                     classify_root=self.matcher.classify)
+            registry, metrics_sink = build_registry(self.health, config.drop_labels)
+            self.pipeline.sinks += [StoreSink(self.store, self.pipeline.processes), metrics_sink]
+            if config.metrics_address is not None:
+                self.exporter = Exporter(registry, config.metrics_address)
+            self.control = ControlServer(config.socket_path, config.socket_group)
+            self.control.register("status", lambda _request: self.status())
+            # Declared needs (`vigil declare`, the hooks): refused with an explanation until the
+            # service places tool calls in cgroups; `vigil run` serves them today.
+            DeclareCommands(self.pipeline, Bounds.from_config(config)).register(self.control)
+        except BaseException:
+            self._release()
+            self.store.close()
+            raise
+
+    # ---- lifecycle ----
+    def start(self) -> None:
+        if self.config.scan_running:
+            self.adopt_running()
+        self.pipeline.start()
+        assert self.control is not None
+        self.control.start()  # last: a status answer means vigild is fully up
+        where = f"http://{self.config.metrics_address[0]}:{self.exporter.port}/metrics" if self.exporter else "off"
+        log.info("tracking %s; store %s; metrics %s; control %s",
+                 ", ".join(sorted({a.name for a in self.config.agents})) or "no agents",
+                 self.config.store_path, where, self.config.socket_path)
+
+    def adopt_running(self) -> None:
+        """Agents that started before vigild (or before a reload named them)."""
+        for pid, agent in running_agents(self.matcher).items():
+            if self.lineage.tracked_info(pid) is not None:
+                continue  # the kernel caught its exec already
+            try:
+                session = self.pipeline.add_root(pid, agent=agent)
+            except psutil.Error:
+                continue  # exited meanwhile
+            log.info("adopted running %s pid %d as session %d", agent, pid, session.id)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        self.rate.append((now, sum(self.pipeline.counts.values())))
+        retention, max_bytes = self.config.retention_s, self.config.store_max_bytes
+        if (retention or max_bytes) and now - self.last_prune >= PRUNE_EVERY_S:
+            self.last_prune = now
+            result = self.store.prune(time.time_ns() - int(retention * 1e9) if retention else None,
+                                      max_bytes=max_bytes)
+            if result:
+                log.info("retention: removed %d sessions and %d events; store %d -> %d bytes", result.sessions,
+                         result.events, result.bytes_before, result.bytes_after)
+
+    def reload(self) -> None:
+        try:
+            new = configuration.load(self.config_path, missing_ok=self.config_missing_ok)
+        except ConfigError as exc:
+            self.reloads["failed"] += 1
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        old = self.config
+        for comm in set(new.root_comms) - set(old.root_comms):
+            self.lineage.add_root_comm(comm)
+        for comm in set(old.root_comms) - set(new.root_comms):
+            self.lineage.remove_root_comm(comm)
+        self.matcher.specs = new.agents
+        if self.pipeline.intent is not None:
+            self.pipeline.intent.capture_content = new.capture_content
+        logging.getLogger().setLevel(new.log_level.upper())
+        restart = [name for name in RESTART_FIELDS if getattr(new, name) != getattr(old, name)]
+        if restart:
+            log.warning("reload: %s take effect at the next restart", ", ".join(restart))
+        if not old.root_comms and new.root_comms:
+            log.warning("reload: vigild started with no agents; process-name matching starts at the next restart")
+        self.config = new
+        self.reloads["ok"] += 1
+        if new.scan_running:
+            self.adopt_running()
+        log.info("reloaded %s; tracking %s", ", ".join(map(str, new.files)) or "defaults",
+                 ", ".join(sorted({a.name for a in new.agents})) or "no agents")
+
+    def stop(self) -> None:
+        """Detach every BPF program, drain and flush the pipeline into the store, close the
+        endpoints."""
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        self.pipeline.stop()  # flushes and closes the sinks, the store among them
+        self._release()
+        log.info("stopped")
+
+    def _release(self) -> None:
+        if self.tls is not None:
+            self.tls.close()
+            self.tls = None
+        self.lineage.close()
+        if self.exporter is not None:
+            self.exporter.close()
+            self.exporter = None
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+
+    # ---- state ----
+    @property
+    def programs_attached(self) -> int:
+        links = sum(len(f.links) for f in self.tls.files.values()) if self.tls else 0
+        return len(self.lineage.attached) + links
+
+    def health(self) -> dict[str, Any]:
+        """`Pipeline.health()` plus what only the service knows, for the metrics collector."""
+        return {**self.pipeline.health(), "programs_attached": self.programs_attached,
+                "config_reloads": dict(self.reloads), "start_time": self.started}
+
+    def events_per_second(self) -> float:
+        if len(self.rate) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self.rate[0], self.rate[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def status(self) -> dict[str, Any]:
+        health = self.pipeline.health()
+        sessions = [s for s in list(self.pipeline.sessions.values()) if s.ended_ns is None]
+        store_bytes = sum(p.stat().st_size for p in self.store.path.parent.glob(self.store.path.name + "*")
+                          if p.is_file())
+        return {
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started, 1),
+            "config_files": [str(p) for p in self.config.files],
+            "programs_attached": self.programs_attached,
+            "tls_libraries_hooked": len(self.tls.hooked_paths) if self.tls else 0,
+            "agents": sorted({a.name for a in self.config.agents}),
+            "sessions": [{"session_id": s.id, "agent": s.agent, "pid": s.root_pid,
+                          "started_ns": s.started_ns, "argv": s.argv[:8]} for s in sessions],
+            "sessions_open": health["sessions_open"],
+            "sessions_total": health["sessions_total"],
+            "tracked_processes": health["tracked_processes"],
+            "events_total": sum(health["events_dispatched"].values()),
+            "events_per_s": round(self.events_per_second(), 2),
+            "drops": sum(health["drops_by_kind"].values()),
+            "drops_by_kind": health["drops_by_kind"],
+            "store": {"path": str(self.store.path), "bytes": store_bytes},
+        }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vigild", description="Watch AI agents: history, metrics, control.")
+    parser.add_argument("--config", type=Path, help=f"configuration file (default {configuration.DEFAULT_PATH}, "
+                                                    "plus conf.d/*.toml next to it)")
+    parser.add_argument("--db", type=Path, help="SQLite store (overrides [store] path)")
+    parser.add_argument("--metrics-address", help="HOST:PORT for Prometheus, '' for none (overrides [metrics] address)")
+    parser.add_argument("--socket", type=Path, help="control socket path (overrides [control] socket)")
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    return parser
+
+
+def load_config(args: argparse.Namespace) -> tuple[Config, Path, bool]:
+    path = args.config or configuration.DEFAULT_PATH
+    missing_ok = args.config is None
+    config = configuration.load(path, missing_ok=missing_ok)
+    overrides: dict[str, Any] = {}
+    if args.db is not None:
+        overrides["store_path"] = args.db
+    if args.metrics_address is not None:
+        try:
+            overrides["metrics_address"] = configuration.parse_address(args.metrics_address)
+        except ValueError as exc:
+            raise ConfigError(Path("--metrics-address"), None, str(exc)) from None
+    if args.socket is not None:
+        overrides["socket_path"] = args.socket
+    return dataclasses.replace(config, **overrides), path, missing_ok
+
 
 def main(argv: list[str] | None = None) -> int:
-    from vigild.bpf.lineage import LineageSensor
-    from vigild.daemon.pipeline import Pipeline
-    from vigild.daemon.sinks import StoreSink
-
-    parser = argparse.ArgumentParser(prog="vigild", description="Track AI agents and keep their history.")
-    parser.add_argument("--db", type=Path, default=Path("/var/lib/vigild/vigil.db"))
-    parser.add_argument("--comm", action="append", default=[], help="agent process name to track (repeatable)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="vigild: %(levelname)s %(name)s: %(message)s")
-    if not args.comm:
-        parser.error("name at least one agent with --comm")
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
-        lineage = LineageSensor(root_comms=args.comm)
-        store = Store(args.db)
-    except (BpfUnavailable, BpfError, StoreError) as exc:
-        log.error("%s", str(exc).splitlines()[0])
+        config, path, missing_ok = load_config(args)
+    except ConfigError as exc:
+        log.error("bad configuration: %s", exc)
+        return EX_CONFIG
+    logging.getLogger().setLevel(config.log_level.upper())
+    if args.check_config:
+        print(f"vigild: configuration OK ({', '.join(map(str, config.files)) or 'built-in defaults'})")
+        return 0
+    # Blocked before any thread starts, so every thread inherits the mask and only the main
+    # loop's sigtimedwait receives them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        service = Service(config, path, missing_ok)
+    except (BpfUnavailable, BpfError, StoreError, OSError, KeyError) as exc:
+        log.error("cannot start: %s", str(exc).splitlines()[0])
         return 1
-    pipeline = Pipeline(lineage, sinks=[])
-    pipeline.sinks.append(StoreSink(store, pipeline.processes))
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    pipeline.start()
-    log.info("tracking %s into %s", ", ".join(args.comm), args.db)
-    stop.wait()
-    pipeline.stop()
-    lineage.close()
+    try:
+        service.start()
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        service.stop()
+        return 1
+    while True:
+        info = signal.sigtimedwait(SIGNALS, TICK_S)
+        if info is None:
+            service.tick()
+        elif info.si_signo == signal.SIGHUP:
+            service.reload()
+        else:
+            log.info("%s: stopping", signal.Signals(info.si_signo).name)
+            break
+    service.stop()
     return 0
 
 

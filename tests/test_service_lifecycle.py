@@ -1,0 +1,90 @@
+"""vigild's life: SIGHUP reloads (a broken config is refused and the running one kept), new agents
+named by a reload are tracked, SIGTERM detaches every BPF program and exits 0."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import vigil
+from vigild_proc import Vigild, bpf_prog_ids, loaded_prog_ids, metric_value
+
+pytestmark = pytest.mark.usefixtures("root")
+
+CONFIG = """
+[discovery]
+default_agents = false
+
+[[agents]]
+name = "first"
+comm = "{comm}"
+"""
+
+
+def run_agent(workdir: Path, name: str) -> None:
+    script = workdir / name
+    script.write_text("#!/bin/sh\nls / >/dev/null\n")
+    script.chmod(0o755)
+    subprocess.run([str(script)], check=True)
+
+
+def wait_sessions(daemon: Vigild, agent: str, count: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while metric_value(daemon.metrics(), "vigil_agent_sessions_started_total", agent=agent) < count:
+        assert time.monotonic() < deadline, f"no session of {agent}: {daemon.log}"
+        time.sleep(0.1)
+
+
+def test_reload_and_clean_stop(tmp_path: Path) -> None:
+    daemon = Vigild(tmp_path, CONFIG.format(comm="firstagent")).start()
+    try:
+        held = bpf_prog_ids(daemon.pid)
+        assert held and held <= loaded_prog_ids()
+        run_agent(tmp_path, "firstagent")
+        wait_sessions(daemon, "first", 1)
+
+        daemon.config.write_text(CONFIG.format(comm="firstagent") + "\n[capture]\ncontent = maybe\n")
+        daemon.signal(signal.SIGHUP)
+        line = daemon.wait_log("reload refused")
+        assert f"{daemon.config}:10: TOML syntax" in line and "keeping the running configuration" in line
+        assert daemon.proc is not None and daemon.proc.poll() is None
+        assert metric_value(daemon.metrics(), "vigil_config_reloads_total", outcome="failed") == 1
+        run_agent(tmp_path, "firstagent")  # the old configuration still works
+        wait_sessions(daemon, "first", 2)
+
+        daemon.config.write_text(CONFIG.format(comm="firstagent").replace('"first"', '"second"')
+                                 .replace("firstagent", "secondagent"))
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log("reloaded")
+        assert daemon.status()["agents"] == ["second"]
+        run_agent(tmp_path, "secondagent")
+        wait_sessions(daemon, "second", 1)
+        run_agent(tmp_path, "firstagent")  # no longer an agent
+        time.sleep(0.5)
+        assert metric_value(daemon.metrics(), "vigil_agent_sessions_started_total", agent="first") == 2
+
+        status = vigil(["status", "--socket", str(daemon.socket), "-o", "json"])
+        assert status.returncode == 0 and '"sessions_total": 3' in status.stdout
+    finally:
+        assert daemon.stop() == 0, daemon.log
+    deadline = time.monotonic() + 5
+    while held & loaded_prog_ids() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the kernel frees programs after an RCU grace period
+    assert not held & loaded_prog_ids()
+    assert daemon.log[-1].endswith("stopped")
+    assert not daemon.socket.exists()
+
+
+def test_refuses_to_start_twice_on_one_socket(tmp_path: Path) -> None:
+    first = Vigild(tmp_path, CONFIG.format(comm="twiceagent")).start()
+    try:
+        second = Vigild(tmp_path, CONFIG.format(comm="twiceagent")).start()  # the first one answers
+        assert second.proc is not None and second.proc.wait(20) == 1
+        second.wait_log("another vigild serves")
+        assert first.status()["pid"] == first.pid  # its socket survived
+    finally:
+        assert first.stop() == 0

@@ -1,0 +1,124 @@
+"""Running the real `vigild` as a subprocess for tests: a temp config, store, socket and metrics
+port; its log collected line by line; `status` over the control socket; BPF programs it holds."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from vigild.daemon.control import request
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Vigild:
+    def __init__(self, workdir: Path, config: str, prefix: tuple[str, ...] = ()) -> None:
+        self.dir = workdir
+        self.config = workdir / "config.toml"
+        self.config.write_text(config)
+        self.socket = workdir / "vigild.sock"
+        self.db = workdir / "vigil.db"
+        self.port = free_port()
+        self.prefix = prefix
+        self.log: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self, timeout: float = 30) -> Vigild:
+        self.proc = subprocess.Popen(
+            [*self.prefix, sys.executable, "-m", "vigild.daemon.service", "--config", str(self.config),
+             "--db", str(self.db), "--metrics-address", f"127.0.0.1:{self.port}", "--socket", str(self.socket)],
+            stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read_log, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vigild exited with {self.proc.returncode}: {self.log}")
+            try:
+                self.status()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"vigild did not answer on {self.socket}: {self.log}")
+
+    def _read_log(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line.rstrip("\n"))
+
+    def wait_log(self, pattern: str, timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.log):
+                if re.search(pattern, line):
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"no log line matching {pattern!r} in {self.log}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def status(self) -> dict:
+        return request(self.socket, "status")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as reply:
+            return reply.read().decode()
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+def bpf_prog_ids(pid: int) -> set[int]:
+    """Ids of the BPF programs a process holds file descriptors for (from /proc/PID/fdinfo;
+    Debian's bpftool does not list holder pids)."""
+    ids = set()
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            m = re.search(r"^prog_id:\s*(\d+)", info.read_text(), re.MULTILINE)
+        except OSError:
+            continue
+        if m:
+            ids.add(int(m.group(1)))
+    return ids
+
+
+def loaded_prog_ids() -> set[int]:
+    """Every BPF program the kernel has loaded (`bpftool prog show`)."""
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    return {int(p["id"]) for p in json.loads(out)}
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
+        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
