@@ -95,7 +95,15 @@ class Config:
     scan_running: bool = True
     capture_tls: bool = True
     capture_content: bool = False
+    capture_effects: bool = True
     max_call_bytes: int = 16 << 20
+    # [detections]
+    detections: frozenset[str] = frozenset({"secret_read", "secret_egress", "unrequested", "tool_loop",
+                                            "write_outside_tree"})
+    secret_globs: tuple[str, ...] = ()  # added to the built-in list
+    # [otlp]: every session is sent as a trace when it ends
+    otlp_endpoint: str | None = None
+    otlp_content: bool = False
     store_path: Path = Path("/var/lib/vigild/vigil.db")
     retention_s: float | None = 30 * 86400.0
     store_max_bytes: int | None = None
@@ -239,6 +247,29 @@ def _level(value: object) -> str:
     return str(value)
 
 
+def _detection_names(value: object) -> frozenset[str]:
+    from vigild.correlate.detections import ALL_DETECTIONS
+
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of detection names")
+    unknown = set(value) - ALL_DETECTIONS
+    if unknown:
+        raise ValueError(f"unknown detections {sorted(unknown)}; known: {sorted(ALL_DETECTIONS)}")
+    return frozenset(value)
+
+
+def _globs(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError("expected a list of path globs")
+    return tuple(parse_glob(v) for v in value)
+
+
+def _url(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValueError("expected an http:// or https:// URL")
+    return value
+
+
 _BOOL = _typed(bool, "true or false")
 _STR = _typed(str, "a string")
 
@@ -246,6 +277,7 @@ _STR = _typed(str, "a string")
 TABLES: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
     "discovery": {"default_agents": ("default_agents", _BOOL), "scan_running": ("scan_running", _BOOL)},
     "capture": {"tls": ("capture_tls", _BOOL), "content": ("capture_content", _BOOL),
+                "effects": ("capture_effects", _BOOL),
                 "max_call_bytes": ("max_call_bytes", parse_size)},
     "store": {"path": ("store_path", lambda v: Path(_STR(v))),
               "retention": ("retention_s", lambda v: parse_duration(v) or None),
@@ -254,6 +286,8 @@ TABLES: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
     "metrics": {"address": ("metrics_address", parse_address), "drop_labels": ("drop_labels", _labels)},
     "control": {"socket": ("socket_path", lambda v: Path(_STR(v))), "group": ("socket_group", _group)},
     "log": {"level": ("log_level", _level)},
+    "detections": {"enabled": ("detections", _detection_names), "secret_globs": ("secret_globs", _globs)},
+    "otlp": {"endpoint": ("otlp_endpoint", _url), "content": ("otlp_content", _BOOL)},
     "limits": {"memory_high": ("bound_memory_high", parse_size), "memory_max": ("bound_memory_max", parse_size),
                "pids_max": ("bound_pids_max", _positive_int), "cpu_weight": ("bound_cpu_weight", _cpu_weight),
                "timeout": ("bound_timeout_s", lambda v: parse_duration(v) or None)},

@@ -59,6 +59,8 @@ class MetricsSink:
             return _Family(factory, name, doc, labels, drop_labels, registry, **kw)
 
         self._agents: OrderedDict[int, str] = OrderedDict()
+        # tool call id -> tool name, for the memory events that name only the call
+        self._tool_names: OrderedDict[int, str] = OrderedDict()
         self.sessions_started = family(Counter, "vigil_agent_sessions_started", "Agent sessions started", ["agent"])
         self.sessions_active = family(Gauge, "vigil_agent_sessions", "Agent sessions running now", ["agent"])
         self.execs = family(Counter, "vigil_process_execs", "Programs executed in agent process trees", ["agent"])
@@ -115,19 +117,23 @@ class MetricsSink:
             self.https.child(agent=agent).inc()
         elif kind == "tool_end":
             self._tool_end(agent, d)
+        elif kind == "tool_start" and d.get("tool_call") is not None:
+            self._tool_names[d["tool_call"]] = _label(d.get("tool_name"))
+            while len(self._tool_names) > SESSIONS_REMEMBERED:
+                self._tool_names.popitem(last=False)
         elif kind == "oom_kill":
-            self.oom_kills.child(agent=agent, tool=_label(d.get("tool_name"))).inc()
+            self.oom_kills.child(agent=agent, tool=self._tool_names.get(d.get("tool_call"), "none")).inc()
         elif kind == "mem_spike":
-            self.mem_spikes.child(agent=agent, tool=_label(d.get("tool_name"))).inc()
+            self.mem_spikes.child(agent=agent, tool=self._tool_names.get(d.get("tool_call"), "none")).inc()
         elif kind == "detection":
-            what = _label(d.get("kind"))
+            what = _label(d.get("name"))
             self.detections.child(agent=agent, kind=what).inc()
-            if what == "unrequested_process":
+            if what == "unrequested":
                 self.unrequested.child(agent=agent).inc()
-        elif kind == "file" or kind.startswith("file_"):
-            self.file_effects.child(agent=agent, kind=_label(d.get("kind") or kind.removeprefix("file_"))).inc()
-        elif kind == "net" or kind.startswith("net_"):
-            self.net_effects.child(agent=agent, kind=_label(d.get("kind") or kind.removeprefix("net_"))).inc()
+        elif kind.startswith("file_"):
+            self.file_effects.child(agent=agent, kind=kind.removeprefix("file_")).inc()
+        elif kind.startswith(("net_", "dns_")):
+            self.net_effects.child(agent=agent, kind=kind.split("_", 1)[1]).inc()
 
     def flush(self) -> None:
         """Metrics are live; nothing is buffered."""
@@ -151,6 +157,7 @@ class MetricsSink:
             self.llm_tool_requests.child(agent=agent, provider=labels["provider"], tool=_label(call.get("name"))).inc()
 
     def _tool_end(self, agent: str, d: Mapping[str, Any]) -> None:
+        self._tool_names.pop(d.get("tool_call"), None)  # type: ignore[arg-type]
         labels = {"agent": agent, "tool": _label(d.get("tool_name"))}
         self.tool_calls.child(**labels, outcome=_label(d.get("outcome"))).inc()
         if d.get("duration_ms") is not None:

@@ -46,6 +46,66 @@ class OneLineFormatter(logging.Formatter):
         return super().format(record).replace("\n", " | ")
 
 
+def open_effects(lineage: Any) -> Any:
+    """File and network effects; a kernel that refuses them costs the effects, not the service."""
+    from vigild.bpf.effects import EffectsSensor, EffectsUnsupported
+
+    try:
+        return EffectsSensor(lineage.shared_maps)
+    except EffectsUnsupported as exc:
+        log.warning("no file/network effects: %s", str(exc).splitlines()[0])
+        return None
+
+
+def detector_for(config: Config) -> Any:
+    from vigild.correlate.detections import DEFAULT_SECRET_GLOBS, DetectionConfig, Detector
+
+    if not config.detections:
+        return None
+    return Detector(DetectionConfig(enabled=config.detections,
+                                    secret_globs=DEFAULT_SECRET_GLOBS + config.secret_globs))
+
+
+class OtlpSessionExporter:
+    """Sends each session to the OTLP endpoint when it ends, from a thread of its own: an export
+    may wait on the network for seconds and must never hold up the pipeline."""
+
+    def __init__(self, store_path: Path, config: Config) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.store_path = store_path
+        self.config = config
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-otlp")
+        self.ended: list[int] = []
+
+    def handle(self, event: Any) -> None:
+        if event.type == "session_end":
+            self.ended.append(event.session.id)
+
+    def flush(self) -> None:
+        # Sinks flush in order and this one comes after the store's: the batch that ended these
+        # sessions is committed, so the export can read them back.
+        for session_id in self.ended:
+            self.pool.submit(self._export, session_id)
+        self.ended.clear()
+
+    def _export(self, session_id: int) -> None:
+        from vigild.daemon.otlp import OtlpExportError, export_session
+
+        store = Store(self.store_path, key_file=self.config.store_key_file)
+        try:
+            spans = export_session(store, session_id, self.config.otlp_endpoint or "",
+                                   capture_content=self.config.otlp_content)
+            log.info("exported session %d to %s (%d spans)", session_id, self.config.otlp_endpoint, spans)
+        except (OtlpExportError, StoreError) as exc:
+            log.warning("could not export session %d: %s", session_id, exc)
+        finally:
+            store.close()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
 class Service:
     """The sensors, pipeline, exporter and control socket of one vigild process."""
 
@@ -67,6 +127,7 @@ class Service:
         self.rate: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW + 1)
         self.last_prune = 0.0
         self.tls: TlsSensor | None = None
+        self.effects: Any = None
         self.exporter: Exporter | None = None
         self.control: ControlServer | None = None
         self.store = Store(config.store_path, key_file=config.store_key_file)
@@ -77,11 +138,17 @@ class Service:
                 self.tls.attach_system_libraries()
             intent = TlsStreamDecoder(capture_content=config.capture_content,
                                       max_body_bytes=config.max_call_bytes) if self.tls else None
+            if config.capture_effects:
+                self.effects = open_effects(self.lineage)
             self.matcher = AgentMatcher(config.agents)
             self.pipeline = Pipeline(self.lineage, sinks=[], tls=self.tls, intent=intent,
-                                     classify_root=self.matcher.classify)
+                                     classify_root=self.matcher.classify,
+                                     sensors=[self.effects] if self.effects is not None else [],
+                                     detector=detector_for(config))
             registry, metrics_sink = build_registry(self.health, config.drop_labels)
             self.pipeline.sinks += [StoreSink(self.store, self.pipeline.processes), metrics_sink]
+            if config.otlp_endpoint:
+                self.pipeline.sinks.append(OtlpSessionExporter(self.store.path, config))
             if config.metrics_address is not None:
                 self.exporter = Exporter(registry, config.metrics_address)
             self.control = ControlServer(config.socket_path, config.socket_group)
@@ -171,6 +238,9 @@ class Service:
         if self.tls is not None:
             self.tls.close()
             self.tls = None
+        if self.effects is not None:
+            self.effects.close()
+            self.effects = None
         self.lineage.close()
         if self.exporter is not None:
             self.exporter.close()

@@ -29,10 +29,7 @@ DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
 NOT_YET = "tool_start/tool_end events come with the tool-call control work, not built yet"
 EXPECTED_EMPTY: dict[tuple[str, str], str] = {
     ("vigild-overview", "Tool calls by outcome"): NOT_YET,
-    ("vigild-overview", "Unrequested processes"): "detection events come with the tool-call control work",
-    ("vigild-overview", "Detections"): "detection events come with the tool-call control work",
-    ("vigild-overview", "File effects by kind"): "file effect events come with the effects sensors, not built yet",
-    ("vigild-overview", "Network effects by kind"): "net effect events come with the effects sensors, not built yet",
+    ("vigild-overview", "Unrequested processes"): "unrequested is a tool-call property; the service does not run tool calls in cgroups yet",
     ("vigild-tools", "Tool calls by tool and outcome"): NOT_YET,
     ("vigild-tools", "Tool call duration"): NOT_YET,
     ("vigild-tools", "Peak memory of tool calls"): NOT_YET,
@@ -124,7 +121,9 @@ set -e
 "{sys.executable}" -c '{GARBAGE_CLIENT}'
 curl -sS --http1.1 "$FAKELLM_URL/simple/requests/" >/dev/null
 ls / >/dev/null
+cat "{tmp_path}/.env" >/dev/null  # a secret read: the detections panel
 """)
+    (tmp_path / ".env").write_text("API_TOKEN=not-a-real-one\n")
     agent.chmod(0o755)
     early = tmp_path / "earlyagent"  # running before vigild starts: adopted from /proc
     early.write_text("#!/bin/sh\nwhile :; do sleep 0.2; done\n")
