@@ -21,7 +21,10 @@ from vigild.daemon.store import Store, StoreError
 
 if TYPE_CHECKING:
     from vigild.bpf.lineage import LineageSensor
+    from vigild.daemon.config import Config
+    from vigild.daemon.control import ControlServer
     from vigild.daemon.control_loop import ToolCallControl
+    from vigild.daemon.pipeline import Pipeline
 
 DEFAULT_DB = Path(os.environ.get("VIGIL_DB", "/var/lib/vigild/vigil.db"))
 DEFAULT_SOCKET = Path(os.environ.get("VIGIL_SOCKET", "/run/vigild/vigild.sock"))
@@ -66,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="report a mem_spike when a call's memory grows by more than SIZE (default 100M; 0: off)")
     run.add_argument("--spike-window", type=float, default=1.0, metavar="S",
                      help="... within S seconds (default 1)")
+    run.add_argument("--config", type=Path, metavar="PATH",
+                     help="vigild config for per-tool [[policies]], [limits] (bounds on declared needs) and [adaptive]")
+    run.add_argument("--adaptive", action="store_true",
+                     help="raise calls' memory.high while the host has headroom, lower it under pressure")
+    run.add_argument("--socket", type=Path, metavar="PATH",
+                     help="where to serve declarations (default /run/vigild/run-<pid>.sock; the agent gets it as VIGIL_SOCKET)")
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...: the agent to run")
     run.set_defaults(pid=[], comm=[])
 
@@ -93,6 +102,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     keygen = sub.add_parser("keygen", help="write a new key for encrypting prompt content at rest")
     keygen.add_argument("path", type=Path, help="where to write it (created with mode 0600; never overwritten)")
+
+    declare = sub.add_parser("declare", help="declare what a tool call needs, then run it",
+                             description="Tell vigil what this tool call needs (inside a call: now) or what the next "
+                                         "one needs (--next, or without CMD), then exec CMD. Declared values above "
+                                         "the host's bounds are clamped, and vigil says so.")
+    declare.add_argument("--mem-high", type=parse_size, metavar="SIZE", help="memory.high (v1: soft limit)")
+    declare.add_argument("--mem-max", type=parse_size, metavar="SIZE", help="memory.max")
+    declare.add_argument("--pids-max", type=int, metavar="N", help="pids.max")
+    declare.add_argument("--cpu-weight", type=int, metavar="N", help="cpu.weight (1..10000; v1: cpu.shares)")
+    declare.add_argument("--timeout", type=float, metavar="S", help="kill the call after S seconds (from its start)")
+    declare.add_argument("--next", action="store_true", help="for the next tool call of this session, not this one")
+    declare.add_argument("--match", metavar="TEXT", help="with --next: only a call whose command line contains TEXT")
+    declare.add_argument("--tag", metavar="TAG", help="with --next: a name to ask about the call later (last_tool_end)")
+    declare.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"vigil socket (default $VIGIL_SOCKET or {DEFAULT_SOCKET})")
+    declare.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...: what to run with these needs")
+
+    hook = sub.add_parser("hook", help="Claude Code hooks (daemon/hooks/claude-code.json)",
+                          description="Read a Claude Code hook's JSON on stdin; pre-tool-use declares a Bash call's "
+                                      "needs, post-tool-use tells the agent which limit its call hit. Never blocks.")
+    hook.add_argument("event", choices=("pre-tool-use", "post-tool-use"))
+    hook.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"vigil socket (default $VIGIL_SOCKET or {DEFAULT_SOCKET})")
 
     status = sub.add_parser("status", help="ask the running vigild how it is doing")
     status.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
@@ -145,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_export(args)
         if args.command == "keygen":
             return cmd_keygen(args)
+        if args.command == "declare":
+            return cmd_declare(args)
+        if args.command == "hook":
+            from vigild.daemon.hook import run_hook
+
+            return run_hook(args.event, sys.stdin, sys.stdout, args.socket)
         return cmd_show(args)
     except (BpfUnavailable, BpfError, StoreError, LaunchError, CgroupError) as exc:
         first_line = str(exc).splitlines()[0]
@@ -155,14 +191,37 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _open_control(args: argparse.Namespace, lineage: LineageSensor) -> ToolCallControl:
-    """`vigil run`'s tool-call control (forks the fail-safe watchdog: call before any thread)."""
+    """`vigil run`'s tool-call control (forks the fail-safe watchdog: call before any thread):
+    the --tool-* defaults, the config's per-tool policies over them, adaptive memory.high."""
     from vigild.cgroups import Limits
+    from vigild.daemon.adaptive import AdaptiveController, AdaptiveSettings, ProcHostReader
     from vigild.daemon.control_loop import CallPolicy, open_run_control
+    from vigild.daemon.policy import policy_for_config
 
     limits = Limits(memory_high=args.tool_mem_high, memory_max=args.tool_mem_max, pids_max=args.tool_pids_max,
                     cpu_weight=args.tool_cpu_weight)
-    return open_run_control(lineage, CallPolicy(limits, args.tool_timeout), spike_bytes=args.spike,
-                            spike_window_ns=int(args.spike_window * 1e9))
+    control = open_run_control(lineage, CallPolicy(limits, args.tool_timeout), spike_bytes=args.spike,
+                               spike_window_ns=int(args.spike_window * 1e9))
+    config = args.run_config
+    if config is not None and config.policies:
+        control.policy_for = policy_for_config(config.policies, control.default_policy)
+    if args.adaptive or (config is not None and config.adaptive):
+        settings = AdaptiveSettings.from_config(config) if config is not None else AdaptiveSettings()
+        control.adaptive = AdaptiveController(settings, ProcHostReader())
+    return control
+
+
+def _serve_declarations(args: argparse.Namespace, pipeline: Pipeline) -> ControlServer:
+    """`vigil run`'s own socket for declared needs (the agent finds it in VIGIL_SOCKET): root and
+    the agent's user (vigil's own uid: the agent runs with vigil's credentials) only."""
+    from vigild.daemon.declare import Bounds, DeclareCommands, PeerControlServer
+
+    path = args.socket or Path(f"/run/vigild/run-{os.getpid()}.sock")
+    server = PeerControlServer(path, uids=frozenset({os.getuid()}))
+    DeclareCommands(pipeline, Bounds.from_config(args.run_config)).register(server)
+    server.start()
+    os.environ["VIGIL_SOCKET"] = str(path)
+    return server
 
 
 def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -188,8 +247,10 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             print(f"vigil: warning: the kernel keeps {COMM_MAX} bytes of a process name; "
                   f"matching {comm.encode()[:COMM_MAX].decode(errors='ignore')!r}", file=sys.stderr)
 
+    args.run_config = _load_run_config(parser, args) if args.command == "run" else None
     lineage = LineageSensor(root_comms=args.comm)
     control: ToolCallControl | None = None
+    declarations: ControlServer | None = None
     tls = None
     effects = None
     try:
@@ -228,6 +289,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     child = None
     status = 0
     try:
+        if control is not None:
+            declarations = _serve_declarations(args, pipeline)
         if command:
             child = spawn_gated(command)
             pipeline.add_pending_root(child.pid, command, os.getcwd(), os.getuid(), controlled=control is not None)
@@ -252,6 +315,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             status = 130
     finally:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        if declarations is not None:
+            declarations.close()
         pipeline.stop()
         if tls is not None:
             tls.close()
@@ -263,6 +328,48 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if pipeline.total_dropped:
             print(f"vigil: {pipeline.total_dropped} events were lost (ring buffer full)", file=sys.stderr)
     return status
+
+
+def _load_run_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config | None:
+    from vigild.daemon.config import ConfigError, load
+
+    if args.config is None:
+        return None
+    try:
+        return load(args.config)
+    except ConfigError as exc:
+        parser.error(str(exc))
+
+
+def cmd_declare(args: argparse.Namespace) -> int:
+    """Send the declaration, say what was applied (and clamped), then exec CMD. A vigil that
+    cannot be reached costs the limits, never the work: CMD runs all the same."""
+    from vigild.daemon.control import CommandError, request
+
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    needs = {"memory_high": args.mem_high, "memory_max": args.mem_max, "pids_max": args.pids_max,
+             "cpu_weight": args.cpu_weight, "timeout_s": args.timeout}
+    ok = True
+    try:
+        reply = request(args.socket, "declare", next=args.next or not command, match=args.match, tag=args.tag,
+                        **{k: v for k, v in needs.items() if v is not None})
+    except (OSError, CommandError) as exc:
+        ok = False
+        print(f"vigil: warning: cannot declare to {args.socket}: {exc}", file=sys.stderr)
+    else:
+        where = "this tool call" if reply["applies_to"] == "this_call" else "the next tool call"
+        print(f"vigil: declared for {where}: {json.dumps(reply['applied'])}", file=sys.stderr)
+        for clamp in reply["clamped"]:
+            shown = (lambda v: f"{v / (1 << 20):g}M") if clamp["need"].startswith("memory") else (lambda v: f"{v:g}")
+            print(f"vigil: {clamp['need']} {shown(clamp['declared'])} is above the host bound: clamped to "
+                  f"{shown(clamp['bound'])}", file=sys.stderr)
+    if command:
+        try:
+            os.execvp(command[0], command)
+        except OSError as exc:
+            print(f"vigil: error: cannot run {command[0]!r}: {exc.strerror}", file=sys.stderr)
+            return 127
+    return 0 if ok else 1
 
 
 def _open_effects(lineage: LineageSensor) -> object | None:

@@ -18,8 +18,9 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from vigild.bpf.control import ControlSensor, MemSpike, OomKill
 from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent, ProcessEvent
 from vigild.bpf.lineage import LineageSensor
 from vigild.cgroups import AGENT, CgroupBackend, CgroupError, Limits, detect, open_backend
-from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, outcome
+from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, command_matches, outcome
 from vigild.daemon.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
 from vigild.daemon.watchdog import Watchdog, start_watchdog
 
@@ -37,6 +38,8 @@ PARENT_PREFIX = "vigil-run-"
 CONTROLLERS = ("memory", "pids", "cpu")
 HELD_TOO_LONG_NS = 2_000_000_000   # a held pid whose exec event never arrived (ring full) is let go
 EMPTY_CHECK_INTERVAL_S = 1.0       # how often open calls' groups are checked for emptiness
+PENDING_TTL_S = 120.0              # a declaration for the next call that no call took is dropped
+ENDED_REMEMBERED = 256             # finished calls kept for `last_tool_end`
 DELAY_FIELDS = {"cpu_ns": "cpu_delay_ms", "blkio_ns": "blkio_delay_ms", "reclaim_ns": "reclaim_delay_ms",
                 "thrashing_ns": "thrashing_delay_ms"}
 
@@ -51,8 +54,32 @@ class CallPolicy:
     def describe(self) -> dict[str, Any]:
         return {**{k: v for k, v in asdict(self.limits).items() if v is not None}, "timeout_s": self.timeout_s}
 
+    def over(self, base: CallPolicy) -> CallPolicy:
+        """This policy's set fields on top of `base`'s: a declared need replaces only what it names."""
+        limits = replace(base.limits, **{f.name: getattr(self.limits, f.name) for f in fields(Limits)
+                                         if getattr(self.limits, f.name) is not None})
+        return CallPolicy(limits, self.timeout_s if self.timeout_s is not None else base.timeout_s)
+
+
+@dataclass
+class PendingPolicy:
+    """A policy waiting for the next call of a session (None: of any session) whose command line
+    contains `match` (None: whatever it runs); `tag` names it for the caller (e.g. the hook's
+    tool_use_id), so the caller can later ask how that very call ended."""
+
+    policy: CallPolicy
+    session_id: int | None = None
+    match: str | None = None
+    tag: str | None = None
+    expires_ns: int = 0
+
+    def fits(self, call: ToolCall, now_ns: int) -> bool:
+        return (now_ns <= self.expires_ns and self.session_id in (None, call.session_id)
+                and (self.match is None or command_matches(self.match, call.argv)))
+
 
 PolicyFor = Callable[[ToolCall], CallPolicy]
+TickHook = Callable[["ToolCallControl"], list[Any]]
 
 
 class ToolCallControl:
@@ -68,7 +95,10 @@ class ToolCallControl:
         self.book = book or ToolCallBook()
         self.default_policy = policy
         self.policy_for: PolicyFor = lambda call: self.default_policy
-        self._next: list[CallPolicy] = []
+        self._next: list[PendingPolicy] = []
+        self.tags: dict[int, str] = {}
+        self.ended: deque[tuple[ToolEnd, str | None]] = deque(maxlen=ENDED_REMEMBERED)
+        self.adaptive: TickHook | None = None  # e.g. adaptive.AdaptiveController.tick
         self.groups: dict[int, str] = {}
         self.applied: dict[int, CallPolicy] = {}
         self._delay_ns: dict[int, dict[str, int]] = {}
@@ -78,9 +108,24 @@ class ToolCallControl:
         self.delayacct: DelayAccounting | None = None
 
     # ---- the API policies plug into ----
-    def push_next_policy(self, policy: CallPolicy) -> None:
-        """Limits for the next tool call that starts (e.g. a need the agent declared for it)."""
-        self._next.append(policy)
+    def push_next_policy(self, policy: CallPolicy, session_id: int | None = None, match: str | None = None,
+                         tag: str | None = None, ttl_s: float = PENDING_TTL_S) -> None:
+        """Limits for the next tool call that starts (e.g. a need the agent declared for it), in
+        `session_id` only when given, and only a call running `match` when given. Its set fields
+        go on top of what `policy_for` gives that call."""
+        self._next.append(PendingPolicy(policy, session_id, match, tag, time.time_ns() + int(ttl_s * 1e9)))
+
+    def has_tag(self, tag: str) -> bool:
+        """Whether a declaration tagged so waits for its call or its call is still running."""
+        return tag in self.tags.values() or any(p.tag == tag for p in self._next)
+
+    def _take_pending(self, call: ToolCall) -> PendingPolicy | None:
+        now = time.time_ns()
+        self._next = [p for p in self._next if p.expires_ns >= now]
+        for i, pending in enumerate(self._next):
+            if pending.fits(call, now):
+                return self._next.pop(i)
+        return None
 
     def policy_of_pid(self, pid: int) -> CallPolicy | None:
         """The policy in force for the call pid belongs to, or None when it is in none."""
@@ -129,7 +174,12 @@ class ToolCallControl:
 
     def _start(self, event: ExecEvent) -> ToolStart:
         call = self.book.start(event)
-        policy = self._next.pop(0) if self._next else self.policy_for(call)
+        policy = self.policy_for(call)
+        pending = self._take_pending(call)
+        if pending is not None:
+            policy = pending.policy.over(policy)
+            if pending.tag is not None:
+                self.tags[call.id] = pending.tag
         group = error = None
         try:
             group = self.backend.create_call(str(call.id), policy.limits)
@@ -198,9 +248,11 @@ class ToolCallControl:
         delays = {name: (round(sums[key] / 1e6, 3) if sums is not None else None) for key, name in DELAY_FIELDS.items()}
         if sums is None and self.delays is not None:
             delays = {name: 0.0 for name in DELAY_FIELDS.values()}
-        return ToolEnd(ts_ns=call.end_ns or time.time_ns(), call=call, outcome=outcome(call, oom_kills),
-                       limits=policy.describe(), limits_hit=hit, peak_memory_bytes=peak, oom_kills=oom_kills,
-                       processes=len(call.all_pids), delays=delays)
+        end = ToolEnd(ts_ns=call.end_ns or time.time_ns(), call=call, outcome=outcome(call, oom_kills),
+                      limits=policy.describe(), limits_hit=hit, peak_memory_bytes=peak, oom_kills=oom_kills,
+                      processes=len(call.all_pids), delays=delays)
+        self.ended.append((end, self.tags.pop(call.id, None)))
+        return end
 
     def _remove(self, group: str) -> None:
         try:
@@ -236,7 +288,10 @@ class ToolCallControl:
                 call.timed_out = True
                 self._kill(call, "timeout")
         self._release_stale_held()
-        return self._finish_empty()
+        events = self._finish_empty()
+        if self.adaptive is not None:
+            events += self.adaptive(self)
+        return events
 
     def _release_stale_held(self) -> None:
         boot_now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
