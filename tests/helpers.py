@@ -17,6 +17,7 @@ class TraceResult:
     events: list[dict[str, Any]]
     stderr: str
     stdout_other: list[str]
+    stdout: str = ""
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == kind]
@@ -45,7 +46,7 @@ def vigil_trace(args: list[str], timeout: float = 60, verbose: bool = False, **k
     proc = subprocess.run([*VIGIL, *flags, "trace", "-o", "json", *args], capture_output=True, text=True,
                           timeout=timeout, **kwargs)
     events, other = parse_json_lines(proc.stdout)
-    return TraceResult(proc.returncode, events, proc.stderr, other)
+    return TraceResult(proc.returncode, events, proc.stderr, other, proc.stdout)
 
 
 def vigil(args: list[str], timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
