@@ -11,7 +11,8 @@ const volatile struct lineage_config cfg = {
 	.match_comm = 0,
 };
 
-/* comm -> unused value: processes whose new comm matches become roots of a new session at exec. */
+/* comm -> TRACK_* flags for the root: processes whose new comm matches become roots of a new
+ * session at exec. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 256);
@@ -78,12 +79,17 @@ static __always_inline struct tracked_info *track_by_comm(__u32 tgid, struct tas
 {
 	char comm[TASK_COMM_LEN] = {};
 	struct tracked_info info = {};
+	__u32 *root_flags;
 
 	if (!cfg.match_comm)
 		return 0;
 	BPF_CORE_READ_STR_INTO(&comm, task, comm);
-	if (!bpf_map_lookup_elem(&root_comms, &comm))
+	root_flags = bpf_map_lookup_elem(&root_comms, &comm);
+	if (!root_flags)
 		return 0;
+	/* TRACK_CONTROLLED here, not later from user space: children the agent forks in its first
+	 * milliseconds must already start tool calls. */
+	info.flags = *root_flags & TRACK_CONTROLLED;
 	info.session_id = KERNEL_SESSION_BIT | (cfg.session_base + __sync_fetch_and_add(&next_kernel_session, 1));
 	info.root_pid = tgid;
 	info.depth = 0;

@@ -32,7 +32,7 @@ PROGRAMS = ("on_fork", "on_exec", "on_exit")
 class LineageSensor:
     """Tracks process trees in the kernel and reports their fork/exec/exit."""
 
-    def __init__(self, root_comms: Iterable[str] = (), wakeup_bytes: int = 256 * 1024) -> None:
+    def __init__(self, root_comms: Iterable[str] = (), wakeup_bytes: int = 256 * 1024, root_flags: int = 0) -> None:
         check_host()
         raise_memlock_limit()
         comms = list(root_comms)
@@ -48,7 +48,7 @@ class LineageSensor:
             self.root_comms: Map = self.obj.map("root_comms")
             self.held: Map = self.obj.map("held")
             for comm in comms:
-                self.add_root_comm(comm)
+                self.add_root_comm(comm, root_flags)
             for prog in PROGRAMS:
                 self.obj.attach(prog)
         except BaseException:
@@ -60,12 +60,12 @@ class LineageSensor:
     def shared_maps(self) -> dict[str, Map]:
         return {"tracked": self.tracked, "events": self.events, "stats": self.stats_map, "held": self.held}
 
-    def add_root_comm(self, comm: str) -> None:
+    def add_root_comm(self, comm: str, flags: int = 0) -> None:
         """Processes that exec a program with this name (as /proc/PID/comm shows it, at most 15
-        bytes) become roots of new sessions."""
+        bytes) become roots of new sessions; flags (TRACK_CONTROLLED) are the roots' from birth."""
         raw = comm.encode()[: TASK_COMM_LEN - 1]
         key = (ctypes.c_char * TASK_COMM_LEN)(*raw)
-        self.root_comms.update(key, ctypes.c_uint32(1))
+        self.root_comms.update(key, ctypes.c_uint32(flags))
 
     def remove_root_comm(self, comm: str) -> bool:
         """Stop making new roots of this name (a config reload dropped it); sessions already
@@ -99,14 +99,14 @@ class LineageSensor:
         raw = self.tracked.lookup(ctypes.c_uint32(pid))
         return TrackedInfoC.from_buffer_copy(raw) if raw else None
 
-    def track_tree(self, root_pid: int, session_id: int) -> list[psutil.Process]:
+    def track_tree(self, root_pid: int, session_id: int, flags: int = 0) -> list[psutil.Process]:
         """Track a running process and every descendant it already has.
 
         The root goes in first, so anything it forks from then on is tracked by the kernel; the
         descendants are listed twice so a child forked by a not-yet-tracked child while we walk
         is caught on the second pass."""
         root = psutil.Process(root_pid)
-        self.track(root_pid, session_id)
+        self.track(root_pid, session_id, flags=flags)
         found: dict[int, psutil.Process] = {root_pid: root}
         for _ in range(2):
             for child in root.children(recursive=True):

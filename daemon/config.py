@@ -120,6 +120,13 @@ class Config:
     bound_pids_max: int | None = None
     bound_cpu_weight: int | None = None
     bound_timeout_s: float | None = None
+    # [tools]: the service runs each tool call of tracked agents in its own cgroup with these limits
+    tools_enabled: bool = False
+    tool_memory_high: int | None = None
+    tool_memory_max: int | None = None
+    tool_pids_max: int | None = None
+    tool_cpu_weight: int | None = None
+    tool_timeout_s: float | None = None
     # [adaptive]: memory.high follows host headroom and pressure (daemon/adaptive.py)
     adaptive: bool = False
     adaptive_pressure: float = 10.0
@@ -291,6 +298,10 @@ TABLES: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
     "limits": {"memory_high": ("bound_memory_high", parse_size), "memory_max": ("bound_memory_max", parse_size),
                "pids_max": ("bound_pids_max", _positive_int), "cpu_weight": ("bound_cpu_weight", _cpu_weight),
                "timeout": ("bound_timeout_s", lambda v: parse_duration(v) or None)},
+    "tools": {"enabled": ("tools_enabled", _BOOL), "memory_high": ("tool_memory_high", parse_size),
+              "memory_max": ("tool_memory_max", parse_size), "pids_max": ("tool_pids_max", _positive_int),
+              "cpu_weight": ("tool_cpu_weight", _cpu_weight),
+              "timeout": ("tool_timeout_s", lambda v: parse_duration(v) or None)},
     "adaptive": {"enabled": ("adaptive", _BOOL), "pressure": ("adaptive_pressure", _percent),
                  "headroom": ("adaptive_headroom", _fraction), "floor": ("adaptive_floor", parse_size)},
 }

@@ -145,11 +145,12 @@ class Pipeline:
         self._last_drop_check = 0.0
 
     # ---- roots ----
-    def add_root(self, pid: int, agent: str | None = None) -> Session:
-        """Track a running process and the tree below it, as one new session."""
+    def add_root(self, pid: int, agent: str | None = None, controlled: bool = False) -> Session:
+        """Track a running process and the tree below it, as one new session. controlled: the
+        processes it spawns from now on are tool calls (its existing children are not)."""
         with self._lock:
             session_id = self.session_ids.next()
-            procs = self.lineage.track_tree(pid, session_id)
+            procs = self.lineage.track_tree(pid, session_id, flags=TRACK_CONTROLLED if controlled else 0)
             root = procs[0]
             session = Session(id=session_id, root_pid=pid, started_ns=int(root.create_time() * 1e9),
                               argv=[redact_text(a) for a in _safe(root.cmdline, [])], agent=agent, cwd=_safe(root.cwd, None),
@@ -310,6 +311,10 @@ class Pipeline:
                 return
             self._open_session(Session(id=event.session_id, root_pid=event.pid, started_ns=event.ts_ns,
                                        argv=event.argv, agent=agent or None, uid=event.uid))
+            if self.control is not None:
+                # Roots matched on more than their name (exe/args globs) are known to be agents
+                # only now; the kernel already made name-matched ones controlled at exec.
+                self.lineage.track(event.pid, event.session_id, flags=TRACK_CONTROLLED)
         # Before anything slower: a tool call's first process is stopped until it is placed.
         tool_events = self.control.observe(event) if self.control is not None else []
         if isinstance(event, ExecEvent) and self.tls is not None:

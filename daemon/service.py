@@ -36,7 +36,7 @@ RATE_WINDOW = 10  # ticks over which `status` reports events/s
 PRUNE_EVERY_S = 600.0
 # Settings that are read once at start; a reload that changes them says a restart is needed.
 RESTART_FIELDS = ("capture_tls", "max_call_bytes", "store_path", "store_key_file", "metrics_address",
-                  "drop_labels", "socket_path", "socket_group")
+                  "drop_labels", "socket_path", "socket_group", "tools_enabled", "capture_effects")
 
 
 class OneLineFormatter(logging.Formatter):
@@ -55,6 +55,25 @@ def open_effects(lineage: Any) -> Any:
     except EffectsUnsupported as exc:
         log.warning("no file/network effects: %s", str(exc).splitlines()[0])
         return None
+
+
+def open_tool_control(lineage: Any, config: Config) -> Any:
+    """Per-tool-call cgroups for tracked agents, as `vigil run` has them: the [tools] limits,
+    the [[policies]] over them, adaptive memory.high if enabled."""
+    from vigild.cgroups import Limits
+    from vigild.daemon.adaptive import AdaptiveController, AdaptiveSettings, ProcHostReader
+    from vigild.daemon.control_loop import CallPolicy, open_run_control
+    from vigild.daemon.policy import policy_for_config
+
+    limits = Limits(memory_high=config.tool_memory_high, memory_max=config.tool_memory_max,
+                    pids_max=config.tool_pids_max, cpu_weight=config.tool_cpu_weight)
+    tools = open_run_control(lineage, CallPolicy(limits, config.tool_timeout_s), spike_bytes=100 << 20,
+                             spike_window_ns=1_000_000_000)
+    if config.policies:
+        tools.policy_for = policy_for_config(config.policies, tools.default_policy)
+    if config.adaptive:
+        tools.adaptive = AdaptiveController(AdaptiveSettings.from_config(config), ProcHostReader())
+    return tools
 
 
 def detector_for(config: Config) -> Any:
@@ -114,7 +133,7 @@ class Service:
         from vigild.bpf.tls import TlsSensor
         from vigild.correlate.tls_stream import TlsStreamDecoder
         from vigild.daemon.control import ControlServer
-        from vigild.daemon.declare import Bounds, DeclareCommands
+        from vigild.daemon.declare import Bounds, DeclareCommands, PeerControlServer
         from vigild.daemon.metrics import Exporter, build_registry
         from vigild.daemon.pipeline import Pipeline
         from vigild.daemon.sinks import StoreSink
@@ -130,9 +149,13 @@ class Service:
         self.effects: Any = None
         self.exporter: Exporter | None = None
         self.control: ControlServer | None = None
+        self.tools: Any = None
+        self.tools_on = config.tools_enabled  # fixed for the process: cgroups and watchdog are set up once
         self.store = Store(config.store_path, key_file=config.store_key_file)
-        self.lineage = LineageSensor(root_comms=config.root_comms)
+        self.lineage = LineageSensor(root_comms=config.root_comms, root_flags=self.root_flags)
         try:
+            if config.tools_enabled:
+                self.tools = open_tool_control(self.lineage, config)  # forks the watchdog: before any thread
             if config.capture_tls:
                 self.tls = TlsSensor(self.lineage.shared_maps, max_call_bytes=config.max_call_bytes)
                 self.tls.attach_system_libraries()
@@ -144,22 +167,28 @@ class Service:
             self.pipeline = Pipeline(self.lineage, sinks=[], tls=self.tls, intent=intent,
                                      classify_root=self.matcher.classify,
                                      sensors=[self.effects] if self.effects is not None else [],
-                                     detector=detector_for(config))
+                                     detector=detector_for(config), control=self.tools)
             registry, metrics_sink = build_registry(self.health, config.drop_labels)
             self.pipeline.sinks += [StoreSink(self.store, self.pipeline.processes), metrics_sink]
             if config.otlp_endpoint:
                 self.pipeline.sinks.append(OtlpSessionExporter(self.store.path, config))
             if config.metrics_address is not None:
                 self.exporter = Exporter(registry, config.metrics_address)
-            self.control = ControlServer(config.socket_path, config.socket_group)
+            # PeerControlServer: `declare` needs to know which process asks (SO_PEERCRED pid).
+            self.control = PeerControlServer(config.socket_path, config.socket_group)
             self.control.register("status", lambda _request: self.status())
-            # Declared needs (`vigil declare`, the hooks): refused with an explanation until the
-            # service places tool calls in cgroups; `vigil run` serves them today.
             DeclareCommands(self.pipeline, Bounds.from_config(config)).register(self.control)
         except BaseException:
             self._release()
             self.store.close()
             raise
+
+    @property
+    def root_flags(self) -> int:
+        """Agents found by name are controlled from their exec when tool calls are governed."""
+        from vigild.bpf.events import TRACK_CONTROLLED
+
+        return TRACK_CONTROLLED if self.tools_on else 0
 
     # ---- lifecycle ----
     def start(self) -> None:
@@ -179,7 +208,7 @@ class Service:
             if self.lineage.tracked_info(pid) is not None:
                 continue  # the kernel caught its exec already
             try:
-                session = self.pipeline.add_root(pid, agent=agent)
+                session = self.pipeline.add_root(pid, agent=agent, controlled=self.tools is not None)
             except psutil.Error:
                 continue  # exited meanwhile
             log.info("adopted running %s pid %d as session %d", agent, pid, session.id)
@@ -205,7 +234,7 @@ class Service:
             return
         old = self.config
         for comm in set(new.root_comms) - set(old.root_comms):
-            self.lineage.add_root_comm(comm)
+            self.lineage.add_root_comm(comm, self.root_flags)
         for comm in set(old.root_comms) - set(new.root_comms):
             self.lineage.remove_root_comm(comm)
         self.matcher.specs = new.agents
@@ -230,6 +259,8 @@ class Service:
         if self.control is not None:
             self.control.close()
             self.control = None
+        if self.tools is not None:
+            self.pipeline.end_tool_calls("shutdown", timeout=3.0)
         self.pipeline.stop()  # flushes and closes the sinks, the store among them
         self._release()
         log.info("stopped")
@@ -242,6 +273,9 @@ class Service:
             self.effects.close()
             self.effects = None
         self.lineage.close()
+        if self.tools is not None:
+            self.tools.release_resources()
+            self.tools = None
         if self.exporter is not None:
             self.exporter.close()
             self.exporter = None

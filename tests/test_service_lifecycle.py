@@ -88,3 +88,35 @@ def test_refuses_to_start_twice_on_one_socket(tmp_path: Path) -> None:
         assert first.status()["pid"] == first.pid  # its socket survived
     finally:
         assert first.stop() == 0
+
+
+def test_tool_calls_in_cgroups_and_nothing_left_at_sigterm(tmp_path: Path) -> None:
+    """With [tools] enabled the service runs each tool call of a tracked agent in its own cgroup;
+    SIGTERM mid-call ends the call and leaves no cgroup, no held process and no program behind."""
+    config = CONFIG.format(comm="toolagent") + '\n[tools]\nenabled = true\nmemory_max = "128M"\n'
+    daemon = Vigild(tmp_path, config).start()
+    script = tmp_path / "toolagent"
+    script.write_text("#!/bin/sh\nsleep 30\n")
+    script.chmod(0o755)
+    agent = subprocess.Popen([str(script)])
+    groups: list[Path] = []
+    try:
+        held = bpf_prog_ids(daemon.pid)
+        deadline = time.monotonic() + 10
+        while not groups and time.monotonic() < deadline:
+            groups = [p for p in Path("/sys/fs/cgroup/memory").glob(f"**/vigil-run-{daemon.pid}/tools/call-*")]
+            time.sleep(0.1)
+        assert groups, daemon.log
+        limit = int((groups[0] / "memory.limit_in_bytes").read_text())
+        assert limit == 128 << 20
+        sleeper = int((groups[0] / "cgroup.procs").read_text().split()[0])
+        assert Path(f"/proc/{sleeper}/cmdline").read_bytes().split(b"\0")[0] == b"sleep"
+    finally:
+        assert daemon.stop() == 0, daemon.log
+        agent.wait(timeout=10)
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/**/vigil-run-{daemon.pid}"))
+    assert not Path(f"/proc/{sleeper}").exists() or "T" not in Path(f"/proc/{sleeper}/stat").read_text().split()[2]
+    deadline = time.monotonic() + 5
+    while held & loaded_prog_ids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not held & loaded_prog_ids()

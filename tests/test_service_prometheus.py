@@ -26,18 +26,10 @@ from vigild_proc import Vigild, free_port, metric_value
 pytestmark = pytest.mark.usefixtures("root")
 
 DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
-NOT_YET = "tool_start/tool_end events come with the tool-call control work, not built yet"
-EXPECTED_EMPTY: dict[tuple[str, str], str] = {
-    ("vigild-overview", "Tool calls by outcome"): NOT_YET,
-    ("vigild-overview", "Unrequested processes"): "unrequested is a tool-call property; the service does not run tool calls in cgroups yet",
-    ("vigild-tools", "Tool calls by tool and outcome"): NOT_YET,
-    ("vigild-tools", "Tool call duration"): NOT_YET,
-    ("vigild-tools", "Peak memory of tool calls"): NOT_YET,
-    ("vigild-tools", "Peak memory distribution"): NOT_YET,
-    ("vigild-tools", "Limits hit"): NOT_YET,
-    ("vigild-tools", "Memory spikes"): "mem_spike events come with the tool-call control work",
-    ("vigild-tools", "OOM kills"): "oom_kill events come with the tool-call control work",
-}
+# Every panel gets data from the workload below; a panel that legitimately stays empty would be
+# listed here with the reason.
+EXPECTED_EMPTY: dict[tuple[str, str], str] = {}
+ALLOC = Path(__file__).resolve().parent / "data" / "control" / "alloc.py"
 RATE_WINDOW = "30s"
 # A TLS client that speaks no HTTP: the decoder must count a parse failure for it.
 GARBAGE_CLIENT = """
@@ -122,6 +114,8 @@ set -e
 curl -sS --http1.1 "$FAKELLM_URL/simple/requests/" >/dev/null
 ls / >/dev/null
 cat "{tmp_path}/.env" >/dev/null  # a secret read: the detections panel
+"{sys.executable}" "{ALLOC}" 200 0.1 oomalloc || true  # OOM-killed at its policy's 64 MiB
+"{sys.executable}" "{ALLOC}" 160 0.5 bigalloc  # a memory spike: 160 MiB in one burst
 """)
     (tmp_path / ".env").write_text("API_TOKEN=not-a-real-one\n")
     agent.chmod(0o755)
@@ -145,6 +139,15 @@ comm = "earlyagent"
 name = "shargs"
 exe = "*/sh"
 args = "*shargs-marker*"
+
+[tools]
+enabled = true
+memory_max = "256M"
+pids_max = 256
+
+[[policies]]
+match = "*oomalloc*"
+memory_max = "64M"
 """)
     prometheus = None
     try:
@@ -172,6 +175,8 @@ args = "*shargs-marker*"
         assert metric_value(metrics, "vigil_agent_sessions_started_total", agent="shargs") == 1
         assert metric_value(metrics, "vigil_agent_sessions_started_total") == 3
         assert metric_value(metrics, "vigil_parse_failures_total") >= 1
+        assert metric_value(metrics, "vigil_oom_kills_total", agent="fake") >= 1
+        assert metric_value(metrics, "vigil_tool_calls_total", agent="fake", outcome="oom_killed") == 1
         # Rates need two samples of every series after its first appearance.
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
