@@ -11,7 +11,6 @@ tracked without it (one record per write call). Events are those reaching the pi
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -23,8 +22,9 @@ from pathlib import Path
 from vigild.bpf.effects import EffectsSensor
 from vigild.bpf.effects_events import EFFECT_KIND_NAMES
 from vigild.bpf.lineage import LineageSensor
-from vigild.daemon.launch import spawn_gated
 from vigild.daemon.pipeline import Pipeline
+
+from runner import run_plain, run_tracked
 
 FILES, DIRS, WRITES = 2000, 100, 200_000
 EFFECT_TYPES = set(EFFECT_KIND_NAMES.values())
@@ -74,24 +74,6 @@ def workloads(tmp: Path, tarball: Path, repo: Path) -> dict[str, tuple[list[str]
     }
 
 
-def run_plain(argv: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True)
-    return time.perf_counter() - start
-
-
-def run_tracked(argv: list[str], pipeline: Pipeline) -> float:
-    child = spawn_gated(argv)
-    pipeline.add_pending_root(child.pid, argv, os.getcwd(), 0)
-    start = time.perf_counter()
-    child.release()
-    os.waitpid(child.pid, 0)
-    elapsed = time.perf_counter() - start
-    pipeline.wait_exit(child.pid, timeout=30)
-    time.sleep(0.05)  # sums written at exit follow the exit record
-    return elapsed
-
-
 def measure(loads: dict[str, tuple[list[str], Path]], mode: str, times: dict, events: dict, drops: dict) -> None:
     if mode == "untraced":
         for name, (argv, out) in loads.items():
@@ -112,6 +94,7 @@ def measure(loads: dict[str, tuple[list[str], Path]], mode: str, times: dict, ev
                 times.setdefault((mode, name), []).append(run_plain(argv))
             else:
                 times.setdefault((mode, name), []).append(run_tracked(argv, pipeline))
+                time.sleep(0.05)  # sums written at exit follow the exit record
             pipeline.run_once(0)
             events[(mode, name)] = sink.effects - before
             shutil.rmtree(out)

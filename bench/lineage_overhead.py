@@ -10,17 +10,16 @@ the host pays), and tracked (the workload is a traced root; events flow to a cou
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from vigild.bpf.lineage import LineageSensor
-from vigild.daemon.launch import spawn_gated
 from vigild.daemon.pipeline import Pipeline
+
+from runner import run_plain, run_tracked
 
 GETPID_C = r"""
 #include <stdlib.h>
@@ -59,23 +58,6 @@ def workloads(getpid_exe: Path) -> dict[str, list[str]]:
         "exec": ["sh", "-c", f"i=0; while [ $i -lt {EXECS} ]; do /bin/true; i=$((i+1)); done"],
         "getpid": [str(getpid_exe), str(GETPIDS)],
     }
-
-
-def run_plain(argv: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True)
-    return time.perf_counter() - start
-
-
-def run_tracked(argv: list[str], pipeline: Pipeline) -> float:
-    child = spawn_gated(argv)
-    pipeline.add_pending_root(child.pid, argv, os.getcwd(), 0)
-    start = time.perf_counter()
-    child.release()
-    os.waitpid(child.pid, 0)
-    elapsed = time.perf_counter() - start
-    pipeline.wait_exit(child.pid, timeout=5)
-    return elapsed
 
 
 def main() -> None:

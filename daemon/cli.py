@@ -231,7 +231,7 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from vigild.correlate.detections import Detector
     from vigild.correlate.tls_stream import TlsStreamDecoder
     from vigild.daemon.live_view import TextView
-    from vigild.daemon.pipeline import Pipeline, exit_status
+    from vigild.daemon.pipeline import Pipeline
     from vigild.daemon.sinks import JsonLinesSink, StoreSink
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd

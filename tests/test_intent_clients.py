@@ -175,7 +175,7 @@ def test_library_loaded_from_an_unusual_path_is_hooked(server: FakeLLMServer, tm
     env["LD_LIBRARY_PATH"] = str(libdir)
     result = vigil_trace(["--", sys.executable, str(script)], env=env, timeout=120, verbose=True)
     assert result.returncode == 0, result.stderr
-    assert f"hooked openssl in /proc/" in result.stderr and f"{libdir}/libssl.so" in result.stderr
+    assert "hooked openssl in /proc/" in result.stderr and f"{libdir}/libssl.so" in result.stderr
     matched(result, server.exchanges.wait_finished(2))
 
 
