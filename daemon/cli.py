@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     declare.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"vigil socket (default $VIGIL_SOCKET or {DEFAULT_SOCKET})")
     declare.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...: what to run with these needs")
 
-    hook = sub.add_parser("hook", help="Claude Code hooks (daemon/hooks/claude-code.json)",
+    hook = sub.add_parser("hook", help="Claude Code hooks (daemon/claude-code-hooks.json)",
                           description="Read a Claude Code hook's JSON on stdin; pre-tool-use declares a Bash call's "
                                       "needs, post-tool-use tells the agent which limit its call hit. Never blocks.")
     hook.add_argument("event", choices=("pre-tool-use", "post-tool-use"))

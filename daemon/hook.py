@@ -1,5 +1,5 @@
 """`vigil hook pre-tool-use` / `vigil hook post-tool-use`: Claude Code hooks (see
-`daemon/hooks/claude-code.json`) that declare a Bash call's needs and tell the agent how it ended.
+`daemon/claude-code-hooks.json`) that declare a Bash call's needs and tell the agent how it ended.
 
 Input is the hook JSON Claude Code writes on stdin: `session_id`, `transcript_path`, `cwd`,
 `permission_mode`, `hook_event_name`, `tool_name`, `tool_input` (`{"command", "description",

@@ -16,7 +16,7 @@ DATA = Path(__file__).parent / "data" / "control"
 PY = sys.executable
 ALLOC = str(DATA / "alloc.py")
 HOOK_AGENT = str(DATA / "hook_agent.py")
-HOOKS = Path(__file__).parent.parent / "daemon" / "hooks" / "claude-code.json"
+HOOKS = Path(__file__).parent.parent / "daemon" / "claude-code-hooks.json"
 MIB = 1 << 20
 
 
