@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_argument("-n", "--limit", type=int, default=50)
     sessions.add_argument("-o", "--output", choices=("text", "json"), default="text")
 
-    show = sub.add_parser("show", help="print one session's process tree and events")
+    show = sub.add_parser("show", help="print a session's timeline: LLM calls, tool calls, processes, effects, alerts")
     show.add_argument("session", nargs="?", help="session id (default: the latest)")
     show.add_argument("--db", type=Path, default=DEFAULT_DB)
     show.add_argument("-o", "--output", choices=("text", "json"), default="text")
