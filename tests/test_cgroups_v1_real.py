@@ -7,7 +7,6 @@ Every group lives below the test process's own cgroup in each hierarchy, under a
 
 from __future__ import annotations
 
-import errno
 import itertools
 import os
 import resource
@@ -19,43 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cgroup_teardown import HOG, destroy
 from vigild.cgroups import Limits, OutsideParentError, V1Backend, detect, open_backend
 
 LIMIT = 64 << 20
 _names = itertools.count()
-
-HOG = """
-chunks = []
-for _ in range(200):
-    chunks.append(b"x" * (1 << 20))
-print("survived")
-"""
-
-
-def destroy(top: Path) -> None:
-    """Kill every member and rmdir the tree bottom-up; thaw first so killed tasks can exit."""
-    if not top.exists():
-        return
-    deadline = time.monotonic() + 10
-    for dirpath, _, _ in os.walk(top, topdown=False):
-        directory = Path(dirpath)
-        state = directory / "freezer.state"
-        if state.exists():
-            state.write_text("THAWED")
-        while True:
-            for pid in (directory / "cgroup.procs").read_text().split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            try:
-                os.rmdir(directory)
-                break
-            except OSError as exc:
-                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
 
 @pytest.fixture
 def cg(root: None) -> Iterator[V1Backend]:

@@ -8,54 +8,20 @@ under VIGIL_REQUIRE_BPF=1.
 
 from __future__ import annotations
 
-import errno
 import itertools
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from cgroup_teardown import HOG, destroy
 from conftest import need
 from vigild.cgroups import CgroupUnavailable, Limits, V2Backend, detect, open_backend
 
 LIMIT = 64 << 20
 _names = itertools.count()
-
-HOG = """
-chunks = []
-for _ in range(200):
-    chunks.append(b"x" * (1 << 20))
-print("survived")
-"""
-
-
-def destroy(top: Path) -> None:
-    """Kill the whole subtree (cgroup.kill, else SIGKILL per pid) and rmdir it bottom-up."""
-    if not top.exists():
-        return
-    deadline = time.monotonic() + 10
-    for dirpath, _, _ in os.walk(top, topdown=False):
-        directory = Path(dirpath)
-        while True:
-            if (directory / "cgroup.kill").exists():
-                (directory / "cgroup.kill").write_text("1")
-            for pid in (directory / "cgroup.procs").read_text().split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            try:
-                os.rmdir(directory)
-                break
-            except OSError as exc:
-                if exc.errno != errno.EBUSY or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
 
 @pytest.fixture
 def cg(root: None) -> Iterator[V2Backend]:
