@@ -1,6 +1,6 @@
 """Multi-tenant memory replay: one static memory limit per agent vs vigild's per-call limits.
 
-Replays the real agent memory traces (`/work/shared/traces/agent-memory-traces.jsonl.gz`: 158
+Replays the real agent memory traces (`../shared/traces/agent-memory-traces.jsonl.gz` beside the repository: 158
 Claude Code runs, container memory sampled ~1 s, tool calls with start/end) as groups of agents
 sharing one host, and prints both setups side by side from one run.
 
@@ -32,7 +32,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TRACES = Path("/work/shared/traces/agent-memory-traces.jsonl.gz")
+# shared/ sits beside the repository (the project's material folder).
+TRACES = Path(__file__).resolve().parent.parent.parent / "shared" / "traces" / "agent-memory-traces.jsonl.gz"
 MB = 1_000_000
 
 
