@@ -56,3 +56,22 @@ def emit(summary: dict[str, Any]) -> None:
     json.dump(summary, sys.stdout, ensure_ascii=False, sort_keys=True)
     sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+def anthropic_summary(message: Any, stream: bool) -> dict[str, Any]:
+    """What the anthropic SDK reconstructed from a Message, in the fields tests compare."""
+    return {
+        "api": "messages",
+        "stream": stream,
+        "id": message.id,
+        "model": message.model,
+        "text": "".join(b.text for b in message.content if b.type == "text"),
+        "tool_calls": [
+            {"id": b.id, "name": b.name, "arguments": b.input}
+            for b in message.content
+            if b.type == "tool_use"
+        ],
+        "input_tokens": message.usage.input_tokens,
+        "output_tokens": message.usage.output_tokens,
+        "finish_reason": message.stop_reason,
+    }

@@ -17,7 +17,7 @@ from typing import Any
 
 import anthropic
 import httpx2
-from _common import FAKE_ANTHROPIC_KEY, emit, parse_args, scenario_headers, tls_context
+from _common import FAKE_ANTHROPIC_KEY, anthropic_summary, emit, parse_args, scenario_headers, tls_context
 
 TOOLS: list[Any] = [
     {
@@ -39,24 +39,6 @@ MESSAGES: list[Any] = [{"role": "user", "content": "List the files and show me t
 MODEL = "claude-sonnet-4-6"
 
 
-def summarize(message: Any, stream: bool) -> dict[str, Any]:
-    return {
-        "api": "messages",
-        "stream": stream,
-        "id": message.id,
-        "model": message.model,
-        "text": "".join(b.text for b in message.content if b.type == "text"),
-        "tool_calls": [
-            {"id": b.id, "name": b.name, "arguments": b.input}
-            for b in message.content
-            if b.type == "tool_use"
-        ],
-        "input_tokens": message.usage.input_tokens,
-        "output_tokens": message.usage.output_tokens,
-        "finish_reason": message.stop_reason,
-    }
-
-
 def streaming(client: anthropic.Anthropic) -> dict[str, Any]:
     events = 0
     with client.messages.stream(
@@ -65,14 +47,14 @@ def streaming(client: anthropic.Anthropic) -> dict[str, Any]:
         for _ in stream:
             events += 1
         message = stream.get_final_message()
-    return {**summarize(message, stream=True), "chunks": events}
+    return {**anthropic_summary(message, stream=True), "chunks": events}
 
 
 def non_streaming(client: anthropic.Anthropic) -> dict[str, Any]:
     message = client.messages.create(
         model=MODEL, max_tokens=1024, system="You are a coding agent.", messages=MESSAGES, tools=TOOLS
     )
-    return summarize(message, stream=False)
+    return anthropic_summary(message, stream=False)
 
 
 def main() -> None:

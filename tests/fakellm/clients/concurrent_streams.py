@@ -26,7 +26,7 @@ from typing import Any
 import anthropic
 import httpx2
 import openai
-from _common import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, emit, parse_args, tls_context
+from _common import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, anthropic_summary, emit, parse_args, tls_context
 
 STREAMS = 4
 
@@ -40,21 +40,7 @@ def anthropic_stream(http: httpx2.Client, url: str, headers: dict[str, str]) -> 
         extra_headers=headers,
     ) as stream:
         message = stream.get_final_message()
-    return {
-        "api": "messages",
-        "stream": True,
-        "id": message.id,
-        "model": message.model,
-        "text": "".join(b.text for b in message.content if b.type == "text"),
-        "tool_calls": [
-            {"id": b.id, "name": b.name, "arguments": b.input}
-            for b in message.content
-            if b.type == "tool_use"
-        ],
-        "input_tokens": message.usage.input_tokens,
-        "output_tokens": message.usage.output_tokens,
-        "finish_reason": message.stop_reason,
-    }
+    return anthropic_summary(message, stream=True)
 
 
 def openai_stream(http: httpx2.Client, url: str, headers: dict[str, str]) -> dict[str, Any]:
