@@ -38,6 +38,9 @@ DEFAULT_SECRET_GLOBS = (
 )
 DEFAULT_WRITE_ALLOW_GLOBS = ("/tmp/**", "/var/tmp/**", "/dev/**", "/proc/**", "/sys/**", "/run/**")
 WRITE_TYPES = ("file_write", "file_unlink", "file_rename", "file_mkdir", "file_chmod")
+# The only event types observe() looks at; the pipeline skips building dicts for the rest.
+WATCHED_TYPES = frozenset({"session_start", "session_end", "llm_call", "tool_start", "file_open", "net_connect",
+                           *WRITE_TYPES})
 ALL_DETECTIONS = frozenset({"secret_read", "secret_egress", "unrequested", "tool_loop", "write_outside_tree"})
 
 

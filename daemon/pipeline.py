@@ -31,7 +31,7 @@ from vigild.bpf.events import (
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import RingBuffer
 from vigild.bpf.tls import TlsSensor
-from vigild.correlate.detections import Detector
+from vigild.correlate.detections import WATCHED_TYPES, Detector
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
@@ -389,7 +389,7 @@ class Pipeline:
         self.counts[event.type] += 1
         for sink in self.sinks:
             self._guard(sink.handle, event)
-        if self.detector is not None and event.type != "detection":
+        if self.detector is not None and event.type in WATCHED_TYPES:
             for detection in self.detector.observe(event_json(event)):
                 self._dispatch(detection)
 
