@@ -16,6 +16,7 @@
  * the fd is closed, replaced, closed at exec or left open at exit. Syscall numbers are x86-64's;
  * the loader refuses other architectures. */
 #include "common.bpf.h"
+#include "core_fixes.bpf.h"
 #include "effects.h"
 #include <bpf/bpf_endian.h>
 
@@ -1073,16 +1074,15 @@ int BPF_PROG(effects_enter, struct pt_regs *regs, long nr)
 	return 0;
 }
 
-/* fds still open when the process ends: the fd table is still there at this tracepoint. The
- * last thread is the one that took signal->live to 0 (the tracepoint's own group_dead argument
- * only exists since 6.16). */
+/* fds still open when the process ends: the fd table is still there at this tracepoint (whose
+ * group_dead argument older kernels lack: core_fixes.bpf.h). */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(effects_process_exit, struct task_struct *task)
 {
 	__u32 tgid = BPF_CORE_READ(task, tgid);
 	struct scratch *s;
 
-	if (BPF_CORE_READ(task, signal, live.counter) != 0 || !bpf_map_lookup_elem(&fd_owners, &tgid))
+	if (!last_thread_exiting(task) || !bpf_map_lookup_elem(&fd_owners, &tgid))
 		return 0;
 	s = scratch_get();
 	if (s) {
