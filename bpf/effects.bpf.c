@@ -152,10 +152,10 @@ struct named {
 };
 
 /* Per-CPU room for a record, a path being built and the larger working values of a syscall.
- * They live here rather than on the BPF stack: the verifier caps the stack of a whole call chain
- * (a program, its subprograms and bpf_loop callbacks) at 512 bytes, and kernels before 6.13
- * round every frame up to 32 bytes and count callbacks as frames, so the path walk under an
- * open's handler only fits when each frame keeps a few scalars. `busy` turns a nested use (a
+ * They live here rather than on the BPF stack: 6.1 and 6.12 cap the stack of a whole call chain
+ * (a program, its subprograms and bpf_loop callbacks, each frame rounded up to 32 bytes) at 512
+ * bytes, so the path walk under an open's handler only fits when each frame keeps a few scalars
+ * (6.18 gives tracing programs a private stack and accepted more). `busy` turns a nested use (a
  * program interrupting another on this CPU) into a counted loss instead of a corrupted record. */
 struct scratch {
 	__u32 busy;
