@@ -867,8 +867,7 @@ static void file_syscall(struct call *c)
 	case NR_openat:
 		return on_open(c, a0, (void *)a1, a2, a3);
 	case NR_openat2:
-		if (bpf_probe_read_user(how, sizeof(*how), (void *)a2))
-			__builtin_memset(how, 0, sizeof(*how));
+		bpf_probe_read_user(how, sizeof(*how), (void *)a2); /* zeroed when unreadable */
 		return on_open(c, a0, (void *)a1, how->flags, how->mode);
 	case NR_fchmod:
 		return on_fchmod(c, a0, a1);
