@@ -19,6 +19,7 @@ from fakellm import FAKE_ANTHROPIC_KEY, FakeLLMServer, client_env
 from helpers import vigil, vigil_trace
 from vigild.bpf.build import compile_object, find_clang, generate_vmlinux_h
 from vigild.bpf.features import FEATURES, Features
+from vigild.bpf.loader import BpfError, load_leaving_out_refused
 from vigild.bpf.objects import REPLACE_ENV
 from vigild_proc import Vigild, metric_value
 
@@ -27,10 +28,15 @@ REFUSAL = "invalid mem access 'scalar'"  # what every verifier says about refuse
 
 
 @pytest.fixture(scope="module")
-def refused_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("refused")
     generate_vmlinux_h(work)
-    return compile_object(DATA / "refused_effects.bpf.c", work, work, find_clang())
+    return work
+
+
+@pytest.fixture(scope="module")
+def refused_object(build_dir: Path) -> Path:
+    return compile_object(DATA / "refused_effects.bpf.c", build_dir, build_dir, find_clang())
 
 
 @pytest.fixture
@@ -56,6 +62,23 @@ def test_features_say_each_unavailable_feature_once() -> None:
     assert state["oom_kills"] == {"available": False, "reason": "not started", "gives": FEATURES["oom_kills"]}
     with pytest.raises(KeyError):
         features.available("telepathy")
+
+
+@pytest.mark.usefixtures("root")
+def test_a_refused_optional_program_is_left_out_and_the_rest_attaches(build_dir: Path) -> None:
+    """How control.bpf.o loses one feature and keeps the other on a kernel refusing one program."""
+    obj_path = compile_object(DATA / "one_refused.bpf.c", build_dir, build_dir, find_clang())
+    obj, refused = load_leaving_out_refused(obj_path, lambda _obj: None, ["refused"])
+    try:
+        assert list(refused) == ["refused"] and REFUSAL in refused["refused"]
+        obj.attach("kept")
+        with pytest.raises(BpfError):
+            obj.attach("refused")
+    finally:
+        obj.close()
+    with pytest.raises(BpfError) as info:  # a program that is not optional still fails the load
+        load_leaving_out_refused(obj_path, lambda _obj: None, [])
+    assert info.value.program == "refused" and info.value.reason is not None and REFUSAL in info.value.reason
 
 
 @pytest.mark.usefixtures("root")
