@@ -7,6 +7,7 @@
  * kernel fires whenever a resident-memory counter of an mm changes: no /proc polling, and a burst
  * is seen while it happens rather than at the next sample. */
 #include "common.bpf.h"
+#include "core_fixes.bpf.h"
 
 const volatile struct control_config cfg = {
 	.spike_bytes = 100ULL << 20,
@@ -47,13 +48,12 @@ struct {
 	__type(value, struct call_mem);
 } call_mem SEC(".maps");
 
-/* Resident pages as the kernel's own get_mm_counter() reads them (per-CPU counters, approximate
- * by at most the per-CPU batch), in bytes. */
+/* Resident pages as the kernel's own get_mm_counter() reads them, in bytes (the counter's layout
+ * differs before 6.2: core_fixes.bpf.h). */
 static __always_inline __u64 mm_rss_bytes(struct mm_struct *mm)
 {
-	__s64 pages = BPF_CORE_READ(mm, rss_stat[MM_FILEPAGES].count) +
-		      BPF_CORE_READ(mm, rss_stat[MM_ANONPAGES].count) +
-		      BPF_CORE_READ(mm, rss_stat[MM_SHMEMPAGES].count);
+	__s64 pages = mm_counter_pages(mm, MM_FILEPAGES) + mm_counter_pages(mm, MM_ANONPAGES) +
+		      mm_counter_pages(mm, MM_SHMEMPAGES);
 
 	return pages > 0 ? (__u64)pages << (cfg.page_shift & 31) : 0;
 }
@@ -151,7 +151,7 @@ int BPF_PROG(on_call_exit, struct task_struct *task)
 	struct proc_mem *pm;
 	struct call_mem *cm;
 
-	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+	if (!last_thread_exiting(task))
 		return 0;
 	pm = bpf_map_lookup_elem(&proc_mem, &tgid);
 	if (!pm)

@@ -22,10 +22,16 @@ from vigild.bpf.events import (
     ProcessEvent,
     fixed_part,
 )
-from vigild.bpf.loader import BpfObject, Map
+from vigild.bpf.features import Features
+from vigild.bpf.loader import BpfError, BpfObject, Map, load_leaving_out_refused
 from vigild.bpf.objects import object_path
 
-PROGRAMS = ("on_rss_stat", "on_call_exit", "on_mark_victim")
+# feature -> the programs it needs; a kernel that refuses one loses that feature only
+FEATURE_PROGRAMS = {
+    "memory_spikes": ("on_rss_stat", "on_call_exit"),
+    "oom_kills": ("on_mark_victim",),
+}
+PROGRAMS = tuple(prog for progs in FEATURE_PROGRAMS.values() for prog in progs)
 DEFAULT_SPIKE_BYTES = 100 << 20
 DEFAULT_SPIKE_WINDOW_NS = 1_000_000_000
 
@@ -66,25 +72,44 @@ def _decode_oom(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> OomKill
 
 
 class ControlSensor:
-    """Loads control.bpf.o against lineage's shared maps and attaches its programs."""
+    """Loads control.bpf.o against lineage's shared maps and attaches its programs.
+
+    A program this kernel refuses (at load or attach) is left out: `refused` says which and why,
+    and `report` turns that into the memory_spikes and oom_kills features."""
 
     def __init__(self, shared_maps: dict[str, Map], spike_bytes: int = DEFAULT_SPIKE_BYTES,
                  spike_window_ns: int = DEFAULT_SPIKE_WINDOW_NS) -> None:
-        self.obj = BpfObject(object_path("control.bpf.o"))
-        try:
+        page_shift = (os.sysconf("SC_PAGE_SIZE") - 1).bit_length()
+
+        def configure(obj: BpfObject) -> None:
             for name in ("tracked", "events", "stats"):
-                self.obj.reuse_map(name, shared_maps[name])
-            page_shift = (os.sysconf("SC_PAGE_SIZE") - 1).bit_length()
+                obj.reuse_map(name, shared_maps[name])
             # Spikes and OOM kills are rare and someone waits on them: wake the consumer at once.
-            self.obj.set_rodata(ControlConfigC(spike_bytes=spike_bytes, spike_window_ns=spike_window_ns,
-                                               wakeup_bytes=0, page_shift=page_shift))
-            self.obj.load()
+            obj.set_rodata(ControlConfigC(spike_bytes=spike_bytes, spike_window_ns=spike_window_ns,
+                                          wakeup_bytes=0, page_shift=page_shift))
+
+        self.obj, self.refused = load_leaving_out_refused(object_path("control.bpf.o"), configure, PROGRAMS)
+        try:
             self.call_mem: Map = self.obj.map("call_mem")
             for prog in PROGRAMS:
-                self.obj.attach(prog)
+                if prog in self.refused:
+                    continue
+                try:
+                    self.obj.attach(prog)
+                except BpfError as exc:
+                    self.refused[prog] = str(exc).splitlines()[0]
         except BaseException:
             self.obj.close()
             raise
+
+    def report(self, features: Features) -> None:
+        """Each feature is available when all its programs run; else the first refusal says why."""
+        for feature, progs in FEATURE_PROGRAMS.items():
+            refusals = [f"{prog}: {self.refused[prog]}" for prog in progs if prog in self.refused]
+            if refusals:
+                features.unavailable(feature, f"control.bpf.o {refusals[0]}")
+            else:
+                features.available(feature)
 
     def register(self, decoder: EventDecoder) -> None:
         decoder.register(EVENT_MEM_SPIKE, _decode_spike)

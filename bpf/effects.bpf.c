@@ -16,6 +16,7 @@
  * the fd is closed, replaced, closed at exec or left open at exit. Syscall numbers are x86-64's;
  * the loader refuses other architectures. */
 #include "common.bpf.h"
+#include "core_fixes.bpf.h"
 #include "effects.h"
 #include <bpf/bpf_endian.h>
 
@@ -130,11 +131,41 @@ struct {
 	__type(value, __u32);
 } fd_owners SEC(".maps");
 
-/* Per-CPU room for a record and a path being built. `busy` turns a nested use (a program
- * interrupting another on this CPU) into a counted loss instead of a corrupted record. */
+/* The dentry walk's position: one step up per bpf_loop iteration. */
+struct walk_state {
+	struct dentry *d;
+	struct vfsmount *mnt;
+	struct dentry *root_d;
+	struct vfsmount *root_mnt;
+	__u32 pos;  /* the path built so far is walk[pos, EFFECT_PATH_MAX) */
+	__u32 done; /* the walk reached the task's root (or the top of a mount tree) */
+};
+
+/* The path(s) an unlink, rename, mkdir or chmod named. */
+struct named {
+	const char *path;
+	const char *path2; /* rename's target, else 0 */
+	__s32 dfd;
+	__s32 dfd2;
+	__u32 mode;
+	__u32 flags;
+};
+
+/* Per-CPU room for a record, a path being built and the larger working values of a syscall.
+ * They live here rather than on the BPF stack: 6.1 and 6.12 cap the stack of a whole call chain
+ * (a program, its subprograms and bpf_loop callbacks, each frame rounded up to 32 bytes) at 512
+ * bytes, so the path walk under an open's handler only fits when each frame keeps a few scalars
+ * (6.18 gives tracing programs a private stack and accepted more). `busy` turns a nested use (a
+ * program interrupting another on this CPU) into a counted loss instead of a corrupted record. */
 struct scratch {
 	__u32 busy;
 	__u32 _pad;
+	struct walk_state w;
+	struct named named;
+	struct open_how how;
+	struct user_msghdr msg;
+	struct iovec iov;
+	struct fd_state fresh;
 	char walk[EFFECT_PATH_MAX + NAME_MAX + 1]; /* built right to left, ending at EFFECT_PATH_MAX */
 	union {
 		struct file_event file;
@@ -204,19 +235,13 @@ static __always_inline struct sock *file_sock(struct file *f)
 
 /* ---- paths ---- */
 
-struct walk_ctx {
-	struct dentry *d;
-	struct vfsmount *mnt;
-	struct dentry *root_d;
-	struct vfsmount *root_mnt;
-	char *buf;
-	__u32 pos;  /* the path built so far is buf[pos, EFFECT_PATH_MAX) */
-	__u32 done; /* the walk reached the task's root (or the top of a mount tree) */
-};
-
-/* One step up: prepend a component, or cross from a mount's root to where it is mounted. */
-static long walk_step(__u32 i, struct walk_ctx *w)
+/* One step up: prepend a component, or cross from a mount's root to where it is mounted. The
+ * loop's context is a pointer to the scratch (bpf_loop wants a stack pointer; the state is in
+ * the map). */
+static long walk_step(__u32 i, struct scratch **sp)
 {
+	struct scratch *s = *sp;
+	struct walk_state *w = &s->w;
 	struct dentry *d = w->d, *parent, *mnt_root;
 	struct vfsmount *mnt = w->mnt;
 	struct mount *m, *mp;
@@ -253,34 +278,30 @@ static long walk_step(__u32 i, struct walk_ctx *w)
 	if (pos >= EFFECT_PATH_MAX)
 		return 1;
 	name = BPF_CORE_READ(d, d_name.name);
-	bpf_probe_read_kernel(w->buf + pos + 1, len, name);
-	w->buf[pos] = '/';
+	bpf_probe_read_kernel(s->walk + pos + 1, len, name);
+	s->walk[pos] = '/';
 	w->pos = pos;
 	w->d = parent;
 	return 0;
 }
 
-/* Write the path of (dentry, mnt), relative to the task's root, at data[off]; returns its length
- * and sets *truncated when it did not fit. */
-static __u32 put_path(struct scratch *s, struct task_struct *task, const struct path *p, __u32 off,
-		      __u32 *truncated)
+/* Write the path of (s->w.d, s->w.mnt), relative to the task's root, at data[off]; returns its
+ * length and sets *truncated when it did not fit. */
+static __u32 put_path(struct scratch *s, struct task_struct *task, __u32 off, __u32 *truncated)
 {
-	struct walk_ctx w = {
-		.d = p->dentry,
-		.mnt = p->mnt,
-		.root_d = BPF_CORE_READ(task, fs, root.dentry),
-		.root_mnt = BPF_CORE_READ(task, fs, root.mnt),
-		.buf = s->walk,
-		.pos = EFFECT_PATH_MAX,
-	};
+	struct scratch *sp = s;
 	__u32 pos, len;
 
-	if (!w.d || !w.mnt)
+	if (!s->w.d || !s->w.mnt)
 		return 0;
-	bpf_loop(EFFECT_PATH_STEPS, walk_step, &w, 0);
-	if (!w.done)
+	s->w.root_d = BPF_CORE_READ(task, fs, root.dentry);
+	s->w.root_mnt = BPF_CORE_READ(task, fs, root.mnt);
+	s->w.pos = EFFECT_PATH_MAX;
+	s->w.done = 0;
+	bpf_loop(EFFECT_PATH_STEPS, walk_step, &sp, 0);
+	if (!s->w.done)
 		*truncated = 1;
-	pos = w.pos;
+	pos = s->w.pos;
 	if (pos >= EFFECT_PATH_MAX) { /* the root itself */
 		s->walk[EFFECT_PATH_MAX - 1] = '/';
 		pos = EFFECT_PATH_MAX - 1;
@@ -295,21 +316,20 @@ static __u32 put_path(struct scratch *s, struct task_struct *task, const struct 
 static __always_inline __u32 put_file_path(struct scratch *s, struct task_struct *task, struct file *f, __u32 off,
 					   __u32 *truncated)
 {
-	struct path p = { .mnt = BPF_CORE_READ(f, f_path.mnt), .dentry = BPF_CORE_READ(f, f_path.dentry) };
-
-	return put_path(s, task, &p, off, truncated);
+	s->w.d = BPF_CORE_READ(f, f_path.dentry);
+	s->w.mnt = BPF_CORE_READ(f, f_path.mnt);
+	return put_path(s, task, off, truncated);
 }
 
 /* The directory a relative name is resolved from: the cwd, or the file dirfd refers to. */
 static __u32 put_dir(struct scratch *s, struct task_struct *task, __s32 dfd, __u32 off, __u32 *truncated)
 {
-	struct path cwd;
 	struct file *f;
 
 	if (dfd == AT_FDCWD) {
-		cwd.mnt = BPF_CORE_READ(task, fs, pwd.mnt);
-		cwd.dentry = BPF_CORE_READ(task, fs, pwd.dentry);
-		return put_path(s, task, &cwd, off, truncated);
+		s->w.d = BPF_CORE_READ(task, fs, pwd.dentry);
+		s->w.mnt = BPF_CORE_READ(task, fs, pwd.mnt);
+		return put_path(s, task, off, truncated);
 	}
 	f = fd_file(task, dfd);
 	if (!f)
@@ -478,35 +498,35 @@ static void sockaddr_fill(struct net_event *ev, const void *uaddr, __u32 alen, i
 
 /* The fd's running sums, created on first sight. Creation classifies the fd once (regular file,
  * socket or neither), so later calls on it cost one hash lookup. */
-static struct fd_state *fd_state_get(struct task_struct *task, const struct tracked_info *info, __u32 tgid,
-				     __s32 fd)
+static struct fd_state *fd_state_get(struct call *c, __s32 fd)
 {
-	struct fd_key key = { .tgid = tgid, .fd = fd };
-	struct fd_state *st = bpf_map_lookup_elem(&fd_state, &key), fresh = {};
+	struct fd_key key = { .tgid = c->tgid, .fd = fd };
+	struct fd_state *st = bpf_map_lookup_elem(&fd_state, &key), *fresh = &c->s->fresh;
+	__u32 mode, one = 1, tgid = c->tgid;
 	struct sock *sk;
 	struct file *f;
-	__u32 mode, one = 1;
 
-	if (st && st->session_id == info->session_id)
+	if (st && st->session_id == c->info->session_id)
 		return st;
 	if (st) /* left by an earlier process with this tgid whose close went unseen */
 		bpf_map_delete_elem(&fd_state, &key);
-	f = fd_file(task, fd);
+	f = fd_file(c->task, fd);
 	if (!f)
 		return 0;
+	__builtin_memset(fresh, 0, sizeof(*fresh));
 	mode = BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT;
 	if (mode == S_IFREG && cfg.files)
-		fresh.kind = FD_FILE;
+		fresh->kind = FD_FILE;
 	else if (mode == S_IFSOCK && cfg.net)
-		fresh.kind = FD_SOCKET;
-	if (fresh.kind == FD_SOCKET) {
+		fresh->kind = FD_SOCKET;
+	if (fresh->kind == FD_SOCKET) {
 		sk = file_sock(f);
-		fresh.sock_type = BPF_CORE_READ(sk, sk_type);
+		fresh->sock_type = BPF_CORE_READ(sk, sk_type);
 	}
-	fresh.session_id = info->session_id;
-	fresh.call_id = info->call_id;
-	fresh.file = (__u64)f;
-	if (bpf_map_update_elem(&fd_state, &key, &fresh, BPF_NOEXIST)) {
+	fresh->session_id = c->info->session_id;
+	fresh->call_id = c->info->call_id;
+	fresh->file = (__u64)f;
+	if (bpf_map_update_elem(&fd_state, &key, fresh, BPF_NOEXIST)) {
 		count_event(EVENT_EFFECTS_FD_FULL, -1);
 		return 0;
 	}
@@ -688,14 +708,14 @@ static void dns_capture(struct call *c, __s32 fd, const void *buf, __u64 len, co
 /* The first buffer and the address of a sendmsg()/sendmmsg() message. */
 static void dns_msghdr(struct call *c, __s32 fd, struct user_msghdr *uh, __u64 sent)
 {
-	struct user_msghdr h = {};
-	struct iovec iov = {};
+	struct user_msghdr *h = &c->s->msg;
+	struct iovec *iov = &c->s->iov;
 
-	if (bpf_probe_read_user(&h, sizeof(h), uh) || !h.msg_iov)
+	if (bpf_probe_read_user(h, sizeof(*h), uh) || !h->msg_iov)
 		return;
-	if (bpf_probe_read_user(&iov, sizeof(iov), h.msg_iov))
+	if (bpf_probe_read_user(iov, sizeof(*iov), h->msg_iov))
 		return;
-	dns_capture(c, fd, iov.iov_base, sent < iov.iov_len ? sent : iov.iov_len, h.msg_name);
+	dns_capture(c, fd, iov->iov_base, sent < iov->iov_len ? sent : iov->iov_len, h->msg_name);
 }
 
 static void dns_check(struct call *c, __s32 fd, __u64 bytes)
@@ -728,7 +748,7 @@ static void on_transfer(struct call *c, __s32 fd, int out)
 
 	if (c->ret <= 0)
 		return;
-	st = fd_state_get(c->task, c->info, c->tgid, fd);
+	st = fd_state_get(c, fd);
 	if (!st || st->kind == FD_OTHER)
 		return;
 	if (c->nr == NR_sendmmsg || c->nr == NR_recvmmsg)
@@ -788,16 +808,6 @@ static void on_open(struct call *c, __s32 dfd, const char *upath, __u32 flags, _
 	file_emit(s, EVENT_FILE_OPEN, len);
 }
 
-/* The path(s) an unlink, rename, mkdir or chmod named. */
-struct named {
-	const char *path;
-	const char *path2; /* rename's target, else 0 */
-	__s32 dfd;
-	__s32 dfd2;
-	__u32 mode;
-	__u32 flags;
-};
-
 static void on_named(struct call *c, __u32 kind, const struct named *n)
 {
 	struct scratch *s = c->s;
@@ -843,9 +853,12 @@ static void file_syscall(struct call *c)
 	struct pt_regs *regs = c->regs;
 	long a0 = PT_REGS_PARM1_CORE_SYSCALL(regs), a1 = PT_REGS_PARM2_CORE_SYSCALL(regs);
 	long a2 = PT_REGS_PARM3_CORE_SYSCALL(regs), a3 = PT_REGS_PARM4_CORE_SYSCALL(regs);
-	struct named n = { .dfd = AT_FDCWD, .dfd2 = AT_FDCWD };
-	struct open_how how = {};
+	struct named *n = &c->s->named;
+	struct open_how *how = &c->s->how;
 
+	__builtin_memset(n, 0, sizeof(*n));
+	n->dfd = AT_FDCWD;
+	n->dfd2 = AT_FDCWD;
 	switch (c->nr) {
 	case NR_open:
 		return on_open(c, AT_FDCWD, (void *)a0, a1, a2);
@@ -854,51 +867,51 @@ static void file_syscall(struct call *c)
 	case NR_openat:
 		return on_open(c, a0, (void *)a1, a2, a3);
 	case NR_openat2:
-		bpf_probe_read_user(&how, sizeof(how), (void *)a2);
-		return on_open(c, a0, (void *)a1, how.flags, how.mode);
+		bpf_probe_read_user(how, sizeof(*how), (void *)a2); /* zeroed when unreadable */
+		return on_open(c, a0, (void *)a1, how->flags, how->mode);
 	case NR_fchmod:
 		return on_fchmod(c, a0, a1);
 	case NR_unlink:
 	case NR_rmdir:
 	case NR_mkdir:
 	case NR_chmod:
-		n.path = (void *)a0;
-		n.mode = c->nr == NR_mkdir || c->nr == NR_chmod ? a1 : 0;
-		n.flags = c->nr == NR_rmdir ? AT_REMOVEDIR : 0;
+		n->path = (void *)a0;
+		n->mode = c->nr == NR_mkdir || c->nr == NR_chmod ? a1 : 0;
+		n->flags = c->nr == NR_rmdir ? AT_REMOVEDIR : 0;
 		break;
 	case NR_unlinkat:
 	case NR_mkdirat:
 	case NR_fchmodat:
 	case NR_fchmodat2:
-		n.dfd = a0;
-		n.path = (void *)a1;
-		n.mode = c->nr == NR_unlinkat ? 0 : a2;
-		n.flags = c->nr == NR_unlinkat ? a2 : c->nr == NR_fchmodat2 ? a3 : 0;
+		n->dfd = a0;
+		n->path = (void *)a1;
+		n->mode = c->nr == NR_unlinkat ? 0 : a2;
+		n->flags = c->nr == NR_unlinkat ? a2 : c->nr == NR_fchmodat2 ? a3 : 0;
 		break;
 	case NR_rename:
-		n.path = (void *)a0;
-		n.path2 = (void *)a1;
+		n->path = (void *)a0;
+		n->path2 = (void *)a1;
 		break;
 	case NR_renameat:
 	case NR_renameat2:
-		n.dfd = a0;
-		n.path = (void *)a1;
-		n.dfd2 = a2;
-		n.path2 = (void *)a3;
-		n.flags = c->nr == NR_renameat2 ? PT_REGS_PARM5_CORE_SYSCALL(regs) : 0;
+		n->dfd = a0;
+		n->path = (void *)a1;
+		n->dfd2 = a2;
+		n->path2 = (void *)a3;
+		n->flags = c->nr == NR_renameat2 ? PT_REGS_PARM5_CORE_SYSCALL(regs) : 0;
 		break;
 	default:
 		return;
 	}
 	switch (c->nr) {
 	case NR_unlink: case NR_rmdir: case NR_unlinkat:
-		return on_named(c, EVENT_FILE_UNLINK, &n);
+		return on_named(c, EVENT_FILE_UNLINK, n);
 	case NR_mkdir: case NR_mkdirat:
-		return on_named(c, EVENT_FILE_MKDIR, &n);
+		return on_named(c, EVENT_FILE_MKDIR, n);
 	case NR_chmod: case NR_fchmodat: case NR_fchmodat2:
-		return on_named(c, EVENT_FILE_CHMOD, &n);
+		return on_named(c, EVENT_FILE_CHMOD, n);
 	default:
-		return on_named(c, EVENT_FILE_RENAME, &n);
+		return on_named(c, EVENT_FILE_RENAME, n);
 	}
 }
 
@@ -931,7 +944,7 @@ static void on_sockaddr(struct call *c, __u32 kind, __s32 fd, const void *uaddr,
 	}
 	emit(kind, ev, sizeof(*ev), cfg.wakeup_bytes);
 	if (c->ret == 0 || c->ret == -115 /* EINPROGRESS */)
-		fd_state_get(c->task, c->info, c->tgid, fd);
+		fd_state_get(c, fd);
 }
 
 static void on_accept(struct call *c)
@@ -949,7 +962,7 @@ static void on_accept(struct call *c)
 	c->s->net.fd = c->ret;
 	sock_fill(&c->s->net, f);
 	emit(EVENT_NET_ACCEPT, &c->s->net, sizeof(c->s->net), cfg.wakeup_bytes);
-	fd_state_get(c->task, c->info, c->tgid, c->ret);
+	fd_state_get(c, c->ret);
 }
 
 static void net_syscall(struct call *c)
@@ -1060,14 +1073,15 @@ int BPF_PROG(effects_enter, struct pt_regs *regs, long nr)
 	return 0;
 }
 
-/* fds still open when the process ends: the fd table is still there at this tracepoint. */
+/* fds still open when the process ends: the fd table is still there at this tracepoint (whose
+ * group_dead argument older kernels lack: core_fixes.bpf.h). */
 SEC("tp_btf/sched_process_exit")
-int BPF_PROG(effects_process_exit, struct task_struct *task, bool group_dead)
+int BPF_PROG(effects_process_exit, struct task_struct *task)
 {
 	__u32 tgid = BPF_CORE_READ(task, tgid);
 	struct scratch *s;
 
-	if (!group_dead || !bpf_map_lookup_elem(&fd_owners, &tgid))
+	if (!last_thread_exiting(task) || !bpf_map_lookup_elem(&fd_owners, &tgid))
 		return 0;
 	s = scratch_get();
 	if (s) {

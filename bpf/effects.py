@@ -12,6 +12,7 @@ import platform
 
 from vigild.bpf.effects_events import EffectsConfigC, register_effects
 from vigild.bpf.events import EventDecoder
+from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfObject, Map
 from vigild.bpf.objects import object_path
 
@@ -50,8 +51,7 @@ class EffectsSensor:
             try:
                 self.obj.load()
             except BpfError as exc:  # the verifier's log stays on the chained exception
-                raise EffectsUnsupported(f"effects programs refused by this kernel: {str(exc).splitlines()[0]}") \
-                    from exc
+                raise EffectsUnsupported(f"effects programs refused by this kernel: {exc.summary}") from exc
             for prog, loss in PROGRAMS.items():
                 try:
                     self.obj.attach(prog)
@@ -69,3 +69,20 @@ class EffectsSensor:
     def close(self) -> None:
         self.obj.close()
         self.attached = []
+
+
+def open_effects(shared_maps: dict[str, Map], features: Features) -> EffectsSensor | None:
+    """The effects sensor, or None when this host cannot run it (said once through `features`):
+    a kernel that refuses it costs the effects, not the trace."""
+    try:
+        sensor = EffectsSensor(shared_maps)
+    except (EffectsUnsupported, BpfError) as exc:
+        reason = exc.summary if isinstance(exc, BpfError) else str(exc).splitlines()[0]
+        features.unavailable("effects", reason)
+        return None
+    if "effects_exit" in sensor.missing:
+        sensor.close()
+        features.unavailable("effects", f"effects_exit: {sensor.missing['effects_exit']}")
+        return None
+    features.available("effects")
+    return sensor

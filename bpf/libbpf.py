@@ -103,9 +103,18 @@ def lib() -> ctypes.CDLL:
         return _lib
 
 
+# A refused program's verifier log arrives as one "%s" of up to megabytes, and its last lines say
+# why; a va_list cannot be formatted twice, so the buffer is sized for it up front (one per thread,
+# reused: libbpf prints hundreds of short lines per load).
+FORMAT_BUFFER_BYTES = 4 << 20
+_format_buffers = threading.local()
+
+
 def format_va(fmt: bytes, va_list: int) -> str:
     """Render a printf format with its va_list, as libbpf's print callback receives them."""
     assert _libc is not None
-    buf = ctypes.create_string_buffer(4096)
+    buf = getattr(_format_buffers, "buf", None)
+    if buf is None:
+        buf = _format_buffers.buf = ctypes.create_string_buffer(FORMAT_BUFFER_BYTES)
     _libc.vsnprintf(buf, len(buf), fmt, va_list)
     return buf.value.decode(errors="replace")

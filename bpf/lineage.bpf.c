@@ -5,6 +5,7 @@
  * fork, in the kernel, before it can run. Untracked processes cost one hash lookup and produce no
  * ring-buffer traffic at all. */
 #include "common.bpf.h"
+#include "core_fixes.bpf.h"
 
 const volatile struct lineage_config cfg = {
 	.wakeup_bytes = 256 * 1024,
@@ -183,7 +184,7 @@ int BPF_PROG(on_exit, struct task_struct *task)
 	struct exit_event ev = {};
 
 	/* The process is gone when its last thread exits, whichever thread that is. */
-	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+	if (!last_thread_exiting(task))
 		return 0;
 	info = bpf_map_lookup_elem(&tracked, &tgid);
 	if (!info)

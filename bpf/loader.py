@@ -10,9 +10,10 @@ import ctypes
 import errno as errno_mod
 import logging
 import os
+import re
 import resource
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from ctypes import byref, c_size_t
 from pathlib import Path
 
@@ -27,17 +28,30 @@ CAP_BPF = 39
 
 
 class BpfError(RuntimeError):
-    """A libbpf step failed. `step` says which, `errno` why; `log` holds libbpf's own words."""
+    """A libbpf step failed. `step` says which, `errno` why; `log` holds libbpf's own words.
+
+    For a refused load, `program` names the program libbpf could not load and `reason` is the
+    verifier's (or libbpf's) own explanation in one line, when the log has one."""
 
     def __init__(self, step: str, err: int, log_text: str = "") -> None:
         self.step = step
         self.errno = abs(err)
         self.log = log_text
+        self.program = _failed_program(log_text)
+        self.reason = _refusal_reason(log_text)
         reason = os.strerror(self.errno) if self.errno else "unknown error"
         message = f"{step}: {reason} (errno {self.errno})"
         if log_text:
             message += "\n" + log_text
         super().__init__(message)
+
+    @property
+    def summary(self) -> str:
+        """One line for a user: the step, the errno and, for a refused program, why."""
+        first = str(self).splitlines()[0]
+        if self.program and self.reason:
+            return f"{first}: program {self.program}: {self.reason}"
+        return first
 
 
 class BpfUnavailable(RuntimeError):
@@ -359,6 +373,67 @@ class BpfObject:
         if not ptr:
             raise BpfError(f"find program {name} in {self.path.name}", errno_mod.ENOENT)
         return ptr
+
+
+def load_leaving_out_refused(path: Path, configure: Callable[[BpfObject], None],
+                             optional: Iterable[str]) -> tuple[BpfObject, dict[str, str]]:
+    """Open, configure and load an object; when the kernel refuses one of the `optional`
+    programs, load again without it, so a refused program costs its own feature only.
+
+    libbpf loads an object's programs all or none and an object cannot be loaded twice, hence
+    the reopen. Returns the loaded object and {program: why it was refused}; a refusal of any
+    other program, or one without a program name, raises."""
+    optional = set(optional)
+    refused: dict[str, str] = {}
+    while True:
+        obj = BpfObject(path)
+        try:
+            configure(obj)
+            for program in refused:
+                obj.disable_program(program)
+            obj.load()
+            return obj, refused
+        except BpfError as exc:
+            obj.close()
+            if exc.program not in optional or exc.program in refused:
+                raise
+            refused[exc.program] = exc.reason or str(exc).splitlines()[0]
+        except BaseException:
+            obj.close()
+            raise
+
+
+_FAILED_PROGRAM = re.compile(r"prog '([^']+)': failed to load")
+_CORE_FAILURE = re.compile(r"failed to resolve CO-RE relocation (.*)")
+# Verifier lines that close every log and explain nothing.
+_LOG_NOISE = re.compile(r"^(processed \d+ insns|verification time|stack depth|\.\.\.$)")
+
+
+def _failed_program(log_text: str) -> str | None:
+    found = _FAILED_PROGRAM.findall(log_text)
+    return found[-1] if found else None
+
+
+def _refusal_reason(log_text: str) -> str | None:
+    """Why a load was refused, in one line: a structure this kernel lays out otherwise ("CO-RE
+    relocation ... struct mm_struct.rss_stat[0].count"), else the verifier's last line that says
+    something ("combined stack size of 6 calls is 544. Too large", "unknown func bpf_loop#181")."""
+    core = _CORE_FAILURE.findall(log_text)
+    if core:
+        return f"no CO-RE match on this kernel for {core[-1].strip()}"[:200]
+    lines = log_text.splitlines()
+    begins = [i for i, line in enumerate(lines) if "-- BEGIN PROG LOAD LOG --" in line]
+    if not begins:
+        return None
+    body = []
+    for line in lines[begins[-1] + 1:]:
+        if "-- END PROG LOAD LOG --" in line:
+            break
+        body.append(line.strip())
+    for text in reversed(body):
+        if text and not _LOG_NOISE.match(text):
+            return text[:200]
+    return None
 
 
 def _verifier_excerpt(lines: list[str], keep: int = 40) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vigild.bpf.events import TLS_DIR_READ, TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_OPENSSL, TlsConfigC
+from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfObject, Link, Map
 from vigild.bpf.objects import object_path
 
@@ -165,3 +166,15 @@ def _ldconfig_libraries() -> list[tuple[str, int]]:
             if soname.startswith(prefix + ".") and target:
                 found.append((target, lib))
     return found
+
+
+def open_tls(shared_maps: dict[str, Map], features: Features, max_call_bytes: int) -> TlsSensor | None:
+    """The TLS sensor, or None when this kernel refuses its programs (said once through
+    `features`): the processes and effects are still traced."""
+    try:
+        sensor = TlsSensor(shared_maps, max_call_bytes=max_call_bytes)
+    except BpfError as exc:
+        features.unavailable("tls", exc.summary)
+        return None
+    features.available("tls")
+    return sensor

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfUnavailable
 from vigild.cgroups import CgroupError
 from vigild.daemon.launch import LaunchError, spawn_gated
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _open_control(args: argparse.Namespace, lineage: LineageSensor) -> ToolCallControl:
+def _open_control(args: argparse.Namespace, lineage: LineageSensor, features: Features) -> ToolCallControl:
     """`vigil run`'s tool-call control (forks the fail-safe watchdog: call before any thread):
     the --tool-* defaults, the config's per-tool policies over them, adaptive memory.high."""
     from vigild.cgroups import Limits
@@ -201,7 +202,7 @@ def _open_control(args: argparse.Namespace, lineage: LineageSensor) -> ToolCallC
     limits = Limits(memory_high=args.tool_mem_high, memory_max=args.tool_mem_max, pids_max=args.tool_pids_max,
                     cpu_weight=args.tool_cpu_weight)
     control = open_run_control(lineage, CallPolicy(limits, args.tool_timeout), spike_bytes=args.spike,
-                               spike_window_ns=int(args.spike_window * 1e9))
+                               spike_window_ns=int(args.spike_window * 1e9), features=features)
     config = args.run_config
     if config is not None and config.policies:
         control.policy_for = policy_for_config(config.policies, control.default_policy)
@@ -226,8 +227,9 @@ def _serve_declarations(args: argparse.Namespace, pipeline: Pipeline) -> Control
 
 def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """`vigil trace`, and `vigil run` (the same, with tool-call control)."""
+    from vigild.bpf.effects import open_effects
     from vigild.bpf.lineage import LineageSensor
-    from vigild.bpf.tls import TlsSensor
+    from vigild.bpf.tls import open_tls
     from vigild.correlate.detections import Detector
     from vigild.correlate.tls_stream import TlsStreamDecoder
     from vigild.daemon.live_view import TextView
@@ -248,18 +250,24 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                   f"matching {comm.encode()[:COMM_MAX].decode(errors='ignore')!r}", file=sys.stderr)
 
     args.run_config = _load_run_config(parser, args) if args.command == "run" else None
+    features = Features(lambda line: print(f"vigil: warning: {line}", file=sys.stderr))
     lineage = LineageSensor(root_comms=args.comm)
+    features.available("lineage")
     control: ToolCallControl | None = None
     declarations: ControlServer | None = None
     tls = None
     effects = None
     try:
         if args.command == "run":
-            control = _open_control(args, lineage)
-        if not args.no_tls:
-            tls = TlsSensor(lineage.shared_maps, max_call_bytes=args.max_call_bytes)
-        if not args.no_effects:
-            effects = _open_effects(lineage)
+            control = _open_control(args, lineage, features)
+        if args.no_tls:
+            features.turned_off("tls", "--no-tls")
+        else:
+            tls = open_tls(lineage.shared_maps, features, args.max_call_bytes)
+        if args.no_effects:
+            features.turned_off("effects", "--no-effects")
+        else:
+            effects = open_effects(lineage.shared_maps, features)
     except BaseException:
         if control is not None:
             control.close()
@@ -370,17 +378,6 @@ def cmd_declare(args: argparse.Namespace) -> int:
             print(f"vigil: error: cannot run {command[0]!r}: {exc.strerror}", file=sys.stderr)
             return 127
     return 0 if ok else 1
-
-
-def _open_effects(lineage: LineageSensor) -> object | None:
-    """File and network effects; a kernel that refuses them costs the effects, not the trace."""
-    from vigild.bpf.effects import EffectsSensor, EffectsUnsupported
-
-    try:
-        return EffectsSensor(lineage.shared_maps)
-    except EffectsUnsupported as exc:
-        print(f"vigil: warning: no file/network effects: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return None
 
 
 def _wait_child(pid: int, timeout: float | None) -> int:

@@ -20,7 +20,8 @@ from typing import Any
 DEFAULT_PATH = Path("/etc/vigild/config.toml")
 COMM_MAX = 15  # the kernel keeps 15 bytes of a process name
 GLOB_CHARS = re.compile(r"[*?\[]")
-LABELS = frozenset({"agent", "provider", "model", "tool", "outcome", "type", "kind", "limit", "library", "reason"})
+LABELS = frozenset({"agent", "provider", "model", "tool", "outcome", "type", "kind", "limit", "library", "reason",
+                    "feature"})
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 DURATION_UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -24,9 +24,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from vigild.bpf.control import ControlSensor, MemSpike, OomKill
+from vigild.bpf.control import FEATURE_PROGRAMS, ControlSensor, MemSpike, OomKill
 from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent, ProcessEvent
+from vigild.bpf.features import Features
 from vigild.bpf.lineage import LineageSensor
+from vigild.bpf.loader import BpfError
 from vigild.cgroups import AGENT, CgroupBackend, CgroupError, Limits, detect, open_backend
 from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, command_matches, outcome
 from vigild.daemon.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
@@ -435,8 +437,10 @@ def _evict(backend: CgroupBackend, pid: int) -> None:
 
 
 def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: int, spike_window_ns: int,
-                     delay_accounting: bool = True) -> ToolCallControl:
+                     delay_accounting: bool = True, features: Features | None = None) -> ToolCallControl:
     """Everything `vigil run` needs, in an order that leaves nothing behind when a step fails.
+    A kernel that refuses the control programs costs memory spikes and OOM-victim events (said
+    through `features`), not the per-call cgroups.
 
     Forks the watchdog: call it before any thread starts."""
     backend = open_backend(f"{PARENT_PREFIX}{os.getpid()}", CONTROLLERS)
@@ -446,7 +450,7 @@ def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: in
     control = ToolCallControl(backend, lineage, policy)
     try:
         control.watchdog = start_watchdog(lineage.held.fd)
-        control.sensor = ControlSensor(lineage.shared_maps, spike_bytes=spike_bytes, spike_window_ns=spike_window_ns)
+        control.sensor = _open_control_sensor(lineage, spike_bytes, spike_window_ns, features)
         if delay_accounting:
             control.delayacct = DelayAccounting()
             if control.delayacct.enable():
@@ -460,3 +464,15 @@ def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: in
         raise
     return control
 
+
+def _open_control_sensor(lineage: LineageSensor, spike_bytes: int, spike_window_ns: int,
+                         features: Features | None) -> ControlSensor | None:
+    features = features or Features(log.warning)
+    try:
+        sensor = ControlSensor(lineage.shared_maps, spike_bytes=spike_bytes, spike_window_ns=spike_window_ns)
+    except BpfError as exc:
+        for feature in FEATURE_PROGRAMS:
+            features.unavailable(feature, f"control.bpf.o: {exc.summary}")
+        return None
+    sensor.report(features)
+    return sensor

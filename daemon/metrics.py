@@ -193,7 +193,7 @@ def _llm_outcome(d: Mapping[str, Any]) -> str:
 
 class HealthCollector(Collector):
     """vigild's own state, read at scrape time from `health()` (`Pipeline.health()` and the keys
-    the service adds: `programs_attached`, `config_reloads`, `start_time`). Known label values
+    the service adds: `programs_attached`, `config_reloads`, `start_time`, `features`). Known label values
     are reported as 0 before anything happens, so a panel shows 0 rather than no data."""
 
     def __init__(self, health: Callable[[], Mapping[str, Any]], drop_labels: frozenset[str] = frozenset()) -> None:
@@ -230,6 +230,10 @@ class HealthCollector(Collector):
                           {(): h.get("sessions_open", 0)})
         yield self._gauge("vigil_programs_attached", "BPF programs and uprobe links attached", [],
                           {(): h.get("programs_attached", 0)})
+        yield self._gauge("vigil_feature_available",
+                          "1 when this kernel runs the feature (lineage, tls, effects, memory_spikes, oom_kills), "
+                          "0 when it does not or it is turned off; `vigil status` says why", ["feature"],
+                          {(name,): int(bool(ok)) for name, ok in h.get("features", {}).items()})
         if "start_time" in h:
             yield self._gauge("vigil_start_time_seconds", "When vigild started, Unix time", [],
                               {(): h["start_time"]})

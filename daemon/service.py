@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 
+from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfUnavailable
 from vigild.daemon import config as configuration
 from vigild.daemon.agents import AgentMatcher, running_agents
@@ -46,18 +47,7 @@ class OneLineFormatter(logging.Formatter):
         return super().format(record).replace("\n", " | ")
 
 
-def open_effects(lineage: Any) -> Any:
-    """File and network effects; a kernel that refuses them costs the effects, not the service."""
-    from vigild.bpf.effects import EffectsSensor, EffectsUnsupported
-
-    try:
-        return EffectsSensor(lineage.shared_maps)
-    except EffectsUnsupported as exc:
-        log.warning("no file/network effects: %s", str(exc).splitlines()[0])
-        return None
-
-
-def open_tool_control(lineage: Any, config: Config) -> Any:
+def open_tool_control(lineage: Any, config: Config, features: Features) -> Any:
     """Per-tool-call cgroups for tracked agents, as `vigil run` has them: the [tools] limits,
     the [[policies]] over them, adaptive memory.high if enabled."""
     from vigild.cgroups import Limits
@@ -68,7 +58,7 @@ def open_tool_control(lineage: Any, config: Config) -> Any:
     limits = Limits(memory_high=config.tool_memory_high, memory_max=config.tool_memory_max,
                     pids_max=config.tool_pids_max, cpu_weight=config.tool_cpu_weight)
     tools = open_run_control(lineage, CallPolicy(limits, config.tool_timeout_s), spike_bytes=100 << 20,
-                             spike_window_ns=1_000_000_000)
+                             spike_window_ns=1_000_000_000, features=features)
     if config.policies:
         tools.policy_for = policy_for_config(config.policies, tools.default_policy)
     if config.adaptive:
@@ -129,8 +119,9 @@ class Service:
     """The sensors, pipeline, exporter and control socket of one vigild process."""
 
     def __init__(self, config: Config, config_path: Path, config_missing_ok: bool) -> None:
+        from vigild.bpf.effects import open_effects
         from vigild.bpf.lineage import LineageSensor
-        from vigild.bpf.tls import TlsSensor
+        from vigild.bpf.tls import TlsSensor, open_tls
         from vigild.correlate.tls_stream import TlsStreamDecoder
         from vigild.daemon.control import ControlServer
         from vigild.daemon.declare import Bounds, DeclareCommands, PeerControlServer
@@ -151,18 +142,29 @@ class Service:
         self.control: ControlServer | None = None
         self.tools: Any = None
         self.tools_on = config.tools_enabled  # fixed for the process: cgroups and watchdog are set up once
+        self.features = Features(log.warning)
         self.store = Store(config.store_path, key_file=config.store_key_file)
         self.lineage = LineageSensor(root_comms=config.root_comms, root_flags=self.root_flags)
+        self.features.available("lineage")
         try:
             if config.tools_enabled:
-                self.tools = open_tool_control(self.lineage, config)  # forks the watchdog: before any thread
+                # forks the watchdog: before any thread
+                self.tools = open_tool_control(self.lineage, config, self.features)
+            else:
+                for feature in ("memory_spikes", "oom_kills"):
+                    self.features.turned_off(feature, "tool calls are not governed ([tools] enabled = false)")
             if config.capture_tls:
-                self.tls = TlsSensor(self.lineage.shared_maps, max_call_bytes=config.max_call_bytes)
-                self.tls.attach_system_libraries()
+                self.tls = open_tls(self.lineage.shared_maps, self.features, config.max_call_bytes)
+                if self.tls is not None:
+                    self.tls.attach_system_libraries()
+            else:
+                self.features.turned_off("tls", "[capture] tls = false")
             intent = TlsStreamDecoder(capture_content=config.capture_content,
                                       max_body_bytes=config.max_call_bytes) if self.tls else None
             if config.capture_effects:
-                self.effects = open_effects(self.lineage)
+                self.effects = open_effects(self.lineage.shared_maps, self.features)
+            else:
+                self.features.turned_off("effects", "[capture] effects = false")
             self.matcher = AgentMatcher(config.agents)
             self.pipeline = Pipeline(self.lineage, sinks=[], tls=self.tls, intent=intent,
                                      classify_root=self.matcher.classify,
@@ -292,7 +294,8 @@ class Service:
     def health(self) -> dict[str, Any]:
         """`Pipeline.health()` plus what only the service knows, for the metrics collector."""
         return {**self.pipeline.health(), "programs_attached": self.programs_attached,
-                "config_reloads": dict(self.reloads), "start_time": self.started}
+                "config_reloads": dict(self.reloads), "start_time": self.started,
+                "features": {name: state["available"] for name, state in self.features.as_dict().items()}}
 
     def events_per_second(self) -> float:
         if len(self.rate) < 2:
@@ -322,6 +325,7 @@ class Service:
             "drops": sum(health["drops_by_kind"].values()),
             "drops_by_kind": health["drops_by_kind"],
             "store": {"path": str(self.store.path), "bytes": store_bytes},
+            "features": self.features.as_dict(),
         }
 
 

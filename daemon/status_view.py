@@ -29,6 +29,9 @@ def print_status(status: dict[str, Any], console: Console) -> None:
     console.print(f"  events             {status['events_total']} ({status['events_per_s']}/s), "
                   f"{status['drops']} dropped")
     console.print(f"  store              {status['store']['path']} ({_size(status['store']['bytes'])})")
+    for name, feature in status.get("features", {}).items():
+        state = "available" if feature["available"] else f"unavailable: {feature['reason']}"
+        console.print(f"  feature {name:<14} {state}", markup=False, highlight=False)
     if status["sessions"]:
         table = Table("session", "agent", "pid", "since", "command")
         for s in status["sessions"]:
