@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vigild.cgroups.base import CgroupBackend, CgroupUnavailable
+from vigild.cgroups.base import LEAF, CgroupBackend, CgroupUnavailable
 from vigild.cgroups.fs import RawFs
 from vigild.cgroups.v1 import V1Backend
 from vigild.cgroups.v2 import DEFAULT_CONTROLLERS, V2Backend
@@ -125,10 +125,14 @@ def detect(proc: Path | str = "/proc") -> HostCgroups:
 
 def _parent_dir(hierarchy: Hierarchy, parent: str) -> Path:
     """An absolute ``parent`` is taken from the hierarchy root, a relative one from the
-    calling process's own cgroup in that hierarchy."""
+    calling process's own cgroup in that hierarchy. On v2, a process already sitting in the
+    ``LEAF`` of its cgroup (moved there by an earlier run) counts as being in that cgroup."""
     if parent.startswith("/"):
         return hierarchy.mount / parent.lstrip("/")
-    return hierarchy.own_dir / parent
+    own = hierarchy.own_dir
+    if hierarchy.version == 2 and own.name == LEAF and own != hierarchy.mount:
+        own = own.parent
+    return own / parent
 
 
 def open_backend(parent: str, controllers: Iterable[str] = DEFAULT_CONTROLLERS, *,
@@ -152,10 +156,12 @@ def open_backend(parent: str, controllers: Iterable[str] = DEFAULT_CONTROLLERS, 
         return V2Backend(_parent_dir(located[wanted[0]], parent), wanted, fs)
     if versions == {1}:
         parents = {c: _parent_dir(h, parent) for c, h in located.items()}
+        mounts = {c: h.mount for c, h in located.items()}
         for companion in V1_COMPANIONS:
             hierarchy = host.hierarchy_for(companion)
             if hierarchy is not None and hierarchy.version == 1:
                 parents.setdefault(companion, _parent_dir(hierarchy, parent))
-        return V1Backend(parents, fs)
+                mounts.setdefault(companion, hierarchy.mount)
+        return V1Backend(parents, fs, mounts)
     split = {c: f"v{h.version}" for c, h in located.items()}
     raise CgroupUnavailable(f"wanted controllers are split between cgroup v1 and v2: {split}")

@@ -13,7 +13,6 @@ no memory it allocates is charged elsewhere.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
@@ -27,7 +26,7 @@ from typing import Any
 from vigild.bpf.control import ControlSensor, MemSpike, OomKill
 from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent, ProcessEvent
 from vigild.bpf.lineage import LineageSensor
-from vigild.cgroups import AGENT, CgroupBackend, CgroupError, Limits, detect, open_backend
+from vigild.cgroups import AGENT, CgroupBackend, CgroupError, Limits, open_backend
 from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, command_matches, outcome
 from vigild.daemon.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
 from vigild.daemon.watchdog import Watchdog, start_watchdog
@@ -233,7 +232,8 @@ class ToolCallControl:
             self._remove(group)
         if self.sensor is not None:
             self.sensor.forget_call(call.id)
-        oom_kills = max(call.oom_kills, mem.oom_kills if mem else 0)
+        # The tracepoint counts each victim once; the group's counter is the floor if events were lost.
+        oom_kills = max(call.oom_kills, mem.killed_processes if mem else 0)
         hit = []
         if mem is not None and (mem.max_events or mem.oom_kills):
             hit.append("memory.max")
@@ -338,7 +338,7 @@ class ToolCallControl:
             self._kill(call, call.killed_reason or "shutdown")
             events.append(self._finish(self.book.end(call, time.time_ns())))
         try:
-            self.backend.remove("", kill=False, timeout=2.0)
+            self.backend.remove_layout(kill=False, timeout=2.0)
         except CgroupError as exc:
             log.warning("cannot remove vigil's cgroups: %s", exc)
         return events
@@ -361,77 +361,27 @@ class ToolCallControl:
 
 # ---- setup ---------------------------------------------------------------------------------------
 
-def _sibling_dirs(backend: CgroupBackend) -> set[Path]:
-    """The directories (one per hierarchy) that hold vigil-run-* parents."""
-    return {backend.path("", c).parent for c in backend.controllers}
-
-
 def cleanup_stale_parents(backend: CgroupBackend) -> list[str]:
-    """Remove the groups of `vigil run`s that died without cleaning up (SIGKILL, crash): their
-    leftover tool calls are killed; a still-running agent is moved back out to vigil's own
-    cgroup, so its group can go."""
+    """Remove the groups of `vigil run`s (and vigilds) that died without cleaning up (SIGKILL,
+    crash): their leftover tool calls are killed; a still-running agent is moved back out, so its
+    group can go. Which groups are stale is decided here (their pid is gone); the cgroupfs work is
+    the backend's."""
     removed = []
-    names: set[str] = set()
-    for directory in _sibling_dirs(backend):
-        try:
-            names.update(n for n in os.listdir(directory) if n.startswith(PARENT_PREFIX))
-        except OSError:
-            continue
-    for name in sorted(names):
+    for name in backend.siblings(PARENT_PREFIX):
         pid = name.removeprefix(PARENT_PREFIX)
         if not pid.isdigit() or int(pid) == os.getpid() or Path(f"/proc/{pid}").exists():
             continue
-        stale = open_backend(name, backend.controllers)
         try:
-            stale.cleanup_stale()
-            for member in stale.processes_recursive(""):
-                _evict(stale, member)
-            stale.remove("", kill=True, timeout=5.0)
+            backend.sibling(name).remove_abandoned()
             removed.append(name)
         except CgroupError as exc:
             log.warning("cannot remove the stale cgroups %s: %s", name, exc)
             continue
-        _remove_elsewhere(name)
+        try:
+            backend.remove_namesakes(name)
+        except CgroupError as exc:
+            log.warning("%s", exc)
     return removed
-
-
-def _remove_elsewhere(name: str, max_depth: int = 4) -> None:
-    """A dead run's v1 memory group sits below *its* memory cgroup, which need not be ours
-    (another login, another service): look for the same name, vigild's own, across the memory
-    hierarchy, and remove it when no process is left in it."""
-    memory = detect().hierarchy_for("memory")
-    if memory is None or memory.version != 1:
-        return
-    root = Path(memory.mount)
-    for directory, subdirs, _files in os.walk(root):
-        depth = len(Path(directory).relative_to(root).parts)
-        if depth >= max_depth:
-            subdirs.clear()
-        if name in subdirs:
-            subdirs.remove(name)
-            _rmdir_tree(Path(directory) / name)
-
-
-def _rmdir_tree(group: Path) -> None:
-    for directory, _subdirs, _files in sorted(os.walk(group), key=lambda w: -len(w[0])):
-        try:
-            if Path(directory, "cgroup.procs").read_text().strip():
-                log.warning("stale group %s still has processes; left in place", directory)
-                return
-            os.rmdir(directory)
-        except OSError as exc:
-            log.warning("cannot remove the stale group %s: %s", directory, exc)
-            return
-
-
-def _evict(backend: CgroupBackend, pid: int) -> None:
-    for controller in backend.controllers:
-        procs = backend.path("", controller).parent / "cgroup.procs"
-        try:
-            procs.write_text(str(pid))
-        except OSError as exc:
-            if exc.errno != errno.ESRCH:
-                log.warning("cannot move pid %d out of a stale group: %s", pid, exc)
 
 
 def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: int, spike_window_ns: int,
@@ -442,7 +392,11 @@ def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: in
     backend = open_backend(f"{PARENT_PREFIX}{os.getpid()}", CONTROLLERS)
     for name in cleanup_stale_parents(backend):
         log.info("removed stale cgroups %s", name)
-    backend.ensure_layout()
+    try:
+        backend.ensure_layout()
+    except BaseException:
+        backend.remove_layout(kill=True)
+        raise
     control = ToolCallControl(backend, lineage, policy)
     try:
         control.watchdog = start_watchdog(lineage.held.fd)
@@ -456,7 +410,7 @@ def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: in
                     log.warning("taskstats unavailable (%s): tool calls get no delay figures", exc)
     except BaseException:
         control.release_resources()
-        backend.remove("", kill=True)
+        backend.remove_layout(kill=True)
         raise
     return control
 
