@@ -108,18 +108,38 @@ class V2Backend(CgroupBackend):
                 f"the {', '.join(lacking)} controller{'s are' if len(lacking) > 1 else ' is'} not delegated to "
                 f"{self.enclosing} (its parent does not enable {'them' if len(lacking) > 1 else 'it'} for it); "
                 + DELEGATE_HINT, self.enclosing / "cgroup.controllers")
-        for controller in wanted:
-            for attempt in range(ENABLE_ATTEMPTS):
-                try:
-                    self._outer.write(control, f"+{controller}")
-                    break
-                except CgroupError as exc:
-                    if exc.errno != errno.EBUSY or attempt == ENABLE_ATTEMPTS - 1:
-                        hint = _ENABLE_HINTS.get(exc.errno or 0, "the kernel refused")
-                        raise CgroupUnavailable(
-                            f"could not enable the {controller} controller for children of {self.enclosing}: "
-                            f"{hint}", control, exc.errno) from exc
-                self._move_members(self.enclosing, self._leaf(create=True))
+        # Move first: enabling a threaded controller (cpu, pids) in a cgroup with processes works
+        # but makes it a thread root, where memory then fails with EOPNOTSUPP.
+        if not self._is_root(self.enclosing) and self._outer.read_pids(self.enclosing / "cgroup.procs"):
+            self._move_members(self.enclosing, self._leaf(create=True))
+        enabled: list[str] = []
+        try:
+            for controller in wanted:
+                self._enable_in_enclosing(controller)
+                enabled.append(controller)
+        except CgroupError:
+            for controller in enabled:  # no half-configured enclosing cgroup is left behind
+                self._outer.write(control, f"-{controller}")
+            raise
+
+    def _enable_in_enclosing(self, controller: str) -> None:
+        """One controller; EBUSY means a process forked into the enclosing cgroup meanwhile."""
+        control = self.enclosing / "cgroup.subtree_control"
+        for attempt in range(ENABLE_ATTEMPTS):
+            try:
+                self._outer.write(control, f"+{controller}")
+                return
+            except CgroupError as exc:
+                if exc.errno != errno.EBUSY or attempt == ENABLE_ATTEMPTS - 1:
+                    hint = _ENABLE_HINTS.get(exc.errno or 0, "the kernel refused")
+                    raise CgroupUnavailable(f"could not enable the {controller} controller for children of "
+                                            f"{self.enclosing}: {hint}", control, exc.errno) from exc
+            self._move_members(self.enclosing, self._leaf(create=True))
+
+    def _is_root(self, directory: Path) -> bool:
+        """The root cgroup (exempt from the no-internal-process rule) has no cgroup.type; a
+        cgroup namespace's root does, and is not exempt."""
+        return not self._outer.exists(directory / "cgroup.type")
 
     def _leaf(self, create: bool = False) -> Path | None:
         """The enclosing cgroup's leaf for its own processes (None when it has none)."""
