@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from helpers import VIGIL, TraceResult, own_group, parse_json_lines, run_own_group
 from run_cgroups import call_groups, leftovers, memory_version, run_groups
+from vigild_proc import loaded_prog_ids, orphaned_programs
 
 pytestmark = pytest.mark.usefixtures("root")
 
@@ -82,6 +83,30 @@ def test_three_calls_small_oom_and_fork_bomb() -> None:
     session_end = result.of_type("session_end")[0]
     assert session_end["exit_code"] == 3 and session_end["signal"] is None
     assert leftovers() == []
+
+
+def test_oom_inside_its_own_group_agent_goes_on_nothing_left() -> None:
+    """The acceptance case, on every host shape (v1 here; v2 from the root, a login scope and a
+    Delegate=yes service in the guest): the tool call is OOM-killed inside its own group and
+    counted once, the agent carries on and exits 0, and no group, stopped process or BPF program
+    is left."""
+    before = loaded_prog_ids()
+    proc = run_own_group([*VIGIL, "run", "-o", "json", "--no-tls", "--tool-mem-max", "64M", "--", "bash", "-c",
+                          "python3 -c 'x=bytearray(200*2**20)'; echo alive"], timeout=300)
+    events, other = parse_json_lines(proc.stdout)
+    assert proc.returncode == 0, proc.stderr
+    assert "alive" in other, proc.stdout
+    starts = [e for e in events if e["type"] == "tool_start"]
+    ends = [e for e in events if e["type"] == "tool_end"]
+    assert len(starts) == len(ends) == 1, proc.stdout
+    assert starts[0]["placement_error"] is None and starts[0]["cgroup"].startswith("tools/call-")
+    assert "x=bytearray(200*2**20)" in ends[0]["argv"] and ends[0]["outcome"] == "oom_killed", ends[0]
+    assert ends[0]["oom_kills"] == 1 and "memory.max" in ends[0]["limits_hit"], ends[0]
+    assert [o["pid"] for o in events if o["type"] == "oom_kill"] == [ends[0]["pid"]]
+    assert leftovers() == []
+    pids = {e["pid"] for e in events if e["type"] in ("exec", "fork")}
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]  # neither stopped nor running
+    assert orphaned_programs(before) == set()
 
 
 def test_nested_shells_are_one_call_and_limited() -> None:

@@ -3,6 +3,7 @@ named by a reload are tracked, SIGTERM detaches every BPF program and exits 0.""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import vigil
+from helpers import own_group, vigil
+from run_cgroups import call_groups, leftovers, memory_version, run_groups
 from vigild_proc import Vigild, bpf_prog_ids, loaded_prog_ids, metric_value
 
 pytestmark = pytest.mark.usefixtures("root")
@@ -104,19 +106,64 @@ def test_tool_calls_in_cgroups_and_nothing_left_at_sigterm(tmp_path: Path) -> No
         held = bpf_prog_ids(daemon.pid)
         deadline = time.monotonic() + 10
         while not groups and time.monotonic() < deadline:
-            groups = [p for p in Path("/sys/fs/cgroup/memory").glob(f"**/vigil-run-{daemon.pid}/tools/call-*")]
+            groups = call_groups(daemon.pid)
             time.sleep(0.1)
         assert groups, daemon.log
-        limit = int((groups[0] / "memory.limit_in_bytes").read_text())
+        limit = int((groups[0] / ("memory.max" if memory_version() == 2 else "memory.limit_in_bytes")).read_text())
         assert limit == 128 << 20
         sleeper = int((groups[0] / "cgroup.procs").read_text().split()[0])
         assert Path(f"/proc/{sleeper}/cmdline").read_bytes().split(b"\0")[0] == b"sleep"
     finally:
-        assert daemon.stop() == 0, daemon.log
-        agent.wait(timeout=10)
-    assert not list(Path("/sys/fs/cgroup").glob(f"*/**/vigil-run-{daemon.pid}"))
+        try:
+            assert daemon.stop() == 0, daemon.log
+            agent.wait(timeout=10)
+        finally:
+            daemon.kill_group()
+            agent.kill()
+            agent.wait()
+    assert not run_groups(daemon.pid) and leftovers() == []
     assert not Path(f"/proc/{sleeper}").exists() or "T" not in Path(f"/proc/{sleeper}/stat").read_text().split()[2]
     deadline = time.monotonic() + 5
+    while held & loaded_prog_ids() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not held & loaded_prog_ids()
+
+
+def _events_of_type(node: object, kind: str) -> list[dict]:
+    """Every event of ``kind`` anywhere in `vigil show -o json`'s tree."""
+    if isinstance(node, dict):
+        found = [node] if node.get("type") == kind else []
+        return found + [e for value in node.values() for e in _events_of_type(value, kind)]
+    if isinstance(node, list):
+        return [e for item in node for e in _events_of_type(item, kind)]
+    return []
+
+
+def test_tool_call_oom_killed_in_its_group_agent_goes_on(tmp_path: Path) -> None:
+    """The acceptance case of [tools] on every host shape (v1 here; v2 from a Delegate=yes service
+    in the guest): a tool call over memory_max is OOM-killed inside its own group and counted
+    once, the agent carries on and exits 0, and no group, process or program is left."""
+    config = CONFIG.format(comm="oomagent") + '\n[tools]\nenabled = true\nmemory_max = "64M"\n'
+    daemon = Vigild(tmp_path, config).start(timeout=120)
+    script = tmp_path / "oomagent"
+    script.write_text("#!/bin/sh\npython3 -c 'x=bytearray(200*2**20)'\necho alive\n")
+    script.chmod(0o755)
+    try:
+        held = bpf_prog_ids(daemon.pid)
+        with own_group([str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as agent:
+            out, err = agent.communicate(timeout=300)
+        assert agent.returncode == 0 and out == "alive\n", (agent.returncode, out, err)
+        assert daemon.stop(timeout=120) == 0, daemon.log
+    finally:
+        daemon.kill_group()
+    shown = vigil(["show", "--db", str(daemon.db), "-o", "json"], timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    ends = [e for e in _events_of_type(json.loads(shown.stdout), "tool_end") if e["argv"][0] == "python3"]
+    assert len(ends) == 1, shown.stdout
+    assert ends[0]["outcome"] == "oom_killed" and ends[0]["oom_kills"] == 1, ends[0]
+    assert "memory.max" in ends[0]["limits_hit"] and ends[0]["peak_memory_bytes"] <= 64 << 20
+    assert leftovers() == []
+    deadline = time.monotonic() + 10
     while held & loaded_prog_ids() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not held & loaded_prog_ids()

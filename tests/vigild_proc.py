@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from helpers import kill_group
 from vigild.daemon.control import request
 
 
@@ -39,7 +40,7 @@ class Vigild:
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "vigild.daemon.service", "--config", str(self.config),
              "--db", str(self.db), "--metrics-address", f"127.0.0.1:{self.port}", "--socket", str(self.socket)],
-            stderr=subprocess.PIPE, text=True)
+            stderr=subprocess.PIPE, text=True, start_new_session=True)
         threading.Thread(target=self._read_log, daemon=True).start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -89,9 +90,14 @@ class Vigild:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill_group()
             raise
+
+    def kill_group(self) -> None:
+        """SIGKILL vigild and whatever it started (its own process group): a failed test leaves
+        nothing running."""
+        if self.proc is not None:
+            kill_group(self.proc)
 
 
 def bpf_prog_ids(pid: int) -> set[int]:
@@ -122,3 +128,24 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
             total += float(m.group(2))
     return total
+
+
+def orphaned_programs(before: set[int], timeout: float = 5.0) -> set[int]:
+    """BPF programs loaded since ``before`` that no live process holds (by a program or link fd)
+    and are still loaded: what a run left attached or pinned. Another process's programs are
+    held by it, so this holds on a busy machine; the kernel frees programs after an RCU grace
+    period, hence the wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        new = loaded_prog_ids() - before
+        held: set[int] = set()
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    held |= bpf_prog_ids(int(proc.name))
+                except OSError:
+                    continue  # exited meanwhile
+        orphans = (new - held) & loaded_prog_ids()
+        if not orphans or time.monotonic() > deadline:
+            return orphans
+        time.sleep(0.2)
