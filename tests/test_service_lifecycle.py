@@ -158,7 +158,9 @@ def test_tool_call_oom_killed_in_its_group_agent_goes_on(tmp_path: Path) -> None
         daemon.kill_group()
     shown = vigil(["show", "--db", str(daemon.db), "-o", "json"], timeout=120)
     assert shown.returncode == 0, shown.stderr
-    ends = [e for e in _events_of_type(json.loads(shown.stdout), "tool_end") if e["argv"][0] == "python3"]
+    # The tree shows a tool call's end with its step and with its process: one call, seen twice.
+    ends = list({e["tool_call"]: e for e in _events_of_type(json.loads(shown.stdout), "tool_end")
+                 if "x=bytearray(200*2**20)" in e["argv"]}.values())
     assert len(ends) == 1, shown.stdout
     assert ends[0]["outcome"] == "oom_killed" and ends[0]["oom_kills"] == 1, ends[0]
     assert "memory.max" in ends[0]["limits_hit"] and ends[0]["peak_memory_bytes"] <= 64 << 20
