@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from vigild.bpf.control import ControlSensor, MemSpike, OomKill
 from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent, ProcessEvent
@@ -81,6 +81,17 @@ PolicyFor = Callable[[ToolCall], CallPolicy]
 TickHook = Callable[["ToolCallControl"], list[Any]]
 
 
+class Placement(Protocol):
+    """Which backend's tree a call's group goes in (vigild: the agent's own cgroup when delegated,
+    see daemon/agent_cgroups.py); `release` hands back a tree none of whose calls is open."""
+
+    def backend_for(self, call: ToolCall) -> CgroupBackend: ...
+
+    def release(self, tree: CgroupBackend) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class ToolCallControl:
     """Tool calls of controlled agents: their cgroups, limits, timeouts and final accounting."""
 
@@ -99,6 +110,8 @@ class ToolCallControl:
         self.ended: deque[tuple[ToolEnd, str | None]] = deque(maxlen=ENDED_REMEMBERED)
         self.adaptive: TickHook | None = None  # e.g. adaptive.AdaptiveController.tick
         self.groups: dict[int, str] = {}
+        self.placement: Placement | None = None  # None: every call below `backend`'s parent
+        self._backend_of: dict[int, CgroupBackend] = {}
         self.applied: dict[int, CallPolicy] = {}
         self._delay_ns: dict[int, dict[str, int]] = {}
         self._empty_seen: set[int] = set()
@@ -131,12 +144,16 @@ class ToolCallControl:
         call = self.book.call_of(pid)
         return self.applied.get(call.id) if call is not None else None
 
+    def backend_of(self, call_id: int) -> CgroupBackend:
+        """The backend whose tree holds the call's group."""
+        return self._backend_of.get(call_id, self.backend)
+
     def update_call(self, call_id: int, policy: CallPolicy) -> None:
         """Change a running call's limits (and timeout) in place."""
         group = self.groups.get(call_id)
         if group is None:
             raise KeyError(f"no open tool call {call_id}")
-        self.backend.set_limits(group, policy.limits)
+        self.backend_of(call_id).set_limits(group, policy.limits)
         self.applied[call_id] = policy
 
     @property
@@ -181,9 +198,11 @@ class ToolCallControl:
                 self.tags[call.id] = pending.tag
         group = error = None
         try:
-            group = self.backend.create_call(str(call.id), policy.limits)
+            backend = self.placement.backend_for(call) if self.placement is not None else self.backend
+            self._backend_of[call.id] = backend
+            group = backend.create_call(str(call.id), policy.limits)
             self.groups[call.id] = group
-            self.backend.add_process(group, call.pid)
+            backend.add_process(group, call.pid)
         except (CgroupError, OSError) as exc:
             error = str(exc)
             log.warning("tool call %d runs without its limits: %s", call.id, exc)
@@ -220,16 +239,18 @@ class ToolCallControl:
 
     def _finish(self, call: ToolCall) -> ToolEnd:
         group = self.groups.pop(call.id, None)
+        backend = self._backend_of.pop(call.id, self.backend)
         policy = self.applied.pop(call.id, self.default_policy)
         self._empty_seen.discard(call.id)
         mem = pids = None
         if group is not None:
             try:
-                mem = self.backend.memory_stats(group) if "memory" in self.backend.controllers else None
-                pids = self.backend.pids_stats(group) if "pids" in self.backend.controllers else None
+                mem = backend.memory_stats(group) if "memory" in backend.controllers else None
+                pids = backend.pids_stats(group) if "pids" in backend.controllers else None
             except CgroupError as exc:
                 log.warning("cannot read the accounting of %s: %s", group, exc)
-            self._remove(group)
+            self._remove(backend, group)
+        self._release_if_unused(backend)
         if self.sensor is not None:
             self.sensor.forget_call(call.id)
         # The tracepoint counts each victim once; the group's counter is the floor if events were lost.
@@ -254,11 +275,21 @@ class ToolCallControl:
         self.ended.append((end, self.tags.pop(call.id, None)))
         return end
 
-    def _remove(self, group: str) -> None:
+    def _remove(self, backend: CgroupBackend, group: str) -> None:
         try:
-            self.backend.remove(group, kill=True, timeout=2.0)
+            backend.remove(group, kill=True, timeout=2.0)
         except CgroupError as exc:
-            log.warning("cannot remove %s: %s", group, exc)
+            log.warning("cannot remove %s: %s", backend.path(group), exc)
+
+    def _release_if_unused(self, backend: CgroupBackend) -> None:
+        """An agent's own tree goes when its last open call ended (its cgroup must stay removable
+        by whoever owns it: a container runtime cannot remove a cgroup with our groups in it)."""
+        if backend is self.backend or self.placement is None or backend in self._backend_of.values():
+            return
+        try:
+            self.placement.release(backend)
+        except CgroupError as exc:
+            log.warning("cannot remove the tool-call groups in %s: %s", backend.path(""), exc)
 
     def _kill(self, call: ToolCall, reason: str) -> None:
         """SIGKILL every process of the call once; the exits finish it. Does not wait: a fork
@@ -268,7 +299,7 @@ class ToolCallControl:
         pids = set(call.pids)
         if group is not None:
             try:
-                pids.update(self.backend.processes_recursive(group))
+                pids.update(self.backend_of(call.id).processes_recursive(group))
             except CgroupError:
                 pass
         for pid in pids:
@@ -311,7 +342,7 @@ class ToolCallControl:
             if group is None:
                 continue
             try:
-                empty = not self.backend.processes_recursive(group)
+                empty = not self.backend_of(call.id).processes_recursive(group)
             except CgroupError:
                 continue
             # Twice in a row, a second apart: exits still in the ring buffer get their chance.
@@ -337,6 +368,8 @@ class ToolCallControl:
         for call in self.open_calls:
             self._kill(call, call.killed_reason or "shutdown")
             events.append(self._finish(self.book.end(call, time.time_ns())))
+        if self.placement is not None:
+            self.placement.close()
         try:
             self.backend.remove_layout(kill=False, timeout=2.0)
         except CgroupError as exc:

@@ -22,6 +22,7 @@ class TraceResult:
     stderr: str
     stdout_other: list[str]
     stdout: str = ""
+    pid: int = 0
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == kind]
@@ -65,7 +66,15 @@ def own_group(argv: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[Any]]
         kill_group(proc)
 
 
-def run_own_group(argv: list[str], timeout: float, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+class Ran(subprocess.CompletedProcess[str]):
+    """A finished run, with the pid it had (its cgroups are named after it)."""
+
+    def __init__(self, argv: list[str], returncode: int, stdout: str, stderr: str, pid: int) -> None:
+        super().__init__(argv, returncode, stdout, stderr)
+        self.pid = pid
+
+
+def run_own_group(argv: list[str], timeout: float, **kwargs: Any) -> Ran:
     """``subprocess.run(capture_output=True, text=True)`` whose whole process group is killed on a
     timeout or error, and once it returned (nothing it started may outlive the test)."""
     with own_group(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as proc:
@@ -75,15 +84,15 @@ def run_own_group(argv: list[str], timeout: float, **kwargs: Any) -> subprocess.
             kill_group(proc)
             out, err = proc.communicate()
             raise subprocess.TimeoutExpired(argv, timeout, out, err) from None
-        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        return Ran(argv, proc.returncode, out, err, proc.pid)
 
 
 def vigil_trace(args: list[str], timeout: float = 60, verbose: bool = False, **kwargs: Any) -> TraceResult:
     flags = ["-v"] if verbose else []
     proc = run_own_group([*VIGIL, *flags, "trace", "-o", "json", *args], timeout, **kwargs)
     events, other = parse_json_lines(proc.stdout)
-    return TraceResult(proc.returncode, events, proc.stderr, other, proc.stdout)
+    return TraceResult(proc.returncode, events, proc.stderr, other, proc.stdout, proc.pid)
 
 
-def vigil(args: list[str], timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def vigil(args: list[str], timeout: float = 60, **kwargs: Any) -> Ran:
     return run_own_group([*VIGIL, *args], timeout, **kwargs)

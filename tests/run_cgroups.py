@@ -45,7 +45,13 @@ def call_groups(pid: int | str = "*") -> list[Path]:
                   for call in (run / "tools").glob("call-*"))
 
 
-def leftovers() -> list[Path]:
-    """What runs must not leave: their parents, and on v2 the leaf they moved processes into
-    (given back when the last run ends)."""
-    return run_groups() + [d / LEAF for d in enclosing_dirs() if (d / LEAF).is_dir()]
+def leftovers(*pids: int) -> list[Path]:
+    """What the runs of ``pids`` (vigil or vigild processes a test started) left: their parents, and
+    on v2 the leaf they moved processes into, given back when the last run there ends (so it only
+    counts while no other run, someone else's, is alive beside it)."""
+    left = [g for pid in pids for g in run_groups(pid)]
+    for directory in enclosing_dirs():
+        others = [g for g in directory.glob("vigil-run-*") if Path(f"/proc/{g.name.removeprefix('vigil-run-')}").exists()]
+        if (directory / LEAF).is_dir() and not others:
+            left.append(directory / LEAF)
+    return left

@@ -34,7 +34,7 @@ def vigil_run(args: list[str], tools: list[list[str]], agent_status: int = 0, ti
     proc = run_own_group([*VIGIL, "run", "-o", "json", "--no-tls", *args, "--", PY, AGENT, json.dumps(tools),
                           str(agent_status)], timeout, **kwargs)
     events, other = parse_json_lines(proc.stdout)
-    return TraceResult(proc.returncode, events, proc.stderr, other, proc.stdout)
+    return TraceResult(proc.returncode, events, proc.stderr, other, proc.stdout, proc.pid)
 
 
 def ends_by_first_arg(result: TraceResult) -> dict[str, dict[str, Any]]:
@@ -82,7 +82,7 @@ def test_three_calls_small_oom_and_fork_bomb() -> None:
     print(f"OOM peak {big['peak_memory_bytes']} of limit {1 << 30}; oom_kill rss {oom[0]['rss_bytes']}")
     session_end = result.of_type("session_end")[0]
     assert session_end["exit_code"] == 3 and session_end["signal"] is None
-    assert leftovers() == []
+    assert leftovers(result.pid) == []
 
 
 def test_oom_inside_its_own_group_agent_goes_on_nothing_left() -> None:
@@ -103,7 +103,7 @@ def test_oom_inside_its_own_group_agent_goes_on_nothing_left() -> None:
     assert "x=bytearray(200*2**20)" in ends[0]["argv"] and ends[0]["outcome"] == "oom_killed", ends[0]
     assert ends[0]["oom_kills"] == 1 and "memory.max" in ends[0]["limits_hit"], ends[0]
     assert [o["pid"] for o in events if o["type"] == "oom_kill"] == [ends[0]["pid"]]
-    assert leftovers() == []
+    assert leftovers(proc.pid) == []
     pids = {e["pid"] for e in events if e["type"] in ("exec", "fork")}
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]  # neither stopped nor running
     assert orphaned_programs(before) == set()
@@ -129,7 +129,7 @@ def test_nested_shells_are_one_call_and_limited() -> None:
         assert victims == [python[0]["pid"]] and end["oom_kills"] == 1, (victims, end)
         assert end["exit_code"] == 0 and end["signal"] is None, end
     assert end["peak_memory_bytes"] <= 128 << 20
-    assert leftovers() == []
+    assert leftovers(result.pid) == []
 
 
 def test_memory_spike_reported_within_50ms() -> None:
@@ -178,7 +178,7 @@ def test_sigkill_of_vigil_leaves_nothing_stopped_and_rerun_cleans_up(tmp_path: P
         # The second tool: the agent spawns it once the first is killed; it must not stay held either.
         rerun = vigil_run([], [["true"]])
         assert rerun.returncode == 0, rerun.stderr
-        assert leftovers() == []
+        assert leftovers(vigil.pid, rerun.pid) == []
         assert not [pid for pid in tool_pids if Path(f"/proc/{pid}").exists()]  # killed with their stale group
 
 
@@ -223,4 +223,4 @@ def test_delay_accounting_setting_survives_a_killed_run() -> None:
     rerun = vigil_run([], [["true"]])
     assert rerun.returncode == 0, rerun.stderr
     assert Path("/proc/sys/kernel/task_delayacct").read_text() == before
-    assert leftovers() == []
+    assert leftovers(vigil.pid, rerun.pid) == []
