@@ -8,6 +8,7 @@ means the v1 backend, however present cgroup2 is.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from vigild.cgroups.v2 import DEFAULT_CONTROLLERS, V2Backend
 
 # v1 hierarchies joined to the backend when present: freezing needs its own hierarchy.
 V1_COMPANIONS = ("freezer",)
+DELEGATE_XATTRS = ("trusted.delegate", "user.delegate")  # systemd's marks (system / user manager)
 
 
 @dataclass(frozen=True)
@@ -165,3 +167,19 @@ def open_backend(parent: str, controllers: Iterable[str] = DEFAULT_CONTROLLERS, 
         return V1Backend(parents, fs, mounts)
     split = {c: f"v{h.version}" for c, h in located.items()}
     raise CgroupUnavailable(f"wanted controllers are split between cgroup v1 and v2: {split}")
+
+
+def delegated(directory: Path, mount: Path) -> bool:
+    """Whether systemd marked ``directory`` or a cgroup above it (below ``mount``) delegated: it
+    sets these xattrs on the cgroup of a unit with ``Delegate=yes`` (systemd >= 251), whose
+    subtree then belongs to the unit's processes, not to systemd."""
+    for candidate in (directory, *directory.parents):
+        if candidate == mount or mount not in candidate.parents:
+            return False
+        for attribute in DELEGATE_XATTRS:
+            try:
+                if os.getxattr(candidate, attribute) == b"1":
+                    return True
+            except OSError:
+                continue
+    return False

@@ -13,31 +13,13 @@ the call goes below vigild's own cgroup, and a warning says so once per agent cg
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-from vigild.cgroups import LEAF, CgroupBackend, CgroupError, HostCgroups, V2Backend
+from vigild.cgroups import LEAF, CgroupBackend, CgroupError, HostCgroups, V2Backend, delegated
 from vigild.correlate.tool_calls import ToolCall
 from vigild.daemon.control_loop import cleanup_stale_parents
 
 log = logging.getLogger("vigild.control")
-
-DELEGATE_XATTRS = ("trusted.delegate", "user.delegate")  # systemd's marks (system / user manager)
-
-
-def delegated(directory: Path, mount: Path) -> bool:
-    """Whether systemd marked ``directory`` or a cgroup above it (below ``mount``) delegated."""
-    for candidate in (directory, *directory.parents):
-        if candidate == mount or mount not in candidate.parents:
-            return False
-        for attribute in DELEGATE_XATTRS:
-            try:
-                if os.getxattr(candidate, attribute) == b"1":
-                    return True
-            except OSError:
-                continue
-    return False
-
 
 class AgentCgroups:
     """Chooses, per tool call, the backend whose tree receives it, and removes an agent's tree

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 from cgroup_teardown import HOG, destroy
 from conftest import need
-from vigild.cgroups import LEAF, CgroupUnavailable, Limits, V2Backend, detect, open_backend
+from vigild.cgroups import LEAF, CgroupUnavailable, Limits, V2Backend, delegated, detect, open_backend
 
 LIMIT = 64 << 20
 _names = itertools.count()
@@ -157,6 +157,18 @@ def test_remove_and_cleanup_stale(cg: V2Backend, procs: list) -> None:
     assert V2Backend(cg.parent).cleanup_stale() == ["tools/call-a", "tools/call-b"]
     assert [c.wait(timeout=5) for c in procs] == [-signal.SIGKILL] * 2
     assert not cg.exists("tools/call-a") and not cg.exists("tools/call-b") and cg.exists("agent")
+
+
+def test_systemd_delegation_mark_is_read(core: V2Backend) -> None:
+    """systemd's trusted.delegate xattr on a cgroup (Delegate=yes) marks it and its subtree
+    delegated; an unmarked cgroup is not (vigild then keeps tool calls below its own cgroup)."""
+    mount = detect().v2.mount
+    marked, plain = core.path("agent"), core.path("tools")
+    assert not delegated(marked, mount) and not delegated(plain, mount)
+    os.setxattr(marked, "trusted.delegate", b"1")
+    core.create("agent/inner")
+    assert delegated(marked, mount) and delegated(core.path("agent/inner"), mount)
+    assert not delegated(plain, mount)
 
 
 def test_core_membership_freeze_kill(core: V2Backend, procs: list) -> None:
