@@ -29,7 +29,7 @@ FORKBOMB = str(DATA / "forkbomb.py")
 AGENT = str(DATA / "fake_agent.py")
 
 
-def vigil_run(args: list[str], tools: list[list[str]], agent_status: int = 0, timeout: float = 120,
+def vigil_run(args: list[str], tools: list[list[str]], agent_status: int = 0, timeout: float = 600,
               **kwargs: Any) -> TraceResult:
     proc = run_own_group([*VIGIL, "run", "-o", "json", "--no-tls", *args, "--", PY, AGENT, json.dumps(tools),
                           str(agent_status)], timeout, **kwargs)

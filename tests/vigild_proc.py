@@ -36,7 +36,9 @@ class Vigild:
         self.log: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
 
-    def start(self, timeout: float = 30) -> Vigild:
+    def start(self, timeout: float = 120) -> Vigild:
+        """Start vigild and wait until it answers; if it does not, its process group is killed.
+        The timeout is generous: loading the BPF programs takes ~15 s in the v2 guest (TCG)."""
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "vigild.daemon.service", "--config", str(self.config),
              "--db", str(self.db), "--metrics-address", f"127.0.0.1:{self.port}", "--socket", str(self.socket)],
@@ -51,7 +53,8 @@ class Vigild:
                 return self
             except OSError:
                 time.sleep(0.1)
-        raise TimeoutError(f"vigild did not answer on {self.socket}: {self.log}")
+        self.kill_group()
+        raise TimeoutError(f"vigild did not answer on {self.socket} within {timeout} s: {self.log}")
 
     def _read_log(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -83,7 +86,7 @@ class Vigild:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
-    def stop(self, timeout: float = 20) -> int:
+    def stop(self, timeout: float = 120) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(signal.SIGTERM)
