@@ -172,9 +172,12 @@ def open_backend(parent: str, controllers: Iterable[str] = DEFAULT_CONTROLLERS, 
 def delegated(directory: Path, mount: Path) -> bool:
     """Whether systemd marked ``directory`` or a cgroup above it (below ``mount``) delegated: it
     sets these xattrs on the cgroup of a unit with ``Delegate=yes`` (systemd >= 251), whose
-    subtree then belongs to the unit's processes, not to systemd."""
+    subtree then belongs to the unit's processes, not to systemd. ``user@UID.service`` is marked
+    too, but below it the user's own systemd manages every unit: that mark does not count."""
     for candidate in (directory, *directory.parents):
         if candidate == mount or mount not in candidate.parents:
+            return False
+        if candidate.name.startswith("user@") and candidate.name.endswith(".service"):
             return False
         for attribute in DELEGATE_XATTRS:
             try:

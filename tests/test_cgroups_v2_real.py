@@ -169,6 +169,10 @@ def test_systemd_delegation_mark_is_read(core: V2Backend) -> None:
     core.create("agent/inner")
     assert delegated(marked, mount) and delegated(core.path("agent/inner"), mount)
     assert not delegated(plain, mount)
+    core.create("tools/user@1000.service")
+    core.create("tools/user@1000.service/app.slice")
+    os.setxattr(core.path("tools/user@1000.service"), "trusted.delegate", b"1")
+    assert not delegated(core.path("tools/user@1000.service/app.slice"), mount)  # the user manager's own
 
 
 def test_core_membership_freeze_kill(core: V2Backend, procs: list) -> None:
