@@ -10,6 +10,7 @@ Typical use::
 from vigild.cgroups.base import (
     AGENT,
     CALL_PREFIX,
+    LEAF,
     TOOLS,
     CgroupBackend,
     CgroupError,
@@ -20,13 +21,13 @@ from vigild.cgroups.base import (
     OutsideParentError,
     PidsStats,
 )
-from vigild.cgroups.detect import Hierarchy, HostCgroups, detect, open_backend
+from vigild.cgroups.detect import Hierarchy, HostCgroups, delegated, detect, open_backend
 from vigild.cgroups.fs import OsFs, RawFs
 from vigild.cgroups.v1 import V1Backend
 from vigild.cgroups.v2 import V2Backend
 
 __all__ = [
-    "AGENT", "CALL_PREFIX", "TOOLS", "CgroupBackend", "CgroupError", "CgroupUnavailable",
+    "AGENT", "CALL_PREFIX", "LEAF", "TOOLS", "CgroupBackend", "CgroupError", "CgroupUnavailable",
     "Hierarchy", "HostCgroups", "Limits", "MemoryStats", "OomNotifier", "OsFs",
-    "OutsideParentError", "PidsStats", "RawFs", "V1Backend", "V2Backend", "detect", "open_backend",
+    "OutsideParentError", "PidsStats", "RawFs", "V1Backend", "V2Backend", "delegated", "detect", "open_backend",
 ]

@@ -27,6 +27,9 @@ from typing import Self
 AGENT = "agent"
 TOOLS = "tools"
 CALL_PREFIX = "call-"
+LEAF = "supervisor"
+"""On v2, the leaf of the enclosing (delegated) cgroup that its own processes move into, so that
+cgroup may enable controllers for its children (no internal processes)."""
 
 
 class CgroupError(Exception):
@@ -100,6 +103,17 @@ class MemoryStats:
     oom_events: int | None
     oom_group_kills: int | None
     under_oom: bool | None
+
+    @property
+    def killed_processes(self) -> int:
+        """Processes the OOM killer killed, each once. v2 ``oom_kill`` counts a group kill's
+        chosen victim twice: once when it is chosen, and again while the kernel kills every
+        member of the ``memory.oom.group`` (mm/oom_kill.c oom_kill_process: the member scan
+        includes the victim, whose mm is still there). So one group kill of one process reads
+        oom_kill 2, oom_group_kill 1. If the victim lost its mm before the scan it is counted
+        once, and this may read one low: the oom:mark_victim tracepoint (once per process)
+        stays the exact source."""
+        return max(0, self.oom_kills - (self.oom_group_kills or 0))
 
 
 @dataclass(frozen=True)
@@ -316,6 +330,45 @@ class CgroupBackend(ABC):
     @abstractmethod
     def _children(self, group: str) -> list[str]:
         """Names of the direct child groups (union over hierarchies on v1)."""
+
+    def remove_layout(self, *, kill: bool = False, timeout: float = 5.0) -> None:
+        """Remove the parent and everything below it, then give back what ``ensure_layout``
+        changed outside it (v2: the enclosing cgroup's controllers and leaf, once no other
+        group of ours needs them)."""
+        self.remove("", kill=kill, timeout=timeout)
+        self._release_enclosing(timeout)
+
+    def _release_enclosing(self, timeout: float) -> None:
+        """Version-specific undo of the enclosing cgroup's preparation (v1: nothing to undo)."""
+
+    # -- siblings: other runs' parents beside ours ----------------------------------------
+
+    @abstractmethod
+    def siblings(self, prefix: str) -> list[str]:
+        """Names starting with ``prefix`` of the groups beside the parent (in any hierarchy)."""
+
+    @abstractmethod
+    def sibling(self, name: str) -> CgroupBackend:
+        """A backend of the same kind and controllers for the group ``name`` beside the parent."""
+
+    @abstractmethod
+    def evict(self, pid: int) -> None:
+        """Move ``pid`` out of the parent's tree, back to where the enclosing cgroup keeps its own
+        processes; a process that exited meanwhile is not an error."""
+
+    def remove_namesakes(self, name: str, max_depth: int = 4) -> list[Path]:
+        """Remove empty groups called ``name`` elsewhere in the hierarchies: on v1 a dead run's
+        group in one hierarchy may sit below another cgroup than ours. v2 has one tree, and the
+        sibling itself is all there is."""
+        return []
+
+    def remove_abandoned(self, timeout: float = 5.0) -> None:
+        """Remove the tree of a run that died without cleaning up: its tool calls are killed, a
+        process still alive elsewhere in it (its agent) is moved out first, then all of it goes."""
+        self.cleanup_stale(timeout)
+        for pid in self.processes_recursive(""):
+            self.evict(pid)
+        self.remove("", kill=True, timeout=timeout)
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, path: Path) -> None:

@@ -8,17 +8,19 @@ means the v1 backend, however present cgroup2 is.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vigild.cgroups.base import CgroupBackend, CgroupUnavailable
+from vigild.cgroups.base import LEAF, CgroupBackend, CgroupUnavailable
 from vigild.cgroups.fs import RawFs
 from vigild.cgroups.v1 import V1Backend
 from vigild.cgroups.v2 import DEFAULT_CONTROLLERS, V2Backend
 
 # v1 hierarchies joined to the backend when present: freezing needs its own hierarchy.
 V1_COMPANIONS = ("freezer",)
+DELEGATE_XATTRS = ("trusted.delegate", "user.delegate")  # systemd's marks (system / user manager)
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,14 @@ def detect(proc: Path | str = "/proc") -> HostCgroups:
 
 def _parent_dir(hierarchy: Hierarchy, parent: str) -> Path:
     """An absolute ``parent`` is taken from the hierarchy root, a relative one from the
-    calling process's own cgroup in that hierarchy."""
+    calling process's own cgroup in that hierarchy. On v2, a process already sitting in the
+    ``LEAF`` of its cgroup (moved there by an earlier run) counts as being in that cgroup."""
     if parent.startswith("/"):
         return hierarchy.mount / parent.lstrip("/")
-    return hierarchy.own_dir / parent
+    own = hierarchy.own_dir
+    if hierarchy.version == 2 and own.name == LEAF and own != hierarchy.mount:
+        own = own.parent
+    return own / parent
 
 
 def open_backend(parent: str, controllers: Iterable[str] = DEFAULT_CONTROLLERS, *,
@@ -152,10 +158,31 @@ def open_backend(parent: str, controllers: Iterable[str] = DEFAULT_CONTROLLERS, 
         return V2Backend(_parent_dir(located[wanted[0]], parent), wanted, fs)
     if versions == {1}:
         parents = {c: _parent_dir(h, parent) for c, h in located.items()}
+        mounts = {c: h.mount for c, h in located.items()}
         for companion in V1_COMPANIONS:
             hierarchy = host.hierarchy_for(companion)
             if hierarchy is not None and hierarchy.version == 1:
                 parents.setdefault(companion, _parent_dir(hierarchy, parent))
-        return V1Backend(parents, fs)
+                mounts.setdefault(companion, hierarchy.mount)
+        return V1Backend(parents, fs, mounts)
     split = {c: f"v{h.version}" for c, h in located.items()}
     raise CgroupUnavailable(f"wanted controllers are split between cgroup v1 and v2: {split}")
+
+
+def delegated(directory: Path, mount: Path) -> bool:
+    """Whether systemd marked ``directory`` or a cgroup above it (below ``mount``) delegated: it
+    sets these xattrs on the cgroup of a unit with ``Delegate=yes`` (systemd >= 251), whose
+    subtree then belongs to the unit's processes, not to systemd. ``user@UID.service`` is marked
+    too, but below it the user's own systemd manages every unit: that mark does not count."""
+    for candidate in (directory, *directory.parents):
+        if candidate == mount or mount not in candidate.parents:
+            return False
+        if candidate.name.startswith("user@") and candidate.name.endswith(".service"):
+            return False
+        for attribute in DELEGATE_XATTRS:
+            try:
+                if os.getxattr(candidate, attribute) == b"1":
+                    return True
+            except OSError:
+                continue
+    return False

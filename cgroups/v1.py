@@ -58,13 +58,18 @@ class V1Backend(CgroupBackend):
 
     version = 1
 
-    def __init__(self, parents: Mapping[str, Path | str], fs: RawFs | None = None) -> None:
+    def __init__(self, parents: Mapping[str, Path | str], fs: RawFs | None = None,
+                 mounts: Mapping[str, Path | str] | None = None) -> None:
+        """``mounts`` (controller -> mount point) is only needed by ``remove_namesakes``."""
         if not parents:
             raise ValueError("V1Backend needs at least one controller hierarchy")
         self.parents = {c: Path(p) for c, p in parents.items()}
         self.controllers = frozenset(self.parents)
         self._roots = sorted(set(self.parents.values()))
         self.fs = GuardedFs(self._roots, fs)
+        # The enclosing groups (where the parents sit): only their cgroup.procs is written, by evict.
+        self._enclosing = GuardedFs([root.parent for root in self._roots], self.fs.raw)
+        self.mounts = {c: Path(m) for c, m in (mounts or {}).items()}
 
     def __repr__(self) -> str:
         return f"V1Backend({ {c: str(p) for c, p in sorted(self.parents.items())} })"
@@ -243,6 +248,60 @@ class V1Backend(CgroupBackend):
             for directory in self._dirs(sub):
                 if self.fs.isdir(directory):
                     retry_busy(partial(self.fs.rmdir, directory), timeout)
+
+    # -- siblings -----------------------------------------------------------------------
+
+    def siblings(self, prefix: str) -> list[str]:
+        names: set[str] = set()
+        for root in self._roots:
+            names.update(n for n in self._enclosing.subdirs(root.parent) if n.startswith(prefix))
+        return sorted(names)
+
+    def sibling(self, name: str) -> V1Backend:
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"invalid sibling name {name!r}")
+        return V1Backend({c: p.parent / name for c, p in self.parents.items()}, self.fs.raw, self.mounts)
+
+    def evict(self, pid: int) -> None:
+        for root in self._roots:
+            try:
+                self._enclosing.write(root.parent / "cgroup.procs", str(pid))
+            except CgroupError as exc:
+                if exc.errno != errno.ESRCH:
+                    raise
+
+    def remove_namesakes(self, name: str, max_depth: int = 4) -> list[Path]:
+        """Remove empty groups called ``name`` anywhere in the managed hierarchies, ``max_depth``
+        levels deep: a dead run's groups sit below *its* cgroups, which need not be ours (another
+        login, another service). A group that still holds processes is left and named in the
+        CgroupError raised after the others were removed."""
+        removed: list[Path] = []
+        busy: list[Path] = []
+        for mount in sorted(set(self.mounts.values())):
+            fs = GuardedFs([mount], self.fs.raw)
+            for found in self._find_named(fs, mount, name, max_depth):
+                tree = V1Backend({"memory": found}, self.fs.raw)
+                if tree.processes_recursive(""):
+                    busy.append(found)
+                    continue
+                tree.remove("", timeout=1.0)
+                removed.append(found)
+        if busy:
+            raise CgroupError(f"stale groups still hold processes, left in place: {[str(b) for b in busy]}",
+                              busy[0], errno.EBUSY)
+        return removed
+
+    @staticmethod
+    def _find_named(fs: GuardedFs, top: Path, name: str, max_depth: int) -> list[Path]:
+        found: list[Path] = []
+        level = [top]
+        for _ in range(max_depth):
+            below = []
+            for directory in level:
+                for child in fs.subdirs(directory):
+                    (found if child == name else below).append(directory / child)
+            level = below
+        return found
 
 
 class V1OomNotifier(OomNotifier):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from vigild.cgroups.base import (
     AGENT,
+    LEAF,
     TOOLS,
     CgroupBackend,
     CgroupError,
@@ -25,6 +26,11 @@ from vigild.cgroups.base import (
 from vigild.cgroups.fs import GuardedFs, RawFs, join_group, os_errors
 
 DEFAULT_CONTROLLERS = ("memory", "pids", "cpu")
+ENABLE_ATTEMPTS = 5  # a process forked into the enclosing cgroup between our move and our enable
+
+DELEGATE_HINT = ("run vigil where they are delegated: a systemd service with Delegate=yes, a scope made with "
+                 "`systemd-run --scope -p Delegate=yes -- vigil run ...`, or a container whose runtime "
+                 "delegates its cgroup (cgroupns with a writable /sys/fs/cgroup)")
 
 _ENABLE_HINTS = {
     errno.EBUSY: "the group holds processes of its own (no-internal-process rule); move them "
@@ -46,6 +52,10 @@ class V2Backend(CgroupBackend):
         self.parent = Path(parent)
         self.controllers = frozenset(controllers)
         self.fs = GuardedFs([self.parent], fs)
+        self.enclosing = self.parent.parent
+        """The cgroup the parent sits in (vigil's own, or its container's/unit's): ``ensure_layout``
+        has it pass the controllers down, ``remove_layout`` gives that back."""
+        self._outer = GuardedFs([self.enclosing], self.fs.raw)
 
     def __repr__(self) -> str:
         return f"V2Backend({str(self.parent)!r}, controllers={sorted(self.controllers)})"
@@ -59,6 +69,7 @@ class V2Backend(CgroupBackend):
     # -- layout -------------------------------------------------------------------------
 
     def ensure_layout(self, adopt_members: bool = False) -> None:
+        self._make_room()
         if not os.path.isdir(self.parent):
             self.fs.mkdir(self.parent)
         available = set(self.fs.read(self._file("", "cgroup.controllers")).split())
@@ -76,6 +87,97 @@ class V2Backend(CgroupBackend):
                 self._move_if_alive(AGENT, pid)
         self._enable_children("")
         self._enable_children(TOOLS)
+
+    def _make_room(self) -> None:
+        """Have the enclosing cgroup enable our controllers for its children.
+
+        It must have them itself (its parent delegates them), and unless it is the root it may not
+        enable them while it holds processes (no internal processes): those (vigil itself, the
+        login shell, the unit's other processes) move into its leaf ``LEAF`` first, which is what
+        systemd and container runtimes expect of a delegated cgroup. Done before the parent exists,
+        so a refusal leaves no empty group behind.
+        """
+        control = self.enclosing / "cgroup.subtree_control"
+        wanted = sorted(self.controllers - set(self._outer.read(control).split()))
+        if not wanted:
+            return
+        available = set(self._outer.read(self.enclosing / "cgroup.controllers").split())
+        lacking = [c for c in wanted if c not in available]
+        if lacking:
+            raise CgroupUnavailable(
+                f"the {', '.join(lacking)} controller{'s are' if len(lacking) > 1 else ' is'} not delegated to "
+                f"{self.enclosing} (its parent does not enable {'them' if len(lacking) > 1 else 'it'} for it); "
+                + DELEGATE_HINT, self.enclosing / "cgroup.controllers")
+        # Move first: enabling a threaded controller (cpu, pids) in a cgroup with processes works
+        # but makes it a thread root, where memory then fails with EOPNOTSUPP.
+        if not self._is_root(self.enclosing) and self._outer.read_pids(self.enclosing / "cgroup.procs"):
+            self._move_members(self.enclosing, self._leaf(create=True))
+        enabled: list[str] = []
+        try:
+            for controller in wanted:
+                self._enable_in_enclosing(controller)
+                enabled.append(controller)
+        except CgroupError:
+            for controller in enabled:  # no half-configured enclosing cgroup is left behind
+                self._outer.write(control, f"-{controller}")
+            raise
+
+    def _enable_in_enclosing(self, controller: str) -> None:
+        """One controller; EBUSY means a process forked into the enclosing cgroup meanwhile."""
+        control = self.enclosing / "cgroup.subtree_control"
+        for attempt in range(ENABLE_ATTEMPTS):
+            try:
+                self._outer.write(control, f"+{controller}")
+                return
+            except CgroupError as exc:
+                if exc.errno != errno.EBUSY or attempt == ENABLE_ATTEMPTS - 1:
+                    hint = _ENABLE_HINTS.get(exc.errno or 0, "the kernel refused")
+                    raise CgroupUnavailable(f"could not enable the {controller} controller for children of "
+                                            f"{self.enclosing}: {hint}", control, exc.errno) from exc
+            self._move_members(self.enclosing, self._leaf(create=True))
+
+    def _is_root(self, directory: Path) -> bool:
+        """The root cgroup (exempt from the no-internal-process rule) has no cgroup.type; a
+        cgroup namespace's root does, and is not exempt."""
+        return not self._outer.exists(directory / "cgroup.type")
+
+    def _leaf(self, create: bool = False) -> Path | None:
+        """The enclosing cgroup's leaf for its own processes (None when it has none)."""
+        leaf = self.enclosing / LEAF
+        if self._outer.isdir(leaf):
+            return leaf
+        if create:
+            self._outer.mkdir(leaf)
+            return leaf
+        return None
+
+    def _move_members(self, source: Path, target: Path) -> None:
+        for pid in self._outer.read_pids(source / "cgroup.procs"):
+            try:
+                self._outer.write(target / "cgroup.procs", str(pid))
+            except CgroupError as exc:
+                if exc.errno != errno.ESRCH:
+                    raise
+
+    def _release_enclosing(self, timeout: float) -> None:
+        """Undo ``_make_room`` once the leaf is the enclosing cgroup's only child (no other run
+        of ours still there): disable our controllers, move the leaf's processes back, remove it.
+        A controller still in use below (EBUSY) or enabled by someone else leaves it all as is."""
+        leaf = self._leaf()
+        if leaf is None or self._outer.subdirs(self.enclosing) != [LEAF]:
+            return
+        control = self.enclosing / "cgroup.subtree_control"
+        for controller in sorted(self.controllers & set(self._outer.read(control).split())):
+            try:
+                self._outer.write(control, f"-{controller}")
+            except CgroupError as exc:
+                if exc.errno == errno.EBUSY:
+                    return
+                raise
+        if self._outer.read(control).split():
+            return
+        self._move_members(leaf, self.enclosing)
+        retry_busy(partial(self._outer.rmdir, leaf), timeout)
 
     def _move_if_alive(self, group: str, pid: int) -> None:
         try:
@@ -223,6 +325,31 @@ class V2Backend(CgroupBackend):
             self.kill(group, timeout)
         for sub in self._subgroups(group):
             retry_busy(partial(self.fs.rmdir, self.path(sub)), timeout)
+
+    # -- siblings -----------------------------------------------------------------------
+
+    def siblings(self, prefix: str) -> list[str]:
+        return [n for n in self._outer.subdirs(self.enclosing) if n.startswith(prefix)]
+
+    def sibling(self, name: str) -> V2Backend:
+        if not name or "/" in name or name in (".", "..") or name == LEAF:
+            raise ValueError(f"invalid sibling name {name!r}")
+        return V2Backend(self.enclosing / name, self.controllers, self.fs.raw)
+
+    def evict(self, pid: int) -> None:
+        """To the enclosing cgroup's leaf when it has (or, with controllers enabled for its
+        children, needs) one: then the enclosing cgroup itself may hold no process."""
+        for target in (self._leaf(), self.enclosing, self._leaf(create=True)):
+            if target is None:
+                continue
+            try:
+                self._outer.write(target / "cgroup.procs", str(pid))
+                return
+            except CgroupError as exc:
+                if exc.errno == errno.ESRCH:
+                    return
+                if exc.errno != errno.EBUSY or target != self.enclosing:
+                    raise
 
 
 class V2OomNotifier(OomNotifier):

@@ -136,7 +136,7 @@ class AdaptiveController:
             if group is None or policy is None or policy.limits.memory_high is None:
                 continue  # only calls given a memory.high are steered
             try:
-                current = control.backend.read_limits(group)
+                current = control.backend_of(call_id).read_limits(group)
             except CgroupError as exc:
                 log.debug("cannot read the limits of %s: %s", group, exc)
                 continue
@@ -155,7 +155,7 @@ class AdaptiveController:
             if why is None:
                 continue
             try:
-                control.backend.set_limits(group, Limits(memory_high=new))
+                control.backend_of(call_id).set_limits(group, Limits(memory_high=new))
             except CgroupError as exc:
                 log.warning("cannot move memory.high of %s: %s", group, exc)
                 continue

@@ -13,7 +13,6 @@ no memory it allocates is charged elsewhere.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
@@ -22,14 +21,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from vigild.bpf.control import FEATURE_PROGRAMS, ControlSensor, MemSpike, OomKill
 from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent, ProcessEvent
 from vigild.bpf.features import Features
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import BpfError
-from vigild.cgroups import AGENT, CgroupBackend, CgroupError, Limits, detect, open_backend
+from vigild.cgroups import AGENT, CgroupBackend, CgroupError, Limits, open_backend
 from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, command_matches, outcome
 from vigild.daemon.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
 from vigild.daemon.watchdog import Watchdog, start_watchdog
@@ -84,6 +83,17 @@ PolicyFor = Callable[[ToolCall], CallPolicy]
 TickHook = Callable[["ToolCallControl"], list[Any]]
 
 
+class Placement(Protocol):
+    """Which backend's tree a call's group goes in (vigild: the agent's own cgroup when delegated,
+    see daemon/agent_cgroups.py); `release` hands back a tree none of whose calls is open."""
+
+    def backend_for(self, call: ToolCall) -> CgroupBackend: ...
+
+    def release(self, tree: CgroupBackend) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class ToolCallControl:
     """Tool calls of controlled agents: their cgroups, limits, timeouts and final accounting."""
 
@@ -102,6 +112,8 @@ class ToolCallControl:
         self.ended: deque[tuple[ToolEnd, str | None]] = deque(maxlen=ENDED_REMEMBERED)
         self.adaptive: TickHook | None = None  # e.g. adaptive.AdaptiveController.tick
         self.groups: dict[int, str] = {}
+        self.placement: Placement | None = None  # None: every call below `backend`'s parent
+        self._backend_of: dict[int, CgroupBackend] = {}
         self.applied: dict[int, CallPolicy] = {}
         self._delay_ns: dict[int, dict[str, int]] = {}
         self._empty_seen: set[int] = set()
@@ -134,12 +146,16 @@ class ToolCallControl:
         call = self.book.call_of(pid)
         return self.applied.get(call.id) if call is not None else None
 
+    def backend_of(self, call_id: int) -> CgroupBackend:
+        """The backend whose tree holds the call's group."""
+        return self._backend_of.get(call_id, self.backend)
+
     def update_call(self, call_id: int, policy: CallPolicy) -> None:
         """Change a running call's limits (and timeout) in place."""
         group = self.groups.get(call_id)
         if group is None:
             raise KeyError(f"no open tool call {call_id}")
-        self.backend.set_limits(group, policy.limits)
+        self.backend_of(call_id).set_limits(group, policy.limits)
         self.applied[call_id] = policy
 
     @property
@@ -184,9 +200,11 @@ class ToolCallControl:
                 self.tags[call.id] = pending.tag
         group = error = None
         try:
-            group = self.backend.create_call(str(call.id), policy.limits)
+            backend = self.placement.backend_for(call) if self.placement is not None else self.backend
+            self._backend_of[call.id] = backend
+            group = backend.create_call(str(call.id), policy.limits)
             self.groups[call.id] = group
-            self.backend.add_process(group, call.pid)
+            backend.add_process(group, call.pid)
         except (CgroupError, OSError) as exc:
             error = str(exc)
             log.warning("tool call %d runs without its limits: %s", call.id, exc)
@@ -223,19 +241,22 @@ class ToolCallControl:
 
     def _finish(self, call: ToolCall) -> ToolEnd:
         group = self.groups.pop(call.id, None)
+        backend = self._backend_of.pop(call.id, self.backend)
         policy = self.applied.pop(call.id, self.default_policy)
         self._empty_seen.discard(call.id)
         mem = pids = None
         if group is not None:
             try:
-                mem = self.backend.memory_stats(group) if "memory" in self.backend.controllers else None
-                pids = self.backend.pids_stats(group) if "pids" in self.backend.controllers else None
+                mem = backend.memory_stats(group) if "memory" in backend.controllers else None
+                pids = backend.pids_stats(group) if "pids" in backend.controllers else None
             except CgroupError as exc:
                 log.warning("cannot read the accounting of %s: %s", group, exc)
-            self._remove(group)
+            self._remove(backend, group)
+        self._release_if_unused(backend)
         if self.sensor is not None:
             self.sensor.forget_call(call.id)
-        oom_kills = max(call.oom_kills, mem.oom_kills if mem else 0)
+        # The tracepoint counts each victim once; the group's counter is the floor if events were lost.
+        oom_kills = max(call.oom_kills, mem.killed_processes if mem else 0)
         hit = []
         if mem is not None and (mem.max_events or mem.oom_kills):
             hit.append("memory.max")
@@ -256,11 +277,21 @@ class ToolCallControl:
         self.ended.append((end, self.tags.pop(call.id, None)))
         return end
 
-    def _remove(self, group: str) -> None:
+    def _remove(self, backend: CgroupBackend, group: str) -> None:
         try:
-            self.backend.remove(group, kill=True, timeout=2.0)
+            backend.remove(group, kill=True, timeout=2.0)
         except CgroupError as exc:
-            log.warning("cannot remove %s: %s", group, exc)
+            log.warning("cannot remove %s: %s", backend.path(group), exc)
+
+    def _release_if_unused(self, backend: CgroupBackend) -> None:
+        """An agent's own tree goes when its last open call ended (its cgroup must stay removable
+        by whoever owns it: a container runtime cannot remove a cgroup with our groups in it)."""
+        if backend is self.backend or self.placement is None or backend in self._backend_of.values():
+            return
+        try:
+            self.placement.release(backend)
+        except CgroupError as exc:
+            log.warning("cannot remove the tool-call groups in %s: %s", backend.path(""), exc)
 
     def _kill(self, call: ToolCall, reason: str) -> None:
         """SIGKILL every process of the call once; the exits finish it. Does not wait: a fork
@@ -270,7 +301,7 @@ class ToolCallControl:
         pids = set(call.pids)
         if group is not None:
             try:
-                pids.update(self.backend.processes_recursive(group))
+                pids.update(self.backend_of(call.id).processes_recursive(group))
             except CgroupError:
                 pass
         for pid in pids:
@@ -313,7 +344,7 @@ class ToolCallControl:
             if group is None:
                 continue
             try:
-                empty = not self.backend.processes_recursive(group)
+                empty = not self.backend_of(call.id).processes_recursive(group)
             except CgroupError:
                 continue
             # Twice in a row, a second apart: exits still in the ring buffer get their chance.
@@ -339,8 +370,10 @@ class ToolCallControl:
         for call in self.open_calls:
             self._kill(call, call.killed_reason or "shutdown")
             events.append(self._finish(self.book.end(call, time.time_ns())))
+        if self.placement is not None:
+            self.placement.close()
         try:
-            self.backend.remove("", kill=False, timeout=2.0)
+            self.backend.remove_layout(kill=False, timeout=2.0)
         except CgroupError as exc:
             log.warning("cannot remove vigil's cgroups: %s", exc)
         return events
@@ -363,77 +396,27 @@ class ToolCallControl:
 
 # ---- setup ---------------------------------------------------------------------------------------
 
-def _sibling_dirs(backend: CgroupBackend) -> set[Path]:
-    """The directories (one per hierarchy) that hold vigil-run-* parents."""
-    return {backend.path("", c).parent for c in backend.controllers}
-
-
 def cleanup_stale_parents(backend: CgroupBackend) -> list[str]:
-    """Remove the groups of `vigil run`s that died without cleaning up (SIGKILL, crash): their
-    leftover tool calls are killed; a still-running agent is moved back out to vigil's own
-    cgroup, so its group can go."""
+    """Remove the groups of `vigil run`s (and vigilds) that died without cleaning up (SIGKILL,
+    crash): their leftover tool calls are killed; a still-running agent is moved back out, so its
+    group can go. Which groups are stale is decided here (their pid is gone); the cgroupfs work is
+    the backend's."""
     removed = []
-    names: set[str] = set()
-    for directory in _sibling_dirs(backend):
-        try:
-            names.update(n for n in os.listdir(directory) if n.startswith(PARENT_PREFIX))
-        except OSError:
-            continue
-    for name in sorted(names):
+    for name in backend.siblings(PARENT_PREFIX):
         pid = name.removeprefix(PARENT_PREFIX)
         if not pid.isdigit() or int(pid) == os.getpid() or Path(f"/proc/{pid}").exists():
             continue
-        stale = open_backend(name, backend.controllers)
         try:
-            stale.cleanup_stale()
-            for member in stale.processes_recursive(""):
-                _evict(stale, member)
-            stale.remove("", kill=True, timeout=5.0)
+            backend.sibling(name).remove_abandoned()
             removed.append(name)
         except CgroupError as exc:
             log.warning("cannot remove the stale cgroups %s: %s", name, exc)
             continue
-        _remove_elsewhere(name)
+        try:
+            backend.remove_namesakes(name)
+        except CgroupError as exc:
+            log.warning("%s", exc)
     return removed
-
-
-def _remove_elsewhere(name: str, max_depth: int = 4) -> None:
-    """A dead run's v1 memory group sits below *its* memory cgroup, which need not be ours
-    (another login, another service): look for the same name, vigild's own, across the memory
-    hierarchy, and remove it when no process is left in it."""
-    memory = detect().hierarchy_for("memory")
-    if memory is None or memory.version != 1:
-        return
-    root = Path(memory.mount)
-    for directory, subdirs, _files in os.walk(root):
-        depth = len(Path(directory).relative_to(root).parts)
-        if depth >= max_depth:
-            subdirs.clear()
-        if name in subdirs:
-            subdirs.remove(name)
-            _rmdir_tree(Path(directory) / name)
-
-
-def _rmdir_tree(group: Path) -> None:
-    for directory, _subdirs, _files in sorted(os.walk(group), key=lambda w: -len(w[0])):
-        try:
-            if Path(directory, "cgroup.procs").read_text().strip():
-                log.warning("stale group %s still has processes; left in place", directory)
-                return
-            os.rmdir(directory)
-        except OSError as exc:
-            log.warning("cannot remove the stale group %s: %s", directory, exc)
-            return
-
-
-def _evict(backend: CgroupBackend, pid: int) -> None:
-    for controller in backend.controllers:
-        procs = backend.path("", controller).parent / "cgroup.procs"
-        try:
-            procs.write_text(str(pid))
-        except OSError as exc:
-            if exc.errno != errno.ESRCH:
-                log.warning("cannot move pid %d out of a stale group: %s", pid, exc)
 
 
 def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: int, spike_window_ns: int,
@@ -446,7 +429,11 @@ def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: in
     backend = open_backend(f"{PARENT_PREFIX}{os.getpid()}", CONTROLLERS)
     for name in cleanup_stale_parents(backend):
         log.info("removed stale cgroups %s", name)
-    backend.ensure_layout()
+    try:
+        backend.ensure_layout()
+    except BaseException:
+        backend.remove_layout(kill=True)
+        raise
     control = ToolCallControl(backend, lineage, policy)
     try:
         control.watchdog = start_watchdog(lineage.held.fd)
@@ -460,7 +447,7 @@ def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: in
                     log.warning("taskstats unavailable (%s): tool calls get no delay figures", exc)
     except BaseException:
         control.release_resources()
-        backend.remove("", kill=True)
+        backend.remove_layout(kill=True)
         raise
     return control
 

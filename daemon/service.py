@@ -50,8 +50,9 @@ class OneLineFormatter(logging.Formatter):
 def open_tool_control(lineage: Any, config: Config, features: Features) -> Any:
     """Per-tool-call cgroups for tracked agents, as `vigil run` has them: the [tools] limits,
     the [[policies]] over them, adaptive memory.high if enabled."""
-    from vigild.cgroups import Limits
+    from vigild.cgroups import Limits, detect
     from vigild.daemon.adaptive import AdaptiveController, AdaptiveSettings, ProcHostReader
+    from vigild.daemon.agent_cgroups import AgentCgroups
     from vigild.daemon.control_loop import CallPolicy, open_run_control
     from vigild.daemon.policy import policy_for_config
 
@@ -59,6 +60,8 @@ def open_tool_control(lineage: Any, config: Config, features: Features) -> Any:
                     pids_max=config.tool_pids_max, cpu_weight=config.tool_cpu_weight)
     tools = open_run_control(lineage, CallPolicy(limits, config.tool_timeout_s), spike_bytes=100 << 20,
                              spike_window_ns=1_000_000_000, features=features)
+    # Calls go in the agent's own cgroup where it is delegated, so its container's limits stay above them.
+    tools.placement = AgentCgroups(tools.backend, detect(), tools.backend.path("").name)
     if config.policies:
         tools.policy_for = policy_for_config(config.policies, tools.default_policy)
     if config.adaptive:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +22,7 @@ class TraceResult:
     stderr: str
     stdout_other: list[str]
     stdout: str = ""
+    pid: int = 0
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == kind]
@@ -41,13 +46,53 @@ def parse_json_lines(text: str) -> tuple[list[dict[str, Any]], list[str]]:
     return events, other
 
 
+def kill_group(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL the process group ``proc`` leads (vigil, its agent, their tool calls) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+@contextmanager
+def own_group(argv: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[Any]]:
+    """``Popen`` in a new process group that is killed whole when the block ends, however it ends:
+    a failed test never leaves its vigil (or the agent and tools it started) running."""
+    proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+    try:
+        yield proc
+    finally:
+        kill_group(proc)
+
+
+class Ran(subprocess.CompletedProcess[str]):
+    """A finished run, with the pid it had (its cgroups are named after it)."""
+
+    def __init__(self, argv: list[str], returncode: int, stdout: str, stderr: str, pid: int) -> None:
+        super().__init__(argv, returncode, stdout, stderr)
+        self.pid = pid
+
+
+def run_own_group(argv: list[str], timeout: float, **kwargs: Any) -> Ran:
+    """``subprocess.run(capture_output=True, text=True)`` whose whole process group is killed on a
+    timeout or error, and once it returned (nothing it started may outlive the test)."""
+    with own_group(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            out, err = proc.communicate()
+            raise subprocess.TimeoutExpired(argv, timeout, out, err) from None
+        return Ran(argv, proc.returncode, out, err, proc.pid)
+
+
 def vigil_trace(args: list[str], timeout: float = 60, verbose: bool = False, **kwargs: Any) -> TraceResult:
     flags = ["-v"] if verbose else []
-    proc = subprocess.run([*VIGIL, *flags, "trace", "-o", "json", *args], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    proc = run_own_group([*VIGIL, *flags, "trace", "-o", "json", *args], timeout, **kwargs)
     events, other = parse_json_lines(proc.stdout)
-    return TraceResult(proc.returncode, events, proc.stderr, other, proc.stdout)
+    return TraceResult(proc.returncode, events, proc.stderr, other, proc.stdout, proc.pid)
 
 
-def vigil(args: list[str], timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*VIGIL, *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+def vigil(args: list[str], timeout: float = 60, **kwargs: Any) -> Ran:
+    return run_own_group([*VIGIL, *args], timeout, **kwargs)

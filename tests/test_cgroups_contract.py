@@ -20,6 +20,7 @@ from vigild.cgroups import (
     CgroupError,
     CgroupUnavailable,
     Limits,
+    MemoryStats,
     OutsideParentError,
     V1Backend,
     V2Backend,
@@ -68,8 +69,12 @@ def _alive(pid: int) -> bool:
 class FakeCgroupFs:
     """A ``RawFs`` over ``tmp_path`` that simulates cgroupfs semantics for one version."""
 
-    def __init__(self, base: Path, version: int, *, delegated: bool = True, has_kill: bool = True) -> None:
+    def __init__(self, base: Path, version: int, *, delegated: bool = True, has_kill: bool = True,
+                 enclosing: str = "") -> None:
+        """``enclosing``: the cgroup (below the root) the backend's parent sits in, as vigil's
+        own login scope or service would be; by default the parent is a child of the root."""
         self.base = base
+        self.enclosing = enclosing
         self.version = version
         self.has_kill = has_kill
         self.readonly = False
@@ -85,21 +90,28 @@ class FakeCgroupFs:
             for mount in self.mounts:
                 mount.mkdir()
                 self._files(mount, V1_CORE)
+        if enclosing:
+            for mount in self.mounts:
+                self.mkdir(mount / enclosing)
 
     # -- what a test configures a backend with --------------------------------------------
 
     def backend(self, controllers: tuple[str, ...] = ("memory", "pids", "cpu")) -> CgroupBackend:
         if self.version == 2:
-            return V2Backend(self.base / "unified" / "vigil", controllers, fs=self)
-        parents = {}
+            return V2Backend(self.base / "unified" / self.enclosing / "vigil", controllers, fs=self)
+        parents, mounts = {}, {}
         for mount, names in self.mounts.items():
             for name in names:
                 if name in controllers or name == "freezer":
-                    parents[name] = mount / "vigil"
-        return V1Backend(parents, fs=self)
+                    parents[name] = mount / self.enclosing / "vigil"
+                    mounts[name] = mount
+        return V1Backend(parents, fs=self, mounts=mounts)
 
     def group_dirs(self, group: str) -> list[Path]:
-        return [mount / "vigil" / group for mount in self.mounts]
+        return [mount / self.enclosing / "vigil" / group for mount in self.mounts]
+
+    def enclosing_dirs(self) -> list[Path]:
+        return [mount / self.enclosing for mount in self.mounts]
 
     # -- RawFs ------------------------------------------------------------------------------
 
@@ -212,6 +224,9 @@ class FakeCgroupFs:
                     raise OSError(errno.EBUSY, "no internal processes")
                 enabled.add(name)
             else:
+                if any(name in (c / "cgroup.subtree_control").read_text().split()
+                       for c in directory.iterdir() if c.is_dir()):
+                    raise OSError(errno.EBUSY, "a child still enables it for its children")
                 enabled.discard(name)
         (directory / "cgroup.subtree_control").write_text(" ".join(sorted(enabled)))
         for child in directory.iterdir():
@@ -399,6 +414,46 @@ def test_remove_busy_group_without_kill_fails_clearly(backend: CgroupBackend, sp
     assert backend.exists(group)
 
 
+@pytest.mark.parametrize("version", [1, 2], ids=["v1", "v2"])
+def test_abandoned_sibling_is_removed_and_its_agent_moved_out(tmp_path: Path, version: int, spawn) -> None:
+    """What is left of a run that was SIGKILLed: its tool call is killed, its agent survives
+    outside, and nothing of its tree remains."""
+    fake = FakeCgroupFs(tmp_path, version, enclosing="session.scope")
+    ours = fake.backend()
+    dead = ours.sibling("vigil-run-1")
+    dead.ensure_layout()
+    ours.ensure_layout()
+    agent, tool = spawn(), spawn()
+    dead.add_process("agent", agent.pid)
+    dead.add_process(dead.create_call("7"), tool.pid)
+    assert ours.siblings("vigil-run-") == ["vigil-run-1"]
+    dead.remove_abandoned()
+    assert tool.wait(timeout=5) == -signal.SIGKILL
+    assert agent.poll() is None
+    assert ours.siblings("vigil-run-") == [] and ours.exists("tools")
+    home = fake.enclosing_dirs()[0] / ("supervisor" if fake.version == 2 else "")
+    assert str(agent.pid) in fake.read(home / "cgroup.procs").split()
+
+
+def test_v1_namesakes_elsewhere_are_removed_when_empty(tmp_path: Path, spawn) -> None:
+    fake = FakeCgroupFs(tmp_path, 1)
+    backend = fake.backend()
+    for mount in fake.mounts:
+        for where in ("other.service", "user.slice/session-3.scope"):
+            (mount / where).parent.mkdir(exist_ok=True, parents=True)
+            fake._populate((mount / where).parent)
+            fake.mkdir(mount / where)
+            fake.mkdir(mount / where / "vigil-run-5")
+    busy = spawn()
+    fake.write(tmp_path / "memory" / "user.slice/session-3.scope/vigil-run-5" / "cgroup.procs", str(busy.pid))
+    with pytest.raises(CgroupError) as info:
+        backend.remove_namesakes("vigil-run-5")
+    assert info.value.errno == errno.EBUSY and "session-3.scope/vigil-run-5" in str(info.value)
+    assert not (tmp_path / "memory/other.service/vigil-run-5").exists()
+    assert (tmp_path / "memory/user.slice/session-3.scope/vigil-run-5").is_dir()
+    assert not (tmp_path / "pids/user.slice/session-3.scope/vigil-run-5").exists()
+
+
 def test_cleanup_stale_removes_only_call_groups(fake: FakeCgroupFs, backend: CgroupBackend, spawn) -> None:
     backend.create_call("a")
     backend.create_call("b")
@@ -487,11 +542,52 @@ def test_v2_enables_controllers_for_children(tmp_path: Path) -> None:
     assert (backend.path(backend.create_call("x")) / "memory.max").exists()
 
 
-def test_v2_without_delegation_says_so(tmp_path: Path) -> None:
-    backend = FakeCgroupFs(tmp_path, 2, delegated=False).backend()
+def test_v2_without_delegation_says_so_and_leaves_nothing(tmp_path: Path) -> None:
+    fake = FakeCgroupFs(tmp_path, 2, delegated=False, enclosing="session.scope")
+    backend = fake.backend()
     with pytest.raises(CgroupUnavailable) as info:
         backend.ensure_layout()
-    assert "delegation" in str(info.value) and "memory" in str(info.value)
+    message = str(info.value)
+    assert "not delegated" in message and "memory" in message and "Delegate=yes" in message
+    assert "systemd-run --scope -p Delegate=yes" in message
+    backend.remove_layout(kill=True)
+    assert [p.name for p in fake.enclosing_dirs()[0].iterdir() if p.is_dir()] == []
+
+
+def test_v2_processes_of_the_enclosing_cgroup_move_into_its_leaf_and_back(tmp_path: Path, spawn) -> None:
+    """A login scope or a service holds processes (vigil among them): they move into its leaf so
+    it may enable controllers for its children, and come back when the last run is removed."""
+    fake = FakeCgroupFs(tmp_path, 2, enclosing="session.scope")
+    scope = fake.enclosing_dirs()[0]
+    shell, other = spawn(), spawn()
+    for pid in (shell.pid, other.pid):
+        fake.write(scope / "cgroup.procs", str(pid))
+    first, second = fake.backend(), V2Backend(scope / "vigil-2", fs=fake)
+    first.ensure_layout()
+    second.ensure_layout()
+    assert sorted(map(int, fake.read(scope / "supervisor" / "cgroup.procs").split())) == sorted([shell.pid, other.pid])
+    assert fake.read(scope / "cgroup.procs") == ""
+    assert set((scope / "cgroup.subtree_control").read_text().split()) == {"cpu", "memory", "pids"}
+    assert (first.path(first.create_call("1", Limits(memory_max=1 << 20))) / "memory.max").read_text() == str(1 << 20)
+    first.remove_layout()
+    assert (scope / "supervisor").is_dir() and second.exists("tools")  # the other run still needs them
+    second.remove_layout()
+    assert sorted(map(int, fake.read(scope / "cgroup.procs").split())) == sorted([shell.pid, other.pid])
+    assert [p for p in scope.iterdir() if p.is_dir()] == []
+    assert (scope / "cgroup.subtree_control").read_text().split() == []
+
+
+def test_v2_a_parent_below_the_root_needs_no_leaf(tmp_path: Path, spawn) -> None:
+    """The root cgroup may hold processes and enable controllers: nothing moves there."""
+    fake = FakeCgroupFs(tmp_path, 2, delegated=False)
+    root = tmp_path / "unified"
+    agent = spawn()
+    fake.write(root / "cgroup.procs", str(agent.pid))
+    backend = fake.backend()
+    backend.ensure_layout()
+    assert fake.read(root / "cgroup.procs").split() == [str(agent.pid)] and not (root / "supervisor").exists()
+    backend.remove_layout()
+    assert not backend.path("").exists() and (root / "cgroup.subtree_control").read_text().split() != []
 
 
 def test_v2_parent_with_processes_needs_adoption(tmp_path: Path, spawn) -> None:
@@ -525,3 +621,12 @@ def test_v1_freezer_missing_is_unavailable(tmp_path: Path) -> None:
     backend.ensure_layout()
     with pytest.raises(CgroupUnavailable):
         backend.freeze(backend.create_call("nf"))
+
+
+@pytest.mark.parametrize(("oom_kill", "group_kills", "processes"), [(2, 1, 1), (3, 1, 2), (1, 0, 1), (0, 0, 0)])
+def test_killed_processes_undoes_the_group_kill_double_count(oom_kill: int, group_kills: int, processes: int) -> None:
+    """What memory.events reads after a memory.oom.group kill of 1 and 2 processes (measured on
+    6.1 and 6.12), and after a v1-style single kill."""
+    stats = MemoryStats(current=0, peak=None, oom_kills=oom_kill, max_events=1, high_events=0, oom_events=1,
+                        oom_group_kills=group_kills, under_oom=None)
+    assert stats.killed_processes == processes

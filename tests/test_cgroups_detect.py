@@ -84,6 +84,17 @@ def test_pure_v2(tmp_path: Path) -> None:
     assert backend.controllers == {"memory", "pids", "cpu"}
 
 
+def test_v2_process_in_the_leaf_counts_as_in_its_cgroup(tmp_path: Path) -> None:
+    """After a run moved a service's processes into its leaf, the next run's parent still goes
+    beside the first, not inside the leaf."""
+    proc = fake_proc(tmp_path, [("cgroup2", "/", "cg", "rw,nsdelegate")],
+                     "0::/system.slice/vigild.service/supervisor\n", v2_controllers="cpu memory pids")
+    backend = open_backend("vigil-run-7", host=detect(proc))
+    assert isinstance(backend, V2Backend)
+    assert backend.parent == tmp_path / "cg/system.slice/vigild.service/vigil-run-7"
+    assert backend.enclosing == tmp_path / "cg/system.slice/vigild.service"
+
+
 def test_pure_v1_with_bind_mounted_subtree(tmp_path: Path) -> None:
     proc = fake_proc(tmp_path, [
         ("cgroup", "/docker/c1", "cg/memory", "rw,memory"),

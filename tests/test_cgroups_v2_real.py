@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 from cgroup_teardown import HOG, destroy
 from conftest import need
-from vigild.cgroups import CgroupUnavailable, Limits, V2Backend, detect, open_backend
+from vigild.cgroups import LEAF, CgroupUnavailable, Limits, V2Backend, delegated, detect, open_backend
 
 LIMIT = 64 << 20
 _names = itertools.count()
@@ -41,6 +41,7 @@ def cg(root: None) -> Iterator[V2Backend]:
         yield backend
     finally:
         destroy(backend.parent)
+        backend.remove_layout()  # gives the enclosing cgroup back (its processes leave the leaf)
 
 
 @pytest.fixture
@@ -76,6 +77,23 @@ def start_in(cg: V2Backend, group: str, procs: list, argv: list[str], **kw) -> s
     return child
 
 
+def test_enclosing_cgroup_passes_controllers_down_and_is_given_back(cg: V2Backend) -> None:
+    """The test's own cgroup (a login scope or a service in the guest) holds processes: they are
+    in its leaf while the layout exists, and back, with the leaf gone, once it is removed. The
+    root cgroup may hold processes and enable controllers at once: there nothing moves."""
+    enclosing, leaf = cg.enclosing, cg.enclosing / LEAF
+    assert {"memory", "pids", "cpu"} <= set((enclosing / "cgroup.subtree_control").read_text().split())
+    is_root = not (enclosing / "cgroup.type").exists()
+    mine = str(os.getpid())
+    assert mine in ((enclosing if is_root else leaf) / "cgroup.procs").read_text().split()
+    assert leaf.exists() != is_root
+    destroy(cg.parent)
+    cg.remove_layout()
+    assert not leaf.exists() and mine in (enclosing / "cgroup.procs").read_text().split()
+    if not is_root:
+        assert (enclosing / "cgroup.subtree_control").read_text().split() == []
+
+
 def test_memory_max_group_oom_and_notifier(cg: V2Backend, procs: list) -> None:
     group = cg.create_call("oom", Limits(memory_max=LIMIT))
     assert (cg.path(group) / "memory.oom.group").read_text().strip() == "1"
@@ -86,8 +104,20 @@ def test_memory_max_group_oom_and_notifier(cg: V2Backend, procs: list) -> None:
         assert notifier.wait(5.0)
     stats = cg.memory_stats(group)
     assert stats.oom_kills >= 1 and stats.max_events > 0 and stats.oom_group_kills >= 1
+    assert stats.killed_processes == 1, stats  # memory.events reads oom_kill 2 for this one process
     if stats.peak is not None:  # memory.peak exists from 5.19
         assert 0.9 * LIMIT <= stats.peak <= LIMIT
+
+
+def test_group_oom_kills_every_member_counted_once(cg: V2Backend, procs: list) -> None:
+    """memory.oom.group kills the bystander with the hog: two processes, counted as two."""
+    group = cg.create_call("oom2", Limits(memory_max=LIMIT))
+    bystander = start_in(cg, group, procs, ["sleep", "60"])
+    hog = start_in(cg, group, procs, [sys.executable, "-c", HOG], stdout=subprocess.PIPE)
+    hog.communicate(timeout=60)
+    assert hog.returncode == -signal.SIGKILL and bystander.wait(timeout=10) == -signal.SIGKILL
+    stats = cg.memory_stats(group)
+    assert stats.oom_group_kills == 1 and stats.killed_processes == 2, stats
 
 
 def test_memory_high_throttles_without_killing(cg: V2Backend, procs: list) -> None:
@@ -127,6 +157,22 @@ def test_remove_and_cleanup_stale(cg: V2Backend, procs: list) -> None:
     assert V2Backend(cg.parent).cleanup_stale() == ["tools/call-a", "tools/call-b"]
     assert [c.wait(timeout=5) for c in procs] == [-signal.SIGKILL] * 2
     assert not cg.exists("tools/call-a") and not cg.exists("tools/call-b") and cg.exists("agent")
+
+
+def test_systemd_delegation_mark_is_read(core: V2Backend) -> None:
+    """systemd's trusted.delegate xattr on a cgroup (Delegate=yes) marks it and its subtree
+    delegated; an unmarked cgroup is not (vigild then keeps tool calls below its own cgroup)."""
+    mount = detect().v2.mount
+    marked, plain = core.path("agent"), core.path("tools")
+    assert not delegated(marked, mount) and not delegated(plain, mount)
+    os.setxattr(marked, "trusted.delegate", b"1")
+    core.create("agent/inner")
+    assert delegated(marked, mount) and delegated(core.path("agent/inner"), mount)
+    assert not delegated(plain, mount)
+    core.create("tools/user@1000.service")
+    core.create("tools/user@1000.service/app.slice")
+    os.setxattr(core.path("tools/user@1000.service"), "trusted.delegate", b"1")
+    assert not delegated(core.path("tools/user@1000.service/app.slice"), mount)  # the user manager's own
 
 
 def test_core_membership_freeze_kill(core: V2Backend, procs: list) -> None:

@@ -1,5 +1,7 @@
 """`vigil run`: tool calls in their own cgroups, limits enforced by the kernel, OOM kills, memory
-spikes and the fail-safe, against real v1 cgroups and the real BPF programs (root only)."""
+spikes and the fail-safe, against the host's real cgroups (v1 on a hybrid host, v2 from the root,
+a login scope or a delegated service in the v2 guest) and the real BPF programs (root only).
+Every vigil runs in its own process group, killed whole when its test ends."""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import VIGIL, TraceResult, parse_json_lines
+from helpers import VIGIL, TraceResult, own_group, parse_json_lines, run_own_group
+from run_cgroups import call_groups, leftovers, memory_version, run_groups
+from vigild_proc import loaded_prog_ids, orphaned_programs
 
 pytestmark = pytest.mark.usefixtures("root")
 
@@ -23,19 +27,14 @@ PY = sys.executable
 ALLOC = str(DATA / "alloc.py")
 FORKBOMB = str(DATA / "forkbomb.py")
 AGENT = str(DATA / "fake_agent.py")
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def vigil_run(args: list[str], tools: list[list[str]], agent_status: int = 0, timeout: float = 120,
+def vigil_run(args: list[str], tools: list[list[str]], agent_status: int = 0, timeout: float = 600,
               **kwargs: Any) -> TraceResult:
-    proc = subprocess.run([*VIGIL, "run", "-o", "json", "--no-tls", *args, "--", PY, AGENT, json.dumps(tools),
-                           str(agent_status)], check=False, capture_output=True, text=True, timeout=timeout, **kwargs)
+    proc = run_own_group([*VIGIL, "run", "-o", "json", "--no-tls", *args, "--", PY, AGENT, json.dumps(tools),
+                          str(agent_status)], timeout, **kwargs)
     events, other = parse_json_lines(proc.stdout)
-    return TraceResult(proc.returncode, events, proc.stderr, other, proc.stdout)
-
-
-def vigil_groups() -> list[Path]:
-    return [p for p in CGROUP_ROOT.glob("*/**/vigil-run-*") if p.is_dir()]
+    return TraceResult(proc.returncode, events, proc.stderr, other, proc.stdout, proc.pid)
 
 
 def ends_by_first_arg(result: TraceResult) -> dict[str, dict[str, Any]]:
@@ -83,7 +82,31 @@ def test_three_calls_small_oom_and_fork_bomb() -> None:
     print(f"OOM peak {big['peak_memory_bytes']} of limit {1 << 30}; oom_kill rss {oom[0]['rss_bytes']}")
     session_end = result.of_type("session_end")[0]
     assert session_end["exit_code"] == 3 and session_end["signal"] is None
-    assert vigil_groups() == []
+    assert leftovers(result.pid) == []
+
+
+def test_oom_inside_its_own_group_agent_goes_on_nothing_left() -> None:
+    """The acceptance case, on every host shape (v1 here; v2 from the root, a login scope and a
+    Delegate=yes service in the guest): the tool call is OOM-killed inside its own group and
+    counted once, the agent carries on and exits 0, and no group, stopped process or BPF program
+    is left."""
+    before = loaded_prog_ids()
+    proc = run_own_group([*VIGIL, "run", "-o", "json", "--no-tls", "--tool-mem-max", "64M", "--", "bash", "-c",
+                          "python3 -c 'x=bytearray(200*2**20)'; echo alive"], timeout=300)
+    events, other = parse_json_lines(proc.stdout)
+    assert proc.returncode == 0, proc.stderr
+    assert "alive" in other, proc.stdout
+    starts = [e for e in events if e["type"] == "tool_start"]
+    ends = [e for e in events if e["type"] == "tool_end"]
+    assert len(starts) == len(ends) == 1, proc.stdout
+    assert starts[0]["placement_error"] is None and starts[0]["cgroup"].startswith("tools/call-")
+    assert "x=bytearray(200*2**20)" in ends[0]["argv"] and ends[0]["outcome"] == "oom_killed", ends[0]
+    assert ends[0]["oom_kills"] == 1 and "memory.max" in ends[0]["limits_hit"], ends[0]
+    assert [o["pid"] for o in events if o["type"] == "oom_kill"] == [ends[0]["pid"]]
+    assert leftovers(proc.pid) == []
+    pids = {e["pid"] for e in events if e["type"] in ("exec", "fork")}
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]  # neither stopped nor running
+    assert orphaned_programs(before) == set()
 
 
 def test_nested_shells_are_one_call_and_limited() -> None:
@@ -96,8 +119,17 @@ def test_nested_shells_are_one_call_and_limited() -> None:
     end = ends[0]
     assert end["outcome"] == "oom_killed" and end["processes"] >= 2
     python = [e for e in result.of_type("exec") if e["argv"][:2] == [PY, ALLOC]]
-    assert [o["pid"] for o in result.of_type("oom_kill")] == [python[0]["pid"]]
+    victims = sorted(o["pid"] for o in result.of_type("oom_kill"))
+    if memory_version() == 2:
+        # memory.oom.group: the whole call dies, the outer shell with the allocator, each counted once.
+        assert victims == sorted([end["pid"], python[0]["pid"]]) and end["oom_kills"] == 2, (victims, end)
+        assert end["signal"] == signal.SIGKILL, end
+    else:
+        # v1 kills the largest process only; the shell goes on and runs `echo after`.
+        assert victims == [python[0]["pid"]] and end["oom_kills"] == 1, (victims, end)
+        assert end["exit_code"] == 0 and end["signal"] is None, end
     assert end["peak_memory_bytes"] <= 128 << 20
+    assert leftovers(result.pid) == []
 
 
 def test_memory_spike_reported_within_50ms() -> None:
@@ -119,18 +151,6 @@ def test_memory_spike_reported_within_50ms() -> None:
     assert spike["tool_call"] == end["tool_call"] and end["mem_spikes"] >= 1
 
 
-def _kill_orphaned_agent(vigil: subprocess.Popen[str]) -> None:
-    """The agent outlives a SIGKILLed vigil (by design); the test ends it and what it started."""
-    out = vigil.stdout.read() if vigil.stdout else ""
-    for event in parse_json_lines(out)[0]:
-        if event["type"] == "session_start":
-            subprocess.run(["pkill", "-KILL", "-P", str(event["root_pid"])], check=False)
-            try:
-                os.kill(event["root_pid"], signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
 def _stopped(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -142,27 +162,24 @@ def _stopped(pid: int) -> bool:
 def test_sigkill_of_vigil_leaves_nothing_stopped_and_rerun_cleans_up(tmp_path: Path) -> None:
     marker = tmp_path / "started"
     tools = [["bash", "-c", f"touch {marker}; sleep 30"], ["sleep", "30"]]
-    vigil = subprocess.Popen([*VIGIL, "run", "-o", "json", "--no-tls", "--", PY, AGENT, json.dumps(tools)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert marker.exists()
-    groups = vigil_groups()
-    assert groups, "vigil run made no cgroups"
-    vigil.kill()
-    vigil.wait()
-    time.sleep(1.0)
-    tool_pids = [int(p) for g in groups for p in (g / "tools").glob("call-*/cgroup.procs")
-                 for p in p.read_text().split()]
-    assert tool_pids
-    assert not [pid for pid in tool_pids if _stopped(pid)]
-    # The second tool: the agent spawns it once the first is killed; it must not stay held either.
-    rerun = vigil_run([], [["true"]])
-    assert rerun.returncode == 0, rerun.stderr
-    assert vigil_groups() == []
-    assert not [pid for pid in tool_pids if Path(f"/proc/{pid}").exists()]  # killed with their stale group
-    _kill_orphaned_agent(vigil)
+    with own_group([*VIGIL, "run", "-o", "json", "--no-tls", "--", PY, AGENT, json.dumps(tools)],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as vigil:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists()
+        assert run_groups(vigil.pid), "vigil run made no cgroups"
+        os.kill(vigil.pid, signal.SIGKILL)  # vigil alone: its agent and tool calls live on
+        vigil.wait()
+        time.sleep(1.0)
+        tool_pids = [int(p) for g in call_groups(vigil.pid) for p in (g / "cgroup.procs").read_text().split()]
+        assert tool_pids
+        assert not [pid for pid in tool_pids if _stopped(pid)]
+        # The second tool: the agent spawns it once the first is killed; it must not stay held either.
+        rerun = vigil_run([], [["true"]])
+        assert rerun.returncode == 0, rerun.stderr
+        assert leftovers(vigil.pid, rerun.pid) == []
+        assert not [pid for pid in tool_pids if Path(f"/proc/{pid}").exists()]  # killed with their stale group
 
 
 WATCHDOG_SCRIPT = """
@@ -198,12 +215,12 @@ def test_watchdog_releases_held_processes_when_vigil_is_killed() -> None:
 
 def test_delay_accounting_setting_survives_a_killed_run() -> None:
     before = Path("/proc/sys/kernel/task_delayacct").read_text()
-    vigil = subprocess.Popen([*VIGIL, "run", "-o", "json", "--no-tls", "--", "sleep", "30"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    time.sleep(2.0)
-    vigil.kill()
-    vigil.wait()
-    _kill_orphaned_agent(vigil)
+    with own_group([*VIGIL, "run", "-o", "json", "--no-tls", "--", "sleep", "30"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as vigil:
+        time.sleep(2.0)
+        os.kill(vigil.pid, signal.SIGKILL)
+        vigil.wait()
     rerun = vigil_run([], [["true"]])
     assert rerun.returncode == 0, rerun.stderr
     assert Path("/proc/sys/kernel/task_delayacct").read_text() == before
+    assert leftovers(vigil.pid, rerun.pid) == []

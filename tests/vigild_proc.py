@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from helpers import kill_group
 from vigild.daemon.control import request
 
 
@@ -35,11 +36,13 @@ class Vigild:
         self.log: list[str] = []
         self.proc: subprocess.Popen[str] | None = None
 
-    def start(self, timeout: float = 30) -> Vigild:
+    def start(self, timeout: float = 120) -> Vigild:
+        """Start vigild and wait until it answers; if it does not, its process group is killed.
+        The timeout is generous: loading the BPF programs takes ~15 s in the v2 guest (TCG)."""
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "vigild.daemon.service", "--config", str(self.config),
              "--db", str(self.db), "--metrics-address", f"127.0.0.1:{self.port}", "--socket", str(self.socket)],
-            stderr=subprocess.PIPE, text=True)
+            stderr=subprocess.PIPE, text=True, start_new_session=True)
         threading.Thread(target=self._read_log, daemon=True).start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -50,7 +53,8 @@ class Vigild:
                 return self
             except OSError:
                 time.sleep(0.1)
-        raise TimeoutError(f"vigild did not answer on {self.socket}: {self.log}")
+        self.kill_group()
+        raise TimeoutError(f"vigild did not answer on {self.socket} within {timeout} s: {self.log}")
 
     def _read_log(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -82,16 +86,21 @@ class Vigild:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
-    def stop(self, timeout: float = 20) -> int:
+    def stop(self, timeout: float = 120) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill_group()
             raise
+
+    def kill_group(self) -> None:
+        """SIGKILL vigild and whatever it started (its own process group): a failed test leaves
+        nothing running."""
+        if self.proc is not None:
+            kill_group(self.proc)
 
 
 def bpf_prog_ids(pid: int) -> set[int]:
@@ -122,3 +131,24 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
             total += float(m.group(2))
     return total
+
+
+def orphaned_programs(before: set[int], timeout: float = 5.0) -> set[int]:
+    """BPF programs loaded since ``before`` that no live process holds (by a program or link fd)
+    and are still loaded: what a run left attached or pinned. Another process's programs are
+    held by it, so this holds on a busy machine; the kernel frees programs after an RCU grace
+    period, hence the wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        new = loaded_prog_ids() - before
+        held: set[int] = set()
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    held |= bpf_prog_ids(int(proc.name))
+                except OSError:
+                    continue  # exited meanwhile
+        orphans = (new - held) & loaded_prog_ids()
+        if not orphans or time.monotonic() > deadline:
+            return orphans
+        time.sleep(0.2)
