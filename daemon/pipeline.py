@@ -44,6 +44,8 @@ log = logging.getLogger("vigild.pipeline")
 SCAN_INTERVAL_S = 0.25  # how often tracked processes' maps are read for newly loaded TLS libraries
 REFUSED_REMEMBERED = 4096  # sessions of refused roots whose late descendants' events are dropped
 YOUNG_PROCESS_NS = 10 * 1_000_000_000
+# Event fields holding a path (exec filename, file and Unix-socket effects): scrubbed like argv.
+_PATH_FIELDS = ("filename", "path", "new_path", "unix_path")
 
 
 class ExtraSensor(Protocol):
@@ -301,6 +303,11 @@ class Pipeline:
         if isinstance(event, ExecEvent):
             # Command lines carry credentials too (curl -H 'x-api-key: ...', URLs with ?key=).
             event.argv = [redact_text(arg) for arg in event.argv]
+        for name in _PATH_FIELDS:
+            # So do paths: ~/.cache/tokens/ghp_..., a file named after the key it holds.
+            value = getattr(event, name, None)
+            if value:
+                setattr(event, name, redact_text(value))
         if isinstance(event, ExecEvent) and event.new_root and event.session_id not in self.sessions:
             agent = self.classify_root(event)
             if agent is None:

@@ -36,7 +36,7 @@ RATE_WINDOW = 10  # ticks over which `status` reports events/s
 PRUNE_EVERY_S = 600.0
 # Settings that are read once at start; a reload that changes them says a restart is needed.
 RESTART_FIELDS = ("capture_tls", "max_call_bytes", "store_path", "store_key_file", "metrics_address",
-                  "drop_labels", "socket_path", "socket_group", "tools_enabled", "capture_effects")
+                  "drop_labels", "max_label_values", "socket_path", "socket_group", "tools_enabled", "capture_effects")
 
 
 class OneLineFormatter(logging.Formatter):
@@ -168,7 +168,7 @@ class Service:
                                      classify_root=self.matcher.classify,
                                      sensors=[self.effects] if self.effects is not None else [],
                                      detector=detector_for(config), control=self.tools)
-            registry, metrics_sink = build_registry(self.health, config.drop_labels)
+            registry, metrics_sink = build_registry(self.health, config.drop_labels, config.max_label_values)
             self.pipeline.sinks += [StoreSink(self.store, self.pipeline.processes), metrics_sink]
             if config.otlp_endpoint:
                 self.pipeline.sinks.append(OtlpSessionExporter(self.store.path, config))
