@@ -259,6 +259,12 @@ class HealthCollector(Collector):
         reloads = {("ok",): 0, ("failed",): 0, **{(k,): v for k, v in h.get("config_reloads", {}).items()}}
         yield self._counter("vigil_config_reloads", "Configuration reloads (SIGHUP), by outcome", ["outcome"], reloads)
         yield self._counter("vigil_sink_errors", "Exceptions raised by event sinks", [], {(): h.get("sink_errors", 0)})
+        yield self._counter("vigil_store_errors", "Failed writes and commits of the history store", [],
+                            {(): h.get("store_errors", 0)})
+        yield self._counter("vigil_store_events_dropped", "Events not recorded because the store could not be written",
+                            [], {(): h.get("store_events_dropped", 0)})
+        yield self._gauge("vigil_store_writable", "1 while the history store accepts writes (0: failing, retried)",
+                          [], {(): int(h.get("store_writable", True))})
         yield self._counter("vigil_callback_errors", "Exceptions in ring-buffer callbacks", [],
                             {(): h.get("callback_errors", 0)})
         yield self._gauge("vigil_tracked_processes", "Live processes in agent process trees", [],

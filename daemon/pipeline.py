@@ -44,6 +44,8 @@ log = logging.getLogger("vigild.pipeline")
 SCAN_INTERVAL_S = 0.25  # how often tracked processes' maps are read for newly loaded TLS libraries
 REFUSED_REMEMBERED = 4096  # sessions of refused roots whose late descendants' events are dropped
 YOUNG_PROCESS_NS = 10 * 1_000_000_000
+MAX_UNFLUSHED_S = 1.0  # sinks (the store's commit) are flushed at least this often, even inside a batch
+FLUSH_CHECK_EVERY = 256
 # Event fields holding a path (exec filename, file and Unix-socket effects): scrubbed like argv.
 _PATH_FIELDS = ("filename", "path", "new_path", "unix_path")
 
@@ -210,13 +212,21 @@ class Pipeline:
         self._ring.poll(self.poll_ms if timeout_ms is None else timeout_ms)
         batch, self._raw[:] = list(self._raw), []
         with self._lock:
-            for raw in batch:
+            flushed = time.monotonic()
+            for i, raw in enumerate(batch):
                 self._handle_raw(raw)
+                if i % FLUSH_CHECK_EVERY == FLUSH_CHECK_EVERY - 1 and time.monotonic() - flushed >= MAX_UNFLUSHED_S:
+                    # A big backlog takes seconds to decode: a crash must not lose all of it.
+                    self._flush_sinks()
+                    flushed = time.monotonic()
             self._check_drops()
             self._housekeeping()
-            for sink in self.sinks:
-                self._guard(sink.flush)
+            self._flush_sinks()
         return len(batch)
+
+    def _flush_sinks(self) -> None:
+        for sink in self.sinks:
+            self._guard(sink.flush)
 
     def stop(self) -> None:
         self._stop.set()
@@ -390,6 +400,7 @@ class Pipeline:
                 "sessions_total": len(self.sessions),
                 "sink_errors": self.sink_errors,
                 "callback_errors": self._ring.callback_errors,
+                **{key: value for sink in self.sinks if hasattr(sink, "health") for key, value in sink.health().items()},
             }
 
     def _dispatch(self, event: Event) -> None:

@@ -117,6 +117,8 @@ class Store:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from None
         self._lock = threading.Lock()
         self._in_tx = False
+        self._uncommitted = 0   # rows written in the open transaction
+        self.rows_lost = 0      # rows a failed transaction took with it
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -134,45 +136,63 @@ class Store:
     def commit(self) -> None:
         with self._lock:
             if self._in_tx:
-                self.db.execute("COMMIT")
+                try:
+                    self.db.execute("COMMIT")
+                except sqlite3.Error:
+                    self._abandon()
+                    raise
                 self._in_tx = False
+                self._uncommitted = 0
+
+    def _abandon(self) -> None:
+        """A write failed (disk full, I/O error): roll the open transaction back so the next
+        write starts a fresh one instead of failing on a half-done one ("cannot commit")."""
+        self._in_tx = False
+        self.rows_lost += self._uncommitted
+        self._uncommitted = 0
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite already rolled back on its own (it does for SQLITE_FULL)
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._begin()
+            try:
+                self.db.execute(sql, params)
+            except sqlite3.Error:
+                self._abandon()
+                raise
+            self._uncommitted += 1
 
     def upsert_session(self, s: Session) -> None:
-        with self._lock:
-            self._begin()
-            self.db.execute(
-                """INSERT INTO sessions (id, root_pid, agent, argv, cwd, uid, host, started_ns, ended_ns, exit_code, signal)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?)
-                   ON CONFLICT(id) DO UPDATE SET agent=excluded.agent, argv=excluded.argv, cwd=excluded.cwd,
-                     ended_ns=excluded.ended_ns, exit_code=excluded.exit_code, signal=excluded.signal""",
-                (s.id, s.root_pid, s.agent, json.dumps(s.argv), s.cwd, s.uid, s.host, s.started_ns,
-                 s.ended_ns, s.exit_code, s.signal),
-            )
+        self._write(
+            """INSERT INTO sessions (id, root_pid, agent, argv, cwd, uid, host, started_ns, ended_ns, exit_code, signal)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?)
+               ON CONFLICT(id) DO UPDATE SET agent=excluded.agent, argv=excluded.argv, cwd=excluded.cwd,
+                 ended_ns=excluded.ended_ns, exit_code=excluded.exit_code, signal=excluded.signal""",
+            (s.id, s.root_pid, s.agent, json.dumps(s.argv), s.cwd, s.uid, s.host, s.started_ns,
+             s.ended_ns, s.exit_code, s.signal),
+        )
 
     def upsert_process(self, p: ProcessInfo) -> None:
-        with self._lock:
-            self._begin()
-            self.db.execute(
-                """INSERT INTO processes (session_id, pid, start_ns, ppid, depth, comm, filename, argv, exit_ns, exit_code, signal)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?)
-                   ON CONFLICT(session_id, pid, start_ns) DO UPDATE SET comm=excluded.comm,
-                     filename=excluded.filename, argv=excluded.argv, exit_ns=excluded.exit_ns,
-                     exit_code=excluded.exit_code, signal=excluded.signal""",
-                (p.session_id, p.pid, p.start_ns, p.ppid, p.depth, p.comm, p.filename, json.dumps(p.argv),
-                 p.exit_ns, p.exit_code, p.signal),
-            )
+        self._write(
+            """INSERT INTO processes (session_id, pid, start_ns, ppid, depth, comm, filename, argv, exit_ns, exit_code, signal)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?)
+               ON CONFLICT(session_id, pid, start_ns) DO UPDATE SET comm=excluded.comm,
+                 filename=excluded.filename, argv=excluded.argv, exit_ns=excluded.exit_ns,
+                 exit_code=excluded.exit_code, signal=excluded.signal""",
+            (p.session_id, p.pid, p.start_ns, p.ppid, p.depth, p.comm, p.filename, json.dumps(p.argv),
+             p.exit_ns, p.exit_code, p.signal),
+        )
 
     def add_event(self, event: dict[str, Any]) -> None:
         """Store one event dict (as the sinks print it: `type`, `ts_ns`, `session_id`, `pid`...)."""
         if self.cipher is not None:
             event = self.cipher.seal_event(event)
-        with self._lock:
-            self._begin()
-            self.db.execute(
-                "INSERT INTO events (session_id, ts_ns, type, pid, data) VALUES (?,?,?,?,?)",
-                (event.get("session_id"), event["ts_ns"], event["type"], event.get("pid"),
-                 json.dumps(event, default=str)),
-            )
+        self._write("INSERT INTO events (session_id, ts_ns, type, pid, data) VALUES (?,?,?,?,?)",
+                    (event.get("session_id"), event["ts_ns"], event["type"], event.get("pid"),
+                     json.dumps(event, default=str)))
 
     def prune(self, before_ns: int | None = None, *, max_bytes: int | None = None) -> PruneResult:
         """Retention.
@@ -261,8 +281,10 @@ class Store:
             log.warning("retention: could not shrink %s now: %s", self.path, exc)
 
     def close(self) -> None:
-        self.commit()
-        self.db.close()
+        try:
+            self.commit()
+        finally:
+            self.db.close()
 
     # ---- reading ----
     def sessions(self, limit: int = 50) -> list[dict[str, Any]]:
