@@ -147,6 +147,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_drop_check = 0.0
+        self._episode: dict[str, int] = {}  # events lost by kind since the kernel started dropping
 
     # ---- roots ----
     def add_root(self, pid: int, agent: str | None = None, controlled: bool = False) -> Session:
@@ -423,15 +424,35 @@ class Pipeline:
         if not force and now - self._last_drop_check < 1.0:
             return
         self._last_drop_check = now
+        lost_now: dict[str, int] = {}
         for kind, (_emitted, dropped) in self.lineage.stats().items():
             before = self.dropped.get(kind, 0)
             if dropped > before:
                 self.dropped[kind] = dropped
+                lost_now[kind] = dropped - before
                 self._dispatch(LostEvent(ts_ns=time.time_ns(), kind=kind, count=dropped - before, total=dropped))
+        self._log_drop_episode(lost_now)
+
+    def _log_drop_episode(self, lost_now: dict[str, int]) -> None:
+        """One log line when the kernel starts dropping events and one when it stops (with the
+        counts by kind), not one per second of a flood."""
+        if lost_now:
+            if not self._episode:
+                log.warning("the kernel is dropping events (ring buffer full): %s so far",
+                            _by_kind(lost_now))
+            for kind, count in lost_now.items():
+                self._episode[kind] = self._episode.get(kind, 0) + count
+        elif self._episode:
+            log.warning("the kernel stopped dropping events; lost in this episode: %s", _by_kind(self._episode))
+            self._episode = {}
 
     @property
     def total_dropped(self) -> int:
         return sum(self.dropped.values())
+
+
+def _by_kind(counts: dict[str, int]) -> str:
+    return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _safe(fn: Callable[[], object], default: object) -> object:
