@@ -212,12 +212,12 @@ def _open_control(args: argparse.Namespace, lineage: LineageSensor) -> ToolCallC
 
 
 def _serve_declarations(args: argparse.Namespace, pipeline: Pipeline) -> ControlServer:
-    """`vigil run`'s own socket for declared needs (the agent finds it in VIGIL_SOCKET): root and
-    the agent's user (vigil's own uid: the agent runs with vigil's credentials) only."""
+    """`vigil run`'s own socket for declared needs (the agent finds it in VIGIL_SOCKET): root, the
+    user vigil runs as, and the processes of the run's session under whatever uid they now run."""
     from vigild.daemon.declare import Bounds, DeclareCommands, PeerControlServer
 
     path = args.socket or Path(f"/run/vigild/run-{os.getpid()}.sock")
-    server = PeerControlServer(path, uids=frozenset({os.getuid()}))
+    server = PeerControlServer(path, uids=frozenset({os.getuid()}), member=pipeline.tracks)
     DeclareCommands(pipeline, Bounds.from_config(args.run_config)).register(server)
     server.start()
     os.environ["VIGIL_SOCKET"] = str(path)

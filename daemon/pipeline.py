@@ -383,6 +383,12 @@ class Pipeline:
             self._last_expire = now
             self._dispatch_intent(self.intent.expire(time.time_ns()))
 
+    def tracks(self, pid: int) -> bool:
+        """Whether `pid` is a live process of one of this pipeline's sessions (any thread may ask:
+        one dict lookup, no lock)."""
+        info = self.processes.processes.get(pid)
+        return info is not None and info.alive
+
     def health(self) -> dict[str, Any]:
         """vigild's own state, read by the metrics exporter and `vigil status`, from their own
         threads: under the lock, so the tables are not iterated while the pipeline changes them."""
