@@ -46,6 +46,7 @@ REFUSED_REMEMBERED = 4096  # sessions of refused roots whose late descendants' e
 YOUNG_PROCESS_NS = 10 * 1_000_000_000
 MAX_UNFLUSHED_S = 1.0  # sinks (the store's commit) are flushed at least this often, even inside a batch
 FLUSH_CHECK_EVERY = 256
+HEALTH_EVERY_S = 0.25  # how often the pipeline thread republishes its health snapshot when idle
 # Event fields holding a path (exec filename, file and Unix-socket effects): scrubbed like argv.
 _PATH_FIELDS = ("filename", "path", "new_path", "unix_path")
 
@@ -148,6 +149,8 @@ class Pipeline:
         self._thread: threading.Thread | None = None
         self._last_drop_check = 0.0
         self._episode: dict[str, int] = {}  # events lost by kind since the kernel started dropping
+        self._health: dict[str, Any] | None = None  # published by the pipeline thread, read by others
+        self._health_at = 0.0
 
     # ---- roots ----
     def add_root(self, pid: int, agent: str | None = None, controlled: bool = False) -> Session:
@@ -217,12 +220,16 @@ class Pipeline:
             for i, raw in enumerate(batch):
                 self._handle_raw(raw)
                 if i % FLUSH_CHECK_EVERY == FLUSH_CHECK_EVERY - 1 and time.monotonic() - flushed >= MAX_UNFLUSHED_S:
-                    # A big backlog takes seconds to decode: a crash must not lose all of it.
+                    # A big backlog takes seconds to decode: a crash must not lose all of it, and
+                    # health readers must not see a state older than a second.
                     self._flush_sinks()
+                    self._publish_health()
                     flushed = time.monotonic()
             self._check_drops()
             self._housekeeping()
             self._flush_sinks()
+            if time.monotonic() - self._health_at >= HEALTH_EVERY_S:
+                self._publish_health()
         return len(batch)
 
     def _flush_sinks(self) -> None:
@@ -390,25 +397,37 @@ class Pipeline:
         return info is not None and info.alive
 
     def health(self) -> dict[str, Any]:
-        """vigild's own state, read by the metrics exporter and `vigil status`, from their own
-        threads: under the lock, so the tables are not iterated while the pipeline changes them."""
-        with self._lock:
-            stats = self.lineage.stats()
-            return {
+        """vigild's own state, read by the metrics exporter and `vigil status` from their own
+        threads. They get the snapshot the pipeline thread published last (at least once a second,
+        even inside a long batch), never the pipeline's lock: a busy pipeline must not make a
+        scrape or a status request wait. Kernel counters are read live."""
+        snapshot = self._health
+        if snapshot is None:
+            with self._lock:
+                snapshot = self._publish_health()
+        stats = self.lineage.stats()
+        return {**snapshot,
                 "events_by_kind": {kind: emitted for kind, (emitted, _) in stats.items()},
-                "drops_by_kind": {kind: dropped for kind, (_, dropped) in stats.items()},
-                "events_dispatched": dict(self.counts),
-                "decode_errors": dict(self.decoder.errors),
-                "parse_failures": dict(self.intent.failures) if self.intent is not None else {},
-                "attach_ok": dict(self.tls.attach_ok) if self.tls is not None else {},
-                "attach_failed": dict(self.tls.attach_failed) if self.tls is not None else {},
-                "tracked_processes": sum(1 for p in self.processes.processes.values() if p.alive),
-                "sessions_open": sum(1 for s in self.sessions.values() if s.ended_ns is None),
-                "sessions_total": len(self.sessions),
-                "sink_errors": self.sink_errors,
-                "callback_errors": self._ring.callback_errors,
-                **{key: value for sink in self.sinks if hasattr(sink, "health") for key, value in sink.health().items()},
-            }
+                "drops_by_kind": {kind: dropped for kind, (_, dropped) in stats.items()}}
+
+    def _publish_health(self) -> dict[str, Any]:
+        """Build the health snapshot; on the pipeline thread (or under its lock)."""
+        snapshot = {
+            "events_dispatched": dict(self.counts),
+            "decode_errors": dict(self.decoder.errors),
+            "parse_failures": dict(self.intent.failures) if self.intent is not None else {},
+            "attach_ok": dict(self.tls.attach_ok) if self.tls is not None else {},
+            "attach_failed": dict(self.tls.attach_failed) if self.tls is not None else {},
+            "tracked_processes": sum(1 for p in self.processes.processes.values() if p.alive),
+            "sessions_open": sum(1 for s in self.sessions.values() if s.ended_ns is None),
+            "sessions_total": len(self.sessions),
+            "sink_errors": self.sink_errors,
+            "callback_errors": self._ring.callback_errors,
+            **{key: value for sink in self.sinks if hasattr(sink, "health") for key, value in sink.health().items()},
+        }
+        self._health = snapshot
+        self._health_at = time.monotonic()
+        return snapshot
 
     def _dispatch(self, event: Event) -> None:
         self.counts[event.type] += 1
