@@ -271,6 +271,9 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if tls is not None:
         tls.attach_system_libraries()
     store = Store(args.db, key_file=args.key_file) if args.db else None
+    if store is not None and (abandoned := store.close_abandoned()):
+        print(f"vigil: closed {len(abandoned)} session(s) in {args.db} that a vigil which stopped without "
+              "ending them left open", file=sys.stderr)
     intent = TlsStreamDecoder(capture_content=args.capture_content) if tls else None
     detector = None if args.no_detections else Detector()
     pipeline = Pipeline(lineage, sinks=[], tls=tls, intent=intent, control=control,

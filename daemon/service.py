@@ -152,6 +152,9 @@ class Service:
         self.tools: Any = None
         self.tools_on = config.tools_enabled  # fixed for the process: cgroups and watchdog are set up once
         self.store = Store(config.store_path, key_file=config.store_key_file)
+        if abandoned := self.store.close_abandoned():
+            log.warning("closed %d session(s) a previous vigild left open (it stopped without ending them): %s",
+                        len(abandoned), ", ".join(map(str, abandoned[:10])) + (" …" if len(abandoned) > 10 else ""))
         self.lineage = LineageSensor(root_comms=config.root_comms, root_flags=self.root_flags)
         try:
             if config.tools_enabled:
