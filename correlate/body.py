@@ -8,6 +8,7 @@ growing the daemon past the per-body cap.
 
 from __future__ import annotations
 
+import time
 import zlib
 from typing import Protocol
 
@@ -84,6 +85,16 @@ _DECODERS: dict[str, type[_Gzip] | type[_Deflate] | type[_Brotli]] = {
 }
 
 
+# A body may inflate to this many times its wire size (past a floor that any real response fits
+# in). One deflate layer cannot exceed ~1032:1, so only stacked codings or brotli get past it:
+# the shapes of compression bombs, not of repetitive JSON (which reaches a few hundred to one).
+# And decompressing one body may take this much CPU time in all, so a bomb crafted for a slow
+# path cannot stall the pipeline thread; the body cap bounds the rest.
+MAX_RATIO = 1100
+RATIO_FLOOR_BYTES = 1 << 20
+MAX_DECOMPRESS_S = 0.25
+
+
 class BodyBuffer:
     """Decoded body of one HTTP message, kept as ``(ts_ns, bytes)`` segments.
 
@@ -100,7 +111,9 @@ class BodyBuffer:
         self.stored_bytes = 0
         self.truncated = False
         self.error: str | None = None
+        self.limit: str | None = None
         self.unsupported_encoding: str | None = None
+        self._decompress_s = 0.0
         self._full = False
         self._broken = False
         self._decoders: list[_Decoder] = []
@@ -129,15 +142,30 @@ class BodyBuffer:
             return
         room = self.cap - self.stored_bytes
         out = data
-        try:
-            for decoder in self._decoders:
-                out = decoder.decompress(out, room + 1)
-        except (zlib.error, brotli.error) as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            self.truncated = True
-            self._broken = True
-            return
+        if self._decoders:
+            room = min(room, max(RATIO_FLOOR_BYTES, MAX_RATIO * self.wire_bytes) - self.stored_bytes)
+            started = time.process_time()
+            try:
+                for decoder in self._decoders:
+                    out = decoder.decompress(out, max(0, room) + 1)
+            except (zlib.error, brotli.error) as exc:
+                self.error = f"{type(exc).__name__}: {exc}"
+                self.truncated = True
+                self._broken = True
+                return
+            self._decompress_s += time.process_time() - started
+            if len(out) > room and self.stored_bytes + room < self.cap:
+                self._stop(f"inflates more than {MAX_RATIO}:1 (a compression bomb?)")
+                out = out[:max(0, room)]
+            elif self._decompress_s > MAX_DECOMPRESS_S:
+                self._stop(f"took more than {MAX_DECOMPRESS_S} s of CPU to decompress")
         self._store(out, ts_ns)
+
+    def _stop(self, why: str) -> None:
+        """Decoding of this body ends here: what was decoded is kept, the rest is counted as cut."""
+        self.limit = why
+        self.truncated = True
+        self._broken = True
 
     def _store(self, out: bytes, ts_ns: int) -> None:
         room = self.cap - self.stored_bytes

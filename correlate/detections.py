@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 from wcmatch import glob as wglob
 
+from vigild.correlate.numbers import ascii_decimal
+
 GLOB_FLAGS = wglob.GLOBSTAR | wglob.DOTGLOB
 
 DEFAULT_SECRET_GLOBS = (
@@ -135,7 +137,7 @@ class Detector:
         host = str(llm.get("host") or "")
         name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
         s.provider_hosts.add(name or host)
-        s.provider_ports.add(int(port) if port.isdigit() else 443)
+        s.provider_ports.add(ascii_decimal(port) or 443)
         if llm.get("pid") is not None:
             s.llm_pids.add(llm["pid"])
 

@@ -41,6 +41,9 @@ def _body_failures(message: HttpMessage | None, what: str, ident: ConnIdentity) 
     if body.error is not None:
         return [ParseFailure(ts_ns, ident.pid, ident.conn_id, ident.comm, "decompress_error",
                              f"{what} body could not be decompressed: {body.error}")]
+    if body.limit is not None:
+        return [ParseFailure(ts_ns, ident.pid, ident.conn_id, ident.comm, "decompress_limit",
+                             f"{what} body decoding stopped: it {body.limit}")]
     return []
 
 

@@ -17,6 +17,7 @@ from enum import Enum, auto
 
 from vigild.correlate.body import BodyBuffer
 from vigild.correlate.exchange import Exchange, FramerOutput, HttpMessage
+from vigild.correlate.numbers import ascii_decimal, ascii_hex
 
 MAX_HEAD_BYTES = 64 * 1024
 _MAX_CHUNK_LINE = 4096
@@ -104,7 +105,8 @@ def _content_length(headers: list[tuple[str, str]]) -> int | None:
     if len(values) != 1:
         return -1
     value = values.pop()
-    return int(value) if value.isdigit() else -1
+    number = ascii_decimal(value)
+    return -1 if number is None else number
 
 
 class _Side:
@@ -144,6 +146,8 @@ class Http1Connection:
         side = self._req if is_write else self._resp
         if lost > 0:
             self._gap(side, lost, ts_ns, out)
+        if is_write and side.state is _State.HEAD and not side.buf and looks_like_request_start(data):
+            self._client_moved_on(ts_ns, out)
         if side.state is _State.OPAQUE:
             return out
         if side.state is _State.DESYNC:
@@ -188,6 +192,13 @@ class Http1Connection:
                     pos += 1  # RFC 9112 2.2: tolerate empty lines before a start line
                 if pos == len(buf):
                     break
+                if not side.is_request and len(buf) - pos >= 5 and not buf.startswith(b"HTTP/", pos):
+                    # Bytes a lying peer sent past its declared body end: skip to the next status line.
+                    status_at = buf.find(b"HTTP/1.", pos)
+                    if status_at > pos:
+                        out.problem("http_malformed", f"{status_at - pos} stray response bytes before a status line",
+                                    ts_ns)
+                        pos = status_at
                 if side.head_ts is None:
                     side.head_ts = ts_ns  # a message starts when its first byte was captured
                 match = _HEAD_END.search(buf, max(pos, side.scan_from))
@@ -225,13 +236,9 @@ class Http1Connection:
                     break
                 line = bytes(buf[pos:nl]).strip().split(b";", 1)[0].strip()
                 pos = nl + 1
-                try:
-                    size = int(line, 16)
-                except ValueError:
+                size = ascii_hex(line)
+                if size is None:
                     self._malformed(side, f"invalid chunk size {line[:40]!r}", ts_ns, out)
-                    return
-                if size < 0:
-                    self._malformed(side, "negative chunk size", ts_ns, out)
                     return
                 if size == 0:
                     side.state = _State.TRAILERS
@@ -369,6 +376,27 @@ class Http1Connection:
         side.buf.clear()
         side.scan_from = 0
         side.remaining = 0
+
+    def _client_moved_on(self, ts_ns: int, out: FramerOutput) -> None:
+        """A new request while the only open response still expects body bytes: end that response.
+
+        Clients of model APIs do not pipeline, so a client that sends its next request has read
+        the previous response to the end by its own framing. When ours disagrees (a lying
+        Content-Length or chunk size from the peer), trusting ours would swallow the next response
+        as body bytes and blind the rest of the connection; the client's word wins, and the
+        disagreement is reported.
+        """
+        resp = self._resp
+        if len(self._pending) != 1 or resp.msg is None or resp.exchange is not self._pending[0]:
+            return
+        if resp.state not in (_State.BODY, _State.CHUNK_SIZE, _State.CHUNK_DATA, _State.CHUNK_CRLF,
+                              _State.UNTIL_CLOSE):
+            return
+        out.problem("framing_mismatch", "the client sent a new request before the response ended by its "
+                    "declared length", ts_ns)
+        resp.state = _State.DESYNC
+        self._end_message(resp, ts_ns, out, truncated=True)
+        self._desync(resp)
 
     def _gap(self, side: _Side, lost: int, ts_ns: int, out: FramerOutput) -> None:
         """Bytes were lost before the next chunk: skip them inside a sized body, else resync."""

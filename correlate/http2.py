@@ -29,6 +29,7 @@ from hyperframe.frame import (
 )
 from vigild.correlate.body import BodyBuffer
 from vigild.correlate.exchange import Exchange, FramerOutput, HttpMessage
+from vigild.correlate.numbers import ascii_decimal
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _FRAME_HEADER = 9
@@ -228,7 +229,7 @@ class Http2Connection:
             return  # server push or a stream whose request was not captured
         if exchange.response is None:
             status_text = pseudo.get(":status", "")
-            status = int(status_text) if status_text.isdigit() else 0
+            status = ascii_decimal(status_text) or 0
             if 100 <= status < 200:
                 return  # interim response
             exchange.response = HttpMessage(start_ts=ts_ns, tid=tid, headers=regular,

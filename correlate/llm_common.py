@@ -47,11 +47,49 @@ class LlmResult:
         self.problems.append(("invalid_json", f"{what}: {exc}"))
 
 
-def parse_json(data: bytes | str) -> Any:
-    """``json.loads`` that accepts bytes with a BOM; raises ValueError on anything invalid."""
+# Deeper JSON than this is cut (the subtree replaced by TOO_DEEP): no provider nests its wire
+# format past ~10 levels, while a body nested ~1,000 deep would otherwise raise RecursionError in
+# every recursive walk after the parser (redaction, dataclasses.asdict, the sinks' json.dumps).
+MAX_JSON_DEPTH = 64
+TOO_DEEP = "[nested too deep]"
+
+
+def parse_json(data: bytes | str, problems: list[tuple[str, str]] | None = None) -> Any:
+    """``json.loads`` that accepts bytes with a BOM and never returns more than MAX_JSON_DEPTH levels.
+
+    Raises ValueError on anything invalid, including nesting the C parser itself refuses
+    (RecursionError). Subtrees past the depth cap are replaced by :data:`TOO_DEEP` and, when
+    ``problems`` is given, counted there as a ``json_too_deep`` problem; the rest is kept.
+    """
     if isinstance(data, bytes):
         data = data.decode("utf-8-sig", errors="strict")
-    return json.loads(data)
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested deeper than the parser allows") from None
+    # Fewer opening brackets than the cap cannot nest past it: skips the walk for almost every body.
+    if data.count("[") + data.count("{") > MAX_JSON_DEPTH and _cut_deep(value) and problems is not None \
+            and all(reason != "json_too_deep" for reason, _ in problems):
+        problems.append(("json_too_deep", f"JSON nested deeper than {MAX_JSON_DEPTH} levels was cut"))
+    return value
+
+
+def _cut_deep(root: Any) -> bool:
+    """Replace containers deeper than MAX_JSON_DEPTH by TOO_DEEP, in place, without recursion."""
+    cut = False
+    stack: list[tuple[Any, int]] = [(root, 1)] if isinstance(root, (dict, list)) else []
+    while stack:
+        node, depth = stack.pop()
+        entries = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        for key, child in entries:
+            if not isinstance(child, (dict, list)):
+                continue
+            if depth >= MAX_JSON_DEPTH:
+                node[key] = TOO_DEEP
+                cut = True
+            else:
+                stack.append((child, depth + 1))
+    return cut
 
 
 def load_body_json(body: BodyBuffer, result: LlmResult, what: str) -> Any:
@@ -64,7 +102,7 @@ def load_body_json(body: BodyBuffer, result: LlmResult, what: str) -> Any:
     if not raw.strip():
         return None
     try:
-        return parse_json(raw)
+        return parse_json(raw, result.problems)
     except ValueError as exc:
         if not body.truncated:
             result.invalid_json(what, exc)
@@ -103,7 +141,7 @@ def sse_json(events: Iterator[tuple[int, SseEvent]], result: LlmResult,
         if not data or data == "[DONE]":
             continue
         try:
-            obj = parse_json(data)
+            obj = parse_json(data, result.problems)
         except ValueError as exc:
             if not truncated and not reported:
                 result.invalid_json(f"SSE event {event.event!r}", exc)
@@ -118,10 +156,13 @@ def tool_call(call_id: str | None, name: str | None, arguments: Any) -> dict[str
     if isinstance(arguments, str):
         if not arguments.strip():
             return {"id": call_id, "name": name, "arguments": {}}
+        problems: list[tuple[str, str]] = []
         try:
-            parsed = parse_json(arguments)
+            parsed = parse_json(arguments, problems)
         except ValueError as exc:
             return {"id": call_id, "name": name, "arguments_raw": arguments, "error": f"invalid JSON: {exc}"}
+        if problems:
+            return {"id": call_id, "name": name, "arguments": parsed, "error": problems[0][1]}
         return {"id": call_id, "name": name, "arguments": parsed}
     return {"id": call_id, "name": name, "arguments": arguments if arguments is not None else {}}
 

@@ -142,7 +142,7 @@ def _decode_json_array(response: HttpMessage, result: LlmResult) -> None:
             continue
         for element in splitter.feed(segment):
             try:
-                obj = parse_json(element)
+                obj = parse_json(element, result.problems)
             except ValueError as exc:
                 if not response.body.truncated and not reported:
                     result.invalid_json("streamed array element", exc)

@@ -213,12 +213,12 @@ def _open_control(args: argparse.Namespace, lineage: LineageSensor, features: Fe
 
 
 def _serve_declarations(args: argparse.Namespace, pipeline: Pipeline) -> ControlServer:
-    """`vigil run`'s own socket for declared needs (the agent finds it in VIGIL_SOCKET): root and
-    the agent's user (vigil's own uid: the agent runs with vigil's credentials) only."""
+    """`vigil run`'s own socket for declared needs (the agent finds it in VIGIL_SOCKET): root, the
+    user vigil runs as, and the processes of the run's session under whatever uid they now run."""
     from vigild.daemon.declare import Bounds, DeclareCommands, PeerControlServer
 
     path = args.socket or Path(f"/run/vigild/run-{os.getpid()}.sock")
-    server = PeerControlServer(path, uids=frozenset({os.getuid()}))
+    server = PeerControlServer(path, uids=frozenset({os.getuid()}), member=pipeline.tracks)
     DeclareCommands(pipeline, Bounds.from_config(args.run_config)).register(server)
     server.start()
     os.environ["VIGIL_SOCKET"] = str(path)
@@ -279,6 +279,9 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if tls is not None:
         tls.attach_system_libraries()
     store = Store(args.db, key_file=args.key_file) if args.db else None
+    if store is not None and (abandoned := store.close_abandoned()):
+        print(f"vigil: closed {len(abandoned)} session(s) in {args.db} that a vigil which stopped without "
+              "ending them left open", file=sys.stderr)
     intent = TlsStreamDecoder(capture_content=args.capture_content) if tls else None
     detector = None if args.no_detections else Detector()
     pipeline = Pipeline(lineage, sinks=[], tls=tls, intent=intent, control=control,

@@ -112,6 +112,7 @@ class Config:
     policies: tuple[ToolPolicy, ...] = ()
     metrics_address: tuple[str, int] | None = ("127.0.0.1", 9464)
     drop_labels: frozenset[str] = frozenset()
+    max_label_values: int = 200
     socket_path: Path = Path("/run/vigild/vigild.sock")
     socket_group: str | None = None
     log_level: str = "info"
@@ -291,7 +292,8 @@ TABLES: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
               "retention": ("retention_s", lambda v: parse_duration(v) or None),
               "max_size": ("store_max_bytes", lambda v: parse_size(v) or None),
               "key_file": ("store_key_file", lambda v: Path(_STR(v)))},
-    "metrics": {"address": ("metrics_address", parse_address), "drop_labels": ("drop_labels", _labels)},
+    "metrics": {"address": ("metrics_address", parse_address), "drop_labels": ("drop_labels", _labels),
+                "max_label_values": ("max_label_values", _positive_int)},
     "control": {"socket": ("socket_path", lambda v: Path(_STR(v))), "group": ("socket_group", _group)},
     "log": {"level": ("log_level", _level)},
     "detections": {"enabled": ("detections", _detection_names), "secret_globs": ("secret_globs", _globs)},

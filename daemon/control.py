@@ -26,6 +26,8 @@ log = logging.getLogger("vigild.control")
 
 Handler = Callable[[dict[str, Any]], Any]
 MAX_REQUEST = 1 << 20
+MAX_CONNECTIONS = 32     # open connections at once; more are answered "busy" and closed at accept
+IDLE_TIMEOUT_S = 30.0    # a connection that sends nothing for this long is closed
 
 
 class CommandError(Exception):
@@ -77,12 +79,17 @@ class ControlServer:
         control = self
 
         class Connection(socketserver.StreamRequestHandler):
+            timeout = IDLE_TIMEOUT_S
+
             def handle(self) -> None:
-                control._serve(self)
+                try:
+                    control._serve(self)
+                except TimeoutError:
+                    pass  # idle past IDLE_TIMEOUT_S: the connection is closed, its thread ends
 
         old_umask = os.umask(0o177)  # no window in which the socket is open to everyone
         try:
-            server = socketserver.ThreadingUnixStreamServer(str(self.path), Connection)
+            server = _BoundedServer(str(self.path), Connection)
         finally:
             os.umask(old_umask)
         server.daemon_threads = True
@@ -111,6 +118,7 @@ class ControlServer:
         if not self.allowed(pid, uid, gid):
             self.refused += 1
             log.warning("control: refused pid %d uid %d gid %d (not root nor in the control group)", pid, uid, gid)
+            conn.rfile.readline(MAX_REQUEST)  # read the request first: the client then gets the answer, not EPIPE
             _reply(conn, {"ok": False, "error": "permission denied: root or the vigild control group only"})
             return
         while line := conn.rfile.readline(MAX_REQUEST):
@@ -133,6 +141,40 @@ class ControlServer:
         except Exception as exc:  # a failing command must not take the socket down
             log.exception("control: command failed")
             return {"ok": False, "error": f"internal error: {exc}"}
+
+
+class _BoundedServer(socketserver.ThreadingUnixStreamServer):
+    """One thread per connection, but never more than MAX_CONNECTIONS of them: a client that
+    opens a thousand idle connections gets "busy" answers, not a thousand threads."""
+
+    def __init__(self, path: str, handler: type[socketserver.BaseRequestHandler]) -> None:
+        super().__init__(path, handler)
+        self.active = 0
+        self.busy_refused = 0
+        self._count_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._count_lock:
+            admitted = self.active < MAX_CONNECTIONS
+            if admitted:
+                self.active += 1
+            else:
+                self.busy_refused += 1
+        if not admitted:
+            try:
+                request.sendall(b'{"ok": false, "error": "busy: too many open connections"}\n')
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._count_lock:
+                self.active -= 1
 
 
 def _answers(path: Path) -> bool:

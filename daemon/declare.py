@@ -18,6 +18,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -250,24 +251,35 @@ def current_peer() -> Peer | None:
 
 class PeerControlServer(ControlServer):
     """A ControlServer whose commands can see who asks (`current_peer()`), and which also admits
-    the listed uids: `vigil run` admits the agent's own user.
+    the listed uids, or (`member`) any process of the run's own session whatever its uid:
+    `vigil run` admits its agent's processes even after they changed user.
 
-    The agent's user gets in twice checked: the socket file is chowned to that uid with mode 0600
-    (connect(2) on a Unix socket needs write permission, so no other non-root user can even
-    connect), and SO_PEERCRED at accept must show that uid (or root, or the configured group).
+    Without `member`, the agent's user gets in twice checked: the socket file is chowned to that
+    uid with mode 0600 (connect(2) on a Unix socket needs write permission, so no other non-root
+    user can even connect), and SO_PEERCRED at accept must show that uid (or root, or the
+    configured group). With `member`, the file is 0666 and SO_PEERCRED's pid decides: a process
+    outside the session is refused at accept (and the connection cap bounds what it can cost).
     The file is created 0600 root first (ControlServer's umask), so there is no window in which
-    anyone else could connect."""
+    anyone else could connect before the mode is set."""
 
-    def __init__(self, path: Path, group: str | None = None, uids: frozenset[int] = frozenset()) -> None:
+    def __init__(self, path: Path, group: str | None = None, uids: frozenset[int] = frozenset(),
+                 member: Callable[[int], bool] | None = None) -> None:
         super().__init__(path, group)
         self.uids = uids - {0}
+        self.member = member
 
     def allowed(self, pid: int, uid: int, gid: int) -> bool:
+        if self.member is not None and self.member(pid):
+            return True
         return uid in self.uids or super().allowed(pid, uid, gid)
 
     def start(self) -> None:
         super().start()
-        if len(self.uids) == 1 and self.gid is None:
+        if self.member is not None and self.gid is None:
+            # An agent may drop privileges (setpriv, sudo -u) after vigil started it: whatever uid
+            # its processes run as may connect, and SO_PEERCRED's pid must be one of them.
+            os.chmod(self.path, 0o666)
+        elif len(self.uids) == 1 and self.gid is None:
             os.chown(self.path, next(iter(self.uids)), -1)
 
     def _serve(self, conn: socketserver.StreamRequestHandler) -> None:

@@ -36,7 +36,9 @@ def _duration(start: int | None, end: int | None) -> str:
     return f"{seconds:.2f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
-def _outcome(exit_code: int | None, signal: int | None) -> str:
+def _outcome(exit_code: int | None, signal: int | None, end_reason: str | None = None) -> str:
+    if end_reason:
+        return end_reason.split(":", 1)[0]
     if signal:
         return f"signal {signal}"
     return "-" if exit_code is None else f"exit {exit_code}"
@@ -69,7 +71,7 @@ def print_sessions(store: Store, limit: int, as_json: bool, console: Console) ->
     for r in rows:
         alerts = str(r["detections"]) if not r["detections"] else f"[bold red]{r['detections']}[/bold red]"
         table.add_row(str(r["id"]), r["agent"] or "-", shlex.join(r["argv"]), _when(r["started_ns"])[5:],
-                      _duration(r["started_ns"], r["ended_ns"]), _outcome(r["exit_code"], r["signal"]),
+                      _duration(r["started_ns"], r["ended_ns"]), _outcome(r["exit_code"], r["signal"], r.get("end_reason")),
                       str(r["llm_calls"]), f"{r['input_tokens']}→{r['output_tokens']}", str(r["tool_calls"]), alerts)
     console.print(table)
 

@@ -26,6 +26,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from vigild.bpf.events import KIND_NAMES
+from vigild.correlate.redact import redact_text
 from vigild.daemon.events import Event
 
 UNKNOWN = "unknown"
@@ -38,25 +39,61 @@ DECODE_REASONS = ("short_record", "unknown_kind")  # EventDecoder's reasons
 SESSIONS_REMEMBERED = 4096  # session -> agent entries kept after their session ended
 
 
+# Labels whose values an agent, a model or a network peer chooses: each keeps at most
+# `max_label_values` distinct values, later ones are folded into OTHER (and counted), and every
+# value is scrubbed of credentials first (a "model" string is whatever the request said).
+OPEN_LABELS = ("agent", "provider", "model", "tool")
+OTHER = "other"
+MAX_LABEL_VALUES = 200
+
+
+class LabelBudget:
+    """Distinct values admitted per open label; what overflows is folded into OTHER and counted."""
+
+    def __init__(self, max_values: int = MAX_LABEL_VALUES) -> None:
+        self.max_values = max_values
+        self._seen: dict[str, set[str]] = {label: set() for label in OPEN_LABELS}
+        self.folded: dict[str, int] = dict.fromkeys(OPEN_LABELS, 0)
+
+    def admit(self, label: str, value: str) -> str:
+        seen = self._seen.get(label)
+        if seen is None or value in seen:
+            return value
+        value = redact_text(value)
+        if value in seen:
+            return value
+        if len(seen) >= self.max_values:
+            self.folded[label] += 1
+            return OTHER
+        seen.add(value)
+        return value
+
+
 class _Family:
     """A labelled metric minus the dropped labels; observations name every label and the
     dropped ones are ignored."""
 
     def __init__(self, factory: Callable[..., Any], name: str, doc: str, labels: Iterable[str],
-                 drop: frozenset[str], registry: CollectorRegistry, **kwargs: Any) -> None:
+                 drop: frozenset[str], registry: CollectorRegistry, budget: LabelBudget, **kwargs: Any) -> None:
         self.labels = tuple(label for label in labels if label not in drop)
+        self.budget = budget
         self.metric = factory(name, doc, self.labels, registry=registry, **kwargs)
 
     def child(self, **values: str) -> Any:
-        return self.metric.labels(*(values[label] for label in self.labels)) if self.labels else self.metric
+        if not self.labels:
+            return self.metric
+        return self.metric.labels(*(self.budget.admit(label, values[label]) for label in self.labels))
 
 
 class MetricsSink:
     """Events -> metrics. Agent kind comes from the session's `session_start`."""
 
-    def __init__(self, registry: CollectorRegistry, drop_labels: frozenset[str] = frozenset()) -> None:
+    def __init__(self, registry: CollectorRegistry, drop_labels: frozenset[str] = frozenset(),
+                 max_label_values: int = MAX_LABEL_VALUES) -> None:
+        self.budget = LabelBudget(max_label_values)
+
         def family(factory: Callable[..., Any], name: str, doc: str, labels: Iterable[str], **kw: Any) -> _Family:
-            return _Family(factory, name, doc, labels, drop_labels, registry, **kw)
+            return _Family(factory, name, doc, labels, drop_labels, registry, self.budget, **kw)
 
         self._agents: OrderedDict[int, str] = OrderedDict()
         # tool call id -> tool name, for the memory events that name only the call
@@ -222,6 +259,12 @@ class HealthCollector(Collector):
         reloads = {("ok",): 0, ("failed",): 0, **{(k,): v for k, v in h.get("config_reloads", {}).items()}}
         yield self._counter("vigil_config_reloads", "Configuration reloads (SIGHUP), by outcome", ["outcome"], reloads)
         yield self._counter("vigil_sink_errors", "Exceptions raised by event sinks", [], {(): h.get("sink_errors", 0)})
+        yield self._counter("vigil_store_errors", "Failed writes and commits of the history store", [],
+                            {(): h.get("store_errors", 0)})
+        yield self._counter("vigil_store_events_dropped", "Events not recorded because the store could not be written",
+                            [], {(): h.get("store_events_dropped", 0)})
+        yield self._gauge("vigil_store_writable", "1 while the history store accepts writes (0: failing, retried)",
+                          [], {(): int(h.get("store_writable", True))})
         yield self._counter("vigil_callback_errors", "Exceptions in ring-buffer callbacks", [],
                             {(): h.get("callback_errors", 0)})
         yield self._gauge("vigil_tracked_processes", "Live processes in agent process trees", [],
@@ -258,16 +301,32 @@ class HealthCollector(Collector):
         return family
 
 
-def build_registry(health: Callable[[], Mapping[str, Any]],
-                   drop_labels: frozenset[str] = frozenset()) -> tuple[CollectorRegistry, MetricsSink]:
+def build_registry(health: Callable[[], Mapping[str, Any]], drop_labels: frozenset[str] = frozenset(),
+                   max_label_values: int = MAX_LABEL_VALUES) -> tuple[CollectorRegistry, MetricsSink]:
     """A registry serving the event metrics (fed through the returned sink), vigild's health and
     its own CPU and memory (`vigil_process_*`)."""
     disable_created_metrics()  # process-wide: `_created` series double the count and no panel uses them
     registry = CollectorRegistry(auto_describe=True)
-    sink = MetricsSink(registry, drop_labels)
+    sink = MetricsSink(registry, drop_labels, max_label_values)
     registry.register(HealthCollector(health, drop_labels))
+    registry.register(_LabelOverflowCollector(sink.budget))
     ProcessCollector(namespace="vigil", registry=registry)
     return registry, sink
+
+
+class _LabelOverflowCollector(Collector):
+    """`vigil_metric_label_values_folded_total{label}`: observations whose new label value went to "other"."""
+
+    def __init__(self, budget: LabelBudget) -> None:
+        self.budget = budget
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("vigil_metric_label_values_folded",
+                                     f"Observations whose label value was folded into {OTHER!r} past the cap",
+                                     labels=["label"])
+        for label, count in self.budget.folded.items():
+            family.add_metric([label], count)
+        yield family
 
 
 class Exporter:

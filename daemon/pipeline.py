@@ -44,6 +44,11 @@ log = logging.getLogger("vigild.pipeline")
 SCAN_INTERVAL_S = 0.25  # how often tracked processes' maps are read for newly loaded TLS libraries
 REFUSED_REMEMBERED = 4096  # sessions of refused roots whose late descendants' events are dropped
 YOUNG_PROCESS_NS = 10 * 1_000_000_000
+MAX_UNFLUSHED_S = 1.0  # sinks (the store's commit) are flushed at least this often, even inside a batch
+FLUSH_CHECK_EVERY = 256
+HEALTH_EVERY_S = 0.25  # how often the pipeline thread republishes its health snapshot when idle
+# Event fields holding a path (exec filename, file and Unix-socket effects): scrubbed like argv.
+_PATH_FIELDS = ("filename", "path", "new_path", "unix_path")
 
 
 class ExtraSensor(Protocol):
@@ -143,6 +148,9 @@ class Pipeline:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_drop_check = 0.0
+        self._episode: dict[str, int] = {}  # events lost by kind since the kernel started dropping
+        self._health: dict[str, Any] | None = None  # published by the pipeline thread, read by others
+        self._health_at = 0.0
 
     # ---- roots ----
     def add_root(self, pid: int, agent: str | None = None, controlled: bool = False) -> Session:
@@ -208,13 +216,25 @@ class Pipeline:
         self._ring.poll(self.poll_ms if timeout_ms is None else timeout_ms)
         batch, self._raw[:] = list(self._raw), []
         with self._lock:
-            for raw in batch:
+            flushed = time.monotonic()
+            for i, raw in enumerate(batch):
                 self._handle_raw(raw)
+                if i % FLUSH_CHECK_EVERY == FLUSH_CHECK_EVERY - 1 and time.monotonic() - flushed >= MAX_UNFLUSHED_S:
+                    # A big backlog takes seconds to decode: a crash must not lose all of it, and
+                    # health readers must not see a state older than a second.
+                    self._flush_sinks()
+                    self._publish_health()
+                    flushed = time.monotonic()
             self._check_drops()
             self._housekeeping()
-            for sink in self.sinks:
-                self._guard(sink.flush)
+            self._flush_sinks()
+            if time.monotonic() - self._health_at >= HEALTH_EVERY_S:
+                self._publish_health()
         return len(batch)
+
+    def _flush_sinks(self) -> None:
+        for sink in self.sinks:
+            self._guard(sink.flush)
 
     def stop(self) -> None:
         self._stop.set()
@@ -301,6 +321,11 @@ class Pipeline:
         if isinstance(event, ExecEvent):
             # Command lines carry credentials too (curl -H 'x-api-key: ...', URLs with ?key=).
             event.argv = [redact_text(arg) for arg in event.argv]
+        for name in _PATH_FIELDS:
+            # So do paths: ~/.cache/tokens/ghp_..., a file named after the key it holds.
+            value = getattr(event, name, None)
+            if value:
+                setattr(event, name, redact_text(value))
         if isinstance(event, ExecEvent) and event.new_root and event.session_id not in self.sessions:
             agent = self.classify_root(event)
             if agent is None:
@@ -365,25 +390,44 @@ class Pipeline:
             self._last_expire = now
             self._dispatch_intent(self.intent.expire(time.time_ns()))
 
+    def tracks(self, pid: int) -> bool:
+        """Whether `pid` is a live process of one of this pipeline's sessions (any thread may ask:
+        one dict lookup, no lock)."""
+        info = self.processes.processes.get(pid)
+        return info is not None and info.alive
+
     def health(self) -> dict[str, Any]:
-        """vigild's own state, read by the metrics exporter and `vigil status`, from their own
-        threads: under the lock, so the tables are not iterated while the pipeline changes them."""
-        with self._lock:
-            stats = self.lineage.stats()
-            return {
+        """vigild's own state, read by the metrics exporter and `vigil status` from their own
+        threads. They get the snapshot the pipeline thread published last (at least once a second,
+        even inside a long batch), never the pipeline's lock: a busy pipeline must not make a
+        scrape or a status request wait. Kernel counters are read live."""
+        snapshot = self._health
+        if snapshot is None:
+            with self._lock:
+                snapshot = self._publish_health()
+        stats = self.lineage.stats()
+        return {**snapshot,
                 "events_by_kind": {kind: emitted for kind, (emitted, _) in stats.items()},
-                "drops_by_kind": {kind: dropped for kind, (_, dropped) in stats.items()},
-                "events_dispatched": dict(self.counts),
-                "decode_errors": dict(self.decoder.errors),
-                "parse_failures": dict(self.intent.failures) if self.intent is not None else {},
-                "attach_ok": dict(self.tls.attach_ok) if self.tls is not None else {},
-                "attach_failed": dict(self.tls.attach_failed) if self.tls is not None else {},
-                "tracked_processes": sum(1 for p in self.processes.processes.values() if p.alive),
-                "sessions_open": sum(1 for s in self.sessions.values() if s.ended_ns is None),
-                "sessions_total": len(self.sessions),
-                "sink_errors": self.sink_errors,
-                "callback_errors": self._ring.callback_errors,
-            }
+                "drops_by_kind": {kind: dropped for kind, (_, dropped) in stats.items()}}
+
+    def _publish_health(self) -> dict[str, Any]:
+        """Build the health snapshot; on the pipeline thread (or under its lock)."""
+        snapshot = {
+            "events_dispatched": dict(self.counts),
+            "decode_errors": dict(self.decoder.errors),
+            "parse_failures": dict(self.intent.failures) if self.intent is not None else {},
+            "attach_ok": dict(self.tls.attach_ok) if self.tls is not None else {},
+            "attach_failed": dict(self.tls.attach_failed) if self.tls is not None else {},
+            "tracked_processes": sum(1 for p in self.processes.processes.values() if p.alive),
+            "sessions_open": sum(1 for s in self.sessions.values() if s.ended_ns is None),
+            "sessions_total": len(self.sessions),
+            "sink_errors": self.sink_errors,
+            "callback_errors": self._ring.callback_errors,
+            **{key: value for sink in self.sinks if hasattr(sink, "health") for key, value in sink.health().items()},
+        }
+        self._health = snapshot
+        self._health_at = time.monotonic()
+        return snapshot
 
     def _dispatch(self, event: Event) -> None:
         self.counts[event.type] += 1
@@ -405,15 +449,35 @@ class Pipeline:
         if not force and now - self._last_drop_check < 1.0:
             return
         self._last_drop_check = now
+        lost_now: dict[str, int] = {}
         for kind, (_emitted, dropped) in self.lineage.stats().items():
             before = self.dropped.get(kind, 0)
             if dropped > before:
                 self.dropped[kind] = dropped
+                lost_now[kind] = dropped - before
                 self._dispatch(LostEvent(ts_ns=time.time_ns(), kind=kind, count=dropped - before, total=dropped))
+        self._log_drop_episode(lost_now)
+
+    def _log_drop_episode(self, lost_now: dict[str, int]) -> None:
+        """One log line when the kernel starts dropping events and one when it stops (with the
+        counts by kind), not one per second of a flood."""
+        if lost_now:
+            if not self._episode:
+                log.warning("the kernel is dropping events (ring buffer full): %s so far",
+                            _by_kind(lost_now))
+            for kind, count in lost_now.items():
+                self._episode[kind] = self._episode.get(kind, 0) + count
+        elif self._episode:
+            log.warning("the kernel stopped dropping events; lost in this episode: %s", _by_kind(self._episode))
+            self._episode = {}
 
     @property
     def total_dropped(self) -> int:
         return sum(self.dropped.values())
+
+
+def _by_kind(counts: dict[str, int]) -> str:
+    return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _safe(fn: Callable[[], object], default: object) -> object:

@@ -37,7 +37,7 @@ RATE_WINDOW = 10  # ticks over which `status` reports events/s
 PRUNE_EVERY_S = 600.0
 # Settings that are read once at start; a reload that changes them says a restart is needed.
 RESTART_FIELDS = ("capture_tls", "max_call_bytes", "store_path", "store_key_file", "metrics_address",
-                  "drop_labels", "socket_path", "socket_group", "tools_enabled", "capture_effects")
+                  "drop_labels", "max_label_values", "socket_path", "socket_group", "tools_enabled", "capture_effects")
 
 
 class OneLineFormatter(logging.Formatter):
@@ -147,6 +147,9 @@ class Service:
         self.tools_on = config.tools_enabled  # fixed for the process: cgroups and watchdog are set up once
         self.features = Features(log.warning)
         self.store = Store(config.store_path, key_file=config.store_key_file)
+        if abandoned := self.store.close_abandoned():
+            log.warning("closed %d session(s) a previous vigild left open (it stopped without ending them): %s",
+                        len(abandoned), ", ".join(map(str, abandoned[:10])) + (" …" if len(abandoned) > 10 else ""))
         self.lineage = LineageSensor(root_comms=config.root_comms, root_flags=self.root_flags)
         self.features.available("lineage")
         try:
@@ -173,7 +176,7 @@ class Service:
                                      classify_root=self.matcher.classify,
                                      sensors=[self.effects] if self.effects is not None else [],
                                      detector=detector_for(config), control=self.tools)
-            registry, metrics_sink = build_registry(self.health, config.drop_labels)
+            registry, metrics_sink = build_registry(self.health, config.drop_labels, config.max_label_values)
             self.pipeline.sinks += [StoreSink(self.store, self.pipeline.processes), metrics_sink]
             if config.otlp_endpoint:
                 self.pipeline.sinks.append(OtlpSessionExporter(self.store.path, config))

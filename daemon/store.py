@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.sessions import Session
 from vigild.daemon.crypto import ContentCipher, CryptoError, load_key, strip_sealed
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -36,7 +37,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     started_ns  INTEGER NOT NULL,
     ended_ns    INTEGER,
     exit_code   INTEGER,
-    signal      INTEGER
+    signal      INTEGER,
+    end_reason  TEXT,                  -- set when the session was closed for it, not by its exit
+    recorder    TEXT                   -- "pid:start" of the vigil process recording it
 );
 CREATE TABLE IF NOT EXISTS processes (
     session_id  INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
@@ -117,12 +120,19 @@ class Store:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from None
         self._lock = threading.Lock()
         self._in_tx = False
+        self._uncommitted = 0   # rows written in the open transaction
+        self.rows_lost = 0      # rows a failed transaction took with it
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema {version}, newer than this vigild ({SCHEMA_VERSION})")
         self.db.executescript(SCHEMA)
+        # v2: sessions know who records them and why one ended without an exit.
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(sessions)")}
+        for column in ("end_reason", "recorder"):
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # ---- writing ----
@@ -134,45 +144,85 @@ class Store:
     def commit(self) -> None:
         with self._lock:
             if self._in_tx:
-                self.db.execute("COMMIT")
+                try:
+                    self.db.execute("COMMIT")
+                except sqlite3.Error:
+                    self._abandon()
+                    raise
                 self._in_tx = False
+                self._uncommitted = 0
+
+    def _abandon(self) -> None:
+        """A write failed (disk full, I/O error): roll the open transaction back so the next
+        write starts a fresh one instead of failing on a half-done one ("cannot commit")."""
+        self._in_tx = False
+        self.rows_lost += self._uncommitted
+        self._uncommitted = 0
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite already rolled back on its own (it does for SQLITE_FULL)
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._begin()
+            try:
+                self.db.execute(sql, params)
+            except sqlite3.Error:
+                self._abandon()
+                raise
+            self._uncommitted += 1
 
     def upsert_session(self, s: Session) -> None:
-        with self._lock:
-            self._begin()
-            self.db.execute(
-                """INSERT INTO sessions (id, root_pid, agent, argv, cwd, uid, host, started_ns, ended_ns, exit_code, signal)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?)
-                   ON CONFLICT(id) DO UPDATE SET agent=excluded.agent, argv=excluded.argv, cwd=excluded.cwd,
-                     ended_ns=excluded.ended_ns, exit_code=excluded.exit_code, signal=excluded.signal""",
-                (s.id, s.root_pid, s.agent, json.dumps(s.argv), s.cwd, s.uid, s.host, s.started_ns,
-                 s.ended_ns, s.exit_code, s.signal),
-            )
+        self._write(
+            """INSERT INTO sessions (id, root_pid, agent, argv, cwd, uid, host, started_ns, ended_ns, exit_code, signal,
+                                    recorder)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+               ON CONFLICT(id) DO UPDATE SET agent=excluded.agent, argv=excluded.argv, cwd=excluded.cwd,
+                 ended_ns=excluded.ended_ns, exit_code=excluded.exit_code, signal=excluded.signal,
+                 recorder=excluded.recorder""",
+            (s.id, s.root_pid, s.agent, json.dumps(s.argv), s.cwd, s.uid, s.host, s.started_ns,
+             s.ended_ns, s.exit_code, s.signal, RECORDER),
+        )
 
     def upsert_process(self, p: ProcessInfo) -> None:
+        self._write(
+            """INSERT INTO processes (session_id, pid, start_ns, ppid, depth, comm, filename, argv, exit_ns, exit_code, signal)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?)
+               ON CONFLICT(session_id, pid, start_ns) DO UPDATE SET comm=excluded.comm,
+                 filename=excluded.filename, argv=excluded.argv, exit_ns=excluded.exit_ns,
+                 exit_code=excluded.exit_code, signal=excluded.signal""",
+            (p.session_id, p.pid, p.start_ns, p.ppid, p.depth, p.comm, p.filename, json.dumps(p.argv),
+             p.exit_ns, p.exit_code, p.signal),
+        )
+
+    def close_abandoned(self) -> list[int]:
+        """End the sessions whose recorder is gone (a crash, a SIGKILL, a power cut) while they
+        were open, at the time of their last recorded event, with the reason; returns their ids.
+
+        A session another live vigil process is recording (same file, other process) stays open.
+        """
         with self._lock:
-            self._begin()
-            self.db.execute(
-                """INSERT INTO processes (session_id, pid, start_ns, ppid, depth, comm, filename, argv, exit_ns, exit_code, signal)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?)
-                   ON CONFLICT(session_id, pid, start_ns) DO UPDATE SET comm=excluded.comm,
-                     filename=excluded.filename, argv=excluded.argv, exit_ns=excluded.exit_ns,
-                     exit_code=excluded.exit_code, signal=excluded.signal""",
-                (p.session_id, p.pid, p.start_ns, p.ppid, p.depth, p.comm, p.filename, json.dumps(p.argv),
-                 p.exit_ns, p.exit_code, p.signal),
-            )
+            rows = self.db.execute("SELECT id, recorder, started_ns FROM sessions WHERE ended_ns IS NULL").fetchall()
+            closed = []
+            for row in rows:
+                if row["recorder"] == RECORDER or _recorder_alive(row["recorder"]):
+                    continue
+                last = self.db.execute("SELECT max(ts_ns) FROM events WHERE session_id=?", (row["id"],)).fetchone()[0]
+                who = f"pid {row['recorder'].split(':')[0]}" if row["recorder"] else "an older vigil"
+                self.db.execute("UPDATE sessions SET ended_ns=?, end_reason=? WHERE id=?",
+                                (last or row["started_ns"], f"abandoned: its recorder ({who}) stopped without "
+                                 "ending it; ended at its last recorded event", row["id"]))
+                closed.append(row["id"])
+            return closed
 
     def add_event(self, event: dict[str, Any]) -> None:
         """Store one event dict (as the sinks print it: `type`, `ts_ns`, `session_id`, `pid`...)."""
         if self.cipher is not None:
             event = self.cipher.seal_event(event)
-        with self._lock:
-            self._begin()
-            self.db.execute(
-                "INSERT INTO events (session_id, ts_ns, type, pid, data) VALUES (?,?,?,?,?)",
-                (event.get("session_id"), event["ts_ns"], event["type"], event.get("pid"),
-                 json.dumps(event, default=str)),
-            )
+        self._write("INSERT INTO events (session_id, ts_ns, type, pid, data) VALUES (?,?,?,?,?)",
+                    (event.get("session_id"), event["ts_ns"], event["type"], event.get("pid"),
+                     json.dumps(event, default=str)))
 
     def prune(self, before_ns: int | None = None, *, max_bytes: int | None = None) -> PruneResult:
         """Retention.
@@ -261,8 +311,10 @@ class Store:
             log.warning("retention: could not shrink %s now: %s", self.path, exc)
 
     def close(self) -> None:
-        self.commit()
-        self.db.close()
+        try:
+            self.commit()
+        finally:
+            self.db.close()
 
     # ---- reading ----
     def sessions(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -309,6 +361,26 @@ class Store:
             return [self.cipher.open_event(e) for e in events]
         except CryptoError as exc:
             raise StoreError(f"{self.path}: {exc}") from None
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat): with
+    the pid, an identity a later process reusing the pid cannot have."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _recorder_alive(recorder: str | None) -> bool:
+    if not recorder or ":" not in recorder:
+        return False
+    pid, start = recorder.split(":", 1)
+    return pid.isascii() and pid.isdigit() and _process_start(int(pid)) == start
+
+
+# This process, as it marks the sessions it records.
+RECORDER = f"{os.getpid()}:{_process_start(os.getpid())}"
 
 
 def _session_row(row: sqlite3.Row) -> dict[str, Any]:

@@ -8,6 +8,8 @@ import json
 import os
 import socket
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,3 +103,49 @@ def test_other_user_is_refused(server: ControlServer) -> None:
     answer = json.loads(as_user(server.path, NOBODY, OTHER_GID))
     assert answer == {"error": "CommandError: permission denied: root or the vigild control group only"}
     assert server.refused == 1
+
+
+def test_idle_connections_are_capped_not_a_thread_each(server: ControlServer) -> None:
+    """A thousand idle connections cost at most MAX_CONNECTIONS threads; the rest are told "busy",
+    and the socket still answers once they go."""
+    from vigild.daemon import control as control_module
+
+    before = threading.active_count()
+    clients = []
+    try:
+        for _ in range(1_000):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(server.path))
+            clients.append(sock)
+        deadline = time.monotonic() + 10
+        while server._server.busy_refused < 1_000 - control_module.MAX_CONNECTIONS:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, server._server.busy_refused  # type: ignore[union-attr]
+            time.sleep(0.05)
+        assert threading.active_count() - before <= control_module.MAX_CONNECTIONS
+        busy = clients[-1].recv(200)
+        assert b"busy" in busy
+    finally:
+        for sock in clients:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while server._server.active:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert request(server.path, "status") == {"uptime_s": 1.5}
+
+
+def test_idle_connection_is_closed_after_the_timeout(server: ControlServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vigild.daemon import control as control_module
+
+    server.close()
+    monkeypatch.setattr(control_module, "IDLE_TIMEOUT_S", 0.5)
+    short = ControlServer(server.path, GROUP)
+    short.register("status", lambda req: {"uptime_s": 1.5})
+    short.start()
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(short.path))
+            sock.settimeout(5)
+            assert sock.recv(10) == b""  # closed by the server, not by us
+    finally:
+        short.close()

@@ -199,3 +199,22 @@ def test_socket_pair_credentials_are_the_kernels() -> None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with a, b:
         assert peer_credentials(a) == (os.getpid(), os.getuid(), os.getgid())
+
+
+@pytest.mark.usefixtures("root")
+def test_a_session_process_that_dropped_privileges_is_admitted() -> None:
+    """`vigil run`'s socket follows the session's processes, not the uid the agent started with."""
+    directory = Path(f"/run/vigil-test-{os.getpid()}")
+    directory.mkdir(mode=0o755)
+    path = directory / "run.sock"
+    server = PeerControlServer(path, uids=frozenset({os.getuid()}), member=lambda pid: False)
+    server.register("declare", lambda _request: "accepted")
+    server.start()
+    try:
+        assert oct(path.stat().st_mode & 0o777) == "0o666"
+        assert _as_nobody(path).startswith("refused: permission denied")  # not in the session
+        server.member = lambda pid: pid != os.getpid()  # the forked child is "in the session" now
+        assert _as_nobody(path) == "accepted"
+    finally:
+        server.close()
+        directory.rmdir()

@@ -243,3 +243,35 @@ def test_calls_of_an_agent_in_a_delegated_cgroup_stay_below_it(tmp_path: Path) -
         daemon.kill_group()
         for directory in (ctr, plain):
             destroy(directory)
+
+
+def test_session_left_open_by_a_killed_vigild_is_closed_at_the_next_start(tmp_path: Path) -> None:
+    """SIGKILL while an agent runs: the next vigild on the same store ends that session, says why."""
+    from vigild.daemon.store import Store
+
+    script = tmp_path / "slowagent"
+    script.write_text("#!/bin/sh\nls / >/dev/null\nexec sleep 30\n")
+    script.chmod(0o755)
+    daemon = Vigild(tmp_path, CONFIG.format(comm="slowagent")).start()
+    agent = subprocess.Popen([str(script)])
+    try:
+        wait_sessions(daemon, "first", 1)
+        time.sleep(1.5)  # the store commits at least once a second
+        daemon.signal(signal.SIGKILL)
+        assert daemon.proc is not None and daemon.proc.wait(10) == -signal.SIGKILL
+    finally:
+        agent.kill()
+        agent.wait()
+    [row] = [r for r in Store(daemon.db).sessions() if r["agent"] == "first"]
+    assert row["ended_ns"] is None  # as the killed vigild left it
+
+    restarted = Vigild(tmp_path, CONFIG.format(comm="slowagent")).start()
+    try:
+        restarted.wait_log(r"closed 1 session\(s\) a previous vigild left open")
+        [row] = [r for r in Store(daemon.db).sessions() if r["agent"] == "first"]
+        assert row["ended_ns"] is not None and row["ended_ns"] >= row["started_ns"]
+        assert row["end_reason"].startswith("abandoned:") and str(daemon.pid) in row["end_reason"]
+        listing = vigil(["sessions", "--db", str(daemon.db), "-o", "json"])
+        assert '"end_reason": "abandoned:' in listing.stdout
+    finally:
+        assert restarted.stop() == 0, restarted.log
