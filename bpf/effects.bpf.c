@@ -26,7 +26,22 @@ const volatile struct effects_config cfg = {
 	.files = 1,
 	.net = 1,
 	.dns = 1,
+	.max_queued_bytes = 1024 * 1024,
 };
+
+/* Effects share the ring buffer with lifecycle events (fork, exec, exit, TLS, OOM): a flood of
+ * opens must never take the room an exit or a session's end needs, nor queue more than user space
+ * decodes in a few seconds. So an effect is shed in the kernel, counted as dropped for its kind
+ * (user space reports it as a `lost` event), while max_queued_bytes are already waiting; the rest
+ * of the ring stays for lifecycle events. */
+static __always_inline void emit_effect(__u32 kind, void *data, __u64 size)
+{
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + size > cfg.max_queued_bytes) {
+		count_event(kind, 1);
+		return;
+	}
+	emit(kind, data, size, cfg.wakeup_bytes);
+}
 
 #define AT_FDCWD -100
 #define AT_REMOVEDIR 0x200
@@ -394,7 +409,7 @@ static __always_inline void file_emit(struct scratch *s, __u32 kind, __u32 used)
 {
 	if (used > sizeof(s->file.data))
 		used = sizeof(s->file.data);
-	emit(kind, &s->file, offsetof(struct file_event, data) + used, cfg.wakeup_bytes);
+	emit_effect(kind, &s->file, offsetof(struct file_event, data) + used);
 }
 
 static __always_inline void file_identity(struct scratch *s, struct file *f)
@@ -575,7 +590,7 @@ static void flush_state(struct scratch *s, struct task_struct *task, __s32 fd, s
 		s->net.recvs = st->calls_in;
 		if (reason == FLUSH_CALL)
 			s->net.hdr.flags |= EFFECT_NOT_AGGREGATED;
-		emit(kind, &s->net, sizeof(s->net), cfg.wakeup_bytes);
+		emit_effect(kind, &s->net, sizeof(s->net));
 	}
 	st->bytes_out = st->bytes_in = st->calls_out = st->calls_in = st->first_ns = 0;
 }
@@ -702,7 +717,7 @@ static void dns_capture(struct call *c, __s32 fd, const void *buf, __u64 len, co
 	if (bpf_probe_read_user(ev->data, n, buf))
 		n = 0;
 	ev->len = n;
-	emit(EVENT_DNS_QUERY, ev, offsetof(struct dns_event, data) + n, cfg.wakeup_bytes);
+	emit_effect(EVENT_DNS_QUERY, ev, offsetof(struct dns_event, data) + n);
 }
 
 /* The first buffer and the address of a sendmsg()/sendmmsg() message. */
@@ -942,7 +957,7 @@ static void on_sockaddr(struct call *c, __u32 kind, __s32 fd, const void *uaddr,
 			ev->lport = BPF_CORE_READ(sk, __sk_common.skc_num); /* the port the kernel picked */
 		}
 	}
-	emit(kind, ev, sizeof(*ev), cfg.wakeup_bytes);
+	emit_effect(kind, ev, sizeof(*ev));
 	if (c->ret == 0 || c->ret == -115 /* EINPROGRESS */)
 		fd_state_get(c, fd);
 }
@@ -961,7 +976,7 @@ static void on_accept(struct call *c)
 	net_clear(&c->s->net);
 	c->s->net.fd = c->ret;
 	sock_fill(&c->s->net, f);
-	emit(EVENT_NET_ACCEPT, &c->s->net, sizeof(c->s->net), cfg.wakeup_bytes);
+	emit_effect(EVENT_NET_ACCEPT, &c->s->net, sizeof(c->s->net));
 	fd_state_get(c, c->ret);
 }
 

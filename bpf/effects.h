@@ -125,7 +125,7 @@ struct effects_config {
 	__u32 files;        /* report file effects */
 	__u32 net;          /* report socket effects */
 	__u32 dns;          /* capture datagrams to port 53 */
-	__u32 _pad;
+	__u32 max_queued_bytes; /* effects are shed (counted as dropped) while this much waits */
 };
 
 #endif /* VIGIL_EFFECTS_H */

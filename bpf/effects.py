@@ -38,7 +38,8 @@ class EffectsSensor:
     per fd: it exists to measure what aggregation saves."""
 
     def __init__(self, shared_maps: dict[str, Map], files: bool = True, net: bool = True, dns: bool = True,
-                 aggregate: bool = True, wakeup_bytes: int = 256 * 1024) -> None:
+                 aggregate: bool = True, wakeup_bytes: int = 256 * 1024,
+                 max_queued_bytes: int = 1024 * 1024) -> None:
         if platform.machine() != "x86_64":
             raise EffectsUnsupported(f"effects tracing knows x86-64 syscall numbers only, not {platform.machine()}")
         self.obj = BpfObject(object_path("effects.bpf.o"))
@@ -47,7 +48,7 @@ class EffectsSensor:
             for name in ("tracked", "events", "stats"):
                 self.obj.reuse_map(name, shared_maps[name])
             self.obj.set_rodata(EffectsConfigC(wakeup_bytes=wakeup_bytes, aggregate=int(aggregate), files=int(files),
-                                               net=int(net), dns=int(dns)))
+                                               net=int(net), dns=int(dns), max_queued_bytes=max_queued_bytes))
             try:
                 self.obj.load()
             except BpfError as exc:  # the verifier's log stays on the chained exception

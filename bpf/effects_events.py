@@ -16,6 +16,19 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from vigild.bpf.events import (
+    EVENT_DNS_QUERY,
+    EVENT_FILE_CHMOD,
+    EVENT_FILE_MKDIR,
+    EVENT_FILE_OPEN,
+    EVENT_FILE_RENAME,
+    EVENT_FILE_UNLINK,
+    EVENT_FILE_WRITE,
+    EVENT_NET_ACCEPT,
+    EVENT_NET_BIND,
+    EVENT_NET_BYTES,
+    EVENT_NET_CLOSE,
+    EVENT_NET_CONNECT,
+    KIND_NAMES,
     DecodeError,
     EventDecoder,
     EventHeader,
@@ -23,27 +36,7 @@ from vigild.bpf.events import (
     fixed_part,
 )
 
-EVENT_FILE_OPEN = 16
-EVENT_FILE_WRITE = 17
-EVENT_FILE_UNLINK = 18
-EVENT_FILE_RENAME = 19
-EVENT_FILE_MKDIR = 20
-EVENT_FILE_CHMOD = 21
-EVENT_NET_CONNECT = 22
-EVENT_NET_ACCEPT = 23
-EVENT_NET_BIND = 24
-EVENT_NET_CLOSE = 25
-EVENT_NET_BYTES = 26
-EVENT_DNS_QUERY = 27
-EVENT_EFFECTS_FD_FULL = 28
-EVENT_EFFECTS_BUSY = 29
-EFFECT_KIND_NAMES = {
-    EVENT_FILE_OPEN: "file_open", EVENT_FILE_WRITE: "file_write", EVENT_FILE_UNLINK: "file_unlink",
-    EVENT_FILE_RENAME: "file_rename", EVENT_FILE_MKDIR: "file_mkdir", EVENT_FILE_CHMOD: "file_chmod",
-    EVENT_NET_CONNECT: "net_connect", EVENT_NET_ACCEPT: "net_accept", EVENT_NET_BIND: "net_bind",
-    EVENT_NET_CLOSE: "net_close", EVENT_NET_BYTES: "net_bytes", EVENT_DNS_QUERY: "dns_query",
-    EVENT_EFFECTS_FD_FULL: "effects_fd_full", EVENT_EFFECTS_BUSY: "effects_busy",
-}
+EFFECT_KIND_NAMES = {kind: name for kind, name in KIND_NAMES.items() if kind >= EVENT_FILE_OPEN}
 
 EFFECT_PATH_MAX = 4096
 EFFECT_PATH_STEPS = 512
@@ -131,7 +124,7 @@ class EffectsConfigC(ctypes.Structure):
         ("files", c_uint32),
         ("net", c_uint32),
         ("dns", c_uint32),
-        ("_pad", c_uint32),
+        ("max_queued_bytes", c_uint32),
     ]
 
 

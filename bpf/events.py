@@ -30,9 +30,30 @@ EVENT_TLS_BUSY = 6
 EVENT_MEM_SPIKE = 7
 EVENT_OOM_KILL = 8
 EVENT_KIND_MAX = 32
+# The effects sensor's kinds (effects.h); named here so every kind has one name everywhere
+# (lost events, metric labels, logs), whichever sensor emits it.
+EVENT_FILE_OPEN = 16
+EVENT_FILE_WRITE = 17
+EVENT_FILE_UNLINK = 18
+EVENT_FILE_RENAME = 19
+EVENT_FILE_MKDIR = 20
+EVENT_FILE_CHMOD = 21
+EVENT_NET_CONNECT = 22
+EVENT_NET_ACCEPT = 23
+EVENT_NET_BIND = 24
+EVENT_NET_CLOSE = 25
+EVENT_NET_BYTES = 26
+EVENT_DNS_QUERY = 27
+EVENT_EFFECTS_FD_FULL = 28
+EVENT_EFFECTS_BUSY = 29
 KIND_NAMES = {EVENT_FORK: "fork", EVENT_EXEC: "exec", EVENT_EXIT: "exit", EVENT_TLS_DATA: "tls_data",
               EVENT_TLS_CLOSE: "tls_close", EVENT_TLS_BUSY: "tls_busy", EVENT_MEM_SPIKE: "mem_spike",
-              EVENT_OOM_KILL: "oom_kill"}
+              EVENT_OOM_KILL: "oom_kill",
+              EVENT_FILE_OPEN: "file_open", EVENT_FILE_WRITE: "file_write", EVENT_FILE_UNLINK: "file_unlink",
+              EVENT_FILE_RENAME: "file_rename", EVENT_FILE_MKDIR: "file_mkdir", EVENT_FILE_CHMOD: "file_chmod",
+              EVENT_NET_CONNECT: "net_connect", EVENT_NET_ACCEPT: "net_accept", EVENT_NET_BIND: "net_bind",
+              EVENT_NET_CLOSE: "net_close", EVENT_NET_BYTES: "net_bytes", EVENT_DNS_QUERY: "dns_query",
+              EVENT_EFFECTS_FD_FULL: "effects_fd_full", EVENT_EFFECTS_BUSY: "effects_busy"}
 
 TLS_CHUNK_MAX = 16384
 TLS_DIR_WRITE = 0

@@ -337,7 +337,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if control is not None:
             control.release_resources()
         if pipeline.total_dropped:
-            print(f"vigil: {pipeline.total_dropped} events were lost (ring buffer full)", file=sys.stderr)
+            print(f"vigil: {pipeline.total_dropped} events were lost (effects shed under load, or the ring buffer "
+                  "full)", file=sys.stderr)
     return status
 
 

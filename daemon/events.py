@@ -19,7 +19,8 @@ class Event(Protocol):
 
 @dataclass
 class LostEvent:
-    """The kernel could not hand over `count` events of `kind` (ring buffer full). Never silent."""
+    """The kernel could not hand over `count` events of `kind`: effects shed while the consumer is
+    behind (so lifecycle events keep their room), or the ring buffer full. Never silent."""
 
     type: ClassVar[str] = "lost"
     ts_ns: int

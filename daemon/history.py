@@ -229,4 +229,5 @@ def print_show(tree: dict[str, Any], console: Console) -> None:
     _add_detections(branch, agent["detections"])
     console.print(head)
     if tree["lost"]:
-        console.print(f"[bold red]{tree['lost']} events were lost (ring buffer full)[/bold red]")
+        console.print(f"[bold red]{tree['lost']} events were lost (effects shed under load, or the ring buffer "
+                      "full)[/bold red]")

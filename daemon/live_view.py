@@ -94,7 +94,7 @@ class TextView:
         ts = _clock(event.ts_ns)
         if isinstance(event, LostEvent):
             self.dropped = event.total
-            return Text(f"{ts} LOST  {event.count} {event.kind} events (ring buffer full; {event.total} so far)",
+            return Text(f"{ts} LOST  {event.count} {event.kind} events (shed under load or ring buffer full; {event.total} so far)",
                         style="bold red")
         if isinstance(event, SessionStart):
             verb = "END  " if isinstance(event, SessionEnd) else "START"

@@ -463,7 +463,7 @@ class Pipeline:
         counts by kind), not one per second of a flood."""
         if lost_now:
             if not self._episode:
-                log.warning("the kernel is dropping events (ring buffer full): %s so far",
+                log.warning("the kernel is dropping events (effects shed under load, or the ring buffer full): %s so far",
                             _by_kind(lost_now))
             for kind, count in lost_now.items():
                 self._episode[kind] = self._episode.get(kind, 0) + count
