@@ -19,6 +19,7 @@ from vigild.bpf.loader import BpfError, BpfUnavailable
 from vigild.cgroups import CgroupError
 from vigild.daemon.launch import LaunchError, spawn_gated
 from vigild.daemon.store import Store, StoreError
+from vigild.daemon.version import package_version
 
 if TYPE_CHECKING:
     from vigild.bpf.lineage import LineageSensor
@@ -45,6 +46,7 @@ def _raise_interrupted(signum: int, _frame: object) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil", description="Watch what AI agents and their tools really do.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log libbpf and pipeline details to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vigil: error: {first_line}", file=sys.stderr)
         if args.verbose and "\n" in str(exc):
             print(str(exc), file=sys.stderr)
-        return 1
+        return exc.status if isinstance(exc, LaunchError) else 1
 
 
 def _open_control(args: argparse.Namespace, lineage: LineageSensor, features: Features) -> ToolCallControl:

@@ -7,6 +7,7 @@ first, the pipe reads EOF and the child exits instead of running untraced.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from dataclasses import dataclass
@@ -15,7 +16,12 @@ GATE_PARENT_GONE = 125
 
 
 class LaunchError(RuntimeError):
-    """The command could not be executed (not found, not executable...)."""
+    """The command could not be executed (not found, not executable...). `status` is the shell's
+    convention for it: 127 when the command was not found, 126 when it could not be executed."""
+
+    def __init__(self, message: str, errno_value: int = 0) -> None:
+        super().__init__(message)
+        self.status = 127 if errno_value == errno.ENOENT else 126
 
 
 @dataclass
@@ -34,7 +40,7 @@ class GatedChild:
         if failure:
             os.waitpid(self.pid, 0)
             err = int(failure.decode() or 0)
-            raise LaunchError(f"cannot run {self.argv[0]!r}: {os.strerror(err)}")
+            raise LaunchError(f"cannot run {self.argv[0]!r}: {os.strerror(err)}", err)
 
 
 def spawn_gated(argv: list[str]) -> GatedChild:

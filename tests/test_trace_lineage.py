@@ -180,11 +180,17 @@ def test_exit_status_of_command_is_returned() -> None:
     assert result.of_type("exit")[0]["signal"] == signal.SIGKILL
 
 
-def test_missing_command_is_a_clear_error() -> None:
+def test_missing_command_is_a_clear_error(tmp_path: Path) -> None:
+    """As a shell says it: 127 for a command not found, 126 for one that cannot be executed."""
     result = vigil_trace(["--", "/nonexistent/agent"])
-    assert result.returncode == 1
+    assert result.returncode == 127
     assert result.stderr.strip().startswith("vigil: error: cannot run '/nonexistent/agent'")
     assert "Traceback" not in result.stderr
+    not_executable = tmp_path / "agent.txt"
+    not_executable.write_text("echo hi\n")
+    result = vigil_trace(["--", str(not_executable)])
+    assert result.returncode == 126
+    assert "Permission denied" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_without_bpf_privileges_one_line() -> None:
