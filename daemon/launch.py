@@ -43,7 +43,9 @@ class GatedChild:
             raise LaunchError(f"cannot run {self.argv[0]!r}: {os.strerror(err)}", err)
 
 
-def spawn_gated(argv: list[str]) -> GatedChild:
+def spawn_gated(argv: list[str], stdout_fd: int | None = None) -> GatedChild:
+    """Fork a child that waits at a gate (until `release`) and then execs `argv`; with
+    `stdout_fd`, the command's stdout is that descriptor (vigil's stderr under `-o json`)."""
     gate_r, gate_w = os.pipe()
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -54,6 +56,8 @@ def spawn_gated(argv: list[str]) -> GatedChild:
             if os.read(gate_r, 2) != b"go":
                 os._exit(GATE_PARENT_GONE)
             os.close(gate_r)
+            if stdout_fd is not None:
+                os.dup2(stdout_fd, 1)
             # Python ignores SIGPIPE and SIGXFSZ, and our caller may block signals while it sets
             # up: the command must start with default dispositions and an empty mask.
             for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):

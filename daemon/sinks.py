@@ -18,10 +18,12 @@ log = logging.getLogger("vigild.store")
 
 class JsonLinesSink:
     """One JSON object per line, flushed after each pipeline batch (every poll, ≤ 10 ms apart while
-    events flow), so `| jq` and tests see events as they happen without a write(2) per event."""
+    events flow), so `| jq` and tests see events as they happen without a write(2) per event.
+    `owned`: the sink closes the stream when the pipeline stops (a file of `-w`)."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, owned: bool = False) -> None:
         self.stream = stream
+        self.owned = owned
 
     def handle(self, event: Event) -> None:
         self.stream.write(json.dumps(event_json(event), default=str) + "\n")
@@ -31,6 +33,29 @@ class JsonLinesSink:
 
     def close(self) -> None:
         self.flush()
+        if self.owned:
+            self.stream.close()
+
+
+class OnlySink:
+    """`--only`: passes the chosen event types to the sink it wraps, and always the session
+    frame and losses (a filtered view must still say where it starts, ends and what it missed)."""
+
+    ALWAYS = frozenset({"session_start", "session_end", "lost"})
+
+    def __init__(self, sink: Any, types: frozenset[str]) -> None:
+        self.sink = sink
+        self.types = types | self.ALWAYS
+
+    def handle(self, event: Event) -> None:
+        if event.type in self.types:
+            self.sink.handle(event)
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+    def close(self) -> None:
+        self.sink.close()
 
 
 class StoreSink:

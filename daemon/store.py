@@ -332,6 +332,23 @@ class Store:
                               (session_id,)).fetchone()
         return _session_row(row) if row else None
 
+    def resolve_session(self, text: str) -> int:
+        """The session `text` names: its whole id, or a prefix of it that only one session has
+        (ids are long; a prefix is what people type). StoreError says what matched instead."""
+        text = text.strip()
+        if not (text.isascii() and text.isdigit()):
+            raise StoreError(f"{text!r} is not a session id (digits, or the first digits of one)")
+        if self.db.execute("SELECT 1 FROM sessions WHERE id = ?", (int(text),)).fetchone():
+            return int(text)
+        rows = self.db.execute("SELECT id FROM sessions WHERE CAST(id AS TEXT) LIKE ? ORDER BY id LIMIT 4",
+                               (text + "%",)).fetchall()
+        if len(rows) == 1:
+            return int(rows[0][0])
+        if not rows:
+            raise StoreError(f"no session {text} in {self.path}")
+        shown = ", ".join(str(r[0]) for r in rows[:3]) + (", ..." if len(rows) > 3 else "")
+        raise StoreError(f"{text} is the start of several sessions ({shown}): give more digits")
+
     def latest_session_id(self) -> int | None:
         row = self.db.execute("SELECT id FROM sessions ORDER BY started_ns DESC LIMIT 1").fetchone()
         return row[0] if row else None
