@@ -124,6 +124,7 @@ class StoreSink:
 
     def close(self) -> None:
         try:
+            self.store.end_recorded(time.time_ns(), "stopped: vigil stopped recording while the session ran")
             self.store.close()
         except (sqlite3.Error, OSError) as exc:
             self._failed(exc)

@@ -196,6 +196,17 @@ class Store:
              p.exit_ns, p.exit_code, p.signal),
         )
 
+    def end_recorded(self, ended_ns: int, reason: str) -> list[int]:
+        """End the sessions this process records that are still open (their processes outlive
+        the recording: vigild stopped, `vigil trace -p` timed out), with the reason."""
+        with self._lock:
+            self._begin()
+            rows = self.db.execute("SELECT id FROM sessions WHERE ended_ns IS NULL AND recorder = ?",
+                                   (RECORDER,)).fetchall()
+            for row in rows:
+                self.db.execute("UPDATE sessions SET ended_ns=?, end_reason=? WHERE id=?", (ended_ns, reason, row[0]))
+            return [row[0] for row in rows]
+
     def close_abandoned(self) -> list[int]:
         """End the sessions whose recorder is gone (a crash, a SIGKILL, a power cut) while they
         were open, at the time of their last recorded event, with the reason; returns their ids.
