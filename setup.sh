@@ -30,11 +30,18 @@ apt-get update -q >/dev/null
 # clang 14 (bookworm's default) emits code this kernel's verifier refuses in places; prefer 19.
 if apt-cache show clang-19 >/dev/null 2>&1; then CLANG=clang-19; else CLANG=clang; fi
 apt_install "$CLANG" libbpf-dev libbpf1 bpftool ca-certificates
-if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+# The venv's interpreter must be one every user can run: members of the control group run
+# `vigil status`, and a python3 under a 0700 home (pyenv as root) would lock them out. So the
+# system's python3 is preferred whenever it is new enough.
+PY=python3
+if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  PY=/usr/bin/python3
+fi
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "setup.sh: vigild needs Python >= 3.11 as python3" >&2
   exit 1
 fi
-python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+"$PY" -m venv --help >/dev/null 2>&1 || apt_install python3-venv
 if [ "$DEV" -eq 1 ]; then
   apt_install curl prometheus gnutls-bin
   # systemd-analyze verifies the unit; setpriv (util-linux) runs vigild with fewer capabilities.
@@ -43,7 +50,12 @@ if [ "$DEV" -eq 1 ]; then
 fi
 
 echo "setup.sh: building and installing vigild into $PREFIX"
-[ -x "$PREFIX/bin/python" ] || python3 -m venv "$PREFIX"
+# A venv made earlier from an interpreter other users cannot reach is made anew.
+if [ -x "$PREFIX/bin/python" ] && ! setpriv --reuid=65534 --regid=65534 --clear-groups "$PREFIX/bin/python" -c '' 2>/dev/null; then
+  echo "setup.sh: $PREFIX uses an interpreter other users cannot run ($(readlink -f "$PREFIX/bin/python")); recreating it"
+  rm -rf "$PREFIX"
+fi
+[ -x "$PREFIX/bin/python" ] || "$PY" -m venv "$PREFIX"
 "$PREFIX/bin/pip" install -q --upgrade pip >/dev/null
 if [ "$DEV" -eq 1 ]; then
   "$PREFIX/bin/pip" install -q "$HERE[test]"

@@ -30,9 +30,10 @@ enum event_kind {
 
 /* Session ids are unique across runs: user space gives the roots it adds the current time in
  * microseconds; the kernel gives roots it finds by comm match this bit | (session_base + a
- * counter), session_base being the time in microseconds when the program was loaded. Bit 62
- * keeps them apart and positive as SQLite integers. */
-#define KERNEL_SESSION_BIT (1ULL << 62)
+ * counter), session_base being the time in microseconds when the program was loaded. Bit 52
+ * keeps them apart (the time in microseconds stays below 2^52 until 2112) and every id below
+ * 2^53, so JSON tools that read numbers as doubles (jq, JavaScript) keep them exact. */
+#define KERNEL_SESSION_BIT (1ULL << 52)
 
 struct event_header {
 	__u32 kind;        /* enum event_kind */

@@ -19,7 +19,7 @@ from vigild.bpf.clock import BootClock
 TASK_COMM_LEN = 16
 FILENAME_MAX_LEN = 4096
 ARGS_MAX_LEN = 65536
-KERNEL_SESSION_BIT = 1 << 62
+KERNEL_SESSION_BIT = 1 << 52  # events.h: every session id stays below 2^53
 
 EVENT_FORK = 1
 EVENT_EXEC = 2

@@ -19,6 +19,7 @@ from vigild.bpf.loader import BpfError, BpfUnavailable
 from vigild.cgroups import CgroupError
 from vigild.daemon.launch import LaunchError, spawn_gated
 from vigild.daemon.store import Store, StoreError
+from vigild.daemon.version import package_version
 
 if TYPE_CHECKING:
     from vigild.bpf.lineage import LineageSensor
@@ -28,6 +29,18 @@ if TYPE_CHECKING:
     from vigild.daemon.pipeline import Pipeline
 
 DEFAULT_DB = Path(os.environ.get("VIGIL_DB", "/var/lib/vigild/vigil.db"))
+# `--only` words and the event types each stands for.
+ONLY_KINDS: dict[str, tuple[str, ...]] = {
+    "llm": ("llm_call", "https_request", "parse_failure"),
+    "tool": ("tool_start", "tool_end", "limit_change", "oom_kill", "mem_spike"),
+    "process": ("fork", "exec", "exit"),
+    "exec": ("exec",),
+    "file": ("file_open", "file_write", "file_unlink", "file_rename", "file_mkdir", "file_chmod"),
+    "write": ("file_write", "file_unlink", "file_rename", "file_mkdir", "file_chmod"),
+    "net": ("net_connect", "net_accept", "net_bind", "net_close", "net_bytes", "dns_query"),
+    "alert": ("detection",),
+}
+DB_HELP = f"the history store to read (default {DEFAULT_DB}, vigild's; $VIGIL_DB overrides)"
 DEFAULT_SOCKET = Path(os.environ.get("VIGIL_SOCKET", "/run/vigild/vigild.sock"))
 DEFAULT_KEY_FILE = Path(os.environ["VIGIL_KEY_FILE"]) if os.environ.get("VIGIL_KEY_FILE") else None
 COMM_MAX = 15
@@ -45,6 +58,7 @@ def _raise_interrupted(signum: int, _frame: object) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil", description="Watch what AI agents and their tools really do.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log libbpf and pipeline details to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -80,21 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(pid=[], comm=[])
 
     sessions = sub.add_parser("sessions", help="list recorded sessions")
-    sessions.add_argument("--db", type=Path, default=DEFAULT_DB)
+    sessions.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=DB_HELP)
     sessions.add_argument("-n", "--limit", type=int, default=50)
     sessions.add_argument("-o", "--output", choices=("text", "json"), default="text")
 
     show = sub.add_parser("show", help="print a session's timeline: LLM calls, tool calls, processes, effects, alerts")
-    show.add_argument("session", nargs="?", help="session id (default: the latest)")
-    show.add_argument("--db", type=Path, default=DEFAULT_DB)
+    show.add_argument("session", nargs="?", help="session id or its first digits (default: the latest)")
+    show.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=DB_HELP)
     show.add_argument("-o", "--output", choices=("text", "json"), default="text")
     show.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE, help="key for encrypted prompt content")
 
     export = sub.add_parser("export", help="send a session to an OpenTelemetry collector as a trace")
-    export.add_argument("session", type=int, help="session id")
+    export.add_argument("session", help="session id (or its first digits)")
     export.add_argument("--otlp-endpoint", required=True, metavar="URL",
                         help="OTLP/HTTP endpoint: a base URL (http://host:4318) or the full /v1/traces URL")
-    export.add_argument("--db", type=Path, default=DEFAULT_DB)
+    export.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=DB_HELP)
     export.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE, help="key for encrypted prompt content")
     export.add_argument("--capture-content", action="store_true",
                         help="include messages, response text and tool arguments (off by default)")
@@ -133,7 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_trace_options(p: argparse.ArgumentParser) -> None:
     """Output and capture options `trace` and `run` share."""
-    p.add_argument("-o", "--output", choices=("text", "json"), default="text", help="text (live view) or json (JSON Lines)")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                   help="text (live view) or json (JSON Lines on stdout; the traced command's stdout then goes to "
+                        "vigil's stderr, so stdout holds events only)")
+    p.add_argument("-w", "--write", type=Path, metavar="FILE",
+                   help="also write the events to FILE as JSON Lines (the live view and the command's output stay)")
+    p.add_argument("--only", type=parse_only, metavar="KINDS",
+                   help=f"print/write only these kinds, comma-separated: {', '.join(ONLY_KINDS)} (sessions and "
+                        "losses are always shown; the store keeps everything)")
     p.add_argument("--timeout", type=float, help="stop after this many seconds (a started command gets SIGTERM; exit 124)")
     p.add_argument("--db", type=Path, help="also record into this SQLite store")
     p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
@@ -145,6 +166,15 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
                    help="include the (redacted) request messages of LLM calls")
     p.add_argument("--max-call-bytes", type=int, default=16 * 1024 * 1024,
                    help="plaintext captured per TLS call at most (default 16 MiB; the rest is marked lost)")
+
+
+def parse_only(text: str) -> frozenset[str]:
+    """`--only llm,tool,alert` -> the event types those words stand for."""
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    unknown = [w for w in words if w not in ONLY_KINDS]
+    if unknown or not words:
+        raise argparse.ArgumentTypeError(f"unknown kinds {unknown or [text]}; known: {', '.join(ONLY_KINDS)}")
+    return frozenset(t for w in words for t in ONLY_KINDS[w])
 
 
 def parse_size(text: str) -> int:
@@ -188,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vigil: error: {first_line}", file=sys.stderr)
         if args.verbose and "\n" in str(exc):
             print(str(exc), file=sys.stderr)
-        return 1
+        return exc.status if isinstance(exc, LaunchError) else 1
 
 
 def _open_control(args: argparse.Namespace, lineage: LineageSensor, features: Features) -> ToolCallControl:
@@ -234,7 +264,7 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from vigild.correlate.tls_stream import TlsStreamDecoder
     from vigild.daemon.live_view import TextView
     from vigild.daemon.pipeline import Pipeline
-    from vigild.daemon.sinks import JsonLinesSink, StoreSink
+    from vigild.daemon.sinks import JsonLinesSink, OnlySink, StoreSink
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if args.command == "run" and not command:
@@ -286,10 +316,17 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     detector = None if args.no_detections else Detector()
     pipeline = Pipeline(lineage, sinks=[], tls=tls, intent=intent, control=control,
                         sensors=[effects] if effects is not None else [], detector=detector)
+    shown = (lambda sink: OnlySink(sink, args.only)) if args.only else (lambda sink: sink)
     if args.output == "json":
-        pipeline.sinks.append(JsonLinesSink(sys.stdout))
+        pipeline.sinks.append(shown(JsonLinesSink(sys.stdout)))
     else:
-        pipeline.sinks.append(TextView(pipeline.processes))
+        pipeline.sinks.append(shown(TextView(pipeline.processes)))
+    if args.write is not None:
+        try:
+            written = open(args.write, "w", encoding="utf-8")  # closed by the sink when the pipeline stops
+        except OSError as exc:
+            raise StoreError(f"cannot write events to {args.write}: {exc.strerror}") from None
+        pipeline.sinks.append(shown(JsonLinesSink(written, owned=True)))
     if store is not None:
         pipeline.sinks.append(StoreSink(store, pipeline.processes))
 
@@ -303,7 +340,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if control is not None:
             declarations = _serve_declarations(args, pipeline)
         if command:
-            child = spawn_gated(command)
+            # With JSON on stdout, the command's own stdout would interleave with the events.
+            child = spawn_gated(command, stdout_fd=2 if args.output == "json" else None)
             pipeline.add_pending_root(child.pid, command, os.getcwd(), os.getuid(), controlled=control is not None)
             if control is not None:
                 control.place_agent(child.pid)
@@ -447,7 +485,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from vigild.daemon.history import print_show, session_tree
 
     store = _open_store(args.db, args.key_file)
-    session_id = int(args.session) if args.session else store.latest_session_id()
+    session_id = store.resolve_session(args.session) if args.session else store.latest_session_id()
     tree = session_tree(store, session_id) if session_id is not None else None
     if tree is None:
         print(f"vigil: error: no session {args.session or ''} in {args.db}".replace("  ", " "), file=sys.stderr)
@@ -464,12 +502,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     headers = dict(h.partition("=")[::2] for h in args.header)
     try:
-        sent = export_session(_open_store(args.db, args.key_file), args.session, args.otlp_endpoint,
+        store = _open_store(args.db, args.key_file)
+        session_id = store.resolve_session(args.session)
+        sent = export_session(store, session_id, args.otlp_endpoint,
                               capture_content=args.capture_content, headers=headers, timeout=args.timeout)
     except OtlpExportError as exc:
         print(f"vigil: error: {exc}", file=sys.stderr)
         return 1
-    print(f"exported session {args.session}: {sent} spans")
+    print(f"exported session {session_id}: {sent} spans")
     return 0
 
 

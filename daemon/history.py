@@ -61,6 +61,15 @@ def print_sessions(store: Store, limit: int, as_json: bool, console: Console) ->
         for row in rows:
             print(json.dumps(row))
         return
+    if not console.is_terminal:
+        # Piped: whole values, one tab-separated line each (a table would cut ids to its width).
+        print("\t".join(SESSION_COLUMNS))
+        for r in rows:
+            print("\t".join((str(r["id"]), r["agent"] or "-", shlex.join(r["argv"]), _when(r["started_ns"]),
+                             _duration(r["started_ns"], r["ended_ns"]),
+                             _outcome(r["exit_code"], r["signal"], r.get("end_reason")), str(r["llm_calls"]),
+                             f"{r['input_tokens']}→{r['output_tokens']}", str(r["tool_calls"]), str(r["detections"]))))
+        return
     table = Table(title=f"sessions in {store.path}")
     for col in SESSION_COLUMNS:
         if col == "command":

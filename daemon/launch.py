@@ -7,6 +7,7 @@ first, the pipe reads EOF and the child exits instead of running untraced.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from dataclasses import dataclass
@@ -15,7 +16,12 @@ GATE_PARENT_GONE = 125
 
 
 class LaunchError(RuntimeError):
-    """The command could not be executed (not found, not executable...)."""
+    """The command could not be executed (not found, not executable...). `status` is the shell's
+    convention for it: 127 when the command was not found, 126 when it could not be executed."""
+
+    def __init__(self, message: str, errno_value: int = 0) -> None:
+        super().__init__(message)
+        self.status = 127 if errno_value == errno.ENOENT else 126
 
 
 @dataclass
@@ -34,10 +40,12 @@ class GatedChild:
         if failure:
             os.waitpid(self.pid, 0)
             err = int(failure.decode() or 0)
-            raise LaunchError(f"cannot run {self.argv[0]!r}: {os.strerror(err)}")
+            raise LaunchError(f"cannot run {self.argv[0]!r}: {os.strerror(err)}", err)
 
 
-def spawn_gated(argv: list[str]) -> GatedChild:
+def spawn_gated(argv: list[str], stdout_fd: int | None = None) -> GatedChild:
+    """Fork a child that waits at a gate (until `release`) and then execs `argv`; with
+    `stdout_fd`, the command's stdout is that descriptor (vigil's stderr under `-o json`)."""
     gate_r, gate_w = os.pipe()
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
@@ -48,6 +56,8 @@ def spawn_gated(argv: list[str]) -> GatedChild:
             if os.read(gate_r, 2) != b"go":
                 os._exit(GATE_PARENT_GONE)
             os.close(gate_r)
+            if stdout_fd is not None:
+                os.dup2(stdout_fd, 1)
             # Python ignores SIGPIPE and SIGXFSZ, and our caller may block signals while it sets
             # up: the command must start with default dispositions and an empty mask.
             for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):

@@ -9,6 +9,7 @@ differed only by them are summed.
 
 from __future__ import annotations
 
+import platform
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -26,14 +27,17 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from vigild.bpf.events import KIND_NAMES
+from vigild.correlate.detections import ALL_DETECTIONS
 from vigild.correlate.redact import redact_text
 from vigild.daemon.events import Event
+from vigild.daemon.version import package_version
 
 UNKNOWN = "unknown"
 LLM_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 TTFT_SECONDS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
 TOOL_SECONDS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
-MEMORY_BYTES = tuple(float(1 << shift) for shift in range(20, 36, 2))  # 1 MiB .. 16 GiB, x4
+# 1 MiB .. 16 GiB, x2: a call capped at a power of two reads its cap at p95, not the next bucket up.
+MEMORY_BYTES = tuple(float(1 << shift) for shift in range(20, 35))
 LIBRARIES = ("openssl", "gnutls")  # TlsSensor's library names
 DECODE_REASONS = ("short_record", "unknown_kind")  # EventDecoder's reasons
 SESSIONS_REMEMBERED = 4096  # session -> agent entries kept after their session ended
@@ -45,6 +49,9 @@ SESSIONS_REMEMBERED = 4096  # session -> agent entries kept after their session 
 OPEN_LABELS = ("agent", "provider", "model", "tool")
 OTHER = "other"
 MAX_LABEL_VALUES = 200
+
+
+BUILD_INFO = (package_version(), platform.python_version(), platform.release())
 
 
 class LabelBudget:
@@ -96,6 +103,7 @@ class MetricsSink:
             return _Family(factory, name, doc, labels, drop_labels, registry, self.budget, **kw)
 
         self._agents: OrderedDict[int, str] = OrderedDict()
+        self._initialised: set[str] = set()
         # tool call id -> tool name, for the memory events that name only the call
         self._tool_names: OrderedDict[int, str] = OrderedDict()
         self.sessions_started = family(Counter, "vigil_agent_sessions_started", "Agent sessions started", ["agent"])
@@ -145,6 +153,7 @@ class MetricsSink:
             agent = str(d.get("agent") or UNKNOWN)
             self._remember(d["session_id"], agent)
             self.sessions_started.child(agent=agent).inc()
+            self._init_agent(agent)
             self.sessions_active.child(agent=agent).inc()
         elif kind == "session_end":
             self.sessions_active.child(agent=agent).dec()
@@ -203,6 +212,23 @@ class MetricsSink:
             self.tool_memory.child(**labels).observe(d["peak_memory_bytes"])
         for limit in d.get("limits_hit") or ():
             self.limits_hit.child(**labels, limit=_label(limit)).inc()
+
+    def _init_agent(self, agent: str) -> None:
+        """Series whose other labels are known in advance start at 0 when their agent first shows
+        up, so a panel reads 0 rather than "No data" until something happens."""
+        if agent in self._initialised:
+            return
+        self._initialised.add(agent)
+        self.execs.child(agent=agent)
+        self.https.child(agent=agent)
+        self.unrequested.child(agent=agent)
+        for name in ALL_DETECTIONS:
+            self.detections.child(agent=agent, kind=name)
+        for name in KIND_NAMES.values():
+            if name.startswith("file_"):
+                self.file_effects.child(agent=agent, kind=name.removeprefix("file_"))
+            elif name.startswith(("net_", "dns_")):
+                self.net_effects.child(agent=agent, kind=name)
 
     def _remember(self, session_id: int, agent: str) -> None:
         self._agents[session_id] = agent
@@ -269,14 +295,14 @@ class HealthCollector(Collector):
                             {(): h.get("callback_errors", 0)})
         yield self._gauge("vigil_tracked_processes", "Live processes in agent process trees", [],
                           {(): h.get("tracked_processes", 0)})
-        yield self._gauge("vigil_sessions_open", "Sessions whose root process is still running", [],
-                          {(): h.get("sessions_open", 0)})
         yield self._gauge("vigil_programs_attached", "BPF programs and uprobe links attached", [],
                           {(): h.get("programs_attached", 0)})
         yield self._gauge("vigil_feature_available",
                           "1 when this kernel runs the feature (lineage, tls, effects, memory_spikes, oom_kills), "
                           "0 when it does not or it is turned off; `vigil status` says why", ["feature"],
                           {(name,): int(bool(ok)) for name, ok in h.get("features", {}).items()})
+        yield self._gauge("vigil_build_info", "vigild's version, its Python and the running kernel (value 1)",
+                          ["version", "python", "kernel"], {BUILD_INFO: 1})
         if "start_time" in h:
             yield self._gauge("vigil_start_time_seconds", "When vigild started, Unix time", [],
                               {(): h["start_time"]})

@@ -27,6 +27,7 @@ from vigild.daemon import config as configuration
 from vigild.daemon.agents import AgentMatcher, running_agents
 from vigild.daemon.config import Config, ConfigError
 from vigild.daemon.store import Store, StoreError
+from vigild.daemon.version import package_version
 
 log = logging.getLogger("vigild")
 
@@ -130,7 +131,7 @@ class Service:
         from vigild.daemon.declare import Bounds, DeclareCommands, PeerControlServer
         from vigild.daemon.metrics import Exporter, build_registry
         from vigild.daemon.pipeline import Pipeline
-        from vigild.daemon.sinks import StoreSink
+        from vigild.daemon.sinks import JournalSink, StoreSink
 
         self.config = config
         self.config_path = config_path
@@ -177,7 +178,8 @@ class Service:
                                      sensors=[self.effects] if self.effects is not None else [],
                                      detector=detector_for(config), control=self.tools)
             registry, metrics_sink = build_registry(self.health, config.drop_labels, config.max_label_values)
-            self.pipeline.sinks += [StoreSink(self.store, self.pipeline.processes), metrics_sink]
+            self.pipeline.sinks += [StoreSink(self.store, self.pipeline.processes), metrics_sink,
+                                    JournalSink(logging.getLogger("vigild.sessions"))]
             if config.otlp_endpoint:
                 self.pipeline.sinks.append(OtlpSessionExporter(self.store.path, config))
             if config.metrics_address is not None:
@@ -337,6 +339,7 @@ class Service:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigild", description="Watch AI agents: history, metrics, control.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("--config", type=Path, help=f"configuration file (default {configuration.DEFAULT_PATH}, "
                                                     "plus conf.d/*.toml next to it)")
     parser.add_argument("--db", type=Path, help="SQLite store (overrides [store] path)")

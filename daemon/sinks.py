@@ -18,10 +18,12 @@ log = logging.getLogger("vigild.store")
 
 class JsonLinesSink:
     """One JSON object per line, flushed after each pipeline batch (every poll, ≤ 10 ms apart while
-    events flow), so `| jq` and tests see events as they happen without a write(2) per event."""
+    events flow), so `| jq` and tests see events as they happen without a write(2) per event.
+    `owned`: the sink closes the stream when the pipeline stops (a file of `-w`)."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, owned: bool = False) -> None:
         self.stream = stream
+        self.owned = owned
 
     def handle(self, event: Event) -> None:
         self.stream.write(json.dumps(event_json(event), default=str) + "\n")
@@ -31,6 +33,29 @@ class JsonLinesSink:
 
     def close(self) -> None:
         self.flush()
+        if self.owned:
+            self.stream.close()
+
+
+class OnlySink:
+    """`--only`: passes the chosen event types to the sink it wraps, and always the session
+    frame and losses (a filtered view must still say where it starts, ends and what it missed)."""
+
+    ALWAYS = frozenset({"session_start", "session_end", "lost"})
+
+    def __init__(self, sink: Any, types: frozenset[str]) -> None:
+        self.sink = sink
+        self.types = types | self.ALWAYS
+
+    def handle(self, event: Event) -> None:
+        if event.type in self.types:
+            self.sink.handle(event)
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+    def close(self) -> None:
+        self.sink.close()
 
 
 class StoreSink:
@@ -99,6 +124,39 @@ class StoreSink:
 
     def close(self) -> None:
         try:
+            self.store.end_recorded(time.time_ns(), "stopped: vigil stopped recording while the session ran")
             self.store.close()
         except (sqlite3.Error, OSError) as exc:
             self._failed(exc)
+
+
+class JournalSink:
+    """vigild's story in its log, one structured line per session start and end and per
+    detection (key=value pairs the journal and log shippers can split), nothing per event."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.log = logger
+
+    def handle(self, event: Event) -> None:
+        kind = event.type
+        if kind not in ("session_start", "session_end", "detection"):
+            return
+        d = event.to_dict()
+        if kind == "session_start":
+            self.log.info("session_start session=%s agent=%s pid=%s cmd=%s", d.get("session_id"),
+                          d.get("agent") or "-", d.get("pid"), json.dumps(" ".join(d.get("argv") or [])[:200]))
+        elif kind == "session_end":
+            started, ended = d.get("started_ns"), d.get("ended_ns") or d.get("ts_ns")
+            seconds = (ended - started) / 1e9 if started and ended else None
+            self.log.info("session_end session=%s agent=%s pid=%s exit=%s signal=%s duration_s=%s",
+                          d.get("session_id"), d.get("agent") or "-", d.get("pid"), d.get("exit_code"),
+                          d.get("signal"), f"{seconds:.1f}" if seconds is not None else "-")
+        else:
+            self.log.warning("detection name=%s session=%s pid=%s tool_call=%s reason=%s", d.get("name"),
+                             d.get("session_id"), d.get("pid"), d.get("tool_call"), json.dumps(d.get("reason", "")))
+
+    def flush(self) -> None:
+        """Lines are written as they come."""
+
+    def close(self) -> None:
+        """Nothing held."""

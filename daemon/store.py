@@ -196,6 +196,17 @@ class Store:
              p.exit_ns, p.exit_code, p.signal),
         )
 
+    def end_recorded(self, ended_ns: int, reason: str) -> list[int]:
+        """End the sessions this process records that are still open (their processes outlive
+        the recording: vigild stopped, `vigil trace -p` timed out), with the reason."""
+        with self._lock:
+            self._begin()
+            rows = self.db.execute("SELECT id FROM sessions WHERE ended_ns IS NULL AND recorder = ?",
+                                   (RECORDER,)).fetchall()
+            for row in rows:
+                self.db.execute("UPDATE sessions SET ended_ns=?, end_reason=? WHERE id=?", (ended_ns, reason, row[0]))
+            return [row[0] for row in rows]
+
     def close_abandoned(self) -> list[int]:
         """End the sessions whose recorder is gone (a crash, a SIGKILL, a power cut) while they
         were open, at the time of their last recorded event, with the reason; returns their ids.
@@ -331,6 +342,23 @@ class Store:
         row = self.db.execute("SELECT *, 0 AS processes, 0 AS events FROM sessions WHERE id = ?",
                               (session_id,)).fetchone()
         return _session_row(row) if row else None
+
+    def resolve_session(self, text: str) -> int:
+        """The session `text` names: its whole id, or a prefix of it that only one session has
+        (ids are long; a prefix is what people type). StoreError says what matched instead."""
+        text = text.strip()
+        if not (text.isascii() and text.isdigit()):
+            raise StoreError(f"{text!r} is not a session id (digits, or the first digits of one)")
+        if self.db.execute("SELECT 1 FROM sessions WHERE id = ?", (int(text),)).fetchone():
+            return int(text)
+        rows = self.db.execute("SELECT id FROM sessions WHERE CAST(id AS TEXT) LIKE ? ORDER BY id LIMIT 4",
+                               (text + "%",)).fetchall()
+        if len(rows) == 1:
+            return int(rows[0][0])
+        if not rows:
+            raise StoreError(f"no session {text} in {self.path}")
+        shown = ", ".join(str(r[0]) for r in rows[:3]) + (", ..." if len(rows) > 3 else "")
+        raise StoreError(f"{text} is the start of several sessions ({shown}): give more digits")
 
     def latest_session_id(self) -> int | None:
         row = self.db.execute("SELECT id FROM sessions ORDER BY started_ns DESC LIMIT 1").fetchone()

@@ -20,7 +20,7 @@ class TraceResult:
     returncode: int
     events: list[dict[str, Any]]
     stderr: str
-    stdout_other: list[str]
+    stdout_other: list[str]  # what the traced command printed (stdout and stderr), not vigil's lines
     stdout: str = ""
     pid: int = 0
 
@@ -91,7 +91,10 @@ def vigil_trace(args: list[str], timeout: float = 60, verbose: bool = False, **k
     flags = ["-v"] if verbose else []
     proc = run_own_group([*VIGIL, *flags, "trace", "-o", "json", *args], timeout, **kwargs)
     events, other = parse_json_lines(proc.stdout)
-    return TraceResult(proc.returncode, events, proc.stderr, other, proc.stdout, proc.pid)
+    # Under -o json the traced command's stdout goes to vigil's stderr: its lines are those that
+    # are not vigil's own.
+    command_output = other + [line for line in proc.stderr.splitlines() if line and not line.startswith("vigil:")]
+    return TraceResult(proc.returncode, events, proc.stderr, command_output, proc.stdout, proc.pid)
 
 
 def vigil(args: list[str], timeout: float = 60, **kwargs: Any) -> Ran:

@@ -44,3 +44,24 @@ def test_credential_shaped_model_label_is_scrubbed() -> None:
     page = generate_latest(registry).decode()
     assert secret not in page
     assert 'model="[REDACTED]"' in page
+
+
+def test_build_info_and_agent_series_start_at_zero() -> None:
+    registry, sink = build_registry(lambda: {})
+    sink.handle(_Event({"type": "session_start", "session_id": 9, "agent": "claude-code", "pid": 1, "argv": ["x"]}))
+    page = generate_latest(registry).decode()
+    [info] = [line for line in page.splitlines() if line.startswith("vigil_build_info{")]
+    assert 'version="' in info and 'kernel="' in info and info.endswith(" 1.0")
+    for series in ('vigil_detections_total{agent="claude-code",kind="secret_egress"} 0.0',
+                   'vigil_file_effects_total{agent="claude-code",kind="open"} 0.0',
+                   'vigil_net_effects_total{agent="claude-code",kind="net_connect"} 0.0',
+                   'vigil_unrequested_processes_total{agent="claude-code"} 0.0'):
+        assert series in page, series
+
+
+def test_memory_buckets_put_a_capped_call_at_its_cap() -> None:
+    """p95 of calls capped at 512 MiB must read 512 MiB, not the next x4 bucket (~1 GiB)."""
+    from vigild.daemon.metrics import MEMORY_BYTES
+
+    assert float(512 << 20) in MEMORY_BYTES
+    assert all(b / a <= 2 for a, b in zip(MEMORY_BYTES, MEMORY_BYTES[1:]))

@@ -275,3 +275,21 @@ def test_session_left_open_by_a_killed_vigild_is_closed_at_the_next_start(tmp_pa
         assert '"end_reason": "abandoned:' in listing.stdout
     finally:
         assert restarted.stop() == 0, restarted.log
+
+
+def test_sessions_still_running_when_vigild_stops_are_ended_with_the_reason(tmp_path: Path) -> None:
+    from vigild.daemon.store import Store
+
+    script = tmp_path / "slowagent"
+    script.write_text("#!/bin/sh\nexec sleep 30\n")
+    script.chmod(0o755)
+    daemon = Vigild(tmp_path, CONFIG.format(comm="slowagent")).start()
+    agent = subprocess.Popen([str(script)])
+    try:
+        wait_sessions(daemon, "first", 1)
+        assert daemon.stop() == 0, daemon.log
+    finally:
+        agent.kill()
+        agent.wait()
+    [row] = [r for r in Store(daemon.db).sessions() if r["agent"] == "first"]
+    assert row["ended_ns"] is not None and row["end_reason"].startswith("stopped:")

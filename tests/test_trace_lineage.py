@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -148,6 +149,7 @@ def test_comm_match_makes_new_roots(tmp_path: Path) -> None:
     events, _ = parse_json_lines(out)
     starts = [e for e in events if e["type"] == "session_start"]
     assert len(starts) == 1
+    assert starts[0]["session_id"] < 2**53  # kernel-minted, and still exact as a JSON double (jq)
     execs = [e["argv"] for e in events if e["type"] == "exec"]
     assert execs[0][0] == "/bin/sh" and execs[0][1] == str(agent)  # the script, run by its interpreter
     assert ["/bin/echo", "from-agent"] in execs
@@ -180,11 +182,17 @@ def test_exit_status_of_command_is_returned() -> None:
     assert result.of_type("exit")[0]["signal"] == signal.SIGKILL
 
 
-def test_missing_command_is_a_clear_error() -> None:
+def test_missing_command_is_a_clear_error(tmp_path: Path) -> None:
+    """As a shell says it: 127 for a command not found, 126 for one that cannot be executed."""
     result = vigil_trace(["--", "/nonexistent/agent"])
-    assert result.returncode == 1
+    assert result.returncode == 127
     assert result.stderr.strip().startswith("vigil: error: cannot run '/nonexistent/agent'")
     assert "Traceback" not in result.stderr
+    not_executable = tmp_path / "agent.txt"
+    not_executable.write_text("echo hi\n")
+    result = vigil_trace(["--", str(not_executable)])
+    assert result.returncode == 126
+    assert "Permission denied" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_without_bpf_privileges_one_line() -> None:
@@ -225,3 +233,25 @@ def test_credentials_on_command_lines_are_redacted() -> None:
     printed = str(result.events)
     assert key not in printed and key[8:24] not in printed
     assert execs[1]["argv"][0] == "/bin/true" and "[REDACTED]" in " ".join(execs[1]["argv"])
+
+
+def test_json_stdout_holds_events_only_and_w_file_the_same(tmp_path: Path) -> None:
+    """`vigil trace -o json -- CMD | jq` works when CMD prints JSON-looking lines; `-w FILE` holds
+    the same events; `--only` filters both; every id survives a JSON parser that reads doubles."""
+    written = tmp_path / "events.jsonl"
+    script = 'echo \'{"type": "exec", "ts": "x", "pid": 1}\'; echo plain; /bin/true marker'
+    result = vigil_trace(["-w", str(written), "--", "bash", "-c", script])
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line]
+    assert lines and all(json.loads(line)["ts"] != "x" for line in lines)  # no line of the command's
+    assert {"plain", '{"type": "exec", "ts": "x", "pid": 1}'} <= set(result.stdout_other)
+    assert [json.loads(line) for line in written.read_text().splitlines()] == [json.loads(line) for line in lines]
+    for event in result.events:
+        for key in ("session_id", "tool_call", "cgroup_id"):
+            if isinstance(event.get(key), int):
+                assert float(event[key]) == event[key], (key, event[key])  # exact as a double: jq keeps it
+
+    only = vigil_trace(["--only", "exec", "--", "bash", "-c", script])
+    assert {e["type"] for e in only.events} == {"session_start", "exec", "session_end"}
+    bad = vigil_trace(["--only", "nonsense", "--", "true"])
+    assert bad.returncode == 2 and "known: llm, tool" in bad.stderr
