@@ -18,16 +18,18 @@ import logging
 import os
 import signal
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from vigild.bpf.control import ControlSensor, MemSpike, OomKill
-from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent, ProcessEvent
+from vigild.bpf.events import TRACK_CONTROLLED, ExecEvent, ExitEvent, ForkEvent, ProcessEvent
 from vigild.bpf.lineage import LineageSensor
 from vigild.cgroups import AGENT, CgroupBackend, CgroupError, Limits, detect, open_backend
+from vigild.correlate.agent_profiles import RELAUNCH, TOOL, AgentProfile, Proc, Profiles
+from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, command_matches, outcome
 from vigild.daemon.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
 from vigild.daemon.watchdog import Watchdog, start_watchdog
@@ -79,6 +81,8 @@ class PendingPolicy:
 
 
 PolicyFor = Callable[[ToolCall], CallPolicy]
+ProcessOf = Callable[[int], ProcessInfo | None]
+AGENT_ROLES_REMEMBERED = 4096      # pids known to be the agent's own (relaunch, housekeeping)
 TickHook = Callable[["ToolCallControl"], list[Any]]
 
 
@@ -106,6 +110,12 @@ class ToolCallControl:
         self._last_empty_check = 0.0
         self.watchdog: Watchdog | None = None
         self.delayacct: DelayAccounting | None = None
+        # What tells the agent's own processes from tool calls (agent_profiles); the pipeline
+        # gives the process table, where the parent's command line is found.
+        self.profiles = Profiles()
+        self.process_of: ProcessOf = lambda pid: None
+        self.session_profiles: dict[int, AgentProfile | None] = {}
+        self.agent_roles: OrderedDict[int, str] = OrderedDict()
 
     # ---- the API policies plug into ----
     def push_next_policy(self, policy: CallPolicy, session_id: int | None = None, match: str | None = None,
@@ -153,6 +163,10 @@ class ToolCallControl:
     def observe(self, event: ProcessEvent) -> list[Any]:
         """Act on one kernel event; returns the tool events it produced."""
         if isinstance(event, ExecEvent) and event.call_start:
+            role = self._role(event)
+            if role != TOOL:
+                self._adopt(event, role)
+                return []
             return [self._start(event)]
         if isinstance(event, ForkEvent):
             self.book.fork(event.pid, event.ppid)
@@ -171,6 +185,39 @@ class ToolCallControl:
         """LLM calls carry the tool calls the model asked for; spawns that follow are matched."""
         if getattr(inner, "TYPE", "") == "llm_call" and inner.tool_calls:
             self.book.llm_call(session_id, inner.ts_ns, list(inner.tool_calls), inner.response_id)
+
+    def _role(self, event: ExecEvent) -> str:
+        """What the first exec of the agent's child is: a relaunch of the agent, the agent's own
+        housekeeping, or a tool call. A command a pending LLM tool call names is always a tool."""
+        parent = self.process_of(event.ppid)
+        if parent is None or not parent.filename:
+            return TOOL
+        agent = Proc(parent.filename, parent.argv)
+        if event.session_id not in self.session_profiles:
+            self.session_profiles[event.session_id] = self.profiles.recognise(agent)
+        role = self.profiles.classify(Proc(event.filename, event.argv), agent, self.session_profiles[event.session_id])
+        if role != TOOL and role != RELAUNCH and self.book.requested(event.session_id, event.argv, event.ts_ns):
+            return TOOL
+        return role
+
+    def _adopt(self, event: ExecEvent, role: str) -> None:
+        """The process is the agent's, not a tool call: the kernel's call id is cleared while
+        the process is still stopped at its exec; a relaunch becomes a controlled root (its own
+        children start tool calls), housekeeping an ordinary member of the agent's tree (its
+        children are housekeeping too). It stays in the agent's cgroup, where it was forked."""
+        info = self.lineage.tracked_info(event.pid)
+        if info is not None:
+            self.lineage.track(event.pid, info.session_id, root_pid=info.root_pid, depth=info.depth,
+                               flags=TRACK_CONTROLLED if role == RELAUNCH else 0)
+        if self.sensor is not None:
+            self.sensor.forget_call(event.pid)  # memory the exec itself charged to the would-be call
+        if event.held:
+            self._release(event.pid)
+        event.tool_call = None
+        event.agent_role = role
+        self.agent_roles[event.pid] = role
+        while len(self.agent_roles) > AGENT_ROLES_REMEMBERED:
+            self.agent_roles.popitem(last=False)
 
     def _start(self, event: ExecEvent) -> ToolStart:
         call = self.book.start(event)

@@ -129,6 +129,8 @@ class Pipeline:
         if control is not None and control.sensor is not None:
             control.sensor.register(self.decoder)
         self.processes = ProcessTable()
+        if control is not None:
+            control.process_of = self.processes.get  # the agent's command line, for agent profiles
         self.sessions: dict[int, Session] = {}
         self._refused: OrderedDict[int, None] = OrderedDict()  # sessions of roots that are not agents
         self.session_ids = SessionIds()
