@@ -80,6 +80,7 @@ class ControlSensor:
                                                wakeup_bytes=0, page_shift=page_shift))
             self.obj.load()
             self.call_mem: Map = self.obj.map("call_mem")
+            self.proc_mem: Map = self.obj.map("proc_mem")
             for prog in PROGRAMS:
                 self.obj.attach(prog)
         except BaseException:
@@ -93,6 +94,11 @@ class ControlSensor:
     def forget_call(self, call_id: int) -> None:
         """Drop the kernel's memory state of a call that ended (its processes' entries go at exit)."""
         self.call_mem.delete(ctypes.c_uint32(call_id))
+
+    def forget_process(self, pid: int) -> None:
+        """Drop the call a process was counted in: it turned out not to be a tool call (the
+        agent's relaunch or housekeeping), so its memory is no call's."""
+        self.proc_mem.delete(ctypes.c_uint32(pid))
 
     def close(self) -> None:
         self.obj.close()

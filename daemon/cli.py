@@ -256,6 +256,10 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.command == "run":
             control = _open_control(args, lineage)
+        elif command and _known_agent(command):
+            from vigild.daemon.control_loop import open_trace_control
+
+            control = open_trace_control(lineage)
         if not args.no_tls:
             tls = TlsSensor(lineage.shared_maps, max_call_bytes=args.max_call_bytes)
         if not args.no_effects:
@@ -289,7 +293,7 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     child = None
     status = 0
     try:
-        if control is not None:
+        if control is not None and not control.observe_only:
             declarations = _serve_declarations(args, pipeline)
         if command:
             child = spawn_gated(command)
@@ -328,6 +332,18 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if pipeline.total_dropped:
             print(f"vigil: {pipeline.total_dropped} events were lost (ring buffer full)", file=sys.stderr)
     return status
+
+
+def _known_agent(command: list[str]) -> bool:
+    """Whether `vigil trace -- CMD` starts an agent a built-in profile recognises: then its tool
+    calls are followed (and told apart from its relaunches and housekeeping), not only its
+    processes."""
+    import shutil
+
+    from vigild.correlate.agent_profiles import Profiles, Proc
+
+    exe = shutil.which(command[0]) or command[0]
+    return Profiles().recognise(Proc(exe, [exe, *command[1:]])) is not None
 
 
 def _load_run_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config | None:

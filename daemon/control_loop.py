@@ -87,9 +87,13 @@ TickHook = Callable[["ToolCallControl"], list[Any]]
 
 
 class ToolCallControl:
-    """Tool calls of controlled agents: their cgroups, limits, timeouts and final accounting."""
+    """Tool calls of controlled agents: their cgroups, limits, timeouts and final accounting.
 
-    def __init__(self, backend: CgroupBackend, lineage: LineageSensor, policy: CallPolicy,
+    Without a cgroup backend (`vigil trace` of a known agent) it only observes: calls are still
+    held at their first exec, so the agent's own processes are told apart before they run, but
+    nothing is placed, limited or killed."""
+
+    def __init__(self, backend: CgroupBackend | None, lineage: LineageSensor, policy: CallPolicy,
                  sensor: ControlSensor | None = None, delays: TaskstatsListener | None = None,
                  book: ToolCallBook | None = None) -> None:
         self.backend = backend
@@ -145,8 +149,8 @@ class ToolCallControl:
     def update_call(self, call_id: int, policy: CallPolicy) -> None:
         """Change a running call's limits (and timeout) in place."""
         group = self.groups.get(call_id)
-        if group is None:
-            raise KeyError(f"no open tool call {call_id}")
+        if group is None or self.backend is None:
+            raise KeyError(f"no open tool call {call_id} in a cgroup")
         self.backend.set_limits(group, policy.limits)
         self.applied[call_id] = policy
 
@@ -155,9 +159,14 @@ class ToolCallControl:
         return list(self.book.calls.values())
 
     # ---- setup ----
+    @property
+    def observe_only(self) -> bool:
+        return self.backend is None
+
     def place_agent(self, pid: int) -> None:
         """Put the agent runtime in ``agent/``, beside (not above) its tools' groups."""
-        self.backend.add_process(AGENT, pid)
+        if self.backend is not None:
+            self.backend.add_process(AGENT, pid)
 
     # ---- events ----
     def observe(self, event: ProcessEvent) -> list[Any]:
@@ -209,8 +218,9 @@ class ToolCallControl:
         if info is not None:
             self.lineage.track(event.pid, info.session_id, root_pid=info.root_pid, depth=info.depth,
                                flags=TRACK_CONTROLLED if role == RELAUNCH else 0)
-        if self.sensor is not None:
-            self.sensor.forget_call(event.pid)  # memory the exec itself charged to the would-be call
+        if self.sensor is not None:  # memory the exec itself charged to the would-be call
+            self.sensor.forget_process(event.pid)
+            self.sensor.forget_call(event.pid)
         if event.held:
             self._release(event.pid)
         event.tool_call = None
@@ -229,9 +239,10 @@ class ToolCallControl:
                 self.tags[call.id] = pending.tag
         group = error = None
         try:
-            group = self.backend.create_call(str(call.id), policy.limits)
-            self.groups[call.id] = group
-            self.backend.add_process(group, call.pid)
+            if self.backend is not None:
+                group = self.backend.create_call(str(call.id), policy.limits)
+                self.groups[call.id] = group
+                self.backend.add_process(group, call.pid)
         except (CgroupError, OSError) as exc:
             error = str(exc)
             log.warning("tool call %d runs without its limits: %s", call.id, exc)
@@ -373,7 +384,9 @@ class ToolCallControl:
 
     # ---- shutdown ----
     def kill_open(self, reason: str) -> None:
-        """The agent is gone (or vigil is stopping): end every open call."""
+        """The agent is gone (or vigil is stopping): end every open call (observing only: none)."""
+        if self.observe_only:
+            return
         for call in self.open_calls:
             self._kill(call, reason)
 
@@ -381,6 +394,8 @@ class ToolCallControl:
         """Finish calls still open (their exits were not seen), remove every group vigil made."""
         events: list[Any] = []
         self._collect_delays()
+        if self.backend is None:
+            return events  # observing only: calls still running are not ours to end
         for call in self.open_calls:
             self._kill(call, call.killed_reason or "shutdown")
             events.append(self._finish(self.book.end(call, time.time_ns())))
@@ -479,6 +494,14 @@ def _evict(backend: CgroupBackend, pid: int) -> None:
         except OSError as exc:
             if exc.errno != errno.ESRCH:
                 log.warning("cannot move pid %d out of a stale group: %s", pid, exc)
+
+
+def open_trace_control(lineage: LineageSensor) -> ToolCallControl:
+    """`vigil trace` of a known agent: its tool calls observed (held at their first exec until
+    classified, never placed or limited). Forks the watchdog: call it before any thread starts."""
+    control = ToolCallControl(None, lineage, CallPolicy())
+    control.watchdog = start_watchdog(lineage.held.fd)
+    return control
 
 
 def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: int, spike_window_ns: int,
