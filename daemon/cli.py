@@ -208,6 +208,8 @@ def _open_control(args: argparse.Namespace, lineage: LineageSensor) -> ToolCallC
     if args.adaptive or (config is not None and config.adaptive):
         settings = AdaptiveSettings.from_config(config) if config is not None else AdaptiveSettings()
         control.adaptive = AdaptiveController(settings, ProcHostReader())
+    if config is not None:
+        control.profiles = config.profiles
     return control
 
 

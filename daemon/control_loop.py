@@ -195,6 +195,18 @@ class ToolCallControl:
         if getattr(inner, "TYPE", "") == "llm_call" and inner.tool_calls:
             self.book.llm_call(session_id, inner.ts_ns, list(inner.tool_calls), inner.response_id)
 
+    def agent_session(self, session_id: int, agent: str | None) -> None:
+        """A session opened for an agent of this kind (vigild knows it by discovery): its
+        profile is that one, whatever its processes' command lines look like."""
+        profile = self.profiles.profile_named(agent)
+        if profile is not None:
+            self._remember_profile(session_id, profile)
+
+    def _remember_profile(self, session_id: int, profile: AgentProfile | None) -> None:
+        while len(self.session_profiles) >= AGENT_ROLES_REMEMBERED:
+            del self.session_profiles[next(iter(self.session_profiles))]  # the oldest session's
+        self.session_profiles[session_id] = profile
+
     def _role(self, event: ExecEvent) -> str:
         """What the first exec of the agent's child is: a relaunch of the agent, the agent's own
         housekeeping, or a tool call. A command a pending LLM tool call names is always a tool."""
@@ -203,7 +215,7 @@ class ToolCallControl:
             return TOOL
         agent = Proc(parent.filename, parent.argv)
         if event.session_id not in self.session_profiles:
-            self.session_profiles[event.session_id] = self.profiles.recognise(agent)
+            self._remember_profile(event.session_id, self.profiles.recognise(agent))
         role = self.profiles.classify(Proc(event.filename, event.argv), agent, self.session_profiles[event.session_id])
         if role != TOOL and role != RELAUNCH and self.book.requested(event.session_id, event.argv, event.ts_ns):
             return TOOL

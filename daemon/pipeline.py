@@ -190,6 +190,8 @@ class Pipeline:
 
     def _open_session(self, session: Session) -> None:
         self.sessions[session.id] = session
+        if self.control is not None:
+            self.control.agent_session(session.id, session.agent)
         self._dispatch(SessionStart(ts_ns=session.started_ns, session=session))
 
     # ---- running ----
