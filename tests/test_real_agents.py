@@ -6,19 +6,24 @@ Gemini CLI and qwen-code (Node: their TLS is decoded) end to end: every LLM call
 tool call linked to the model's tool call, its processes and its file; the agent and its
 relaunched self never a tool call; no housekeeping flagged. Claude Code, Codex and opencode (TLS
 not decoded yet: Bun's BoringSSL, rustls): their housekeeping helpers are neither tool calls nor
-alerts, and the one tool call runs the model's command.
+alerts, and the one tool call runs the model's command. vigild governing Gemini CLI and qwen-code
+found by name: the same, with the call in its cgroup.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import need
 from realagents.harness import RealRun, missing_prerequisite, run_agent
+from vigild_proc import Vigild
 
 from vigild.correlate.tool_calls import command_is
+from vigild.daemon.store import Store
 
 pytestmark = pytest.mark.usefixtures("root")
 
@@ -96,7 +101,7 @@ def test_node_agent_seen_whole(name: str, mode: str, tmp_path: Path) -> None:
     assert writes and all(w["tool_call"] == start["tool_call"] for w in writes)
     assert not [d for d in run.of_type("detection") if d["name"] == "unrequested"]
     if mode == "run":
-        assert "tools/call-" in start["cgroup"]
+        assert start["cgroup"].startswith("tools/call-")
     else:
         assert start["cgroup"] is None and start["held"] is True
 
@@ -111,3 +116,41 @@ def test_helpers_of_the_other_agents_are_not_tool_calls(name: str, tmp_path: Pat
     linked = [e for e in run.of_type("llm_call") if e.get("tool_calls")]
     if linked:  # once their TLS is decoded, the call is the model's
         assert start["tool_call_id"] == linked[0]["tool_calls"][0]["id"] and start["match"] == "command"
+
+
+@pytest.mark.parametrize("name", ["gemini", "qwen"])
+def test_vigild_governs_a_relaunching_agent(name: str, tmp_path: Path) -> None:
+    """vigild with [tools] enabled, the agent found by its process name: the relaunch is the
+    agent, the model's command runs as the one tool call, in its own cgroup, linked. The agent's
+    prompt carries a token the config matches, so no other agent on the host is governed."""
+    reason = missing_prerequisite(name)
+    need(reason is None, reason or "")
+    token = f"agentshape-{uuid.uuid4().hex[:12]}"
+    config = (f'[discovery]\ndefault_agents = false\nscan_running = false\n\n[[agents]]\nname = "{name}"\n'
+              f'comm = "{name}"\nargs = "*{token}*"\n\n[tools]\nenabled = true\nmemory_max = "512M"\n')
+    daemon = Vigild(tmp_path, config).start()
+    try:
+        run = run_agent(name, "bare", tmp_path / name, COMMAND, prompt=f"{token}: run the test command, then say done.")
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert run.file("tool-out.txt").read_text() == "agentshape-ok\n"
+        store = Store(daemon.db)
+        deadline = time.monotonic() + 20
+        while not [s for s in store.sessions() if s["agent"] == name and s["ended_ns"]]:
+            assert time.monotonic() < deadline, daemon.log[-20:]
+            time.sleep(0.2)
+            store.close()
+            store = Store(daemon.db)
+        (session,) = [s for s in store.sessions() if s["agent"] == name]
+        events = store.events(session["id"])
+        store.close()
+    finally:
+        assert daemon.stop() == 0, daemon.log[-20:]
+    execs = [e for e in events if e["type"] == "exec"]
+    assert [e for e in execs if e.get("agent_role") == "relaunch"]
+    starts = [e for e in events if e["type"] == "tool_start"]
+    assert len(starts) == 1 and command_is(COMMAND, starts[0]["argv"]), [s["argv"][:3] for s in starts]
+    assert starts[0]["unrequested"] is False and starts[0]["match"] == "command"
+    assert starts[0]["cgroup"].startswith("tools/call-")
+    llm = [e for e in events if e["type"] == "llm_call"]
+    assert len(llm) == len(run.llm_exchanges())
+    assert not [d for d in events if d["type"] == "detection" and d["name"] == "unrequested"]

@@ -48,23 +48,23 @@ class Agent:
     def bin(self, name: str) -> Path:
         return self.prefix / "node_modules" / ".bin" / name
 
-    def argv(self) -> list[str]:
+    def argv(self, prompt: str = PROMPT) -> list[str]:
         """The command line a user would type (absolute paths)."""
         modules = self.prefix / "node_modules"
         if self.name == "gemini":
-            return [str(self.bin("gemini")), "-p", PROMPT, "--yolo", "-m", "gemini-2.5-pro", "-o", "json"]
+            return [str(self.bin("gemini")), "-p", prompt, "--yolo", "-m", "gemini-2.5-pro", "-o", "json"]
         if self.name == "qwen":
-            return [str(self.bin("qwen")), "-p", PROMPT, "--yolo", "-o", "json"]
+            return [str(self.bin("qwen")), "-p", prompt, "--yolo", "-o", "json"]
         if self.name == "claude":
             exe = modules / "@anthropic-ai" / "claude-code-linux-x64" / "claude"
-            return [str(exe), "-p", PROMPT, "--output-format", "json", "--dangerously-skip-permissions",
+            return [str(exe), "-p", prompt, "--output-format", "json", "--dangerously-skip-permissions",
                     "--model", "claude-sonnet-4-5"]
         if self.name == "codex":
             exe = modules / "@openai" / "codex-linux-x64" / "vendor" / "x86_64-unknown-linux-musl" / "bin" / "codex"
-            return [str(exe), "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox", PROMPT]
+            return [str(exe), "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox", prompt]
         if self.name == "opencode":
             exe = modules / "opencode-linux-x64" / "bin" / "opencode"
-            return [str(exe), "run", "--model", "local/test-model", PROMPT]
+            return [str(exe), "run", "--model", "local/test-model", prompt]
         raise ValueError(f"no recipe for agent {self.name!r}")
 
     def prepare(self, home: Path, url: str, ca: str) -> dict[str, str]:

@@ -58,11 +58,15 @@ def missing_prerequisite(name: str) -> str | None:
     return None
 
 
-def run_agent(name: str, mode: str, out: Path, command: str, extra: list[str] | None = None) -> RealRun:
+def run_agent(name: str, mode: str, out: Path, command: str, extra: list[str] | None = None,
+              prompt: str | None = None) -> RealRun:
     """Drive agent `name` through one shell tool call running `command`, under `vigil MODE -o json`
-    (mode "trace" or "run"; extra: more vigil options)."""
-    wrapper = [*VIGIL, mode, "-o", "json", *(extra or []), "--"]
+    (mode "trace" or "run"; extra: more vigil options), or on its own (mode "bare": a vigild
+    watches it). prompt: the agent's prompt, e.g. with a token a vigild config matches."""
+    wrapper = [*VIGIL, mode, "-o", "json", *(extra or []), "--"] if mode != "bare" else []
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]))
+    if prompt is not None:
+        env["VIGIL_AGENT_PROMPT"] = prompt
     proc = subprocess.run(["unshare", "-n", "--", sys.executable, "-m", "realagents.netns", name, str(out), command,
                            *wrapper], env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
     events, _other = parse_json_lines((out / "stdout").read_text() if (out / "stdout").exists() else "")

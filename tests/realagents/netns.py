@@ -21,9 +21,10 @@ from pathlib import Path
 from fakellm import FakeLLMServer
 from fakellm.driving import driving_scenario
 
-from realagents.agents import agent
+from realagents.agents import PROMPT, agent
 
 AGENT_TIMEOUT_S = float(os.environ.get("VIGIL_AGENT_TIMEOUT", "240"))
+PROMPT = os.environ.get("VIGIL_AGENT_PROMPT", PROMPT)  # a test may mark its agent's command line
 
 
 def _only_loopback() -> bool:
@@ -48,7 +49,7 @@ def main(argv: list[str]) -> int:
         env |= {k: v for k, v in os.environ.items() if k.startswith(("PYTHON", "VIGIL_"))}
         with (out / "stdout").open("w") as stdout, (out / "stderr").open("w") as stderr:
             try:
-                status = subprocess.run([*wrapper, *spec.argv()], cwd=work, env=env, stdin=subprocess.DEVNULL,
+                status = subprocess.run([*wrapper, *spec.argv(PROMPT)], cwd=work, env=env, stdin=subprocess.DEVNULL,
                                         stdout=stdout, stderr=stderr, timeout=AGENT_TIMEOUT_S, check=False).returncode
             except subprocess.TimeoutExpired:
                 status = 124
