@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from realagents.agents import Agent, agent
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 RUN_TIMEOUT_S = 300.0
+EVENT_START = re.compile(r'(?<=[^\n])(?=\{"type": ")')
 
 
 @dataclass
@@ -69,7 +71,9 @@ def run_agent(name: str, mode: str, out: Path, command: str, extra: list[str] | 
         env["VIGIL_AGENT_PROMPT"] = prompt
     proc = subprocess.run(["unshare", "-n", "--", sys.executable, "-m", "realagents.netns", name, str(out), command,
                            *wrapper], env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
-    events, _other = parse_json_lines((out / "stdout").read_text() if (out / "stdout").exists() else "")
+    text = (out / "stdout").read_text() if (out / "stdout").exists() else ""
+    # The agent shares vigil's stdout and may end its own output without a newline.
+    events, _other = parse_json_lines(EVENT_START.sub("\n", text))
     record = json.loads((out / "exchanges.json").read_text()) if (out / "exchanges.json").exists() else {}
     stderr = proc.stderr + ((out / "stderr").read_text() if (out / "stderr").exists() else "")
     return RealRun(agent(name), proc.returncode, events, record.get("exchanges", []), record.get("errors", []),
