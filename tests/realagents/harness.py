@@ -26,7 +26,8 @@ from helpers import VIGIL, parse_json_lines
 from realagents.agents import Agent, agent
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
-RUN_TIMEOUT_S = 300.0
+# The agent's own timeout (netns.py) plus room for vigil to start and drain; slow guests raise it.
+RUN_TIMEOUT_S = float(os.environ.get("VIGIL_AGENT_TIMEOUT", "240")) + 120.0
 EVENT_START = re.compile(r'(?<=[^\n])(?=\{"type": ")')
 
 
