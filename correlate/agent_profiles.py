@@ -71,7 +71,7 @@ DEFAULT_PROFILES: tuple[AgentProfile, ...] = (
         "gemini",
         match=("*/@google/gemini-cli/*", "*/.bin/gemini *", "*/bin/gemini *", "gemini *", "*/gemini.js *"),
         housekeeping=(
-            "git rev-parse --show-toplevel",
+            "git rev-parse --show-toplevel", "git rev-parse --git-common-dir",
             # the `systeminformation` module's graphics probe, run at start
             "/bin/sh -c lspci -vvv*", "/bin/sh -c clinfo --raw", "/bin/sh -c xdpyinfo *",
             "/bin/sh -c xrandr --verbose*",
@@ -83,7 +83,8 @@ DEFAULT_PROFILES: tuple[AgentProfile, ...] = (
         relaunch=("*/@qwen-code/qwen-code/cli.js", "*/@qwen-code/qwen-code/cli-entry.js"),
         housekeeping=(
             "/bin/sh -c command -v rg", "/bin/sh -c ps -o ppid=,command= -p *",
-            "git -c core.fsmonitor= -c log.showSignature=false rev-parse *",
+            # its repository context: rev-parse, `status --short --branch`, `log --oneline -n 5`
+            "git -c core.fsmonitor= -c log.showSignature=false *",
             "systemd-inhibit --help", "systemd-inhibit --what=sleep --who=Qwen Code *",
         ),
     ),
@@ -94,9 +95,9 @@ DEFAULT_PROFILES: tuple[AgentProfile, ...] = (
             "/bin/bash -c env", "/bin/sh -c env", "*/bash -c env", "*/zsh -c env",
             # its shell snapshot, written once per session
             "*/bash -c -l SNAPSHOT_FILE=*", "*/zsh -c -l SNAPSHOT_FILE=*",
-            # repository state for its system prompt
-            "git rev-parse *", "git config --get *", "git status --porcelain*", "git log *--oneline*",
-            "git branch --show-current", "git remote get-url *",
+            # its own git queries, with hooks, askpass and external protocols disabled
+            "git -c core.hooksPath=/dev/null -c core.fsmonitor= -c safe.bareRepository=explicit *",
+            "*/git -c core.askPass= -c protocol.ext.allow=never *",
         ),
     ),
     AgentProfile(
@@ -105,6 +106,9 @@ DEFAULT_PROFILES: tuple[AgentProfile, ...] = (
         housekeeping=(
             "/bin/sh /usr/bin/lsb_release -a", "lsb_release -a", "getconf LONG_BIT",
             "*/git -c safe.bareRepository=explicit ls-remote *",
+            # its repository context, with hooks and fsmonitor disabled
+            "git -c safe.bareRepository=explicit -c core.hooksPath=/dev/null -c core.fsmonitor=false *",
+            "git -c safe.bareRepository=explicit config --null --get *",
             # its shell snapshot: written by a login shell, then validated
             "*/bash -lc *echo '# Snapshot file'*", "*/zsh -lc *echo '# Snapshot file'*",
             "*/bash -c set -e; . */shell_snapshots/*", "*/zsh -c set -e; . */shell_snapshots/*",
@@ -113,7 +117,15 @@ DEFAULT_PROFILES: tuple[AgentProfile, ...] = (
     AgentProfile(
         "opencode",
         match=("*/opencode-linux-*/bin/opencode *", "*/opencode *", "opencode *"),
-        housekeeping=("git rev-parse *", "*/git rev-parse *", "rg --files*", "*/rg --files*"),
+        housekeeping=(
+            # its project detection and repository context
+            "git rev-parse *", "git remote get-url origin", "git rev-list --max-parents=0 HEAD",
+            "git worktree list --porcelain",
+            "git --no-optional-locks -c core.autocrlf=false -c core.fsmonitor=false *",
+            # its snapshots of the work tree: a git directory of its own, created with `git init`
+            "git init", "git --git-dir */opencode/snapshot/*",
+            "git -c core.autocrlf=false -c core.longpaths=true -c core.symlinks=true *--git-dir *",
+        ),
     ),
 )
 

@@ -44,6 +44,7 @@ def main(argv: list[str]) -> int:
     spec = agent(name)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
+    _git_repository(work)
     with FakeLLMServer(default_scenario=driving_scenario(command), cert_dir=out / "certs") as server:
         env = spec.prepare(out / "home", server.url, server.ca_path)
         env |= {k: v for k, v in os.environ.items() if k.startswith(("PYTHON", "VIGIL_"))}
@@ -61,6 +62,15 @@ def main(argv: list[str]) -> int:
                     "text": e.response.text if e.response else None} for e in server.exchanges]
         (out / "exchanges.json").write_text(json.dumps({"exchanges": records, "errors": server.errors}, indent=1))
     return status
+
+
+def _git_repository(work: Path) -> None:
+    """Agents are run in repositories, and look at them (status, log, branch): give them one,
+    with one commit."""
+    git = ["git", "-c", "user.name=vigil test", "-c", "user.email=test@localhost", "-C", str(work)]
+    (work / "README.md").write_text("test repository\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "README.md"], ["commit", "-q", "-m", "start"]):
+        subprocess.run([*git, *args], check=True, stdout=subprocess.DEVNULL, env={"PATH": os.environ["PATH"], "HOME": str(work)})
 
 
 def _declared(provider: str | None, request: object) -> list[tuple[str, dict]]:
