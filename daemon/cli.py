@@ -258,7 +258,7 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.command == "run":
             control = _open_control(args, lineage)
-        elif command and _known_agent(command):
+        elif (command and _known_agent(command)) or any(_known_agent(_cmdline(pid)) for pid in args.pid):
             from vigild.daemon.control_loop import open_trace_control
 
             control = open_trace_control(lineage)
@@ -302,7 +302,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             pipeline.add_pending_root(child.pid, command, os.getcwd(), os.getuid(), controlled=control is not None)
             if control is not None:
                 control.place_agent(child.pid)
-        roots = [pipeline.add_root(pid).root_pid for pid in args.pid]
+        roots = [pipeline.add_root(pid, controlled=control is not None and _known_agent(_cmdline(pid))).root_pid
+                 for pid in args.pid]
         pipeline.start()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         if child is not None:
@@ -337,15 +338,25 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _known_agent(command: list[str]) -> bool:
-    """Whether `vigil trace -- CMD` starts an agent a built-in profile recognises: then its tool
-    calls are followed (and told apart from its relaunches and housekeeping), not only its
-    processes."""
+    """Whether `vigil trace` starts (`-- CMD`) or attaches to (`-p`) an agent a built-in profile
+    recognises: then its tool calls are followed (and told apart from its relaunches and
+    housekeeping), not only its processes."""
     import shutil
 
     from vigild.correlate.agent_profiles import Profiles, Proc
 
+    if not command:
+        return False
     exe = shutil.which(command[0]) or command[0]
     return Profiles().recognise(Proc(exe, [exe, *command[1:]])) is not None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
 def _load_run_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config | None:

@@ -207,6 +207,26 @@ class ToolCallControl:
             del self.session_profiles[next(iter(self.session_profiles))]  # the oldest session's
         self.session_profiles[session_id] = profile
 
+    def adopt_relaunches(self, root_pid: int, tree: list[ProcessInfo]) -> list[int]:
+        """An agent adopted while running (`vigil trace -p`, vigild at start): its existing
+        relaunches are the agent too, so they become controlled roots and their future children
+        tool calls. `tree`: the processes found below the root, parents before children."""
+        agents = {root_pid}
+        adopted = []
+        for info in tree:
+            parent = self.process_of(info.ppid)
+            if info.ppid not in agents or parent is None or not info.filename:
+                continue
+            if self.profiles.is_relaunch(Proc(info.filename, info.argv), Proc(parent.filename, parent.argv),
+                                         self.profiles.recognise(Proc(parent.filename, parent.argv))):
+                tracked = self.lineage.tracked_info(info.pid)
+                if tracked is not None:
+                    self.lineage.track(info.pid, tracked.session_id, root_pid=tracked.root_pid, depth=tracked.depth,
+                                       flags=TRACK_CONTROLLED)
+                    agents.add(info.pid)
+                    adopted.append(info.pid)
+        return adopted
+
     def _role(self, event: ExecEvent) -> str:
         """What the first exec of the agent's child is: a relaunch of the agent, the agent's own
         housekeeping, or a tool call. A command a pending LLM tool call names is always a tool."""
