@@ -36,11 +36,13 @@ TOOL = "tool"
 # Interpreters whose first non-flag argument is the program that runs (the "script").
 INTERPRETERS = ("node", "nodejs", "bun", "deno", "python", "python3", "ruby", "perl")
 
-# Spawned by language runtimes and common libraries whatever the agent: Python's ctypes.util
-# (find_library) and platform module, Node's `systeminformation` graphics probe.
+# Spawned by language runtimes whatever the agent: Python's ctypes.util.find_library (ldconfig -p,
+# then `gcc -Wl,-t -o TMP -lNAME` and `objdump -p -j .dynamic` on what it finds, then `ld -t`) and
+# its platform module (`uname -p`).
 RUNTIME_HOUSEKEEPING: tuple[str, ...] = (
-    "ldconfig -p", "/sbin/ldconfig -p", "/usr/sbin/ldconfig -p", "/bin/sh -c /sbin/ldconfig -p*",
-    "uname -p", "uname -m",
+    "/sbin/ldconfig -p", "/usr/sbin/ldconfig -p", "ldconfig -p",
+    "*/gcc -Wl,-t -o /tmp/* -l*", "*/objdump -p -j .dynamic *", "ld -t *-l*",
+    "uname -p",
 )
 
 

@@ -1,13 +1,15 @@
 """A Node agent that re-executes itself (tests/data/agents/relaunch_agent.js, installed where
 Gemini CLI's bundle lives so its profile applies): the relaunched process is the agent under
 `vigil run` and under `vigil trace -p` attached after the relaunch; its own children are tool
-calls or housekeeping, never buried in a call of the relaunch."""
+calls or housekeeping, never buried in a call of the relaunch. A language runtime's helper
+(Python ctypes' `ldconfig -p`) under an agent vigil has no profile of is housekeeping too."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -86,3 +88,17 @@ def test_trace_attached_after_the_relaunch(agent_js: Path, tmp_path: Path) -> No
     assert starts[0]["ppid"] == int(ready.read_text())
     assert not [e for e in events if e["type"] == "exec" and e["argv"][:1] == ["git"] and e.get("tool_call")]
     assert out.read_text() == "tool\n"
+
+
+def test_a_runtime_helper_under_any_agent_is_not_a_tool_call(tmp_path: Path) -> None:
+    """Python's ctypes runs `/sbin/ldconfig -p` for find_library, in any Python agent."""
+    agent = tmp_path / "agent.py"
+    agent.write_text("import ctypes.util, subprocess\nctypes.util.find_library('ssl')\n"
+                     "subprocess.run(['sh', '-c', 'echo tool'], check=True)\n")
+    proc = subprocess.run([*VIGIL, "run", "-o", "json", "--", sys.executable, str(agent)], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    events, _ = parse_json_lines(proc.stdout)
+    helpers = [e for e in events if e["type"] == "exec" and e.get("agent_role") == "housekeeping"]
+    assert [h["argv"] for h in helpers] == [["/sbin/ldconfig", "-p"]] and helpers[0]["tool_call"] is None
+    assert [s["argv"] for s in events if s["type"] == "tool_start"] == [["sh", "-c", "echo tool"]]

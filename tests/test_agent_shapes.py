@@ -110,6 +110,9 @@ def test_script_of_skips_flags_and_refuses_inline_code() -> None:
 def test_runtime_helpers_are_housekeeping_under_any_agent() -> None:
     agent = Proc("/usr/bin/python3", ["python3", "my_agent.py"])
     assert PROFILES.classify(Proc("/sbin/ldconfig", ["/sbin/ldconfig", "-p"]), agent) == HOUSEKEEPING
+    gcc = ["/usr/bin/gcc", "-Wl,-t", "-o", "/tmp/tmpab12cd", "-lssl"]
+    assert PROFILES.classify(Proc("/usr/bin/gcc", gcc), agent) == HOUSEKEEPING
+    assert PROFILES.classify(Proc("/usr/bin/gcc", ["/usr/bin/gcc", "-o", "x", "x.c"]), agent) == TOOL
     assert PROFILES.classify(Proc("/usr/bin/git", ["git", "rev-parse", "--show-toplevel"]), agent) == TOOL
 
 
