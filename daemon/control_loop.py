@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 from vigild.bpf.control import ControlSensor, MemSpike, OomKill
 from vigild.bpf.events import TRACK_CONTROLLED, ExecEvent, ExitEvent, ForkEvent, ProcessEvent
 from vigild.bpf.lineage import LineageSensor
+from vigild.bpf.loader import BpfError
 from vigild.cgroups import AGENT, CgroupBackend, CgroupError, Limits, detect, open_backend
 from vigild.correlate.agent_profiles import RELAUNCH, TOOL, AgentProfile, Proc, Profiles
 from vigild.correlate.process_tree import ProcessInfo
@@ -82,7 +83,7 @@ class PendingPolicy:
 
 PolicyFor = Callable[[ToolCall], CallPolicy]
 ProcessOf = Callable[[int], ProcessInfo | None]
-AGENT_ROLES_REMEMBERED = 4096      # pids known to be the agent's own (relaunch, housekeeping)
+SESSIONS_REMEMBERED = 4096         # sessions whose agent profile is kept
 TickHook = Callable[["ToolCallControl"], list[Any]]
 
 
@@ -119,7 +120,6 @@ class ToolCallControl:
         self.profiles = Profiles()
         self.process_of: ProcessOf = lambda pid: None
         self.session_profiles: dict[int, AgentProfile | None] = {}
-        self.agent_roles: OrderedDict[int, str] = OrderedDict()
 
     # ---- the API policies plug into ----
     def push_next_policy(self, policy: CallPolicy, session_id: int | None = None, match: str | None = None,
@@ -203,16 +203,15 @@ class ToolCallControl:
             self._remember_profile(session_id, profile)
 
     def _remember_profile(self, session_id: int, profile: AgentProfile | None) -> None:
-        while len(self.session_profiles) >= AGENT_ROLES_REMEMBERED:
+        while len(self.session_profiles) >= SESSIONS_REMEMBERED:
             del self.session_profiles[next(iter(self.session_profiles))]  # the oldest session's
         self.session_profiles[session_id] = profile
 
-    def adopt_relaunches(self, root_pid: int, tree: list[ProcessInfo]) -> list[int]:
+    def adopt_relaunches(self, root_pid: int, tree: list[ProcessInfo]) -> None:
         """An agent adopted while running (`vigil trace -p`, vigild at start): its existing
         relaunches are the agent too, so they become controlled roots and their future children
         tool calls. `tree`: the processes found below the root, parents before children."""
         agents = {root_pid}
-        adopted = []
         for info in tree:
             parent = self.process_of(info.ppid)
             if info.ppid not in agents or parent is None or not info.filename:
@@ -224,8 +223,6 @@ class ToolCallControl:
                     self.lineage.track(info.pid, tracked.session_id, root_pid=tracked.root_pid, depth=tracked.depth,
                                        flags=TRACK_CONTROLLED)
                     agents.add(info.pid)
-                    adopted.append(info.pid)
-        return adopted
 
     def _role(self, event: ExecEvent) -> str:
         """What the first exec of the agent's child is: a relaunch of the agent, the agent's own
@@ -246,20 +243,21 @@ class ToolCallControl:
         the process is still stopped at its exec; a relaunch becomes a controlled root (its own
         children start tool calls), housekeeping an ordinary member of the agent's tree (its
         children are housekeeping too). It stays in the agent's cgroup, where it was forked."""
-        info = self.lineage.tracked_info(event.pid)
-        if info is not None:
-            self.lineage.track(event.pid, info.session_id, root_pid=info.root_pid, depth=info.depth,
-                               flags=TRACK_CONTROLLED if role == RELAUNCH else 0)
-        if self.sensor is not None:  # memory the exec itself charged to the would-be call
-            self.sensor.forget_process(event.pid)
-            self.sensor.forget_call(event.pid)
-        if event.held:
-            self._release(event.pid)
+        try:
+            info = self.lineage.tracked_info(event.pid)
+            if info is not None:
+                self.lineage.track(event.pid, info.session_id, root_pid=info.root_pid, depth=info.depth,
+                                   flags=TRACK_CONTROLLED if role == RELAUNCH else 0)
+            if self.sensor is not None:  # memory the exec itself charged to the would-be call
+                self.sensor.forget_process(event.pid)
+                self.sensor.forget_call(event.pid)
+        except BpfError as exc:  # the kernel still counts it as a call: said, not hidden
+            log.warning("pid %d is the agent's %s, but the kernel keeps it as a tool call: %s", event.pid, role, exc)
+        finally:
+            if event.held:  # never left stopped, whatever failed above
+                self._release(event.pid)
         event.tool_call = None
         event.agent_role = role
-        self.agent_roles[event.pid] = role
-        while len(self.agent_roles) > AGENT_ROLES_REMEMBERED:
-            self.agent_roles.popitem(last=False)
 
     def _start(self, event: ExecEvent) -> ToolStart:
         call = self.book.start(event)
