@@ -91,6 +91,7 @@ class ControlSensor:
         self.obj, self.refused = load_leaving_out_refused(object_path("control.bpf.o"), configure, PROGRAMS)
         try:
             self.call_mem: Map = self.obj.map("call_mem")
+            self.proc_mem: Map = self.obj.map("proc_mem")
             for prog in PROGRAMS:
                 if prog in self.refused:
                     continue
@@ -118,6 +119,11 @@ class ControlSensor:
     def forget_call(self, call_id: int) -> None:
         """Drop the kernel's memory state of a call that ended (its processes' entries go at exit)."""
         self.call_mem.delete(ctypes.c_uint32(call_id))
+
+    def forget_process(self, pid: int) -> None:
+        """Drop the call a process was counted in: it turned out not to be a tool call (the
+        agent's relaunch or housekeeping), so its memory is no call's."""
+        self.proc_mem.delete(ctypes.c_uint32(pid))
 
     def close(self) -> None:
         self.obj.close()

@@ -216,6 +216,9 @@ class ExecEvent(ProcessEvent):
     new_root: bool = False
     call_start: bool = False  # first exec of a child of a `vigil run` agent: a tool call starts
     held: bool = False  # ... and the kernel stopped it before its first instruction for placement
+    # Set by tool-call control when that first exec is the agent's own: "relaunch" (the agent
+    # re-executing itself) or "housekeeping" (a helper it runs for itself); None otherwise.
+    agent_role: str | None = None
 
 
 @dataclass

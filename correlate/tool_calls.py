@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from vigild.bpf.events import ExecEvent
+from vigild.correlate.shell_commands import inner_commands
 
 INTENT_MAX_AGE_NS = 300 * 1_000_000_000  # an LLM tool call older than this is not "shortly before"
 MIN_MATCH_CHARS = 2
@@ -51,12 +52,21 @@ class ToolIntent:
         return [s.strip() for s in found if len(s.strip()) >= MIN_MATCH_CHARS]
 
 
+def command_is(needle: str, argv: list[str]) -> bool:
+    """Is this command line exactly the tool argument `needle`, run directly (`ls -la`) or
+    through the agent's wrappers (`bash -c`, `bash -lc`, a shell snapshot and `eval '…'`, a
+    trapped subshell, a re-exec ending in `exec bash -c '…'`: see shell_commands)?"""
+    needle = needle.strip()
+    return bool(argv) and (" ".join(argv) == needle or needle in inner_commands(argv))
+
+
 def command_matches(needle: str, argv: list[str]) -> bool:
     """Does the tool argument `needle` show up in this command line? `{"command": "ls -la"}`
-    runs as `bash -c "ls -la"` (one argument) or as `ls -la` (two)."""
+    runs as `bash -c "ls -la"` (one argument) or as `ls -la` (two); exactly (`command_is`) or
+    as a part of a longer command line."""
     if not argv:
         return False
-    if needle in argv:
+    if needle in argv or command_is(needle, argv):
         return True
     joined = " ".join(argv)
     if needle in joined:
@@ -199,17 +209,28 @@ class ToolCallBook:
                                     arguments=tc.get("arguments", tc.get("arguments_raw")),
                                     response_id=response_id))
 
+    def _fresh(self, session_id: int | None, ts_ns: int) -> list[ToolIntent]:
+        queue = self.intents.get(session_id) or ()
+        return [i for i in queue if not i.consumed and 0 <= ts_ns - i.ts_ns <= self.intent_max_age_ns]
+
+    def requested(self, session_id: int | None, argv: list[str], ts_ns: int) -> bool:
+        """Whether a pending LLM tool call of the session names this command line (so it is
+        the model's, whatever an agent profile says of its shape)."""
+        return any(command_matches(s, argv) for i in self._fresh(session_id, ts_ns) for s in i.strings())
+
     def _link_intent(self, call: ToolCall) -> None:
-        """Command string in the arguments first; else the oldest unconsumed tool call of the
-        session's last LLM call; else the call is unrequested."""
+        """The tool call whose command this is, exactly (through the agent's wrappers); else
+        one whose argument shows up in the command line; only when none does, the oldest
+        unconsumed tool call of the session's last LLM call; else the call is unrequested."""
         queue = self.intents.get(call.session_id)
         if not queue:
             return
-        fresh = [i for i in queue if not i.consumed and 0 <= call.start_ns - i.ts_ns <= self.intent_max_age_ns]
-        for intent in fresh:
-            if any(command_matches(s, call.argv) for s in intent.strings()):
-                self._consume(call, intent, "command")
-                return
+        fresh = self._fresh(call.session_id, call.start_ns)
+        for test in (command_is, command_matches):
+            for intent in fresh:
+                if any(test(s, call.argv) for s in intent.strings()):
+                    self._consume(call, intent, "command")
+                    return
         if not fresh:
             return
         last = max(i.llm_seq for i in queue)

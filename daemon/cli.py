@@ -239,6 +239,8 @@ def _open_control(args: argparse.Namespace, lineage: LineageSensor, features: Fe
     if args.adaptive or (config is not None and config.adaptive):
         settings = AdaptiveSettings.from_config(config) if config is not None else AdaptiveSettings()
         control.adaptive = AdaptiveController(settings, ProcHostReader())
+    if config is not None:
+        control.profiles = config.profiles
     return control
 
 
@@ -290,6 +292,10 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.command == "run":
             control = _open_control(args, lineage, features)
+        elif (command and _known_agent(command)) or any(_known_agent(_cmdline(pid)) for pid in args.pid):
+            from vigild.daemon.control_loop import open_trace_control
+
+            control = open_trace_control(lineage)
         if args.no_tls:
             features.turned_off("tls", "--no-tls")
         else:
@@ -337,7 +343,7 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     child = None
     status = 0
     try:
-        if control is not None:
+        if control is not None and not control.observe_only:
             declarations = _serve_declarations(args, pipeline)
         if command:
             # With JSON on stdout, the command's own stdout would interleave with the events.
@@ -345,7 +351,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             pipeline.add_pending_root(child.pid, command, os.getcwd(), os.getuid(), controlled=control is not None)
             if control is not None:
                 control.place_agent(child.pid)
-        roots = [pipeline.add_root(pid).root_pid for pid in args.pid]
+        roots = [pipeline.add_root(pid, controlled=control is not None and _known_agent(_cmdline(pid))).root_pid
+                 for pid in args.pid]
         pipeline.start()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         if child is not None:
@@ -378,6 +385,28 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             print(f"vigil: {pipeline.total_dropped} events were lost (effects shed under load, or the ring buffer "
                   "full)", file=sys.stderr)
     return status
+
+
+def _known_agent(command: list[str]) -> bool:
+    """Whether `vigil trace` starts (`-- CMD`) or attaches to (`-p`) an agent a built-in profile
+    recognises: then its tool calls are followed (and told apart from its relaunches and
+    housekeeping), not only its processes."""
+    import shutil
+
+    from vigild.correlate.agent_profiles import Profiles, Proc
+
+    if not command:
+        return False
+    exe = shutil.which(command[0]) or command[0]
+    return Profiles().recognise(Proc(exe, [exe, *command[1:]])) is not None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
 def _load_run_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config | None:

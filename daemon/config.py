@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from vigild.correlate.agent_profiles import Profiles
+
 DEFAULT_PATH = Path("/etc/vigild/config.toml")
 COMM_MAX = 15  # the kernel keeps 15 bytes of a process name
 GLOB_CHARS = re.compile(r"[*?\[]")
@@ -41,12 +43,23 @@ class ConfigError(ValueError):
 class AgentSpec:
     """Which processes are agents of one kind: an exact process name, and/or globs over the
     executable path and the command line. The kernel matches `kernel_comm` at exec; user space
-    then checks the globs (`matches`)."""
+    then checks the globs (`matches`).
+
+    `relaunch` (globs over a child's script path) and `housekeeping` (globs over a child's
+    command line) extend the agent profile of that name (correlate/agent_profiles.py). An entry
+    with only those and a name discovers nothing: it extends the built-in profile and leaves the
+    built-in discovery of that agent in place."""
 
     name: str
     comm: str | None = None
     exe: str | None = None
     args: str | None = None
+    relaunch: tuple[str, ...] = ()
+    housekeeping: tuple[str, ...] = ()
+
+    @property
+    def discovers(self) -> bool:
+        return self.comm is not None or self.exe is not None
 
     @property
     def kernel_comm(self) -> str:
@@ -85,6 +98,9 @@ DEFAULT_AGENTS: tuple[AgentSpec, ...] = (
     AgentSpec("codex", exe="*/node", args="*@openai/codex/*"),
     AgentSpec("gemini", comm="gemini"),
     AgentSpec("gemini", exe="*/node", args="*@google/gemini-cli/*"),
+    AgentSpec("qwen", comm="qwen"),
+    AgentSpec("qwen", exe="*/node", args="*@qwen-code/qwen-code/*"),
+    AgentSpec("opencode", comm="opencode"),
     AgentSpec("aider", comm="aider"),
     AgentSpec("openhands", comm="openhands"),
 )
@@ -139,7 +155,17 @@ class Config:
     @property
     def root_comms(self) -> list[str]:
         """Process names the kernel turns into session roots at exec."""
-        return sorted({a.kernel_comm for a in self.agents})
+        return sorted({a.kernel_comm for a in self.agents if a.discovers})
+
+    @property
+    def profiles(self) -> Profiles:
+        """The built-in agent profiles with the `relaunch`/`housekeeping` globs of [[agents]]."""
+        extra: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        for spec in self.agents:
+            if spec.relaunch or spec.housekeeping:
+                relaunch, housekeeping = extra.get(spec.name, ((), ()))
+                extra[spec.name] = (relaunch + spec.relaunch, housekeeping + spec.housekeeping)
+        return Profiles().with_extensions(extra)
 
 
 # ---- values ---------------------------------------------------------------------------------------
@@ -273,6 +299,12 @@ def _globs(value: object) -> tuple[str, ...]:
     return tuple(parse_glob(v) for v in value)
 
 
+def _command_globs(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError("expected a list of globs over command lines or script paths")
+    return tuple(parse_glob(v) for v in value)
+
+
 def _url(value: object) -> str:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise ValueError("expected an http:// or https:// URL")
@@ -308,7 +340,8 @@ TABLES: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
     "adaptive": {"enabled": ("adaptive", _BOOL), "pressure": ("adaptive_pressure", _percent),
                  "headroom": ("adaptive_headroom", _fraction), "floor": ("adaptive_floor", parse_size)},
 }
-AGENT_KEYS: dict[str, Callable[[object], Any]] = {"name": _comm, "comm": _comm, "exe": parse_glob, "args": parse_glob}
+AGENT_KEYS: dict[str, Callable[[object], Any]] = {"name": _comm, "comm": _comm, "exe": parse_glob, "args": parse_glob,
+                                                  "relaunch": _command_globs, "housekeeping": _command_globs}
 POLICY_KEYS: dict[str, Callable[[object], Any]] = {
     "match": parse_glob, "memory_high": parse_size, "memory_max": parse_size, "pids_max": _positive_int,
     "cpu_weight": _cpu_weight, "timeout": parse_duration,
@@ -346,7 +379,8 @@ def load(path: Path = DEFAULT_PATH, missing_ok: bool = False) -> Config:
         agents += part.pop("agents", [])
         policies += part.pop("policies", [])
         fields.update(part)
-    kept = [a for a in DEFAULT_AGENTS if a.name not in {b.name for b in agents}] if default_agents else []
+    replaced = {b.name for b in agents if b.discovers}
+    kept = [a for a in DEFAULT_AGENTS if a.name not in replaced] if default_agents else []
     return replace(Config(), **fields, agents=tuple(kept + agents), policies=tuple(policies), files=tuple(read))
 
 
@@ -408,9 +442,10 @@ def _agent(item: dict[str, Any], where: Path_, fail: Callable[[Path_, str], Conf
     values = _fields(item, where, AGENT_KEYS, fail)
     if "name" not in values:
         raise fail(where, "an agent needs a name")
-    if "comm" not in values and "exe" not in values:
-        raise fail(where, f"agent {values['name']!r} needs comm or exe")
-    if "comm" not in values and GLOB_CHARS.search(Path(values["exe"]).name):
+    if "comm" not in values and "exe" not in values and not (values.get("relaunch") or values.get("housekeeping")):
+        raise fail(where, f"agent {values['name']!r} needs comm or exe (or, to extend its profile only, "
+                          "relaunch or housekeeping)")
+    if "comm" not in values and "exe" in values and GLOB_CHARS.search(Path(values["exe"]).name):
         raise fail((*where, "exe"), f"agent {values['name']!r}: the file name in exe must be literal "
                                     "(the kernel matches it as the process name), or give comm")
     return AgentSpec(**values)

@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vigild.bpf.control import FEATURE_PROGRAMS, ControlSensor, MemSpike, OomKill
-from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent, ProcessEvent
+from vigild.bpf.events import TRACK_CONTROLLED, ExecEvent, ExitEvent, ForkEvent, ProcessEvent
 from vigild.bpf.features import Features
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import BpfError
 from vigild.cgroups import AGENT, CgroupBackend, CgroupError, Limits, open_backend
+from vigild.correlate.agent_profiles import RELAUNCH, TOOL, AgentProfile, Proc, Profiles
+from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, command_matches, outcome
 from vigild.daemon.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
 from vigild.daemon.watchdog import Watchdog, start_watchdog
@@ -80,6 +82,8 @@ class PendingPolicy:
 
 
 PolicyFor = Callable[[ToolCall], CallPolicy]
+ProcessOf = Callable[[int], ProcessInfo | None]
+SESSIONS_REMEMBERED = 4096         # sessions whose agent profile is kept
 TickHook = Callable[["ToolCallControl"], list[Any]]
 
 
@@ -95,9 +99,13 @@ class Placement(Protocol):
 
 
 class ToolCallControl:
-    """Tool calls of controlled agents: their cgroups, limits, timeouts and final accounting."""
+    """Tool calls of controlled agents: their cgroups, limits, timeouts and final accounting.
 
-    def __init__(self, backend: CgroupBackend, lineage: LineageSensor, policy: CallPolicy,
+    Without a cgroup backend (`vigil trace` of a known agent) it only observes: calls are still
+    held at their first exec, so the agent's own processes are told apart before they run, but
+    nothing is placed, limited or killed."""
+
+    def __init__(self, backend: CgroupBackend | None, lineage: LineageSensor, policy: CallPolicy,
                  sensor: ControlSensor | None = None, delays: TaskstatsListener | None = None,
                  book: ToolCallBook | None = None) -> None:
         self.backend = backend
@@ -120,6 +128,11 @@ class ToolCallControl:
         self._last_empty_check = 0.0
         self.watchdog: Watchdog | None = None
         self.delayacct: DelayAccounting | None = None
+        # What tells the agent's own processes from tool calls (agent_profiles); the pipeline
+        # gives the process table, where the parent's command line is found.
+        self.profiles = Profiles()
+        self.process_of: ProcessOf = lambda pid: None
+        self.session_profiles: dict[int, AgentProfile | None] = {}
 
     # ---- the API policies plug into ----
     def push_next_policy(self, policy: CallPolicy, session_id: int | None = None, match: str | None = None,
@@ -153,8 +166,8 @@ class ToolCallControl:
     def update_call(self, call_id: int, policy: CallPolicy) -> None:
         """Change a running call's limits (and timeout) in place."""
         group = self.groups.get(call_id)
-        if group is None:
-            raise KeyError(f"no open tool call {call_id}")
+        if group is None or self.backend is None:
+            raise KeyError(f"no open tool call {call_id} in a cgroup")
         self.backend_of(call_id).set_limits(group, policy.limits)
         self.applied[call_id] = policy
 
@@ -163,14 +176,23 @@ class ToolCallControl:
         return list(self.book.calls.values())
 
     # ---- setup ----
+    @property
+    def observe_only(self) -> bool:
+        return self.backend is None
+
     def place_agent(self, pid: int) -> None:
         """Put the agent runtime in ``agent/``, beside (not above) its tools' groups."""
-        self.backend.add_process(AGENT, pid)
+        if self.backend is not None:
+            self.backend.add_process(AGENT, pid)
 
     # ---- events ----
     def observe(self, event: ProcessEvent) -> list[Any]:
         """Act on one kernel event; returns the tool events it produced."""
         if isinstance(event, ExecEvent) and event.call_start:
+            role = self._role(event)
+            if role != TOOL:
+                self._adopt(event, role)
+                return []
             return [self._start(event)]
         if isinstance(event, ForkEvent):
             self.book.fork(event.pid, event.ppid)
@@ -190,6 +212,70 @@ class ToolCallControl:
         if getattr(inner, "TYPE", "") == "llm_call" and inner.tool_calls:
             self.book.llm_call(session_id, inner.ts_ns, list(inner.tool_calls), inner.response_id)
 
+    def agent_session(self, session_id: int, agent: str | None) -> None:
+        """A session opened for an agent of this kind (vigild knows it by discovery): its
+        profile is that one, whatever its processes' command lines look like."""
+        profile = self.profiles.profile_named(agent)
+        if profile is not None:
+            self._remember_profile(session_id, profile)
+
+    def _remember_profile(self, session_id: int, profile: AgentProfile | None) -> None:
+        while len(self.session_profiles) >= SESSIONS_REMEMBERED:
+            del self.session_profiles[next(iter(self.session_profiles))]  # the oldest session's
+        self.session_profiles[session_id] = profile
+
+    def adopt_relaunches(self, root_pid: int, tree: list[ProcessInfo]) -> None:
+        """An agent adopted while running (`vigil trace -p`, vigild at start): its existing
+        relaunches are the agent too, so they become controlled roots and their future children
+        tool calls. `tree`: the processes found below the root, parents before children."""
+        agents = {root_pid}
+        for info in tree:
+            parent = self.process_of(info.ppid)
+            if info.ppid not in agents or parent is None or not info.filename:
+                continue
+            if self.profiles.is_relaunch(Proc(info.filename, info.argv), Proc(parent.filename, parent.argv),
+                                         self.profiles.recognise(Proc(parent.filename, parent.argv))):
+                tracked = self.lineage.tracked_info(info.pid)
+                if tracked is not None:
+                    self.lineage.track(info.pid, tracked.session_id, root_pid=tracked.root_pid, depth=tracked.depth,
+                                       flags=TRACK_CONTROLLED)
+                    agents.add(info.pid)
+
+    def _role(self, event: ExecEvent) -> str:
+        """What the first exec of the agent's child is: a relaunch of the agent, the agent's own
+        housekeeping, or a tool call. A command a pending LLM tool call names is always a tool."""
+        parent = self.process_of(event.ppid)
+        if parent is None or not parent.filename:
+            return TOOL
+        agent = Proc(parent.filename, parent.argv)
+        if event.session_id not in self.session_profiles:
+            self._remember_profile(event.session_id, self.profiles.recognise(agent))
+        role = self.profiles.classify(Proc(event.filename, event.argv), agent, self.session_profiles[event.session_id])
+        if role != TOOL and role != RELAUNCH and self.book.requested(event.session_id, event.argv, event.ts_ns):
+            return TOOL
+        return role
+
+    def _adopt(self, event: ExecEvent, role: str) -> None:
+        """The process is the agent's, not a tool call: the kernel's call id is cleared while
+        the process is still stopped at its exec; a relaunch becomes a controlled root (its own
+        children start tool calls), housekeeping an ordinary member of the agent's tree (its
+        children are housekeeping too). It stays in the agent's cgroup, where it was forked."""
+        try:
+            info = self.lineage.tracked_info(event.pid)
+            if info is not None:
+                self.lineage.track(event.pid, info.session_id, root_pid=info.root_pid, depth=info.depth,
+                                   flags=TRACK_CONTROLLED if role == RELAUNCH else 0)
+            if self.sensor is not None:  # memory the exec itself charged to the would-be call
+                self.sensor.forget_process(event.pid)
+                self.sensor.forget_call(event.pid)
+        except BpfError as exc:  # the kernel still counts it as a call: said, not hidden
+            log.warning("pid %d is the agent's %s, but the kernel keeps it as a tool call: %s", event.pid, role, exc)
+        finally:
+            if event.held:  # never left stopped, whatever failed above
+                self._release(event.pid)
+        event.tool_call = None
+        event.agent_role = role
+
     def _start(self, event: ExecEvent) -> ToolStart:
         call = self.book.start(event)
         policy = self.policy_for(call)
@@ -200,11 +286,12 @@ class ToolCallControl:
                 self.tags[call.id] = pending.tag
         group = error = None
         try:
-            backend = self.placement.backend_for(call) if self.placement is not None else self.backend
-            self._backend_of[call.id] = backend
-            group = backend.create_call(str(call.id), policy.limits)
-            self.groups[call.id] = group
-            backend.add_process(group, call.pid)
+            if self.backend is not None:
+                backend = self.placement.backend_for(call) if self.placement is not None else self.backend
+                self._backend_of[call.id] = backend
+                group = backend.create_call(str(call.id), policy.limits)
+                self.groups[call.id] = group
+                backend.add_process(group, call.pid)
         except (CgroupError, OSError) as exc:
             error = str(exc)
             log.warning("tool call %d runs without its limits: %s", call.id, exc)
@@ -359,7 +446,9 @@ class ToolCallControl:
 
     # ---- shutdown ----
     def kill_open(self, reason: str) -> None:
-        """The agent is gone (or vigil is stopping): end every open call."""
+        """The agent is gone (or vigil is stopping): end every open call (observing only: none)."""
+        if self.observe_only:
+            return
         for call in self.open_calls:
             self._kill(call, reason)
 
@@ -367,6 +456,8 @@ class ToolCallControl:
         """Finish calls still open (their exits were not seen), remove every group vigil made."""
         events: list[Any] = []
         self._collect_delays()
+        if self.backend is None:
+            return events  # observing only: calls still running are not ours to end
         for call in self.open_calls:
             self._kill(call, call.killed_reason or "shutdown")
             events.append(self._finish(self.book.end(call, time.time_ns())))
@@ -417,6 +508,14 @@ def cleanup_stale_parents(backend: CgroupBackend) -> list[str]:
         except CgroupError as exc:
             log.warning("%s", exc)
     return removed
+
+
+def open_trace_control(lineage: LineageSensor) -> ToolCallControl:
+    """`vigil trace` of a known agent: its tool calls observed (held at their first exec until
+    classified, never placed or limited). Forks the watchdog: call it before any thread starts."""
+    control = ToolCallControl(None, lineage, CallPolicy())
+    control.watchdog = start_watchdog(lineage.held.fd)
+    return control
 
 
 def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: int, spike_window_ns: int,

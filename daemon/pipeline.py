@@ -134,6 +134,8 @@ class Pipeline:
         if control is not None and control.sensor is not None:
             control.sensor.register(self.decoder)
         self.processes = ProcessTable()
+        if control is not None:
+            control.process_of = self.processes.get  # the agent's command line, for agent profiles
         self.sessions: dict[int, Session] = {}
         self._refused: OrderedDict[int, None] = OrderedDict()  # sessions of roots that are not agents
         self.session_ids = SessionIds()
@@ -155,7 +157,8 @@ class Pipeline:
     # ---- roots ----
     def add_root(self, pid: int, agent: str | None = None, controlled: bool = False) -> Session:
         """Track a running process and the tree below it, as one new session. controlled: the
-        processes it spawns from now on are tool calls (its existing children are not)."""
+        processes it spawns from now on are tool calls (its existing children are not; those that
+        are its relaunches are the agent, and their future children are tool calls too)."""
         with self._lock:
             session_id = self.session_ids.next()
             procs = self.lineage.track_tree(pid, session_id, flags=TRACK_CONTROLLED if controlled else 0)
@@ -165,6 +168,9 @@ class Pipeline:
                               uid=_safe(lambda: root.uids().real, None))
             for proc in procs:
                 self._seed(proc, session_id, pid)
+            if controlled and self.control is not None:
+                tree = [info for proc in procs[1:] if (info := self.processes.get(proc.pid)) is not None]
+                self.control.adopt_relaunches(pid, sorted(tree, key=lambda i: i.depth))
             self._open_session(session)
             return session
 
@@ -196,6 +202,8 @@ class Pipeline:
 
     def _open_session(self, session: Session) -> None:
         self.sessions[session.id] = session
+        if self.control is not None:
+            self.control.agent_session(session.id, session.agent)
         self._dispatch(SessionStart(ts_ns=session.started_ns, session=session))
 
     # ---- running ----

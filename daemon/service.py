@@ -67,6 +67,7 @@ def open_tool_control(lineage: Any, config: Config, features: Features) -> Any:
         tools.policy_for = policy_for_config(config.policies, tools.default_policy)
     if config.adaptive:
         tools.adaptive = AdaptiveController(AdaptiveSettings.from_config(config), ProcHostReader())
+    tools.profiles = config.profiles
     return tools
 
 
@@ -248,6 +249,8 @@ class Service:
         for comm in set(old.root_comms) - set(new.root_comms):
             self.lineage.remove_root_comm(comm)
         self.matcher.specs = new.agents
+        if self.tools is not None:
+            self.tools.profiles = new.profiles
         if self.pipeline.intent is not None:
             self.pipeline.intent.capture_content = new.capture_content
         logging.getLogger().setLevel(new.log_level.upper())

@@ -178,6 +178,7 @@ def test_semantic_errors(tmp_path: Path) -> None:
     cases = {
         '[[agents]]\nname = "x"\nexe = "/usr/bin/no*de"\n': (3, "must be literal"),
         '[[agents]]\nname = "x"\n': (1, "needs comm or exe"),
+        '[[agents]]\nname = "x"\nhousekeeping = "git *"\n': (3, "list of globs"),
         '[[policies]]\nmatch = "x"\nmemory_high = "2G"\nmemory_max = "1G"\n': (3, "above memory_max"),
         '[control]\ngroup = "no-such-group-here"\n': (2, "no group named"),
         '[metrics]\ndrop_labels = ["pid"]\n': (2, "unknown metric label 'pid'"),
@@ -207,3 +208,30 @@ def test_check_config_cli(tmp_path: Path) -> None:
     missing = subprocess.run([*vigild, "--config", str(tmp_path / "nope.toml"), "--check-config"],
                              capture_output=True, text=True, check=False)
     assert missing.returncode == EX_CONFIG and "no such file" in missing.stderr
+
+
+def test_agents_extend_profiles_without_replacing_discovery(tmp_path: Path) -> None:
+    from vigild.correlate.agent_profiles import HOUSEKEEPING, RELAUNCH, TOOL, Proc
+
+    config = load(write(tmp_path / "config.toml", """
+[[agents]]
+name = "claude"
+housekeeping = ["make -n *"]
+
+[[agents]]
+name = "mine"
+comm = "mine"
+relaunch = ["*/mine/worker.py"]
+housekeeping = ["probe --quick"]
+"""))
+    assert [a for a in config.agents if a.name == "claude" and a.discovers] == [
+        a for a in DEFAULT_AGENTS if a.name == "claude"]
+    assert "mine" in config.root_comms and "" not in config.root_comms
+    profiles = config.profiles
+    claude = profiles.profile_named("claude")
+    assert claude is not None and "make -n *" in claude.housekeeping and "/bin/bash -c env" in claude.housekeeping
+    agent = Proc("/usr/bin/python3", ["python3", "/opt/mine/main.py"])
+    mine = profiles.profile_named("mine")
+    assert profiles.classify(Proc("/usr/bin/python3", ["python3", "/opt/mine/worker.py"]), agent, mine) == RELAUNCH
+    assert profiles.classify(Proc("/usr/bin/probe", ["probe", "--quick"]), agent, mine) == HOUSEKEEPING
+    assert profiles.classify(Proc("/usr/bin/probe", ["probe", "--slow"]), agent, mine) == TOOL

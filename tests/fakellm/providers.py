@@ -138,7 +138,7 @@ def render(route_: Route, request: Any, scenario: Scenario) -> Rendered:
     if scenario.error_status is not None:
         kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(scenario.error_status, "api_error")
         return _error(provider, scenario.error_status, kind, f"fake {kind} (scenario {scenario.name})")
-    reply = scenario.reply_for(provider)
+    reply = scenario.reply_for(provider, request)
     if provider == "gemini":
         stream = route_.gemini_stream
         model = reply.model or route_.model_from_path or "gemini-2.5-flash"

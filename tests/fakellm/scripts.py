@@ -8,7 +8,7 @@ because the tracer has to be checked against awkward deliveries as much as awkwa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -73,6 +73,10 @@ class Scenario:
     * ``chunked`` – HTTP/1.1 non-streaming bodies use chunked framing instead of Content-Length
       (streams are always chunked, like the real APIs).
     * ``error_status`` – answer with this HTTP status and the provider's error JSON instead.
+    * ``split_events`` – write every stream event in two writes cut in its middle (an SSE event
+      spread over two TLS records, as busy real servers send them).
+    * ``respond`` – ``(provider, request JSON) -> Reply``: a reply that depends on the request
+      (agent-driving, :mod:`fakellm.driving`); replaces ``default_reply``/``replies``.
     """
 
     name: str
@@ -85,9 +89,13 @@ class Scenario:
     gzip: bool = False
     chunked: bool = False
     error_status: int | None = None
+    split_events: bool = False
+    respond: Callable[[str, Any], Reply] | None = None
 
-    def reply_for(self, provider: str) -> Reply:
-        """The reply for ``provider`` (one of :data:`PROVIDERS`)."""
+    def reply_for(self, provider: str, request: Any = None) -> Reply:
+        """The reply for ``provider`` (one of :data:`PROVIDERS`) to ``request``."""
+        if self.respond is not None:
+            return self.respond(provider, request)
         return self.replies.get(provider, self.default_reply)
 
 

@@ -425,6 +425,8 @@ class FakeLLMServer:
                     segments.append(_Segment(delay, data))
                     continue
                 parts = _split_inside_utf8(event) if scenario.split_utf8 else [event]
+                if scenario.split_events and len(parts) == 1 and len(event) > 1:
+                    parts = [event[: len(event) // 2], event[len(event) // 2 :]]
                 segments += [_Segment(delay if i == 0 else 0.0, p) for i, p in enumerate(parts)]
         else:
             payload = rendered.body or b""
