@@ -72,20 +72,23 @@ def build_timeline(session: dict[str, Any], processes: list[dict[str, Any]],
             elif e["type"] == "detection":
                 agent["detections"].append(e)
 
-    by_response: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    # A tool call belongs to the LLM call that carried its id (the model's own tool-call id).
+    # Never by response_id alone: OpenAI-compatible servers reuse one for every response, which
+    # would put every tool call under the first LLM call.
+    story = [{"llm_call": e, "tool_calls": []} for e in events if e["type"] == "llm_call"]
+    asked_in: dict[str, dict[str, Any]] = {}
+    for entry in story:
+        for call in entry["llm_call"].get("tool_calls") or ():
+            if call.get("id"):
+                asked_in[call["id"]] = entry
     unrequested = []
     for node in sorted(tools.values(), key=lambda n: (n["start"] or {}).get("ts_ns", 0)):
         start = node["start"] or {}
-        if start.get("response_id") and not start.get("unrequested"):
-            by_response[start["response_id"]].append(node)
-        else:
+        entry = asked_in.get(start.get("tool_call_id") or "") if not start.get("unrequested") else None
+        if entry is not None:
+            entry["tool_calls"].append(node)
+        else:  # nobody asked, or asked by an LLM call the capture did not see whole
             unrequested.append(node)
-    story = []
-    for e in events:
-        if e["type"] == "llm_call":
-            story.append({"llm_call": e, "tool_calls": by_response.pop(e.get("response_id") or "", [])})
-    for orphans in by_response.values():  # asked for by an LLM call we did not see whole
-        unrequested.extend(orphans)
     return {**session, "summary": summary(events), "timeline": story, "unrequested": unrequested,
             "agent": agent, "lost": sum(e.get("count", 0) for e in events if e["type"] == "lost")}
 
