@@ -44,6 +44,8 @@ fi
 "$PY" -m venv --help >/dev/null 2>&1 || apt_install python3-venv
 if [ "$DEV" -eq 1 ]; then
   apt_install curl prometheus gnutls-bin
+  # A real browser opens the HTML report in the tests.
+  apt_install chromium
   # systemd-analyze verifies the unit; setpriv (util-linux) runs vigild with fewer capabilities.
   apt_install systemd util-linux
   command -v node >/dev/null || apt_install nodejs

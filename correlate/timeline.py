@@ -20,6 +20,21 @@ def is_effect(event: dict[str, Any]) -> bool:
     return str(event.get("type", "")).startswith(EFFECT_PREFIXES)
 
 
+# Read-only opens below these are what every program does at start (libraries, locale, name
+# service); views fold them into a count.
+SYSTEM_PREFIXES = ("/usr/", "/lib", "/etc/ld.so", "/proc/", "/sys/", "/dev/", "/etc/locale", "/etc/nsswitch",
+                   "/etc/localtime", "/etc/host.conf", "/etc/gai.conf", "/etc/ssl/")
+
+
+def is_plumbing(e: dict[str, Any]) -> bool:
+    """Failed lookups, reads of the system's own files, /dev: what every program does at start."""
+    if e["type"] != "file_open":
+        return False
+    path = e.get("path") or ""
+    writes = e.get("write") or e.get("create") or e.get("truncate")
+    return (e.get("ret") or 0) < 0 or path.startswith("/dev/") or (not writes and path.startswith(SYSTEM_PREFIXES))
+
+
 def summary(events: list[dict[str, Any]]) -> dict[str, int]:
     """The counts `vigil sessions` shows for a session."""
     llm = [e for e in events if e["type"] == "llm_call"]

@@ -104,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("-o", "--output", choices=("text", "json"), default="text")
     show.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE, help="key for encrypted prompt content")
 
+    report = sub.add_parser("report", help="write a session as one self-contained HTML page",
+                            description="The story `vigil show` prints, as an HTML page with collapsible LLM calls "
+                                        "and tool calls, that opens offline anywhere.")
+    report.add_argument("session", nargs="?", help="session id or its first digits (default: the latest)")
+    report.add_argument("--html", type=Path, required=True, metavar="FILE", help="where to write the page")
+    report.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=DB_HELP)
+    report.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE, help="key for encrypted prompt content")
+
     export = sub.add_parser("export", help="send a session to an OpenTelemetry collector as a trace")
     export.add_argument("session", help="session id (or its first digits)")
     export.add_argument("--otlp-endpoint", required=True, metavar="URL",
@@ -204,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "report":
+            return cmd_report(args)
         if args.command == "keygen":
             return cmd_keygen(args)
         if args.command == "declare":
@@ -494,6 +504,25 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(tree, indent=2))
     else:
         print_show(tree, Console())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from vigild.daemon.history import session_tree
+    from vigild.daemon.report import write_html
+
+    store = _open_store(args.db, args.key_file)
+    session_id = store.resolve_session(args.session) if args.session else store.latest_session_id()
+    tree = session_tree(store, session_id) if session_id is not None else None
+    if tree is None:
+        print(f"vigil: error: no session in {args.db}", file=sys.stderr)
+        return 1
+    try:
+        write_html(tree, args.html, (store.session(session_id) or {}).get("agent"))
+    except OSError as exc:
+        print(f"vigil: error: cannot write {args.html}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote session {session_id} to {args.html}")
     return 0
 
 
