@@ -95,13 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sessions = sub.add_parser("sessions", help="list recorded sessions")
     sessions.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=DB_HELP)
-    sessions.add_argument("-n", "--limit", type=int, default=50)
-    sessions.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    sessions.add_argument("-n", "--limit", type=int, default=50, help="the newest N sessions (default 50)")
+    sessions.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                          help="a table (tab-separated when piped) or JSON Lines")
 
     show = sub.add_parser("show", help="print a session's timeline: LLM calls, tool calls, processes, effects, alerts")
     show.add_argument("session", nargs="?", help="session id or its first digits (default: the latest)")
     show.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=DB_HELP)
-    show.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    show.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                      help="the folded story, or the whole nested structure as JSON")
     show.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE, help="key for encrypted prompt content")
 
     report = sub.add_parser("report", help="write a session as one self-contained HTML page",
@@ -144,12 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     hook = sub.add_parser("hook", help="Claude Code hooks (daemon/claude-code-hooks.json)",
                           description="Read a Claude Code hook's JSON on stdin; pre-tool-use declares a Bash call's "
                                       "needs, post-tool-use tells the agent which limit its call hit. Never blocks.")
-    hook.add_argument("event", choices=("pre-tool-use", "post-tool-use"))
+    hook.add_argument("event", choices=("pre-tool-use", "post-tool-use"),
+                      help="the Claude Code hook event this invocation answers")
     hook.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"vigil socket (default $VIGIL_SOCKET or {DEFAULT_SOCKET})")
 
     status = sub.add_parser("status", help="ask the running vigild how it is doing")
     status.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
-    status.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    status.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                        help="human-readable lines or one JSON object")
     return parser
 
 
@@ -200,7 +204,10 @@ def parse_size(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said with the subcommand's own usage, not the top level's
+        subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        subcommands.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="vigil: %(levelname)s %(name)s: %(message)s")
     try:
