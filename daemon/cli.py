@@ -150,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the Claude Code hook event this invocation answers")
     hook.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"vigil socket (default $VIGIL_SOCKET or {DEFAULT_SOCKET})")
 
+    top = sub.add_parser("top", help="a live view of the sessions vigild is watching",
+                         description="One row per session vigild watches, refreshed every second; --session "
+                                     "drills into one. Ctrl-C quits.")
+    top.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
+    top.add_argument("--session", type=int, metavar="ID", help="also show this session's recent activity")
+    top.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between refreshes (default 1)")
+    top.add_argument("--once", action="store_true", help="print one snapshot and exit (for scripts: with -o json)")
+    top.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                     help="with --once: a table, or vigild's answer as JSON")
+
     status = sub.add_parser("status", help="ask the running vigild how it is doing")
     status.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
     status.add_argument("-o", "--output", choices=("text", "json"), default="text",
@@ -217,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sessions(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "top":
+            return cmd_top(args)
         if args.command == "export":
             return cmd_export(args)
         if args.command == "report":
@@ -558,6 +570,30 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         print(f"vigil: error: cannot write a key to {args.path}: {exc.strerror}", file=sys.stderr)
         return 1
     print(f"wrote key {key_id} to {args.path}; keep a copy: without it, stored prompts cannot be read")
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from vigild.daemon.control import CommandError, request
+    from vigild.daemon.top_view import render, run_top
+
+    def ask() -> dict:
+        return request(args.socket, "top", session_id=args.session)
+
+    try:
+        if args.once:
+            snapshot = ask()
+            if args.output == "json":
+                print(json.dumps(snapshot, indent=2))
+            else:
+                Console().print(render(snapshot, args.session))
+            return 0
+        run_top(ask, Console(), args.session, args.interval)
+    except (OSError, CommandError) as exc:
+        print(f"vigil: error: cannot ask vigild at {args.socket}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
     return 0
 
 
