@@ -26,13 +26,23 @@ SYSTEM_PREFIXES = ("/usr/", "/lib", "/etc/ld.so", "/proc/", "/sys/", "/dev/", "/
                    "/etc/localtime", "/etc/host.conf", "/etc/gai.conf", "/etc/ssl/")
 
 
+# Read-only opens inside these are an interpreter or runtime loading itself (a Python agent's
+# imports are thousands of opens a second): folded like system files.
+RUNTIME_TREES = ("/site-packages/", "/dist-packages/", "/lib/python3", "/__pycache__/", "/node_modules/",
+                 "/.pyenv/", "/.nvm/", "/.rustup/", "/.cargo/registry/", "/go/pkg/mod/")
+
+
 def is_plumbing(e: dict[str, Any]) -> bool:
-    """Failed lookups, reads of the system's own files, /dev: what every program does at start."""
+    """Failed lookups, reads of the system's own files and of language runtimes' trees, /dev: what
+    every program does at start. Writes, creates and truncations never are."""
     if e["type"] != "file_open":
         return False
     path = e.get("path") or ""
-    writes = e.get("write") or e.get("create") or e.get("truncate")
-    return (e.get("ret") or 0) < 0 or path.startswith("/dev/") or (not writes and path.startswith(SYSTEM_PREFIXES))
+    if (e.get("ret") or 0) < 0 or path.startswith("/dev/"):
+        return True
+    if e.get("write") or e.get("create") or e.get("truncate"):
+        return False
+    return path.startswith(SYSTEM_PREFIXES) or any(tree in path for tree in RUNTIME_TREES)
 
 
 def summary(events: list[dict[str, Any]]) -> dict[str, int]:

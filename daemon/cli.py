@@ -172,6 +172,9 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", choices=("text", "json"), default="text",
                    help="text (live view) or json (JSON Lines on stdout; the traced command's stdout then goes to "
                         "vigil's stderr, so stdout holds events only)")
+    p.add_argument("--all", action="store_true",
+                   help="text view: also print reads of system and language-runtime files, failed lookups and "
+                        "/dev opens (counted in the summary otherwise)")
     p.add_argument("-w", "--write", type=Path, metavar="FILE",
                    help="also write the events to FILE as JSON Lines (the live view and the command's output stay)")
     p.add_argument("--only", type=parse_only, metavar="KINDS",
@@ -349,7 +352,9 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.output == "json":
         pipeline.sinks.append(shown(JsonLinesSink(sys.stdout)))
     else:
-        pipeline.sinks.append(shown(TextView(pipeline.processes)))
+        # The status line is for watching others (-p, -c): a started command shares the terminal.
+        pipeline.sinks.append(shown(TextView(pipeline.processes, show_all=args.all, verbose=args.verbose,
+                                             status_line=not command)))
     if args.write is not None:
         try:
             written = open(args.write, "w", encoding="utf-8")  # closed by the sink when the pipeline stops
