@@ -44,6 +44,8 @@ fi
 "$PY" -m venv --help >/dev/null 2>&1 || apt_install python3-venv
 if [ "$DEV" -eq 1 ]; then
   apt_install curl prometheus gnutls-bin
+  # A real browser opens the HTML report in the tests.
+  apt_install chromium
   # systemd-analyze verifies the unit; setpriv (util-linux) runs vigild with fewer capabilities.
   apt_install systemd util-linux
   command -v node >/dev/null || apt_install nodejs
@@ -64,6 +66,21 @@ else
 fi
 ln -sf "$PREFIX/bin/vigil" "$BIN_DIR/vigil"
 ln -sf "$PREFIX/bin/vigild" "$BIN_DIR/vigild"
+
+# Manual pages vigil(8) and vigild(8) and bash/zsh completion, made from the programs' own
+# argument parsers, so they never disagree with --help.
+MAN_DIR="${VIGIL_MAN_DIR:-/usr/local/share/man/man8}"
+install -d "$MAN_DIR" /usr/share/bash-completion/completions /usr/local/share/zsh/site-functions
+VERSION="$("$PREFIX/bin/vigil" --version | cut -d' ' -f2)"
+for prog in vigil:cli vigild:service; do
+  name="${prog%%:*}" module="vigild.daemon.${prog##*:}"
+  "$PREFIX/bin/argparse-manpage" --module "$module" --function build_parser --prog "$name" \
+    --manual-section 8 --manual-title "vigild manual" --project-name vigild --version "$VERSION" \
+    --description "watch and govern AI agents from the kernel" --url "file:///usr/share/doc/vigild" \
+    --output "$MAN_DIR/$name.8" >/dev/null
+  "$PREFIX/bin/shtab" --shell bash "$module.build_parser" > "/usr/share/bash-completion/completions/$name"
+  "$PREFIX/bin/shtab" --shell zsh "$module.build_parser" > "/usr/local/share/zsh/site-functions/_$name"
+done
 
 # The service: a default configuration (kept if one exists) and the systemd unit, started only
 # where systemd is the init system (containers and CI often run without it).

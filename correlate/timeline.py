@@ -20,6 +20,31 @@ def is_effect(event: dict[str, Any]) -> bool:
     return str(event.get("type", "")).startswith(EFFECT_PREFIXES)
 
 
+# Read-only opens below these are what every program does at start (libraries, locale, name
+# service); views fold them into a count.
+SYSTEM_PREFIXES = ("/usr/", "/lib", "/etc/ld.so", "/proc/", "/sys/", "/dev/", "/etc/locale", "/etc/nsswitch",
+                   "/etc/localtime", "/etc/host.conf", "/etc/gai.conf", "/etc/ssl/")
+
+
+# Read-only opens inside these are an interpreter or runtime loading itself (a Python agent's
+# imports are thousands of opens a second): folded like system files.
+RUNTIME_TREES = ("/site-packages/", "/dist-packages/", "/lib/python3", "/__pycache__/", "/node_modules/",
+                 "/.pyenv/", "/.nvm/", "/.rustup/", "/.cargo/registry/", "/go/pkg/mod/")
+
+
+def is_plumbing(e: dict[str, Any]) -> bool:
+    """Failed lookups, reads of the system's own files and of language runtimes' trees, /dev: what
+    every program does at start. Writes, creates and truncations never are."""
+    if e["type"] != "file_open":
+        return False
+    path = e.get("path") or ""
+    if (e.get("ret") or 0) < 0 or path.startswith("/dev/"):
+        return True
+    if e.get("write") or e.get("create") or e.get("truncate"):
+        return False
+    return path.startswith(SYSTEM_PREFIXES) or any(tree in path for tree in RUNTIME_TREES)
+
+
 def summary(events: list[dict[str, Any]]) -> dict[str, int]:
     """The counts `vigil sessions` shows for a session."""
     llm = [e for e in events if e["type"] == "llm_call"]
@@ -72,20 +97,23 @@ def build_timeline(session: dict[str, Any], processes: list[dict[str, Any]],
             elif e["type"] == "detection":
                 agent["detections"].append(e)
 
-    by_response: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    # A tool call belongs to the LLM call that carried its id (the model's own tool-call id).
+    # Never by response_id alone: OpenAI-compatible servers reuse one for every response, which
+    # would put every tool call under the first LLM call.
+    story = [{"llm_call": e, "tool_calls": []} for e in events if e["type"] == "llm_call"]
+    asked_in: dict[str, dict[str, Any]] = {}
+    for entry in story:
+        for call in entry["llm_call"].get("tool_calls") or ():
+            if call.get("id"):
+                asked_in[call["id"]] = entry
     unrequested = []
     for node in sorted(tools.values(), key=lambda n: (n["start"] or {}).get("ts_ns", 0)):
         start = node["start"] or {}
-        if start.get("response_id") and not start.get("unrequested"):
-            by_response[start["response_id"]].append(node)
-        else:
+        entry = asked_in.get(start.get("tool_call_id") or "") if not start.get("unrequested") else None
+        if entry is not None:
+            entry["tool_calls"].append(node)
+        else:  # nobody asked, or asked by an LLM call the capture did not see whole
             unrequested.append(node)
-    story = []
-    for e in events:
-        if e["type"] == "llm_call":
-            story.append({"llm_call": e, "tool_calls": by_response.pop(e.get("response_id") or "", [])})
-    for orphans in by_response.values():  # asked for by an LLM call we did not see whole
-        unrequested.extend(orphans)
     return {**session, "summary": summary(events), "timeline": story, "unrequested": unrequested,
             "agent": agent, "lost": sum(e.get("count", 0) for e in events if e["type"] == "lost")}
 

@@ -95,14 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     sessions = sub.add_parser("sessions", help="list recorded sessions")
     sessions.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=DB_HELP)
-    sessions.add_argument("-n", "--limit", type=int, default=50)
-    sessions.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    sessions.add_argument("-n", "--limit", type=int, default=50, help="the newest N sessions (default 50)")
+    sessions.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                          help="a table (tab-separated when piped) or JSON Lines")
 
     show = sub.add_parser("show", help="print a session's timeline: LLM calls, tool calls, processes, effects, alerts")
     show.add_argument("session", nargs="?", help="session id or its first digits (default: the latest)")
     show.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=DB_HELP)
-    show.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    show.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                      help="the folded story, or the whole nested structure as JSON")
     show.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE, help="key for encrypted prompt content")
+
+    report = sub.add_parser("report", help="write a session as one self-contained HTML page",
+                            description="The story `vigil show` prints, as an HTML page with collapsible LLM calls "
+                                        "and tool calls, that opens offline anywhere.")
+    report.add_argument("session", nargs="?", help="session id or its first digits (default: the latest)")
+    report.add_argument("--html", type=Path, required=True, metavar="FILE", help="where to write the page")
+    report.add_argument("--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=DB_HELP)
+    report.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE, help="key for encrypted prompt content")
 
     export = sub.add_parser("export", help="send a session to an OpenTelemetry collector as a trace")
     export.add_argument("session", help="session id (or its first digits)")
@@ -136,12 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
     hook = sub.add_parser("hook", help="Claude Code hooks (daemon/claude-code-hooks.json)",
                           description="Read a Claude Code hook's JSON on stdin; pre-tool-use declares a Bash call's "
                                       "needs, post-tool-use tells the agent which limit its call hit. Never blocks.")
-    hook.add_argument("event", choices=("pre-tool-use", "post-tool-use"))
+    hook.add_argument("event", choices=("pre-tool-use", "post-tool-use"),
+                      help="the Claude Code hook event this invocation answers")
     hook.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"vigil socket (default $VIGIL_SOCKET or {DEFAULT_SOCKET})")
+
+    top = sub.add_parser("top", help="a live view of the sessions vigild is watching",
+                         description="One row per session vigild watches, refreshed every second; --session "
+                                     "drills into one. Ctrl-C quits.")
+    top.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
+    top.add_argument("--session", type=int, metavar="ID", help="also show this session's recent activity")
+    top.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between refreshes (default 1)")
+    top.add_argument("--once", action="store_true", help="print one snapshot and exit (for scripts: with -o json)")
+    top.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                     help="with --once: a table, or vigild's answer as JSON")
 
     status = sub.add_parser("status", help="ask the running vigild how it is doing")
     status.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
-    status.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    status.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                        help="human-readable lines or one JSON object")
     return parser
 
 
@@ -150,6 +172,9 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", choices=("text", "json"), default="text",
                    help="text (live view) or json (JSON Lines on stdout; the traced command's stdout then goes to "
                         "vigil's stderr, so stdout holds events only)")
+    p.add_argument("--all", action="store_true",
+                   help="text view: also print reads of system and language-runtime files, failed lookups and "
+                        "/dev opens (counted in the summary otherwise)")
     p.add_argument("-w", "--write", type=Path, metavar="FILE",
                    help="also write the events to FILE as JSON Lines (the live view and the command's output stay)")
     p.add_argument("--only", type=parse_only, metavar="KINDS",
@@ -192,7 +217,10 @@ def parse_size(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said with the subcommand's own usage, not the top level's
+        subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        subcommands.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="vigil: %(levelname)s %(name)s: %(message)s")
     try:
@@ -202,8 +230,12 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sessions(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "top":
+            return cmd_top(args)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "report":
+            return cmd_report(args)
         if args.command == "keygen":
             return cmd_keygen(args)
         if args.command == "declare":
@@ -326,7 +358,9 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.output == "json":
         pipeline.sinks.append(shown(JsonLinesSink(sys.stdout)))
     else:
-        pipeline.sinks.append(shown(TextView(pipeline.processes)))
+        # The status line is for watching others (-p, -c): a started command shares the terminal.
+        pipeline.sinks.append(shown(TextView(pipeline.processes, show_all=args.all, verbose=args.verbose,
+                                             status_line=not command)))
     if args.write is not None:
         try:
             written = open(args.write, "w", encoding="utf-8")  # closed by the sink when the pipeline stops
@@ -526,6 +560,25 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from vigild.daemon.history import session_tree
+    from vigild.daemon.report import write_html
+
+    store = _open_store(args.db, args.key_file)
+    session_id = store.resolve_session(args.session) if args.session else store.latest_session_id()
+    tree = session_tree(store, session_id) if session_id is not None else None
+    if tree is None:
+        print(f"vigil: error: no session in {args.db}", file=sys.stderr)
+        return 1
+    try:
+        write_html(tree, args.html, (store.session(session_id) or {}).get("agent"))
+    except OSError as exc:
+        print(f"vigil: error: cannot write {args.html}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote session {session_id} to {args.html}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from vigild.daemon.otlp import OtlpExportError, export_session
 
@@ -551,6 +604,30 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         print(f"vigil: error: cannot write a key to {args.path}: {exc.strerror}", file=sys.stderr)
         return 1
     print(f"wrote key {key_id} to {args.path}; keep a copy: without it, stored prompts cannot be read")
+    return 0
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from vigild.daemon.control import CommandError, request
+    from vigild.daemon.top_view import render, run_top
+
+    def ask() -> dict:
+        return request(args.socket, "top", session_id=args.session)
+
+    try:
+        if args.once:
+            snapshot = ask()
+            if args.output == "json":
+                print(json.dumps(snapshot, indent=2))
+            else:
+                Console().print(render(snapshot, args.session))
+            return 0
+        run_top(ask, Console(), args.session, args.interval)
+    except (OSError, CommandError) as exc:
+        print(f"vigil: error: cannot ask vigild at {args.socket}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
     return 0
 
 

@@ -13,8 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from vigild.correlate.timeline import build_timeline, fold_effects, summary
-from vigild.daemon.live_effects import SYSTEM_PREFIXES
+from vigild.correlate.timeline import build_timeline, fold_effects, is_plumbing, summary
 from vigild.daemon.store import Store
 
 SESSION_COLUMNS = ("session", "agent", "command", "started", "duration", "outcome", "llm", "tokens", "tools",
@@ -160,17 +159,8 @@ def _effect_label(title: str, group: list[dict[str, Any]]) -> str:
     return f"[magenta]{kind.removeprefix('net_')}[/magenta] {_esc(str(peer))}{extra}"
 
 
-def _is_plumbing(e: dict[str, Any]) -> bool:
-    """Failed lookups, reads of the system's own files, /dev: what every program does at start."""
-    if e["type"] != "file_open":
-        return False
-    path = e.get("path") or ""
-    writes = e.get("write") or e.get("create") or e.get("truncate")
-    return (e.get("ret") or 0) < 0 or path.startswith("/dev/") or (not writes and path.startswith(SYSTEM_PREFIXES))
-
-
 def _add_effects(node: Tree, effects: list[dict[str, Any]]) -> None:
-    shown = [e for e in effects if not _is_plumbing(e)]
+    shown = [e for e in effects if not is_plumbing(e)]
     for title, group in fold_effects(shown):
         node.add(_effect_label(title, group))
     hidden = len(effects) - len(shown)

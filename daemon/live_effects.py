@@ -12,8 +12,8 @@ from typing import Any
 
 from rich.text import Text
 
-SYSTEM_PREFIXES = ("/usr/", "/lib", "/etc/ld.so", "/proc/", "/sys/", "/dev/", "/etc/locale", "/etc/nsswitch",
-                   "/etc/localtime", "/etc/host.conf", "/etc/gai.conf", "/etc/ssl/")
+from vigild.correlate.timeline import SYSTEM_PREFIXES
+
 
 
 def _prefix(ts: str, word: str, pid: int, indent: str) -> str:

@@ -1,13 +1,18 @@
 """`vigil trace -o text`: a readable live view with rich.
 
-Each event is one line, indented by its process's depth in the traced tree; on a terminal a
-status line below shows event and drop counts.
+Each event is one line, indented by its process's depth in the traced tree and tagged with the
+tool call it belongs to (the tool's name and the model's id for it). What every program does at
+start — reads of system files and of language runtimes' trees, failed lookups, /dev — is counted,
+not printed (`--all` prints it). A status line is kept on stderr only while nothing else writes to
+the terminal (tracing `-p PID`), so it never fuses with the traced command's output; a summary
+closes the run: LLM calls, tokens, tool calls by outcome, alerts, losses.
 """
 
 from __future__ import annotations
 
 import shlex
 import time
+from collections import Counter
 from datetime import datetime
 
 from rich.console import Console
@@ -16,6 +21,7 @@ from rich.text import Text
 
 from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent
 from vigild.correlate.process_tree import ProcessTable
+from vigild.correlate.timeline import is_plumbing
 from vigild.daemon.live_effects import EFFECT_LINES
 from vigild.daemon.events import Event, LostEvent, SessionEnd, SessionStart
 
@@ -73,15 +79,23 @@ TOOL_LINES = {"tool_start": _tool_start_line, "tool_end": _tool_end_line, "mem_s
 
 
 class TextView:
-    def __init__(self, processes: ProcessTable, console: Console | None = None) -> None:
+    def __init__(self, processes: ProcessTable, console: Console | None = None, *, show_all: bool = False,
+                 verbose: bool = False, status_line: bool = True) -> None:
         self.console = console or Console(highlight=False)
         self.processes = processes
+        self.show_all = show_all
+        self.verbose = verbose
         self.events = 0
         self.dropped = 0
+        self.folded = 0
         self.started = time.monotonic()
+        self.tags: dict[int, str] = {}  # tool call -> "Bash toolu_01…", the label its lines carry
+        self.totals: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
         self._live: Live | None = None
-        if self.console.is_terminal:
-            self._live = Live(self._status(), console=self.console, refresh_per_second=4, transient=True)
+        status_console = Console(stderr=True, highlight=False)
+        if status_line and status_console.is_terminal:
+            self._live = Live(self._status(), console=status_console, refresh_per_second=4, transient=True)
             self._live.start()
 
     def _status(self) -> Text:
@@ -146,6 +160,11 @@ class TextView:
         if d.get("stream") and d.get("ttft_ms") is not None:
             timing += f", first token {d['ttft_ms']:.0f} ms"
         line.append(f"  {d.get('status')} {tokens}, {timing}, {d.get('finish_reason')}")
+        text = (d.get("text") or "").strip()
+        if text:
+            shown = text if self.verbose else text.splitlines()[0][:160] + (" …" if len(text) > 160 or "\n" in text
+                                                                            else "")
+            line.append(f"\n{' ' * 22}{indent}“{shown}”", style="italic")
         for call in d.get("tool_calls") or []:
             args = call.get("arguments", call.get("arguments_raw"))
             line.append(f"\n{' ' * 22}{indent}↳ tool {call.get('name')}({str(args)[:160]})", style="bold yellow")
@@ -153,9 +172,44 @@ class TextView:
 
     def handle(self, event: Event) -> None:
         self.events += 1
+        kind = event.type
+        if kind in ("file_open", "llm_call", "tool_start", "tool_end", "detection"):
+            d = event.to_dict()
+            self._count(kind, d)
+            if kind == "file_open" and not self.show_all and is_plumbing(d):
+                self.folded += 1
+                return
         line = self._line(event)
-        if line is not None:
-            self.console.print(line, soft_wrap=True)
+        if line is None:
+            return
+        call = getattr(event, "tool_call", None) or (event.to_dict().get("tool_call") if kind in TOOL_LINES else None)
+        if call and call in self.tags:
+            line = Text.assemble(Text(f"[{self.tags[call]}] ", style="dim blue"), line)
+        self.console.print(line, soft_wrap=True)
+
+    def _count(self, kind: str, d: dict) -> None:
+        if kind == "llm_call":
+            self.totals["llm_calls"] += 1
+            self.totals["input_tokens"] += d.get("input_tokens") or 0
+            self.totals["output_tokens"] += d.get("output_tokens") or 0
+        elif kind == "tool_start" and d.get("tool_call") is not None:
+            ident = d.get("tool_call_id") or "unrequested"
+            self.tags[d["tool_call"]] = f"{d.get('tool_name') or 'process'} {ident[:14]}"
+        elif kind == "tool_end":
+            self.outcomes[d.get("outcome") or "?"] += 1
+        elif kind == "detection":
+            self.totals["alerts"] += 1
+
+    def summary(self) -> Text:
+        """The run in one line: what the model was asked and did, and what was lost or folded."""
+        calls = ", ".join(f"{n} {outcome}" for outcome, n in self.outcomes.most_common()) or "none"
+        text = Text(f"summary: {self.totals['llm_calls']} LLM calls, {self.totals['input_tokens']}→"
+                    f"{self.totals['output_tokens']} tokens; tool calls: {calls}; ", style="bold")
+        text.append(f"{self.totals['alerts']} alerts", style="bold red" if self.totals["alerts"] else "bold")
+        text.append(f"; {self.events} events, {self.dropped} lost", style="bold red" if self.dropped else "bold")
+        if self.folded:
+            text.append(f"; {self.folded} opens of system and runtime files folded (--all shows them)", style="dim")
+        return text
 
     def flush(self) -> None:
         if self._live is not None:
@@ -165,4 +219,4 @@ class TextView:
         if self._live is not None:
             self._live.stop()
             self._live = None
-        self.console.print(self._status())
+        self.console.print(self.summary())

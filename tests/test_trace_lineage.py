@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -255,3 +256,22 @@ def test_json_stdout_holds_events_only_and_w_file_the_same(tmp_path: Path) -> No
     assert {e["type"] for e in only.events} == {"session_start", "exec", "session_end"}
     bad = vigil_trace(["--only", "nonsense", "--", "true"])
     assert bad.returncode == 2 and "known: llm, tool" in bad.stderr
+
+
+def test_live_view_folds_runtime_noise_and_ends_with_a_summary(tmp_path: Path) -> None:
+    """A Python program's imports are thousands of opens: the text view counts them instead of
+    printing them (--all prints them), keeps what the program really did, and closes with a summary."""
+    script = tmp_path / "agent.py"
+    script.write_text("import json, email, http.client, xml.dom.minidom, decimal, asyncio\n"
+                      f"open({str(tmp_path / 'result.txt')!r}, 'w').write('done')\n")
+    folded = subprocess.run([*VIGIL, "trace", "--", sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=120)
+    everything = subprocess.run([*VIGIL, "trace", "--all", "--", sys.executable, str(script)], capture_output=True,
+                                text=True, timeout=120)
+    assert folded.returncode == 0 and everything.returncode == 0, folded.stderr + everything.stderr
+    lines, all_lines = folded.stdout.splitlines(), everything.stdout.splitlines()
+    assert f"create {tmp_path / 'result.txt'}" in folded.stdout
+    assert len(lines) * 2 < len(all_lines), (len(lines), len(all_lines))
+    summary = " ".join(lines[-2:])
+    assert "summary: 0 LLM calls" in summary and "folded (--all shows them)" in summary
+    assert "events" not in folded.stderr  # no status line fused with the command's terminal
