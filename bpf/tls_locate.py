@@ -41,16 +41,39 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-# capstone decodes x86-64 instructions (immediates, call targets, instruction boundaries): a
-# hand-written decoder for the variable-length encoding would be longer and less trustworthy.
-import capstone
-# pyelftools reads section headers and notes; the locator needs no more of ELF than that.
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
+if TYPE_CHECKING:
+    import capstone
 
 log = logging.getLogger("vigild.tls_locate")
+
+
+# Both libraries are imported when a search runs, not when vigil starts (capstone loads a large
+# shared library): most runs find every executable in the cache.
+@cache
+def _capstone() -> ModuleType:
+    # capstone decodes x86-64 instructions (immediates, call targets, instruction boundaries): a
+    # hand-written decoder for the variable-length encoding would be longer and less trustworthy.
+    import capstone
+
+    return capstone
+
+
+def _elf_file(file: object) -> object:
+    # pyelftools reads section headers and notes; the locator needs no more of ELF than that.
+    from elftools.elf.elffile import ELFFile
+
+    return ELFFile(file)
+
+
+def _elf_errors() -> tuple[type[Exception], ...]:
+    from elftools.common.exceptions import ELFError
+
+    return (OSError, ELFError, ValueError)
 
 LOCATOR_VERSION = 1
 DEFAULT_CACHE_DIR = Path(os.environ.get("VIGIL_TLS_CACHE", "/var/cache/vigild/tls-locate"))
@@ -132,7 +155,7 @@ class _Image:
         self._file = open(path, "rb")
         try:
             self.map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-            self.elf = ELFFile(self._file)
+            self.elf = _elf_file(self._file)
         except BaseException:
             self._file.close()
             raise
@@ -200,7 +223,8 @@ def _reference_sites(img: _Image, targets: list[int]) -> list[int]:
     """Instructions that load one of the target addresses into a register: ``mov r32, imm32`` /
     ``mov r64, imm32`` in fixed-address executables, ``lea r64, [rip+d]`` in position-independent
     ones. Which argument register it is tells the calling convention (`_decode_site`)."""
-    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+    cs = _capstone()
+    md = cs.Cs(cs.CS_ARCH_X86, cs.CS_MODE_64)
     sites = set()
     wanted = set(targets)
     for addr, off, size in img.exec_sections:
@@ -229,43 +253,48 @@ def _reference_sites(img: _Image, targets: list[int]) -> list[int]:
     return sorted(sites)
 
 
-# ERR_put_error's two signatures: (lib, reason, file, line) in older BoringSSL, (lib, unused,
-# reason, file, line) in newer. The register that receives the file says which one was compiled.
-_X86 = capstone.x86
-_CONVENTIONS = {
-    _X86.X86_REG_RDX: (_X86.X86_REG_EDI, _X86.X86_REG_ESI, _X86.X86_REG_ECX),
-    _X86.X86_REG_RCX: (_X86.X86_REG_EDI, _X86.X86_REG_EDX, _X86.X86_REG_R8D),
-}
-_WIDE = {_X86.X86_REG_EDX: _X86.X86_REG_RDX, _X86.X86_REG_ECX: _X86.X86_REG_RCX}
+@cache
+def _conventions() -> tuple[dict[int, tuple[int, int, int]], dict[int, int]]:
+    """ERR_put_error's two signatures: (lib, reason, file, line) in older BoringSSL, (lib, unused,
+    reason, file, line) in newer. The register that receives the file says which one was
+    compiled: file register -> (lib, reason, line) registers; and 32-bit names of those."""
+    x86 = _capstone().x86
+    conventions = {
+        x86.X86_REG_RDX: (x86.X86_REG_EDI, x86.X86_REG_ESI, x86.X86_REG_ECX),
+        x86.X86_REG_RCX: (x86.X86_REG_EDI, x86.X86_REG_EDX, x86.X86_REG_R8D),
+    }
+    return conventions, {x86.X86_REG_EDX: x86.X86_REG_RDX, x86.X86_REG_ECX: x86.X86_REG_RCX}
 
 
 def _decode_site(md: capstone.Cs, img: _Image, site: int) -> tuple[int, int, int, int | None] | None:
     """(library, reason, line, ERR_put_error target) from the immediates set between the file
     argument's load and the call (or the jump to a shared call)."""
+    x86 = _capstone().x86
+    conventions, wide = _conventions()
     regs: dict[int, int] = {}
     target = None
     file_reg = None
     for ins in md.disasm(img.code(site, SITE_WINDOW), site):
         if file_reg is None:
-            if not ins.operands or ins.operands[0].type != _X86.X86_OP_REG:
+            if not ins.operands or ins.operands[0].type != x86.X86_OP_REG:
                 return None
-            file_reg = _WIDE.get(ins.operands[0].reg, ins.operands[0].reg)
+            file_reg = wide.get(ins.operands[0].reg, ins.operands[0].reg)
             continue
         if ins.mnemonic in ("call", "jmp"):
             op = ins.operands[0] if ins.operands else None
-            if op is not None and op.type == _X86.X86_OP_IMM:
+            if op is not None and op.type == x86.X86_OP_IMM:
                 target = op.imm
             break
-        if ins.mnemonic in ("mov", "xor") and len(ins.operands) == 2 and ins.operands[0].type == _X86.X86_OP_REG:
+        if ins.mnemonic in ("mov", "xor") and len(ins.operands) == 2 and ins.operands[0].type == x86.X86_OP_REG:
             dst = ins.operands[0].reg
             src = ins.operands[1]
-            if ins.mnemonic == "mov" and src.type == _X86.X86_OP_IMM:
+            if ins.mnemonic == "mov" and src.type == x86.X86_OP_IMM:
                 regs[dst] = src.imm
-            elif ins.mnemonic == "xor" and src.type == _X86.X86_OP_REG and src.reg == dst:
+            elif ins.mnemonic == "xor" and src.type == x86.X86_OP_REG and src.reg == dst:
                 regs[dst] = 0
             else:
                 regs.pop(dst, None)
-    convention = _CONVENTIONS.get(file_reg)
+    convention = conventions.get(file_reg)
     if convention is None:
         return None
     lib, reason, line = (regs.get(r) for r in convention)
@@ -359,7 +388,7 @@ def _calls_in(md: capstone.Cs, img: _Image, entry: int) -> set[int]:
     for ins in md.disasm(img.code(entry, MAX_FUNCTION_BYTES), entry):
         if ins.mnemonic == "int3":
             break
-        if ins.mnemonic in ("call", "jmp") and ins.operands and ins.operands[0].type == capstone.x86.X86_OP_IMM:
+        if ins.mnemonic in ("call", "jmp") and ins.operands and ins.operands[0].type == _capstone().x86.X86_OP_IMM:
             found.add(ins.operands[0].imm)
     return found
 
@@ -430,7 +459,8 @@ def _search(path: str, spec: StackSpec) -> tuple[str, TlsFunctions | Blind | Non
         strings = _string_addresses(img, spec.source_suffix)
         if not strings:
             return key, _unhookable(img, path, key)
-        md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        cs = _capstone()
+        md = cs.Cs(cs.CS_ARCH_X86, cs.CS_MODE_64)
         md.detail = True
         sites: list[tuple[int, int, int]] = []
         put_error: dict[int, int] = defaultdict(int)
@@ -503,7 +533,7 @@ class Locator:
         for spec in self.specs:
             try:
                 key, result = _search(path, spec)
-            except (OSError, ELFError, ValueError) as exc:
+            except _elf_errors() as exc:
                 return Blind(path, spec.name, f"cannot read the executable: {exc}")
             found = result if result is not None else _NoStack(key)
             if result is not None:
@@ -525,7 +555,7 @@ class Locator:
             return None
         try:
             img = _Image(path)
-        except (OSError, ELFError, ValueError):
+        except _elf_errors():
             return None
         try:
             key = img.build_key()
