@@ -131,12 +131,14 @@ class Service:
     def __init__(self, config: Config, config_path: Path, config_missing_ok: bool) -> None:
         from vigild.bpf.lineage import LineageSensor
         from vigild.bpf.tls import TlsSensor
+        from vigild.bpf.tls_locate import Locator
         from vigild.correlate.tls_stream import TlsStreamDecoder
         from vigild.daemon.control import ControlServer
         from vigild.daemon.declare import Bounds, DeclareCommands, PeerControlServer
         from vigild.daemon.metrics import Exporter, build_registry
         from vigild.daemon.pipeline import Pipeline
         from vigild.daemon.sinks import StoreSink
+        from vigild.daemon.watchdog import start_watchdog
 
         self.config = config
         self.config_path = config_path
@@ -152,12 +154,19 @@ class Service:
         self.tools: Any = None
         self.tools_on = config.tools_enabled  # fixed for the process: cgroups and watchdog are set up once
         self.store = Store(config.store_path, key_file=config.store_key_file)
-        self.lineage = LineageSensor(root_comms=config.root_comms, root_flags=self.root_flags)
+        # With TLS capture, an agent's exec of a not yet examined executable is held until its TLS
+        # is hooked (Bun builds carry BoringSSL); a watchdog lets held processes go if vigild dies.
+        self.lineage = LineageSensor(root_comms=config.root_comms, root_flags=self.root_flags,
+                                     hold_new_exe=config.capture_tls)
+        self.watchdog: Any = None
         try:
             if config.tools_enabled:
                 self.tools = open_tool_control(self.lineage, config)  # forks the watchdog: before any thread
+            elif config.capture_tls:
+                self.watchdog = start_watchdog(self.lineage.held.fd)
             if config.capture_tls:
-                self.tls = TlsSensor(self.lineage.shared_maps, max_call_bytes=config.max_call_bytes)
+                self.tls = TlsSensor(self.lineage.shared_maps, max_call_bytes=config.max_call_bytes,
+                                     locator=Locator())
                 self.tls.attach_system_libraries()
             intent = TlsStreamDecoder(capture_content=config.capture_content,
                                       max_body_bytes=config.max_call_bytes) if self.tls else None
@@ -276,6 +285,9 @@ class Service:
         if self.tools is not None:
             self.tools.release_resources()
             self.tools = None
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
         if self.exporter is not None:
             self.exporter.close()
             self.exporter = None
