@@ -53,7 +53,9 @@ def check_every_call_decoded(result: dict[str, Any]) -> list[dict[str, Any]]:
     assert tool["id"].startswith("toolu_")
     assert all(c["output_tokens"] == 9 and c["text"] == "Done: vigil-was-here ✓" for c in without)
     hooked = [e for e in result["events"] if e["type"] == "capture_hooked" and e["stack"] == "boringssl"]
-    assert len(hooked) == 1 and hooked[0]["how"] == "locator", result["events"][:5]
+    # "locator (late)": the first search outlasted the exec's hold (slow emulated guests); the
+    # process ran on and was hooked when it ended, before its first call here
+    assert len(hooked) == 1 and hooked[0]["how"] in ("locator", "locator (late)"), hooked
     assert not [e for e in result["events"] if e["type"] in ("capture_blind", "parse_failure", "lost")]
     return calls
 
