@@ -80,7 +80,7 @@ class Capture:
 class TlsSensor:
     def __init__(self, shared_maps: dict[str, Map], max_call_bytes: int = 16 * 1024 * 1024,
                  wakeup_bytes: int = 256 * 1024, locator: Locator | None = None,
-                 locate_timeout: float = 10.0) -> None:
+                 locate_timeout: float = 30.0) -> None:
         """locator: finds TLS compiled into stripped executables (None: such executables are
         reported blind). locate_timeout bounds how long one exec waits for a first search."""
         self.obj = BpfObject(object_path("tls.bpf.o"))
@@ -152,6 +152,12 @@ class TlsSensor:
         except OSError:
             return None
         key = (st.st_dev, st.st_ino)
+        try:
+            same = os.stat(shown)
+            if (same.st_dev, same.st_ino) == key:
+                path = shown  # the same file in our namespace: the search outlives the process
+        except OSError:
+            pass
         if key in self._examined:
             return key
         self._examined.add(key)
@@ -169,6 +175,9 @@ class TlsSensor:
             log.warning("locating TLS in %s takes longer than %.1f s: its process runs on, unhooked "
                         "until the search ends", path, self.locate_timeout)
             return key
+        except OSError:
+            self._examined.discard(key)  # gone before it could be read: examined again if seen again
+            return key
         except Exception as exc:  # noqa: BLE001 - a binary that breaks the search is blind, not fatal
             found = Blind(path, "unknown", f"TLS search failed: {exc}")
         self._apply(key, shown, found)
@@ -181,6 +190,9 @@ class TlsSensor:
                 del self._pending[key]
                 try:
                     found = future.result()
+                except OSError:
+                    self._examined.discard(key)
+                    continue
                 except Exception as exc:  # noqa: BLE001
                     found = Blind("", "unknown", f"TLS search failed: {exc}")
                 self._apply(key, self._shown.get(key, ""), found, late=True)

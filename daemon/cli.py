@@ -147,6 +147,9 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-tls", action="store_true", help="do not capture TLS plaintext (no LLM calls)")
     p.add_argument("--no-tls-locate", action="store_true",
                    help="do not search stripped executables (Bun: Claude Code, opencode) for their TLS functions")
+    p.add_argument("--tls-locate-timeout", type=float, default=30.0,
+                   help="hold a new executable's first exec at most this long while its TLS is searched "
+                        "(default 30 s; then it runs on and is hooked when the search ends)")
     p.add_argument("--no-effects", action="store_true", help="do not trace file and network effects")
     p.add_argument("--no-detections", action="store_true", help="do not raise detection events")
     p.add_argument("--capture-content", action="store_true",
@@ -278,7 +281,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             watchdog = start_watchdog(lineage.held.fd)  # forks: before any thread
         if not args.no_tls:
             tls = TlsSensor(lineage.shared_maps, max_call_bytes=args.max_call_bytes,
-                            locator=None if args.no_tls_locate else Locator())
+                            locator=None if args.no_tls_locate else Locator(),
+                            locate_timeout=args.tls_locate_timeout)
         if not args.no_effects:
             effects = _open_effects(lineage)
     except BaseException:

@@ -365,21 +365,24 @@ class Pipeline:
         key = self.tls.scan_process(event.pid) if self.tls is not None else None
         if key is not None:
             self.lineage.mark_exe_seen(*key)
+        hold_ms = None
         if event.exe_held:
-            self.exe_holds.append((time.time_ns() - event.ts_ns) / 1e6)
+            hold_ms = (time.time_ns() - event.ts_ns) / 1e6
+            self.exe_holds.append(hold_ms)
             if not event.held:  # a tool call's process is let go by the control, once placed
                 self.lineage.release_held(event.pid)
                 try:
                     os.kill(event.pid, signal.SIGCONT)
                 except ProcessLookupError:
                     pass
-        self._report_captures(event.ts_ns, event.pid)
+        self._report_captures(event.ts_ns, event.pid, hold_ms)
 
-    def _report_captures(self, ts_ns: int, pid: int) -> None:
-        if self.tls is None:
+    def _report_captures(self, ts_ns: int, pid: int, hold_ms: float | None = None) -> None:
+        """Say what became hooked or blind; pid is the process that led to it (0: a search that
+        ended after its process was let go), hold_ms how long its exec was held."""
+        if self.tls is None or not self.tls.new_captures:
             return
         info = self.processes.get(pid)
-        hold = self.exe_holds[-1] if self.exe_holds else None
         for cap in self.tls.new_captures:
             cls = CaptureBlind if cap.state == "blind" else CaptureEvent
             if cap.state == "blind":
@@ -387,7 +390,7 @@ class Pipeline:
             self._dispatch(cls(ts_ns=ts_ns, pid=pid, comm=info.comm if info else "",
                                session_id=info.session_id if info else None, binary=cap.path, stack=cap.stack,
                                how=cap.how, reason=cap.reason, locate_ms=cap.locate_ms, cached=cap.cached,
-                               hold_ms=round(hold, 1) if hold is not None else None))
+                               hold_ms=round(hold_ms, 1) if hold_ms is not None else None))
         self.tls.new_captures.clear()
 
     def _watch_plaintext(self, event: NetConnect | NetClose) -> None:
@@ -441,8 +444,7 @@ class Pipeline:
         now = time.monotonic()
         if self.tls is not None:
             self.tls.poll_pending()
-            if self.tls.new_captures:
-                self._report_captures(time.time_ns(), 0)
+            self._report_captures(time.time_ns(), 0)
         if self.tls is not None and now - self._last_scan >= SCAN_INTERVAL_S:
             # Young processes are still loading libraries: scan them every round; older ones
             # every tenth round.
@@ -452,6 +454,7 @@ class Pipeline:
             for info in list(self.processes.processes.values()):
                 if info.alive and (info.start_ns > young_since or self._scan_round % 10 == 0):
                     self.tls.scan_process(info.pid)
+                    self._report_captures(time.time_ns(), info.pid)
         if self.control is not None:
             for tool_event in self.control.tick():
                 self._dispatch(tool_event)

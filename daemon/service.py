@@ -333,6 +333,8 @@ class Service:
             "events_per_s": round(self.events_per_second(), 2),
             "drops": sum(health["drops_by_kind"].values()),
             "drops_by_kind": health["drops_by_kind"],
+            "tls_captures": health["tls_captures"],
+            "tls_blind_connections": sum(health["tls_blind_connections"].values()),
             "store": {"path": str(self.store.path), "bytes": store_bytes},
         }
 
