@@ -16,9 +16,9 @@ import psutil
 
 from vigild.bpf.events import (
     EVENT_KIND_MAX,
-    ExeKeyC,
     KIND_NAMES,
     TASK_COMM_LEN,
+    ExeKeyC,
     KindStatsC,
     LineageConfigC,
     TrackedInfoC,

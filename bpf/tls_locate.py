@@ -193,9 +193,9 @@ class _Image:
         off = self.file_offset(vaddr)
         if off is None:
             return b""
-        for addr, sec_off, size in self.exec_sections:
+        for addr, _off, size in self.exec_sections:
             if addr <= vaddr < addr + size:
-                length = min(length, addr + size - vaddr)
+                length = min(length, addr + size - vaddr)  # never past the section's end
         return self.map[off:off + length]
 
     def close(self) -> None:
