@@ -177,6 +177,10 @@ class Pipeline:
             for proc in procs:
                 self._seed(proc, session_id, pid)
             self._open_session(session)
+            if self.tls is not None:  # already running: hook what they carry now, not at the next scan
+                for proc in procs:
+                    self.tls.scan_process(proc.pid)
+                    self._report_captures(time.time_ns(), proc.pid)
             return session
 
     def add_pending_root(self, pid: int, argv: list[str], cwd: str, uid: int, controlled: bool = False) -> Session:

@@ -88,3 +88,43 @@ def test_blind_is_said_when_the_locator_is_off(tmp_path: Path) -> None:
     assert blind, result["stdout"][-3000:]
     assert "traffic without plaintext" in blind[0] and "claude" in blind[0]
     assert "llm " not in result["stdout"]  # nothing decoded, and nothing pretends it was
+
+
+CLIENT = """
+await Bun.sleep(Number(process.argv[3]));
+for (let i = 0; i < 3; i++) {
+  const r = await fetch(process.argv[2] + "/v1/messages", {method: "POST", headers: {
+    "content-type": "application/json", "x-api-key": "sk-ant-api03-test-not-a-key",
+    "anthropic-version": "2023-06-01", "x-fake-scenario": "text_only"},
+    body: JSON.stringify({model: "claude-sonnet-4-5", max_tokens: 64, stream: true,
+                          messages: [{role: "user", content: "hi " + i}]})});
+  await r.text();
+}
+"""
+
+
+def test_running_bun_process_is_hooked_when_adopted(tmp_path: Path) -> None:
+    """`vigil trace -p PID` of a Bun process that is already running: hooked at adoption, so its
+    next calls are all decoded."""
+    from fakellm import FakeLLMServer
+
+    script = tmp_path / "client.mjs"
+    script.write_text(CLIENT)
+    with FakeLLMServer(http2=False) as server:
+        env = {**os.environ, "BUN_BE_BUN": "1", "NODE_EXTRA_CA_CERTS": server.ca_path}
+        client = subprocess.Popen([str(agent_binary("opencode-1.18.33")), str(script), server.url, "8000"], env=env)
+        try:
+            vigil = subprocess.run([sys.executable, "-m", "vigild.daemon.cli", "trace", "-o", "json", "--no-effects",
+                                    "-p", str(client.pid), "--timeout", "120"],
+                                   env={**os.environ, "VIGIL_TLS_CACHE": str(tmp_path / "cache")},
+                                   capture_output=True, text=True, timeout=180, check=False)
+        finally:
+            client.kill()
+            client.wait()
+        events = [json.loads(line) for line in vigil.stdout.splitlines() if line.startswith("{")]
+        exchanges = server.exchanges.wait_finished(3)
+    assert vigil.returncode == 0, vigil.stderr
+    calls = [e for e in events if e["type"] == "llm_call"]
+    assert len(exchanges) == 3 and len(calls) == 3, (calls, vigil.stderr)
+    assert sorted(c["response_id"] for c in calls) == sorted(e.response.response_id for e in exchanges)
+    assert [e["how"] for e in events if e["type"] == "capture_hooked"] == ["locator"]

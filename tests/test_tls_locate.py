@@ -88,3 +88,31 @@ def test_two_read_impl_candidates_are_refused() -> None:
     other_impl = _fn(0x6000, (S.r_uninitialized, 841), (S.r_handshake_failure, 871))
     with pytest.raises(tls_locate._Refused, match="ssl_read_impl: 2 candidates"):
         tls_locate._identify(None, None, S, [impl_inlined_read, write, shutdown, other_impl])  # type: ignore[arg-type]
+
+
+def test_doctor_names_a_running_bun_process_hooked_and_a_plain_one_without_tls(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "wait.js"
+    script.write_text("await Bun.sleep(60000);\n")
+    bun = subprocess.Popen([str(agent_binary("opencode-1.18.33")), str(script)], env={**os.environ, "BUN_BE_BUN": "1"})
+    plain = subprocess.Popen(["sleep", "60"])
+    try:
+        env = {**os.environ, "VIGIL_TLS_CACHE": str(tmp_path / "cache")}
+        ask = [sys.executable, "-m", "vigild.daemon.cli", "doctor", "-o", "json"]
+        time.sleep(1.0)
+        report = json.loads(subprocess.run([*ask, str(bun.pid)], env=env, capture_output=True, text=True,
+                                           check=True, timeout=120).stdout)
+        (stack,) = [s for s in report["stacks"] if s["stack"] == "boringssl"]
+        assert stack["state"] == "hooked" and stack["how"].startswith("locator (SSL_write at 0x")
+        assert report["verdict"] == "readable"
+        text = subprocess.run([*ask[:-2], str(plain.pid)], env=env, capture_output=True, text=True, check=True,
+                              timeout=60).stdout
+        assert text.startswith(f"pid {plain.pid} ") and "no TLS stack found" in text
+    finally:
+        for proc in (bun, plain):
+            proc.kill()
+            proc.wait()
