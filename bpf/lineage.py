@@ -23,7 +23,7 @@ from vigild.bpf.events import (
     LineageConfigC,
     TrackedInfoC,
 )
-from vigild.bpf.loader import BpfObject, Map, check_host, possible_cpus, raise_memlock_limit
+from vigild.bpf.loader import BpfError, BpfObject, Map, check_host, possible_cpus, raise_memlock_limit
 from vigild.bpf.objects import object_path
 
 log = logging.getLogger("vigild.bpf")
@@ -55,6 +55,7 @@ class LineageSensor:
             self.root_comms: Map = self.obj.map("root_comms")
             self.held: Map = self.obj.map("held")
             self.exe_seen: Map = self.obj.map("exe_seen")
+            self._exe_seen_full = False
             for comm in comms:
                 self.add_root_comm(comm, root_flags)
             for prog in PROGRAMS:
@@ -91,7 +92,13 @@ class LineageSensor:
         """The executable (as os.stat names it) has been examined: execs of it are not held."""
         # the kernel's s_dev is MKDEV(major, minor) = major << 20 | minor, not stat's encoding
         key = ExeKeyC(ino=st_ino, dev=(os.major(st_dev) << 20) | os.minor(st_dev))
-        self.exe_seen.update(key, ctypes.c_uint8(1))
+        try:
+            self.exe_seen.update(key, ctypes.c_uint8(1))
+        except BpfError as exc:  # full (65536 executables): their execs are held briefly each time
+            if not self._exe_seen_full:
+                log.warning("cannot remember more examined executables (%s): new execs of unremembered "
+                            "ones are held until examined again", exc)
+            self._exe_seen_full = True
 
     def release_held(self, pid: int) -> bool:
         """Forget that the kernel stopped pid at its call's first exec (the caller sends SIGCONT)."""
