@@ -25,22 +25,35 @@ struct {
 	__type(value, struct tls_call);
 } tls_calls SEC(".maps");
 
-/* A chunk is assembled here before it is copied into the ring with its exact length. `busy`
- * guards against a preempting uprobe on the same CPU reusing the slot mid-copy: that call is
- * counted as lost (EVENT_TLS_BUSY) instead of corrupting another's data. */
+/* A chunk is assembled here before it is copied into the ring with its exact length. uprobe
+ * programs run with migration disabled but can be preempted (PREEMPT kernels), so another
+ * thread's return probe may run on this CPU while one is mid-copy: each CPU has a few slots,
+ * taken by nesting depth (tls_nest), so a preempting call gets its own. Only deeper nesting than
+ * TLS_SCRATCH_NEST is counted as lost (EVENT_TLS_BUSY). */
+#define TLS_SCRATCH_NEST 4
+
 struct tls_scratch {
-	__u32 busy;
-	__u32 _pad;
-	__u64 seq;
 	struct tls_data_event ev;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TLS_SCRATCH_NEST);
+	__type(key, __u32);
+	__type(value, struct tls_scratch);
+} tls_scratch SEC(".maps");
+
+struct tls_nest {
+	__u64 depth;
+	__u64 seq;
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct tls_scratch);
-} tls_scratch SEC(".maps");
+	__type(value, struct tls_nest);
+} tls_nest SEC(".maps");
 
 struct chunk_ctx {
 	struct tls_scratch *s;
@@ -87,11 +100,12 @@ static long emit_chunk(__u64 index, struct chunk_ctx *c)
 static __always_inline int on_exit(struct pt_regs *ctx, long ret, int is_ex)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32, zero = 0, total;
+	__u32 tgid = id >> 32, zero = 0, total, level;
 	__u64 cookie = bpf_get_attach_cookie(ctx), moved = 0;
 	struct tracked_info *info;
 	struct tls_call *call;
 	struct tls_scratch *s;
+	struct tls_nest *nest;
 	struct chunk_ctx c;
 
 	call = bpf_map_lookup_elem(&tls_calls, &id);
@@ -104,17 +118,18 @@ static __always_inline int on_exit(struct pt_regs *ctx, long ret, int is_ex)
 		moved = ret;
 	}
 	info = bpf_map_lookup_elem(&tracked, &tgid);
-	s = bpf_map_lookup_elem(&tls_scratch, &zero);
-	if (!moved || !info || !s)
+	nest = bpf_map_lookup_elem(&tls_nest, &zero);
+	if (!moved || !info || !nest)
 		goto out;
-	if (s->busy) {
+	level = __sync_fetch_and_add(&nest->depth, 1);
+	s = level < TLS_SCRATCH_NEST ? bpf_map_lookup_elem(&tls_scratch, &level) : 0;
+	if (!s) {
 		count_event(EVENT_TLS_BUSY, -1);
-		goto out;
+		goto release;
 	}
-	s->busy = 1;
 	fill_header(&s->ev.hdr, EVENT_TLS_DATA, (struct task_struct *)bpf_get_current_task_btf(), info);
 	s->ev.conn_id = call->conn;
-	s->ev.call_id = (s->seq++) | ((__u64)bpf_get_smp_processor_id() << 56);
+	s->ev.call_id = __sync_fetch_and_add(&nest->seq, 1) | ((__u64)bpf_get_smp_processor_id() << 56);
 	s->ev.direction = cookie & 0xff;
 	s->ev.lib = (cookie >> 8) & 0xff;
 	s->ev.call_len = moved > 0xffffffffULL ? 0xffffffff : moved;
@@ -127,7 +142,8 @@ static __always_inline int on_exit(struct pt_regs *ctx, long ret, int is_ex)
 	c.src = call->buf;
 	c.total = total;
 	bpf_loop((total + TLS_CHUNK_MAX - 1) / TLS_CHUNK_MAX, emit_chunk, &c, 0);
-	s->busy = 0;
+release:
+	__sync_fetch_and_sub(&nest->depth, 1);
 out:
 	bpf_map_delete_elem(&tls_calls, &id);
 	return 0;

@@ -4,7 +4,10 @@ pipeline.
 uprobes attach to a file (an inode), for every process that maps it; the programs drop calls from
 untracked processes in the kernel. Libraries are found where agents load them: the system's own
 (attached at start), those a tracked process maps (its /proc/PID/maps, through /proc/PID/root for
-containers), and executables that carry OpenSSL themselves and export its symbols (Node.js).
+containers), executables that carry OpenSSL themselves and export its symbols (Node.js), and
+executables with BoringSSL compiled in and no symbols (Bun: Claude Code, opencode), found by
+`tls_locate`. What cannot be hooked is recorded per executable (`captures`) so it is said, not
+silent.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import logging
 import os
 import subprocess
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +26,7 @@ from vigild.bpf.events import TLS_DIR_READ, TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_L
 from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfObject, Link, Map
 from vigild.bpf.objects import object_path
+from vigild.bpf.tls_locate import Blind, Locator, TlsFunctions
 
 log = logging.getLogger("vigild.tls")
 
@@ -54,9 +60,30 @@ class HookedFile:
     error: str | None = None
 
 
+@dataclass
+class Capture:
+    """What vigil can read of one executable's TLS: `hooked` (how: symbols or locator) or
+    `blind` (why). Executables with no TLS stack of their own have none."""
+
+    path: str
+    state: str  # "hooked" | "blind"
+    stack: str
+    how: str | None = None
+    reason: str | None = None
+    locate_ms: float | None = None
+    cached: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {"binary": self.path, "state": self.state, "stack": self.stack, "how": self.how,
+                "reason": self.reason, "locate_ms": self.locate_ms, "cached": self.cached}
+
+
 class TlsSensor:
     def __init__(self, shared_maps: dict[str, Map], max_call_bytes: int = 16 * 1024 * 1024,
-                 wakeup_bytes: int = 256 * 1024) -> None:
+                 wakeup_bytes: int = 256 * 1024, locator: Locator | None = None,
+                 locate_timeout: float = 30.0) -> None:
+        """locator: finds TLS compiled into stripped executables (None: such executables are
+        reported blind). locate_timeout bounds how long one exec waits for a first search."""
         self.obj = BpfObject(object_path("tls.bpf.o"))
         try:
             for name in ("tracked", "events", "stats"):
@@ -69,6 +96,16 @@ class TlsSensor:
         self.files: dict[tuple[int, int], HookedFile] = {}
         self.attach_ok: Counter[str] = Counter()
         self.attach_failed: Counter[str] = Counter()
+        self.locator = locator
+        self.locate_timeout = locate_timeout
+        # executable (st_dev, st_ino) -> its capture, once examined; `new_captures` are the ones
+        # not yet reported (the pipeline drains them into events)
+        self.captures: dict[tuple[int, int], Capture] = {}
+        self.new_captures: list[Capture] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-tls-locate")
+        self._pending: dict[tuple[int, int], Future[TlsFunctions | Blind | None]] = {}
+        self._examined: set[tuple[int, int]] = set()
+        self._shown: dict[tuple[int, int], str] = {}
 
     # ---- finding libraries ----
     def attach_system_libraries(self) -> list[str]:
@@ -80,14 +117,15 @@ class TlsSensor:
                 hooked.append(path)
         return hooked
 
-    def scan_process(self, pid: int) -> None:
-        """Hook TLS libraries a tracked process maps, and its executable if it exports OpenSSL."""
+    def scan_process(self, pid: int) -> tuple[int, int] | None:
+        """Hook TLS libraries a tracked process maps, and the TLS its executable carries; returns
+        the executable's (st_dev, st_ino), or None when the process is gone."""
         root = f"/proc/{pid}/root"
         try:
             maps = Path(f"/proc/{pid}/maps").read_text()
             exe = os.readlink(f"/proc/{pid}/exe")
         except OSError:
-            return  # gone already
+            return None  # gone already
         seen: set[str] = set()
         for line in maps.splitlines():
             parts = line.split(maxsplit=5)
@@ -102,7 +140,113 @@ class TlsSensor:
                 if name.startswith(prefix):
                     self.attach_file(root + path, lib)
         exe = exe.removesuffix(" (deleted)")
-        self.attach_file(root + exe, TLS_LIB_OPENSSL, quiet_if_absent=True)
+        return self.examine_executable(root + exe, shown=exe)
+
+    def examine_executable(self, path: str, shown: str | None = None) -> tuple[int, int] | None:
+        """Hook the TLS an executable carries: exported OpenSSL symbols, or BoringSSL found by the
+        locator. Waits at most locate_timeout for a first search (a held exec waits on this);
+        a search still running then is finished by `poll_pending`. Returns the file's key.
+        shown: the path as the process sees it (path may go through /proc/PID/root)."""
+        shown = shown or path
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (st.st_dev, st.st_ino)
+        try:
+            same = os.stat(shown)
+            if (same.st_dev, same.st_ino) == key:
+                path = shown  # the same file in our namespace: the search outlives the process
+        except OSError:
+            pass
+        if key in self._examined:
+            return key
+        self._examined.add(key)
+        if self.attach_file(path, TLS_LIB_OPENSSL, quiet_if_absent=True):
+            self._record(key, Capture(path=shown, state="hooked", stack="openssl", how="symbols"))
+            return key
+        if self.locator is None:
+            return key
+        self._shown[key] = shown
+        future = self._pool.submit(self.locator.locate, path)
+        try:
+            found = future.result(timeout=self.locate_timeout)
+        except FutureTimeout:
+            self._pending[key] = future
+            log.warning("locating TLS in %s takes longer than %.1f s: its process runs on, unhooked "
+                        "until the search ends", path, self.locate_timeout)
+            return key
+        except OSError:
+            self._examined.discard(key)  # gone before it could be read: examined again if seen again
+            return key
+        except Exception as exc:  # noqa: BLE001 - a binary that breaks the search is blind, not fatal
+            found = Blind(path, "unknown", f"TLS search failed: {exc}")
+        self._apply(key, shown, found)
+        return key
+
+    def poll_pending(self) -> None:
+        """Attach what searches that outlived their exec's wait have found."""
+        for key, future in list(self._pending.items()):
+            if future.done():
+                del self._pending[key]
+                try:
+                    found = future.result()
+                except OSError:
+                    self._examined.discard(key)
+                    continue
+                except Exception as exc:  # noqa: BLE001
+                    found = Blind("", "unknown", f"TLS search failed: {exc}")
+                self._apply(key, self._shown.get(key, ""), found, late=True)
+
+    def _apply(self, key: tuple[int, int], path: str, found: TlsFunctions | Blind | None, late: bool = False) -> None:
+        ms = round(found.seconds * 1000, 1) if found is not None else None
+        if isinstance(found, TlsFunctions):
+            error = self.attach_offsets(key, found)
+            if error is None:
+                self._record(key, Capture(path=path, state="hooked", stack=found.stack,
+                                          how="locator (late)" if late else "locator", locate_ms=ms,
+                                          cached=found.cached))
+            else:
+                self._record(key, Capture(path=path, state="blind", stack=found.stack,
+                                          reason=f"located, but attaching failed: {error}", locate_ms=ms))
+        elif isinstance(found, Blind):
+            self._record(key, Capture(path=path, state="blind", stack=found.stack, reason=found.reason,
+                                      locate_ms=ms, cached=found.cached))
+
+    def _record(self, key: tuple[int, int], capture: Capture) -> None:
+        self.captures[key] = capture
+        self.new_captures.append(capture)
+        if capture.state == "blind":
+            log.warning("cannot read TLS plaintext of %s (%s): %s", capture.path, capture.stack, capture.reason)
+
+    def capture_of(self, shown: str) -> Capture | None:
+        """The capture of an executable by the path its process saw."""
+        return next((c for c in self.captures.values() if c.path == shown), None)
+
+    def attach_offsets(self, key: tuple[int, int], found: TlsFunctions) -> str | None:
+        """Attach the OpenSSL-signature programs at located file offsets (BoringSSL keeps
+        OpenSSL's SSL_write/SSL_read signatures); returns the error, or None."""
+        hooked = HookedFile(path=found.path, lib=TLS_LIB_OPENSSL)
+        plan = [("tls_enter", "tls_exit", found.write, TLS_DIR_WRITE), ("tls_enter", "tls_exit", found.read, TLS_DIR_READ)]
+        try:
+            for enter, leave, offset, direction in plan:
+                c = cookie(TLS_LIB_OPENSSL, direction)
+                hooked.links.append(self.obj.attach_uprobe(enter, found.path, offset=offset, cookie=c))
+                hooked.links.append(self.obj.attach_uprobe(leave, found.path, offset=offset, retprobe=True, cookie=c))
+            if found.close is not None:
+                hooked.links.append(self.obj.attach_uprobe("tls_free", found.path, offset=found.close,
+                                                           cookie=cookie(TLS_LIB_OPENSSL, 0)))
+        except BpfError as exc:
+            for link in hooked.links:
+                link.destroy()
+            hooked.error = str(exc).splitlines()[0]
+            self.attach_failed["boringssl"] += 1
+            self.files[key] = hooked
+            return hooked.error
+        self.files[key] = hooked
+        self.attach_ok["boringssl"] += 1
+        log.info("hooked %s in %s at offsets write=%#x read=%#x", found.stack, found.path, found.write, found.read)
+        return None
 
     # ---- attaching ----
     def attach_file(self, path: str, lib: int, quiet_if_absent: bool = False) -> bool:
@@ -145,6 +289,7 @@ class TlsSensor:
         return [f.path for f in self.files.values() if not f.error]
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         for f in self.files.values():
             for link in f.links:
                 link.destroy()
@@ -168,11 +313,12 @@ def _ldconfig_libraries() -> list[tuple[str, int]]:
     return found
 
 
-def open_tls(shared_maps: dict[str, Map], features: Features, max_call_bytes: int) -> TlsSensor | None:
+def open_tls(shared_maps: dict[str, Map], features: Features, max_call_bytes: int, locator: Locator | None = None,
+             locate_timeout: float = 30.0) -> TlsSensor | None:
     """The TLS sensor, or None when this kernel refuses its programs (said once through
     `features`): the processes and effects are still traced."""
     try:
-        sensor = TlsSensor(shared_maps, max_call_bytes=max_call_bytes)
+        sensor = TlsSensor(shared_maps, max_call_bytes=max_call_bytes, locator=locator, locate_timeout=locate_timeout)
     except BpfError as exc:
         features.unavailable("tls", exc.summary)
         return None

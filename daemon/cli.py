@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("-o", "--output", choices=("text", "json"), default="text",
                      help="with --once: a table, or vigild's answer as JSON")
 
+    doctor = sub.add_parser("doctor", help="say which TLS a running process uses and whether vigil can read it",
+                            description="For a running process: its TLS stacks (libraries it maps, TLS compiled "
+                                        "into its executable), and for each whether vigil hooks it (how) or is "
+                                        "blind to it (why).")
+    doctor.add_argument("pid", type=int)
+    doctor.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
     status = sub.add_parser("status", help="ask the running vigild how it is doing")
     status.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
     status.add_argument("-o", "--output", choices=("text", "json"), default="text",
@@ -185,6 +192,11 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
                    help="encrypt prompt content in the store with this key (see `vigil keygen`)")
     p.add_argument("--no-tls", action="store_true", help="do not capture TLS plaintext (no LLM calls)")
+    p.add_argument("--no-tls-locate", action="store_true",
+                   help="do not search stripped executables (Bun: Claude Code, opencode) for their TLS functions")
+    p.add_argument("--tls-locate-timeout", type=float, default=30.0,
+                   help="hold a new executable's first exec at most this long while its TLS is searched "
+                        "(default 30 s; then it runs on and is hooked when the search ends)")
     p.add_argument("--no-effects", action="store_true", help="do not trace file and network effects")
     p.add_argument("--no-detections", action="store_true", help="do not raise detection events")
     p.add_argument("--capture-content", action="store_true",
@@ -232,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(args)
         if args.command == "top":
             return cmd_top(args)
+        if args.command == "doctor":
+            from vigild.daemon.doctor import cmd_doctor
+
+            return cmd_doctor(args.pid, args.output, sys.stdout)
         if args.command == "export":
             return cmd_export(args)
         if args.command == "report":
@@ -294,11 +310,13 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from vigild.bpf.effects import open_effects
     from vigild.bpf.lineage import LineageSensor
     from vigild.bpf.tls import open_tls
+    from vigild.bpf.tls_locate import Locator
     from vigild.correlate.detections import Detector
     from vigild.correlate.tls_stream import TlsStreamDecoder
     from vigild.daemon.live_view import TextView
     from vigild.daemon.pipeline import Pipeline
     from vigild.daemon.sinks import JsonLinesSink, OnlySink, StoreSink
+    from vigild.daemon.watchdog import start_watchdog
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if args.command == "run" and not command:
@@ -315,10 +333,13 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     args.run_config = _load_run_config(parser, args) if args.command == "run" else None
     features = Features(lambda line: print(f"vigil: warning: {line}", file=sys.stderr))
-    lineage = LineageSensor(root_comms=args.comm)
+    # With TLS capture on, the kernel holds a traced exec of a not yet examined executable until
+    # its TLS is hooked; the watchdog (vigil run's, or one of its own) lets it go if vigil dies.
+    lineage = LineageSensor(root_comms=args.comm, hold_new_exe=not args.no_tls)
     features.available("lineage")
     control: ToolCallControl | None = None
     declarations: ControlServer | None = None
+    watchdog = None
     tls = None
     effects = None
     try:
@@ -327,11 +348,14 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         elif (command and _known_agent(command)) or any(_known_agent(_cmdline(pid)) for pid in args.pid):
             from vigild.daemon.control_loop import open_trace_control
 
-            control = open_trace_control(lineage)
+            control = open_trace_control(lineage)  # with a watchdog of its own
+        elif not args.no_tls:
+            watchdog = start_watchdog(lineage.held.fd)  # forks: before any thread
         if args.no_tls:
             features.turned_off("tls", "--no-tls")
         else:
-            tls = open_tls(lineage.shared_maps, features, args.max_call_bytes)
+            tls = open_tls(lineage.shared_maps, features, args.max_call_bytes,
+                           locator=None if args.no_tls_locate else Locator(), locate_timeout=args.tls_locate_timeout)
         if args.no_effects:
             features.turned_off("effects", "--no-effects")
         else:
@@ -343,6 +367,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if tls is not None:
             tls.close()
         lineage.close()
+        if watchdog is not None:
+            watchdog.stop()
         raise
     if tls is not None:
         tls.attach_system_libraries()
@@ -415,6 +441,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         lineage.close()
         if control is not None:
             control.release_resources()
+        if watchdog is not None:
+            watchdog.stop()
         if pipeline.total_dropped:
             print(f"vigil: {pipeline.total_dropped} events were lost (effects shed under load, or the ring buffer "
                   "full)", file=sys.stderr)

@@ -8,6 +8,8 @@ slow sink delays the next poll but never runs inside C.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -37,7 +39,17 @@ from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
 from vigild.correlate.tls_stream import TlsChunk, TlsStreamDecoder
 from vigild.daemon.control_loop import ToolCallControl
-from vigild.daemon.events import Attributed, Event, LostEvent, SessionEnd, SessionStart, event_json
+from vigild.bpf.effects_events import NetBytes, NetClose, NetConnect
+from vigild.daemon.events import (
+    Attributed,
+    CaptureBlind,
+    CaptureEvent,
+    Event,
+    LostEvent,
+    SessionEnd,
+    SessionStart,
+    event_json,
+)
 
 log = logging.getLogger("vigild.pipeline")
 
@@ -153,6 +165,13 @@ class Pipeline:
         self._episode: dict[str, int] = {}  # events lost by kind since the kernel started dropping
         self._health: dict[str, Any] | None = None  # published by the pipeline thread, read by others
         self._health_at = 0.0
+        # capture health: when each process last had TLS plaintext, its connections' starts,
+        # executables already said blind, blind connections by (agent, reason), held execs
+        self._plaintext_ns: dict[int, int] = {}
+        self._connects: dict[tuple[int, int], int] = {}
+        self._said_blind: set[str] = set()
+        self.blind_connections: Counter[tuple[str, str]] = Counter()
+        self.exe_holds: list[float] = []
 
     # ---- roots ----
     def add_root(self, pid: int, agent: str | None = None, controlled: bool = False) -> Session:
@@ -172,6 +191,10 @@ class Pipeline:
                 tree = [info for proc in procs[1:] if (info := self.processes.get(proc.pid)) is not None]
                 self.control.adopt_relaunches(pid, sorted(tree, key=lambda i: i.depth))
             self._open_session(session)
+            if self.tls is not None:  # already running: hook what they carry now, not at the next scan
+                for proc in procs:
+                    self.tls.scan_process(proc.pid)
+                    self._report_captures(time.time_ns(), proc.pid)
             return session
 
     def add_pending_root(self, pid: int, argv: list[str], cwd: str, uid: int, controlled: bool = False) -> Session:
@@ -313,6 +336,7 @@ class Pipeline:
 
     def handle(self, event: ProcessEvent) -> None:
         if isinstance(event, TlsData):
+            self._plaintext_ns[event.pid] = event.ts_ns
             if self.intent is not None:
                 self._dispatch_intent(self.intent.feed(self.tls_gaps.chunk(event)))
             return
@@ -334,6 +358,8 @@ class Pipeline:
             value = getattr(event, name, None)
             if value:
                 setattr(event, name, redact_text(value))
+        if isinstance(event, NetConnect | NetClose):
+            self._watch_plaintext(event)
         if isinstance(event, ExecEvent) and event.new_root and event.session_id not in self.sessions:
             agent = self.classify_root(event)
             if agent is None:
@@ -348,10 +374,10 @@ class Pipeline:
                 # Roots matched on more than their name (exe/args globs) are known to be agents
                 # only now; the kernel already made name-matched ones controlled at exec.
                 self.lineage.track(event.pid, event.session_id, flags=TRACK_CONTROLLED)
-        # Before anything slower: a tool call's first process is stopped until it is placed.
+        if isinstance(event, ExecEvent):
+            self._hook_executable(event)
+        # A tool call's first process is stopped until it is placed (after its TLS is hooked).
         tool_events = self.control.observe(event) if self.control is not None else []
-        if isinstance(event, ExecEvent) and self.tls is not None:
-            self.tls.scan_process(event.pid)
         info = self.processes.apply(event)
         session = self.sessions.get(event.session_id)
         if isinstance(event, ExecEvent) and session is not None and event.pid == session.root_pid and not session.argv:
@@ -370,6 +396,77 @@ class Pipeline:
                 self._dispatch(SessionEnd(ts_ns=event.ts_ns, session=session))
             self._exited.notify_all()
 
+    def _hook_executable(self, event: ExecEvent) -> None:
+        """Hook the TLS the new executable carries before it runs: the kernel holds an exec of an
+        executable it has not seen (EXEC_EXE_HELD) until this has attached (or given up)."""
+        key = self.tls.scan_process(event.pid) if self.tls is not None else None
+        if key is not None:
+            self.lineage.mark_exe_seen(*key)
+        hold_ms = None
+        if event.exe_held:
+            hold_ms = (time.time_ns() - event.ts_ns) / 1e6
+            self.exe_holds.append(hold_ms)
+            if not event.held:  # a tool call's process is let go by the control, once placed
+                self.lineage.release_held(event.pid)
+                try:
+                    os.kill(event.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        self._report_captures(event.ts_ns, event.pid, hold_ms)
+
+    def _report_captures(self, ts_ns: int, pid: int, hold_ms: float | None = None) -> None:
+        """Say what became hooked or blind; pid is the process that led to it (0: a search that
+        ended after its process was let go), hold_ms how long its exec was held."""
+        if self.tls is None or not self.tls.new_captures:
+            return
+        info = self.processes.get(pid)
+        for cap in self.tls.new_captures:
+            cls = CaptureBlind if cap.state == "blind" else CaptureEvent
+            if cap.state == "blind":
+                self._said_blind.add(cap.path)
+            self._dispatch(cls(ts_ns=ts_ns, pid=pid, comm=info.comm if info else "",
+                               session_id=info.session_id if info else None, binary=cap.path, stack=cap.stack,
+                               how=cap.how, reason=cap.reason, locate_ms=cap.locate_ms, cached=cap.cached,
+                               hold_ms=round(hold_ms, 1) if hold_ms is not None else None))
+        self.tls.new_captures.clear()
+
+    def _watch_plaintext(self, event: NetConnect | NetClose) -> None:
+        """A TCP connection of a tracked process that moved bytes while no TLS plaintext was
+        captured for that process: traffic vigil sees but cannot read. Counted by agent and
+        reason; said once per executable (`capture_blind`)."""
+        if event.family not in ("inet", "inet6") or event.sock_type != "stream":
+            return
+        key = (event.pid, event.sock_id)
+        if isinstance(event, NetConnect):
+            self._connects[key] = event.ts_ns
+            return
+        started = self._connects.pop(key, None)
+        if isinstance(event, NetBytes) or not (event.bytes_sent or event.bytes_received) or started is None:
+            return
+        if self._plaintext_ns.get(event.pid, 0) >= started:
+            return
+        info = self.processes.get(event.pid)
+        binary = info.filename if info and info.filename else event.comm
+        capture = self.tls.capture_of(binary) if self.tls is not None and binary.startswith("/") else None
+        if self.tls is None:
+            reason = "TLS capture is off"
+        elif capture is not None and capture.state == "blind":
+            reason = capture.reason or "blind"
+        elif capture is not None:
+            reason = f"{capture.stack} hooked but no plaintext seen on this connection"
+        else:
+            reason = "no TLS library hooked for this executable (unrecognised TLS, or plain TCP)"
+        session = self.sessions.get(event.session_id)
+        agent = (session.agent if session is not None else None) or "unknown"
+        self.blind_connections[(agent, _reason_label(reason))] += 1
+        if binary not in self._said_blind:
+            self._said_blind.add(binary)
+            self._dispatch(CaptureBlind(ts_ns=event.ts_ns, pid=event.pid, comm=event.comm,
+                                        session_id=event.session_id, binary=binary,
+                                        stack=capture.stack if capture is not None else "unknown",
+                                        reason=f"traffic without plaintext ({event.bytes_sent} bytes sent, "
+                                               f"{event.bytes_received} received): {reason}"))
+
     def _dispatch_intent(self, events: list[Any]) -> None:
         for inner in events:
             info = self.processes.get(inner.pid)
@@ -382,6 +479,9 @@ class Pipeline:
         """Hook TLS libraries that tracked processes loaded since their exec, and finish
         connections that went idle (their close was never seen)."""
         now = time.monotonic()
+        if self.tls is not None:
+            self.tls.poll_pending()
+            self._report_captures(time.time_ns(), 0)
         if self.tls is not None and now - self._last_scan >= SCAN_INTERVAL_S:
             # Young processes are still loading libraries: scan them every round; older ones
             # every tenth round.
@@ -391,6 +491,7 @@ class Pipeline:
             for info in list(self.processes.processes.values()):
                 if info.alive and (info.start_ns > young_since or self._scan_round % 10 == 0):
                     self.tls.scan_process(info.pid)
+                    self._report_captures(time.time_ns(), info.pid)
         if self.control is not None:
             for tool_event in self.control.tick():
                 self._dispatch(tool_event)
@@ -431,6 +532,10 @@ class Pipeline:
             "sessions_total": len(self.sessions),
             "sink_errors": self.sink_errors,
             "callback_errors": self._ring.callback_errors,
+            "tls_blind_connections": dict(self.blind_connections),
+            "tls_captures": [c.as_dict() for c in self.tls.captures.values()] if self.tls is not None else [],
+            "exe_holds": len(self.exe_holds),
+            "exe_hold_ms_max": max(self.exe_holds, default=0.0),
             **{key: value for sink in self.sinks if hasattr(sink, "health") for key, value in sink.health().items()},
         }
         self._health = snapshot
@@ -486,6 +591,11 @@ class Pipeline:
 
 def _by_kind(counts: dict[str, int]) -> str:
     return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _reason_label(reason: str) -> str:
+    """A bounded metric label: the reason up to its first colon (no paths, no addresses)."""
+    return reason.split(":", 1)[0].split(" (", 1)[0][:80]
 
 
 def _safe(fn: Callable[[], object], default: object) -> object:

@@ -127,6 +127,7 @@ class Service:
         from vigild.bpf.effects import open_effects
         from vigild.bpf.lineage import LineageSensor
         from vigild.bpf.tls import TlsSensor, open_tls
+        from vigild.bpf.tls_locate import Locator
         from vigild.correlate.tls_stream import TlsStreamDecoder
         from vigild.daemon.control import ControlServer
         from vigild.daemon.declare import Bounds, DeclareCommands, PeerControlServer
@@ -134,6 +135,7 @@ class Service:
         from vigild.daemon.pipeline import Pipeline
         from vigild.daemon.session_stats import SessionStatsSink
         from vigild.daemon.sinks import JournalSink, StoreSink
+        from vigild.daemon.watchdog import start_watchdog
 
         self.config = config
         self.config_path = config_path
@@ -153,8 +155,12 @@ class Service:
         if abandoned := self.store.close_abandoned():
             log.warning("closed %d session(s) a previous vigild left open (it stopped without ending them): %s",
                         len(abandoned), ", ".join(map(str, abandoned[:10])) + (" …" if len(abandoned) > 10 else ""))
-        self.lineage = LineageSensor(root_comms=config.root_comms, root_flags=self.root_flags)
+        # With TLS capture, an agent's exec of a not yet examined executable is held until its TLS
+        # is hooked (Bun builds carry BoringSSL); a watchdog lets held processes go if vigild dies.
+        self.lineage = LineageSensor(root_comms=config.root_comms, root_flags=self.root_flags,
+                                     hold_new_exe=config.capture_tls)
         self.features.available("lineage")
+        self.watchdog: Any = None
         try:
             if config.tools_enabled:
                 # forks the watchdog: before any thread
@@ -162,8 +168,10 @@ class Service:
             else:
                 for feature in ("memory_spikes", "oom_kills"):
                     self.features.turned_off(feature, "tool calls are not governed ([tools] enabled = false)")
+                if config.capture_tls:
+                    self.watchdog = start_watchdog(self.lineage.held.fd)
             if config.capture_tls:
-                self.tls = open_tls(self.lineage.shared_maps, self.features, config.max_call_bytes)
+                self.tls = open_tls(self.lineage.shared_maps, self.features, config.max_call_bytes, locator=Locator())
                 if self.tls is not None:
                     self.tls.attach_system_libraries()
             else:
@@ -292,6 +300,9 @@ class Service:
         if self.tools is not None:
             self.tools.release_resources()
             self.tools = None
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
         if self.exporter is not None:
             self.exporter.close()
             self.exporter = None
@@ -338,6 +349,8 @@ class Service:
             "events_per_s": round(self.events_per_second(), 2),
             "drops": sum(health["drops_by_kind"].values()),
             "drops_by_kind": health["drops_by_kind"],
+            "tls_captures": health["tls_captures"],
+            "tls_blind_connections": sum(health["tls_blind_connections"].values()),
             "store": {"path": str(self.store.path), "bytes": store_bytes},
             "features": self.features.as_dict(),
         }

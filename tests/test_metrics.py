@@ -76,3 +76,10 @@ def test_health_reports_known_labels_as_zero() -> None:
     assert metric_value(text, "vigil_parse_failures_total", reason="evicted") == 1
     assert metric_value(text, "vigil_tracked_processes") == 3
     assert metric_value(text, "vigil_process_resident_memory_bytes") > 0
+
+
+def test_blind_connections_by_agent_and_reason() -> None:
+    reason = "no TLS library hooked for this executable"
+    text = feed(health={"tls_blind_connections": {("claude", reason): 2, ("opencode", "rustls is statically linked"): 1}})
+    assert metric_value(text, "vigil_tls_blind_connections_total", agent="claude", reason=reason) == 2
+    assert metric_value(text, "vigil_tls_blind_connections_total", agent="opencode") == 1
