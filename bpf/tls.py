@@ -4,7 +4,9 @@ pipeline.
 uprobes attach to a file (an inode), for every process that maps it; the programs drop calls from
 untracked processes in the kernel. Libraries are found where agents load them: the system's own
 (attached at start), those a tracked process maps (its /proc/PID/maps, through /proc/PID/root for
-containers), and executables that carry OpenSSL themselves and export its symbols (Node.js).
+containers), executables that carry OpenSSL themselves and export its symbols (Node.js), and
+static executables that carry OpenSSL without symbols (Codex), located by its error sites
+(bpf/static_openssl.py) in a background thread and cached by build.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import queue
 import subprocess
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +25,7 @@ from pathlib import Path
 from vigild.bpf.events import TLS_DIR_READ, TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_OPENSSL, TlsConfigC
 from vigild.bpf.loader import BpfError, BpfObject, Link, Map
 from vigild.bpf.objects import object_path
+from vigild.bpf.static_openssl import SiteCache, StaticTls, is_static_executable
 
 log = logging.getLogger("vigild.tls")
 
@@ -39,6 +45,12 @@ LIBRARIES = {
     TLS_LIB_GNUTLS: ("gnutls", GNUTLS_CALLS, "gnutls_deinit"),
 }
 LIB_PREFIXES = {"libssl.so": TLS_LIB_OPENSSL, "libgnutls.so": TLS_LIB_GNUTLS}
+# OpenSSL 3 internals found in static binaries: (which, entry program, return program, direction)
+STATIC_OPENSSL_CALLS = (
+    ("write_offset", "tls_enter_ex5", "tls_exit_ex", TLS_DIR_WRITE),
+    ("read_offset", "tls_enter_ex", "tls_exit_ex", TLS_DIR_READ),
+)
+DEFAULT_SITE_CACHE = "/var/cache/vigild/static-tls.json"
 
 
 def cookie(lib: int, direction: int) -> int:
@@ -53,9 +65,25 @@ class HookedFile:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class StaticFinding:
+    """What vigil could do with a static executable a tracked process runs: `hooked` when its
+    OpenSSL is attached, and the TLS stacks in it that stay unread (rustls), said once per build."""
+
+    pid: int
+    path: str
+    build_key: str
+    openssl_version: str | None
+    hooked: bool
+    blind: list[str]
+    reason: str
+    cached: bool
+    locate_ms: float
+
+
 class TlsSensor:
     def __init__(self, shared_maps: dict[str, Map], max_call_bytes: int = 16 * 1024 * 1024,
-                 wakeup_bytes: int = 256 * 1024) -> None:
+                 wakeup_bytes: int = 256 * 1024, site_cache: str | None = DEFAULT_SITE_CACHE) -> None:
         self.obj = BpfObject(object_path("tls.bpf.o"))
         try:
             for name in ("tracked", "events", "stats"):
@@ -68,6 +96,10 @@ class TlsSensor:
         self.files: dict[tuple[int, int], HookedFile] = {}
         self.attach_ok: Counter[str] = Counter()
         self.attach_failed: Counter[str] = Counter()
+        self.sites = SiteCache(site_cache)
+        self._static_seen: set[tuple[int, int]] = set()
+        self._located: queue.SimpleQueue[tuple[int, str, StaticTls, bool, float]] = queue.SimpleQueue()
+        self._locators: list[threading.Thread] = []
 
     # ---- finding libraries ----
     def attach_system_libraries(self) -> list[str]:
@@ -101,7 +133,87 @@ class TlsSensor:
                 if name.startswith(prefix):
                     self.attach_file(root + path, lib)
         exe = exe.removesuffix(" (deleted)")
-        self.attach_file(root + exe, TLS_LIB_OPENSSL, quiet_if_absent=True)
+        if not self.attach_file(root + exe, TLS_LIB_OPENSSL, quiet_if_absent=True):
+            self._consider_static(pid, root + exe)
+
+    # ---- static executables ----
+    def _consider_static(self, pid: int, path: str) -> None:
+        """Examine a static executable once per inode, off the pipeline thread (a first scan of
+        Codex takes seconds; the ring buffer must keep draining meanwhile)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in self._static_seen or not is_static_executable(path):
+            return
+        self._static_seen.add(key)
+        thread = threading.Thread(target=self._examine, args=(pid, path), name="vigil-locate", daemon=True)
+        self._locators.append(thread)
+        thread.start()
+
+    def _examine(self, pid: int, path: str) -> None:
+        start = time.monotonic()
+        found, cached = self.sites.lookup(path)
+        self._located.put((pid, path, found, cached, (time.monotonic() - start) * 1000))
+
+    def poll_static(self) -> list[StaticFinding]:
+        """Attach what the locator threads found since the last call (pipeline thread)."""
+        findings = []
+        while True:
+            try:
+                pid, path, found, cached, ms = self._located.get_nowait()
+            except queue.Empty:
+                return findings
+            findings.append(self._attach_static(pid, path, found, cached, ms))
+
+    def wait_static(self, timeout: float) -> None:
+        """Wait for the locator threads (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._locators):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _attach_static(self, pid: int, path: str, found: StaticTls, cached: bool, ms: float) -> StaticFinding:
+        hooked, reason = False, found.openssl_error or ""
+        if found.openssl is not None:
+            error = self._attach_offsets(path, found)
+            hooked, reason = error is None, error or ""
+        blind = [f"rustls {found.rustls}"] if found.rustls else []
+        if blind:
+            reason = (reason + "; " if reason else "") + (
+                f"rustls {found.rustls} is compiled in: its plaintext has no hook, so connections over "
+                "it (for Codex: when a CA bundle is given, and its WebSocket transport) are not read")
+        return StaticFinding(pid=pid, path=path, build_key=found.build_key,
+                             openssl_version=found.openssl.version if found.openssl else None, hooked=hooked,
+                             blind=blind, reason=reason, cached=cached, locate_ms=round(ms, 1))
+
+    def _attach_offsets(self, path: str, found: StaticTls) -> str | None:
+        """Attach the static OpenSSL probes; None on success, else why not."""
+        assert found.openssl is not None
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            return f"the executable is gone: {exc}"
+        hooked = HookedFile(path=path, lib=TLS_LIB_OPENSSL)
+        self.files[(st.st_dev, st.st_ino)] = hooked
+        try:
+            for which, enter, leave, direction in STATIC_OPENSSL_CALLS:
+                offset = getattr(found.openssl, which)
+                c = cookie(TLS_LIB_OPENSSL, direction)
+                hooked.links.append(self.obj.attach_uprobe(enter, path, None, offset=offset, cookie=c))
+                hooked.links.append(self.obj.attach_uprobe(leave, path, None, offset=offset, retprobe=True,
+                                                           cookie=c))
+        except BpfError as exc:
+            for link in hooked.links:
+                link.destroy()
+            hooked.links.clear()
+            hooked.error = str(exc).splitlines()[0]
+            self.attach_failed["openssl-static"] += 1
+            log.warning("cannot hook the OpenSSL inside %s: %s", path, hooked.error)
+            return hooked.error
+        self.attach_ok["openssl-static"] += 1
+        log.info("hooked OpenSSL %s inside %s (located by its error sites)", found.openssl.version, path)
+        return None
 
     # ---- attaching ----
     def attach_file(self, path: str, lib: int, quiet_if_absent: bool = False) -> bool:

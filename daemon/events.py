@@ -50,6 +50,33 @@ class SessionEnd(SessionStart):
 
 
 @dataclass
+class TlsCoverage:
+    """What vigil can read of a static executable's TLS (once per executable file): `hooked`
+    when its compiled-in OpenSSL is attached, `blind` the stacks in it that are not read. "Cannot
+    see this" is said here, never left silent."""
+
+    type: ClassVar[str] = "tls_coverage"
+    ts_ns: int
+    session_id: int | None
+    pid: int
+    comm: str
+    path: str
+    build_key: str
+    openssl_version: str | None
+    hooked: bool
+    blind: list[str]
+    reason: str
+    cached: bool
+    locate_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "ts_ns": self.ts_ns, "session_id": self.session_id, "pid": self.pid,
+                "comm": self.comm, "path": self.path, "build_key": self.build_key,
+                "openssl_version": self.openssl_version, "hooked": self.hooked, "blind": self.blind,
+                "reason": self.reason, "cached": self.cached, "locate_ms": self.locate_ms}
+
+
+@dataclass
 class Attributed:
     """An event from the decoders (LLM calls, HTTPS requests, parse failures) with the session of
     the process that made it, which only the pipeline knows."""

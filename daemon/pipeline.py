@@ -8,6 +8,7 @@ slow sink delays the next poll but never runs inside C.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -31,13 +32,15 @@ from vigild.bpf.events import (
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import RingBuffer
 from vigild.bpf.tls import TlsSensor
+from vigild.correlate.agent_telemetry import TelemetryMerger, TelemetryRecord
 from vigild.correlate.detections import WATCHED_TYPES, Detector
+from vigild.correlate.intent import LlmCall
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
 from vigild.correlate.tls_stream import TlsChunk, TlsStreamDecoder
 from vigild.daemon.control_loop import ToolCallControl
-from vigild.daemon.events import Attributed, Event, LostEvent, SessionEnd, SessionStart, event_json
+from vigild.daemon.events import Attributed, Event, LostEvent, SessionEnd, SessionStart, TlsCoverage, event_json
 
 log = logging.getLogger("vigild.pipeline")
 
@@ -103,13 +106,15 @@ class Pipeline:
         sensors: Sequence[ExtraSensor] = (),
         control: ToolCallControl | None = None,
         detector: Detector | None = None,
+        telemetry: queue.SimpleQueue[TelemetryRecord] | None = None,
     ) -> None:
         """classify_root names the agent of a process the kernel made a root by comm, or
         returns None when a closer look (its executable, its arguments) says it is not one: the
         process is then untracked and nothing of it is reported.
 
         control (vigil run) puts each tool call of controlled roots in its own cgroup and adds
-        tool_start/tool_end events."""
+        tool_start/tool_end events. telemetry: the agents' own OTLP records (vigil's receiver),
+        merged with what TLS decoded."""
         self.lineage = lineage
         self.sinks = list(sinks)
         self.tls = tls
@@ -126,6 +131,8 @@ class Pipeline:
             sensor.register(self.decoder)
         self.control = control
         self.detector = detector
+        self.telemetry = telemetry
+        self.merger = TelemetryMerger(comm_of=self._comm_of) if telemetry is not None else None
         if control is not None and control.sensor is not None:
             control.sensor.register(self.decoder)
         self.processes = ProcessTable()
@@ -226,6 +233,10 @@ class Pipeline:
         if self.intent is not None:
             with self._lock:
                 self._dispatch_intent(self.intent.flush())
+        if self.merger is not None:
+            with self._lock:
+                self._drain_telemetry()
+                self._dispatch_intent(self.merger.flush())
         if self.control is not None:
             with self._lock:
                 for tool_event in self.control.close():
@@ -339,6 +350,8 @@ class Pipeline:
 
     def _dispatch_intent(self, events: list[Any]) -> None:
         for inner in events:
+            if self.merger is not None and isinstance(inner, LlmCall):
+                self.merger.observe_tls(inner)
             info = self.processes.get(inner.pid)
             session_id = info.session_id if info else None
             if self.control is not None:
@@ -349,6 +362,11 @@ class Pipeline:
         """Hook TLS libraries that tracked processes loaded since their exec, and finish
         connections that went idle (their close was never seen)."""
         now = time.monotonic()
+        if self.tls is not None:
+            self._report_static_tls()
+        if self.merger is not None:
+            self._drain_telemetry()
+            self._dispatch_intent(self.merger.expire())
         if self.tls is not None and now - self._last_scan >= SCAN_INTERVAL_S:
             # Young processes are still loading libraries: scan them every round; older ones
             # every tenth round.
@@ -364,6 +382,35 @@ class Pipeline:
         if self.intent is not None and now - self._last_expire >= 5.0:
             self._last_expire = now
             self._dispatch_intent(self.intent.expire(time.time_ns()))
+
+    def _drain_telemetry(self) -> None:
+        assert self.telemetry is not None and self.merger is not None
+        while True:
+            try:
+                record = self.telemetry.get_nowait()
+            except queue.Empty:
+                return
+            self._dispatch_intent(self.merger.feed(record))
+
+    def _comm_of(self, pid: int) -> str:
+        info = self.processes.get(pid)
+        return info.comm if info else ""
+
+    def tracked_pids(self) -> list[int]:
+        """Live tracked processes (for attributing telemetry senders), from any thread."""
+        with self._lock:
+            return [p.pid for p in self.processes.processes.values() if p.alive]
+
+    def _report_static_tls(self) -> None:
+        """Attach what the static-binary locator found and say what stays unread."""
+        assert self.tls is not None
+        for found in self.tls.poll_static():
+            info = self.processes.get(found.pid)
+            self._dispatch(TlsCoverage(
+                ts_ns=time.time_ns(), session_id=info.session_id if info else None, pid=found.pid,
+                comm=info.comm if info else "", path=found.path, build_key=found.build_key,
+                openssl_version=found.openssl_version, hooked=found.hooked, blind=found.blind,
+                reason=found.reason, cached=found.cached, locate_ms=found.locate_ms))
 
     def health(self) -> dict[str, Any]:
         """vigild's own state, read by the metrics exporter and `vigil status`, from their own
