@@ -247,6 +247,10 @@ class SiteCache:
             except (OSError, ValueError, AttributeError):
                 self.entries = {}  # a damaged cache costs a rescan, nothing else
 
+    def known(self, path: str) -> bool:
+        key = quick_key(path)
+        return key is not None and key in self.entries
+
     def lookup(self, path: str) -> tuple[StaticTls, bool]:
         """What the binary at path carries, and whether it came from the cache."""
         key = quick_key(path)

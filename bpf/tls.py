@@ -148,6 +148,9 @@ class TlsSensor:
         if key in self._static_seen or not is_static_executable(path):
             return
         self._static_seen.add(key)
+        if self.sites.known(path):
+            self._examine(pid, path)  # milliseconds: attached before the process gets far
+            return
         thread = threading.Thread(target=self._examine, args=(pid, path), name="vigil-locate", daemon=True)
         self._locators.append(thread)
         thread.start()
@@ -156,6 +159,12 @@ class TlsSensor:
         start = time.monotonic()
         found, cached = self.sites.lookup(path)
         self._located.put((pid, path, found, cached, (time.monotonic() - start) * 1000))
+
+    def prepare(self, path: str) -> None:
+        """Examine an executable about to be started (vigil trace/run -- CMD) now, so that its
+        first connection is already hooked: the seconds of a first scan are spent before it runs."""
+        if is_static_executable(path):
+            self.sites.lookup(path)
 
     def poll_static(self) -> list[StaticFinding]:
         """Attach what the locator threads found since the last call (pipeline thread)."""
@@ -183,7 +192,7 @@ class TlsSensor:
             reason = (reason + "; " if reason else "") + (
                 f"rustls {found.rustls} is compiled in: its plaintext has no hook, so connections over "
                 "it (for Codex: when a CA bundle is given, and its WebSocket transport) are not read")
-        return StaticFinding(pid=pid, path=path, build_key=found.build_key,
+        return StaticFinding(pid=pid, path=path.removeprefix(f"/proc/{pid}/root"), build_key=found.build_key,
                              openssl_version=found.openssl.version if found.openssl else None, hooked=hooked,
                              blind=blind, reason=reason, cached=cached, locate_ms=round(ms, 1))
 

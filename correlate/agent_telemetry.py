@@ -166,7 +166,7 @@ class TelemetryMerger:
             return [self._check(call, tls)]
         return [LlmCall(
             ts_ns=call.ts_ns, pid=call.pid, tid=0, comm=self.comm_of(call.pid), conn_id=0,
-            provider="openai_responses", endpoint=call.endpoint, host="", model=call.model, stream=True,
+            provider="openai", endpoint=call.endpoint, host="", model=call.model, stream=True,
             status=call.status, http_version="", input_tokens=call.input_tokens,
             output_tokens=call.output_tokens, cache_read_input_tokens=call.cache_read_input_tokens,
             duration_ms=call.duration_ms, finish_reason="completed" if call.completed else None,

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -314,6 +315,9 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if control is not None:
             declarations = _serve_declarations(args, pipeline)
         if command:
+            executable = shutil.which(command[0])
+            if tls is not None and executable:
+                tls.prepare(os.path.realpath(executable))
             child = spawn_gated(command)
             pipeline.add_pending_root(child.pid, command, os.getcwd(), os.getuid(), controlled=control is not None)
             if control is not None:
