@@ -345,6 +345,9 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             declarations.close()
         if receiver is not None:
             receiver.close()
+            if receiver.unattributed:
+                print(f"vigil: {receiver.unattributed} telemetry requests came from no traced process "
+                      "and were not merged", file=sys.stderr)
         pipeline.stop()
         if tls is not None:
             tls.close()
