@@ -137,6 +137,7 @@ class Service:
         from vigild.daemon.metrics import Exporter, build_registry
         from vigild.daemon.pipeline import Pipeline
         from vigild.daemon.sinks import StoreSink
+        from vigild.daemon.telemetry_receiver import TelemetryReceiver
 
         self.config = config
         self.config_path = config_path
@@ -150,6 +151,7 @@ class Service:
         self.exporter: Exporter | None = None
         self.control: ControlServer | None = None
         self.tools: Any = None
+        self.telemetry: Any = None  # TelemetryReceiver with [telemetry] receive
         self.tools_on = config.tools_enabled  # fixed for the process: cgroups and watchdog are set up once
         self.store = Store(config.store_path, key_file=config.store_key_file)
         self.lineage = LineageSensor(root_comms=config.root_comms, root_flags=self.root_flags)
@@ -164,10 +166,15 @@ class Service:
             if config.capture_effects:
                 self.effects = open_effects(self.lineage)
             self.matcher = AgentMatcher(config.agents)
+            if config.telemetry_address is not None:
+                self.telemetry = TelemetryReceiver(list, *config.telemetry_address)
             self.pipeline = Pipeline(self.lineage, sinks=[], tls=self.tls, intent=intent,
                                      classify_root=self.matcher.classify,
                                      sensors=[self.effects] if self.effects is not None else [],
-                                     detector=detector_for(config), control=self.tools)
+                                     detector=detector_for(config), control=self.tools,
+                                     telemetry=self.telemetry.records if self.telemetry else None)
+            if self.telemetry is not None:
+                self.telemetry.candidates = self.pipeline.tracked_pids
             registry, metrics_sink = build_registry(self.health, config.drop_labels)
             self.pipeline.sinks += [StoreSink(self.store, self.pipeline.processes), metrics_sink]
             if config.otlp_endpoint:
@@ -195,6 +202,8 @@ class Service:
         if self.config.scan_running:
             self.adopt_running()
         self.pipeline.start()
+        if self.telemetry is not None:
+            self.telemetry.start()
         assert self.control is not None
         self.control.start()  # last: a status answer means vigild is fully up
         where = f"http://{self.config.metrics_address[0]}:{self.exporter.port}/metrics" if self.exporter else "off"
@@ -266,6 +275,9 @@ class Service:
         log.info("stopped")
 
     def _release(self) -> None:
+        if self.telemetry is not None:
+            self.telemetry.close()
+            self.telemetry = None
         if self.tls is not None:
             self.tls.close()
             self.tls = None

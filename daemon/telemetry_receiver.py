@@ -150,9 +150,10 @@ class TelemetryReceiver:
         return self
 
     def close(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever: only when it runs
+            self._server.shutdown()
+            self._thread.join(timeout=5)
         self._server.server_close()
-        self._thread.join(timeout=5)
 
     def _sender(self, handler: BaseHTTPRequestHandler) -> int | None:
         peer = handler.client_address

@@ -11,13 +11,16 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from vigild.correlate.agent_telemetry import QUIET_NS, TelemetryMerger, TelemetryRecord
 from vigild.correlate.intent import LlmCall, TelemetryCheck
 from vigild.daemon.telemetry_receiver import TelemetryReceiver
+from vigild.daemon.store import Store
 from vigild.daemon.telemetry_setup import codex_overrides, with_telemetry
+from vigild_proc import Vigild, free_port
 
 CONV = "01a2324f-dffd-7f51-aaa9-bf63fe5e3eaf"
 EXPORTER = r"""
@@ -203,3 +206,29 @@ def test_bad_records_cost_nothing() -> None:
     assert isinstance(call, LlmCall)
     assert call.tool_calls == [{"id": "c9", "name": "exec_command", "arguments_raw": "{oops", "error": "invalid_json",
                                 "success": False, "duration_ms": None}]
+
+
+def test_vigild_receives_a_tracked_agents_telemetry_into_its_session(tmp_path: Path, root: None) -> None:
+    """The service with [telemetry] receive: an agent found by name exports Codex-shaped records;
+    its session in the store gets the telemetry-sourced LLM call."""
+    port = free_port()
+    agent = tmp_path / "telagent"
+    agent.write_text(f"#!{sys.executable}\nimport sys\nsys.argv[1:] = ['http://127.0.0.1:{port}']\n{EXPORTER}")
+    agent.chmod(0o755)
+    daemon = Vigild(tmp_path, f'[discovery]\ndefault_agents = false\n\n[[agents]]\nname = "tel"\n'
+                              f'comm = "telagent"\n\n[telemetry]\nreceive = "127.0.0.1:{port}"\n').start()
+    try:
+        proc = subprocess.run([str(agent)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        assert daemon.stop() == 0, daemon.log
+    store = Store(daemon.db)
+    try:
+        (session,) = store.sessions()
+        calls = store.events(session["id"], ("llm_call",))
+    finally:
+        store.close()
+    assert len(calls) == 1, calls
+    call = calls[0]
+    assert call["source"] == "telemetry" and call["comm"] == "telagent"
+    assert (call["input_tokens"], call["output_tokens"], call["status"], call["model"]) == (1234, 56, 200, "gpt-5-codex")
