@@ -8,6 +8,9 @@ path (measured on 0.154 and 0.169):
 - ``openssl``: no CA variable; the test CA is appended to the system bundle, bind-mounted over
   /etc/ssl/certs/ca-certificates.crt in this mount namespace only; Codex then speaks through its
   compiled-in OpenSSL (native-tls).
+- ``openssl-ws``: the same, with the provider's `supports_websockets = true`: Codex first tries
+  its Responses WebSocket transport, which always goes over rustls (the fake server does not
+  upgrade, so Codex falls back to HTTP over OpenSSL).
 
     python codex_harness.py CODEX_EXE MODE {trace|run} OUT_FILE [vigil options...]
 """
@@ -31,11 +34,12 @@ MODEL = "gpt-5-codex"
 API_KEY = "sk-test-codex-harness-0123456789abcdef"
 
 
-def codex_home(url: str) -> str:
+def codex_home(url: str, websockets: bool) -> str:
     home = tempfile.mkdtemp(prefix="vigil-codex-home-")
     Path(home, "config.toml").write_text(
         f'model = "{MODEL}"\nmodel_provider = "local"\n\n[model_providers.local]\nname = "local"\n'
-        f'base_url = "{url}/v1"\nenv_key = "LOCAL_API_KEY"\nwire_api = "responses"\n')
+        f'base_url = "{url}/v1"\nenv_key = "LOCAL_API_KEY"\nwire_api = "responses"\n'
+        f'supports_websockets = {str(websockets).lower()}\n')
     return home
 
 
@@ -50,7 +54,7 @@ def main() -> int:
     workdir = tempfile.mkdtemp(prefix="vigil-codex-work-")
     with AgentDrivingServer(f"echo vigil-codex-tool > {out_file}") as server:
         env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR", "CODEX_CA_CERTIFICATE")}
-        env.update(CODEX_HOME=codex_home(server.url), LOCAL_API_KEY=API_KEY, RUST_LOG="error", NO_COLOR="1")
+        env.update(CODEX_HOME=codex_home(server.url, websockets=mode == "openssl-ws"), LOCAL_API_KEY=API_KEY, RUST_LOG="error", NO_COLOR="1")
         if mode == "rustls":
             env["CODEX_CA_CERTIFICATE"] = server.ca_path
         else:
@@ -59,7 +63,7 @@ def main() -> int:
                  exe, "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox", PROMPT]
         proc = subprocess.run(vigil, env=env, cwd=workdir, capture_output=True, text=True, timeout=240)
         exchanges = [
-            {"path": e.path, "status": e.status, "stream": e.stream, "provider": e.provider,
+            {"method": e.method, "path": e.path, "status": e.status, "stream": e.stream, "provider": e.provider,
              "model": e.response.model if e.response else None,
              "response_id": e.response.response_id if e.response else None,
              "input_tokens": e.response.input_tokens if e.response else None,

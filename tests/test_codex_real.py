@@ -184,3 +184,17 @@ def test_a_copied_string_makes_the_binary_ambiguous(tmp_path: Path) -> None:
     path.write_bytes(bytes(copy))
     with pytest.raises(LocateError, match="found 2 times"):
         locate(str(path))
+
+
+def test_websocket_transport_goes_over_rustls_and_is_not_seen(tmp_path: Path) -> None:
+    """With no CA variable (OpenSSL for HTTP), Codex's Responses WebSocket still uses rustls:
+    vigil sees none of the upgrade requests the server received, sees every HTTP call after the
+    fallback, and has said that rustls is not read."""
+    result, events = run_harness(PINNED, "openssl-ws", "trace", tmp_path)
+    upgrades = [e for e in result["exchanges"] if e["method"] == "GET" and e["path"] == "/v1/responses"]
+    assert upgrades, result["exchanges"]  # Codex tried the WebSocket first
+    seen = [r for r in of_type(events, "https_request") if r["method"] == "GET"]
+    assert seen == []
+    assert "WebSocket" in coverage(events, PINNED)["reason"]
+    served = llm_exchanges(result)
+    assert [c["response_id"] for c in of_type(events, "llm_call")] == [s["response_id"] for s in served]
