@@ -18,12 +18,12 @@ from rich.console import Console
 from vigild.bpf.loader import BpfError, BpfUnavailable
 from vigild.cgroups import CgroupError
 from vigild.daemon.launch import LaunchError, spawn_gated
-from vigild.daemon.telemetry_receiver import TelemetryReceiver
 from vigild.daemon.telemetry_setup import telemetry_env, with_telemetry
 from vigild.daemon.store import Store, StoreError
 
 if TYPE_CHECKING:
     from vigild.bpf.lineage import LineageSensor
+    from vigild.daemon.telemetry_receiver import TelemetryReceiver
     from vigild.daemon.config import Config
     from vigild.daemon.control import ControlServer
     from vigild.daemon.control_loop import ToolCallControl
@@ -237,6 +237,8 @@ def _start_receiver(args: argparse.Namespace, command: list[str]) -> TelemetryRe
     if not command:
         print("vigil: warning: --agent-telemetry needs a started command (-- CMD): ignored", file=sys.stderr)
         return None
+    from vigild.daemon.telemetry_receiver import TelemetryReceiver  # protobuf: only when asked for
+
     receiver = TelemetryReceiver(candidates=list).start()
     os.environ.update(telemetry_env(receiver.endpoint))
     return receiver
