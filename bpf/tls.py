@@ -190,8 +190,8 @@ class TlsSensor:
         blind = [f"rustls {found.rustls}"] if found.rustls else []
         if blind:
             reason = (reason + "; " if reason else "") + (
-                f"rustls {found.rustls} is compiled in: its plaintext has no hook, so connections over "
-                "it (for Codex: when a CA bundle is given, and its WebSocket transport) are not read")
+                f"rustls {found.rustls} is compiled in: its plaintext has no hook, so connections "
+                "over it are not read (Codex: its HTTP when given a CA bundle, its WebSocket always)")
         return StaticFinding(pid=pid, path=path.removeprefix(f"/proc/{pid}/root"), build_key=found.build_key,
                              openssl_version=found.openssl.version if found.openssl else None, hooked=hooked,
                              blind=blind, reason=reason, cached=cached, locate_ms=round(ms, 1))
