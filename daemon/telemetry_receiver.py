@@ -17,6 +17,8 @@ import gzip
 import logging
 import os
 import queue
+import socket
+import struct
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -72,18 +74,22 @@ def log_records(request: ExportLogsServiceRequest, pid: int | None) -> list[Tele
     return records
 
 
-def _hex_endpoint(host: str, port: int) -> str:
-    """How /proc/net/tcp writes an IPv4 endpoint (little-endian address on x86)."""
-    a, b, c, d = (int(x) for x in host.split("."))
-    return f"{d:02X}{c:02X}{b:02X}{a:02X}:{port:04X}"
+def _hex_endpoint(host: str, port: int) -> tuple[str, str]:
+    """How /proc/net/tcp (or tcp6) writes an endpoint: the address as native-endian 32-bit words."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    raw = socket.inet_pton(family, host)
+    words = struct.unpack(f"={len(raw) // 4}I", raw)
+    table = "tcp6" if family == socket.AF_INET6 else "tcp"
+    return table, "".join(f"{w:08X}" for w in words) + f":{port:04X}"
 
 
 def socket_inode(local: tuple[str, int], remote: tuple[str, int], proc: str = "/proc") -> int | None:
     """Inode of the TCP socket whose local end is `local` and remote end `remote`, in vigil's
     network namespace (the agent's, when it talks to this loopback receiver)."""
-    want_local, want_remote = _hex_endpoint(*local), _hex_endpoint(*remote)
+    table, want_local = _hex_endpoint(*local)
+    _, want_remote = _hex_endpoint(*remote)
     try:
-        with open(f"{proc}/net/tcp") as f:
+        with open(f"{proc}/net/{table}") as f:
             next(f, None)
             for line in f:
                 parts = line.split()
@@ -111,6 +117,10 @@ def pid_holding(inode: int, candidates: Iterable[int], proc: str = "/proc") -> i
     return None
 
 
+class _Http6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class TelemetryReceiver:
     """OTLP/HTTP on 127.0.0.1 (port 0: any free one). `candidates()` lists the pids a sender may
     be (the tracked processes); records go to `records`, a queue the pipeline drains."""
@@ -136,14 +146,15 @@ class TelemetryReceiver:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 log.debug("otlp %s", format % args)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        server_class = _Http6Server if ":" in host else ThreadingHTTPServer
+        self._server = server_class((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="vigil-otlp-receiver", daemon=True)
 
     @property
     def endpoint(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def start(self) -> TelemetryReceiver:
         self._thread.start()

@@ -40,9 +40,9 @@ provider.shutdown()
 """
 
 
-@pytest.fixture
-def receiver() -> Iterator[TelemetryReceiver]:
-    rec = TelemetryReceiver(candidates=lambda: []).start()
+@pytest.fixture(params=["127.0.0.1", "::1"])
+def receiver(request: pytest.FixtureRequest) -> Iterator[TelemetryReceiver]:
+    rec = TelemetryReceiver(candidates=lambda: [], host=request.param).start()
     yield rec
     rec.close()
 
