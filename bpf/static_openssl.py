@@ -25,6 +25,7 @@ import mmap
 import os
 import re
 import struct
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ SOURCE_FILE = b"ssl/ssl_lib.c"
 _LEA_RIP = re.compile(rb"[\x48\x4c]\x8d[\x05\x0d\x15\x1d\x25\x2d\x35\x3d]", re.DOTALL)
 _RUSTLS_PATH = re.compile(rb"/rustls-(\d+\.\d+\.\d+)/src/")
 CACHE_VERSION = 1
+NO_OPENSSL = "no OpenSSL 3 (no ssl/ssl_lib.c error sites)"
 
 
 class LocateError(Exception):
@@ -162,7 +164,7 @@ def locate(path: str) -> OpensslSites:
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         elf = _Elf(data)
         if data.find(b"\0" + SOURCE_FILE + b"\0") < 0:
-            raise LocateError("no OpenSSL 3 (no ssl/ssl_lib.c error sites)")
+            raise LocateError(NO_OPENSSL)
         key = elf.build_key()
         targets = {_unique_string(elf, WRITE_FUNC): WRITE_FUNC, _unique_string(elf, READ_FUNC): READ_FUNC}
         starts = elf.function_starts()
@@ -238,6 +240,7 @@ class SiteCache:
 
     def __init__(self, path: str | None) -> None:
         self.path = Path(path) if path else None
+        self._lock = threading.Lock()  # the pipeline and the locator threads look up concurrently
         self.entries: dict[str, dict[str, Any]] = {}
         if self.path is not None and self.path.exists():
             try:
@@ -263,8 +266,9 @@ class SiteCache:
             found = examine(path)
         except (OSError, ValueError, struct.error, LocateError) as exc:
             return StaticTls(key or "", None, f"cannot read {path}: {exc}", None), False
-        self.entries[found.build_key] = asdict(found)
-        self._save()
+        with self._lock:
+            self.entries[found.build_key] = asdict(found)
+            self._save()
         return found, False
 
     def _save(self) -> None:

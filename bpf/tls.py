@@ -25,7 +25,7 @@ from pathlib import Path
 from vigild.bpf.events import TLS_DIR_READ, TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_OPENSSL, TlsConfigC
 from vigild.bpf.loader import BpfError, BpfObject, Link, Map
 from vigild.bpf.objects import object_path
-from vigild.bpf.static_openssl import SiteCache, StaticTls, is_static_executable
+from vigild.bpf.static_openssl import NO_OPENSSL, SiteCache, StaticTls, is_static_executable
 
 log = logging.getLogger("vigild.tls")
 
@@ -68,7 +68,7 @@ class HookedFile:
 @dataclass(frozen=True)
 class StaticFinding:
     """What vigil could do with a static executable a tracked process runs: `hooked` when its
-    OpenSSL is attached, and the TLS stacks in it that stay unread (rustls), said once per build."""
+    OpenSSL is attached, and the TLS stacks in it that stay unread (rustls); once per file."""
 
     pid: int
     path: str
@@ -99,7 +99,6 @@ class TlsSensor:
         self.sites = SiteCache(site_cache)
         self._static_seen: set[tuple[int, int]] = set()
         self._located: queue.SimpleQueue[tuple[int, str, StaticTls, bool, float]] = queue.SimpleQueue()
-        self._locators: list[threading.Thread] = []
 
     # ---- finding libraries ----
     def attach_system_libraries(self) -> list[str]:
@@ -152,7 +151,6 @@ class TlsSensor:
             self._examine(pid, path)  # milliseconds: attached before the process gets far
             return
         thread = threading.Thread(target=self._examine, args=(pid, path), name="vigil-locate", daemon=True)
-        self._locators.append(thread)
         thread.start()
 
     def _examine(self, pid: int, path: str) -> None:
@@ -174,13 +172,9 @@ class TlsSensor:
                 pid, path, found, cached, ms = self._located.get_nowait()
             except queue.Empty:
                 return findings
-            findings.append(self._attach_static(pid, path, found, cached, ms))
-
-    def wait_static(self, timeout: float) -> None:
-        """Wait for the locator threads (tests, benchmarks)."""
-        deadline = time.monotonic() + timeout
-        for thread in list(self._locators):
-            thread.join(max(0.0, deadline - time.monotonic()))
+            finding = self._attach_static(pid, path, found, cached, ms)
+            if finding.hooked or finding.blind or found.openssl_error != NO_OPENSSL:
+                findings.append(finding)  # a static program with no TLS at all is not news
 
     def _attach_static(self, pid: int, path: str, found: StaticTls, cached: bool, ms: float) -> StaticFinding:
         hooked, reason = False, found.openssl_error or ""

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from conftest import need
-from helpers import parse_json_lines
+from helpers import parse_json_lines, vigil_trace
 from vigild.bpf.static_openssl import LocateError, SiteCache, is_static_executable, locate
 
 PINNED = "0.169.0"
@@ -198,3 +198,12 @@ def test_websocket_transport_goes_over_rustls_and_is_not_seen(tmp_path: Path) ->
     assert "WebSocket" in coverage(events, PINNED)["reason"]
     served = llm_exchanges(result)
     assert [c["response_id"] for c in of_type(events, "llm_call")] == [s["response_id"] for s in served]
+
+
+def test_a_static_program_without_tls_is_not_reported(root: None) -> None:
+    """ldconfig is a static executable with no TLS: examined, nothing to say, no event."""
+    assert is_static_executable("/sbin/ldconfig")
+    result = vigil_trace(["--", "sh", "-c", "/sbin/ldconfig -p >/dev/null"], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "/sbin/ldconfig" in [e["argv"][0] for e in result.of_type("exec")]
+    assert result.of_type("tls_coverage") == []
