@@ -16,6 +16,7 @@ from pathlib import Path
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.static_openssl import SiteCache
 from vigild.bpf.tls import TlsSensor
+from vigild.bpf.tls_locate import Locator, TlsFunctions
 
 PLATFORM_BINARY = "node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
 
@@ -45,10 +46,12 @@ def main() -> None:
                     cache_file = f"{tmp}/cache.json"
                     first.append(timed(lambda: SiteCache(cache_file).lookup(str(exe))))
                     cached.append(timed(lambda: SiteCache(cache_file).lookup(str(exe))))
-            tls = TlsSensor(lineage.shared_maps, site_cache=None)
+            tls = TlsSensor(lineage.shared_maps, locator=Locator(cache_dir=None), site_cache=None)
             try:
-                found, _ = tls.sites.lookup(str(exe))
-                attach = timed(lambda: tls._attach_offsets(str(exe), found))
+                found = tls._locate(str(exe))
+                assert isinstance(found, TlsFunctions), found
+                inode = (exe.stat().st_dev, exe.stat().st_ino)
+                attach = timed(lambda: tls.attach_offsets(inode, found))
             finally:
                 tls.close()
             print(f"{release:<10} {exe.stat().st_size / 1e6:>8.0f} {statistics.median(first):>10.0f} "

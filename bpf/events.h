@@ -61,6 +61,7 @@ struct fork_event {
 #define EXEC_NEW_ROOT (1u << 3) /* the exec made this process a tracked root (comm match) */
 #define EXEC_CALL_START (1u << 4) /* first exec of a child of a controlled root: a tool call starts */
 #define EXEC_HELD (1u << 5)       /* ... and it was stopped (SIGSTOP) before its first instruction */
+#define EXEC_EXE_HELD (1u << 6)   /* stopped until user space has hooked the TLS of a new executable */
 
 /* A tracked process replaced its program. `data` holds the filename (filename_len bytes, NUL
  * included) followed by the argv area (args_len bytes of NUL-separated strings). The record is
@@ -179,6 +180,15 @@ struct lineage_config {
 	__u64 session_base;   /* first kernel-minted session id, without KERNEL_SESSION_BIT */
 	__u32 wakeup_bytes;   /* force a consumer wakeup once this much data is waiting */
 	__u32 match_comm;     /* non-zero: roots may be added by comm match at exec */
+	__u32 hold_new_exe;   /* non-zero: hold a tracked exec of an executable not in exe_seen */
+	__u32 _pad;
+};
+
+/* An executable file, as the kernel names it: (superblock dev, inode). */
+struct exe_key {
+	__u64 ino;
+	__u32 dev;
+	__u32 _pad;
 };
 
 #endif /* VIGIL_EVENTS_H */

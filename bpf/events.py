@@ -47,6 +47,7 @@ EXEC_ARGS_UNREADABLE = 1 << 2
 EXEC_NEW_ROOT = 1 << 3
 EXEC_CALL_START = 1 << 4
 EXEC_HELD = 1 << 5
+EXEC_EXE_HELD = 1 << 6
 
 TRACK_CONTROLLED = 1 << 0
 TRACK_CALL_CANDIDATE = 1 << 1
@@ -148,7 +149,12 @@ class ControlConfigC(ctypes.Structure):
 
 
 class LineageConfigC(ctypes.Structure):
-    _fields_ = [("session_base", c_uint64), ("wakeup_bytes", c_uint32), ("match_comm", c_uint32)]
+    _fields_ = [("session_base", c_uint64), ("wakeup_bytes", c_uint32), ("match_comm", c_uint32),
+                ("hold_new_exe", c_uint32), ("_pad", c_uint32)]
+
+
+class ExeKeyC(ctypes.Structure):
+    _fields_ = [("ino", c_uint64), ("dev", c_uint32), ("_pad", c_uint32)]
 
 
 EXEC_DATA_OFFSET = ExecEventC.data.offset
@@ -195,6 +201,7 @@ class ExecEvent(ProcessEvent):
     new_root: bool = False
     call_start: bool = False  # first exec of a child of a `vigil run` agent: a tool call starts
     held: bool = False  # ... and the kernel stopped it before its first instruction for placement
+    exe_held: bool = False  # stopped until user space had hooked the TLS its executable carries
 
 
 @dataclass
@@ -364,4 +371,5 @@ def _decode_exec(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> ExecEv
         new_root=bool(hdr.flags & EXEC_NEW_ROOT),
         call_start=bool(hdr.flags & EXEC_CALL_START),
         held=bool(hdr.flags & EXEC_HELD),
+        exe_held=bool(hdr.flags & EXEC_EXE_HELD),
     )

@@ -40,6 +40,16 @@ struct {
 	__type(value, __u64);
 } held SEC(".maps");
 
+/* Executables user space has examined for TLS to hook (exe_key -> 1). A tracked process that
+ * execs any other is held like a tool call (same `held` map, same watchdog) until user space has
+ * hooked what the executable carries, so its first TLS call is not missed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct exe_key);
+	__type(value, __u8);
+} exe_seen SEC(".maps");
+
 #define SIGSTOP 19
 
 /* Counter behind kernel-minted session ids (see KERNEL_SESSION_BIT). */
@@ -118,6 +128,30 @@ static __always_inline __u32 start_call(__u32 tgid, struct tracked_info *info)
 	return flags | EXEC_HELD;
 }
 
+/* Hold an exec of an executable user space has not examined yet (see exe_seen). */
+static __always_inline __u32 hold_new_exe(__u32 tgid, struct linux_binprm *bprm, __u32 call_flags)
+{
+	struct exe_key key = {};
+	__u64 now;
+
+	if (!cfg.hold_new_exe)
+		return 0;
+	key.ino = BPF_CORE_READ(bprm, file, f_inode, i_ino);
+	key.dev = BPF_CORE_READ(bprm, file, f_inode, i_sb, s_dev);
+	if (bpf_map_lookup_elem(&exe_seen, &key))
+		return 0;
+	if (call_flags & EXEC_HELD) /* already stopped for its call's placement */
+		return EXEC_EXE_HELD;
+	now = bpf_ktime_get_boot_ns();
+	if (bpf_map_update_elem(&held, &tgid, &now, BPF_ANY))
+		return 0;
+	if (bpf_send_signal(SIGSTOP)) {
+		bpf_map_delete_elem(&held, &tgid);
+		return 0;
+	}
+	return EXEC_EXE_HELD;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -136,6 +170,7 @@ int BPF_PROG(on_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 		new_root = EXEC_NEW_ROOT;
 	}
 	call_flags = start_call(tgid, info);
+	call_flags |= hold_new_exe(tgid, bprm, call_flags);
 	ev = bpf_map_lookup_elem(&exec_scratch, &cpu);
 	if (!ev) {
 		count_event(EVENT_EXEC, -1);

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import time
 from collections.abc import Iterable
 
@@ -15,6 +16,7 @@ import psutil
 
 from vigild.bpf.events import (
     EVENT_KIND_MAX,
+    ExeKeyC,
     KIND_NAMES,
     TASK_COMM_LEN,
     KindStatsC,
@@ -32,14 +34,19 @@ PROGRAMS = ("on_fork", "on_exec", "on_exit")
 class LineageSensor:
     """Tracks process trees in the kernel and reports their fork/exec/exit."""
 
-    def __init__(self, root_comms: Iterable[str] = (), wakeup_bytes: int = 256 * 1024, root_flags: int = 0) -> None:
+    def __init__(self, root_comms: Iterable[str] = (), wakeup_bytes: int = 256 * 1024, root_flags: int = 0,
+                 hold_new_exe: bool = False) -> None:
+        """hold_new_exe: a tracked process that execs an executable not yet marked with
+        `mark_exe_seen` is stopped (SIGSTOP, `held`) until user space lets it go, so TLS hooks
+        for what that executable carries are in place before it runs."""
         check_host()
         raise_memlock_limit()
         comms = list(root_comms)
         self.obj = BpfObject(object_path("lineage.bpf.o"))
         try:
             self.obj.set_rodata(LineageConfigC(session_base=time.time_ns() // 1000, wakeup_bytes=wakeup_bytes,
-                                               match_comm=1 if comms else 0))
+                                               match_comm=1 if comms else 0,
+                                               hold_new_exe=1 if hold_new_exe else 0))
             self.obj.set_max_entries("exec_scratch", possible_cpus())
             self.obj.load()
             self.tracked: Map = self.obj.map("tracked")
@@ -47,6 +54,7 @@ class LineageSensor:
             self.stats_map: Map = self.obj.map("stats")
             self.root_comms: Map = self.obj.map("root_comms")
             self.held: Map = self.obj.map("held")
+            self.exe_seen: Map = self.obj.map("exe_seen")
             for comm in comms:
                 self.add_root_comm(comm, root_flags)
             for prog in PROGRAMS:
@@ -78,6 +86,12 @@ class LineageSensor:
         call, stopped in the kernel until `release_held`."""
         info = TrackedInfoC(session_id=session_id, root_pid=root_pid or pid, depth=depth, flags=flags)
         self.tracked.update(ctypes.c_uint32(pid), info)
+
+    def mark_exe_seen(self, st_dev: int, st_ino: int) -> None:
+        """The executable (as os.stat names it) has been examined: execs of it are not held."""
+        # the kernel's s_dev is MKDEV(major, minor) = major << 20 | minor, not stat's encoding
+        key = ExeKeyC(ino=st_ino, dev=(os.major(st_dev) << 20) | os.minor(st_dev))
+        self.exe_seen.update(key, ctypes.c_uint8(1))
 
     def release_held(self, pid: int) -> bool:
         """Forget that the kernel stopped pid at its call's first exec (the caller sends SIGCONT)."""

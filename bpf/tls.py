@@ -5,8 +5,10 @@ uprobes attach to a file (an inode), for every process that maps it; the program
 untracked processes in the kernel. Libraries are found where agents load them: the system's own
 (attached at start), those a tracked process maps (its /proc/PID/maps, through /proc/PID/root for
 containers), executables that carry OpenSSL themselves and export its symbols (Node.js), and
-static executables that carry OpenSSL without symbols (Codex), located by its error sites
-(bpf/static_openssl.py) in a background thread and cached by build.
+executables with BoringSSL compiled in and no symbols (Bun: Claude Code, opencode), found by
+`tls_locate`, and static executables with OpenSSL 3 compiled in (Codex), found by
+`static_openssl`. What cannot be hooked is recorded per executable (`captures`) so it is said, not
+silent.
 """
 
 from __future__ import annotations
@@ -14,18 +16,19 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import queue
 import subprocess
-import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vigild.bpf.events import TLS_DIR_READ, TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_OPENSSL, TlsConfigC
 from vigild.bpf.loader import BpfError, BpfObject, Link, Map
 from vigild.bpf.objects import object_path
-from vigild.bpf.static_openssl import NO_OPENSSL, SiteCache, StaticTls, is_static_executable
+from vigild.bpf.static_openssl import NO_OPENSSL, SiteCache, is_static_executable
+from vigild.bpf.tls_locate import Blind, Locator, TlsFunctions
 
 log = logging.getLogger("vigild.tls")
 
@@ -45,12 +48,16 @@ LIBRARIES = {
     TLS_LIB_GNUTLS: ("gnutls", GNUTLS_CALLS, "gnutls_deinit"),
 }
 LIB_PREFIXES = {"libssl.so": TLS_LIB_OPENSSL, "libgnutls.so": TLS_LIB_GNUTLS}
-# OpenSSL 3 internals found in static binaries: (which, entry program, return program, direction)
-STATIC_OPENSSL_CALLS = (
-    ("write_offset", "tls_enter_ex5", "tls_exit_ex", TLS_DIR_WRITE),
-    ("read_offset", "tls_enter_ex", "tls_exit_ex", TLS_DIR_READ),
-)
+# (entry, return) programs for the located write and read functions, by stack: BoringSSL keeps
+# SSL_write/SSL_read's signatures; OpenSSL 3's ssl_write_internal(s, buf, num, flags, written)
+# returns the count through its 5th argument, ssl_read_internal(s, buf, num, readbytes) its 4th.
+LOCATED_PROGRAMS = {
+    "openssl": (("tls_enter_ex5", "tls_exit_ex"), ("tls_enter_ex", "tls_exit_ex")),
+}
+DEFAULT_PROGRAMS = (("tls_enter", "tls_exit"), ("tls_enter", "tls_exit"))
 DEFAULT_SITE_CACHE = "/var/cache/vigild/static-tls.json"
+RUSTLS_UNREAD = ("rustls {} is compiled in: its plaintext crosses no hookable function, so connections over it "
+                 "are not read (Codex: its HTTP when given a CA bundle, its WebSocket always)")
 
 
 def cookie(lib: int, direction: int) -> int:
@@ -65,25 +72,31 @@ class HookedFile:
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class StaticFinding:
-    """What vigil could do with a static executable a tracked process runs: `hooked` when its
-    OpenSSL is attached, and the TLS stacks in it that stay unread (rustls); once per file."""
+@dataclass
+class Capture:
+    """What vigil can read of one executable's TLS: `hooked` (how: symbols or locator) or
+    `blind` (why). Executables with no TLS stack of their own have none."""
 
-    pid: int
     path: str
-    build_key: str
-    openssl_version: str | None
-    hooked: bool
-    blind: list[str]
-    reason: str
-    cached: bool
-    locate_ms: float
+    state: str  # "hooked" | "blind"
+    stack: str
+    how: str | None = None
+    reason: str | None = None
+    locate_ms: float | None = None
+    cached: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {"binary": self.path, "state": self.state, "stack": self.stack, "how": self.how,
+                "reason": self.reason, "locate_ms": self.locate_ms, "cached": self.cached}
 
 
 class TlsSensor:
     def __init__(self, shared_maps: dict[str, Map], max_call_bytes: int = 16 * 1024 * 1024,
-                 wakeup_bytes: int = 256 * 1024, site_cache: str | None = DEFAULT_SITE_CACHE) -> None:
+                 wakeup_bytes: int = 256 * 1024, locator: Locator | None = None,
+                 locate_timeout: float = 10.0, site_cache: str | None = DEFAULT_SITE_CACHE) -> None:
+        """locator: finds TLS compiled into stripped executables (None: such executables are
+        reported blind). locate_timeout bounds how long one exec waits for a first search.
+        site_cache: where OpenSSL found in static executables is remembered by build."""
         self.obj = BpfObject(object_path("tls.bpf.o"))
         try:
             for name in ("tracked", "events", "stats"):
@@ -96,9 +109,17 @@ class TlsSensor:
         self.files: dict[tuple[int, int], HookedFile] = {}
         self.attach_ok: Counter[str] = Counter()
         self.attach_failed: Counter[str] = Counter()
+        self.locator = locator
+        self.locate_timeout = locate_timeout
         self.sites = SiteCache(site_cache)
-        self._static_seen: set[tuple[int, int]] = set()
-        self._located: queue.SimpleQueue[tuple[int, str, StaticTls, bool, float]] = queue.SimpleQueue()
+        # executable (st_dev, st_ino) -> its capture, once examined; `new_captures` are the ones
+        # not yet reported (the pipeline drains them into events)
+        self.captures: dict[tuple[int, int], Capture] = {}
+        self.new_captures: list[Capture] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-tls-locate")
+        self._pending: dict[tuple[int, int], Future[TlsFunctions | Blind | None]] = {}
+        self._examined: set[tuple[int, int]] = set()
+        self._shown: dict[tuple[int, int], str] = {}
 
     # ---- finding libraries ----
     def attach_system_libraries(self) -> list[str]:
@@ -110,14 +131,15 @@ class TlsSensor:
                 hooked.append(path)
         return hooked
 
-    def scan_process(self, pid: int) -> None:
-        """Hook TLS libraries a tracked process maps, and its executable if it exports OpenSSL."""
+    def scan_process(self, pid: int) -> tuple[int, int] | None:
+        """Hook TLS libraries a tracked process maps, and the TLS its executable carries; returns
+        the executable's (st_dev, st_ino), or None when the process is gone."""
         root = f"/proc/{pid}/root"
         try:
             maps = Path(f"/proc/{pid}/maps").read_text()
             exe = os.readlink(f"/proc/{pid}/exe")
         except OSError:
-            return  # gone already
+            return None  # gone already
         seen: set[str] = set()
         for line in maps.splitlines():
             parts = line.split(maxsplit=5)
@@ -132,90 +154,122 @@ class TlsSensor:
                 if name.startswith(prefix):
                     self.attach_file(root + path, lib)
         exe = exe.removesuffix(" (deleted)")
-        if not self.attach_file(root + exe, TLS_LIB_OPENSSL, quiet_if_absent=True):
-            self._consider_static(pid, root + exe)
+        return self.examine_executable(root + exe, shown=exe)
 
-    # ---- static executables ----
-    def _consider_static(self, pid: int, path: str) -> None:
-        """Examine a static executable once per inode, off the pipeline thread (a first scan of
-        Codex takes seconds; the ring buffer must keep draining meanwhile)."""
+    def examine_executable(self, path: str, shown: str | None = None) -> tuple[int, int] | None:
+        """Hook the TLS an executable carries: exported OpenSSL symbols, or BoringSSL found by the
+        locator. Waits at most locate_timeout for a first search (a held exec waits on this);
+        a search still running then is finished by `poll_pending`. Returns the file's key.
+        shown: the path as the process sees it (path may go through /proc/PID/root)."""
+        shown = shown or path
         try:
             st = os.stat(path)
         except OSError:
-            return
+            return None
         key = (st.st_dev, st.st_ino)
-        if key in self._static_seen or not is_static_executable(path):
-            return
-        self._static_seen.add(key)
-        if self.sites.known(path):
-            self._examine(pid, path)  # milliseconds: attached before the process gets far
-            return
-        thread = threading.Thread(target=self._examine, args=(pid, path), name="vigil-locate", daemon=True)
-        thread.start()
+        if key in self._examined:
+            return key
+        self._examined.add(key)
+        if self.attach_file(path, TLS_LIB_OPENSSL, quiet_if_absent=True):
+            self._record(key, Capture(path=shown, state="hooked", stack="openssl", how="symbols"))
+            return key
+        if self.locator is None:
+            return key
+        self._shown[key] = shown
+        future = self._pool.submit(self._locate, path)
+        try:
+            found = future.result(timeout=self.locate_timeout)
+        except FutureTimeout:
+            self._pending[key] = future
+            log.warning("locating TLS in %s takes longer than %.1f s: its process runs on, unhooked "
+                        "until the search ends", path, self.locate_timeout)
+            return key
+        except Exception as exc:  # noqa: BLE001 - a binary that breaks the search is blind, not fatal
+            found = Blind(path, "unknown", f"TLS search failed: {exc}")
+        self._apply(key, shown, found)
+        return key
 
-    def _examine(self, pid: int, path: str) -> None:
-        start = time.monotonic()
-        found, cached = self.sites.lookup(path)
-        self._located.put((pid, path, found, cached, (time.monotonic() - start) * 1000))
-
-    def prepare(self, path: str) -> None:
-        """Examine an executable about to be started (vigil trace/run -- CMD) now, so that its
-        first connection is already hooked: the seconds of a first scan are spent before it runs."""
+    def _locate(self, path: str) -> TlsFunctions | Blind | None:
+        """OpenSSL 3 compiled into a static executable (Codex: bpf/static_openssl.py) first; else
+        the BoringSSL-family locator. Runs on the locate pool."""
+        assert self.locator is not None
         if is_static_executable(path):
-            self.sites.lookup(path)
+            started = time.monotonic()
+            found, cached = self.sites.lookup(path)
+            if found.openssl is not None:
+                unread = (Blind(path, "rustls", RUSTLS_UNREAD.format(found.rustls), found.build_key, cached=cached),) \
+                    if found.rustls else ()
+                return TlsFunctions(path=path, stack="openssl", write=found.openssl.write_offset,
+                                    read=found.openssl.read_offset, close=None, close_name="",
+                                    build_key=found.build_key, seconds=time.monotonic() - started, cached=cached,
+                                    unread=unread)
+            if found.openssl_error != NO_OPENSSL:
+                return Blind(path, "openssl", f"OpenSSL 3 is compiled in but refused: {found.openssl_error}",
+                             found.build_key, cached=cached)
+        return self.locator.locate(path)
 
-    def poll_static(self) -> list[StaticFinding]:
-        """Attach what the locator threads found since the last call (pipeline thread)."""
-        findings = []
-        while True:
-            try:
-                pid, path, found, cached, ms = self._located.get_nowait()
-            except queue.Empty:
-                return findings
-            finding = self._attach_static(pid, path, found, cached, ms)
-            if finding.hooked or finding.blind or found.openssl_error != NO_OPENSSL:
-                findings.append(finding)  # a static program with no TLS at all is not news
+    def poll_pending(self) -> None:
+        """Attach what searches that outlived their exec's wait have found."""
+        for key, future in list(self._pending.items()):
+            if future.done():
+                del self._pending[key]
+                try:
+                    found = future.result()
+                except Exception as exc:  # noqa: BLE001
+                    found = Blind("", "unknown", f"TLS search failed: {exc}")
+                self._apply(key, self._shown.get(key, ""), found, late=True)
 
-    def _attach_static(self, pid: int, path: str, found: StaticTls, cached: bool, ms: float) -> StaticFinding:
-        hooked, reason = False, found.openssl_error or ""
-        if found.openssl is not None:
-            error = self._attach_offsets(path, found)
-            hooked, reason = error is None, error or ""
-        blind = [f"rustls {found.rustls}"] if found.rustls else []
-        if blind:
-            reason = (reason + "; " if reason else "") + (
-                f"rustls {found.rustls} is compiled in: its plaintext has no hook, so connections "
-                "over it are not read (Codex: its HTTP when given a CA bundle, its WebSocket always)")
-        return StaticFinding(pid=pid, path=path.removeprefix(f"/proc/{pid}/root"), build_key=found.build_key,
-                             openssl_version=found.openssl.version if found.openssl else None, hooked=hooked,
-                             blind=blind, reason=reason, cached=cached, locate_ms=round(ms, 1))
+    def _apply(self, key: tuple[int, int], path: str, found: TlsFunctions | Blind | None, late: bool = False) -> None:
+        ms = round(found.seconds * 1000, 1) if found is not None else None
+        if isinstance(found, TlsFunctions):
+            error = self.attach_offsets(key, found)
+            if error is None:
+                self._record(key, Capture(path=path, state="hooked", stack=found.stack,
+                                          how="locator (late)" if late else "locator", locate_ms=ms,
+                                          cached=found.cached))
+                for other in found.unread:  # said too; connections without plaintext get this reason
+                    self._record(key, Capture(path=path, state="blind", stack=other.stack, reason=other.reason,
+                                              locate_ms=ms, cached=other.cached))
+            else:
+                self._record(key, Capture(path=path, state="blind", stack=found.stack,
+                                          reason=f"located, but attaching failed: {error}", locate_ms=ms))
+        elif isinstance(found, Blind):
+            self._record(key, Capture(path=path, state="blind", stack=found.stack, reason=found.reason,
+                                      locate_ms=ms, cached=found.cached))
 
-    def _attach_offsets(self, path: str, found: StaticTls) -> str | None:
-        """Attach the static OpenSSL probes; None on success, else why not."""
-        assert found.openssl is not None
+    def _record(self, key: tuple[int, int], capture: Capture) -> None:
+        self.captures[key] = capture
+        self.new_captures.append(capture)
+        if capture.state == "blind":
+            log.warning("cannot read TLS plaintext of %s (%s): %s", capture.path, capture.stack, capture.reason)
+
+    def capture_of(self, shown: str) -> Capture | None:
+        """The capture of an executable by the path its process saw."""
+        return next((c for c in self.captures.values() if c.path == shown), None)
+
+    def attach_offsets(self, key: tuple[int, int], found: TlsFunctions) -> str | None:
+        """Attach the programs of the located stack at file offsets; returns the error, or None."""
+        hooked = HookedFile(path=found.path, lib=TLS_LIB_OPENSSL)
+        (w_enter, w_exit), (r_enter, r_exit) = LOCATED_PROGRAMS.get(found.stack, DEFAULT_PROGRAMS)
+        plan = [(w_enter, w_exit, found.write, TLS_DIR_WRITE), (r_enter, r_exit, found.read, TLS_DIR_READ)]
         try:
-            st = os.stat(path)
-        except OSError as exc:
-            return f"the executable is gone: {exc}"
-        hooked = HookedFile(path=path, lib=TLS_LIB_OPENSSL)
-        self.files[(st.st_dev, st.st_ino)] = hooked
-        try:
-            for which, enter, leave, direction in STATIC_OPENSSL_CALLS:
-                offset = getattr(found.openssl, which)
+            for enter, leave, offset, direction in plan:
                 c = cookie(TLS_LIB_OPENSSL, direction)
-                hooked.links.append(self.obj.attach_uprobe(enter, path, None, offset=offset, cookie=c))
-                hooked.links.append(self.obj.attach_uprobe(leave, path, None, offset=offset, retprobe=True,
-                                                           cookie=c))
+                hooked.links.append(self.obj.attach_uprobe(enter, found.path, offset=offset, cookie=c))
+                hooked.links.append(self.obj.attach_uprobe(leave, found.path, offset=offset, retprobe=True, cookie=c))
+            if found.close is not None:
+                hooked.links.append(self.obj.attach_uprobe("tls_free", found.path, offset=found.close,
+                                                           cookie=cookie(TLS_LIB_OPENSSL, 0)))
         except BpfError as exc:
             for link in hooked.links:
                 link.destroy()
-            hooked.links.clear()
             hooked.error = str(exc).splitlines()[0]
-            self.attach_failed["openssl-static"] += 1
-            log.warning("cannot hook the OpenSSL inside %s: %s", path, hooked.error)
+            self.attach_failed[found.stack] += 1
+            self.files[key] = hooked
             return hooked.error
-        self.attach_ok["openssl-static"] += 1
-        log.info("hooked OpenSSL %s inside %s (located by its error sites)", found.openssl.version, path)
+        self.files[key] = hooked
+        self.attach_ok[found.stack] += 1
+        log.info("hooked %s in %s at offsets write=%#x read=%#x", found.stack, found.path, found.write, found.read)
         return None
 
     # ---- attaching ----
@@ -259,6 +313,7 @@ class TlsSensor:
         return [f.path for f in self.files.values() if not f.error]
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
         for f in self.files.values():
             for link in f.links:
                 link.destroy()

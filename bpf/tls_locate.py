@@ -98,6 +98,7 @@ class TlsFunctions:
     how: str = "locator"
     seconds: float = 0.0
     cached: bool = False
+    unread: tuple[Blind, ...] = ()  # other TLS stacks in the same executable that stay unread
 
 
 @dataclass(frozen=True)
@@ -407,13 +408,29 @@ def _identify(md: capstone.Cs, img: _Image, spec: StackSpec, funcs: list[_Functi
     return write, read, shutdown
 
 
+# Stacks this locator cannot hook yet, recognised so that what is not seen is said, not silent:
+# (stack, marker bytes in a read-only section, why).
+UNHOOKABLE = (
+    ("go-crypto/tls", b"crypto/tls.(*Conn).Write", "Go crypto/tls is not hooked (no uprobes for Go's TLS yet)"),
+    ("rustls", b"rustls", "rustls is statically linked with no symbols to hook"),
+)
+
+
+def _unhookable(img: _Image, path: str, key: str) -> Blind | None:
+    for stack, marker, why in UNHOOKABLE:
+        for _addr, off, size in img.data_sections:
+            if img.map.find(marker, off, off + size) >= 0:
+                return Blind(path, stack, why, key)
+    return None
+
+
 def _search(path: str, spec: StackSpec) -> tuple[str, TlsFunctions | Blind | None]:
     img = _Image(path)
     try:
         key = img.build_key()
         strings = _string_addresses(img, spec.source_suffix)
         if not strings:
-            return key, None
+            return key, _unhookable(img, path, key)
         md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         md.detail = True
         sites: list[tuple[int, int, int]] = []

@@ -24,6 +24,7 @@ from typing import Any
 from vigild.correlate.intent import LlmCall, TelemetryCheck
 
 QUIET_NS = 2 * 1_000_000_000  # a call with no new record for this long is complete
+GRACE_NS = 2 * 1_000_000_000  # a complete call waits this long for its TLS twin before standing alone
 MATCH_WINDOW_NS = 10 * 1_000_000_000  # how far apart TLS and telemetry may date one call
 # fields compared when both sources have the call
 COMPARED = ("status", "model", "input_tokens", "output_tokens", "cache_read_input_tokens", "tool_call_ids")
@@ -73,8 +74,8 @@ def _float(value: Any) -> float | None:
 
 
 class TelemetryMerger:
-    """Feed it telemetry records and the TLS-decoded LLM calls of the same processes; it returns
-    `telemetry_check` events and telemetry-sourced `llm_call`s.
+    """Feed it telemetry records and the TLS-decoded LLM calls of the same processes; expire()
+    and flush() return `telemetry_check` events and telemetry-sourced `llm_call`s.
 
     `comm_of(pid)` names a process for the events; `clock` is wall-clock ns."""
 
@@ -83,6 +84,7 @@ class TelemetryMerger:
         self.comm_of = comm_of
         self.clock = clock  # quiet spells count from when records arrive: agents send in batches
         self._open: dict[tuple[int, str], _Call] = {}
+        self._ready: list[tuple[int, _Call]] = []  # (when complete, call): waiting for TLS
         self._tls: dict[int, list[LlmCall]] = {}  # pid -> TLS-decoded calls not yet matched
         self.ignored = 0  # records of no call (startup phases, unattributed senders, ...)
 
@@ -91,34 +93,37 @@ class TelemetryMerger:
         if call.source == "tls":
             self._tls.setdefault(call.pid, []).append(call)
 
-    def feed(self, record: TelemetryRecord) -> list[LlmCall | TelemetryCheck]:
+    def feed(self, record: TelemetryRecord) -> None:
+        """Take one record; what it completes comes out of expire() or flush()."""
         if record.pid is None or not record.name.startswith("codex."):
             self.ignored += 1
-            return []
-        return self._codex(record, record.pid)
+            return
+        self._codex(record, record.pid)
 
     def expire(self) -> list[LlmCall | TelemetryCheck]:
-        """Close calls that have been quiet for QUIET_NS."""
+        """Complete calls quiet for QUIET_NS; resolve those complete for GRACE_NS (the TLS
+        decoder may report the same call a little later than the agent's batch arrives)."""
         now_ns = self.clock()
-        out: list[LlmCall | TelemetryCheck] = []
         for key in [k for k, c in self._open.items() if now_ns - c.last_ns >= QUIET_NS]:
-            out += self._close(self._open.pop(key))
-        return out
+            self._close(self._open.pop(key))
+        due = [c for t, c in self._ready if now_ns - t >= GRACE_NS]
+        self._ready = [(t, c) for t, c in self._ready if now_ns - t < GRACE_NS]
+        return [e for call in due for e in self._resolve(call)]
 
     def flush(self) -> list[LlmCall | TelemetryCheck]:
-        out: list[LlmCall | TelemetryCheck] = []
+        """Resolve everything now (the end: TLS has said all it will)."""
         for key in list(self._open):
-            out += self._close(self._open.pop(key))
-        return out
+            self._close(self._open.pop(key))
+        due, self._ready = [c for _, c in self._ready], []
+        return [e for call in due for e in self._resolve(call)]
 
     # ---- Codex ----
-    def _codex(self, record: TelemetryRecord, pid: int) -> list[LlmCall | TelemetryCheck]:
+    def _codex(self, record: TelemetryRecord, pid: int) -> None:
         a = record.attributes
         key = (pid, str(a.get("conversation.id") or ""))
-        out: list[LlmCall | TelemetryCheck] = []
         call = self._open.get(key)
         if record.name in ("codex.api_request", "codex.user_prompt") and call is not None:
-            out += self._close(self._open.pop(key))
+            self._close(self._open.pop(key))
             call = None
         if record.name == "codex.api_request":
             duration = _float(a.get("duration_ms"))
@@ -126,10 +131,10 @@ class TelemetryMerger:
                 agent="codex", pid=pid, ts_ns=record.ts_ns - int((duration or 0) * 1e6), last_ns=self.clock(),
                 endpoint=str(a.get("endpoint") or ""), status=_int(a.get("http.response.status_code")) or 0,
                 duration_ms=duration, model=a.get("model"))
-            return out
+            return
         if call is None:
             self.ignored += 1
-            return out
+            return
         call.last_ns = self.clock()
         if record.name == "codex.sse_event" and a.get("event.kind") == "response.completed" \
                 and "input_token_count" in a:
@@ -143,7 +148,6 @@ class TelemetryMerger:
                                     "decision": a.get("decision")})
         elif record.name == "codex.tool_result":
             self._tool_result(call, a)
-        return out
 
     @staticmethod
     def _tool_result(call: _Call, a: dict[str, Any]) -> None:
@@ -160,7 +164,10 @@ class TelemetryMerger:
         tool["duration_ms"] = _float(a.get("duration_ms"))
 
     # ---- closing: compare with TLS, or stand in for it ----
-    def _close(self, call: _Call) -> list[LlmCall | TelemetryCheck]:
+    def _close(self, call: _Call) -> None:
+        self._ready.append((self.clock(), call))
+
+    def _resolve(self, call: _Call) -> list[LlmCall | TelemetryCheck]:
         tls = self._match(call)
         if tls is not None:
             return [self._check(call, tls)]

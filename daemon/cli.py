@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
@@ -127,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("event", choices=("pre-tool-use", "post-tool-use"))
     hook.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"vigil socket (default $VIGIL_SOCKET or {DEFAULT_SOCKET})")
 
+    doctor = sub.add_parser("doctor", help="say which TLS a running process uses and whether vigil can read it",
+                            description="For a running process: its TLS stacks (libraries it maps, TLS compiled "
+                                        "into its executable), and for each whether vigil hooks it (how) or is "
+                                        "blind to it (why).")
+    doctor.add_argument("pid", type=int)
+    doctor.add_argument("-o", "--output", choices=("text", "json"), default="text")
+
     status = sub.add_parser("status", help="ask the running vigild how it is doing")
     status.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
     status.add_argument("-o", "--output", choices=("text", "json"), default="text")
@@ -141,6 +147,8 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-file", type=Path, default=DEFAULT_KEY_FILE,
                    help="encrypt prompt content in the store with this key (see `vigil keygen`)")
     p.add_argument("--no-tls", action="store_true", help="do not capture TLS plaintext (no LLM calls)")
+    p.add_argument("--no-tls-locate", action="store_true",
+                   help="do not search stripped executables (Bun: Claude Code, opencode) for their TLS functions")
     p.add_argument("--no-effects", action="store_true", help="do not trace file and network effects")
     p.add_argument("--no-detections", action="store_true", help="do not raise detection events")
     p.add_argument("--capture-content", action="store_true",
@@ -177,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sessions(args)
         if args.command == "status":
             return cmd_status(args)
+        if args.command == "doctor":
+            from vigild.daemon.doctor import cmd_doctor
+
+            return cmd_doctor(args.pid, args.output, sys.stdout)
         if args.command == "export":
             return cmd_export(args)
         if args.command == "keygen":
@@ -248,11 +260,13 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """`vigil trace`, and `vigil run` (the same, with tool-call control)."""
     from vigild.bpf.lineage import LineageSensor
     from vigild.bpf.tls import TlsSensor
+    from vigild.bpf.tls_locate import Locator
     from vigild.correlate.detections import Detector
     from vigild.correlate.tls_stream import TlsStreamDecoder
     from vigild.daemon.live_view import TextView
     from vigild.daemon.pipeline import Pipeline
     from vigild.daemon.sinks import JsonLinesSink, StoreSink
+    from vigild.daemon.watchdog import start_watchdog
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if args.command == "run" and not command:
@@ -268,16 +282,22 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                   f"matching {comm.encode()[:COMM_MAX].decode(errors='ignore')!r}", file=sys.stderr)
 
     args.run_config = _load_run_config(parser, args) if args.command == "run" else None
-    lineage = LineageSensor(root_comms=args.comm)
+    # With TLS capture on, the kernel holds a traced exec of a not yet examined executable until
+    # its TLS is hooked; the watchdog (vigil run's, or one of its own) lets it go if vigil dies.
+    lineage = LineageSensor(root_comms=args.comm, hold_new_exe=not args.no_tls)
     control: ToolCallControl | None = None
     declarations: ControlServer | None = None
+    watchdog = None
     tls = None
     effects = None
     try:
         if args.command == "run":
             control = _open_control(args, lineage)
+        elif not args.no_tls:
+            watchdog = start_watchdog(lineage.held.fd)  # forks: before any thread
         if not args.no_tls:
-            tls = TlsSensor(lineage.shared_maps, max_call_bytes=args.max_call_bytes)
+            tls = TlsSensor(lineage.shared_maps, max_call_bytes=args.max_call_bytes,
+                            locator=None if args.no_tls_locate else Locator())
         if not args.no_effects:
             effects = _open_effects(lineage)
     except BaseException:
@@ -287,6 +307,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if tls is not None:
             tls.close()
         lineage.close()
+        if watchdog is not None:
+            watchdog.stop()
         raise
     if tls is not None:
         tls.attach_system_libraries()
@@ -317,9 +339,6 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if control is not None:
             declarations = _serve_declarations(args, pipeline)
         if command:
-            executable = shutil.which(command[0])
-            if tls is not None and executable:
-                tls.prepare(os.path.realpath(executable))
             child = spawn_gated(command)
             pipeline.add_pending_root(child.pid, command, os.getcwd(), os.getuid(), controlled=control is not None)
             if control is not None:
@@ -358,6 +377,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         lineage.close()
         if control is not None:
             control.release_resources()
+        if watchdog is not None:
+            watchdog.stop()
         if pipeline.total_dropped:
             print(f"vigil: {pipeline.total_dropped} events were lost (ring buffer full)", file=sys.stderr)
     return status

@@ -50,33 +50,6 @@ class SessionEnd(SessionStart):
 
 
 @dataclass
-class TlsCoverage:
-    """What vigil can read of a static executable's TLS (once per executable file): `hooked`
-    when its compiled-in OpenSSL is attached, `blind` the stacks in it that are not read. "Cannot
-    see this" is said here, never left silent."""
-
-    type: ClassVar[str] = "tls_coverage"
-    ts_ns: int
-    session_id: int | None
-    pid: int
-    comm: str
-    path: str
-    build_key: str
-    openssl_version: str | None
-    hooked: bool
-    blind: list[str]
-    reason: str
-    cached: bool
-    locate_ms: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "ts_ns": self.ts_ns, "session_id": self.session_id, "pid": self.pid,
-                "comm": self.comm, "path": self.path, "build_key": self.build_key,
-                "openssl_version": self.openssl_version, "hooked": self.hooked, "blind": self.blind,
-                "reason": self.reason, "cached": self.cached, "locate_ms": self.locate_ms}
-
-
-@dataclass
 class Attributed:
     """An event from the decoders (LLM calls, HTTPS requests, parse failures) with the session of
     the process that made it, which only the pipeline knows."""
@@ -104,3 +77,33 @@ def event_json(event: Event) -> dict[str, Any]:
     out: dict[str, Any] = {"type": d.pop("type", event.type), "ts": rfc3339(event.ts_ns)}
     out.update(d)
     return out
+
+
+@dataclass
+class CaptureEvent:
+    """What vigil can read of an executable's TLS, said once per executable: `capture_hooked`
+    (how: symbols or locator) or `capture_blind` (why: a stack not located, Go's crypto/tls,
+    rustls, or traffic seen with no plaintext captured)."""
+
+    type: ClassVar[str] = "capture_hooked"
+    ts_ns: int
+    pid: int
+    comm: str
+    session_id: int | None
+    binary: str
+    stack: str
+    how: str | None = None
+    reason: str | None = None
+    locate_ms: float | None = None
+    cached: bool = False
+    hold_ms: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "ts_ns": self.ts_ns, "pid": self.pid, "comm": self.comm,
+                "session_id": self.session_id, "binary": self.binary, "stack": self.stack, "how": self.how,
+                "reason": self.reason, "locate_ms": self.locate_ms, "cached": self.cached, "hold_ms": self.hold_ms}
+
+
+@dataclass
+class CaptureBlind(CaptureEvent):
+    type: ClassVar[str] = "capture_blind"

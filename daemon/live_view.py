@@ -133,6 +133,13 @@ class TextView:
             return TOOL_LINES[d["type"]](ts, pid, indent, d)
         if d.get("type") in EFFECT_LINES:
             return EFFECT_LINES[d["type"]](ts, pid, indent, d)
+        if d.get("type") == "capture_blind":
+            return Text(f"{ts} BLIND {pid:>7} {indent}vigil cannot read the TLS plaintext of {d.get('binary')} "
+                        f"({d.get('stack')}): {d.get('reason')}", style="bold yellow")
+        if d.get("type") == "capture_hooked":
+            found = f", located in {d['locate_ms']:.0f} ms" if d.get("locate_ms") is not None else ""
+            return Text(f"{ts} tls   {pid:>7} {indent}TLS of {d.get('binary')} hooked ({d.get('stack')} by "
+                        f"{d.get('how')}{' from cache' if d.get('cached') else found})", style="dim")
         if d.get("type") == "parse_failure":
             return Text(f"{ts} ?     {pid:>7} {indent}undecoded TLS traffic: {d.get('reason')}: {d.get('detail')}",
                         style="yellow")

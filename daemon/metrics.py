@@ -219,6 +219,10 @@ class HealthCollector(Collector):
         attaches.update({(lib, "failed"): n for lib, n in h.get("attach_failed", {}).items()})
         yield self._counter("vigil_uprobe_attaches", "TLS library files hooked with uprobes, by library and outcome",
                             ["library", "outcome"], attaches)
+        yield self._counter("vigil_tls_blind_connections",
+                            "TCP connections of traced processes that moved bytes with no TLS plaintext captured, "
+                            "by agent and reason", ["agent", "reason"],
+                            {(agent, reason): n for (agent, reason), n in h.get("tls_blind_connections", {}).items()})
         reloads = {("ok",): 0, ("failed",): 0, **{(k,): v for k, v in h.get("config_reloads", {}).items()}}
         yield self._counter("vigil_config_reloads", "Configuration reloads (SIGHUP), by outcome", ["outcome"], reloads)
         yield self._counter("vigil_sink_errors", "Exceptions raised by event sinks", [], {(): h.get("sink_errors", 0)})

@@ -8,7 +8,9 @@ slow sink delays the next poll but never runs inside C.
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import signal
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -40,7 +42,17 @@ from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
 from vigild.correlate.tls_stream import TlsChunk, TlsStreamDecoder
 from vigild.daemon.control_loop import ToolCallControl
-from vigild.daemon.events import Attributed, Event, LostEvent, SessionEnd, SessionStart, TlsCoverage, event_json
+from vigild.bpf.effects_events import NetBytes, NetClose, NetConnect
+from vigild.daemon.events import (
+    Attributed,
+    CaptureBlind,
+    CaptureEvent,
+    Event,
+    LostEvent,
+    SessionEnd,
+    SessionStart,
+    event_json,
+)
 
 log = logging.getLogger("vigild.pipeline")
 
@@ -150,6 +162,13 @@ class Pipeline:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_drop_check = 0.0
+        # capture health: when each process last had TLS plaintext, its connections' starts,
+        # executables already said blind, blind connections by (agent, reason), held execs
+        self._plaintext_ns: dict[int, int] = {}
+        self._connects: dict[tuple[int, int], int] = {}
+        self._said_blind: set[str] = set()
+        self.blind_connections: Counter[tuple[str, str]] = Counter()
+        self.exe_holds: list[float] = []
 
     # ---- roots ----
     def add_root(self, pid: int, agent: str | None = None, controlled: bool = False) -> Session:
@@ -296,6 +315,7 @@ class Pipeline:
 
     def handle(self, event: ProcessEvent) -> None:
         if isinstance(event, TlsData):
+            self._plaintext_ns[event.pid] = event.ts_ns
             if self.intent is not None:
                 self._dispatch_intent(self.intent.feed(self.tls_gaps.chunk(event)))
             return
@@ -312,6 +332,8 @@ class Pipeline:
         if isinstance(event, ExecEvent):
             # Command lines carry credentials too (curl -H 'x-api-key: ...', URLs with ?key=).
             event.argv = [redact_text(arg) for arg in event.argv]
+        if isinstance(event, NetConnect | NetClose):
+            self._watch_plaintext(event)
         if isinstance(event, ExecEvent) and event.new_root and event.session_id not in self.sessions:
             agent = self.classify_root(event)
             if agent is None:
@@ -326,10 +348,10 @@ class Pipeline:
                 # Roots matched on more than their name (exe/args globs) are known to be agents
                 # only now; the kernel already made name-matched ones controlled at exec.
                 self.lineage.track(event.pid, event.session_id, flags=TRACK_CONTROLLED)
-        # Before anything slower: a tool call's first process is stopped until it is placed.
+        if isinstance(event, ExecEvent):
+            self._hook_executable(event)
+        # A tool call's first process is stopped until it is placed (after its TLS is hooked).
         tool_events = self.control.observe(event) if self.control is not None else []
-        if isinstance(event, ExecEvent) and self.tls is not None:
-            self.tls.scan_process(event.pid)
         info = self.processes.apply(event)
         session = self.sessions.get(event.session_id)
         if isinstance(event, ExecEvent) and session is not None and event.pid == session.root_pid and not session.argv:
@@ -348,6 +370,74 @@ class Pipeline:
                 self._dispatch(SessionEnd(ts_ns=event.ts_ns, session=session))
             self._exited.notify_all()
 
+    def _hook_executable(self, event: ExecEvent) -> None:
+        """Hook the TLS the new executable carries before it runs: the kernel holds an exec of an
+        executable it has not seen (EXEC_EXE_HELD) until this has attached (or given up)."""
+        key = self.tls.scan_process(event.pid) if self.tls is not None else None
+        if key is not None:
+            self.lineage.mark_exe_seen(*key)
+        if event.exe_held:
+            self.exe_holds.append((time.time_ns() - event.ts_ns) / 1e6)
+            if not event.held:  # a tool call's process is let go by the control, once placed
+                self.lineage.release_held(event.pid)
+                try:
+                    os.kill(event.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        self._report_captures(event.ts_ns, event.pid)
+
+    def _report_captures(self, ts_ns: int, pid: int) -> None:
+        if self.tls is None:
+            return
+        info = self.processes.get(pid)
+        hold = self.exe_holds[-1] if self.exe_holds else None
+        for cap in self.tls.new_captures:
+            cls = CaptureBlind if cap.state == "blind" else CaptureEvent
+            if cap.state == "blind":
+                self._said_blind.add(cap.path)
+            self._dispatch(cls(ts_ns=ts_ns, pid=pid, comm=info.comm if info else "",
+                               session_id=info.session_id if info else None, binary=cap.path, stack=cap.stack,
+                               how=cap.how, reason=cap.reason, locate_ms=cap.locate_ms, cached=cap.cached,
+                               hold_ms=round(hold, 1) if hold is not None else None))
+        self.tls.new_captures.clear()
+
+    def _watch_plaintext(self, event: NetConnect | NetClose) -> None:
+        """A TCP connection of a tracked process that moved bytes while no TLS plaintext was
+        captured for that process: traffic vigil sees but cannot read. Counted by agent and
+        reason; said once per executable (`capture_blind`)."""
+        if event.family not in ("inet", "inet6") or event.sock_type != "stream":
+            return
+        key = (event.pid, event.sock_id)
+        if isinstance(event, NetConnect):
+            self._connects[key] = event.ts_ns
+            return
+        started = self._connects.pop(key, None)
+        if isinstance(event, NetBytes) or not (event.bytes_sent or event.bytes_received) or started is None:
+            return
+        if self._plaintext_ns.get(event.pid, 0) >= started:
+            return
+        info = self.processes.get(event.pid)
+        binary = info.filename if info and info.filename else event.comm
+        capture = self.tls.capture_of(binary) if self.tls is not None and binary.startswith("/") else None
+        if self.tls is None:
+            reason = "TLS capture is off"
+        elif capture is not None and capture.state == "blind":
+            reason = capture.reason or "blind"
+        elif capture is not None:
+            reason = f"{capture.stack} hooked but no plaintext seen on this connection"
+        else:
+            reason = "no TLS library hooked for this executable (unrecognised TLS, or plain TCP)"
+        session = self.sessions.get(event.session_id)
+        agent = (session.agent if session is not None else None) or "unknown"
+        self.blind_connections[(agent, _reason_label(reason))] += 1
+        if binary not in self._said_blind:
+            self._said_blind.add(binary)
+            self._dispatch(CaptureBlind(ts_ns=event.ts_ns, pid=event.pid, comm=event.comm,
+                                        session_id=event.session_id, binary=binary,
+                                        stack=capture.stack if capture is not None else "unknown",
+                                        reason=f"traffic without plaintext ({event.bytes_sent} bytes sent, "
+                                               f"{event.bytes_received} received): {reason}"))
+
     def _dispatch_intent(self, events: list[Any]) -> None:
         for inner in events:
             if self.merger is not None and isinstance(inner, LlmCall):
@@ -363,7 +453,9 @@ class Pipeline:
         connections that went idle (their close was never seen)."""
         now = time.monotonic()
         if self.tls is not None:
-            self._report_static_tls()
+            self.tls.poll_pending()
+            if self.tls.new_captures:
+                self._report_captures(time.time_ns(), 0)
         if self.merger is not None:
             self._drain_telemetry()
             self._dispatch_intent(self.merger.expire())
@@ -390,7 +482,7 @@ class Pipeline:
                 record = self.telemetry.get_nowait()
             except queue.Empty:
                 return
-            self._dispatch_intent(self.merger.feed(record))
+            self.merger.feed(record)
 
     def _comm_of(self, pid: int) -> str:
         info = self.processes.get(pid)
@@ -400,17 +492,6 @@ class Pipeline:
         """Live tracked processes (for attributing telemetry senders), from any thread."""
         with self._lock:
             return [p.pid for p in self.processes.processes.values() if p.alive]
-
-    def _report_static_tls(self) -> None:
-        """Attach what the static-binary locator found and say what stays unread."""
-        assert self.tls is not None
-        for found in self.tls.poll_static():
-            info = self.processes.get(found.pid)
-            self._dispatch(TlsCoverage(
-                ts_ns=time.time_ns(), session_id=info.session_id if info else None, pid=found.pid,
-                comm=info.comm if info else "", path=found.path, build_key=found.build_key,
-                openssl_version=found.openssl_version, hooked=found.hooked, blind=found.blind,
-                reason=found.reason, cached=found.cached, locate_ms=found.locate_ms))
 
     def health(self) -> dict[str, Any]:
         """vigild's own state, read by the metrics exporter and `vigil status`, from their own
@@ -430,6 +511,10 @@ class Pipeline:
                 "sessions_total": len(self.sessions),
                 "sink_errors": self.sink_errors,
                 "callback_errors": self._ring.callback_errors,
+                "tls_blind_connections": dict(self.blind_connections),
+                "tls_captures": [c.as_dict() for c in self.tls.captures.values()] if self.tls is not None else [],
+                "exe_holds": len(self.exe_holds),
+                "exe_hold_ms_max": max(self.exe_holds, default=0.0),
             }
 
     def _dispatch(self, event: Event) -> None:
@@ -461,6 +546,11 @@ class Pipeline:
     @property
     def total_dropped(self) -> int:
         return sum(self.dropped.values())
+
+
+def _reason_label(reason: str) -> str:
+    """A bounded metric label: the reason up to its first colon (no paths, no addresses)."""
+    return reason.split(":", 1)[0].split(" (", 1)[0][:80]
 
 
 def _safe(fn: Callable[[], object], default: object) -> object:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vigild.correlate.agent_telemetry import QUIET_NS, TelemetryMerger, TelemetryRecord
+from vigild.correlate.agent_telemetry import GRACE_NS, QUIET_NS, TelemetryMerger, TelemetryRecord
 from vigild.correlate.intent import LlmCall, TelemetryCheck
 from vigild.daemon.telemetry_receiver import TelemetryReceiver
 from vigild.daemon.store import Store
@@ -141,10 +141,10 @@ def tls_call(ts: int, tokens: tuple[int, int], call_ids: list[str]) -> LlmCall:
 
 
 def feed_all(merger: TelemetryMerger, records: list[TelemetryRecord]) -> list[LlmCall | TelemetryCheck]:
-    out: list[LlmCall | TelemetryCheck] = []
+    """Feed, and what comes out before any time passes (nothing: calls wait for TLS)."""
     for r in records:
-        out += merger.feed(r)
-    return out
+        merger.feed(r)
+    return merger.expire()
 
 
 def test_without_tls_the_telemetry_becomes_the_llm_calls() -> None:
@@ -188,7 +188,21 @@ def test_a_quiet_call_is_closed_by_expire_not_before() -> None:
     clock.now += QUIET_NS - 1
     assert merger.expire() == []
     clock.now += 1
+    assert merger.expire() == []  # complete: now it waits GRACE_NS for TLS
+    clock.now += GRACE_NS
     assert [e.input_tokens for e in merger.expire() if isinstance(e, LlmCall)] == [3]
+
+
+def test_tls_arriving_after_the_agents_batch_is_still_matched() -> None:
+    """The agent's batch completes call 1 (call 2 began) before TLS has reported call 1."""
+    clock = Clock()
+    merger = TelemetryMerger(clock=clock)
+    t = 5_000_000_000
+    assert feed_all(merger, codex_turn(t, (10, 1), "c1") + codex_turn(t + 10**9, (20, 2), None)) == []
+    merger.observe_tls(tls_call(t, (10, 1), ["c1"]))
+    clock.now += GRACE_NS
+    out = merger.expire()
+    assert [type(e) for e in out] == [TelemetryCheck] and out[0].agree
 
 
 def test_bad_records_cost_nothing() -> None:
@@ -196,8 +210,9 @@ def test_bad_records_cost_nothing() -> None:
     unattributed = TelemetryRecord(ts_ns=1, pid=None, name="codex.api_request", attributes={})
     other = TelemetryRecord(ts_ns=1, pid=42, name="claude_code.api_request", attributes={})
     orphan = rec("codex.tool_result", 1, call_id="x", arguments="{")
-    assert merger.feed(unattributed) == merger.feed(other) == merger.feed(orphan) == []
-    assert merger.ignored == 3
+    for record in (unattributed, other, orphan):
+        merger.feed(record)
+    assert merger.ignored == 3 and merger.flush() == []
     turn = codex_turn(5 * 10**9, (1, 2), None)
     broken = rec("codex.tool_result", 5 * 10**9 + 9, call_id="c9", tool_name="exec_command", arguments="{oops",
                  success="false")

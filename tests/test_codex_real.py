@@ -73,14 +73,17 @@ def of_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [e for e in events if e["type"] == kind]
 
 
-def coverage(events: list[dict[str, Any]], version: str) -> dict[str, Any]:
-    notes = of_type(events, "tls_coverage")
-    assert len(notes) == 1, notes
-    note = notes[0]
-    assert note["path"].endswith(PLATFORM_BINARY) and note["session_id"] is not None
-    assert note["hooked"] is True and note["openssl_version"] == OPENSSL_OF[version]
-    assert note["blind"] and note["blind"][0].startswith("rustls 0.23.")
-    return note
+def coverage(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The executable's capture events: its OpenSSL hooked by the locator, its rustls said blind."""
+    hooked = [e for e in of_type(events, "capture_hooked") if e["binary"].endswith(PLATFORM_BINARY)]
+    assert len(hooked) == 1, of_type(events, "capture_hooked")
+    assert hooked[0]["stack"] == "openssl" and hooked[0]["how"] == "locator"
+    assert hooked[0]["session_id"] is not None
+    blind = [e for e in of_type(events, "capture_blind") if e["binary"].endswith(PLATFORM_BINARY)]
+    assert len(blind) == 1, of_type(events, "capture_blind")
+    assert blind[0]["stack"] == "rustls" and blind[0]["session_id"] == hooked[0]["session_id"]
+    assert "rustls 0.23." in blind[0]["reason"]
+    return blind[0]
 
 
 def tool_ids(calls: list[dict[str, Any]]) -> list[list[str]]:
@@ -92,7 +95,7 @@ def tool_ids(calls: list[dict[str, Any]]) -> list[list[str]]:
 def test_openssl_path_decodes_every_call_and_telemetry_agrees(version: str, command: str, tmp_path: Path) -> None:
     result, events = run_harness(version, "openssl", command, tmp_path)
     served = llm_exchanges(result)
-    coverage(events, version)
+    coverage(events)
     calls = of_type(events, "llm_call")
     assert [c["source"] for c in calls] == ["tls", "tls"]
     for call, sent in zip(calls, served, strict=True):
@@ -125,8 +128,8 @@ def test_openssl_path_decodes_every_call_and_telemetry_agrees(version: str, comm
 def test_rustls_path_is_said_blind_and_telemetry_fills_in(version: str, command: str, tmp_path: Path) -> None:
     result, events = run_harness(version, "rustls", command, tmp_path)
     served = llm_exchanges(result)
-    note = coverage(events, version)
-    assert "rustls" in note["reason"] and "not read" in note["reason"]
+    note = coverage(events)
+    assert "not read" in note["reason"]
     calls = of_type(events, "llm_call")
     assert [c["source"] for c in calls] == ["telemetry", "telemetry"]
     assert of_type(events, "telemetry_check") == []
@@ -195,7 +198,7 @@ def test_websocket_transport_goes_over_rustls_and_is_not_seen(tmp_path: Path) ->
     assert upgrades, result["exchanges"]  # Codex tried the WebSocket first
     seen = [r for r in of_type(events, "https_request") if r["method"] == "GET"]
     assert seen == []
-    assert "WebSocket" in coverage(events, PINNED)["reason"]
+    assert "WebSocket" in coverage(events)["reason"]
     served = llm_exchanges(result)
     assert [c["response_id"] for c in of_type(events, "llm_call")] == [s["response_id"] for s in served]
 
@@ -206,4 +209,4 @@ def test_a_static_program_without_tls_is_not_reported(root: None) -> None:
     result = vigil_trace(["--", "sh", "-c", "/sbin/ldconfig -p >/dev/null"], timeout=120)
     assert result.returncode == 0, result.stderr
     assert "/sbin/ldconfig" in [e["argv"][0] for e in result.of_type("exec")]
-    assert result.of_type("tls_coverage") == []
+    assert result.of_type("capture_hooked") == [] and result.of_type("capture_blind") == []
