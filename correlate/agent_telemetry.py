@@ -58,6 +58,11 @@ class _Call:
     completed: bool = False
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def tools_running(self) -> bool:
+        """A tool the model asked for has no result yet: the call is not quiet, its tool is."""
+        return any("success" not in t for t in self.tool_calls)
+
 
 def _int(value: Any) -> int | None:
     try:
@@ -104,7 +109,7 @@ class TelemetryMerger:
         """Complete calls quiet for QUIET_NS; resolve those complete for GRACE_NS (the TLS
         decoder may report the same call a little later than the agent's batch arrives)."""
         now_ns = self.clock()
-        for key in [k for k, c in self._open.items() if now_ns - c.last_ns >= QUIET_NS]:
+        for key in [k for k, c in self._open.items() if now_ns - c.last_ns >= QUIET_NS and not c.tools_running]:
             self._close(self._open.pop(key))
         due = [c for t, c in self._ready if now_ns - t >= GRACE_NS]
         self._ready = [(t, c) for t, c in self._ready if now_ns - t < GRACE_NS]
@@ -132,6 +137,11 @@ class TelemetryMerger:
                 endpoint=str(a.get("endpoint") or ""), status=_int(a.get("http.response.status_code")) or 0,
                 duration_ms=duration, model=a.get("model"))
             return
+        if record.name == "codex.tool_result":
+            # the call that asked for this tool, even when the next request has begun
+            candidates = [*self._open.values(), *(c for _, c in self._ready)]
+            call = next((c for c in candidates if c.pid == pid and
+                         any(t["id"] == a.get("call_id") for t in c.tool_calls)), call)
         if call is None:
             self.ignored += 1
             return

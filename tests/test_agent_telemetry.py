@@ -247,3 +247,28 @@ def test_vigild_receives_a_tracked_agents_telemetry_into_its_session(tmp_path: P
     call = calls[0]
     assert call["source"] == "telemetry" and call["comm"] == "telagent"
     assert (call["input_tokens"], call["output_tokens"], call["status"], call["model"]) == (1234, 56, 200, "gpt-5-codex")
+
+
+def test_a_long_tool_keeps_its_call_open_and_a_late_result_still_lands() -> None:
+    clock = Clock()
+    merger = TelemetryMerger(clock=clock)
+    turn = codex_turn(5 * 10**9, (1, 2), "c1")
+    feed_all(merger, turn[:-1])  # the decision, not the result: the tool is running
+    clock.now += 10 * QUIET_NS
+    assert merger.expire() == []
+    merger.feed(turn[-1])
+    clock.now += QUIET_NS + GRACE_NS
+    assert merger.expire() == []  # closed by quiet now, waiting for TLS
+    clock.now += GRACE_NS
+    (call,) = merger.expire()
+    assert isinstance(call, LlmCall) and call.tool_calls[0]["arguments"] == {"cmd": "ls"}
+
+
+def test_a_result_after_the_next_request_joins_its_own_call() -> None:
+    merger = TelemetryMerger(clock=Clock())
+    first = codex_turn(5 * 10**9, (1, 2), "c1")
+    second = codex_turn(6 * 10**9, (3, 4), None)
+    feed_all(merger, [*first[:-1], *second, first[-1]])
+    calls = [e for e in merger.flush() if isinstance(e, LlmCall)]
+    assert [c.tool_calls[0].get("arguments") for c in calls if c.tool_calls] == [{"cmd": "ls"}]
+    assert merger.ignored == 0
