@@ -231,7 +231,7 @@ def test_vigild_receives_a_tracked_agents_telemetry_into_its_session(tmp_path: P
     agent.write_text(f"#!{sys.executable}\nimport sys\nsys.argv[1:] = ['http://127.0.0.1:{port}']\n{EXPORTER}")
     agent.chmod(0o755)
     daemon = Vigild(tmp_path, f'[discovery]\ndefault_agents = false\n\n[[agents]]\nname = "tel"\n'
-                              f'comm = "telagent"\n\n[telemetry]\nreceive = "127.0.0.1:{port}"\n').start()
+                              f'comm = "telagent"\n\n[telemetry]\nreceive = "127.0.0.1:{port}"\n').start(timeout=120)
     try:
         proc = subprocess.run([str(agent)], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr

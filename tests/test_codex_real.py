@@ -56,7 +56,8 @@ def run_harness(version: str, mode: str, command: str, tmp_path: Path) -> tuple[
     result = json.loads(proc.stdout)
     assert result["returncode"] == 0, result["stderr"]
     assert result["server_errors"] == []
-    assert result["tool_output"] == "vigil-codex-tool\n"  # Codex really ran the tool the model asked for
+    # Codex really ran the tool the model asked for
+    assert result["tool_output"] == "vigil-codex-tool\n", result["stderr"][-3000:]
     events, _ = parse_json_lines(result["stdout"])
     return result, events
 
