@@ -23,6 +23,10 @@ TOOL_INPUT_TOKENS = 1234
 TOOL_OUTPUT_TOKENS = 56
 FINAL_INPUT_TOKENS = 1400
 FINAL_OUTPUT_TOKENS = 7
+# Codex's exec_command returns "still running" after yield_time_ms (10 s by default) and the
+# turn goes on without the result; slow machines (an emulated guest) need longer.
+YIELD_ARG = "yield_time_ms"
+YIELD_MS = 120_000
 
 
 def declared_tools(request: Any) -> list[dict[str, Any]]:
@@ -30,15 +34,17 @@ def declared_tools(request: Any) -> list[dict[str, Any]]:
     return [t for t in tools or [] if isinstance(t, dict)]
 
 
-def shell_tool(request: Any) -> tuple[str, str, bool] | None:
-    """(name, command argument, argument is a list) of the first shell tool the request declares."""
+def shell_tool(request: Any) -> tuple[str, str, bool, bool] | None:
+    """(name, command argument, argument is a list, has a yield time) of the first shell tool
+    the request declares."""
     by_name = {t.get("name"): t for t in declared_tools(request)}
     for name, arg in SHELL_TOOLS.items():
         tool = by_name.get(name)
         if tool is None:
             continue
-        schema = ((tool.get("parameters") or {}).get("properties") or {}).get(arg) or {}
-        return name, arg, schema.get("type") == "array"
+        properties = (tool.get("parameters") or {}).get("properties") or {}
+        schema = properties.get(arg) or {}
+        return name, arg, schema.get("type") == "array", YIELD_ARG in properties
     return None
 
 
@@ -65,9 +71,10 @@ class AgentDrivingServer(FakeLLMServer):
             reply = Reply(text=DRIVER_TEXT, tool_calls=(), input_tokens=FINAL_INPUT_TOKENS,
                           output_tokens=FINAL_OUTPUT_TOKENS)
         else:
-            name, arg, as_list = tool
+            name, arg, as_list, has_yield = tool
             value: Any = ["bash", "-lc", self.command] if as_list else self.command
-            reply = Reply(text="", tool_calls=(ToolCallSpec(name, {arg: value}),),
+            arguments = {arg: value, **({YIELD_ARG: YIELD_MS} if has_yield else {})}
+            reply = Reply(text="", tool_calls=(ToolCallSpec(name, arguments),),
                           input_tokens=TOOL_INPUT_TOKENS, output_tokens=TOOL_OUTPUT_TOKENS)
         return Scenario(f"driver-{next(self._names)}", default_reply=reply, piece_chars=8)
 
