@@ -24,7 +24,7 @@ from vigild_proc import Vigild, free_port
 
 CONV = "01a2324f-dffd-7f51-aaa9-bf63fe5e3eaf"
 EXPORTER = r"""
-import sys, time
+import sys
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
