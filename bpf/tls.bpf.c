@@ -161,6 +161,15 @@ int BPF_KPROBE(tls_enter_ex, void *conn, void *buf, long num, void *len_ptr)
 	return on_enter(conn, buf, len_ptr);
 }
 
+/* OpenSSL 3's ssl_write_internal(s, buf, num, flags, written), hooked in static binaries that
+ * carry no SSL_* symbols (bpf/static_openssl.py): the byte count is written through the 5th
+ * argument; ssl_read_internal has SSL_read_ex's layout and uses tls_enter_ex. */
+SEC("uprobe")
+int BPF_KPROBE(tls_enter_ex5, void *conn, void *buf, long num, __u64 flags, void *len_ptr)
+{
+	return on_enter(conn, buf, len_ptr);
+}
+
 SEC("uretprobe")
 int BPF_KRETPROBE(tls_exit, long ret)
 {

@@ -6,7 +6,8 @@ untracked processes in the kernel. Libraries are found where agents load them: t
 (attached at start), those a tracked process maps (its /proc/PID/maps, through /proc/PID/root for
 containers), executables that carry OpenSSL themselves and export its symbols (Node.js), and
 executables with BoringSSL compiled in and no symbols (Bun: Claude Code, opencode), found by
-`tls_locate`. What cannot be hooked is recorded per executable (`captures`) so it is said, not
+`tls_locate`, and static executables with OpenSSL 3 compiled in (Codex), found by
+`static_openssl`. What cannot be hooked is recorded per executable (`captures`) so it is said, not
 silent.
 """
 
@@ -16,6 +17,7 @@ import errno
 import logging
 import os
 import subprocess
+import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -26,6 +28,7 @@ from vigild.bpf.events import TLS_DIR_READ, TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_L
 from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfObject, Link, Map
 from vigild.bpf.objects import object_path
+from vigild.bpf.static_openssl import NO_OPENSSL, SiteCache, is_static_executable
 from vigild.bpf.tls_locate import Blind, Locator, TlsFunctions
 
 log = logging.getLogger("vigild.tls")
@@ -46,6 +49,16 @@ LIBRARIES = {
     TLS_LIB_GNUTLS: ("gnutls", GNUTLS_CALLS, "gnutls_deinit"),
 }
 LIB_PREFIXES = {"libssl.so": TLS_LIB_OPENSSL, "libgnutls.so": TLS_LIB_GNUTLS}
+# (entry, return) programs for the located write and read functions, by stack: BoringSSL keeps
+# SSL_write/SSL_read's signatures; OpenSSL 3's ssl_write_internal(s, buf, num, flags, written)
+# returns the count through its 5th argument, ssl_read_internal(s, buf, num, readbytes) its 4th.
+LOCATED_PROGRAMS = {
+    "openssl": (("tls_enter_ex5", "tls_exit_ex"), ("tls_enter_ex", "tls_exit_ex")),
+}
+DEFAULT_PROGRAMS = (("tls_enter", "tls_exit"), ("tls_enter", "tls_exit"))
+DEFAULT_SITE_CACHE = "/var/cache/vigild/static-tls.json"
+RUSTLS_UNREAD = ("rustls {} is compiled in: its plaintext crosses no hookable function, so connections over it "
+                 "are not read (Codex: its HTTP when given a CA bundle, its WebSocket always)")
 
 
 def cookie(lib: int, direction: int) -> int:
@@ -81,9 +94,10 @@ class Capture:
 class TlsSensor:
     def __init__(self, shared_maps: dict[str, Map], max_call_bytes: int = 16 * 1024 * 1024,
                  wakeup_bytes: int = 256 * 1024, locator: Locator | None = None,
-                 locate_timeout: float = 30.0) -> None:
+                 locate_timeout: float = 30.0, site_cache: str | None = DEFAULT_SITE_CACHE) -> None:
         """locator: finds TLS compiled into stripped executables (None: such executables are
-        reported blind). locate_timeout bounds how long one exec waits for a first search."""
+        reported blind). locate_timeout bounds how long one exec waits for a first search.
+        site_cache: where OpenSSL found in static executables is remembered by build."""
         self.obj = BpfObject(object_path("tls.bpf.o"))
         try:
             for name in ("tracked", "events", "stats"):
@@ -98,6 +112,7 @@ class TlsSensor:
         self.attach_failed: Counter[str] = Counter()
         self.locator = locator
         self.locate_timeout = locate_timeout
+        self.sites = SiteCache(site_cache)
         # executable (st_dev, st_ino) -> its capture, once examined; `new_captures` are the ones
         # not yet reported (the pipeline drains them into events)
         self.captures: dict[tuple[int, int], Capture] = {}
@@ -168,7 +183,7 @@ class TlsSensor:
         if self.locator is None:
             return key
         self._shown[key] = shown
-        future = self._pool.submit(self.locator.locate, path)
+        future = self._pool.submit(self._locate, path)
         try:
             found = future.result(timeout=self.locate_timeout)
         except FutureTimeout:
@@ -183,6 +198,25 @@ class TlsSensor:
             found = Blind(path, "unknown", f"TLS search failed: {exc}")
         self._apply(key, shown, found)
         return key
+
+    def _locate(self, path: str) -> TlsFunctions | Blind | None:
+        """OpenSSL 3 compiled into a static executable (Codex: bpf/static_openssl.py) first; else
+        the BoringSSL-family locator. Runs on the locate pool."""
+        assert self.locator is not None
+        if is_static_executable(path):
+            started = time.monotonic()
+            found, cached = self.sites.lookup(path)
+            if found.openssl is not None:
+                unread = (Blind(path, "rustls", RUSTLS_UNREAD.format(found.rustls), found.build_key, cached=cached),) \
+                    if found.rustls else ()
+                return TlsFunctions(path=path, stack="openssl", write=found.openssl.write_offset,
+                                    read=found.openssl.read_offset, close=None, close_name="",
+                                    build_key=found.build_key, seconds=time.monotonic() - started, cached=cached,
+                                    unread=unread)
+            if found.openssl_error != NO_OPENSSL:
+                return Blind(path, "openssl", f"OpenSSL 3 is compiled in but refused: {found.openssl_error}",
+                             found.build_key, cached=cached)
+        return self.locator.locate(path)
 
     def poll_pending(self) -> None:
         """Attach what searches that outlived their exec's wait have found."""
@@ -206,6 +240,9 @@ class TlsSensor:
                 self._record(key, Capture(path=path, state="hooked", stack=found.stack,
                                           how="locator (late)" if late else "locator", locate_ms=ms,
                                           cached=found.cached))
+                for other in found.unread:  # said too; connections without plaintext get this reason
+                    self._record(key, Capture(path=path, state="blind", stack=other.stack, reason=other.reason,
+                                              locate_ms=ms, cached=other.cached))
             else:
                 self._record(key, Capture(path=path, state="blind", stack=found.stack,
                                           reason=f"located, but attaching failed: {error}", locate_ms=ms))
@@ -224,10 +261,10 @@ class TlsSensor:
         return next((c for c in self.captures.values() if c.path == shown), None)
 
     def attach_offsets(self, key: tuple[int, int], found: TlsFunctions) -> str | None:
-        """Attach the OpenSSL-signature programs at located file offsets (BoringSSL keeps
-        OpenSSL's SSL_write/SSL_read signatures); returns the error, or None."""
+        """Attach the programs of the located stack at file offsets; returns the error, or None."""
         hooked = HookedFile(path=found.path, lib=TLS_LIB_OPENSSL)
-        plan = [("tls_enter", "tls_exit", found.write, TLS_DIR_WRITE), ("tls_enter", "tls_exit", found.read, TLS_DIR_READ)]
+        (w_enter, w_exit), (r_enter, r_exit) = LOCATED_PROGRAMS.get(found.stack, DEFAULT_PROGRAMS)
+        plan = [(w_enter, w_exit, found.write, TLS_DIR_WRITE), (r_enter, r_exit, found.read, TLS_DIR_READ)]
         try:
             for enter, leave, offset, direction in plan:
                 c = cookie(TLS_LIB_OPENSSL, direction)
@@ -240,11 +277,11 @@ class TlsSensor:
             for link in hooked.links:
                 link.destroy()
             hooked.error = str(exc).splitlines()[0]
-            self.attach_failed["boringssl"] += 1
+            self.attach_failed[found.stack] += 1
             self.files[key] = hooked
             return hooked.error
         self.files[key] = hooked
-        self.attach_ok["boringssl"] += 1
+        self.attach_ok[found.stack] += 1
         log.info("hooked %s in %s at offsets write=%#x read=%#x", found.stack, found.path, found.write, found.read)
         return None
 

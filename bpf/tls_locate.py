@@ -121,6 +121,7 @@ class TlsFunctions:
     how: str = "locator"
     seconds: float = 0.0
     cached: bool = False
+    unread: tuple[Blind, ...] = ()  # other TLS stacks in the same executable that stay unread
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ class LlmCall(_Event):
     truncated: bool = False
     request_headers: list[tuple[str, str]] | None = None
     response_headers: list[tuple[str, str]] | None = None
+    source: str = "tls"  # "telemetry": reported by the agent itself, TLS did not see this call
 
 
 @dataclass(frozen=True)
@@ -107,4 +108,22 @@ class ParseFailure(_Event):
     detail: str
 
 
-Event = LlmCall | HttpsRequest | ParseFailure
+@dataclass(frozen=True)
+class TelemetryCheck(_Event):
+    """An LLM call the agent reported in its own telemetry, set against the one TLS decoded:
+    ``agree`` when every field both carry is equal, else ``mismatches`` lists
+    ``{field, tls, telemetry}``."""
+
+    TYPE: ClassVar[str] = "telemetry_check"
+
+    ts_ns: int
+    pid: int
+    comm: str
+    agent: str
+    response_id: str | None
+    compared: list[str]
+    agree: bool
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+
+
+Event = LlmCall | HttpsRequest | ParseFailure | TelemetryCheck

@@ -18,11 +18,13 @@ from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfUnavailable
 from vigild.cgroups import CgroupError
 from vigild.daemon.launch import LaunchError, spawn_gated
+from vigild.daemon.telemetry_setup import telemetry_env, with_telemetry
 from vigild.daemon.store import Store, StoreError
 from vigild.daemon.version import package_version
 
 if TYPE_CHECKING:
     from vigild.bpf.lineage import LineageSensor
+    from vigild.daemon.telemetry_receiver import TelemetryReceiver
     from vigild.daemon.config import Config
     from vigild.daemon.control import ControlServer
     from vigild.daemon.control_loop import ToolCallControl
@@ -203,6 +205,9 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
                    help="include the (redacted) request messages of LLM calls")
     p.add_argument("--max-call-bytes", type=int, default=16 * 1024 * 1024,
                    help="plaintext captured per TLS call at most (default 16 MiB; the rest is marked lost)")
+    p.add_argument("--agent-telemetry", action="store_true",
+                   help="turn on the started agent's own OpenTelemetry (Codex, Claude Code, Gemini CLI), "
+                        "receive it on loopback and merge it with what TLS decoded")
 
 
 def parse_only(text: str) -> frozenset[str]:
@@ -305,6 +310,20 @@ def _serve_declarations(args: argparse.Namespace, pipeline: Pipeline) -> Control
     return server
 
 
+def _start_receiver(args: argparse.Namespace, command: list[str]) -> TelemetryReceiver | None:
+    """--agent-telemetry: the loopback OTLP receiver, its endpoint in the agent's environment."""
+    if not args.agent_telemetry:
+        return None
+    if not command:
+        print("vigil: warning: --agent-telemetry needs a started command (-- CMD): ignored", file=sys.stderr)
+        return None
+    from vigild.daemon.telemetry_receiver import TelemetryReceiver  # protobuf: only when asked for
+
+    receiver = TelemetryReceiver(candidates=list).start()
+    os.environ.update(telemetry_env(receiver.endpoint))
+    return receiver
+
+
 def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """`vigil trace`, and `vigil run` (the same, with tool-call control)."""
     from vigild.bpf.effects import open_effects
@@ -378,8 +397,13 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
               "ending them left open", file=sys.stderr)
     intent = TlsStreamDecoder(capture_content=args.capture_content) if tls else None
     detector = None if args.no_detections else Detector()
+    receiver = _start_receiver(args, command)
     pipeline = Pipeline(lineage, sinks=[], tls=tls, intent=intent, control=control,
-                        sensors=[effects] if effects is not None else [], detector=detector)
+                        sensors=[effects] if effects is not None else [], detector=detector,
+                        telemetry=receiver.records if receiver is not None else None)
+    if receiver is not None:
+        receiver.candidates = pipeline.tracked_pids
+        command = with_telemetry(command, receiver.endpoint)
     shown = (lambda sink: OnlySink(sink, args.only)) if args.only else (lambda sink: sink)
     if args.output == "json":
         pipeline.sinks.append(shown(JsonLinesSink(sys.stdout)))
@@ -433,6 +457,11 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         if declarations is not None:
             declarations.close()
+        if receiver is not None:
+            receiver.close()
+            if receiver.unattributed:
+                print(f"vigil: {receiver.unattributed} telemetry requests came from no traced process "
+                      "and were not merged", file=sys.stderr)
         pipeline.stop()
         if tls is not None:
             tls.close()

@@ -121,6 +121,8 @@ class Config:
     # [otlp]: every session is sent as a trace when it ends
     otlp_endpoint: str | None = None
     otlp_content: bool = False
+    # [telemetry]: where vigild receives the agents' own OTLP/HTTP telemetry (None: not received)
+    telemetry_address: tuple[str, int] | None = None
     store_path: Path = Path("/var/lib/vigild/vigil.db")
     retention_s: float | None = 30 * 86400.0
     store_max_bytes: int | None = None
@@ -330,6 +332,7 @@ TABLES: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
     "log": {"level": ("log_level", _level)},
     "detections": {"enabled": ("detections", _detection_names), "secret_globs": ("secret_globs", _globs)},
     "otlp": {"endpoint": ("otlp_endpoint", _url), "content": ("otlp_content", _BOOL)},
+    "telemetry": {"receive": ("telemetry_address", parse_address)},
     "limits": {"memory_high": ("bound_memory_high", parse_size), "memory_max": ("bound_memory_max", parse_size),
                "pids_max": ("bound_pids_max", _positive_int), "cpu_weight": ("bound_cpu_weight", _cpu_weight),
                "timeout": ("bound_timeout_s", lambda v: parse_duration(v) or None)},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import threading
 import time
@@ -33,7 +34,9 @@ from vigild.bpf.events import (
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import RingBuffer
 from vigild.bpf.tls import TlsSensor
+from vigild.correlate.agent_telemetry import TelemetryMerger, TelemetryRecord
 from vigild.correlate.detections import WATCHED_TYPES, Detector
+from vigild.correlate.intent import LlmCall
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
@@ -120,13 +123,15 @@ class Pipeline:
         sensors: Sequence[ExtraSensor] = (),
         control: ToolCallControl | None = None,
         detector: Detector | None = None,
+        telemetry: queue.SimpleQueue[TelemetryRecord] | None = None,
     ) -> None:
         """classify_root names the agent of a process the kernel made a root by comm, or
         returns None when a closer look (its executable, its arguments) says it is not one: the
         process is then untracked and nothing of it is reported.
 
         control (vigil run) puts each tool call of controlled roots in its own cgroup and adds
-        tool_start/tool_end events."""
+        tool_start/tool_end events. telemetry: the agents' own OTLP records (vigil's receiver),
+        merged with what TLS decoded."""
         self.lineage = lineage
         self.sinks = list(sinks)
         self.tls = tls
@@ -143,6 +148,8 @@ class Pipeline:
             sensor.register(self.decoder)
         self.control = control
         self.detector = detector
+        self.telemetry = telemetry
+        self.merger = TelemetryMerger(comm_of=self._comm_of) if telemetry is not None else None
         if control is not None and control.sensor is not None:
             control.sensor.register(self.decoder)
         self.processes = ProcessTable()
@@ -277,6 +284,10 @@ class Pipeline:
         if self.intent is not None:
             with self._lock:
                 self._dispatch_intent(self.intent.flush())
+        if self.merger is not None:
+            with self._lock:
+                self._drain_telemetry()
+                self._dispatch_intent(self.merger.flush())
         if self.control is not None:
             with self._lock:
                 for tool_event in self.control.close():
@@ -469,6 +480,8 @@ class Pipeline:
 
     def _dispatch_intent(self, events: list[Any]) -> None:
         for inner in events:
+            if self.merger is not None and isinstance(inner, LlmCall):
+                self.merger.observe_tls(inner)
             info = self.processes.get(inner.pid)
             session_id = info.session_id if info else None
             if self.control is not None:
@@ -481,7 +494,11 @@ class Pipeline:
         now = time.monotonic()
         if self.tls is not None:
             self.tls.poll_pending()
-            self._report_captures(time.time_ns(), 0)
+            if self.tls.new_captures:
+                self._report_captures(time.time_ns(), 0)
+        if self.merger is not None:
+            self._drain_telemetry()
+            self._dispatch_intent(self.merger.expire())
         if self.tls is not None and now - self._last_scan >= SCAN_INTERVAL_S:
             # Young processes are still loading libraries: scan them every round; older ones
             # every tenth round.
@@ -504,6 +521,24 @@ class Pipeline:
         one dict lookup, no lock)."""
         info = self.processes.processes.get(pid)
         return info is not None and info.alive
+
+    def _drain_telemetry(self) -> None:
+        assert self.telemetry is not None and self.merger is not None
+        while True:
+            try:
+                record = self.telemetry.get_nowait()
+            except queue.Empty:
+                return
+            self.merger.feed(record)
+
+    def _comm_of(self, pid: int) -> str:
+        info = self.processes.get(pid)
+        return info.comm if info else ""
+
+    def tracked_pids(self) -> list[int]:
+        """Live tracked processes (for attributing telemetry senders), from any thread."""
+        with self._lock:
+            return [p.pid for p in self.processes.processes.values() if p.alive]
 
     def health(self) -> dict[str, Any]:
         """vigild's own state, read by the metrics exporter and `vigil status` from their own

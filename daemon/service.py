@@ -136,6 +136,7 @@ class Service:
         from vigild.daemon.session_stats import SessionStatsSink
         from vigild.daemon.sinks import JournalSink, StoreSink
         from vigild.daemon.watchdog import start_watchdog
+        from vigild.daemon.telemetry_receiver import TelemetryReceiver
 
         self.config = config
         self.config_path = config_path
@@ -149,6 +150,7 @@ class Service:
         self.exporter: Exporter | None = None
         self.control: ControlServer | None = None
         self.tools: Any = None
+        self.telemetry: Any = None  # TelemetryReceiver with [telemetry] receive
         self.tools_on = config.tools_enabled  # fixed for the process: cgroups and watchdog are set up once
         self.features = Features(log.warning)
         self.store = Store(config.store_path, key_file=config.store_key_file)
@@ -183,10 +185,15 @@ class Service:
             else:
                 self.features.turned_off("effects", "[capture] effects = false")
             self.matcher = AgentMatcher(config.agents)
+            if config.telemetry_address is not None:
+                self.telemetry = TelemetryReceiver(list, *config.telemetry_address)
             self.pipeline = Pipeline(self.lineage, sinks=[], tls=self.tls, intent=intent,
                                      classify_root=self.matcher.classify,
                                      sensors=[self.effects] if self.effects is not None else [],
-                                     detector=detector_for(config), control=self.tools)
+                                     detector=detector_for(config), control=self.tools,
+                                     telemetry=self.telemetry.records if self.telemetry else None)
+            if self.telemetry is not None:
+                self.telemetry.candidates = self.pipeline.tracked_pids
             registry, metrics_sink = build_registry(self.health, config.drop_labels, config.max_label_values)
             self.session_stats = SessionStatsSink()
             self.pipeline.sinks += [StoreSink(self.store, self.pipeline.processes), metrics_sink,
@@ -217,6 +224,8 @@ class Service:
         if self.config.scan_running:
             self.adopt_running()
         self.pipeline.start()
+        if self.telemetry is not None:
+            self.telemetry.start()
         assert self.control is not None
         self.control.start()  # last: a status answer means vigild is fully up
         where = f"http://{self.config.metrics_address[0]}:{self.exporter.port}/metrics" if self.exporter else "off"
@@ -290,6 +299,9 @@ class Service:
         log.info("stopped")
 
     def _release(self) -> None:
+        if self.telemetry is not None:
+            self.telemetry.close()
+            self.telemetry = None
         if self.tls is not None:
             self.tls.close()
             self.tls = None

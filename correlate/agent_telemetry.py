@@ -1,0 +1,218 @@
+"""The agents' own telemetry as a second source of intent, merged with what TLS decoded.
+
+An agent's OpenTelemetry log events describe its model calls from the inside. Where vigil read
+the same call at the TLS boundary, the two are compared field by field (a `telemetry_check`);
+where TLS saw nothing (a TLS stack vigil cannot hook), the telemetry becomes the `llm_call`,
+marked `source: "telemetry"`. Records are grouped by the sending process (attributed by the
+kernel, not by the payload) and the agent's conversation id.
+
+Codex (0.16x, `[otel]` in config.toml; pinned in the tests because field names change): one
+model call is `codex.api_request` (status, endpoint, duration), then `codex.sse_event` records,
+the `response.completed` one carrying the token counts, then for each tool call the model asked
+for `codex.tool_decision` (call id, tool name) and `codex.tool_result` (arguments, outcome). The
+next `codex.api_request` or `codex.user_prompt` closes the call; so does a quiet spell or the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vigild.correlate.intent import LlmCall, TelemetryCheck
+
+QUIET_NS = 2 * 1_000_000_000  # a call with no new record for this long is complete
+GRACE_NS = 2 * 1_000_000_000  # a complete call waits this long for its TLS twin before standing alone
+MATCH_WINDOW_NS = 10 * 1_000_000_000  # how far apart TLS and telemetry may date one call
+# fields compared when both sources have the call
+COMPARED = ("status", "model", "input_tokens", "output_tokens", "cache_read_input_tokens", "tool_call_ids")
+
+
+@dataclass(frozen=True)
+class TelemetryRecord:
+    """One OTLP log record, flattened: the event name, its attributes and its resource's."""
+
+    ts_ns: int
+    pid: int | None  # the sending process, from the kernel's socket table; None if not found
+    name: str
+    attributes: dict[str, Any]
+    resource: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Call:
+    agent: str
+    pid: int
+    ts_ns: int
+    last_ns: int
+    endpoint: str
+    status: int
+    duration_ms: float | None
+    model: str | None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    completed: bool = False
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def tools_running(self) -> bool:
+        """A tool the model asked for has no result yet: the call is not quiet, its tool is."""
+        return any("success" not in t for t in self.tool_calls)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class TelemetryMerger:
+    """Feed it telemetry records and the TLS-decoded LLM calls of the same processes; expire()
+    and flush() return `telemetry_check` events and telemetry-sourced `llm_call`s.
+
+    `comm_of(pid)` names a process for the events; `clock` is wall-clock ns."""
+
+    def __init__(self, comm_of: Callable[[int], str] = lambda pid: "",
+                 clock: Callable[[], int] = time.time_ns) -> None:
+        self.comm_of = comm_of
+        self.clock = clock  # quiet spells count from when records arrive: agents send in batches
+        self._open: dict[tuple[int, str], _Call] = {}
+        self._ready: list[tuple[int, _Call]] = []  # (when complete, call): waiting for TLS
+        self._tls: dict[int, list[LlmCall]] = {}  # pid -> TLS-decoded calls not yet matched
+        self.ignored = 0  # records of no call (startup phases, unattributed senders, ...)
+
+    # ---- inputs ----
+    def observe_tls(self, call: LlmCall) -> None:
+        if call.source == "tls":
+            self._tls.setdefault(call.pid, []).append(call)
+
+    def feed(self, record: TelemetryRecord) -> None:
+        """Take one record; what it completes comes out of expire() or flush()."""
+        if record.pid is None or not record.name.startswith("codex."):
+            self.ignored += 1
+            return
+        self._codex(record, record.pid)
+
+    def expire(self) -> list[LlmCall | TelemetryCheck]:
+        """Complete calls quiet for QUIET_NS; resolve those complete for GRACE_NS (the TLS
+        decoder may report the same call a little later than the agent's batch arrives)."""
+        now_ns = self.clock()
+        for key in [k for k, c in self._open.items() if now_ns - c.last_ns >= QUIET_NS and not c.tools_running]:
+            self._close(self._open.pop(key))
+        due = [c for t, c in self._ready if now_ns - t >= GRACE_NS]
+        self._ready = [(t, c) for t, c in self._ready if now_ns - t < GRACE_NS]
+        return [e for call in due for e in self._resolve(call)]
+
+    def flush(self) -> list[LlmCall | TelemetryCheck]:
+        """Resolve everything now (the end: TLS has said all it will)."""
+        for key in list(self._open):
+            self._close(self._open.pop(key))
+        due, self._ready = [c for _, c in self._ready], []
+        return [e for call in due for e in self._resolve(call)]
+
+    # ---- Codex ----
+    def _codex(self, record: TelemetryRecord, pid: int) -> None:
+        a = record.attributes
+        key = (pid, str(a.get("conversation.id") or ""))
+        call = self._open.get(key)
+        if record.name in ("codex.api_request", "codex.user_prompt") and call is not None:
+            self._close(self._open.pop(key))
+            call = None
+        if record.name == "codex.api_request":
+            duration = _float(a.get("duration_ms"))
+            self._open[key] = _Call(
+                agent="codex", pid=pid, ts_ns=record.ts_ns - int((duration or 0) * 1e6), last_ns=self.clock(),
+                endpoint=str(a.get("endpoint") or ""), status=_int(a.get("http.response.status_code")) or 0,
+                duration_ms=duration, model=a.get("model"))
+            return
+        if record.name == "codex.tool_result":
+            # the call that asked for this tool, even when the next request has begun
+            candidates = [*self._open.values(), *(c for _, c in self._ready)]
+            call = next((c for c in candidates if c.pid == pid and
+                         any(t["id"] == a.get("call_id") for t in c.tool_calls)), call)
+        if call is None:
+            self.ignored += 1
+            return
+        call.last_ns = self.clock()
+        if record.name == "codex.sse_event" and a.get("event.kind") == "response.completed" \
+                and "input_token_count" in a:
+            call.completed = True
+            call.input_tokens = _int(a.get("input_token_count"))
+            call.output_tokens = _int(a.get("output_token_count"))
+            call.cache_read_input_tokens = _int(a.get("cached_token_count"))
+            call.reasoning_tokens = _int(a.get("reasoning_token_count"))
+        elif record.name == "codex.tool_decision":
+            call.tool_calls.append({"id": a.get("call_id"), "name": a.get("tool_name"),
+                                    "decision": a.get("decision")})
+        elif record.name == "codex.tool_result":
+            self._tool_result(call, a)
+
+    @staticmethod
+    def _tool_result(call: _Call, a: dict[str, Any]) -> None:
+        tool = next((t for t in call.tool_calls if t["id"] == a.get("call_id")), None)
+        if tool is None:
+            tool = {"id": a.get("call_id"), "name": a.get("tool_name")}
+            call.tool_calls.append(tool)
+        raw = a.get("arguments")
+        try:
+            tool["arguments"] = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            tool["arguments_raw"], tool["error"] = raw, "invalid_json"
+        tool["success"] = str(a.get("success")).lower() == "true"
+        tool["duration_ms"] = _float(a.get("duration_ms"))
+
+    # ---- closing: compare with TLS, or stand in for it ----
+    def _close(self, call: _Call) -> None:
+        self._ready.append((self.clock(), call))
+
+    def _resolve(self, call: _Call) -> list[LlmCall | TelemetryCheck]:
+        tls = self._match(call)
+        if tls is not None:
+            return [self._check(call, tls)]
+        return [LlmCall(
+            ts_ns=call.ts_ns, pid=call.pid, tid=0, comm=self.comm_of(call.pid), conn_id=0,
+            provider="openai", endpoint=call.endpoint, host="", model=call.model, stream=True,
+            status=call.status, http_version="", input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens, cache_read_input_tokens=call.cache_read_input_tokens,
+            duration_ms=call.duration_ms, finish_reason="completed" if call.completed else None,
+            tool_calls=[{k: v for k, v in t.items() if k != "decision"} for t in call.tool_calls],
+            source="telemetry")]
+
+    def _match(self, call: _Call) -> LlmCall | None:
+        """The TLS call of the same process nearest in time (within MATCH_WINDOW_NS), taken once."""
+        pending = self._tls.get(call.pid, [])
+        near = [c for c in pending if abs(c.ts_ns - call.ts_ns) <= MATCH_WINDOW_NS]
+        if not near:
+            return None
+        best = min(near, key=lambda c: abs(c.ts_ns - call.ts_ns))
+        pending.remove(best)
+        return best
+
+    def _check(self, call: _Call, tls: LlmCall) -> TelemetryCheck:
+        values = {
+            "status": (tls.status, call.status),
+            "model": (tls.model, call.model),
+            "input_tokens": (tls.input_tokens, call.input_tokens),
+            "output_tokens": (tls.output_tokens, call.output_tokens),
+            "cache_read_input_tokens": (tls.cache_read_input_tokens, call.cache_read_input_tokens),
+            "tool_call_ids": (sorted(str(t.get("id")) for t in tls.tool_calls),
+                              sorted(str(t.get("id")) for t in call.tool_calls)),
+        }
+        compared = [name for name in COMPARED if values[name][0] is not None and values[name][1] is not None]
+        mismatches = [{"field": name, "tls": values[name][0], "telemetry": values[name][1]}
+                      for name in compared if values[name][0] != values[name][1]]
+        return TelemetryCheck(ts_ns=call.ts_ns, pid=call.pid, comm=self.comm_of(call.pid), agent=call.agent,
+                              response_id=tls.response_id, compared=compared, agree=not mismatches,
+                              mismatches=mismatches)

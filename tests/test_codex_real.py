@@ -1,0 +1,213 @@
+"""Real Codex (pinned releases, the npm platform binary) under `vigil trace` and `vigil run`, in a
+loopback-only network namespace, against the fake Responses server that drives it through one
+`exec_command` tool call.
+
+Both TLS paths of Codex are exercised (tests/codex_harness.py): its compiled-in OpenSSL (no CA
+variable), which vigil hooks by locating OpenSSL's functions from their error sites, and rustls
+(CODEX_CA_CERTIFICATE), which vigil cannot read: there the blind notice and Codex's own telemetry
+must carry the calls. Every LLM call the server answered is checked field by field.
+
+The binaries: `npm install --ignore-scripts @openai/codex@VERSION` into
+$VIGIL_AGENTS_DIR/codex-VERSION (default /var/cache/vigil-agents).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import need
+from helpers import parse_json_lines, vigil_trace
+from vigild.bpf.static_openssl import LocateError, SiteCache, is_static_executable, locate
+
+PINNED = "0.169.0"
+OLDER = "0.154.0"
+VERSIONS = (PINNED, OLDER)
+AGENTS_DIR = Path(os.environ.get("VIGIL_AGENTS_DIR", "/var/cache/vigil-agents"))
+PLATFORM_BINARY = "node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
+HARNESS = Path(__file__).resolve().parent / "codex_harness.py"
+# OpenSSL compiled into each pinned release (its version string), as measured
+OPENSSL_OF = {PINNED: "3.6.4", OLDER: "3.6.3"}
+
+
+def codex_binary(version: str) -> str:
+    path = AGENTS_DIR / f"codex-{version}" / PLATFORM_BINARY
+    need(path.exists(), f"Codex {version} is not installed at {path} (npm install --ignore-scripts "
+                        f"@openai/codex@{version} in {path.parents[5]})")
+    return str(path)
+
+
+def run_harness(version: str, mode: str, command: str, tmp_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    need(os.geteuid() == 0, "this test needs root (BPF, network and mount namespaces)")
+    exe = codex_binary(version)
+    out_file = tmp_path / "tool-output.txt"
+    proc = subprocess.run(
+        ["unshare", "-n", "-m", "--propagation", "private", "--", "sh", "-c",
+         'ip link set lo up && exec "$0" "$@"', sys.executable, str(HARNESS), exe, mode, command,
+         str(out_file), "--agent-telemetry"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["returncode"] == 0, result["stderr"]
+    assert result["server_errors"] == []
+    # Codex really ran the tool the model asked for
+    assert result["tool_output"] == "vigil-codex-tool\n", result["stderr"][-3000:]
+    events, _ = parse_json_lines(result["stdout"])
+    return result, events
+
+
+def llm_exchanges(result: dict[str, Any]) -> list[dict[str, Any]]:
+    calls = [e for e in result["exchanges"] if e["provider"] == "openai_responses"]
+    assert len(calls) == 2 and calls[0]["tool_calls"] and not calls[1]["tool_calls"]
+    assert calls[0]["tool_calls"][0]["name"] == "exec_command"  # the tool Codex declared
+    assert "exec_command" in calls[0]["request_tools"]
+    return calls
+
+
+def of_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == kind]
+
+
+def coverage(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The executable's capture events: its OpenSSL hooked by the locator, its rustls said blind."""
+    hooked = [e for e in of_type(events, "capture_hooked") if e["binary"].endswith(PLATFORM_BINARY)]
+    assert len(hooked) == 1, of_type(events, "capture_hooked")
+    assert hooked[0]["stack"] == "openssl" and hooked[0]["how"] == "locator"
+    assert hooked[0]["session_id"] is not None
+    blind = [e for e in of_type(events, "capture_blind") if e["binary"].endswith(PLATFORM_BINARY)]
+    assert len(blind) == 1, of_type(events, "capture_blind")
+    assert blind[0]["stack"] == "rustls" and blind[0]["session_id"] == hooked[0]["session_id"]
+    assert "rustls 0.23." in blind[0]["reason"]
+    return blind[0]
+
+
+def tool_ids(calls: list[dict[str, Any]]) -> list[list[str]]:
+    return [[t["id"] for t in c["tool_calls"]] for c in calls]
+
+
+@pytest.mark.parametrize("command", ["trace", "run"])
+@pytest.mark.parametrize("version", VERSIONS)
+def test_openssl_path_decodes_every_call_and_telemetry_agrees(version: str, command: str, tmp_path: Path) -> None:
+    result, events = run_harness(version, "openssl", command, tmp_path)
+    served = llm_exchanges(result)
+    coverage(events)
+    calls = of_type(events, "llm_call")
+    assert [c["source"] for c in calls] == ["tls", "tls"]
+    for call, sent in zip(calls, served, strict=True):
+        assert call["provider"] == "openai" and call["endpoint"] == "/v1/responses"
+        assert call["stream"] is True and call["status"] == 200 and call["model"] == sent["model"]
+        assert call["response_id"] == sent["response_id"]
+        assert (call["input_tokens"], call["output_tokens"]) == (sent["input_tokens"], sent["output_tokens"])
+        assert [{k: t[k] for k in ("id", "name", "arguments")} for t in call["tool_calls"]] == sent["tool_calls"]
+        assert "exec_command" in call["request_tools"] and call["finish_reason"] == "completed"
+        assert call["session_id"] == events[0]["session_id"]
+    # The analytics POST is HTTPS but not a model call.
+    assert [r["path"] for r in of_type(events, "https_request")] == ["/v1/analytics/codex/turn-costs"]
+    checks = of_type(events, "telemetry_check")
+    assert [c["response_id"] for c in checks] == [s["response_id"] for s in served]
+    assert all(c["agree"] for c in checks), checks
+    assert {"input_tokens", "output_tokens", "tool_call_ids", "status"} <= set(checks[0]["compared"])
+    assert "sk-test-codex-harness" not in result["stdout"]
+    if command == "run":
+        tool = served[0]["tool_calls"][0]
+        starts = [s for s in of_type(events, "tool_start") if s.get("tool_call_id") == tool["id"]]
+        assert len(starts) == 1 and starts[0]["unrequested"] is False
+        assert starts[0]["response_id"] == served[0]["response_id"] and starts[0]["tool_name"] == "exec_command"
+        assert tool["arguments"]["cmd"] in " ".join(starts[0]["argv"])
+        ends = [e for e in of_type(events, "tool_end") if e["tool_call"] == starts[0]["tool_call"]]
+        assert len(ends) == 1 and ends[0]["outcome"] == "ok"
+
+
+@pytest.mark.parametrize("command", ["trace", "run"])
+@pytest.mark.parametrize("version", VERSIONS)
+def test_rustls_path_is_said_blind_and_telemetry_fills_in(version: str, command: str, tmp_path: Path) -> None:
+    result, events = run_harness(version, "rustls", command, tmp_path)
+    served = llm_exchanges(result)
+    note = coverage(events)
+    assert "not read" in note["reason"]
+    calls = of_type(events, "llm_call")
+    assert [c["source"] for c in calls] == ["telemetry", "telemetry"]
+    assert of_type(events, "telemetry_check") == []
+    for call, sent in zip(calls, served, strict=True):
+        assert call["provider"] == "openai" and call["endpoint"] == "/responses" and call["status"] == 200 and call["model"] == sent["model"]
+        assert (call["input_tokens"], call["output_tokens"]) == (sent["input_tokens"], sent["output_tokens"])
+        assert call["session_id"] == events[0]["session_id"] and call["comm"] == "codex"
+    assert tool_ids(calls) == [[t["id"] for t in s["tool_calls"]] for s in served]
+    first = calls[0]["tool_calls"][0]
+    assert first["name"] == "exec_command" and first["arguments"] == served[0]["tool_calls"][0]["arguments"]
+    assert first["success"] is True
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_openssl_is_located_by_error_sites_and_cached_by_build(version: str, tmp_path: Path) -> None:
+    exe = codex_binary(version)
+    assert is_static_executable(exe)
+    sites = locate(exe)
+    assert sites.version == OPENSSL_OF[version]
+    # Two distinct functions (that they are the right ones, the decoded traffic above shows).
+    assert sites.write_offset != sites.read_offset
+    cache = SiteCache(str(tmp_path / "cache.json"))
+    first, cached = cache.lookup(exe)
+    assert not cached and first.openssl == sites and first.rustls and first.rustls.startswith("0.23.")
+    again, cached = SiteCache(str(tmp_path / "cache.json")).lookup(exe)
+    assert cached and again == first
+
+
+def test_the_two_releases_differ_and_are_both_located() -> None:
+    a, b = (locate(codex_binary(v)) for v in VERSIONS)
+    assert a.build_key != b.build_key and a.write_offset != b.write_offset
+
+
+def test_binaries_without_openssl_are_refused_with_a_reason(tmp_path: Path) -> None:
+    with pytest.raises(LocateError, match="no OpenSSL 3"):
+        locate(sys.executable)
+    text = tmp_path / "script.sh"
+    text.write_text("#!/bin/sh\necho hi\n")
+    with pytest.raises(LocateError, match="not a little-endian x86-64 ELF64"):
+        locate(str(text))
+    assert not is_static_executable(str(text)) and not is_static_executable("/bin/ls")
+
+
+def test_a_copied_string_makes_the_binary_ambiguous(tmp_path: Path) -> None:
+    """Two copies of ssl_write_internal's name: vigil refuses rather than picking one."""
+    exe = Path(codex_binary(PINNED)).read_bytes()
+    needle = b"\0ssl_write_internal\0"
+    at = exe.index(needle)
+    # Overwrite the neighbouring string (ssl_read_internal's or any other of the same length
+    # region) with a second copy, inside .rodata.
+    copy = bytearray(exe)
+    second = exe.index(b"\0", at + len(needle) + 64)
+    copy[second:second + len(needle)] = needle
+    path = tmp_path / "codex-ambiguous"
+    path.write_bytes(bytes(copy))
+    with pytest.raises(LocateError, match="found 2 times"):
+        locate(str(path))
+
+
+def test_websocket_transport_goes_over_rustls_and_is_not_seen(tmp_path: Path) -> None:
+    """With no CA variable (OpenSSL for HTTP), Codex's Responses WebSocket still uses rustls:
+    vigil sees none of the upgrade requests the server received, sees every HTTP call after the
+    fallback, and has said that rustls is not read."""
+    result, events = run_harness(PINNED, "openssl-ws", "trace", tmp_path)
+    upgrades = [e for e in result["exchanges"] if e["method"] == "GET" and e["path"] == "/v1/responses"]
+    assert upgrades, result["exchanges"]  # Codex tried the WebSocket first
+    seen = [r for r in of_type(events, "https_request") if r["method"] == "GET"]
+    assert seen == []
+    assert "WebSocket" in coverage(events)["reason"]
+    served = llm_exchanges(result)
+    assert [c["response_id"] for c in of_type(events, "llm_call")] == [s["response_id"] for s in served]
+
+
+def test_a_static_program_without_tls_is_not_reported(root: None) -> None:
+    """ldconfig is a static executable with no TLS: examined, nothing to say, no event."""
+    assert is_static_executable("/sbin/ldconfig")
+    result = vigil_trace(["--", "sh", "-c", "/sbin/ldconfig -p >/dev/null"], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "/sbin/ldconfig" in [e["argv"][0] for e in result.of_type("exec")]
+    assert result.of_type("capture_hooked") == [] and result.of_type("capture_blind") == []
