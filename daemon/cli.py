@@ -166,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description="For a running process: its TLS stacks (libraries it maps, TLS compiled "
                                         "into its executable), and for each whether vigil hooks it (how) or is "
                                         "blind to it (why).")
-    doctor.add_argument("pid", type=int)
-    doctor.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    doctor.add_argument("pid", type=int, help="the process to examine")
+    doctor.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                        help="human-readable lines or one JSON object")
 
     status = sub.add_parser("status", help="ask the running vigild how it is doing")
     status.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
