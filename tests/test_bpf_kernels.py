@@ -40,7 +40,7 @@ def _tls(shared: LineageSensor) -> tuple[Any, list[str]]:
     hooked = sensor.attach_system_libraries()
     assert sensor.attach_failed == {}, sensor.files
     assert any("libssl.so" in path for path in hooked), hooked
-    return sensor, [f"uprobes on {path}" for path in hooked]
+    return sensor, [link.description for hooked_file in sensor.files.values() for link in hooked_file.links]
 
 
 def _effects(shared: LineageSensor) -> tuple[Any, list[str]]:
@@ -87,7 +87,7 @@ def test_object_loads_and_attaches(name: str, shared: LineageSensor, capsys: pyt
     finally:
         sensor.close()
     with capsys.disabled():
-        print(f"\n{name}: loaded and attached {len(attached)} in {elapsed * 1000:.0f} ms", end="")
+        print(f"\n{name}: loaded and attached {len(attached)} programs/uprobes in {elapsed * 1000:.0f} ms", end="")
 
 
 def test_traced_echo_reports_its_file_write(tmp_path: Path) -> None:
