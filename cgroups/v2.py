@@ -111,7 +111,7 @@ class V2Backend(CgroupBackend):
         # Move first: enabling a threaded controller (cpu, pids) in a cgroup with processes works
         # but makes it a thread root, where memory then fails with EOPNOTSUPP.
         if not self._is_root(self.enclosing) and self._outer.read_pids(self.enclosing / "cgroup.procs"):
-            self._move_members(self.enclosing, self._leaf(create=True))
+            self._move_members(self.enclosing, self._make_leaf())
         enabled: list[str] = []
         try:
             for controller in wanted:
@@ -134,22 +134,24 @@ class V2Backend(CgroupBackend):
                     hint = _ENABLE_HINTS.get(exc.errno or 0, "the kernel refused")
                     raise CgroupUnavailable(f"could not enable the {controller} controller for children of "
                                             f"{self.enclosing}: {hint}", control, exc.errno) from exc
-            self._move_members(self.enclosing, self._leaf(create=True))
+            self._move_members(self.enclosing, self._make_leaf())
 
     def _is_root(self, directory: Path) -> bool:
         """The root cgroup (exempt from the no-internal-process rule) has no cgroup.type; a
         cgroup namespace's root does, and is not exempt."""
         return not self._outer.exists(directory / "cgroup.type")
 
-    def _leaf(self, create: bool = False) -> Path | None:
+    def _leaf(self) -> Path | None:
         """The enclosing cgroup's leaf for its own processes (None when it has none)."""
         leaf = self.enclosing / LEAF
-        if self._outer.isdir(leaf):
-            return leaf
-        if create:
+        return leaf if self._outer.isdir(leaf) else None
+
+    def _make_leaf(self) -> Path:
+        leaf = self._leaf()
+        if leaf is None:
+            leaf = self.enclosing / LEAF
             self._outer.mkdir(leaf)
-            return leaf
-        return None
+        return leaf
 
     def _move_members(self, source: Path, target: Path) -> None:
         for pid in self._outer.read_pids(source / "cgroup.procs"):
@@ -339,17 +341,20 @@ class V2Backend(CgroupBackend):
     def evict(self, pid: int) -> None:
         """To the enclosing cgroup's leaf when it has (or, with controllers enabled for its
         children, needs) one: then the enclosing cgroup itself may hold no process."""
-        for target in (self._leaf(), self.enclosing, self._leaf(create=True)):
-            if target is None:
-                continue
-            try:
-                self._outer.write(target / "cgroup.procs", str(pid))
+        target = self._leaf() or self.enclosing
+        try:
+            self._outer.write(target / "cgroup.procs", str(pid))
+            return
+        except CgroupError as exc:
+            if exc.errno == errno.ESRCH:
                 return
-            except CgroupError as exc:
-                if exc.errno == errno.ESRCH:
-                    return
-                if exc.errno != errno.EBUSY or target != self.enclosing:
-                    raise
+            if exc.errno != errno.EBUSY or target != self.enclosing:
+                raise
+        try:
+            self._outer.write(self._make_leaf() / "cgroup.procs", str(pid))
+        except CgroupError as exc:
+            if exc.errno != errno.ESRCH:
+                raise
 
 
 class V2OomNotifier(OomNotifier):

@@ -21,6 +21,7 @@ from vigild.daemon.control_loop import cleanup_stale_parents
 
 log = logging.getLogger("vigild.control")
 
+
 class AgentCgroups:
     """Chooses, per tool call, the backend whose tree receives it, and removes an agent's tree
     once its last call ended."""

@@ -414,11 +414,14 @@ def test_remove_busy_group_without_kill_fails_clearly(backend: CgroupBackend, sp
     assert backend.exists(group)
 
 
+@pytest.mark.parametrize("enclosing", ["session.scope", ""], ids=["scope", "root"])
 @pytest.mark.parametrize("version", [1, 2], ids=["v1", "v2"])
-def test_abandoned_sibling_is_removed_and_its_agent_moved_out(tmp_path: Path, version: int, spawn) -> None:
+def test_abandoned_sibling_is_removed_and_its_agent_moved_out(tmp_path: Path, version: int, enclosing: str,
+                                                               spawn) -> None:
     """What is left of a run that was SIGKILLed: its tool call is killed, its agent survives
-    outside, and nothing of its tree remains."""
-    fake = FakeCgroupFs(tmp_path, version, enclosing="session.scope")
+    outside (on v2 in the enclosing cgroup's leaf, unless that is the root, which may hold
+    processes), and nothing of its tree remains."""
+    fake = FakeCgroupFs(tmp_path, version, enclosing=enclosing)
     ours = fake.backend()
     dead = ours.sibling("vigil-run-1")
     dead.ensure_layout()
@@ -431,8 +434,10 @@ def test_abandoned_sibling_is_removed_and_its_agent_moved_out(tmp_path: Path, ve
     assert tool.wait(timeout=5) == -signal.SIGKILL
     assert agent.poll() is None
     assert ours.siblings("vigil-run-") == [] and ours.exists("tools")
-    home = fake.enclosing_dirs()[0] / ("supervisor" if fake.version == 2 else "")
+    leaf = fake.enclosing_dirs()[0] / "supervisor"
+    home = leaf if fake.version == 2 and enclosing else fake.enclosing_dirs()[0]
     assert str(agent.pid) in fake.read(home / "cgroup.procs").split()
+    assert leaf.exists() == (home == leaf)
 
 
 def test_v1_namesakes_elsewhere_are_removed_when_empty(tmp_path: Path, spawn) -> None:

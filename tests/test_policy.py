@@ -123,7 +123,7 @@ class FakeBackend:
 def fake_control(backend: object, high: int, maximum: int) -> SimpleNamespace:
     the_call = call(["make"], 7)
     backend.limits["tools/call-7"] = Limits(memory_high=high, memory_max=maximum)  # type: ignore[attr-defined]
-    return SimpleNamespace(open_calls=[the_call], groups={7: "tools/call-7"}, backend=backend,
+    return SimpleNamespace(open_calls=[the_call], groups={7: "tools/call-7"}, backend_of=lambda _call_id: backend,
                            applied={7: CallPolicy(Limits(memory_high=high, memory_max=maximum))})
 
 
@@ -171,8 +171,8 @@ def test_tick_on_a_real_cgroup_with_the_real_host() -> None:
     backend.ensure_layout()
     try:
         group = backend.create_call("7", Limits(memory_high=128 * MIB, memory_max=512 * MIB))
-        control = SimpleNamespace(open_calls=[call(["make"], 7)], groups={7: group}, backend=backend,
-                                  applied={7: CallPolicy(Limits(memory_high=128 * MIB, memory_max=512 * MIB))})
+        control = SimpleNamespace(open_calls=[call(["make"], 7)], groups={7: group},
+                                  backend_of=lambda _call_id: backend, applied={7: CallPolicy(Limits(memory_high=128 * MIB, memory_max=512 * MIB))})
         reader = ProcHostReader()
         state = reader.read()
         expected, why = decide(SETTINGS, state, 128 * MIB, 512 * MIB)
@@ -184,4 +184,4 @@ def test_tick_on_a_real_cgroup_with_the_real_host() -> None:
             assert len(events) == 1 and events[0].new == {"memory_high": now}
             assert (now > 128 * MIB) == (expected > 128 * MIB) and now % 4096 == 0
     finally:
-        backend.remove("", kill=True)
+        backend.remove_layout(kill=True)

@@ -176,6 +176,8 @@ def test_tool_call_oom_killed_in_its_group_agent_goes_on(tmp_path: Path) -> None
     assert len(ends) == 1, shown.stdout
     assert ends[0]["outcome"] == "oom_killed" and ends[0]["oom_kills"] == 1, ends[0]
     assert "memory.max" in ends[0]["limits_hit"] and ends[0]["peak_memory_bytes"] <= 64 << 20
+    if memory_version() == 1:  # the agent's own cgroup cannot take its calls there: the log says why
+        assert any("tool calls of agents in cgroup v1 run below vigild's own cgroup" in line for line in daemon.log)
     assert leftovers(daemon.pid) == []
     deadline = time.monotonic() + 10
     while held & loaded_prog_ids() and time.monotonic() < deadline:
@@ -235,8 +237,11 @@ def test_calls_of_an_agent_in_a_delegated_cgroup_stay_below_it(tmp_path: Path) -
         assert _wait_for(lambda: [] if [p for p in ctr.iterdir() if p.is_dir()] else [ctr], timeout=30), \
             [p for p in ctr.iterdir() if p.is_dir()]
         assert (ctr / "cgroup.subtree_control").read_text().split() == []
+        assert [p for p in plain.iterdir() if p.is_dir()] == []
+        for directory in (ctr, plain):  # the test's own groups go first: vigild gives back a bare cgroup only
+            destroy(directory)
         assert daemon.stop() == 0, daemon.log
-        assert leftovers(daemon.pid) == [] and [p for p in plain.iterdir() if p.is_dir()] == []
+        assert leftovers(daemon.pid) == []
     finally:
         for agent in agents:
             kill_group(agent)
