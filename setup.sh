@@ -41,6 +41,8 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "setup.sh: vigild needs Python >= 3.11 as python3" >&2
   exit 1
 fi
+# Debian's python3 makes venvs only with python3-venv (ensurepip's wheels) installed.
+if [ "$PY" = /usr/bin/python3 ]; then apt_install python3-venv; fi
 "$PY" -m venv --help >/dev/null 2>&1 || apt_install python3-venv
 if [ "$DEV" -eq 1 ]; then
   apt_install curl prometheus gnutls-bin
@@ -48,7 +50,11 @@ if [ "$DEV" -eq 1 ]; then
   apt_install chromium
   # systemd-analyze verifies the unit; setpriv (util-linux) runs vigild with fewer capabilities.
   apt_install systemd util-linux
+  # The real agents run from npm packages, in a loopback-only network namespace (ip, unshare),
+  # in a git work tree.
   command -v node >/dev/null || apt_install nodejs
+  command -v npm >/dev/null || apt_install npm
+  apt_install iproute2 git
 fi
 
 echo "setup.sh: building and installing vigild into $PREFIX"
@@ -95,5 +101,16 @@ if [ -d /etc/systemd/system ]; then
   else
     echo "setup.sh: systemd is not PID 1 here: vigild.service installed but not started (run vigild by hand)"
   fi
+fi
+if [ "$DEV" -eq 1 ]; then
+  echo "setup.sh: installing the pinned real agents the tests run (tests/realagents/pins.txt)"
+  "$HERE/tests/realagents/install.sh"
+  # Codex's two TLS paths are checked against two releases (tests/test_codex_real.py).
+  for version in 0.169.0 0.154.0; do
+    dir="${VIGIL_AGENTS_DIR:-/var/cache/vigil-agents}/codex-$version"
+    [ -e "$dir/node_modules/@openai/codex-linux-x64" ] && continue
+    mkdir -p "$dir"
+    (cd "$dir" && npm install --no-audit --no-fund --ignore-scripts --loglevel=error "@openai/codex@$version" >/dev/null)
+  done
 fi
 echo "setup.sh: done: $("$BIN_DIR/vigil" --help | head -1)"
