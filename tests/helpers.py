@@ -46,6 +46,13 @@ def parse_json_lines(text: str) -> tuple[list[dict[str, Any]], list[str]]:
     return events, other
 
 
+def events_and_output(stdout: str, stderr: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Events (vigil's stdout under -o json), and the lines the traced command printed: under
+    -o json its stdout goes to vigil's stderr, beside vigil's own `vigil:` lines."""
+    events, other = parse_json_lines(stdout)
+    return events, other + [line for line in stderr.splitlines() if line and not line.startswith("vigil:")]
+
+
 def kill_group(proc: subprocess.Popen[Any]) -> None:
     """SIGKILL the process group ``proc`` leads (vigil, its agent, their tool calls) and reap it."""
     try:
@@ -90,10 +97,7 @@ def run_own_group(argv: list[str], timeout: float, **kwargs: Any) -> Ran:
 def vigil_trace(args: list[str], timeout: float = 60, verbose: bool = False, **kwargs: Any) -> TraceResult:
     flags = ["-v"] if verbose else []
     proc = run_own_group([*VIGIL, *flags, "trace", "-o", "json", *args], timeout, **kwargs)
-    events, other = parse_json_lines(proc.stdout)
-    # Under -o json the traced command's stdout goes to vigil's stderr: its lines are those that
-    # are not vigil's own.
-    command_output = other + [line for line in proc.stderr.splitlines() if line and not line.startswith("vigil:")]
+    events, command_output = events_and_output(proc.stdout, proc.stderr)
     return TraceResult(proc.returncode, events, proc.stderr, command_output, proc.stdout, proc.pid)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from fakellm import FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env
-from helpers import VIGIL, parse_json_lines
+from helpers import VIGIL, events_and_output
 
 pytestmark = pytest.mark.usefixtures("root")
 
@@ -26,7 +26,7 @@ def test_tool_start_carries_the_llm_tool_call() -> None:
         assert server.errors == []
         exchanges = server.exchanges.wait_finished(1)
     assert proc.returncode == 0, proc.stderr
-    events, other = parse_json_lines(proc.stdout)
+    events, other = events_and_output(proc.stdout, proc.stderr)
     assert "linked-tool-call" in other
     llm = [e for e in events if e["type"] == "llm_call"]
     assert len(llm) == 1 and llm[0]["tool_calls"][0]["arguments"] == {"command": COMMAND}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import VIGIL, TraceResult, own_group, parse_json_lines, run_own_group
+from helpers import TraceResult, VIGIL, events_and_output, own_group, run_own_group
 from run_cgroups import call_groups, leftovers, memory_version, run_groups
 from vigild_proc import loaded_prog_ids, orphaned_programs
 
@@ -33,7 +33,7 @@ def vigil_run(args: list[str], tools: list[list[str]], agent_status: int = 0, ti
               **kwargs: Any) -> TraceResult:
     proc = run_own_group([*VIGIL, "run", "-o", "json", "--no-tls", *args, "--", PY, AGENT, json.dumps(tools),
                           str(agent_status)], timeout, **kwargs)
-    events, other = parse_json_lines(proc.stdout)
+    events, other = events_and_output(proc.stdout, proc.stderr)
     return TraceResult(proc.returncode, events, proc.stderr, other, proc.stdout, proc.pid)
 
 
@@ -93,7 +93,7 @@ def test_oom_inside_its_own_group_agent_goes_on_nothing_left() -> None:
     before = loaded_prog_ids()
     proc = run_own_group([*VIGIL, "run", "-o", "json", "--no-tls", "--tool-mem-max", "64M", "--", "bash", "-c",
                           "python3 -c 'x=bytearray(200*2**20)'; echo alive"], timeout=300)
-    events, other = parse_json_lines(proc.stdout)
+    events, other = events_and_output(proc.stdout, proc.stderr)
     assert proc.returncode == 0, proc.stderr
     assert "alive" in other, proc.stdout
     starts = [e for e in events if e["type"] == "tool_start"]

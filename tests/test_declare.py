@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import VIGIL, TraceResult, parse_json_lines
+from helpers import TraceResult, VIGIL, events_and_output
 from vigild.daemon.control import CommandError, request
 from vigild.daemon.declare import (
     Bounds,
@@ -33,7 +33,7 @@ MIB = 1 << 20
 def vigil_run(args: list[str], tools: list[list[str]], timeout: float = 120) -> TraceResult:
     proc = subprocess.run([*VIGIL, "run", "-o", "json", "--no-tls", "--no-effects", *args, "--", PY, AGENT,
                            json.dumps(tools)], check=False, capture_output=True, text=True, timeout=timeout)
-    events, other = parse_json_lines(proc.stdout)
+    events, other = events_and_output(proc.stdout, proc.stderr)
     return TraceResult(proc.returncode, events, proc.stderr, other)
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import VIGIL, TraceResult, parse_json_lines
+from helpers import TraceResult, VIGIL, events_and_output
 from vigild.daemon.hook import describe_end, match_text
 
 DATA = Path(__file__).parent / "data" / "control"
@@ -23,7 +23,7 @@ MIB = 1 << 20
 def run_claude(args: list[str], commands: list[str]) -> tuple[TraceResult, dict[str, tuple[int, dict]]]:
     proc = subprocess.run([*VIGIL, "run", "-o", "json", "--no-tls", "--no-effects", *args, "--", PY, HOOK_AGENT,
                            json.dumps(commands)], check=False, capture_output=True, text=True, timeout=120)
-    events, other = parse_json_lines(proc.stdout)
+    events, other = events_and_output(proc.stdout, proc.stderr)
     answers = {}
     for line in other:
         if line.startswith("HOOK "):
