@@ -65,8 +65,8 @@ def test_three_calls_small_oom_and_fork_bomb() -> None:
     assert "pids.max" in bomb["limits_hit"], bomb
     assert bomb["outcome"] == "exit" and bomb["exit_code"] == 1
     assert bomb["processes"] <= 101
-    # The tool shares vigil's stdout, so its line may be interleaved with an event: search, not split.
-    forked = re.search(r"forked (\d+) refused (\d+)", result.stdout)
+    # Under -o json the tool's stdout goes to vigil's stderr.
+    forked = re.search(r"forked (\d+) refused (\d+)", result.stderr)
     assert forked and int(forked[1]) < 100 and int(forked[2]) > 0
 
     for end in ends:
@@ -75,7 +75,6 @@ def test_three_calls_small_oom_and_fork_bomb() -> None:
             assert end[field] is not None and end[field] >= 0
         assert end["duration_ms"] > 0
     # The agent itself is untouched: it saw every tool return and exited on its own.
-    # (The agent shares vigil's stdout, so a line of its own may run into one of vigil's.)
     said = [line for line in result.stdout_other if line.startswith("tool ")]
     for line, expected in zip(said, (f"tool {PY} -> 0", f"tool {PY} -> -9", f"tool {PY} -> 1"), strict=True):
         assert line.startswith(expected)
