@@ -17,7 +17,7 @@ import pytest
 from cgroup_teardown import destroy
 from helpers import kill_group, own_group, vigil
 from run_cgroups import call_groups, enclosing_dirs, leftovers, memory_version
-from vigild_proc import Vigild, bpf_prog_ids, loaded_prog_ids, metric_value
+from vigild_proc import Vigild, bpf_prog_ids, loaded_prog_ids, metric_value, watched_agent
 
 pytestmark = pytest.mark.usefixtures("root")
 
@@ -254,19 +254,10 @@ def test_session_left_open_by_a_killed_vigild_is_closed_at_the_next_start(tmp_pa
     """SIGKILL while an agent runs: the next vigild on the same store ends that session, says why."""
     from vigild.daemon.store import Store
 
-    script = tmp_path / "slowagent"
-    script.write_text("#!/bin/sh\nls / >/dev/null\nexec sleep 30\n")
-    script.chmod(0o755)
-    daemon = Vigild(tmp_path, CONFIG.format(comm="slowagent")).start()
-    agent = subprocess.Popen([str(script)])
-    try:
-        wait_sessions(daemon, "first", 1)
+    with watched_agent(tmp_path, "slowagent", "#!/bin/sh\nls / >/dev/null\nexec sleep 30\n") as (daemon, _agent):
         time.sleep(1.5)  # the store commits at least once a second
         daemon.signal(signal.SIGKILL)
         assert daemon.proc is not None and daemon.proc.wait(10) == -signal.SIGKILL
-    finally:
-        agent.kill()
-        agent.wait()
     [row] = [r for r in Store(daemon.db).sessions() if r["agent"] == "first"]
     assert row["ended_ns"] is None  # as the killed vigild left it
 
@@ -285,39 +276,23 @@ def test_session_left_open_by_a_killed_vigild_is_closed_at_the_next_start(tmp_pa
 def test_sessions_still_running_when_vigild_stops_are_ended_with_the_reason(tmp_path: Path) -> None:
     from vigild.daemon.store import Store
 
-    script = tmp_path / "slowagent"
-    script.write_text("#!/bin/sh\nexec sleep 30\n")
-    script.chmod(0o755)
-    daemon = Vigild(tmp_path, CONFIG.format(comm="slowagent")).start()
-    agent = subprocess.Popen([str(script)])
-    try:
-        wait_sessions(daemon, "first", 1)
+    with watched_agent(tmp_path, "slowagent", "#!/bin/sh\nexec sleep 30\n") as (daemon, _agent):
         assert daemon.stop() == 0, daemon.log
-    finally:
-        agent.kill()
-        agent.wait()
     [row] = [r for r in Store(daemon.db).sessions() if r["agent"] == "first"]
     assert row["ended_ns"] is not None and row["end_reason"].startswith("stopped:")
 
 
 def test_vigil_top_lists_watched_sessions_and_drills_into_one(tmp_path: Path) -> None:
-    script = tmp_path / "topagent"
-    script.write_text("#!/bin/sh\nls / >/dev/null\nexec sleep 20\n")
-    script.chmod(0o755)
-    daemon = Vigild(tmp_path, CONFIG.format(comm="topagent")).start()
-    agent = subprocess.Popen([str(script)])
-    try:
-        wait_sessions(daemon, "first", 1)
-        out = vigil(["top", "--once", "-o", "json", "--socket", str(daemon.socket)])
-        assert out.returncode == 0, out.stderr
-        rows = [r for r in json.loads(out.stdout)["sessions"] if r["pid"] == agent.pid]
-        assert len(rows) == 1 and rows[0]["agent"] == "first" and rows[0]["ended_ns"] is None
-        session_id = rows[0]["session_id"]
-        table = vigil(["top", "--once", "--session", str(session_id), "--socket", str(daemon.socket)],
-                      env={**os.environ, "COLUMNS": "200"})
-        assert table.returncode == 0 and str(session_id) in table.stdout and "first" in table.stdout
-        assert f"session {session_id}: last" in table.stdout
-    finally:
-        agent.kill()
-        agent.wait()
-        assert daemon.stop() == 0, daemon.log
+    with watched_agent(tmp_path, "topagent", "#!/bin/sh\nls / >/dev/null\nexec sleep 20\n") as (daemon, agent):
+        try:
+            out = vigil(["top", "--once", "-o", "json", "--socket", str(daemon.socket)])
+            assert out.returncode == 0, out.stderr
+            rows = [r for r in json.loads(out.stdout)["sessions"] if r["pid"] == agent.pid]
+            assert len(rows) == 1 and rows[0]["agent"] == "first" and rows[0]["ended_ns"] is None
+            session_id = rows[0]["session_id"]
+            table = vigil(["top", "--once", "--session", str(session_id), "--socket", str(daemon.socket)],
+                          env={**os.environ, "COLUMNS": "200"})
+            assert table.returncode == 0 and str(session_id) in table.stdout and "first" in table.stdout
+            assert f"session {session_id}: last" in table.stdout
+        finally:
+            assert daemon.stop() == 0, daemon.log

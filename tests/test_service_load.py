@@ -14,60 +14,33 @@ from pathlib import Path
 import pytest
 
 from helpers import vigil
-from vigild_proc import Vigild, metric_value
+from vigild_proc import watched_agent
 
 pytestmark = pytest.mark.usefixtures("root")
 
-CONFIG = """
-[discovery]
-default_agents = false
-
-[[agents]]
-name = "loadagent"
-comm = "{comm}"
-"""
-
-
-def _agent(tmp_path: Path, name: str, body: str) -> Path:
-    script = tmp_path / name
-    script.write_text(f"#!{sys.executable}\n{body}")
-    script.chmod(0o755)
-    return script
-
-
-def _wait_session(daemon: Vigild, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while metric_value(daemon.metrics(), "vigil_agent_sessions_started_total", agent="loadagent") < 1:
-        assert time.monotonic() < deadline, daemon.log
-        time.sleep(0.1)
-
 
 def test_status_answers_within_a_second_during_an_open_burst(tmp_path: Path) -> None:
-    agent = _agent(tmp_path, "burstagent", """
-import os, sys, time
+    burst = f"""#!{sys.executable}
+import os, sys
 sys.stdin.readline()
 for i in range(30_000):
     os.close(os.open("/etc/hostname", os.O_RDONLY))
-""")
-    daemon = Vigild(tmp_path, CONFIG.format(comm="burstagent")).start()
-    proc = subprocess.Popen([str(agent)], stdin=subprocess.PIPE, text=True)
-    try:
-        _wait_session(daemon)
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        latencies = []
-        while proc.poll() is None or len(latencies) < 5:
-            started = time.monotonic()
-            out = vigil(["status", "--socket", str(daemon.socket), "-o", "json"], timeout=30)
-            assert out.returncode == 0, out.stderr
-            latencies.append(time.monotonic() - started)
-        # `vigil status` is a new Python process each time: its own start-up is in the figure too.
-        assert max(latencies) < 1.0 + _python_startup(), latencies
-    finally:
-        proc.kill()
-        proc.wait()
-        assert daemon.stop() == 0, daemon.log
+"""
+    with watched_agent(tmp_path, "burstagent", burst) as (daemon, proc):
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            latencies = []
+            while proc.poll() is None or len(latencies) < 5:
+                started = time.monotonic()
+                out = vigil(["status", "--socket", str(daemon.socket), "-o", "json"], timeout=30)
+                assert out.returncode == 0, out.stderr
+                latencies.append(time.monotonic() - started)
+            # `vigil status` is a new Python process each time: its own start-up is in the figure too.
+            assert max(latencies) < 1.0 + _python_startup(), latencies
+        finally:
+            assert daemon.stop() == 0, daemon.log
 
 
 def _python_startup() -> float:
@@ -78,25 +51,19 @@ def _python_startup() -> float:
 
 def test_sigkill_under_load_loses_at_most_a_second(tmp_path: Path) -> None:
     log = tmp_path / "agent.log"
-    agent = _agent(tmp_path, "execagent", f"""
+    busy = f"""#!{sys.executable}
 import subprocess, time
 with open({str(log)!r}, "w", buffering=1) as log:
     for i in range(100_000):
         log.write(f"{{i}} {{time.time_ns()}}\\n")
         subprocess.run(["/bin/true", f"iteration-{{i}}"])
         time.sleep(0.02)  # ~40 tool processes a second: a busy agent, within what the consumer decodes
-""")
-    daemon = Vigild(tmp_path, CONFIG.format(comm="execagent")).start()
-    proc = subprocess.Popen([str(agent)])
-    try:
-        _wait_session(daemon)
+"""
+    with watched_agent(tmp_path, "execagent", busy) as (daemon, _proc):
         time.sleep(6)
         killed_ns = time.time_ns()
         daemon.signal(signal.SIGKILL)
         assert daemon.proc is not None and daemon.proc.wait(10) == -signal.SIGKILL
-    finally:
-        proc.kill()
-        proc.wait()
     logged = [tuple(map(int, line.split())) for line in log.read_text().splitlines() if line.count(" ") == 1]
     due = {i for i, ts in logged if ts < killed_ns - 1_000_000_000}  # ran more than a second before the kill
     rows = sqlite3.connect(daemon.db).execute("SELECT data FROM events WHERE type = 'exec'").fetchall()

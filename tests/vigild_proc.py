@@ -12,7 +12,10 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from subprocess import Popen
 
 from helpers import kill_group
 from vigild.daemon.control import request
@@ -152,3 +155,33 @@ def orphaned_programs(before: set[int], timeout: float = 5.0) -> set[int]:
         if not orphans or time.monotonic() > deadline:
             return orphans
         time.sleep(0.2)
+
+
+def agent_config(name: str, comm: str) -> str:
+    """A vigild config watching only the agent named `name`, matched by its process name."""
+    return f'[discovery]\ndefault_agents = false\n\n[[agents]]\nname = "{name}"\ncomm = "{comm}"\n'
+
+
+def wait_agent_session(daemon: Vigild, agent: str, count: int = 1, timeout: float = 20) -> None:
+    """Until vigild has started `count` sessions of `agent` (read from its metrics)."""
+    deadline = time.monotonic() + timeout
+    while metric_value(daemon.metrics(), "vigil_agent_sessions_started_total", agent=agent) < count:
+        assert time.monotonic() < deadline, f"no session of {agent}: {daemon.log}"
+        time.sleep(0.1)
+
+
+@contextmanager
+def watched_agent(workdir: Path, comm: str, script: str, agent: str = "first") -> Iterator[tuple[Vigild, Popen[str]]]:
+    """A vigild watching an agent program (`script`, an executable's text) that it has seen start;
+    the agent is killed when the block ends (vigild is the caller's to stop)."""
+    path = workdir / comm
+    path.write_text(script)
+    path.chmod(0o755)
+    daemon = Vigild(workdir, agent_config(agent, comm)).start()
+    proc: Popen[str] = subprocess.Popen([str(path)], stdin=subprocess.PIPE, text=True)
+    try:
+        wait_agent_session(daemon, agent)
+        yield daemon, proc
+    finally:
+        proc.kill()
+        proc.wait()
