@@ -1,19 +1,15 @@
-"""Live-view lines for file and network effects and detections.
-
-A program's start-up opens hundreds of libraries and locale files; the live view shows what a
-person watching an agent cares about — what it changed, what it read outside the system's own
-files, where it connected, and what looked wrong — and leaves the rest to `-o json` and the store.
+"""Live-view lines for file and network effects and detections, in human units, failed calls
+with their errno names. Which opens are worth a line (what an agent changed, what it read outside
+the system's and runtimes' own files) is the view's decision (`correlate.timeline.is_plumbing`).
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
-
-from vigild.correlate.timeline import SYSTEM_PREFIXES
-
 
 
 def _prefix(ts: str, word: str, pid: int, indent: str) -> str:
@@ -21,29 +17,39 @@ def _prefix(ts: str, word: str, pid: int, indent: str) -> str:
 
 
 def _open(ts: str, pid: int, indent: str, d: dict[str, Any]) -> Text | None:
+    """Every open the view is given (it folds system and runtime plumbing itself unless --all)."""
     path = d.get("path") or ""
-    if (d.get("ret") or 0) < 0:
-        return None  # failed lookups (PATH, locales) are noise here; -o json has them
-    if path.startswith("/dev/"):
-        return None  # /dev/null, ttys: plumbing, not effects
+    ret = d.get("ret") or 0
+    failed = f" (failed: {errno.errorcode.get(-ret, str(ret))})" if ret < 0 else ""
     if d.get("write") or d.get("create") or d.get("truncate"):
         verb = "create" if d.get("created") else "truncate" if d.get("truncate") else "open-w"
-        return Text(_prefix(ts, "file", pid, indent) + f"{verb} {path}", style="yellow")
-    if path.startswith(SYSTEM_PREFIXES):
-        return None
-    return Text(_prefix(ts, "file", pid, indent) + f"read {path}", style="dim yellow")
+        return Text(_prefix(ts, "file", pid, indent) + f"{verb} {path}{failed}", style="yellow")
+    return Text(_prefix(ts, "file", pid, indent) + f"read {path}{failed}", style="dim yellow")
+
+
+def human_bytes(n: int | None) -> str:
+    """1536 -> "1.5 KiB": sizes people read at a glance."""
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} bytes"
 
 
 def _write(ts: str, pid: int, indent: str, d: dict[str, Any]) -> Text:
     calls = f" in {d.get('writes')} writes" if d.get("aggregated") and (d.get("writes") or 0) > 1 else ""
-    return Text(_prefix(ts, "file", pid, indent) + f"wrote {d.get('bytes')} bytes to {d.get('path')}{calls}",
+    return Text(_prefix(ts, "file", pid, indent) + f"wrote {human_bytes(d.get('bytes'))} to {d.get('path')}{calls}",
                 style="yellow")
 
 
 def _simple(verb: str) -> Callable[[str, int, str, dict[str, Any]], Text]:
     def line(ts: str, pid: int, indent: str, d: dict[str, Any]) -> Text:
         target = f"{d.get('path')} → {d.get('new_path')}" if d.get("new_path") else d.get("path")
-        failed = f" (failed: {d.get('ret')})" if (d.get("ret") or 0) < 0 else ""
+        ret = d.get("ret") or 0
+        failed = f" (failed: {errno.errorcode.get(-ret, str(ret))})" if ret < 0 else ""
         return Text(_prefix(ts, "file", pid, indent) + f"{verb} {target}{failed}", style="yellow")
     return line
 
@@ -60,7 +66,7 @@ def _net(verb: str) -> Callable[[str, int, str, dict[str, Any]], Text]:
     def line(ts: str, pid: int, indent: str, d: dict[str, Any]) -> Text:
         extra = ""
         if d.get("type") == "net_close":
-            extra = f" ({d.get('bytes_sent')} bytes out, {d.get('bytes_received')} in)"
+            extra = f" ({human_bytes(d.get('bytes_sent'))} out, {human_bytes(d.get('bytes_received'))} in)"
         return Text(_prefix(ts, "net", pid, indent) + f"{verb} {_peer(d)}{extra}", style="magenta")
     return line
 
