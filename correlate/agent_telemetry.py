@@ -24,7 +24,10 @@ from typing import Any
 from vigild.correlate.intent import LlmCall, TelemetryCheck
 
 QUIET_NS = 2 * 1_000_000_000  # a call with no new record for this long is complete
-GRACE_NS = 2 * 1_000_000_000  # a complete call waits this long for its TLS twin before standing alone
+# A complete call waits this long for its TLS twin before standing alone: the TLS decode of the
+# same call can trail its telemetry by seconds when the pipeline is busy (a late twin would
+# otherwise make one call two).
+GRACE_NS = 5 * 1_000_000_000
 MATCH_WINDOW_NS = 10 * 1_000_000_000  # how far apart TLS and telemetry may date one call
 # fields compared when both sources have the call
 COMPARED = ("status", "model", "input_tokens", "output_tokens", "cache_read_input_tokens", "tool_call_ids")
