@@ -223,7 +223,9 @@ def test_calls_of_an_agent_in_a_delegated_cgroup_stay_below_it(tmp_path: Path) -
             script.chmod(0o755)
             agents.append(subprocess.Popen([str(script)], start_new_session=True,
                                            preexec_fn=partial(_join_cgroup, where)))
-        inside = _wait_for(lambda: sorted((ctr / f"vigil-run-{daemon.pid}" / "tools").glob("call-*")))
+        # A group is created, then its process moved in: wait for both.
+        inside = _wait_for(lambda: [g for g in sorted((ctr / f"vigil-run-{daemon.pid}" / "tools").glob("call-*"))
+                                    if (g / "cgroup.procs").read_text().split()])
         assert len(inside) == 1, daemon.log
         sleeper = int((inside[0] / "cgroup.procs").read_text().split()[0])
         assert Path(f"/proc/{sleeper}/cmdline").read_bytes().split(b"\0")[0] == b"sleep"
@@ -245,9 +247,12 @@ def test_calls_of_an_agent_in_a_delegated_cgroup_stay_below_it(tmp_path: Path) -
     finally:
         for agent in agents:
             kill_group(agent)
-        daemon.kill_group()
         for directory in (ctr, plain):
             destroy(directory)
+        try:
+            daemon.stop()  # a graceful stop removes its groups even when an assertion failed
+        finally:
+            daemon.kill_group()
 
 
 def test_session_left_open_by_a_killed_vigild_is_closed_at_the_next_start(tmp_path: Path) -> None:
