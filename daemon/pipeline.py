@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import psutil
 
 from vigild.bpf.clock import BootClock
+from vigild.bpf.effects_events import NetBytes, NetClose, NetConnect
 from vigild.bpf.events import (
     TLS_DIR_WRITE,
     TRACK_CONTROLLED,
@@ -42,7 +43,6 @@ from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
 from vigild.correlate.tls_stream import TlsChunk, TlsStreamDecoder
 from vigild.daemon.control_loop import ToolCallControl
-from vigild.bpf.effects_events import NetBytes, NetClose, NetConnect
 from vigild.daemon.events import (
     Attributed,
     CaptureBlind,
@@ -178,7 +178,8 @@ class Pipeline:
         self._connects: dict[tuple[int, int], int] = {}
         self._said_blind: set[str] = set()
         self.blind_connections: Counter[tuple[str, str]] = Counter()
-        self.exe_holds: list[float] = []
+        self.exe_holds = 0            # execs held until their TLS was hooked, and the longest hold
+        self.exe_hold_ms_max = 0.0
 
     # ---- roots ----
     def add_root(self, pid: int, agent: str | None = None, controlled: bool = False) -> Session:
@@ -416,7 +417,8 @@ class Pipeline:
         hold_ms = None
         if event.exe_held:
             hold_ms = (time.time_ns() - event.ts_ns) / 1e6
-            self.exe_holds.append(hold_ms)
+            self.exe_holds += 1
+            self.exe_hold_ms_max = max(self.exe_hold_ms_max, hold_ms)
             if not event.held:  # a tool call's process is let go by the control, once placed
                 self.lineage.release_held(event.pid)
                 try:
@@ -494,8 +496,7 @@ class Pipeline:
         now = time.monotonic()
         if self.tls is not None:
             self.tls.poll_pending()
-            if self.tls.new_captures:
-                self._report_captures(time.time_ns(), 0)
+            self._report_captures(time.time_ns(), 0)
         if self.merger is not None:
             self._drain_telemetry()
             self._dispatch_intent(self.merger.expire())
@@ -569,8 +570,8 @@ class Pipeline:
             "callback_errors": self._ring.callback_errors,
             "tls_blind_connections": dict(self.blind_connections),
             "tls_captures": [c.as_dict() for c in self.tls.captures.values()] if self.tls is not None else [],
-            "exe_holds": len(self.exe_holds),
-            "exe_hold_ms_max": max(self.exe_holds, default=0.0),
+            "exe_holds": self.exe_holds,
+            "exe_hold_ms_max": self.exe_hold_ms_max,
             **{key: value for sink in self.sinks if hasattr(sink, "health") for key, value in sink.health().items()},
         }
         self._health = snapshot
