@@ -74,6 +74,13 @@ def of_type(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [e for e in events if e["type"] == kind]
 
 
+def in_call_order(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """Events of `kind` in the order their calls were made (ts_ns: the request's first byte), not
+    the order they were emitted: a call's event is emitted when its response ends, and Codex may
+    read the end of one response only after its next call, on another connection, has finished."""
+    return sorted(of_type(events, kind), key=lambda e: e["ts_ns"])
+
+
 def coverage(events: list[dict[str, Any]]) -> dict[str, Any]:
     """The executable's capture events: its OpenSSL hooked by the locator, its rustls said blind."""
     hooked = [e for e in of_type(events, "capture_hooked") if e["binary"].endswith(PLATFORM_BINARY)]
@@ -97,7 +104,7 @@ def test_openssl_path_decodes_every_call_and_telemetry_agrees(version: str, comm
     result, events = run_harness(version, "openssl", command, tmp_path)
     served = llm_exchanges(result)
     coverage(events)
-    calls = of_type(events, "llm_call")
+    calls = in_call_order(events, "llm_call")
     assert [c["source"] for c in calls] == ["tls", "tls"]
     for call, sent in zip(calls, served, strict=True):
         assert call["provider"] == "openai" and call["endpoint"] == "/v1/responses"
@@ -109,7 +116,7 @@ def test_openssl_path_decodes_every_call_and_telemetry_agrees(version: str, comm
         assert call["session_id"] == events[0]["session_id"]
     # The analytics POST is HTTPS but not a model call.
     assert [r["path"] for r in of_type(events, "https_request")] == ["/v1/analytics/codex/turn-costs"]
-    checks = of_type(events, "telemetry_check")
+    checks = in_call_order(events, "telemetry_check")
     assert [c["response_id"] for c in checks] == [s["response_id"] for s in served]
     assert all(c["agree"] for c in checks), checks
     assert {"input_tokens", "output_tokens", "tool_call_ids", "status"} <= set(checks[0]["compared"])
@@ -201,7 +208,7 @@ def test_websocket_transport_goes_over_rustls_and_is_not_seen(tmp_path: Path) ->
     assert seen == []
     assert "WebSocket" in coverage(events)["reason"]
     served = llm_exchanges(result)
-    assert [c["response_id"] for c in of_type(events, "llm_call")] == [s["response_id"] for s in served]
+    assert [c["response_id"] for c in in_call_order(events, "llm_call")] == [s["response_id"] for s in served]
 
 
 def test_a_static_program_without_tls_is_not_reported(root: None) -> None:
