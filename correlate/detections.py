@@ -15,11 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from wcmatch import glob as wglob
-
+from vigild.correlate.globset import GlobSet
 from vigild.correlate.numbers import ascii_decimal
-
-GLOB_FLAGS = wglob.GLOBSTAR | wglob.DOTGLOB
 
 DEFAULT_SECRET_GLOBS = (
     "**/.ssh/**",
@@ -100,6 +97,8 @@ class Detector:
 
     def __init__(self, config: DetectionConfig | None = None) -> None:
         self.config = config or DetectionConfig()
+        self._secrets = GlobSet(self.config.secret_globs)
+        self._write_allowed = GlobSet(self.config.write_allow_globs)
         self._sessions: dict[int | None, _Session] = {}
 
     def observe(self, event: dict[str, Any]) -> list[Detection]:
@@ -167,7 +166,7 @@ class Detector:
     # ---- detections ----
     def _secret_read(self, s: _Session, ev: dict[str, Any]) -> list[Detection]:
         path = ev.get("path") or ""
-        if not ev.get("read") or (ev.get("ret") or 0) < 0 or not self._matches(path, self.config.secret_globs):
+        if not ev.get("read") or (ev.get("ret") or 0) < 0 or not self._secrets.match(path):
             return []
         s.secret_reads.append(ev)
         return [self._detection(ev, "secret_read", f"{ev.get('comm')} read the secret {path}",
@@ -220,7 +219,7 @@ class Detector:
             return []
         found = []
         for path in (ev.get("path"), ev.get("new_path")):
-            if not path or self._inside(path, s.cwd) or self._matches(path, self.config.write_allow_globs):
+            if not path or self._inside(path, s.cwd) or self._write_allowed.match(path):
                 continue
             found.append(self._detection(ev, "write_outside_tree",
                                          f"{ev.get('comm')} changed {path}, outside the session's working "
@@ -231,7 +230,3 @@ class Detector:
     def _inside(path: str, tree: str) -> bool:
         tree = tree.rstrip("/") or "/"
         return os.path.normpath(path) == tree or os.path.normpath(path).startswith(tree + "/")
-
-    @staticmethod
-    def _matches(path: str, globs: tuple[str, ...]) -> bool:
-        return bool(path) and wglob.globmatch(path, list(globs), flags=GLOB_FLAGS)

@@ -1,0 +1,51 @@
+"""A set of path globs compiled once, with a literal prefilter that rejects most paths in ~1 µs.
+
+Detections test every file open of a tracked tree against the secret and write-allow globs: a busy
+tool call opens thousands of files a second. `wcmatch.glob.globmatch` recompiles its patterns on
+every call (~45 µs for the 15 default secret globs) and even its compiled matcher takes ~20 µs, so
+the globs are translated by wcmatch once (its grammar stays the one users write) and guarded by the
+literal text every match must contain: a glob can only match a path that contains each of its
+wildcard-free runs, so a path containing none of the globs' longest runs is rejected by one regex
+search, without running the translated patterns.
+"""
+
+from __future__ import annotations
+
+import re
+
+from wcmatch import glob as wglob
+
+GLOB_FLAGS = wglob.GLOBSTAR | wglob.DOTGLOB
+# Characters with meaning in wcmatch's glob grammar (under GLOB_FLAGS) end a literal run; so does
+# "/", which `**/` makes optional (`**/.env` matches a bare `.env`).
+_SPECIAL = re.compile(r"[*?\[\]\\{}!|()@+/]")
+_CHAR_CLASS = re.compile(r"\[[^\]]*\]")  # `[bc]` matches one character, not the text "bc"
+_MIN_LITERAL = 2  # a shorter run would pass nearly every path and filter nothing
+
+
+class GlobSet:
+    """Path globs (wcmatch syntax, `**` and dotfiles on) matched as one compiled unit."""
+
+    def __init__(self, globs: tuple[str, ...] | list[str]) -> None:
+        self.globs = tuple(globs)
+        include, exclude = wglob.translate(list(self.globs), flags=GLOB_FLAGS) if self.globs else ([], [])
+        self._include = [re.compile(p) for p in include]
+        self._exclude = [re.compile(p) for p in exclude]
+        literals = [self._longest_literal(g) for g in self.globs]
+        usable = [lit for lit in literals if lit is not None]
+        self._prefilter = (re.compile("|".join(re.escape(lit) for lit in usable))
+                           if usable and len(usable) == len(literals) else None)
+
+    @staticmethod
+    def _longest_literal(glob: str) -> str | None:
+        longest = max(_SPECIAL.split(_CHAR_CLASS.sub("*", glob)), key=len)
+        return longest if len(longest) >= _MIN_LITERAL else None
+
+    def match(self, path: str) -> bool:
+        if not path or not self._include:
+            return False
+        if self._prefilter is not None and self._prefilter.search(path) is None:
+            return False
+        if any(p.fullmatch(path) for p in self._exclude):
+            return False
+        return any(p.fullmatch(path) for p in self._include)
