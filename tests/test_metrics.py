@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from vigild.daemon.metrics import build_registry
-from vigild_proc import metric_value
+from support.vigild_proc import metric_value
 
 
 @dataclass
