@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from vigild.bpf.events import (
-    EVENT_MEM_SPIKE,
-    EVENT_OOM_KILL,
     ControlConfigC,
     EventDecoder,
     EventHeader,
+    Kind,
     MemSpikeEventC,
     OomKillEventC,
     ProcessEvent,
@@ -113,8 +112,8 @@ class ControlSensor:
                 features.available(feature)
 
     def register(self, decoder: EventDecoder) -> None:
-        decoder.register(EVENT_MEM_SPIKE, _decode_spike)
-        decoder.register(EVENT_OOM_KILL, _decode_oom)
+        decoder.register(Kind.MEM_SPIKE, _decode_spike)
+        decoder.register(Kind.OOM_KILL, _decode_oom)
 
     def forget_call(self, call_id: int) -> None:
         """Drop the kernel's memory state of a call that ended (its processes' entries go at exit)."""

@@ -1,29 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Effect records: what tracked processes did to files and the network (effects.bpf.c).
  *
- * Mirrored by bpf/effects_events.py; tests/test_effects_layout.py checks the mirror against the
- * BTF of the compiled object. Every record starts with struct event_header (events.h). */
+ * Mirrored by bpf/effects_events.py; tests/test_bpf_abi.py checks the mirror against the BTF of
+ * the compiled object. Every record starts with struct event_header (events.h), whose enum
+ * event_kind holds the effect kinds (16..31) too. */
 #ifndef VIGIL_EFFECTS_H
 #define VIGIL_EFFECTS_H
 
 #include "events.h"
-
-enum effect_kind {
-	EVENT_FILE_OPEN = 16,
-	EVENT_FILE_WRITE = 17,   /* bytes written to one open regular file, summed in the kernel */
-	EVENT_FILE_UNLINK = 18,  /* unlink, unlinkat, rmdir */
-	EVENT_FILE_RENAME = 19,
-	EVENT_FILE_MKDIR = 20,
-	EVENT_FILE_CHMOD = 21,
-	EVENT_NET_CONNECT = 22,
-	EVENT_NET_ACCEPT = 23,
-	EVENT_NET_BIND = 24,
-	EVENT_NET_CLOSE = 25,    /* a socket's bytes sent/received, summed in the kernel */
-	EVENT_NET_BYTES = 26,    /* one send/receive call: only with aggregation off */
-	EVENT_DNS_QUERY = 27,    /* the payload of a datagram sent to port 53 */
-	EVENT_EFFECTS_FD_FULL = 28, /* stats only: an fd's bytes could not be summed, fd_state full */
-	EVENT_EFFECTS_BUSY = 29, /* stats only: this CPU's scratch was in use (nested program) */
-};
 
 /* A path is built from up to this many bytes; longer paths keep their last EFFECT_PATH_MAX bytes
  * (the leaf side) and are flagged. */

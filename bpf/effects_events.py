@@ -1,6 +1,6 @@
 """Python mirror of effects.h and the decoders from effect records to typed events.
 
-The ctypes structures must match the C layout exactly; tests/test_effects_layout.py checks them
+The ctypes structures must match the C layout exactly; tests/test_bpf_abi.py checks them (BTF_MIRRORS)
 against the BTF of effects.bpf.o. Paths a process named are joined to the directory the kernel
 resolved and normalised here (`..` is folded lexically, as the process's string read).
 """
@@ -12,31 +12,20 @@ import ipaddress
 import posixpath
 import socket
 from ctypes import c_char, c_int32, c_int64, c_uint8, c_uint16, c_uint32, c_uint64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from vigild.bpf.events import (
-    EVENT_DNS_QUERY,
-    EVENT_FILE_CHMOD,
-    EVENT_FILE_MKDIR,
-    EVENT_FILE_OPEN,
-    EVENT_FILE_RENAME,
-    EVENT_FILE_UNLINK,
-    EVENT_FILE_WRITE,
-    EVENT_NET_ACCEPT,
-    EVENT_NET_BIND,
-    EVENT_NET_BYTES,
-    EVENT_NET_CLOSE,
-    EVENT_NET_CONNECT,
-    KIND_NAMES,
     DecodeError,
     EventDecoder,
     EventHeader,
+    Kind,
     ProcessEvent,
     fixed_part,
 )
 
-EFFECT_KIND_NAMES = {kind: name for kind, name in KIND_NAMES.items() if kind >= EVENT_FILE_OPEN}
+EFFECT_KIND_NAMES = {kind.value: kind.label for kind in Kind if kind >= Kind.FILE_OPEN}
 
 EFFECT_PATH_MAX = 4096
 EFFECT_PATH_STEPS = 512
@@ -127,6 +116,10 @@ class EffectsConfigC(ctypes.Structure):
         ("max_queued_bytes", c_uint32),
     ]
 
+
+BTF_MIRRORS: dict[str, type[ctypes.Structure]] = {
+    "file_event": FileEventC, "net_event": NetEventC, "dns_event": DnsEventC, "effects_config": EffectsConfigC,
+}
 
 FILE_DATA_OFFSET = FileEventC.data.offset
 DNS_DATA_OFFSET = DnsEventC.data.offset
@@ -268,7 +261,7 @@ class DnsQuery(ProcessEvent):
     """A DNS question the process sent over UDP to port 53, parsed from the datagram."""
 
     type: ClassVar[str] = "dns_query"
-    kind: int = EVENT_DNS_QUERY
+    kind: int = Kind.DNS_QUERY
     fd: int = -1
     server: str = ""
     server_port: int = 53
@@ -314,31 +307,63 @@ def _file_common(hdr: EventHeader, fixed: FileEventC, parts: list[bytes]) -> dic
             "path_truncated": bool(hdr.flags & FILE_PATH_TRUNCATED), "ret": fixed.ret}
 
 
-def _decode_file(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> FileEffect:
-    fixed = fixed_part(raw, FileEventC, FILE_DATA_OFFSET)
-    parts = _parts(fixed, raw)
-    base = {**common, **_file_common(hdr, fixed, parts)}
-    if hdr.kind == EVENT_FILE_OPEN:
-        acc = fixed.open_flags & O_ACCMODE
-        return FileOpen(**base, fd=fixed.fd, flags=fixed.open_flags, read=acc in (0, O_RDWR),
-                        write=acc in (O_WRONLY, O_RDWR), create=bool(fixed.open_flags & O_CREAT),
-                        truncate=bool(fixed.open_flags & O_TRUNC), created=bool(hdr.flags & FILE_CREATED),
-                        mode=fixed.mode, ino=fixed.ino, dev=fixed.dev)
-    if hdr.kind == EVENT_FILE_WRITE:
-        return FileWrite(**base, fd=fixed.fd, bytes=fixed.bytes, writes=fixed.calls,
-                         first_ts_ns=common["ts_ns"] - (hdr.ts_ns - fixed.first_ns) if fixed.first_ns else 0,
-                         reason=FLUSH_REASONS.get(fixed.reason, str(fixed.reason)),
-                         aggregated=not hdr.flags & EFFECT_NOT_AGGREGATED,
-                         path_stale=bool(hdr.flags & FILE_PATH_STALE), ino=fixed.ino, dev=fixed.dev)
-    if hdr.kind == EVENT_FILE_UNLINK:
-        return FileUnlink(**base, directory=bool(hdr.flags & FILE_IS_DIR))
-    if hdr.kind == EVENT_FILE_RENAME:
-        return FileRename(**base, new_path=join_path(parts[2], parts[3]),
-                          new_path_truncated=bool(hdr.flags & FILE_PATH2_TRUNCATED), flags=fixed.open_flags)
-    if hdr.kind == EVENT_FILE_MKDIR:
-        return FileMkdir(**base, mode=fixed.mode)
+FileBuilder = Callable[[EventHeader, FileEventC, list[bytes], dict[str, Any]], FileEffect]
+
+
+def _file_open(hdr: EventHeader, fixed: FileEventC, parts: list[bytes], base: dict[str, Any]) -> FileOpen:
+    acc = fixed.open_flags & O_ACCMODE
+    return FileOpen(**base, fd=fixed.fd, flags=fixed.open_flags, read=acc in (0, O_RDWR),
+                    write=acc in (O_WRONLY, O_RDWR), create=bool(fixed.open_flags & O_CREAT),
+                    truncate=bool(fixed.open_flags & O_TRUNC), created=bool(hdr.flags & FILE_CREATED),
+                    mode=fixed.mode, ino=fixed.ino, dev=fixed.dev)
+
+
+def _file_write(hdr: EventHeader, fixed: FileEventC, parts: list[bytes], base: dict[str, Any]) -> FileWrite:
+    return FileWrite(**base, fd=fixed.fd, bytes=fixed.bytes, writes=fixed.calls,
+                     first_ts_ns=base["ts_ns"] - (hdr.ts_ns - fixed.first_ns) if fixed.first_ns else 0,
+                     reason=FLUSH_REASONS.get(fixed.reason, str(fixed.reason)),
+                     aggregated=not hdr.flags & EFFECT_NOT_AGGREGATED,
+                     path_stale=bool(hdr.flags & FILE_PATH_STALE), ino=fixed.ino, dev=fixed.dev)
+
+
+def _file_unlink(hdr: EventHeader, fixed: FileEventC, parts: list[bytes], base: dict[str, Any]) -> FileUnlink:
+    return FileUnlink(**base, directory=bool(hdr.flags & FILE_IS_DIR))
+
+
+def _file_rename(hdr: EventHeader, fixed: FileEventC, parts: list[bytes], base: dict[str, Any]) -> FileRename:
+    return FileRename(**base, new_path=join_path(parts[2], parts[3]),
+                      new_path_truncated=bool(hdr.flags & FILE_PATH2_TRUNCATED), flags=fixed.open_flags)
+
+
+def _file_mkdir(hdr: EventHeader, fixed: FileEventC, parts: list[bytes], base: dict[str, Any]) -> FileMkdir:
+    return FileMkdir(**base, mode=fixed.mode)
+
+
+def _file_chmod(hdr: EventHeader, fixed: FileEventC, parts: list[bytes], base: dict[str, Any]) -> FileChmod:
     return FileChmod(**base, mode=fixed.mode, fd=fixed.fd)
 
+
+# Every file kind has its own builder: a kind missing here is refused when registered, so no
+# record is ever decoded as another kind.
+FILE_BUILDERS: dict[Kind, FileBuilder] = {
+    Kind.FILE_OPEN: _file_open, Kind.FILE_WRITE: _file_write, Kind.FILE_UNLINK: _file_unlink,
+    Kind.FILE_RENAME: _file_rename, Kind.FILE_MKDIR: _file_mkdir, Kind.FILE_CHMOD: _file_chmod,
+}
+
+
+def _decode_file(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> FileEffect:
+    builder = FILE_BUILDERS.get(hdr.kind)
+    if builder is None:
+        raise DecodeError(f"event kind {hdr.kind} is not a file effect", "unknown_kind")
+    fixed = fixed_part(raw, FileEventC, FILE_DATA_OFFSET)
+    parts = _parts(fixed, raw)
+    return builder(hdr, fixed, parts, {**common, **_file_common(hdr, fixed, parts)})
+
+
+NET_CLASSES: dict[Kind, type[NetEffect]] = {
+    Kind.NET_CONNECT: NetConnect, Kind.NET_ACCEPT: NetAccept, Kind.NET_BIND: NetBind, Kind.NET_CLOSE: NetClose,
+    Kind.NET_BYTES: NetBytes,
+}
 
 FAMILIES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6", socket.AF_UNIX: "unix"}
 SOCK_TYPES = {socket.SOCK_STREAM: "stream", socket.SOCK_DGRAM: "dgram", socket.SOCK_SEQPACKET: "seqpacket",
@@ -361,6 +386,9 @@ def _unix_path(fixed: NetEventC, record: bytes, flags: int) -> tuple[str | None,
 
 
 def _decode_net(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> NetEffect:
+    cls = NET_CLASSES.get(hdr.kind)
+    if cls is None:
+        raise DecodeError(f"event kind {hdr.kind} is not a network effect", "unknown_kind")
     fixed = fixed_part(raw, NetEventC)
     fields: dict[str, Any] = {
         **common, "kind": hdr.kind, "ret": fixed.ret, "fd": fixed.fd, "sock_id": fixed.sock_id,
@@ -372,12 +400,10 @@ def _decode_net(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> NetEffe
                       remote_addr=_addr(fixed.family, bytes(fixed.raddr)), remote_port=fixed.rport)
     elif fixed.family == socket.AF_UNIX:
         fields["unix_path"], fields["unix_abstract"] = _unix_path(fixed, raw, hdr.flags)
-    if hdr.kind in (EVENT_NET_CLOSE, EVENT_NET_BYTES):
-        cls = NetBytes if hdr.kind == EVENT_NET_BYTES else NetClose
+    if issubclass(cls, NetClose):
         return cls(**fields, bytes_sent=fixed.bytes_sent, bytes_received=fixed.bytes_received, sends=fixed.sends,
                    recvs=fixed.recvs, reason=FLUSH_REASONS.get(fixed.reason, str(fixed.reason)),
                    aggregated=not hdr.flags & EFFECT_NOT_AGGREGATED)
-    cls = {EVENT_NET_CONNECT: NetConnect, EVENT_NET_ACCEPT: NetAccept}.get(hdr.kind, NetBind)
     return cls(**fields)
 
 
@@ -423,9 +449,9 @@ def _decode_dns(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> DnsQuer
 
 
 def register_effects(decoder: EventDecoder) -> None:
-    """Teach a decoder the effect kinds."""
-    for kind in range(EVENT_FILE_OPEN, EVENT_FILE_CHMOD + 1):
+    """Teach a decoder the effect kinds, each to the decoder that knows it."""
+    for kind in FILE_BUILDERS:
         decoder.register(kind, _decode_file)
-    for kind in range(EVENT_NET_CONNECT, EVENT_NET_BYTES + 1):
+    for kind in NET_CLASSES:
         decoder.register(kind, _decode_net)
-    decoder.register(EVENT_DNS_QUERY, _decode_dns)
+    decoder.register(Kind.DNS_QUERY, _decode_dns)

@@ -2,7 +2,7 @@
 /* Event records shared by every BPF program and by the Python mirror (bpf/events.py).
  *
  * Every record starts with struct event_header so user space can dispatch on `kind` before it knows
- * the rest. Layout changes must be mirrored in events.py; tests/test_bpf_layout.py checks the mirror
+ * the rest. Layout changes must be mirrored in events.py; tests/test_bpf_abi.py checks the mirror
  * against the BTF that clang writes into the compiled objects. */
 #ifndef VIGIL_EVENTS_H
 #define VIGIL_EVENTS_H
@@ -14,6 +14,9 @@
  * EXEC_ARGS_TRUNCATED. 64 KiB is twice the 32 KiB the product promises and fits one ring record. */
 #define ARGS_MAX_LEN 65536
 
+/* The one table of event kinds, mirrored by bpf/events.py's Kind (names: lower case without
+ * EVENT_). event_header.kind has this type so the table is in the BTF of every object that emits
+ * records: tests/test_bpf_abi.py checks the mirror against it. */
 enum event_kind {
 	EVENT_FORK = 1,
 	EVENT_EXEC = 2,
@@ -24,7 +27,21 @@ enum event_kind {
 	/* 7..15: per-tool-call control (memory spikes, OOM kills, placement) */
 	EVENT_MEM_SPIKE = 7, /* a tool call's resident memory grew past the configured step in the window */
 	EVENT_OOM_KILL = 8,  /* the OOM killer chose a tracked process */
-	/* 16..31: effects (files, network), declared in effects.h */
+	/* 16..31: effects (files, network; records in effects.h) */
+	EVENT_FILE_OPEN = 16,
+	EVENT_FILE_WRITE = 17,   /* bytes written to one open regular file, summed in the kernel */
+	EVENT_FILE_UNLINK = 18,  /* unlink, unlinkat, rmdir */
+	EVENT_FILE_RENAME = 19,
+	EVENT_FILE_MKDIR = 20,
+	EVENT_FILE_CHMOD = 21,
+	EVENT_NET_CONNECT = 22,
+	EVENT_NET_ACCEPT = 23,
+	EVENT_NET_BIND = 24,
+	EVENT_NET_CLOSE = 25,    /* a socket's bytes sent/received, summed in the kernel */
+	EVENT_NET_BYTES = 26,    /* one send/receive call: only with aggregation off */
+	EVENT_DNS_QUERY = 27,    /* the payload of a datagram sent to port 53 */
+	EVENT_EFFECTS_FD_FULL = 28, /* stats only: an fd's bytes could not be summed, fd_state full */
+	EVENT_EFFECTS_BUSY = 29, /* stats only: this CPU's scratch was in use (nested program) */
 	EVENT_KIND_MAX = 32, /* size of the per-kind stats array */
 };
 
@@ -36,7 +53,7 @@ enum event_kind {
 #define KERNEL_SESSION_BIT (1ULL << 52)
 
 struct event_header {
-	__u32 kind;        /* enum event_kind */
+	enum event_kind kind; /* 4 bytes, unsigned: every value is below 2^31 */
 	__u32 flags;       /* kind-specific flags */
 	__u64 ts_ns;       /* bpf_ktime_get_boot_ns(): CLOCK_BOOTTIME */
 	__u64 session_id;  /* the tracked root this process descends from */

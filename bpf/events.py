@@ -1,7 +1,8 @@
 """Python mirror of events.h and the decoder from raw ring-buffer records to typed events.
 
-The ctypes structures must match the C layout exactly; tests/test_bpf_layout.py checks every size
-and offset against the BTF clang wrote into the compiled objects.
+The ctypes structures must match the C layout exactly: BTF_MIRRORS names the C struct each one
+mirrors, and tests/test_bpf_abi.py checks every member's name, offset and size, and the Kind
+table, against the BTF clang wrote into the compiled objects.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from ctypes import c_char, c_uint32, c_uint64
 from dataclasses import asdict, dataclass, field
+from enum import IntEnum
 from typing import Any, ClassVar
 
 from vigild.bpf.clock import BootClock
@@ -21,39 +23,50 @@ FILENAME_MAX_LEN = 4096
 ARGS_MAX_LEN = 65536
 KERNEL_SESSION_BIT = 1 << 52  # events.h: every session id stays below 2^53
 
-EVENT_FORK = 1
-EVENT_EXEC = 2
-EVENT_EXIT = 3
-EVENT_TLS_DATA = 4
-EVENT_TLS_CLOSE = 5
-EVENT_TLS_BUSY = 6
-EVENT_MEM_SPIKE = 7
-EVENT_OOM_KILL = 8
-EVENT_KIND_MAX = 32
-# The effects sensor's kinds (effects.h); named here so every kind has one name everywhere
-# (lost events, metric labels, logs), whichever sensor emits it.
-EVENT_FILE_OPEN = 16
-EVENT_FILE_WRITE = 17
-EVENT_FILE_UNLINK = 18
-EVENT_FILE_RENAME = 19
-EVENT_FILE_MKDIR = 20
-EVENT_FILE_CHMOD = 21
-EVENT_NET_CONNECT = 22
-EVENT_NET_ACCEPT = 23
-EVENT_NET_BIND = 24
-EVENT_NET_CLOSE = 25
-EVENT_NET_BYTES = 26
-EVENT_DNS_QUERY = 27
-EVENT_EFFECTS_FD_FULL = 28
-EVENT_EFFECTS_BUSY = 29
-KIND_NAMES = {EVENT_FORK: "fork", EVENT_EXEC: "exec", EVENT_EXIT: "exit", EVENT_TLS_DATA: "tls_data",
-              EVENT_TLS_CLOSE: "tls_close", EVENT_TLS_BUSY: "tls_busy", EVENT_MEM_SPIKE: "mem_spike",
-              EVENT_OOM_KILL: "oom_kill",
-              EVENT_FILE_OPEN: "file_open", EVENT_FILE_WRITE: "file_write", EVENT_FILE_UNLINK: "file_unlink",
-              EVENT_FILE_RENAME: "file_rename", EVENT_FILE_MKDIR: "file_mkdir", EVENT_FILE_CHMOD: "file_chmod",
-              EVENT_NET_CONNECT: "net_connect", EVENT_NET_ACCEPT: "net_accept", EVENT_NET_BIND: "net_bind",
-              EVENT_NET_CLOSE: "net_close", EVENT_NET_BYTES: "net_bytes", EVENT_DNS_QUERY: "dns_query",
-              EVENT_EFFECTS_FD_FULL: "effects_fd_full", EVENT_EFFECTS_BUSY: "effects_busy"}
+
+
+class Kind(IntEnum):
+    """THE table of event kinds, whichever sensor emits them: the values of events.h's enum
+    event_kind (tests/test_bpf_abi.py checks both ways against the BTF of every object that
+    carries it) and, as `label`, the one name lost events, metric labels and logs use."""
+
+    FORK = 1
+    EXEC = 2
+    EXIT = 3
+    TLS_DATA = 4
+    TLS_CLOSE = 5
+    TLS_BUSY = 6
+    MEM_SPIKE = 7
+    OOM_KILL = 8
+    FILE_OPEN = 16
+    FILE_WRITE = 17
+    FILE_UNLINK = 18
+    FILE_RENAME = 19
+    FILE_MKDIR = 20
+    FILE_CHMOD = 21
+    NET_CONNECT = 22
+    NET_ACCEPT = 23
+    NET_BIND = 24
+    NET_CLOSE = 25
+    NET_BYTES = 26
+    DNS_QUERY = 27
+    EFFECTS_FD_FULL = 28
+    EFFECTS_BUSY = 29
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+EVENT_KIND_MAX = 32  # enum event_kind's EVENT_KIND_MAX: the size of the per-kind stats array
+KIND_NAMES = {kind.value: kind.label for kind in Kind}
+
+
+def kind_name(kind: int) -> str:
+    """The name of a kind number. A number outside the table (an object newer than this mirror,
+    which the ABI test rules out for the shipped ones) is still named, never a bare number."""
+    return KIND_NAMES.get(kind, f"unknown_kind_{kind}")
+
 
 TLS_CHUNK_MAX = 16384
 TLS_DIR_WRITE = 0
@@ -178,6 +191,15 @@ class ExeKeyC(ctypes.Structure):
     _fields_ = [("ino", c_uint64), ("dev", c_uint32), ("_pad", c_uint32)]
 
 
+# C struct name -> its mirror, for the ABI test; every mirror module has one.
+BTF_MIRRORS: dict[str, type[ctypes.Structure]] = {
+    "event_header": EventHeader, "fork_event": ForkEventC, "exec_event": ExecEventC, "exit_event": ExitEventC,
+    "kind_stats": KindStatsC, "tracked_info": TrackedInfoC, "tls_data_event": TlsDataEventC,
+    "tls_close_event": TlsCloseEventC, "tls_config": TlsConfigC, "mem_spike_event": MemSpikeEventC,
+    "oom_kill_event": OomKillEventC, "control_config": ControlConfigC, "lineage_config": LineageConfigC,
+    "exe_key": ExeKeyC,
+}
+
 EXEC_DATA_OFFSET = ExecEventC.data.offset
 TLS_DATA_OFFSET = TlsDataEventC.data.offset
 
@@ -261,7 +283,11 @@ class TlsClose(ProcessEvent):
 
 
 class DecodeError(ValueError):
-    """A record that does not match any known layout (counted, never fatal)."""
+    """A record that does not match any known layout (counted by `reason`, never fatal)."""
+
+    def __init__(self, message: str, reason: str = "short_record") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _text(raw: bytes) -> str:
@@ -316,11 +342,11 @@ class EventDecoder:
         self.clock = clock
         self.errors: Counter[str] = Counter()
         self._kinds: dict[int, KindDecoder] = {
-            EVENT_FORK: lambda hdr, raw, common: ForkEvent(**common),
-            EVENT_EXEC: _decode_exec,
-            EVENT_EXIT: _decode_exit,
-            EVENT_TLS_DATA: _decode_tls_data,
-            EVENT_TLS_CLOSE: _decode_tls_close,
+            Kind.FORK: lambda hdr, raw, common: ForkEvent(**common),
+            Kind.EXEC: _decode_exec,
+            Kind.EXIT: _decode_exit,
+            Kind.TLS_DATA: _decode_tls_data,
+            Kind.TLS_CLOSE: _decode_tls_close,
         }
 
     def register(self, kind: int, decoder: KindDecoder) -> None:
@@ -348,11 +374,11 @@ class EventDecoder:
         decoder = self._kinds.get(hdr.kind)
         if decoder is None:
             self.errors["unknown_kind"] += 1
-            raise DecodeError(f"unknown event kind {hdr.kind}")
+            raise DecodeError(f"no decoder for event kind {hdr.kind} ({kind_name(hdr.kind)})", "unknown_kind")
         try:
             return decoder(hdr, raw, self.common(hdr))
-        except DecodeError:
-            self.errors["short_record"] += 1
+        except DecodeError as exc:
+            self.errors[exc.reason] += 1
             raise
 
 

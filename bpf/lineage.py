@@ -16,12 +16,12 @@ import psutil
 
 from vigild.bpf.events import (
     EVENT_KIND_MAX,
-    KIND_NAMES,
     TASK_COMM_LEN,
     ExeKeyC,
     KindStatsC,
     LineageConfigC,
     TrackedInfoC,
+    kind_name,
 )
 from vigild.bpf.loader import BpfError, BpfObject, Map, check_host, possible_cpus, raise_memlock_limit
 from vigild.bpf.objects import object_path
@@ -152,7 +152,7 @@ class LineageSensor:
                 emitted += s.emitted
                 dropped += s.dropped
             if emitted or dropped:
-                result[KIND_NAMES.get(kind, str(kind))] = (emitted, dropped)
+                result[kind_name(kind)] = (emitted, dropped)
         return result
 
     def close(self) -> None:

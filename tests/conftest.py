@@ -1,7 +1,12 @@
-"""Shared test fixtures.
+"""Shared fixtures, and the markers that separate the seconds-fast tests from the kernel ones.
 
-Tests that need root, BPF or real cgroups skip on a developer's unprivileged machine, but under
-``VIGIL_REQUIRE_BPF=1`` (set by ``.ci/run``) a missing capability is a failure, never a skip.
+Markers are applied here, by module, so test files carry none of their own:
+- ``kernel``: loads BPF, uses real cgroups or runs vigil/vigild against the kernel (whole modules:
+  a module mixing pure and kernel tests is marked whole); all of them need root too.
+- ``root``: needs root (every kernel test, and every test that uses the ``root`` fixture).
+- ``network``: may install pinned agent releases from the npm registry on first use.
+``pytest -m "not kernel"`` runs the rest without root or BPF in seconds. Under
+``VIGIL_REQUIRE_BPF=1`` (set by ``.ci/run``) a missing capability fails a test instead of skipping it.
 """
 
 from __future__ import annotations
@@ -10,16 +15,29 @@ import os
 
 import pytest
 
-REQUIRE_BPF = os.environ.get("VIGIL_REQUIRE_BPF") == "1"
+from support.require import need
+
+KERNEL_MODULES = frozenset({
+    "test_agent_relaunch", "test_agent_telemetry", "test_bpf_kernels", "test_bpf_loader", "test_bun_agents",
+    "test_cgroups_v1_real", "test_cgroups_v2_real", "test_codex_real", "test_control_intent", "test_control_run",
+    "test_declare", "test_effects_session", "test_effects_trace", "test_features", "test_flood", "test_history",
+    "test_hooks", "test_intent_clients", "test_otlp", "test_policy", "test_real_agents", "test_secrets_channels",
+    "test_service_lifecycle", "test_service_load", "test_service_prometheus", "test_service_unit",
+    "test_store_crypto", "test_tls_under_load", "test_trace_lineage",
+})
+NETWORK_MODULES = frozenset({"test_bun_agents", "test_tls_locate"})
 
 
-def need(condition: bool, reason: str) -> None:
-    """Skip (or fail under VIGIL_REQUIRE_BPF=1) when a privileged prerequisite is missing."""
-    if condition:
-        return
-    if REQUIRE_BPF:
-        pytest.fail(f"VIGIL_REQUIRE_BPF=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__ if isinstance(item, pytest.Function) else ""
+        if module in KERNEL_MODULES:
+            item.add_marker(pytest.mark.kernel)
+            item.add_marker(pytest.mark.root)
+        elif "root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.root)
+        if module in NETWORK_MODULES:
+            item.add_marker(pytest.mark.network)
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import need
-from helpers import VIGIL, parse_json_lines, vigil_trace
+from support.require import need
+from support.helpers import VIGIL, parse_json_lines, vigil_trace
 
 pytestmark = pytest.mark.usefixtures("root")
 

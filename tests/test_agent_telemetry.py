@@ -20,7 +20,7 @@ from vigild.correlate.intent import LlmCall, TelemetryCheck
 from vigild.daemon.telemetry_receiver import TelemetryReceiver
 from vigild.daemon.store import Store
 from vigild.daemon.telemetry_setup import codex_overrides, with_telemetry
-from vigild_proc import Vigild, free_port
+from support.vigild_proc import Vigild, free_port
 
 CONV = "01a2324f-dffd-7f51-aaa9-bf63fe5e3eaf"
 EXPORTER = r"""

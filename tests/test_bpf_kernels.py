@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from helpers import vigil_trace
+from support.helpers import vigil_trace
 from vigild.bpf.control import PROGRAMS as CONTROL_PROGRAMS
 from vigild.bpf.control import ControlSensor
 from vigild.bpf.effects import PROGRAMS as EFFECTS_PROGRAMS

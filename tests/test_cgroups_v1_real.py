@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cgroup_teardown import HOG, destroy
+from support.cgroup_teardown import HOG, destroy
 from vigild.cgroups import Limits, OutsideParentError, V1Backend, detect, open_backend
 
 LIMIT = 64 << 20

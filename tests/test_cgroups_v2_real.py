@@ -16,8 +16,8 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from cgroup_teardown import HOG, destroy
-from conftest import need
+from support.cgroup_teardown import HOG, destroy
+from support.require import need
 from vigild.cgroups import LEAF, CgroupUnavailable, Limits, V2Backend, delegated, detect, open_backend
 
 LIMIT = 64 << 20

@@ -2,7 +2,7 @@
 loopback-only network namespace, against the fake Responses server that drives it through one
 `exec_command` tool call.
 
-Both TLS paths of Codex are exercised (tests/codex_harness.py): its compiled-in OpenSSL (no CA
+Both TLS paths of Codex are exercised (tests/support/codex_harness.py): its compiled-in OpenSSL (no CA
 variable), which vigil hooks by locating OpenSSL's functions from their error sites, and rustls
 (CODEX_CA_CERTIFICATE), which vigil cannot read: there the blind notice and Codex's own telemetry
 must carry the calls. Every LLM call the server answered is checked field by field.
@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from conftest import need
-from helpers import parse_json_lines, vigil_trace
+from support.require import need
+from support.helpers import parse_json_lines, vigil_trace
 from vigild.bpf.static_openssl import LocateError, SiteCache, is_static_executable, locate
 
 PINNED = "0.169.0"
@@ -31,7 +31,7 @@ OLDER = "0.154.0"
 VERSIONS = (PINNED, OLDER)
 AGENTS_DIR = Path(os.environ.get("VIGIL_AGENTS_DIR", "/var/cache/vigil-agents"))
 PLATFORM_BINARY = "node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
-HARNESS = Path(__file__).resolve().parent / "codex_harness.py"
+HARNESS = Path(__file__).resolve().parent / "support" / "codex_harness.py"
 # OpenSSL compiled into each pinned release (its version string), as measured
 OPENSSL_OF = {PINNED: "3.6.4", OLDER: "3.6.3"}
 

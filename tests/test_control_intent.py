@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from fakellm import FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env
-from helpers import VIGIL, events_and_output
+from support.helpers import VIGIL, events_and_output
 
 pytestmark = pytest.mark.usefixtures("root")
 

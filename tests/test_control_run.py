@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import TraceResult, VIGIL, events_and_output, own_group, run_own_group
-from run_cgroups import call_groups, leftovers, memory_version, run_groups
-from vigild_proc import loaded_prog_ids, orphaned_programs
+from support.helpers import TraceResult, VIGIL, events_and_output, own_group, run_own_group
+from support.run_cgroups import call_groups, leftovers, memory_version, run_groups
+from support.vigild_proc import loaded_prog_ids, orphaned_programs
 
 pytestmark = pytest.mark.usefixtures("root")
 

@@ -7,7 +7,7 @@ import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_correlate_wire import (
+from support.wire import (
     T0,
     anthropic_request,
     anthropic_sse,

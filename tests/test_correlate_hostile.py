@@ -16,7 +16,7 @@ import brotli
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_correlate_wire import (
+from support.wire import (
     Capture,
     anthropic_request,
     anthropic_sse,

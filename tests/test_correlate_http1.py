@@ -8,7 +8,7 @@ import zlib
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_correlate_wire import (
+from support.wire import (
     MS,
     Capture,
     anthropic_request,

@@ -11,7 +11,7 @@ import h2.connection
 import h2.events
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_correlate_wire import (
+from support.wire import (
     ANTHROPIC_KEY,
     MS,
     Capture,

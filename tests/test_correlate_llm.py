@@ -10,7 +10,7 @@ import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_correlate_wire import (
+from support.wire import (
     ANTHROPIC_KEY,
     GOOGLE_KEY,
     MS,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_correlate_wire import (
+from support.wire import (
     ANTHROPIC_KEY,
     GOOGLE_KEY,
     OPENAI_KEY,

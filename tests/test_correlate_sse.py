@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_correlate_wire import split
+from support.wire import split
 from vigild.correlate.sse import SseDecoder, SseEvent
 
 STREAM = (

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import TraceResult, VIGIL, events_and_output
+from support.helpers import TraceResult, VIGIL, events_and_output
 from vigild.daemon.control import CommandError, request
 from vigild.daemon.declare import (
     Bounds,

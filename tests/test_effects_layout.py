@@ -1,34 +1,14 @@
-"""The effects mirror against the BTF of effects.bpf.o, and the user-space halves of decoding
-(path joining, DNS question parsing) on fixed inputs."""
+"""The user-space halves of effects decoding (path joining, DNS question parsing, kind dispatch)
+on fixed inputs; the mirror itself is checked by test_bpf_abi.py."""
 
 from __future__ import annotations
 
 import ctypes
-import json
-import subprocess
 
 import pytest
 from vigild.bpf import effects_events as fx
-from vigild.bpf.objects import object_path
-
-MIRRORS = {
-    "file_event": fx.FileEventC,
-    "net_event": fx.NetEventC,
-    "dns_event": fx.DnsEventC,
-    "effects_config": fx.EffectsConfigC,
-}
-
-
-def test_python_mirror_matches_effects_object() -> None:
-    dump = subprocess.run(["bpftool", "-j", "btf", "dump", "file", str(object_path("effects.bpf.o"))],
-                          capture_output=True, text=True, check=True).stdout
-    structs = {t["name"]: t for t in json.loads(dump)["types"] if t.get("kind") == "STRUCT"}
-    for name, mirror in MIRRORS.items():
-        btf = structs[name]
-        assert btf["size"] == ctypes.sizeof(mirror), name
-        btf_members = [(m["name"], m["bits_offset"] // 8) for m in btf["members"]]
-        py_members = [(f[0], getattr(mirror, f[0]).offset) for f in mirror._fields_]
-        assert btf_members == py_members, name
+from vigild.bpf.clock import BootClock
+from vigild.bpf.events import DecodeError, EventDecoder, Kind, KindDecoder
 
 
 @pytest.mark.parametrize(("base", "name", "expected"), [
@@ -61,3 +41,50 @@ def test_dns_question_parsed() -> None:
 ])
 def test_dns_non_queries_are_none(payload: bytes) -> None:
     assert fx.parse_dns_question(payload) is None
+
+
+def _record(kind: int, struct: type[ctypes.Structure]) -> bytes:
+    record = struct()
+    record.hdr.kind = kind
+    record.hdr.pid = 4242
+    return bytes(record)
+
+
+def _decoder() -> EventDecoder:
+    decoder = EventDecoder(BootClock(samples=1))
+    fx.register_effects(decoder)
+    return decoder
+
+
+@pytest.mark.parametrize("kind", [k for k in Kind if k >= Kind.FILE_OPEN and k not in
+                                  (Kind.EFFECTS_FD_FULL, Kind.EFFECTS_BUSY)])
+def test_every_effect_kind_decodes_as_itself(kind: Kind) -> None:
+    struct = (fx.FileEventC if kind in fx.FILE_BUILDERS else fx.DnsEventC if kind == Kind.DNS_QUERY
+              else fx.NetEventC)
+    event = _decoder().decode(_record(kind, struct))
+    assert (event.type, event.kind, event.pid) == (kind.label, kind, 4242)
+
+
+@pytest.mark.parametrize("kind", [Kind.EFFECTS_FD_FULL, 30, 31, 200])
+def test_a_kind_without_a_decoder_is_a_counted_error(kind: int) -> None:
+    decoder = _decoder()
+    with pytest.raises(DecodeError, match=f"no decoder for event kind {kind}"):
+        decoder.decode(_record(kind, fx.FileEventC))
+    assert decoder.errors == {"unknown_kind": 1}
+
+
+@pytest.mark.parametrize(("kind", "decode"), [(30, fx._decode_file), (Kind.FILE_OPEN, fx._decode_net)])
+def test_a_kind_routed_to_the_wrong_decoder_is_refused_not_guessed(kind: int, decode: KindDecoder) -> None:
+    """A file record of a kind the file decoder does not know was once decoded as a chmod."""
+    decoder = _decoder()
+    decoder.register(kind, decode)
+    with pytest.raises(DecodeError, match=f"event kind {kind} is not a"):
+        decoder.decode(_record(kind, fx.FileEventC))
+    assert decoder.errors == {"unknown_kind": 1}
+
+
+def test_a_short_effect_record_is_counted_as_short() -> None:
+    decoder = _decoder()
+    with pytest.raises(DecodeError):
+        decoder.decode(_record(Kind.NET_CONNECT, fx.NetEventC)[:-8])
+    assert decoder.errors == {"short_record": 1}

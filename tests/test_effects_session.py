@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from fakellm import FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env
-from helpers import VIGIL, parse_json_lines, vigil
+from support.helpers import VIGIL, parse_json_lines, vigil
 
 pytestmark = pytest.mark.usefixtures("root")
 

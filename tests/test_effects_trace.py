@@ -32,6 +32,7 @@ from vigild.bpf.effects_events import (
     NetConnect,
     NetEffect,
 )
+from vigild.bpf.events import KIND_NAMES
 from vigild.bpf.lineage import LineageSensor
 from vigild.daemon.launch import spawn_gated
 from vigild.daemon.pipeline import Pipeline
@@ -385,3 +386,22 @@ def test_aggregation_off_sends_every_call(tmp_path: Path) -> None:
     writes = of(events, FileWrite, path=real(target))
     assert len(writes) == 100
     assert {(w.bytes, w.writes, w.aggregated, w.reason) for w in writes} == {(3, 1, False, "call")}
+
+
+def test_every_kind_the_kernel_counted_has_a_name_and_decoded(tracer: Tracer, tmp_path: Path) -> None:
+    """The per-kind counters (metric labels, `lost` events) are named from the one Kind table,
+    and every record the real programs wrote had a decoder: no unknown kind, no short record."""
+    target = tmp_path / "named.txt"
+    tracer.python("""
+        import os, socket, sys
+        with open(sys.argv[1], "w") as f:
+            f.write("x")
+        os.rename(sys.argv[1], sys.argv[1] + ".2")
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.close()
+    """, str(target))
+    stats = tracer.lineage.stats()
+    assert {"exec", "exit", "file_open", "file_write", "file_rename", "net_bind", "net_close"} <= set(stats)
+    assert set(stats) <= set(KIND_NAMES.values())
+    assert tracer.pipeline.decoder.errors == {}

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from fakellm import FAKE_ANTHROPIC_KEY, FakeLLMServer, client_env
-from helpers import vigil, vigil_trace
+from support.helpers import vigil, vigil_trace
 from vigild.bpf.build import compile_object, find_clang, generate_vmlinux_h
 from vigild.bpf.features import FEATURES, Features
 from vigild.bpf.loader import BpfError, load_leaving_out_refused
 from vigild.bpf.objects import REPLACE_ENV
-from vigild_proc import Vigild, metric_value
+from support.vigild_proc import Vigild, metric_value
 
 DATA = Path(__file__).parent / "data"
 REFUSAL = "invalid mem access 'scalar'"  # what every verifier says about refused_effects.bpf.c

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import VIGIL
+from support.helpers import VIGIL
 
 pytestmark = pytest.mark.usefixtures("root")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import vigil, vigil_trace
+from support.helpers import vigil, vigil_trace
 from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent
 from vigild.correlate.process_tree import ProcessTable
 from vigild.daemon.store import SCHEMA_VERSION, Store, StoreError

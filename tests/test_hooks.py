@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import TraceResult, VIGIL, events_and_output
+from support.helpers import TraceResult, VIGIL, events_and_output
 from vigild.daemon.hook import describe_end, match_text
 
 DATA = Path(__file__).parent / "data" / "control"

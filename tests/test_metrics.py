@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import generate_latest
 
 from vigild.daemon.metrics import build_registry
-from vigild_proc import metric_value
+from support.vigild_proc import metric_value
 
 
 @dataclass
@@ -83,3 +84,15 @@ def test_blind_connections_by_agent_and_reason() -> None:
     text = feed(health={"tls_blind_connections": {("claude", reason): 2, ("opencode", "rustls is statically linked"): 1}})
     assert metric_value(text, "vigil_tls_blind_connections_total", agent="claude", reason=reason) == 2
     assert metric_value(text, "vigil_tls_blind_connections_total", agent="opencode") == 1
+
+
+def test_every_kernel_kind_is_a_named_label() -> None:
+    """Kind labels come from the one table (bpf/events.py Kind), never a kind number."""
+    from vigild.bpf.events import Kind
+
+    text = feed(health={"events_by_kind": {}, "drops_by_kind": {}})
+    for kind in Kind:
+        assert metric_value(text, "vigil_kernel_events_total", kind=kind.label) == 0
+        assert metric_value(text, "vigil_ringbuf_drops_total", kind=kind.label) == 0
+    assert not re.search(r'kind="\d+"', text)
+    assert metric_value(text, "vigil_decode_errors_total", reason="unknown_kind") == 0

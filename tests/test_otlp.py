@@ -3,27 +3,20 @@ opentelemetry-proto and checked span by span against the stored events."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from fakellm import CLIENTS_DIR, FakeLLMServer, client_env
-from helpers import vigil, vigil_trace
+from support.helpers import vigil, vigil_trace
+from support.otlp_receiver import OtlpReceiver, Received
 from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.sessions import Session
 from vigild.daemon.crypto import generate_key_file
@@ -34,52 +27,6 @@ from vigild.daemon.store import Store
 PROMPT = "List the files and show me the hostname."
 CONTENT_ATTRS = ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
                  "gen_ai.tool.call.arguments")
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    raw: bytes
-    request: ExportTraceServiceRequest
-
-
-class OtlpReceiver:
-    """A minimal OTLP/HTTP traces endpoint: `POST /v1/traces`, protobuf, optionally gzip."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.received: list[Received] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                raw = gzip.decompress(body) if self.headers.get("Content-Encoding") == "gzip" else body
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(raw)
-                receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()},
-                                                  raw, request))
-                reply = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(status if self.path == "/v1/traces" else 404)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import VIGIL, parse_json_lines
+from support.helpers import VIGIL, parse_json_lines
 from vigild.cgroups import Limits, open_backend
 from vigild.correlate.tool_calls import ToolCall
 from vigild.daemon.adaptive import (

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need
+from support.require import need
 from realagents.harness import RealRun, missing_prerequisite, run_agent
-from vigild_proc import Vigild
+from support.vigild_proc import Vigild
 
 from vigild.correlate.tool_calls import command_is
 from vigild.daemon.store import Store

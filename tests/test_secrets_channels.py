@@ -15,8 +15,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from fakellm import FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env
-from helpers import vigil, vigil_trace
-from test_otlp import OtlpReceiver
+from support.helpers import vigil, vigil_trace
+from support.otlp_receiver import OtlpReceiver
 from vigild.correlate.redact import redact_text
 from vigild.daemon.metrics import build_registry
 from vigild.daemon.store import Store

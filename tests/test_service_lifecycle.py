@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from cgroup_teardown import destroy
-from helpers import kill_group, own_group, vigil
-from run_cgroups import call_groups, enclosing_dirs, leftovers, memory_version
-from vigild_proc import Vigild, bpf_prog_ids, loaded_prog_ids, metric_value, watched_agent
+from support.cgroup_teardown import destroy
+from support.helpers import kill_group, own_group, vigil
+from support.run_cgroups import call_groups, enclosing_dirs, leftovers, memory_version
+from support.vigild_proc import Vigild, bpf_prog_ids, loaded_prog_ids, metric_value, watched_agent
 
 pytestmark = pytest.mark.usefixtures("root")
 

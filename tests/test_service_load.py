@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import vigil
-from vigild_proc import watched_agent
+from support.helpers import vigil
+from support.vigild_proc import watched_agent
 
 pytestmark = pytest.mark.usefixtures("root")
 

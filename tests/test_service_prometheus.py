@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from conftest import need
+from support.require import need
 from fakellm import CLIENTS_DIR, FakeLLMServer, client_env
-from vigild_proc import Vigild, free_port, metric_value
+from support.vigild_proc import Vigild, free_port, metric_value
 
 pytestmark = pytest.mark.usefixtures("root")
 

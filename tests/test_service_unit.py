@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need
+from support.require import need
 from fakellm import CLIENTS_DIR, FakeLLMServer, client_env
-from vigild_proc import Vigild, metric_value
+from support.vigild_proc import Vigild, metric_value
 
 pytestmark = pytest.mark.usefixtures("root")
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fakellm import CLIENTS_DIR, FakeLLMServer, client_env
-from helpers import vigil, vigil_trace
+from support.helpers import vigil, vigil_trace
 from vigild.daemon.crypto import generate_key_file
 from vigild.daemon.store import Store, StoreError
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from fakellm import CLIENTS_DIR, FakeLLMServer, client_env
-from helpers import vigil_trace
-from test_intent_clients import matched
+from support.helpers import vigil_trace
+from support.intent_match import matched
 
 pytestmark = pytest.mark.usefixtures("root")
 

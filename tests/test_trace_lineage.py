@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import VIGIL, parse_json_lines, vigil_trace
+from support.helpers import VIGIL, parse_json_lines, vigil_trace
 
 pytestmark = pytest.mark.usefixtures("root")
 

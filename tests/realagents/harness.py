@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers import VIGIL, parse_json_lines
+from support.helpers import VIGIL, parse_json_lines
 
 from realagents.agents import Agent, agent
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from subprocess import Popen
 
-from helpers import kill_group
+from support.helpers import kill_group
 from vigild.daemon.control import request
 
 
