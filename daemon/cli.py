@@ -23,12 +23,11 @@ from vigild.daemon.store import Store, StoreError
 from vigild.daemon.version import package_version
 
 if TYPE_CHECKING:
-    from vigild.bpf.lineage import LineageSensor
-    from vigild.daemon.telemetry_receiver import TelemetryReceiver
+    from vigild.daemon.assembly import ToolsFactory
     from vigild.daemon.config import Config
     from vigild.daemon.control import ControlServer
-    from vigild.daemon.control_loop import ToolCallControl
     from vigild.daemon.pipeline import Pipeline
+    from vigild.daemon.telemetry_receiver import TelemetryReceiver
 
 DEFAULT_DB = Path(os.environ.get("VIGIL_DB", "/var/lib/vigild/vigil.db"))
 # `--only` words and the event types each stands for.
@@ -275,27 +274,24 @@ def main(argv: list[str] | None = None) -> int:
         return exc.status if isinstance(exc, LaunchError) else 1
 
 
-def _open_control(args: argparse.Namespace, lineage: LineageSensor, features: Features) -> ToolCallControl:
-    """`vigil run`'s tool-call control (forks the fail-safe watchdog: call before any thread):
-    the --tool-* defaults, the config's per-tool policies over them, adaptive memory.high."""
+def _tools_factory(args: argparse.Namespace, command: list[str], features: Features) -> ToolsFactory:
+    """`vigil run`: the --tool-* defaults, the config's per-tool policies over them, adaptive
+    memory.high. `vigil trace` of a known agent: its tool calls observed, never limited."""
     from vigild.cgroups import Limits
-    from vigild.daemon.adaptive import AdaptiveController, AdaptiveSettings, ProcHostReader
-    from vigild.daemon.control_loop import CallPolicy, open_run_control
-    from vigild.daemon.policy import policy_for_config
+    from vigild.daemon.assembly import open_tool_control
+    from vigild.daemon.control_loop import CallPolicy, open_trace_control
 
-    limits = Limits(memory_high=args.tool_mem_high, memory_max=args.tool_mem_max, pids_max=args.tool_pids_max,
-                    cpu_weight=args.tool_cpu_weight)
-    control = open_run_control(lineage, CallPolicy(limits, args.tool_timeout), spike_bytes=args.spike,
-                               spike_window_ns=int(args.spike_window * 1e9), features=features)
-    config = args.run_config
-    if config is not None and config.policies:
-        control.policy_for = policy_for_config(config.policies, control.default_policy)
-    if args.adaptive or (config is not None and config.adaptive):
-        settings = AdaptiveSettings.from_config(config) if config is not None else AdaptiveSettings()
-        control.adaptive = AdaptiveController(settings, ProcHostReader())
-    if config is not None:
-        control.profiles = config.profiles
-    return control
+    if args.command == "run":
+        limits = Limits(memory_high=args.tool_mem_high, memory_max=args.tool_mem_max, pids_max=args.tool_pids_max,
+                        cpu_weight=args.tool_cpu_weight)
+        config = args.run_config
+        adaptive = args.adaptive or (config is not None and config.adaptive)
+        return lambda lineage: open_tool_control(lineage, CallPolicy(limits, args.tool_timeout), features=features,
+                                                 config=config, adaptive=adaptive, spike_bytes=args.spike,
+                                                 spike_window_ns=int(args.spike_window * 1e9))
+    if (command and _known_agent(command)) or any(_known_agent(_cmdline(pid)) for pid in args.pid):
+        return open_trace_control  # with a watchdog of its own
+    return lambda _lineage: None
 
 
 def _serve_declarations(args: argparse.Namespace, pipeline: Pipeline) -> ControlServer:
@@ -327,16 +323,11 @@ def _start_receiver(args: argparse.Namespace, command: list[str]) -> TelemetryRe
 
 def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """`vigil trace`, and `vigil run` (the same, with tool-call control)."""
-    from vigild.bpf.effects import open_effects
-    from vigild.bpf.lineage import LineageSensor
-    from vigild.bpf.tls import open_tls
     from vigild.bpf.tls_locate import Locator
     from vigild.correlate.detections import Detector
-    from vigild.correlate.tls_stream import TlsStreamDecoder
+    from vigild.daemon.assembly import open_pipeline, open_sensors
     from vigild.daemon.live_view import TextView
-    from vigild.daemon.pipeline import Pipeline
     from vigild.daemon.sinks import JsonLinesSink, OnlySink, StoreSink
-    from vigild.daemon.watchdog import start_watchdog
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if args.command == "run" and not command:
@@ -353,57 +344,20 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     args.run_config = _load_run_config(parser, args) if args.command == "run" else None
     features = Features(lambda line: print(f"vigil: warning: {line}", file=sys.stderr))
-    # With TLS capture on, the kernel holds a traced exec of a not yet examined executable until
-    # its TLS is hooked; the watchdog (vigil run's, or one of its own) lets it go if vigil dies.
-    lineage = LineageSensor(root_comms=args.comm, hold_new_exe=not args.no_tls)
-    features.available("lineage")
-    control: ToolCallControl | None = None
-    declarations: ControlServer | None = None
-    watchdog = None
-    tls = None
-    effects = None
-    try:
-        if args.command == "run":
-            control = _open_control(args, lineage, features)
-        elif (command and _known_agent(command)) or any(_known_agent(_cmdline(pid)) for pid in args.pid):
-            from vigild.daemon.control_loop import open_trace_control
-
-            control = open_trace_control(lineage)  # with a watchdog of its own
-        elif not args.no_tls:
-            watchdog = start_watchdog(lineage.held.fd)  # forks: before any thread
-        if args.no_tls:
-            features.turned_off("tls", "--no-tls")
-        else:
-            tls = open_tls(lineage.shared_maps, features, args.max_call_bytes,
+    sensors = open_sensors(features, root_comms=args.comm, capture_tls=not args.no_tls,
+                           capture_effects=not args.no_effects, max_call_bytes=args.max_call_bytes,
+                           tools=_tools_factory(args, command, features), tls_off="--no-tls", effects_off="--no-effects",
                            locator=None if args.no_tls_locate else Locator(), locate_timeout=args.tls_locate_timeout)
-        if args.no_effects:
-            features.turned_off("effects", "--no-effects")
-        else:
-            effects = open_effects(lineage.shared_maps, features)
-    except BaseException:
-        if control is not None:
-            control.close()
-            control.release_resources()
-        if tls is not None:
-            tls.close()
-        lineage.close()
-        if watchdog is not None:
-            watchdog.stop()
-        raise
-    if tls is not None:
-        tls.attach_system_libraries()
+    control = sensors.tools
+    declarations: ControlServer | None = None
     store = Store(args.db, key_file=args.key_file) if args.db else None
     if store is not None and (abandoned := store.close_abandoned()):
         print(f"vigil: closed {len(abandoned)} session(s) in {args.db} that a vigil which stopped without "
               "ending them left open", file=sys.stderr)
-    intent = TlsStreamDecoder(capture_content=args.capture_content) if tls else None
-    detector = None if args.no_detections else Detector()
     receiver = _start_receiver(args, command)
-    pipeline = Pipeline(lineage, sinks=[], tls=tls, intent=intent, control=control,
-                        sensors=[effects] if effects is not None else [], detector=detector,
-                        telemetry=receiver.records if receiver is not None else None)
+    pipeline = open_pipeline(sensors, capture_content=args.capture_content, max_body_bytes=None,
+                             detector=None if args.no_detections else Detector(), telemetry=receiver)
     if receiver is not None:
-        receiver.candidates = pipeline.tracked_pids
         command = with_telemetry(command, receiver.endpoint)
     shown = (lambda sink: OnlySink(sink, args.only)) if args.only else (lambda sink: sink)
     if args.output == "json":
@@ -464,15 +418,7 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 print(f"vigil: {receiver.unattributed} telemetry requests came from no traced process "
                       "and were not merged", file=sys.stderr)
         pipeline.stop()
-        if tls is not None:
-            tls.close()
-        if effects is not None:
-            effects.close()
-        lineage.close()
-        if control is not None:
-            control.release_resources()
-        if watchdog is not None:
-            watchdog.stop()
+        sensors.release()
         if pipeline.total_dropped:
             print(f"vigil: {pipeline.total_dropped} events were lost (effects shed under load, or the ring buffer "
                   "full)", file=sys.stderr)
