@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from vigild.cgroups.limits import KNOBS, Limits
+
 AGENT = "agent"
 TOOLS = "tools"
 CALL_PREFIX = "call-"
@@ -56,35 +58,6 @@ class CgroupUnavailable(CgroupError):
 
 class OutsideParentError(CgroupError):
     """A path resolved outside the configured parent; nothing was written."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-group resource limits; ``None`` leaves the current value untouched.
-
-    memory_high: v2 throttles and reclaims above it; v1 has no throttling equivalent, so it
-    becomes ``memory.soft_limit_in_bytes`` (only a reclaim priority under global pressure).
-    cpu_weight uses v2 units (1..10000, default 100); v1 maps it to ``cpu.shares``.
-    """
-
-    memory_high: int | None = None
-    memory_max: int | None = None
-    pids_max: int | None = None
-    cpu_weight: int | None = None
-    cpu_quota_us: int | None = None
-    cpu_period_us: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("memory_high", "memory_max", "pids_max", "cpu_quota_us", "cpu_period_us"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        if self.cpu_weight is not None and not 1 <= self.cpu_weight <= 10000:
-            raise ValueError(f"cpu_weight must be in 1..10000, got {self.cpu_weight}")
-        if self.cpu_quota_us is not None and self.cpu_quota_us < 1000:
-            raise ValueError(f"cpu_quota_us must be >= 1000, got {self.cpu_quota_us}")
-        if self.cpu_period_us is not None and not 1000 <= self.cpu_period_us <= 1_000_000:
-            raise ValueError(f"cpu_period_us must be in 1000..1000000, got {self.cpu_period_us}")
 
 
 @dataclass(frozen=True)
@@ -211,13 +184,8 @@ class CgroupBackend(ABC):
 
     def _require_controllers(self, limits: Limits) -> None:
         """Refuse limits for controllers this backend does not manage, rather than drop them."""
-        wanted = {
-            "memory": limits.memory_high is not None or limits.memory_max is not None,
-            "pids": limits.pids_max is not None,
-            "cpu": limits.cpu_weight is not None or limits.cpu_quota_us is not None
-            or limits.cpu_period_us is not None,
-        }
-        missing = sorted(c for c, used in wanted.items() if used and c not in self.controllers)
+        missing = sorted({knob.controller for knob in KNOBS if getattr(limits, knob.name) is not None}
+                         - set(self.controllers))
         if missing:
             raise CgroupUnavailable(f"limits need controllers {missing}, which this backend does not manage")
 
@@ -230,6 +198,11 @@ class CgroupBackend(ABC):
     @abstractmethod
     def read_limits(self, group: str) -> Limits:
         """The limits in force; unlimited values read back as None."""
+
+    def knobs_hit(self, group: str) -> list[str]:
+        """Files of the knobs (with a `v2_events` counter) that the group ran into; the ones the
+        memory and pids stats tell are not repeated here. v1 keeps no such counters."""
+        return []
 
     @abstractmethod
     def memory_stats(self, group: str) -> MemoryStats:

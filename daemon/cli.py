@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,9 @@ from rich.console import Console
 
 from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfUnavailable
-from vigild.cgroups import CgroupError
+from vigild.cgroups import KNOBS, CgroupError, Knob
+from vigild.daemon.config import knob_value
+from vigild.daemon.config import parse_size as config_size
 from vigild.daemon.launch import LaunchError, spawn_gated
 from vigild.daemon.telemetry_setup import telemetry_env, with_telemetry
 from vigild.daemon.store import Store, StoreError
@@ -46,7 +49,6 @@ DEFAULT_SOCKET = Path(os.environ.get("VIGIL_SOCKET", "/run/vigild/vigild.sock"))
 DEFAULT_KEY_FILE = Path(os.environ["VIGIL_KEY_FILE"]) if os.environ.get("VIGIL_KEY_FILE") else None
 COMM_MAX = 15
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 class Interrupted(Exception):
@@ -75,11 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "tool call) runs in its own cgroup with the limits below, placed before "
                                      "its first instruction.")
     _add_trace_options(run)
-    run.add_argument("--tool-mem-high", type=parse_size, metavar="SIZE",
-                     help="per-call memory.high (v1: soft limit), e.g. 512M")
-    run.add_argument("--tool-mem-max", type=parse_size, metavar="SIZE", help="per-call memory.max, e.g. 1G")
-    run.add_argument("--tool-pids-max", type=int, metavar="N", help="per-call pids.max")
-    run.add_argument("--tool-cpu-weight", type=int, metavar="N", help="per-call cpu.weight (1..10000; v1: cpu.shares)")
+    for knob in KNOBS:
+        run.add_argument(f"--tool-{knob.flag}", dest=f"tool_{knob.name}", type=knob_arg(knob),
+                         metavar="SIZE" if knob.unit == "size" else "N",
+                         help=f"per-call {knob.help}" + (", e.g. 512M" if knob.unit == "size" else ""))
     run.add_argument("--tool-timeout", type=float, metavar="S", help="kill a tool call after S seconds")
     run.add_argument("--spike", type=parse_size, default=100 << 20, metavar="SIZE",
                      help="report a mem_spike when a call's memory grows by more than SIZE (default 100M; 0: off)")
@@ -133,10 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Tell vigil what this tool call needs (inside a call: now) or what the next "
                                          "one needs (--next, or without CMD), then exec CMD. Declared values above "
                                          "the host's bounds are clamped, and vigil says so.")
-    declare.add_argument("--mem-high", type=parse_size, metavar="SIZE", help="memory.high (v1: soft limit)")
-    declare.add_argument("--mem-max", type=parse_size, metavar="SIZE", help="memory.max")
-    declare.add_argument("--pids-max", type=int, metavar="N", help="pids.max")
-    declare.add_argument("--cpu-weight", type=int, metavar="N", help="cpu.weight (1..10000; v1: cpu.shares)")
+    for knob in KNOBS:
+        declare.add_argument(f"--{knob.flag}", dest=knob.name, type=knob_arg(knob),
+                             metavar="SIZE" if knob.unit == "size" else "N", help=knob.help)
     declare.add_argument("--timeout", type=float, metavar="S", help="kill the call after S seconds (from its start)")
     declare.add_argument("--next", action="store_true", help="for the next tool call of this session, not this one")
     declare.add_argument("--match", metavar="TEXT", help="with --next: only a call whose command line contains TEXT")
@@ -220,16 +220,24 @@ def parse_only(text: str) -> frozenset[str]:
 
 
 def parse_size(text: str) -> int:
-    """`512M`, `1G`, `1.5G`, `4096` (bytes); binary units."""
-    value = text.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = value[-1:] if value[-1:] in SIZE_UNITS and value[-1:] else ""
+    """`512M`, `1G`, `1.5G`, `4096` (bytes): the config's sizes, as an argparse type."""
     try:
-        number = float(value[:-1] if unit else value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 1G)") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
-    return int(number * SIZE_UNITS[unit])
+        return config_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def knob_arg(knob: Knob) -> Callable[[str], int]:
+    """The argparse type of one knob's flag: its value, in its range."""
+    parse = knob_value(knob)
+
+    def convert(text: str) -> int:
+        try:
+            return parse(text if knob.unit == "size" else int(text))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{knob.flag}: {exc}") from None
+
+    return convert
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,16 +285,16 @@ def main(argv: list[str] | None = None) -> int:
 def _tools_factory(args: argparse.Namespace, command: list[str], features: Features) -> ToolsFactory:
     """`vigil run`: the --tool-* defaults, the config's per-tool policies over them, adaptive
     memory.high. `vigil trace` of a known agent: its tool calls observed, never limited."""
-    from vigild.cgroups import Limits
+    from vigild.cgroups import CallLimits
     from vigild.daemon.assembly import open_tool_control
     from vigild.daemon.control_loop import CallPolicy, open_trace_control
 
     if args.command == "run":
-        limits = Limits(memory_high=args.tool_mem_high, memory_max=args.tool_mem_max, pids_max=args.tool_pids_max,
-                        cpu_weight=args.tool_cpu_weight)
+        limits = CallLimits(**{knob.name: getattr(args, f"tool_{knob.name}") for knob in KNOBS},
+                            timeout_s=args.tool_timeout)
         config = args.run_config
         adaptive = args.adaptive or (config is not None and config.adaptive)
-        return lambda lineage: open_tool_control(lineage, CallPolicy(limits, args.tool_timeout), features=features,
+        return lambda lineage: open_tool_control(lineage, CallPolicy.of(limits), features=features,
                                                  config=config, adaptive=adaptive, spike_bytes=args.spike,
                                                  spike_window_ns=int(args.spike_window * 1e9))
     if (command and _known_agent(command)) or any(_known_agent(_cmdline(pid)) for pid in args.pid):
@@ -464,8 +472,7 @@ def cmd_declare(args: argparse.Namespace) -> int:
     from vigild.daemon.control import CommandError, request
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    needs = {"memory_high": args.mem_high, "memory_max": args.mem_max, "pids_max": args.pids_max,
-             "cpu_weight": args.cpu_weight, "timeout_s": args.timeout}
+    needs = {**{knob.name: getattr(args, knob.name) for knob in KNOBS}, "timeout_s": args.timeout}
     ok = True
     try:
         reply = request(args.socket, "declare", next=args.next or not command, match=args.match, tag=args.tag,

@@ -28,7 +28,7 @@ from vigild.bpf.events import TRACK_CONTROLLED, ExecEvent, ExitEvent, ForkEvent,
 from vigild.bpf.features import Features
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import BpfError
-from vigild.cgroups import AGENT, CgroupBackend, CgroupError, Limits, open_backend
+from vigild.cgroups import AGENT, CallLimits, CgroupBackend, CgroupError, Limits, open_backend
 from vigild.correlate.agent_profiles import RELAUNCH, TOOL, AgentProfile, Proc, Profiles
 from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, command_matches, outcome
@@ -53,6 +53,11 @@ class CallPolicy:
 
     limits: Limits = field(default_factory=Limits)
     timeout_s: float | None = None
+
+    @classmethod
+    def of(cls, limits: CallLimits) -> CallPolicy:
+        """A declaration's, a policy's or the config's knobs and timeout as a policy."""
+        return cls(Limits.of(limits), limits.timeout_s)
 
     def describe(self) -> dict[str, Any]:
         return {**{k: v for k, v in asdict(self.limits).items() if v is not None}, "timeout_s": self.timeout_s}
@@ -332,10 +337,12 @@ class ToolCallControl:
         policy = self.applied.pop(call.id, self.default_policy)
         self._empty_seen.discard(call.id)
         mem = pids = None
+        knobs_hit: list[str] = []
         if group is not None:
             try:
                 mem = backend.memory_stats(group) if "memory" in backend.controllers else None
                 pids = backend.pids_stats(group) if "pids" in backend.controllers else None
+                knobs_hit = backend.knobs_hit(group)
             except CgroupError as exc:
                 log.warning("cannot read the accounting of %s: %s", group, exc)
             self._remove(backend, group)
@@ -351,6 +358,7 @@ class ToolCallControl:
             hit.append("memory.high")
         if pids is not None and pids.max_events:
             hit.append("pids.max")
+        hit += knobs_hit
         if call.timed_out:
             hit.append("timeout")
         peak = mem.peak if mem is not None and mem.peak else (call.max_call_rss or None)

@@ -166,16 +166,13 @@ class Service:
         """Per-tool-call cgroups for tracked agents, as `vigil run` has them: the [tools] limits,
         the [[policies]] over them, adaptive memory.high if enabled; calls go in the agent's own
         cgroup where it is delegated. None with [tools] off."""
-        from vigild.cgroups import Limits
         from vigild.daemon.assembly import open_tool_control
         from vigild.daemon.control_loop import CallPolicy
 
         config = self.config
         if not config.tools_enabled:
             return lambda _lineage: None
-        limits = Limits(memory_high=config.tool_memory_high, memory_max=config.tool_memory_max,
-                        pids_max=config.tool_pids_max, cpu_weight=config.tool_cpu_weight)
-        return lambda lineage: open_tool_control(lineage, CallPolicy(limits, config.tool_timeout_s), self.features,
+        return lambda lineage: open_tool_control(lineage, CallPolicy.of(config.tool_limits), self.features,
                                                  config, adaptive=config.adaptive, delegated=True)
 
     @property
