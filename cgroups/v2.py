@@ -232,8 +232,11 @@ class V2Backend(CgroupBackend):
             self.fs.write(self._file(group, "cpu.max"), f"{quota} {period}")
 
     def read_limits(self, group: str) -> Limits:
+        # A knob file this kernel lacks (memory.swap.max without swap support) reads as None:
+        # nothing set there. Writing one fails with the file named.
         values: dict[str, int | None] = {knob.name: self.fs.read_int(self._file(group, knob.v2)) for knob in KNOBS
-                                         if knob.v2 is not None and knob.controller in self.controllers}
+                                         if knob.v2 is not None and knob.controller in self.controllers
+                                         and self.fs.exists(self._file(group, knob.v2))}
         if "cpu" in self.controllers:
             quota, period = self.fs.read(self._file(group, "cpu.max")).split()
             values["cpu_quota_us"] = None if quota == "max" else int(quota)
@@ -246,7 +249,8 @@ class V2Backend(CgroupBackend):
             if knob.v2_events is None or knob.controller not in self.controllers:
                 continue
             name, key = knob.v2_events
-            if self.fs.read_keyed(self._file(group, name)).get(key, 0):
+            events = self._file(group, name)
+            if self.fs.exists(events) and self.fs.read_keyed(events).get(key, 0):
                 hit.append(knob.v2 or knob.name)
         return hit
 
