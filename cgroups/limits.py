@@ -63,6 +63,9 @@ class Limits:
                                     v2="memory.high", v1="memory.soft_limit_in_bytes")
     memory_max: int | None = _knob(controller="memory", unit="size", flag="mem-max", help="memory.max",
                                    v2="memory.max", v1="memory.limit_in_bytes")
+    memory_swap_max: int | None = _knob(controller="memory", unit="size", flag="swap-max",
+                                        help="memory.swap.max (v2 only: v1's memsw counts memory and swap together)",
+                                        v2="memory.swap.max", v1=None, v2_events=("memory.swap.events", "max"))
     pids_max: int | None = _knob(controller="pids", unit="count", flag="pids-max", help="pids.max",
                                  v2="pids.max", v1="pids.max", low=1, high=PIDS_LIMIT)
     cpu_weight: int | None = _knob(controller="cpu", unit="count", flag="cpu-weight",

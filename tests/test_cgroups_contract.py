@@ -35,7 +35,7 @@ V2_CORE = {
 V2_CONTROLLER_FILES = {
     "memory": {
         "memory.current": "0", "memory.peak": "0", "memory.high": "max", "memory.max": "max",
-        "memory.oom.group": "0",
+        "memory.oom.group": "0", "memory.swap.max": "max", "memory.swap.events": "high 0\nmax 0\nfail 0\n",
         "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n",
     },
     "pids": {"pids.max": "max", "pids.current": "0", "pids.events": "max 0\n"},
@@ -332,6 +332,21 @@ def test_limit_files_per_version(fake: FakeCgroupFs, backend: CgroupBackend) -> 
                                      "pids" if name.startswith("pids") else "memory") / name).read_text()
                  for name in expected}
     assert files == expected
+
+
+def test_swap_max_is_a_v2_knob(fake: FakeCgroupFs, backend: CgroupBackend) -> None:
+    """memory.swap.max is written and read back on v2 and its events say when it was hit; v1 has
+    no equivalent (memsw counts memory and swap together) and refuses it instead of dropping it."""
+    if fake.version == 1:
+        with pytest.raises(CgroupUnavailable, match="memory_swap_max"):
+            backend.create_call("swap", Limits(memory_swap_max=0))
+        return
+    group = backend.create_call("swap", Limits(memory_max=64 << 20, memory_swap_max=16 << 20))
+    assert (backend.path(group) / "memory.swap.max").read_text() == str(16 << 20)
+    assert backend.read_limits(group).memory_swap_max == 16 << 20
+    assert backend.knobs_hit(group) == []
+    (backend.path(group) / "memory.swap.events").write_text("high 0\nmax 3\nfail 1\n")
+    assert backend.knobs_hit(group) == ["memory.swap.max"]
 
 
 def test_memory_and_pids_stats(fake: FakeCgroupFs, backend: CgroupBackend) -> None:
