@@ -159,11 +159,6 @@ class ToolCallControl:
                 return self._next.pop(i)
         return None
 
-    def policy_of_pid(self, pid: int) -> CallPolicy | None:
-        """The policy in force for the call pid belongs to, or None when it is in none."""
-        call = self.book.call_of(pid)
-        return self.applied.get(call.id) if call is not None else None
-
     def backend_of(self, call_id: int) -> CgroupBackend:
         """The backend whose tree holds the call's group."""
         return self._backend_of.get(call_id, self.backend)

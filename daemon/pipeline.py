@@ -13,7 +13,7 @@ import queue
 import signal
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -62,6 +62,7 @@ YOUNG_PROCESS_NS = 10 * 1_000_000_000
 MAX_UNFLUSHED_S = 1.0  # sinks (the store's commit) are flushed at least this often, even inside a batch
 FLUSH_CHECK_EVERY = 256
 HEALTH_EVERY_S = 0.25  # how often the pipeline thread republishes its health snapshot when idle
+EXITED_GRACE_S = 5.0  # how long an exited process's late socket closes still find their connects
 # Event fields holding a path (exec filename, file and Unix-socket effects): scrubbed like argv.
 _PATH_FIELDS = ("filename", "path", "new_path", "unix_path")
 
@@ -175,7 +176,8 @@ class Pipeline:
         # capture health: when each process last had TLS plaintext, its connections' starts,
         # executables already said blind, blind connections by (agent, reason), held execs
         self._plaintext_ns: dict[int, int] = {}
-        self._connects: dict[tuple[int, int], int] = {}
+        self._connects: dict[int, dict[int, int]] = {}  # pid -> socket -> connect time
+        self._exited_pids: deque[tuple[float, int]] = deque()  # their capture health goes after a grace
         self._said_blind: set[str] = set()
         self.blind_connections: Counter[tuple[str, str]] = Counter()
         self.exe_holds = 0            # execs held until their TLS was hooked, and the longest hold
@@ -398,6 +400,7 @@ class Pipeline:
         for tool_event in tool_events:
             self._dispatch(tool_event)
         if isinstance(event, ExitEvent):
+            self._exited_pids.append((time.monotonic(), event.pid))
             if self.intent is not None:
                 self.tls_gaps.forget(event.pid)
                 self._dispatch_intent(self.intent.close_process(event.pid))
@@ -449,11 +452,10 @@ class Pipeline:
         reason; said once per executable (`capture_blind`)."""
         if event.family not in ("inet", "inet6") or event.sock_type != "stream":
             return
-        key = (event.pid, event.sock_id)
         if isinstance(event, NetConnect):
-            self._connects[key] = event.ts_ns
+            self._connects.setdefault(event.pid, {})[event.sock_id] = event.ts_ns
             return
-        started = self._connects.pop(key, None)
+        started = self._connects.get(event.pid, {}).pop(event.sock_id, None)
         if isinstance(event, NetBytes) or not (event.bytes_sent or event.bytes_received) or started is None:
             return
         if self._plaintext_ns.get(event.pid, 0) >= started:
@@ -513,9 +515,20 @@ class Pipeline:
         if self.control is not None:
             for tool_event in self.control.tick():
                 self._dispatch(tool_event)
+        self._forget_exited(now)
         if self.intent is not None and now - self._last_expire >= 5.0:
             self._last_expire = now
             self._dispatch_intent(self.intent.expire(time.time_ns()))
+
+    def _forget_exited(self, now: float) -> None:
+        """Drop the capture health of processes that exited a grace ago: their sockets close after
+        their exit event (the kernel closes files late in do_exit), so the closes must still find
+        their connects; a pid reused by a tracked process meanwhile keeps its new state."""
+        while self._exited_pids and now - self._exited_pids[0][0] >= EXITED_GRACE_S:
+            _, pid = self._exited_pids.popleft()
+            if not self.tracks(pid):
+                self._plaintext_ns.pop(pid, None)
+                self._connects.pop(pid, None)
 
     def tracks(self, pid: int) -> bool:
         """Whether `pid` is a live process of one of this pipeline's sessions (any thread may ask:
@@ -639,13 +652,3 @@ def _safe(fn: Callable[[], object], default: object) -> object:
         return fn()
     except (psutil.Error, OSError):
         return default
-
-
-def exit_status(info: ProcessInfo | None) -> int:
-    """Shell-style status: the exit code, or 128 + signal."""
-    if info is None:
-        return 1
-    if info.signal:
-        return 128 + info.signal
-    return info.exit_code or 0
-
