@@ -22,7 +22,6 @@ import psutil
 from vigild.bpf.clock import BootClock
 from vigild.bpf.effects_events import NetBytes, NetClose, NetConnect
 from vigild.bpf.events import (
-    TLS_DIR_WRITE,
     TRACK_CONTROLLED,
     DecodeError,
     EventDecoder,
@@ -41,7 +40,8 @@ from vigild.correlate.intent import LlmCall
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
-from vigild.correlate.tls_stream import TlsChunk, TlsStreamDecoder
+from vigild.correlate.tls_gaps import TlsGaps
+from vigild.correlate.tls_stream import TlsStreamDecoder
 from vigild.daemon.control_loop import ToolCallControl
 from vigild.daemon.events import (
     Attributed,
@@ -81,35 +81,6 @@ class Sink(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
-
-
-class TlsGaps:
-    """Turns the kernel's per-call chunks into a byte stream per connection and direction, and
-    measures what is missing: chunks lost to a full ring buffer show as skipped offsets, a capped
-    call as a call that stops short of its length."""
-
-    def __init__(self) -> None:
-        # (pid, conn, direction) -> (call_id, next expected offset, call length)
-        self._progress: dict[tuple[int, int, int], tuple[int, int, int]] = {}
-
-    def chunk(self, ev: TlsData) -> TlsChunk:
-        key = (ev.pid, ev.conn_id, ev.direction)
-        lost = 0
-        prev = self._progress.get(key)
-        if prev is not None and prev[0] == ev.call_id:
-            lost = max(0, ev.offset - prev[1])
-        else:
-            if prev is not None:
-                lost += max(0, prev[2] - prev[1])  # the previous call's missing tail
-            lost += ev.offset  # this call's missing head
-        self._progress[key] = (ev.call_id, ev.offset + len(ev.data), ev.call_len)
-        return TlsChunk(ts_ns=ev.ts_ns, pid=ev.pid, tid=ev.tid, comm=ev.comm, conn_id=ev.conn_id,
-                        direction="write" if ev.direction == TLS_DIR_WRITE else "read", data=ev.data,
-                        lost_bytes=lost)
-
-    def forget(self, pid: int, conn_id: int | None = None) -> None:
-        for key in [k for k in self._progress if k[0] == pid and (conn_id is None or k[1] == conn_id)]:
-            del self._progress[key]
 
 
 class Pipeline:
