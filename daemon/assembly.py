@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Builds the tool-call control over the lineage sensor, or None: the choice is the front end's.
-ToolsFactory = Callable[["LineageSensor"], "ToolCallControl | None"]
+# Builds the tool-call control over the lineage sensor (None for no tool control: the front end's choice).
+ToolsFactory = Callable[["LineageSensor"], "ToolCallControl"]
 
 
 @dataclass
@@ -58,13 +58,14 @@ class Sensors:
 
 
 def open_sensors(features: Features, *, root_comms: list[str], root_flags: int = 0, capture_tls: bool,
-                 capture_effects: bool, max_call_bytes: int, tools: ToolsFactory, tls_off: str, effects_off: str,
+                 capture_effects: bool, max_call_bytes: int, tools: ToolsFactory | None, tls_off: str, effects_off: str,
                  locator: Locator | None, locate_timeout: float = 30.0) -> Sensors:
-    """Lineage, tool control (or a watchdog of its own), TLS and effects.
+    """Lineage, the fail-safe watchdog, tool control, TLS and effects.
 
-    With TLS capture on, the kernel holds a traced exec of a not yet examined executable until its
-    TLS is hooked; a watchdog (the tool control's, or one started here) lets it go if vigil dies.
-    Forks that watchdog: call before any thread starts."""
+    The kernel holds processes while vigil decides about them: with TLS capture, an exec of a not
+    yet examined executable until its TLS is hooked; with tool control, a tool call's first exec
+    until it is classified and placed. The watchdog lets them all go if vigil dies; this is the one
+    place that decides whether it runs. It forks: call before any thread starts."""
     from vigild.bpf.effects import open_effects
     from vigild.bpf.lineage import LineageSensor
     from vigild.bpf.tls import open_tls
@@ -73,9 +74,10 @@ def open_sensors(features: Features, *, root_comms: list[str], root_flags: int =
     sensors = Sensors(LineageSensor(root_comms=root_comms, root_flags=root_flags, hold_new_exe=capture_tls))
     features.available("lineage")
     try:
-        sensors.tools = tools(sensors.lineage)
-        if sensors.tools is None and capture_tls:
+        if capture_tls or tools is not None:
             sensors.watchdog = start_watchdog(sensors.lineage.held.fd)
+        if tools is not None:
+            sensors.tools = tools(sensors.lineage)
         if capture_tls:
             sensors.tls = open_tls(sensors.lineage.shared_maps, features, max_call_bytes, locator=locator,
                                    locate_timeout=locate_timeout)
@@ -98,7 +100,7 @@ def open_sensors(features: Features, *, root_comms: list[str], root_flags: int =
 def open_tool_control(lineage: LineageSensor, policy: CallPolicy, features: Features, config: Config | None,
                       adaptive: bool, delegated: bool = False, spike_bytes: int = 100 << 20,
                       spike_window_ns: int = 1_000_000_000) -> ToolCallControl:
-    """Per-tool-call cgroups (forks the fail-safe watchdog: call before any thread): `policy` as the
+    """Per-tool-call cgroups: `policy` as the
     default, the config's [[policies]] over it, adaptive memory.high if asked. `delegated`: calls go
     in the agent's own cgroup where it is delegated, so its container's limits stay above them."""
     from vigild.cgroups import detect

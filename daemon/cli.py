@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.status if isinstance(exc, LaunchError) else 1
 
 
-def _tools_factory(args: argparse.Namespace, command: list[str], features: Features) -> ToolsFactory:
+def _tools_factory(args: argparse.Namespace, command: list[str], features: Features) -> ToolsFactory | None:
     """`vigil run`: the --tool-* defaults, the config's per-tool policies over them, adaptive
     memory.high. `vigil trace` of a known agent: its tool calls observed, never limited."""
     from vigild.cgroups import CallLimits
@@ -298,8 +298,8 @@ def _tools_factory(args: argparse.Namespace, command: list[str], features: Featu
                                                  config=config, adaptive=adaptive, spike_bytes=args.spike,
                                                  spike_window_ns=int(args.spike_window * 1e9))
     if (command and _known_agent(command)) or any(_known_agent(_cmdline(pid)) for pid in args.pid):
-        return open_trace_control  # with a watchdog of its own
-    return lambda _lineage: None
+        return open_trace_control
+    return None
 
 
 def _serve_declarations(args: argparse.Namespace, pipeline: Pipeline) -> ControlServer:

@@ -33,7 +33,6 @@ from vigild.correlate.agent_profiles import RELAUNCH, TOOL, AgentProfile, Proc, 
 from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, command_matches, outcome
 from vigild.daemon.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
-from vigild.daemon.watchdog import Watchdog, start_watchdog
 
 log = logging.getLogger("vigild.control")
 
@@ -131,7 +130,6 @@ class ToolCallControl:
         self._delay_ns: dict[int, dict[str, int]] = {}
         self._empty_seen: set[int] = set()
         self._last_empty_check = 0.0
-        self.watchdog: Watchdog | None = None
         self.delayacct: DelayAccounting | None = None
         # What tells the agent's own processes from tool calls (agent_profiles); the pipeline
         # gives the process table, where the parent's command line is found.
@@ -473,11 +471,7 @@ class ToolCallControl:
         return events
 
     def release_resources(self) -> None:
-        """After the BPF links are gone: stop the watchdog (it lets anything still held go), close
-        taskstats, restore kernel.task_delayacct."""
-        if self.watchdog is not None:
-            self.watchdog.stop()
-            self.watchdog = None
+        """After the BPF links are gone: close taskstats, restore kernel.task_delayacct."""
         if self.delays is not None:
             self.delays.close()
             self.delays = None
@@ -515,10 +509,8 @@ def cleanup_stale_parents(backend: CgroupBackend) -> list[str]:
 
 def open_trace_control(lineage: LineageSensor) -> ToolCallControl:
     """`vigil trace` of a known agent: its tool calls observed (held at their first exec until
-    classified, never placed or limited). Forks the watchdog: call it before any thread starts."""
-    control = ToolCallControl(None, lineage, CallPolicy())
-    control.watchdog = start_watchdog(lineage.held.fd)
-    return control
+    classified, never placed or limited). Its held execs need the watchdog `assembly` starts."""
+    return ToolCallControl(None, lineage, CallPolicy())
 
 
 def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: int, spike_window_ns: int,
@@ -527,7 +519,7 @@ def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: in
     A kernel that refuses the control programs costs memory spikes and OOM-victim events (said
     through `features`), not the per-call cgroups.
 
-    Forks the watchdog: call it before any thread starts."""
+    Its held execs need the watchdog `assembly` starts."""
     backend = open_backend(f"{PARENT_PREFIX}{os.getpid()}", CONTROLLERS)
     for name in cleanup_stale_parents(backend):
         log.info("removed stale cgroups %s", name)
@@ -538,7 +530,6 @@ def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: in
         raise
     control = ToolCallControl(backend, lineage, policy)
     try:
-        control.watchdog = start_watchdog(lineage.held.fd)
         control.sensor = _open_control_sensor(lineage, spike_bytes, spike_window_ns, features)
         if delay_accounting:
             control.delayacct = DelayAccounting()

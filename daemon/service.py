@@ -162,7 +162,7 @@ class Service:
             self.store.close()
             raise
 
-    def _tools_factory(self) -> ToolsFactory:
+    def _tools_factory(self) -> ToolsFactory | None:
         """Per-tool-call cgroups for tracked agents, as `vigil run` has them: the [tools] limits,
         the [[policies]] over them, adaptive memory.high if enabled; calls go in the agent's own
         cgroup where it is delegated. None with [tools] off."""
@@ -171,7 +171,7 @@ class Service:
 
         config = self.config
         if not config.tools_enabled:
-            return lambda _lineage: None
+            return None
         return lambda lineage: open_tool_control(lineage, CallPolicy.of(config.tool_limits), self.features,
                                                  config, adaptive=config.adaptive, delegated=True)
 
