@@ -14,6 +14,7 @@ relative path exists in every managed controller hierarchy.
 from __future__ import annotations
 
 import errno as errno_mod
+import logging
 import os
 import select
 import signal
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Self
 
 from vigild.cgroups.limits import KNOBS, Limits
+
+log = logging.getLogger(__name__)
 
 AGENT = "agent"
 TOOLS = "tools"
@@ -334,6 +337,27 @@ class CgroupBackend(ABC):
         group in one hierarchy may sit below another cgroup than ours. v2 has one tree, and the
         sibling itself is all there is."""
         return []
+
+    def remove_dead_runs(self, prefix: str) -> list[str]:
+        """Remove the trees beside the parent named ``<prefix><pid>`` whose process is gone: runs
+        (and vigilds) that died without cleaning up (SIGKILL, crash). A tree that cannot go is
+        logged and left, so the others still go; the names removed are returned."""
+        removed = []
+        for name in self.siblings(prefix):
+            pid = name.removeprefix(prefix)
+            if not pid.isdigit() or int(pid) == os.getpid() or Path(f"/proc/{pid}").exists():
+                continue
+            try:
+                self.sibling(name).remove_abandoned()
+                removed.append(name)
+            except CgroupError as exc:
+                log.warning("cannot remove the stale cgroups %s: %s", name, exc)
+                continue
+            try:
+                self.remove_namesakes(name)
+            except CgroupError as exc:
+                log.warning("%s", exc)
+        return removed
 
     def remove_abandoned(self, timeout: float = 5.0) -> None:
         """Remove the tree of a run that died without cleaning up: its tool calls are killed, a

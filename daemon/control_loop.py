@@ -20,7 +20,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any, Protocol
 
 from vigild.bpf.control import FEATURE_PROGRAMS, ControlSensor, MemSpike, OomKill
@@ -484,29 +483,6 @@ class ToolCallControl:
 
 # ---- setup ---------------------------------------------------------------------------------------
 
-def cleanup_stale_parents(backend: CgroupBackend) -> list[str]:
-    """Remove the groups of `vigil run`s (and vigilds) that died without cleaning up (SIGKILL,
-    crash): their leftover tool calls are killed; a still-running agent is moved back out, so its
-    group can go. Which groups are stale is decided here (their pid is gone); the cgroupfs work is
-    the backend's."""
-    removed = []
-    for name in backend.siblings(PARENT_PREFIX):
-        pid = name.removeprefix(PARENT_PREFIX)
-        if not pid.isdigit() or int(pid) == os.getpid() or Path(f"/proc/{pid}").exists():
-            continue
-        try:
-            backend.sibling(name).remove_abandoned()
-            removed.append(name)
-        except CgroupError as exc:
-            log.warning("cannot remove the stale cgroups %s: %s", name, exc)
-            continue
-        try:
-            backend.remove_namesakes(name)
-        except CgroupError as exc:
-            log.warning("%s", exc)
-    return removed
-
-
 def open_trace_control(lineage: LineageSensor) -> ToolCallControl:
     """`vigil trace` of a known agent: its tool calls observed (held at their first exec until
     classified, never placed or limited). Its held execs need the watchdog `assembly` starts."""
@@ -521,7 +497,7 @@ def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: in
 
     Its held execs need the watchdog `assembly` starts."""
     backend = open_backend(f"{PARENT_PREFIX}{os.getpid()}", CONTROLLERS)
-    for name in cleanup_stale_parents(backend):
+    for name in backend.remove_dead_runs(PARENT_PREFIX):
         log.info("removed stale cgroups %s", name)
     try:
         backend.ensure_layout()

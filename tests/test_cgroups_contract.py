@@ -455,6 +455,23 @@ def test_abandoned_sibling_is_removed_and_its_agent_moved_out(tmp_path: Path, ve
     assert leaf.exists() == (home == leaf)
 
 
+@pytest.mark.parametrize("version", [1, 2], ids=["v1", "v2"])
+def test_dead_runs_are_removed_and_live_ones_kept(tmp_path: Path, version: int, spawn) -> None:
+    """Only a tree whose run's pid is gone is removed: ours, a live process's and a name that is
+    no pid stay."""
+    fake = FakeCgroupFs(tmp_path, version)
+    ours = fake.backend()
+    gone = spawn()
+    gone.kill()
+    gone.wait(timeout=5)
+    alive = spawn()
+    for name in (f"vigil-run-{gone.pid}", f"vigil-run-{alive.pid}", f"vigil-run-{os.getpid()}", "vigil-run-x"):
+        ours.sibling(name).ensure_layout()
+    assert ours.remove_dead_runs("vigil-run-") == [f"vigil-run-{gone.pid}"]
+    assert sorted(ours.siblings("vigil-run-")) == sorted([f"vigil-run-{alive.pid}", f"vigil-run-{os.getpid()}",
+                                                          "vigil-run-x"])
+
+
 def test_v1_namesakes_elsewhere_are_removed_when_empty(tmp_path: Path, spawn) -> None:
     fake = FakeCgroupFs(tmp_path, 1)
     backend = fake.backend()
