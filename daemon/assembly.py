@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from vigild.bpf.tls_locate import Locator
     from vigild.correlate.detections import Detector
     from vigild.daemon.config import Config
-    from vigild.daemon.control_loop import CallPolicy, ToolCallControl
+    from vigild.daemon.tools.control_loop import CallPolicy, ToolCallControl
     from vigild.daemon.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def open_sensors(features: Features, *, root_comms: list[str], root_flags: int =
     from vigild.bpf.effects import open_effects
     from vigild.bpf.lineage import LineageSensor
     from vigild.bpf.tls import open_tls
-    from vigild.daemon.watchdog import start_watchdog
+    from vigild.daemon.tools.watchdog import start_watchdog
 
     sensors = Sensors(LineageSensor(root_comms=root_comms, root_flags=root_flags, hold_new_exe=capture_tls))
     features.available("lineage")
@@ -104,10 +104,10 @@ def open_tool_control(lineage: LineageSensor, policy: CallPolicy, features: Feat
     default, the config's [[policies]] over it, adaptive memory.high if asked. `delegated`: calls go
     in the agent's own cgroup where it is delegated, so its container's limits stay above them."""
     from vigild.cgroups import detect
-    from vigild.daemon.adaptive import AdaptiveController, AdaptiveSettings, ProcHostReader
-    from vigild.daemon.agent_cgroups import AgentCgroups
-    from vigild.daemon.control_loop import open_run_control
-    from vigild.daemon.policy import policy_for_config
+    from vigild.daemon.tools.adaptive import AdaptiveController, AdaptiveSettings, ProcHostReader
+    from vigild.daemon.tools.agent_cgroups import AgentCgroups
+    from vigild.daemon.tools.control_loop import open_run_control
+    from vigild.daemon.tools.policy import policy_for_config
 
     control = open_run_control(lineage, policy, spike_bytes=spike_bytes, spike_window_ns=spike_window_ns,
                                features=features)

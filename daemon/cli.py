@@ -287,7 +287,7 @@ def _tools_factory(args: argparse.Namespace, command: list[str], features: Featu
     memory.high. `vigil trace` of a known agent: its tool calls observed, never limited."""
     from vigild.cgroups import CallLimits
     from vigild.daemon.assembly import open_tool_control
-    from vigild.daemon.control_loop import CallPolicy, open_trace_control
+    from vigild.daemon.tools.control_loop import CallPolicy, open_trace_control
 
     if args.command == "run":
         limits = CallLimits(**{knob.name: getattr(args, f"tool_{knob.name}") for knob in KNOBS},
@@ -305,7 +305,7 @@ def _tools_factory(args: argparse.Namespace, command: list[str], features: Featu
 def _serve_declarations(args: argparse.Namespace, pipeline: Pipeline) -> ControlServer:
     """`vigil run`'s own socket for declared needs (the agent finds it in VIGIL_SOCKET): root, the
     user vigil runs as, and the processes of the run's session under whatever uid they now run."""
-    from vigild.daemon.declare import Bounds, DeclareCommands, PeerControlServer
+    from vigild.daemon.tools.declare import Bounds, DeclareCommands, PeerControlServer
 
     path = args.socket or Path(f"/run/vigild/run-{os.getpid()}.sock")
     server = PeerControlServer(path, uids=frozenset({os.getuid()}), member=pipeline.tracks)

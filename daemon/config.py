@@ -135,7 +135,7 @@ class Config:
     # [tools]: the service runs each tool call of tracked agents in its own cgroup with these limits
     tools_enabled: bool = False
     tool_limits: CallLimits = CallLimits()
-    # [adaptive]: memory.high follows host headroom and pressure (daemon/adaptive.py)
+    # [adaptive]: memory.high follows host headroom and pressure (daemon/tools/adaptive.py)
     adaptive: bool = False
     adaptive_pressure: float = 10.0
     adaptive_headroom: float = 0.2

@@ -42,7 +42,7 @@ from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
 from vigild.correlate.tls_gaps import TlsGaps
 from vigild.correlate.tls_stream import TlsStreamDecoder
-from vigild.daemon.control_loop import ToolCallControl
+from vigild.daemon.tools.control_loop import ToolCallControl
 from vigild.daemon.events import (
     Attributed,
     CaptureBlind,

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from vigild.bpf.lineage import LineageSensor
     from vigild.bpf.tls import TlsSensor
     from vigild.daemon.assembly import ToolsFactory
-    from vigild.daemon.control_loop import ToolCallControl
+    from vigild.daemon.tools.control_loop import ToolCallControl
 
 log = logging.getLogger("vigild")
 
@@ -101,7 +101,7 @@ class Service:
         from vigild.bpf.tls_locate import Locator
         from vigild.daemon.assembly import detector_for, open_pipeline, open_sensors
         from vigild.daemon.control import ControlServer
-        from vigild.daemon.declare import Bounds, DeclareCommands, PeerControlServer
+        from vigild.daemon.tools.declare import Bounds, DeclareCommands, PeerControlServer
         from vigild.daemon.metrics import Exporter, build_registry
         from vigild.daemon.session_stats import SessionStatsSink
         from vigild.daemon.sinks import JournalSink, StoreSink
@@ -167,7 +167,7 @@ class Service:
         the [[policies]] over them, adaptive memory.high if enabled; calls go in the agent's own
         cgroup where it is delegated. None with [tools] off."""
         from vigild.daemon.assembly import open_tool_control
-        from vigild.daemon.control_loop import CallPolicy
+        from vigild.daemon.tools.control_loop import CallPolicy
 
         config = self.config
         if not config.tools_enabled:

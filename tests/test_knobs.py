@@ -10,9 +10,9 @@ import pytest
 from vigild.cgroups import KNOB, Limits
 from vigild.daemon.cli import build_parser
 from vigild.daemon.config import ConfigError, load
-from vigild.daemon.control_loop import CallPolicy
-from vigild.daemon.declare import Bounds, DeclareError, Needs, parse_hint, parse_needs
-from vigild.daemon.policy import policy_for_config
+from vigild.daemon.tools.control_loop import CallPolicy
+from vigild.daemon.tools.declare import Bounds, DeclareError, Needs, parse_hint, parse_needs
+from vigild.daemon.tools.policy import policy_for_config
 
 MIB = 1 << 20
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import socketserver
 
     from vigild.daemon.config import Config
-    from vigild.daemon.control_loop import CallPolicy, ToolCallControl
+    from vigild.daemon.tools.control_loop import CallPolicy, ToolCallControl
     from vigild.daemon.pipeline import Pipeline
 
 PAGE = 4096
@@ -398,7 +398,7 @@ class DeclareCommands:
 
 def _policy(needs: Needs) -> CallPolicy:
     # Imported here: `vigil declare` (the client) imports this module and must not load the BPF side.
-    from vigild.daemon.control_loop import CallPolicy
+    from vigild.daemon.tools.control_loop import CallPolicy
 
     return CallPolicy.of(needs)
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from vigild.correlate.tool_calls import ToolCall
 from vigild.daemon.config import ToolPolicy
-from vigild.daemon.control_loop import CallPolicy, PolicyFor
+from vigild.daemon.tools.control_loop import CallPolicy, PolicyFor
 
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "fish"})
 SEPARATORS = ("&&", "||", ";", "|", "\n")

@@ -31,7 +31,7 @@ from vigild.cgroups import AGENT, CallLimits, CgroupBackend, CgroupError, Limits
 from vigild.correlate.agent_profiles import RELAUNCH, TOOL, AgentProfile, Proc, Profiles
 from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, command_matches, outcome
-from vigild.daemon.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
+from vigild.daemon.tools.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
 
 log = logging.getLogger("vigild.control")
 
@@ -92,7 +92,7 @@ TickHook = Callable[["ToolCallControl"], list[Any]]
 
 class Placement(Protocol):
     """Which backend's tree a call's group goes in (vigild: the agent's own cgroup when delegated,
-    see daemon/agent_cgroups.py); `release` hands back a tree none of whose calls is open."""
+    see daemon/tools/agent_cgroups.py); `release` hands back a tree none of whose calls is open."""
 
     def backend_for(self, call: ToolCall) -> CgroupBackend: ...
 

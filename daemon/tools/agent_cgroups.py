@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vigild.cgroups import LEAF, CgroupBackend, CgroupError, HostCgroups, V2Backend, delegated
 from vigild.correlate.tool_calls import ToolCall
-from vigild.daemon.control_loop import PARENT_PREFIX
+from vigild.daemon.tools.control_loop import PARENT_PREFIX
 
 log = logging.getLogger("vigild.control")
 
