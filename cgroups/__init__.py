@@ -15,7 +15,6 @@ from vigild.cgroups.base import (
     CgroupBackend,
     CgroupError,
     CgroupUnavailable,
-    Limits,
     MemoryStats,
     OomNotifier,
     OutsideParentError,
@@ -23,11 +22,12 @@ from vigild.cgroups.base import (
 )
 from vigild.cgroups.detect import Hierarchy, HostCgroups, delegated, detect, open_backend
 from vigild.cgroups.fs import OsFs, RawFs
+from vigild.cgroups.limits import KNOB, KNOBS, CallLimits, Knob, Limits
 from vigild.cgroups.v1 import V1Backend
 from vigild.cgroups.v2 import V2Backend
 
 __all__ = [
-    "AGENT", "CALL_PREFIX", "LEAF", "TOOLS", "CgroupBackend", "CgroupError", "CgroupUnavailable",
-    "Hierarchy", "HostCgroups", "Limits", "MemoryStats", "OomNotifier", "OsFs",
+    "AGENT", "CALL_PREFIX", "KNOB", "KNOBS", "LEAF", "TOOLS", "CallLimits", "CgroupBackend", "CgroupError", "CgroupUnavailable",
+    "Hierarchy", "HostCgroups", "Knob", "Limits", "MemoryStats", "OomNotifier", "OsFs",
     "OutsideParentError", "PidsStats", "RawFs", "V1Backend", "V2Backend", "delegated", "detect", "open_backend",
 ]

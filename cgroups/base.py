@@ -14,6 +14,7 @@ relative path exists in every managed controller hierarchy.
 from __future__ import annotations
 
 import errno as errno_mod
+import logging
 import os
 import select
 import signal
@@ -23,6 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
+
+from vigild.cgroups.limits import KNOBS, Limits
+
+log = logging.getLogger(__name__)
 
 AGENT = "agent"
 TOOLS = "tools"
@@ -56,35 +61,6 @@ class CgroupUnavailable(CgroupError):
 
 class OutsideParentError(CgroupError):
     """A path resolved outside the configured parent; nothing was written."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-group resource limits; ``None`` leaves the current value untouched.
-
-    memory_high: v2 throttles and reclaims above it; v1 has no throttling equivalent, so it
-    becomes ``memory.soft_limit_in_bytes`` (only a reclaim priority under global pressure).
-    cpu_weight uses v2 units (1..10000, default 100); v1 maps it to ``cpu.shares``.
-    """
-
-    memory_high: int | None = None
-    memory_max: int | None = None
-    pids_max: int | None = None
-    cpu_weight: int | None = None
-    cpu_quota_us: int | None = None
-    cpu_period_us: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("memory_high", "memory_max", "pids_max", "cpu_quota_us", "cpu_period_us"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        if self.cpu_weight is not None and not 1 <= self.cpu_weight <= 10000:
-            raise ValueError(f"cpu_weight must be in 1..10000, got {self.cpu_weight}")
-        if self.cpu_quota_us is not None and self.cpu_quota_us < 1000:
-            raise ValueError(f"cpu_quota_us must be >= 1000, got {self.cpu_quota_us}")
-        if self.cpu_period_us is not None and not 1000 <= self.cpu_period_us <= 1_000_000:
-            raise ValueError(f"cpu_period_us must be in 1000..1000000, got {self.cpu_period_us}")
 
 
 @dataclass(frozen=True)
@@ -211,13 +187,8 @@ class CgroupBackend(ABC):
 
     def _require_controllers(self, limits: Limits) -> None:
         """Refuse limits for controllers this backend does not manage, rather than drop them."""
-        wanted = {
-            "memory": limits.memory_high is not None or limits.memory_max is not None,
-            "pids": limits.pids_max is not None,
-            "cpu": limits.cpu_weight is not None or limits.cpu_quota_us is not None
-            or limits.cpu_period_us is not None,
-        }
-        missing = sorted(c for c, used in wanted.items() if used and c not in self.controllers)
+        missing = sorted({knob.controller for knob in KNOBS if getattr(limits, knob.name) is not None}
+                         - set(self.controllers))
         if missing:
             raise CgroupUnavailable(f"limits need controllers {missing}, which this backend does not manage")
 
@@ -230,6 +201,11 @@ class CgroupBackend(ABC):
     @abstractmethod
     def read_limits(self, group: str) -> Limits:
         """The limits in force; unlimited values read back as None."""
+
+    def knobs_hit(self, group: str) -> list[str]:
+        """Files of the knobs (with a `v2_events` counter) that the group ran into; the ones the
+        memory and pids stats tell are not repeated here. v1 keeps no such counters."""
+        return []
 
     @abstractmethod
     def memory_stats(self, group: str) -> MemoryStats:
@@ -361,6 +337,27 @@ class CgroupBackend(ABC):
         group in one hierarchy may sit below another cgroup than ours. v2 has one tree, and the
         sibling itself is all there is."""
         return []
+
+    def remove_dead_runs(self, prefix: str) -> list[str]:
+        """Remove the trees beside the parent named ``<prefix><pid>`` whose process is gone: runs
+        (and vigilds) that died without cleaning up (SIGKILL, crash). A tree that cannot go is
+        logged and left, so the others still go; the names removed are returned."""
+        removed = []
+        for name in self.siblings(prefix):
+            pid = name.removeprefix(prefix)
+            if not pid.isdigit() or int(pid) == os.getpid() or Path(f"/proc/{pid}").exists():
+                continue
+            try:
+                self.sibling(name).remove_abandoned()
+                removed.append(name)
+            except CgroupError as exc:
+                log.warning("cannot remove the stale cgroups %s: %s", name, exc)
+                continue
+            try:
+                self.remove_namesakes(name)
+            except CgroupError as exc:
+                log.warning("%s", exc)
+        return removed
 
     def remove_abandoned(self, timeout: float = 5.0) -> None:
         """Remove the tree of a run that died without cleaning up: its tool calls are killed, a

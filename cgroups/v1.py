@@ -33,6 +33,7 @@ from vigild.cgroups.base import (
     wait_until,
 )
 from vigild.cgroups.fs import GuardedFs, RawFs, join_group, os_errors
+from vigild.cgroups.limits import KNOBS
 
 # Values at or above this mean "unlimited" (the kernel shows PAGE_COUNTER_MAX * PAGE_SIZE).
 _UNLIMITED_BYTES = 1 << 62
@@ -116,18 +117,16 @@ class V1Backend(CgroupBackend):
 
     def set_limits(self, group: str, limits: Limits) -> None:
         self._require_controllers(limits)
-        writes = [
-            ("memory", "memory.soft_limit_in_bytes", limits.memory_high),
-            ("memory", "memory.limit_in_bytes", limits.memory_max),
-            ("pids", "pids.max", limits.pids_max),
-            ("cpu", "cpu.shares", None if limits.cpu_weight is None else weight_to_shares(limits.cpu_weight)),
-            # Period before quota: the kernel checks quota against the period in force.
-            ("cpu", "cpu.cfs_period_us", limits.cpu_period_us),
-            ("cpu", "cpu.cfs_quota_us", limits.cpu_quota_us),
-        ]
-        for controller, name, value in writes:
+        missing = [k.name for k in KNOBS if k.v1 is None and k.name != "cpu_weight" and getattr(limits, k.name) is not None]
+        if missing:
+            raise CgroupUnavailable(f"cgroup v1 has no equivalent of {', '.join(missing)}")
+        if limits.cpu_weight is not None:
+            self.fs.write(self._file("cpu", group, "cpu.shares"), str(weight_to_shares(limits.cpu_weight)))
+        # Period before quota: the kernel checks quota against the period in force.
+        for knob in sorted((k for k in KNOBS if k.v1 is not None), key=lambda k: k.name == "cpu_quota_us"):
+            value = getattr(limits, knob.name)
             if value is not None:
-                self.fs.write(self._file(controller, group, name), str(value))
+                self.fs.write(self._file(knob.controller, group, knob.v1), str(value))
 
     def _read_bytes_limit(self, group: str, name: str) -> int | None:
         value = self.fs.read_int(self._file("memory", group, name))
@@ -135,17 +134,15 @@ class V1Backend(CgroupBackend):
 
     def read_limits(self, group: str) -> Limits:
         values: dict[str, int | None] = {}
-        if "memory" in self.controllers:
-            values["memory_high"] = self._read_bytes_limit(group, "memory.soft_limit_in_bytes")
-            values["memory_max"] = self._read_bytes_limit(group, "memory.limit_in_bytes")
-        if "pids" in self.controllers:
-            values["pids_max"] = self.fs.read_int(self._file("pids", group, "pids.max"))
+        for knob in KNOBS:
+            if knob.v1 is None or knob.controller not in self.controllers:
+                continue
+            values[knob.name] = (self._read_bytes_limit(group, knob.v1) if knob.unit == "size"
+                                 else self.fs.read_int(self._file(knob.controller, group, knob.v1)))
         if "cpu" in self.controllers:
-            shares = self.fs.read_int(self._file("cpu", group, "cpu.shares")) or 1024
-            quota = self.fs.read_int(self._file("cpu", group, "cpu.cfs_quota_us"))
-            values["cpu_weight"] = shares_to_weight(shares)
+            values["cpu_weight"] = shares_to_weight(self.fs.read_int(self._file("cpu", group, "cpu.shares")) or 1024)
+            quota = values["cpu_quota_us"]
             values["cpu_quota_us"] = None if quota is None or quota < 0 else quota
-            values["cpu_period_us"] = self.fs.read_int(self._file("cpu", group, "cpu.cfs_period_us"))
         return Limits(**values)
 
     def memory_stats(self, group: str) -> MemoryStats:

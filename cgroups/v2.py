@@ -24,6 +24,7 @@ from vigild.cgroups.base import (
     wait_until,
 )
 from vigild.cgroups.fs import GuardedFs, RawFs, join_group, os_errors
+from vigild.cgroups.limits import KNOBS
 
 DEFAULT_CONTROLLERS = ("memory", "pids", "cpu")
 ENABLE_ATTEMPTS = 5  # a process forked into the enclosing cgroup between our move and our enable
@@ -218,15 +219,10 @@ class V2Backend(CgroupBackend):
 
     def set_limits(self, group: str, limits: Limits) -> None:
         self._require_controllers(limits)
-        plain = {
-            "memory.high": limits.memory_high,
-            "memory.max": limits.memory_max,
-            "pids.max": limits.pids_max,
-            "cpu.weight": limits.cpu_weight,
-        }
-        for name, value in plain.items():
-            if value is not None:
-                self.fs.write(self._file(group, name), str(value))
+        for knob in KNOBS:
+            value = getattr(limits, knob.name)
+            if knob.v2 is not None and value is not None:
+                self.fs.write(self._file(group, knob.v2), str(value))
         if limits.cpu_quota_us is not None or limits.cpu_period_us is not None:
             quota, period = self.fs.read(self._file(group, "cpu.max")).split()
             if limits.cpu_quota_us is not None:
@@ -236,18 +232,27 @@ class V2Backend(CgroupBackend):
             self.fs.write(self._file(group, "cpu.max"), f"{quota} {period}")
 
     def read_limits(self, group: str) -> Limits:
-        values: dict[str, int | None] = {}
-        if "memory" in self.controllers:
-            values["memory_high"] = self.fs.read_int(self._file(group, "memory.high"))
-            values["memory_max"] = self.fs.read_int(self._file(group, "memory.max"))
-        if "pids" in self.controllers:
-            values["pids_max"] = self.fs.read_int(self._file(group, "pids.max"))
+        # A knob file this kernel lacks (memory.swap.max without swap support) reads as None:
+        # nothing set there. Writing one fails with the file named.
+        values: dict[str, int | None] = {knob.name: self.fs.read_int(self._file(group, knob.v2)) for knob in KNOBS
+                                         if knob.v2 is not None and knob.controller in self.controllers
+                                         and self.fs.exists(self._file(group, knob.v2))}
         if "cpu" in self.controllers:
-            values["cpu_weight"] = self.fs.read_int(self._file(group, "cpu.weight"))
             quota, period = self.fs.read(self._file(group, "cpu.max")).split()
             values["cpu_quota_us"] = None if quota == "max" else int(quota)
             values["cpu_period_us"] = int(period)
         return Limits(**values)
+
+    def knobs_hit(self, group: str) -> list[str]:
+        hit = []
+        for knob in KNOBS:
+            if knob.v2_events is None or knob.controller not in self.controllers:
+                continue
+            name, key = knob.v2_events
+            events = self._file(group, name)
+            if self.fs.exists(events) and self.fs.read_keyed(events).get(key, 0):
+                hit.append(knob.v2 or knob.name)
+        return hit
 
     def memory_stats(self, group: str) -> MemoryStats:
         events = self.fs.read_keyed(self._file(group, "memory.events"))

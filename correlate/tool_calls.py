@@ -1,7 +1,7 @@
 """Tool calls: which process belongs to which call, which LLM tool call asked for it, how it ended.
 
 Pure bookkeeping over decoded events, no kernel or cgroup access (the cgroup actions live in
-``daemon/control_loop.py``), so all of it is tested with plain dataclasses.
+``daemon/tools/control_loop.py``), so all of it is tested with plain dataclasses.
 
 A tool call is a process that a controlled agent root forks and that execs (the kernel flags that
 exec ``call_start``), together with everything it forks later. Its id is that first process's pid,

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,19 +17,20 @@ from rich.console import Console
 
 from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfUnavailable
-from vigild.cgroups import CgroupError
+from vigild.cgroups import KNOBS, CgroupError, Knob
+from vigild.daemon.config import knob_value
+from vigild.daemon.config import parse_size as config_size
 from vigild.daemon.launch import LaunchError, spawn_gated
 from vigild.daemon.telemetry_setup import telemetry_env, with_telemetry
 from vigild.daemon.store import Store, StoreError
 from vigild.daemon.version import package_version
 
 if TYPE_CHECKING:
-    from vigild.bpf.lineage import LineageSensor
-    from vigild.daemon.telemetry_receiver import TelemetryReceiver
+    from vigild.daemon.assembly import ToolsFactory
     from vigild.daemon.config import Config
     from vigild.daemon.control import ControlServer
-    from vigild.daemon.control_loop import ToolCallControl
     from vigild.daemon.pipeline import Pipeline
+    from vigild.daemon.telemetry_receiver import TelemetryReceiver
 
 DEFAULT_DB = Path(os.environ.get("VIGIL_DB", "/var/lib/vigild/vigil.db"))
 # `--only` words and the event types each stands for.
@@ -47,7 +49,6 @@ DEFAULT_SOCKET = Path(os.environ.get("VIGIL_SOCKET", "/run/vigild/vigild.sock"))
 DEFAULT_KEY_FILE = Path(os.environ["VIGIL_KEY_FILE"]) if os.environ.get("VIGIL_KEY_FILE") else None
 COMM_MAX = 15
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 class Interrupted(Exception):
@@ -76,11 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "tool call) runs in its own cgroup with the limits below, placed before "
                                      "its first instruction.")
     _add_trace_options(run)
-    run.add_argument("--tool-mem-high", type=parse_size, metavar="SIZE",
-                     help="per-call memory.high (v1: soft limit), e.g. 512M")
-    run.add_argument("--tool-mem-max", type=parse_size, metavar="SIZE", help="per-call memory.max, e.g. 1G")
-    run.add_argument("--tool-pids-max", type=int, metavar="N", help="per-call pids.max")
-    run.add_argument("--tool-cpu-weight", type=int, metavar="N", help="per-call cpu.weight (1..10000; v1: cpu.shares)")
+    for knob in KNOBS:
+        run.add_argument(f"--tool-{knob.flag}", dest=f"tool_{knob.name}", type=knob_arg(knob),
+                         metavar="SIZE" if knob.unit == "size" else "N",
+                         help=f"per-call {knob.help}" + (", e.g. 512M" if knob.unit == "size" else ""))
     run.add_argument("--tool-timeout", type=float, metavar="S", help="kill a tool call after S seconds")
     run.add_argument("--spike", type=parse_size, default=100 << 20, metavar="SIZE",
                      help="report a mem_spike when a call's memory grows by more than SIZE (default 100M; 0: off)")
@@ -134,10 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Tell vigil what this tool call needs (inside a call: now) or what the next "
                                          "one needs (--next, or without CMD), then exec CMD. Declared values above "
                                          "the host's bounds are clamped, and vigil says so.")
-    declare.add_argument("--mem-high", type=parse_size, metavar="SIZE", help="memory.high (v1: soft limit)")
-    declare.add_argument("--mem-max", type=parse_size, metavar="SIZE", help="memory.max")
-    declare.add_argument("--pids-max", type=int, metavar="N", help="pids.max")
-    declare.add_argument("--cpu-weight", type=int, metavar="N", help="cpu.weight (1..10000; v1: cpu.shares)")
+    for knob in KNOBS:
+        declare.add_argument(f"--{knob.flag}", dest=knob.name, type=knob_arg(knob),
+                             metavar="SIZE" if knob.unit == "size" else "N", help=knob.help)
     declare.add_argument("--timeout", type=float, metavar="S", help="kill the call after S seconds (from its start)")
     declare.add_argument("--next", action="store_true", help="for the next tool call of this session, not this one")
     declare.add_argument("--match", metavar="TEXT", help="with --next: only a call whose command line contains TEXT")
@@ -221,16 +220,24 @@ def parse_only(text: str) -> frozenset[str]:
 
 
 def parse_size(text: str) -> int:
-    """`512M`, `1G`, `1.5G`, `4096` (bytes); binary units."""
-    value = text.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = value[-1:] if value[-1:] in SIZE_UNITS and value[-1:] else ""
+    """`512M`, `1G`, `1.5G`, `4096` (bytes): the config's sizes, as an argparse type."""
     try:
-        number = float(value[:-1] if unit else value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 1G)") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
-    return int(number * SIZE_UNITS[unit])
+        return config_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def knob_arg(knob: Knob) -> Callable[[str], int]:
+    """The argparse type of one knob's flag: its value, in its range."""
+    parse = knob_value(knob)
+
+    def convert(text: str) -> int:
+        try:
+            return parse(text if knob.unit == "size" else int(text))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{knob.flag}: {exc}") from None
+
+    return convert
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,33 +282,30 @@ def main(argv: list[str] | None = None) -> int:
         return exc.status if isinstance(exc, LaunchError) else 1
 
 
-def _open_control(args: argparse.Namespace, lineage: LineageSensor, features: Features) -> ToolCallControl:
-    """`vigil run`'s tool-call control (forks the fail-safe watchdog: call before any thread):
-    the --tool-* defaults, the config's per-tool policies over them, adaptive memory.high."""
-    from vigild.cgroups import Limits
-    from vigild.daemon.adaptive import AdaptiveController, AdaptiveSettings, ProcHostReader
-    from vigild.daemon.control_loop import CallPolicy, open_run_control
-    from vigild.daemon.policy import policy_for_config
+def _tools_factory(args: argparse.Namespace, command: list[str], features: Features) -> ToolsFactory | None:
+    """`vigil run`: the --tool-* defaults, the config's per-tool policies over them, adaptive
+    memory.high. `vigil trace` of a known agent: its tool calls observed, never limited."""
+    from vigild.cgroups import CallLimits
+    from vigild.daemon.assembly import open_tool_control
+    from vigild.daemon.tools.control_loop import CallPolicy, open_trace_control
 
-    limits = Limits(memory_high=args.tool_mem_high, memory_max=args.tool_mem_max, pids_max=args.tool_pids_max,
-                    cpu_weight=args.tool_cpu_weight)
-    control = open_run_control(lineage, CallPolicy(limits, args.tool_timeout), spike_bytes=args.spike,
-                               spike_window_ns=int(args.spike_window * 1e9), features=features)
-    config = args.run_config
-    if config is not None and config.policies:
-        control.policy_for = policy_for_config(config.policies, control.default_policy)
-    if args.adaptive or (config is not None and config.adaptive):
-        settings = AdaptiveSettings.from_config(config) if config is not None else AdaptiveSettings()
-        control.adaptive = AdaptiveController(settings, ProcHostReader())
-    if config is not None:
-        control.profiles = config.profiles
-    return control
+    if args.command == "run":
+        limits = CallLimits(**{knob.name: getattr(args, f"tool_{knob.name}") for knob in KNOBS},
+                            timeout_s=args.tool_timeout)
+        config = args.run_config
+        adaptive = args.adaptive or (config is not None and config.adaptive)
+        return lambda lineage: open_tool_control(lineage, CallPolicy.of(limits), features=features,
+                                                 config=config, adaptive=adaptive, spike_bytes=args.spike,
+                                                 spike_window_ns=int(args.spike_window * 1e9))
+    if (command and _known_agent(command)) or any(_known_agent(_cmdline(pid)) for pid in args.pid):
+        return open_trace_control
+    return None
 
 
 def _serve_declarations(args: argparse.Namespace, pipeline: Pipeline) -> ControlServer:
     """`vigil run`'s own socket for declared needs (the agent finds it in VIGIL_SOCKET): root, the
     user vigil runs as, and the processes of the run's session under whatever uid they now run."""
-    from vigild.daemon.declare import Bounds, DeclareCommands, PeerControlServer
+    from vigild.daemon.tools.declare import Bounds, DeclareCommands, PeerControlServer
 
     path = args.socket or Path(f"/run/vigild/run-{os.getpid()}.sock")
     server = PeerControlServer(path, uids=frozenset({os.getuid()}), member=pipeline.tracks)
@@ -327,16 +331,11 @@ def _start_receiver(args: argparse.Namespace, command: list[str]) -> TelemetryRe
 
 def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """`vigil trace`, and `vigil run` (the same, with tool-call control)."""
-    from vigild.bpf.effects import open_effects
-    from vigild.bpf.lineage import LineageSensor
-    from vigild.bpf.tls import open_tls
     from vigild.bpf.tls_locate import Locator
     from vigild.correlate.detections import Detector
-    from vigild.correlate.tls_stream import TlsStreamDecoder
+    from vigild.daemon.assembly import open_pipeline, open_sensors
     from vigild.daemon.live_view import TextView
-    from vigild.daemon.pipeline import Pipeline
     from vigild.daemon.sinks import JsonLinesSink, OnlySink, StoreSink
-    from vigild.daemon.watchdog import start_watchdog
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if args.command == "run" and not command:
@@ -353,57 +352,20 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     args.run_config = _load_run_config(parser, args) if args.command == "run" else None
     features = Features(lambda line: print(f"vigil: warning: {line}", file=sys.stderr))
-    # With TLS capture on, the kernel holds a traced exec of a not yet examined executable until
-    # its TLS is hooked; the watchdog (vigil run's, or one of its own) lets it go if vigil dies.
-    lineage = LineageSensor(root_comms=args.comm, hold_new_exe=not args.no_tls)
-    features.available("lineage")
-    control: ToolCallControl | None = None
-    declarations: ControlServer | None = None
-    watchdog = None
-    tls = None
-    effects = None
-    try:
-        if args.command == "run":
-            control = _open_control(args, lineage, features)
-        elif (command and _known_agent(command)) or any(_known_agent(_cmdline(pid)) for pid in args.pid):
-            from vigild.daemon.control_loop import open_trace_control
-
-            control = open_trace_control(lineage)  # with a watchdog of its own
-        elif not args.no_tls:
-            watchdog = start_watchdog(lineage.held.fd)  # forks: before any thread
-        if args.no_tls:
-            features.turned_off("tls", "--no-tls")
-        else:
-            tls = open_tls(lineage.shared_maps, features, args.max_call_bytes,
+    sensors = open_sensors(features, root_comms=args.comm, capture_tls=not args.no_tls,
+                           capture_effects=not args.no_effects, max_call_bytes=args.max_call_bytes,
+                           tools=_tools_factory(args, command, features), tls_off="--no-tls", effects_off="--no-effects",
                            locator=None if args.no_tls_locate else Locator(), locate_timeout=args.tls_locate_timeout)
-        if args.no_effects:
-            features.turned_off("effects", "--no-effects")
-        else:
-            effects = open_effects(lineage.shared_maps, features)
-    except BaseException:
-        if control is not None:
-            control.close()
-            control.release_resources()
-        if tls is not None:
-            tls.close()
-        lineage.close()
-        if watchdog is not None:
-            watchdog.stop()
-        raise
-    if tls is not None:
-        tls.attach_system_libraries()
+    control = sensors.tools
+    declarations: ControlServer | None = None
     store = Store(args.db, key_file=args.key_file) if args.db else None
     if store is not None and (abandoned := store.close_abandoned()):
         print(f"vigil: closed {len(abandoned)} session(s) in {args.db} that a vigil which stopped without "
               "ending them left open", file=sys.stderr)
-    intent = TlsStreamDecoder(capture_content=args.capture_content) if tls else None
-    detector = None if args.no_detections else Detector()
     receiver = _start_receiver(args, command)
-    pipeline = Pipeline(lineage, sinks=[], tls=tls, intent=intent, control=control,
-                        sensors=[effects] if effects is not None else [], detector=detector,
-                        telemetry=receiver.records if receiver is not None else None)
+    pipeline = open_pipeline(sensors, capture_content=args.capture_content, max_body_bytes=None,
+                             detector=None if args.no_detections else Detector(), telemetry=receiver)
     if receiver is not None:
-        receiver.candidates = pipeline.tracked_pids
         command = with_telemetry(command, receiver.endpoint)
     shown = (lambda sink: OnlySink(sink, args.only)) if args.only else (lambda sink: sink)
     if args.output == "json":
@@ -464,15 +426,7 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 print(f"vigil: {receiver.unattributed} telemetry requests came from no traced process "
                       "and were not merged", file=sys.stderr)
         pipeline.stop()
-        if tls is not None:
-            tls.close()
-        if effects is not None:
-            effects.close()
-        lineage.close()
-        if control is not None:
-            control.release_resources()
-        if watchdog is not None:
-            watchdog.stop()
+        sensors.release()
         if pipeline.total_dropped:
             print(f"vigil: {pipeline.total_dropped} events were lost (effects shed under load, or the ring buffer "
                   "full)", file=sys.stderr)
@@ -518,8 +472,7 @@ def cmd_declare(args: argparse.Namespace) -> int:
     from vigild.daemon.control import CommandError, request
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    needs = {"memory_high": args.mem_high, "memory_max": args.mem_max, "pids_max": args.pids_max,
-             "cpu_weight": args.cpu_weight, "timeout_s": args.timeout}
+    needs = {**{knob.name: getattr(args, knob.name) for knob in KNOBS}, "timeout_s": args.timeout}
     ok = True
     try:
         reply = request(args.socket, "declare", next=args.next or not command, match=args.match, tag=args.tag,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from vigild.cgroups.limits import KNOBS, CallLimits, Knob
 from vigild.correlate.agent_profiles import Profiles
 
 DEFAULT_PATH = Path("/etc/vigild/config.toml")
@@ -75,16 +76,11 @@ class AgentSpec:
 
 
 @dataclass(frozen=True)
-class ToolPolicy:
+class ToolPolicy(CallLimits):
     """Limits for the tool calls whose command line matches `match` (consumed by the control
-    work: per-tool-call cgroups)."""
+    work: per-tool-call cgroups); its knobs are `Limits`'."""
 
     match: str
-    memory_high: int | None = None
-    memory_max: int | None = None
-    pids_max: int | None = None
-    cpu_weight: int | None = None
-    timeout_s: float | None = None
 
 
 # Real agents, as they show up in the kernel. Launched through their npm/pip entry points
@@ -135,19 +131,11 @@ class Config:
     socket_group: str | None = None
     log_level: str = "info"
     # [limits]: host-wide bounds on what an agent may declare for a tool call (None: no bound)
-    bound_memory_high: int | None = None
-    bound_memory_max: int | None = None
-    bound_pids_max: int | None = None
-    bound_cpu_weight: int | None = None
-    bound_timeout_s: float | None = None
+    bounds: CallLimits = CallLimits()
     # [tools]: the service runs each tool call of tracked agents in its own cgroup with these limits
     tools_enabled: bool = False
-    tool_memory_high: int | None = None
-    tool_memory_max: int | None = None
-    tool_pids_max: int | None = None
-    tool_cpu_weight: int | None = None
-    tool_timeout_s: float | None = None
-    # [adaptive]: memory.high follows host headroom and pressure (daemon/adaptive.py)
+    tool_limits: CallLimits = CallLimits()
+    # [adaptive]: memory.high follows host headroom and pressure (daemon/tools/adaptive.py)
     adaptive: bool = False
     adaptive_pressure: float = 10.0
     adaptive_headroom: float = 0.2
@@ -235,12 +223,6 @@ def _positive_int(value: object) -> int:
     return value
 
 
-def _cpu_weight(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10000:
-        raise ValueError(f"expected an integer between 1 and 10000, got {value!r}")
-    return value
-
-
 def _comm(value: object) -> str:
     text = _typed(str, "a process name")(value)
     if not text or "/" in text:
@@ -317,6 +299,27 @@ _BOOL = _typed(bool, "true or false")
 _STR = _typed(str, "a string")
 
 # table -> key -> (Config field, parser)
+def knob_value(knob: Knob) -> Callable[[object], int]:
+    """The parser of one knob's value: a size (`512M`) or an integer, in the knob's range."""
+
+    def parse(value: object) -> int:
+        if knob.unit == "size":
+            number = parse_size(value)
+        elif isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {value!r}")
+        else:
+            number = value
+        knob.check(number)
+        return number
+
+    return parse
+
+
+def _knob_keys(into: str) -> dict[str, tuple[str, Callable[[object], Any]]]:
+    """A table's keys for every knob, each stored as `<into>.<knob>` (gathered by `load`)."""
+    return {knob.name: (f"{into}.{knob.name}", knob_value(knob)) for knob in KNOBS}
+
+
 TABLES: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
     "discovery": {"default_agents": ("default_agents", _BOOL), "scan_running": ("scan_running", _BOOL)},
     "capture": {"tls": ("capture_tls", _BOOL), "content": ("capture_content", _BOOL),
@@ -333,21 +336,16 @@ TABLES: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
     "detections": {"enabled": ("detections", _detection_names), "secret_globs": ("secret_globs", _globs)},
     "otlp": {"endpoint": ("otlp_endpoint", _url), "content": ("otlp_content", _BOOL)},
     "telemetry": {"receive": ("telemetry_address", parse_address)},
-    "limits": {"memory_high": ("bound_memory_high", parse_size), "memory_max": ("bound_memory_max", parse_size),
-               "pids_max": ("bound_pids_max", _positive_int), "cpu_weight": ("bound_cpu_weight", _cpu_weight),
-               "timeout": ("bound_timeout_s", lambda v: parse_duration(v) or None)},
-    "tools": {"enabled": ("tools_enabled", _BOOL), "memory_high": ("tool_memory_high", parse_size),
-              "memory_max": ("tool_memory_max", parse_size), "pids_max": ("tool_pids_max", _positive_int),
-              "cpu_weight": ("tool_cpu_weight", _cpu_weight),
-              "timeout": ("tool_timeout_s", lambda v: parse_duration(v) or None)},
+    "limits": {**_knob_keys("bounds"), "timeout": ("bounds.timeout_s", lambda v: parse_duration(v) or None)},
+    "tools": {"enabled": ("tools_enabled", _BOOL), **_knob_keys("tool_limits"),
+              "timeout": ("tool_limits.timeout_s", lambda v: parse_duration(v) or None)},
     "adaptive": {"enabled": ("adaptive", _BOOL), "pressure": ("adaptive_pressure", _percent),
                  "headroom": ("adaptive_headroom", _fraction), "floor": ("adaptive_floor", parse_size)},
 }
 AGENT_KEYS: dict[str, Callable[[object], Any]] = {"name": _comm, "comm": _comm, "exe": parse_glob, "args": parse_glob,
                                                   "relaunch": _command_globs, "housekeeping": _command_globs}
 POLICY_KEYS: dict[str, Callable[[object], Any]] = {
-    "match": parse_glob, "memory_high": parse_size, "memory_max": parse_size, "pids_max": _positive_int,
-    "cpu_weight": _cpu_weight, "timeout": parse_duration,
+    "match": parse_glob, **{knob.name: knob_value(knob) for knob in KNOBS}, "timeout": parse_duration,
 }
 
 
@@ -384,6 +382,9 @@ def load(path: Path = DEFAULT_PATH, missing_ok: bool = False) -> Config:
         fields.update(part)
     replaced = {b.name for b in agents if b.discovers}
     kept = [a for a in DEFAULT_AGENTS if a.name not in replaced] if default_agents else []
+    for group in ("bounds", "tool_limits"):
+        values = {key.partition(".")[2]: fields.pop(key) for key in list(fields) if key.startswith(group + ".")}
+        fields[group] = CallLimits(**values)  # each value was checked against its knob as it was read
     return replace(Config(), **fields, agents=tuple(kept + agents), policies=tuple(policies), files=tuple(read))
 
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from vigild.correlate.effect_words import effect_words, evidence_target
 from vigild.correlate.timeline import build_timeline, fold_effects, is_plumbing, summary
 from vigild.daemon.store import Store
 
@@ -137,26 +138,12 @@ def _esc(text: str) -> str:
 
 
 def _effect_label(title: str, group: list[dict[str, Any]]) -> str:
-    e = group[0]
     if len(group) > 1:
         return f"[dim yellow]{_esc(title)}[/dim yellow]"
-    kind = e["type"]
-    if kind == "file_open":
-        verb = "write" if e.get("write") or e.get("create") or e.get("truncate") else "read"
-        failed = " [dim](failed)[/dim]" if (e.get("ret") or 0) < 0 else ""
-        return f"[yellow]{verb}[/yellow] {_esc(e.get('path') or '')}{failed}"
-    if kind == "file_write":
-        return f"[yellow]wrote[/yellow] {e.get('bytes')} bytes to {_esc(e.get('path') or '')} ({e.get('writes')} writes)"
-    if kind.startswith("file_"):
-        target = e.get("path") or ""
-        if e.get("new_path"):
-            target += f" → {e['new_path']}"
-        return f"[yellow]{kind.removeprefix('file_')}[/yellow] {_esc(target)}"
-    if kind == "dns_query":
-        return f"[magenta]dns[/magenta] {e.get('name')}"
-    peer = e.get("unix_path") or f"{e.get('remote_addr') or e.get('local_addr')}:{e.get('remote_port') or e.get('local_port')}"
-    extra = f" ({e.get('bytes_sent')} out, {e.get('bytes_received')} in)" if kind == "net_close" else ""
-    return f"[magenta]{kind.removeprefix('net_')}[/magenta] {_esc(str(peer))}{extra}"
+    words = effect_words(group[0])
+    color = "magenta" if words.network else "yellow"
+    detail = f" [dim]{words.detail.strip()}[/dim]" if words.failed else words.detail
+    return f"[{color}]{words.verb}[/{color}] {_esc(words.target)}{detail}"
 
 
 def _add_effects(node: Tree, effects: list[dict[str, Any]]) -> None:
@@ -172,8 +159,7 @@ def _add_detections(node: Tree, detections: list[dict[str, Any]]) -> None:
     for d in detections:
         alert = node.add(f"[bold red]ALERT {d['name']}[/bold red]: {_esc(d['reason'])}")
         for link in d.get("evidence") or []:
-            what = link.get("path") or link.get("tool_name") or link.get("model") or link.get("remote_addr") or ""
-            alert.add(f"[red]{link.get('type')}[/red] {_esc(str(what))}")
+            alert.add(f"[red]{link.get('type')}[/red] {_esc(evidence_target(link))}")
 
 
 def _add_tool(parent: Tree, tool: dict[str, Any]) -> None:

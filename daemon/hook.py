@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from vigild.daemon.control import CommandError, request
-from vigild.daemon.declare import DeclareError, parse_hint, parse_needs
+from vigild.daemon.tools.declare import DeclareError, parse_hint, parse_needs
 
 SHELL_TOOLS = frozenset({"Bash"})
 END_WAIT_S = 3.0             # the tool's exit reaches vigil a few ms after the agent sees it

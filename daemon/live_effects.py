@@ -11,6 +11,8 @@ from typing import Any
 
 from rich.text import Text
 
+from vigild.correlate.effect_words import evidence_target
+
 
 def _prefix(ts: str, word: str, pid: int, indent: str) -> str:
     return f"{ts} {word:<5} {pid:>7} {indent}"
@@ -78,8 +80,7 @@ def _dns(ts: str, pid: int, indent: str, d: dict[str, Any]) -> Text:
 def _detection(ts: str, pid: int, indent: str, d: dict[str, Any]) -> Text:
     line = Text(_prefix(ts, "ALERT", pid, indent) + f"{d.get('name')}: {d.get('reason')}", style="bold red")
     for link in d.get("evidence") or []:
-        what = link.get("path") or link.get("tool_name") or link.get("model") or link.get("remote_addr") or ""
-        line.append(f"\n{' ' * 22}{indent}⤷ {link.get('type')} {what}", style="red")
+        line.append(f"\n{' ' * 22}{indent}⤷ {link.get('type')} {evidence_target(link)}", style="red")
     return line
 
 

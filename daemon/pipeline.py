@@ -13,7 +13,7 @@ import queue
 import signal
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -22,7 +22,6 @@ import psutil
 from vigild.bpf.clock import BootClock
 from vigild.bpf.effects_events import NetBytes, NetClose, NetConnect
 from vigild.bpf.events import (
-    TLS_DIR_WRITE,
     TRACK_CONTROLLED,
     DecodeError,
     EventDecoder,
@@ -41,8 +40,9 @@ from vigild.correlate.intent import LlmCall
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
-from vigild.correlate.tls_stream import TlsChunk, TlsStreamDecoder
-from vigild.daemon.control_loop import ToolCallControl
+from vigild.correlate.tls_gaps import TlsGaps
+from vigild.correlate.tls_stream import TlsStreamDecoder
+from vigild.daemon.tools.control_loop import ToolCallControl
 from vigild.daemon.events import (
     Attributed,
     CaptureBlind,
@@ -62,6 +62,7 @@ YOUNG_PROCESS_NS = 10 * 1_000_000_000
 MAX_UNFLUSHED_S = 1.0  # sinks (the store's commit) are flushed at least this often, even inside a batch
 FLUSH_CHECK_EVERY = 256
 HEALTH_EVERY_S = 0.25  # how often the pipeline thread republishes its health snapshot when idle
+EXITED_GRACE_S = 5.0  # how long an exited process's late socket closes still find their connects
 # Event fields holding a path (exec filename, file and Unix-socket effects): scrubbed like argv.
 _PATH_FIELDS = ("filename", "path", "new_path", "unix_path")
 
@@ -80,35 +81,6 @@ class Sink(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
-
-
-class TlsGaps:
-    """Turns the kernel's per-call chunks into a byte stream per connection and direction, and
-    measures what is missing: chunks lost to a full ring buffer show as skipped offsets, a capped
-    call as a call that stops short of its length."""
-
-    def __init__(self) -> None:
-        # (pid, conn, direction) -> (call_id, next expected offset, call length)
-        self._progress: dict[tuple[int, int, int], tuple[int, int, int]] = {}
-
-    def chunk(self, ev: TlsData) -> TlsChunk:
-        key = (ev.pid, ev.conn_id, ev.direction)
-        lost = 0
-        prev = self._progress.get(key)
-        if prev is not None and prev[0] == ev.call_id:
-            lost = max(0, ev.offset - prev[1])
-        else:
-            if prev is not None:
-                lost += max(0, prev[2] - prev[1])  # the previous call's missing tail
-            lost += ev.offset  # this call's missing head
-        self._progress[key] = (ev.call_id, ev.offset + len(ev.data), ev.call_len)
-        return TlsChunk(ts_ns=ev.ts_ns, pid=ev.pid, tid=ev.tid, comm=ev.comm, conn_id=ev.conn_id,
-                        direction="write" if ev.direction == TLS_DIR_WRITE else "read", data=ev.data,
-                        lost_bytes=lost)
-
-    def forget(self, pid: int, conn_id: int | None = None) -> None:
-        for key in [k for k in self._progress if k[0] == pid and (conn_id is None or k[1] == conn_id)]:
-            del self._progress[key]
 
 
 class Pipeline:
@@ -175,7 +147,8 @@ class Pipeline:
         # capture health: when each process last had TLS plaintext, its connections' starts,
         # executables already said blind, blind connections by (agent, reason), held execs
         self._plaintext_ns: dict[int, int] = {}
-        self._connects: dict[tuple[int, int], int] = {}
+        self._connects: dict[int, dict[int, int]] = {}  # pid -> socket -> connect time
+        self._exited_pids: deque[tuple[float, int]] = deque()  # their capture health goes after a grace
         self._said_blind: set[str] = set()
         self.blind_connections: Counter[tuple[str, str]] = Counter()
         self.exe_holds = 0            # execs held until their TLS was hooked, and the longest hold
@@ -398,6 +371,7 @@ class Pipeline:
         for tool_event in tool_events:
             self._dispatch(tool_event)
         if isinstance(event, ExitEvent):
+            self._exited_pids.append((time.monotonic(), event.pid))
             if self.intent is not None:
                 self.tls_gaps.forget(event.pid)
                 self._dispatch_intent(self.intent.close_process(event.pid))
@@ -449,11 +423,10 @@ class Pipeline:
         reason; said once per executable (`capture_blind`)."""
         if event.family not in ("inet", "inet6") or event.sock_type != "stream":
             return
-        key = (event.pid, event.sock_id)
         if isinstance(event, NetConnect):
-            self._connects[key] = event.ts_ns
+            self._connects.setdefault(event.pid, {})[event.sock_id] = event.ts_ns
             return
-        started = self._connects.pop(key, None)
+        started = self._connects.get(event.pid, {}).pop(event.sock_id, None)
         if isinstance(event, NetBytes) or not (event.bytes_sent or event.bytes_received) or started is None:
             return
         if self._plaintext_ns.get(event.pid, 0) >= started:
@@ -513,9 +486,20 @@ class Pipeline:
         if self.control is not None:
             for tool_event in self.control.tick():
                 self._dispatch(tool_event)
+        self._forget_exited(now)
         if self.intent is not None and now - self._last_expire >= 5.0:
             self._last_expire = now
             self._dispatch_intent(self.intent.expire(time.time_ns()))
+
+    def _forget_exited(self, now: float) -> None:
+        """Drop the capture health of processes that exited a grace ago: their sockets close after
+        their exit event (the kernel closes files late in do_exit), so the closes must still find
+        their connects; a pid reused by a tracked process meanwhile keeps its new state."""
+        while self._exited_pids and now - self._exited_pids[0][0] >= EXITED_GRACE_S:
+            _, pid = self._exited_pids.popleft()
+            if not self.tracks(pid):
+                self._plaintext_ns.pop(pid, None)
+                self._connects.pop(pid, None)
 
     def tracks(self, pid: int) -> bool:
         """Whether `pid` is a live process of one of this pipeline's sessions (any thread may ask:
@@ -639,13 +623,3 @@ def _safe(fn: Callable[[], object], default: object) -> object:
         return fn()
     except (psutil.Error, OSError):
         return default
-
-
-def exit_status(info: ProcessInfo | None) -> int:
-    """Shell-style status: the exit code, or 128 + signal."""
-    if info is None:
-        return 1
-    if info.signal:
-        return 128 + info.signal
-    return info.exit_code or 0
-

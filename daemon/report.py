@@ -19,6 +19,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from vigild.correlate.effect_words import effect_words, evidence_target
 from vigild.correlate.timeline import fold_effects, is_plumbing
 
 _ENV = Environment(loader=PackageLoader("vigild.daemon", "templates"), autoescape=select_autoescape(["html"]),
@@ -60,22 +61,8 @@ def _effect(title: str, group: list[dict[str, Any]]) -> str:
     """One line per effect (or per folded group of reads), as `vigil show` words it."""
     if len(group) > 1:
         return title
-    e = group[0]
-    kind = e["type"]
-    if kind == "file_open":
-        verb = "write" if e.get("write") or e.get("create") or e.get("truncate") else "read"
-        return f"{verb} {e.get('path') or ''}" + (" (failed)" if (e.get("ret") or 0) < 0 else "")
-    if kind == "file_write":
-        return f"wrote {e.get('bytes')} bytes to {e.get('path') or ''} ({e.get('writes')} writes)"
-    if kind.startswith("file_"):
-        target = (e.get("path") or "") + (f" → {e['new_path']}" if e.get("new_path") else "")
-        return f"{kind.removeprefix('file_')} {target}"
-    if kind == "dns_query":
-        return f"dns {e.get('name')}"
-    peer = e.get("unix_path") or f"{e.get('remote_addr') or e.get('local_addr')}:" \
-                                   f"{e.get('remote_port') or e.get('local_port')}"
-    traffic = f" ({e.get('bytes_sent')} out, {e.get('bytes_received')} in)" if kind == "net_close" else ""
-    return f"{kind.removeprefix('net_')} {peer}{traffic}"
+    words = effect_words(group[0])
+    return f"{words.verb} {words.target}{words.detail}"
 
 
 def _effects(effects: list[dict[str, Any]]) -> list[str]:
@@ -107,8 +94,7 @@ def _tool(tool: dict[str, Any]) -> dict[str, Any]:
 
 
 def _alert(d: dict[str, Any]) -> dict[str, Any]:
-    links = [f"{link.get('type')} {link.get('path') or link.get('tool_name') or link.get('model') or ''}".strip()
-             for link in d.get("evidence") or ()]
+    links = [f"{link.get('type')} {evidence_target(link)}".strip() for link in d.get("evidence") or ()]
     return {"name": d["name"], "reason": d.get("reason", ""), "evidence": links}
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 from collections import Counter, deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -28,6 +28,12 @@ from vigild.daemon.agents import AgentMatcher, running_agents
 from vigild.daemon.config import Config, ConfigError
 from vigild.daemon.store import Store, StoreError
 from vigild.daemon.version import package_version
+
+if TYPE_CHECKING:
+    from vigild.bpf.lineage import LineageSensor
+    from vigild.bpf.tls import TlsSensor
+    from vigild.daemon.assembly import ToolsFactory
+    from vigild.daemon.tools.control_loop import ToolCallControl
 
 log = logging.getLogger("vigild")
 
@@ -46,38 +52,6 @@ class OneLineFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return super().format(record).replace("\n", " | ")
-
-
-def open_tool_control(lineage: Any, config: Config, features: Features) -> Any:
-    """Per-tool-call cgroups for tracked agents, as `vigil run` has them: the [tools] limits,
-    the [[policies]] over them, adaptive memory.high if enabled."""
-    from vigild.cgroups import Limits, detect
-    from vigild.daemon.adaptive import AdaptiveController, AdaptiveSettings, ProcHostReader
-    from vigild.daemon.agent_cgroups import AgentCgroups
-    from vigild.daemon.control_loop import CallPolicy, open_run_control
-    from vigild.daemon.policy import policy_for_config
-
-    limits = Limits(memory_high=config.tool_memory_high, memory_max=config.tool_memory_max,
-                    pids_max=config.tool_pids_max, cpu_weight=config.tool_cpu_weight)
-    tools = open_run_control(lineage, CallPolicy(limits, config.tool_timeout_s), spike_bytes=100 << 20,
-                             spike_window_ns=1_000_000_000, features=features)
-    # Calls go in the agent's own cgroup where it is delegated, so its container's limits stay above them.
-    tools.placement = AgentCgroups(tools.backend, detect(), tools.backend.path("").name)
-    if config.policies:
-        tools.policy_for = policy_for_config(config.policies, tools.default_policy)
-    if config.adaptive:
-        tools.adaptive = AdaptiveController(AdaptiveSettings.from_config(config), ProcHostReader())
-    tools.profiles = config.profiles
-    return tools
-
-
-def detector_for(config: Config) -> Any:
-    from vigild.correlate.detections import DEFAULT_SECRET_GLOBS, DetectionConfig, Detector
-
-    if not config.detections:
-        return None
-    return Detector(DetectionConfig(enabled=config.detections,
-                                    secret_globs=DEFAULT_SECRET_GLOBS + config.secret_globs))
 
 
 class OtlpSessionExporter:
@@ -124,18 +98,13 @@ class Service:
     """The sensors, pipeline, exporter and control socket of one vigild process."""
 
     def __init__(self, config: Config, config_path: Path, config_missing_ok: bool) -> None:
-        from vigild.bpf.effects import open_effects
-        from vigild.bpf.lineage import LineageSensor
-        from vigild.bpf.tls import TlsSensor, open_tls
         from vigild.bpf.tls_locate import Locator
-        from vigild.correlate.tls_stream import TlsStreamDecoder
+        from vigild.daemon.assembly import detector_for, open_pipeline, open_sensors
         from vigild.daemon.control import ControlServer
-        from vigild.daemon.declare import Bounds, DeclareCommands, PeerControlServer
+        from vigild.daemon.tools.declare import Bounds, DeclareCommands, PeerControlServer
         from vigild.daemon.metrics import Exporter, build_registry
-        from vigild.daemon.pipeline import Pipeline
         from vigild.daemon.session_stats import SessionStatsSink
         from vigild.daemon.sinks import JournalSink, StoreSink
-        from vigild.daemon.watchdog import start_watchdog
         from vigild.daemon.telemetry_receiver import TelemetryReceiver
 
         self.config = config
@@ -145,11 +114,8 @@ class Service:
         self.reloads: Counter[str] = Counter()
         self.rate: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW + 1)
         self.last_prune = 0.0
-        self.tls: TlsSensor | None = None
-        self.effects: Any = None
         self.exporter: Exporter | None = None
         self.control: ControlServer | None = None
-        self.tools: Any = None
         self.telemetry: Any = None  # TelemetryReceiver with [telemetry] receive
         self.tools_on = config.tools_enabled  # fixed for the process: cgroups and watchdog are set up once
         self.features = Features(log.warning)
@@ -157,43 +123,27 @@ class Service:
         if abandoned := self.store.close_abandoned():
             log.warning("closed %d session(s) a previous vigild left open (it stopped without ending them): %s",
                         len(abandoned), ", ".join(map(str, abandoned[:10])) + (" …" if len(abandoned) > 10 else ""))
+        if not config.tools_enabled:
+            for feature in ("memory_spikes", "oom_kills"):
+                self.features.turned_off(feature, "tool calls are not governed ([tools] enabled = false)")
         # With TLS capture, an agent's exec of a not yet examined executable is held until its TLS
         # is hooked (Bun builds carry BoringSSL); a watchdog lets held processes go if vigild dies.
-        self.lineage = LineageSensor(root_comms=config.root_comms, root_flags=self.root_flags,
-                                     hold_new_exe=config.capture_tls)
-        self.features.available("lineage")
-        self.watchdog: Any = None
         try:
-            if config.tools_enabled:
-                # forks the watchdog: before any thread
-                self.tools = open_tool_control(self.lineage, config, self.features)
-            else:
-                for feature in ("memory_spikes", "oom_kills"):
-                    self.features.turned_off(feature, "tool calls are not governed ([tools] enabled = false)")
-                if config.capture_tls:
-                    self.watchdog = start_watchdog(self.lineage.held.fd)
-            if config.capture_tls:
-                self.tls = open_tls(self.lineage.shared_maps, self.features, config.max_call_bytes, locator=Locator())
-                if self.tls is not None:
-                    self.tls.attach_system_libraries()
-            else:
-                self.features.turned_off("tls", "[capture] tls = false")
-            intent = TlsStreamDecoder(capture_content=config.capture_content,
-                                      max_body_bytes=config.max_call_bytes) if self.tls else None
-            if config.capture_effects:
-                self.effects = open_effects(self.lineage.shared_maps, self.features)
-            else:
-                self.features.turned_off("effects", "[capture] effects = false")
+            self.sensors = open_sensors(self.features, root_comms=config.root_comms, root_flags=self.root_flags,
+                                        capture_tls=config.capture_tls, capture_effects=config.capture_effects,
+                                        max_call_bytes=config.max_call_bytes, tools=self._tools_factory(),
+                                        tls_off="[capture] tls = false", effects_off="[capture] effects = false",
+                                        locator=Locator())
+        except BaseException:
+            self.store.close()
+            raise
+        try:
             self.matcher = AgentMatcher(config.agents)
             if config.telemetry_address is not None:
                 self.telemetry = TelemetryReceiver(list, *config.telemetry_address)
-            self.pipeline = Pipeline(self.lineage, sinks=[], tls=self.tls, intent=intent,
-                                     classify_root=self.matcher.classify,
-                                     sensors=[self.effects] if self.effects is not None else [],
-                                     detector=detector_for(config), control=self.tools,
-                                     telemetry=self.telemetry.records if self.telemetry else None)
-            if self.telemetry is not None:
-                self.telemetry.candidates = self.pipeline.tracked_pids
+            self.pipeline = open_pipeline(self.sensors, capture_content=config.capture_content,
+                                          max_body_bytes=config.max_call_bytes, detector=detector_for(config),
+                                          telemetry=self.telemetry, classify_root=self.matcher.classify)
             registry, metrics_sink = build_registry(self.health, config.drop_labels, config.max_label_values)
             self.session_stats = SessionStatsSink()
             self.pipeline.sinks += [StoreSink(self.store, self.pipeline.processes), metrics_sink,
@@ -211,6 +161,31 @@ class Service:
             self._release()
             self.store.close()
             raise
+
+    def _tools_factory(self) -> ToolsFactory | None:
+        """Per-tool-call cgroups for tracked agents, as `vigil run` has them: the [tools] limits,
+        the [[policies]] over them, adaptive memory.high if enabled; calls go in the agent's own
+        cgroup where it is delegated. None with [tools] off."""
+        from vigild.daemon.assembly import open_tool_control
+        from vigild.daemon.tools.control_loop import CallPolicy
+
+        config = self.config
+        if not config.tools_enabled:
+            return None
+        return lambda lineage: open_tool_control(lineage, CallPolicy.of(config.tool_limits), self.features,
+                                                 config, adaptive=config.adaptive, delegated=True)
+
+    @property
+    def lineage(self) -> LineageSensor:
+        return self.sensors.lineage
+
+    @property
+    def tls(self) -> TlsSensor | None:
+        return self.sensors.tls
+
+    @property
+    def tools(self) -> ToolCallControl | None:
+        return self.sensors.tools
 
     @property
     def root_flags(self) -> int:
@@ -302,19 +277,7 @@ class Service:
         if self.telemetry is not None:
             self.telemetry.close()
             self.telemetry = None
-        if self.tls is not None:
-            self.tls.close()
-            self.tls = None
-        if self.effects is not None:
-            self.effects.close()
-            self.effects = None
-        self.lineage.close()
-        if self.tools is not None:
-            self.tools.release_resources()
-            self.tools = None
-        if self.watchdog is not None:
-            self.watchdog.stop()
-            self.watchdog = None
+        self.sensors.release()
         if self.exporter is not None:
             self.exporter.close()
             self.exporter = None

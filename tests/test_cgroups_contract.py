@@ -35,7 +35,7 @@ V2_CORE = {
 V2_CONTROLLER_FILES = {
     "memory": {
         "memory.current": "0", "memory.peak": "0", "memory.high": "max", "memory.max": "max",
-        "memory.oom.group": "0",
+        "memory.oom.group": "0", "memory.swap.max": "max", "memory.swap.events": "high 0\nmax 0\nfail 0\n",
         "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n",
     },
     "pids": {"pids.max": "max", "pids.current": "0", "pids.events": "max 0\n"},
@@ -334,6 +334,21 @@ def test_limit_files_per_version(fake: FakeCgroupFs, backend: CgroupBackend) -> 
     assert files == expected
 
 
+def test_swap_max_is_a_v2_knob(fake: FakeCgroupFs, backend: CgroupBackend) -> None:
+    """memory.swap.max is written and read back on v2 and its events say when it was hit; v1 has
+    no equivalent (memsw counts memory and swap together) and refuses it instead of dropping it."""
+    if fake.version == 1:
+        with pytest.raises(CgroupUnavailable, match="memory_swap_max"):
+            backend.create_call("swap", Limits(memory_swap_max=0))
+        return
+    group = backend.create_call("swap", Limits(memory_max=64 << 20, memory_swap_max=16 << 20))
+    assert (backend.path(group) / "memory.swap.max").read_text() == str(16 << 20)
+    assert backend.read_limits(group).memory_swap_max == 16 << 20
+    assert backend.knobs_hit(group) == []
+    (backend.path(group) / "memory.swap.events").write_text("high 0\nmax 3\nfail 1\n")
+    assert backend.knobs_hit(group) == ["memory.swap.max"]
+
+
 def test_memory_and_pids_stats(fake: FakeCgroupFs, backend: CgroupBackend) -> None:
     group = backend.create_call("s")
     fresh = backend.memory_stats(group)
@@ -438,6 +453,23 @@ def test_abandoned_sibling_is_removed_and_its_agent_moved_out(tmp_path: Path, ve
     home = leaf if fake.version == 2 and enclosing else fake.enclosing_dirs()[0]
     assert str(agent.pid) in fake.read(home / "cgroup.procs").split()
     assert leaf.exists() == (home == leaf)
+
+
+@pytest.mark.parametrize("version", [1, 2], ids=["v1", "v2"])
+def test_dead_runs_are_removed_and_live_ones_kept(tmp_path: Path, version: int, spawn) -> None:
+    """Only a tree whose run's pid is gone is removed: ours, a live process's and a name that is
+    no pid stay."""
+    fake = FakeCgroupFs(tmp_path, version)
+    ours = fake.backend()
+    gone = spawn()
+    gone.kill()
+    gone.wait(timeout=5)
+    alive = spawn()
+    for name in (f"vigil-run-{gone.pid}", f"vigil-run-{alive.pid}", f"vigil-run-{os.getpid()}", "vigil-run-x"):
+        ours.sibling(name).ensure_layout()
+    assert ours.remove_dead_runs("vigil-run-") == [f"vigil-run-{gone.pid}"]
+    assert sorted(ours.siblings("vigil-run-")) == sorted([f"vigil-run-{alive.pid}", f"vigil-run-{os.getpid()}",
+                                                          "vigil-run-x"])
 
 
 def test_v1_namesakes_elsewhere_are_removed_when_empty(tmp_path: Path, spawn) -> None:

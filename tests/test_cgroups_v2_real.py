@@ -128,6 +128,17 @@ def test_memory_high_throttles_without_killing(cg: V2Backend, procs: list) -> No
     assert stats.high_events and stats.high_events > 0 and stats.oom_kills == 0
 
 
+def test_swap_max_is_written_and_read_back(cg: V2Backend, procs: list) -> None:
+    """memory.swap.max on a real v2 kernel: set, read back, and a call that stays in RAM is not
+    said to have hit it."""
+    group = cg.create_call("swap", Limits(memory_max=LIMIT, memory_swap_max=0))
+    assert (cg.path(group) / "memory.swap.max").read_text().strip() == "0"
+    assert cg.read_limits(group).memory_swap_max == 0
+    child = start_in(cg, group, procs, [sys.executable, "-c", "b = b'x' * (8 << 20)"])
+    assert child.wait(timeout=60) == 0
+    assert cg.knobs_hit(group) == []
+
+
 def test_pids_max_stops_a_fork_loop(cg: V2Backend, procs: list) -> None:
     group = cg.create_call("forks", Limits(pids_max=20))
     script = ("import os, time\nfor _ in range(50):\n    try:\n        pid = os.fork()\n"

@@ -185,7 +185,7 @@ def test_sigkill_of_vigil_leaves_nothing_stopped_and_rerun_cleans_up(tmp_path: P
 WATCHDOG_SCRIPT = """
 import ctypes, os, signal, sys
 from vigild.bpf.lineage import LineageSensor
-from vigild.daemon.watchdog import start_watchdog
+from vigild.daemon.tools.watchdog import start_watchdog
 lineage = LineageSensor()
 start_watchdog(lineage.held.fd)
 victim = int(sys.argv[1])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support.helpers import TraceResult, VIGIL, events_and_output
 from vigild.daemon.control import CommandError, request
-from vigild.daemon.declare import (
+from vigild.daemon.tools.declare import (
     Bounds,
     DeclareError,
     Needs,

@@ -14,7 +14,7 @@ import pytest
 from support.helpers import VIGIL, parse_json_lines
 from vigild.cgroups import Limits, open_backend
 from vigild.correlate.tool_calls import ToolCall
-from vigild.daemon.adaptive import (
+from vigild.daemon.tools.adaptive import (
     AdaptiveController,
     AdaptiveSettings,
     HostState,
@@ -22,8 +22,8 @@ from vigild.daemon.adaptive import (
     decide,
 )
 from vigild.daemon.config import ToolPolicy
-from vigild.daemon.control_loop import CallPolicy
-from vigild.daemon.policy import command_spellings, policy_for_config
+from vigild.daemon.tools.control_loop import CallPolicy
+from vigild.daemon.tools.policy import command_spellings, policy_for_config
 
 DATA = Path(__file__).parent / "data" / "control"
 PY = sys.executable

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from vigild.cgroups import CgroupError, Limits
-from vigild.daemon.declare import PAGE, LimitChange
+from vigild.daemon.tools.declare import PAGE, LimitChange
 
 if TYPE_CHECKING:
     from vigild.daemon.config import Config
-    from vigild.daemon.control_loop import ToolCallControl
+    from vigild.daemon.tools.control_loop import ToolCallControl
 
 log = logging.getLogger("vigild.adaptive")
 WHO = {"controller": "adaptive"}

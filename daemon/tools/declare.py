@@ -23,26 +23,25 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from vigild.cgroups import CgroupError, Limits
+from vigild.cgroups import KNOB, KNOBS, CallLimits, CgroupError, Knob, Limits
+from vigild.daemon.config import knob_value
 from vigild.daemon.control import CommandError, ControlServer, peer_credentials
 
 if TYPE_CHECKING:
     import socketserver
 
     from vigild.daemon.config import Config
-    from vigild.daemon.control_loop import CallPolicy, ToolCallControl
+    from vigild.daemon.tools.control_loop import CallPolicy, ToolCallControl
     from vigild.daemon.pipeline import Pipeline
 
 PAGE = 4096
 ANCESTRY_MAX = 64        # how far up /proc a peer's parents are followed to find its session
 END_WAIT_MAX_S = 10.0    # longest `last_tool_end` waits for a tagged call to finish
 HINT = re.compile(r"#\s*vigil:\s*(?P<body>[^\n#]*)")
-SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
-SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-# Request keys (and hint keys, with '-' for '_') and what they become.
-NEED_KEYS = {"memory_high": "memory_high", "memory_max": "memory_max", "pids_max": "pids_max",
-             "cpu_weight": "cpu_weight", "timeout": "timeout_s", "timeout_s": "timeout_s",
-             "mem_high": "memory_high", "mem_max": "memory_max"}
+# Request keys (and hint keys, with '-' for '_') and what they become: every knob by its name and
+# its flag word (`mem_max`), and the timeout.
+NEED_KEYS = {**{knob.name: knob.name for knob in KNOBS}, **{knob.flag.replace("-", "_"): knob.name for knob in KNOBS},
+             "timeout": "timeout_s", "timeout_s": "timeout_s"}
 
 
 class DeclareError(ValueError):
@@ -52,43 +51,24 @@ class DeclareError(ValueError):
 # ---- pure: what a declaration is ------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Needs:
+class Needs(CallLimits):
     """What one tool call declares it needs; None: not declared (the call's policy decides)."""
-
-    memory_high: int | None = None
-    memory_max: int | None = None
-    pids_max: int | None = None
-    cpu_weight: int | None = None
-    timeout_s: float | None = None
 
     def any(self) -> bool:
         return any(getattr(self, f.name) is not None for f in fields(self))
-
-    def limits(self) -> Limits:
-        return Limits(memory_high=self.memory_high, memory_max=self.memory_max, pids_max=self.pids_max,
-                      cpu_weight=self.cpu_weight)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def parse_size(value: object) -> int:
-    """Bytes from an int or `512M`, `2G`, `1.5GiB` (binary units, as cgroups use)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str):
-        m = SIZE.fullmatch(value)
-        if m:
-            return int(float(m.group(1)) * SIZE_UNITS[m.group(2).lower()])
-    raise DeclareError(f"not a size: {value!r} (bytes, or a number with K/M/G/T)")
-
-
-def _count(value: object, name: str, low: int, high: int) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+def _knob_value(knob: Knob, value: object) -> int:
+    """A declared knob value: what the config accepts, and digits as text (hints are text)."""
+    if knob.unit == "count" and isinstance(value, str) and value.strip().isdigit():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise DeclareError(f"{name} must be an integer in {low}..{high}, got {value!r}")
-    return value
+    try:
+        return knob_value(knob)(value)
+    except ValueError as exc:
+        raise DeclareError(f"{knob.name}: {exc}") from None
 
 
 def _seconds(value: object) -> float:
@@ -111,17 +91,10 @@ def parse_needs(request: dict[str, Any]) -> Needs:
     for key, raw in request.items():
         target = NEED_KEYS.get(key.replace("-", "_"))
         if target is None:
-            raise DeclareError(f"unknown need {key!r} (needs: memory_high, memory_max, pids_max, cpu_weight, timeout)")
+            raise DeclareError(f"unknown need {key!r} (needs: {', '.join(k.name for k in KNOBS)}, timeout)")
         if raw is None:
             continue
-        if target in ("memory_high", "memory_max"):
-            values[target] = parse_size(raw)
-        elif target == "pids_max":
-            values[target] = _count(raw, "pids_max", 1, 1 << 22)
-        elif target == "cpu_weight":
-            values[target] = _count(raw, "cpu_weight", 1, 10000)
-        else:
-            values[target] = _seconds(raw)
+        values[target] = _knob_value(KNOB[target], raw) if target in KNOB else _seconds(raw)
     needs = Needs(**values)
     if needs.memory_high is not None and needs.memory_max is not None and needs.memory_high > needs.memory_max:
         raise DeclareError("memory_high is above memory_max")
@@ -159,25 +132,16 @@ class Clamp:
 
 
 @dataclass(frozen=True)
-class Bounds:
+class Bounds(CallLimits):
     """Host-wide bounds on declarations (the config's `[limits]`). Memory is always bounded by the
     host's RAM: a larger limit means nothing, and would let one call take the whole host."""
-
-    memory_high: int | None = None
-    memory_max: int | None = None
-    pids_max: int | None = None
-    cpu_weight: int | None = None
-    timeout_s: float | None = None
 
     @classmethod
     def from_config(cls, config: Config | None, mem_total: int | None = None) -> Bounds:
         ram = mem_total if mem_total is not None else host_mem_total()
-        if config is None:
-            return cls(memory_high=ram, memory_max=ram)
-        return cls(memory_high=min(filter(None, (config.bound_memory_high, config.bound_memory_max, ram))),
-                   memory_max=min(filter(None, (config.bound_memory_max, ram))),
-                   pids_max=config.bound_pids_max, cpu_weight=config.bound_cpu_weight,
-                   timeout_s=config.bound_timeout_s)
+        bounds = config.bounds if config is not None else CallLimits()
+        return cls(**{**asdict(bounds), "memory_high": min(filter(None, (bounds.memory_high, bounds.memory_max, ram))),
+                      "memory_max": min(filter(None, (bounds.memory_max, ram)))})
 
     def clamp(self, needs: Needs) -> tuple[Needs, list[Clamp]]:
         """`needs` cut to the bounds, page-aligned, and what was cut."""
@@ -190,7 +154,7 @@ class Bounds:
             if bound is not None and value > bound:
                 clamps.append(Clamp(f.name, value, bound, bound))
                 value = bound
-            if f.name in ("memory_high", "memory_max"):
+            if f.name in KNOB and KNOB[f.name].unit == "size":
                 value = value // PAGE * PAGE
             out[f.name] = value
         return Needs(**out), clamps
@@ -434,9 +398,9 @@ class DeclareCommands:
 
 def _policy(needs: Needs) -> CallPolicy:
     # Imported here: `vigil declare` (the client) imports this module and must not load the BPF side.
-    from vigild.daemon.control_loop import CallPolicy
+    from vigild.daemon.tools.control_loop import CallPolicy
 
-    return CallPolicy(needs.limits(), needs.timeout_s)
+    return CallPolicy.of(needs)
 
 
 def _consistent(limits: Limits) -> Limits:

@@ -12,10 +12,9 @@ import fnmatch
 import os
 from collections.abc import Iterable, Sequence
 
-from vigild.cgroups import Limits
 from vigild.correlate.tool_calls import ToolCall
 from vigild.daemon.config import ToolPolicy
-from vigild.daemon.control_loop import CallPolicy, PolicyFor
+from vigild.daemon.tools.control_loop import CallPolicy, PolicyFor
 
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "fish"})
 SEPARATORS = ("&&", "||", ";", "|", "\n")
@@ -46,14 +45,9 @@ def matching_policy(policies: Iterable[ToolPolicy], argv: Sequence[str]) -> Tool
     return None
 
 
-def as_call_policy(policy: ToolPolicy) -> CallPolicy:
-    return CallPolicy(Limits(memory_high=policy.memory_high, memory_max=policy.memory_max,
-                             pids_max=policy.pids_max, cpu_weight=policy.cpu_weight), policy.timeout_s)
-
-
 def policy_for_config(policies: Sequence[ToolPolicy], default: CallPolicy) -> PolicyFor:
     """`ToolCallControl.policy_for`: the first matching `[[policies]]` entry over `default`."""
-    compiled = [(p, as_call_policy(p)) for p in policies]
+    compiled = [(p, CallPolicy.of(p)) for p in policies]
 
     def policy_for(call: ToolCall) -> CallPolicy:
         found = matching_policy([p for p, _ in compiled], call.argv)

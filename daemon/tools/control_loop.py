@@ -20,7 +20,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any, Protocol
 
 from vigild.bpf.control import FEATURE_PROGRAMS, ControlSensor, MemSpike, OomKill
@@ -28,12 +27,11 @@ from vigild.bpf.events import TRACK_CONTROLLED, ExecEvent, ExitEvent, ForkEvent,
 from vigild.bpf.features import Features
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import BpfError
-from vigild.cgroups import AGENT, CgroupBackend, CgroupError, Limits, open_backend
+from vigild.cgroups import AGENT, CallLimits, CgroupBackend, CgroupError, Limits, open_backend
 from vigild.correlate.agent_profiles import RELAUNCH, TOOL, AgentProfile, Proc, Profiles
 from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, command_matches, outcome
-from vigild.daemon.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
-from vigild.daemon.watchdog import Watchdog, start_watchdog
+from vigild.daemon.tools.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
 
 log = logging.getLogger("vigild.control")
 
@@ -53,6 +51,11 @@ class CallPolicy:
 
     limits: Limits = field(default_factory=Limits)
     timeout_s: float | None = None
+
+    @classmethod
+    def of(cls, limits: CallLimits) -> CallPolicy:
+        """A declaration's, a policy's or the config's knobs and timeout as a policy."""
+        return cls(Limits.of(limits), limits.timeout_s)
 
     def describe(self) -> dict[str, Any]:
         return {**{k: v for k, v in asdict(self.limits).items() if v is not None}, "timeout_s": self.timeout_s}
@@ -89,7 +92,7 @@ TickHook = Callable[["ToolCallControl"], list[Any]]
 
 class Placement(Protocol):
     """Which backend's tree a call's group goes in (vigild: the agent's own cgroup when delegated,
-    see daemon/agent_cgroups.py); `release` hands back a tree none of whose calls is open."""
+    see daemon/tools/agent_cgroups.py); `release` hands back a tree none of whose calls is open."""
 
     def backend_for(self, call: ToolCall) -> CgroupBackend: ...
 
@@ -126,7 +129,6 @@ class ToolCallControl:
         self._delay_ns: dict[int, dict[str, int]] = {}
         self._empty_seen: set[int] = set()
         self._last_empty_check = 0.0
-        self.watchdog: Watchdog | None = None
         self.delayacct: DelayAccounting | None = None
         # What tells the agent's own processes from tool calls (agent_profiles); the pipeline
         # gives the process table, where the parent's command line is found.
@@ -153,11 +155,6 @@ class ToolCallControl:
             if pending.fits(call, now):
                 return self._next.pop(i)
         return None
-
-    def policy_of_pid(self, pid: int) -> CallPolicy | None:
-        """The policy in force for the call pid belongs to, or None when it is in none."""
-        call = self.book.call_of(pid)
-        return self.applied.get(call.id) if call is not None else None
 
     def backend_of(self, call_id: int) -> CgroupBackend:
         """The backend whose tree holds the call's group."""
@@ -332,10 +329,12 @@ class ToolCallControl:
         policy = self.applied.pop(call.id, self.default_policy)
         self._empty_seen.discard(call.id)
         mem = pids = None
+        knobs_hit: list[str] = []
         if group is not None:
             try:
                 mem = backend.memory_stats(group) if "memory" in backend.controllers else None
                 pids = backend.pids_stats(group) if "pids" in backend.controllers else None
+                knobs_hit = backend.knobs_hit(group)
             except CgroupError as exc:
                 log.warning("cannot read the accounting of %s: %s", group, exc)
             self._remove(backend, group)
@@ -351,6 +350,7 @@ class ToolCallControl:
             hit.append("memory.high")
         if pids is not None and pids.max_events:
             hit.append("pids.max")
+        hit += knobs_hit
         if call.timed_out:
             hit.append("timeout")
         peak = mem.peak if mem is not None and mem.peak else (call.max_call_rss or None)
@@ -470,11 +470,7 @@ class ToolCallControl:
         return events
 
     def release_resources(self) -> None:
-        """After the BPF links are gone: stop the watchdog (it lets anything still held go), close
-        taskstats, restore kernel.task_delayacct."""
-        if self.watchdog is not None:
-            self.watchdog.stop()
-            self.watchdog = None
+        """After the BPF links are gone: close taskstats, restore kernel.task_delayacct."""
         if self.delays is not None:
             self.delays.close()
             self.delays = None
@@ -487,35 +483,10 @@ class ToolCallControl:
 
 # ---- setup ---------------------------------------------------------------------------------------
 
-def cleanup_stale_parents(backend: CgroupBackend) -> list[str]:
-    """Remove the groups of `vigil run`s (and vigilds) that died without cleaning up (SIGKILL,
-    crash): their leftover tool calls are killed; a still-running agent is moved back out, so its
-    group can go. Which groups are stale is decided here (their pid is gone); the cgroupfs work is
-    the backend's."""
-    removed = []
-    for name in backend.siblings(PARENT_PREFIX):
-        pid = name.removeprefix(PARENT_PREFIX)
-        if not pid.isdigit() or int(pid) == os.getpid() or Path(f"/proc/{pid}").exists():
-            continue
-        try:
-            backend.sibling(name).remove_abandoned()
-            removed.append(name)
-        except CgroupError as exc:
-            log.warning("cannot remove the stale cgroups %s: %s", name, exc)
-            continue
-        try:
-            backend.remove_namesakes(name)
-        except CgroupError as exc:
-            log.warning("%s", exc)
-    return removed
-
-
 def open_trace_control(lineage: LineageSensor) -> ToolCallControl:
     """`vigil trace` of a known agent: its tool calls observed (held at their first exec until
-    classified, never placed or limited). Forks the watchdog: call it before any thread starts."""
-    control = ToolCallControl(None, lineage, CallPolicy())
-    control.watchdog = start_watchdog(lineage.held.fd)
-    return control
+    classified, never placed or limited). Its held execs need the watchdog `assembly` starts."""
+    return ToolCallControl(None, lineage, CallPolicy())
 
 
 def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: int, spike_window_ns: int,
@@ -524,9 +495,9 @@ def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: in
     A kernel that refuses the control programs costs memory spikes and OOM-victim events (said
     through `features`), not the per-call cgroups.
 
-    Forks the watchdog: call it before any thread starts."""
+    Its held execs need the watchdog `assembly` starts."""
     backend = open_backend(f"{PARENT_PREFIX}{os.getpid()}", CONTROLLERS)
-    for name in cleanup_stale_parents(backend):
+    for name in backend.remove_dead_runs(PARENT_PREFIX):
         log.info("removed stale cgroups %s", name)
     try:
         backend.ensure_layout()
@@ -535,7 +506,6 @@ def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: in
         raise
     control = ToolCallControl(backend, lineage, policy)
     try:
-        control.watchdog = start_watchdog(lineage.held.fd)
         control.sensor = _open_control_sensor(lineage, spike_bytes, spike_window_ns, features)
         if delay_accounting:
             control.delayacct = DelayAccounting()

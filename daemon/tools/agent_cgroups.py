@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vigild.cgroups import LEAF, CgroupBackend, CgroupError, HostCgroups, V2Backend, delegated
 from vigild.correlate.tool_calls import ToolCall
-from vigild.daemon.control_loop import cleanup_stale_parents
+from vigild.daemon.tools.control_loop import PARENT_PREFIX
 
 log = logging.getLogger("vigild.control")
 
@@ -53,7 +53,7 @@ class AgentCgroups:
             return self.home
         tree = V2Backend(agent_dir / self.parent_name, self.home.controllers)
         try:
-            for name in cleanup_stale_parents(tree):
+            for name in tree.remove_dead_runs(PARENT_PREFIX):
                 log.info("removed stale cgroups %s in %s", name, agent_dir)
             tree.ensure_layout()
         except CgroupError as exc:
