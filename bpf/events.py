@@ -24,7 +24,6 @@ ARGS_MAX_LEN = 65536
 KERNEL_SESSION_BIT = 1 << 52  # events.h: every session id stays below 2^53
 
 
-
 class Kind(IntEnum):
     """THE table of event kinds, whichever sensor emits them: the values of events.h's enum
     event_kind (tests/test_bpf_abi.py checks both ways against the BTF of every object that

@@ -9,15 +9,15 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from fakellm import CLIENTS_DIR, FakeLLMServer, client_env
+from fakellm import CLIENTS_DIR, FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, FakeLLMServer, client_env
 from support.helpers import TraceResult, vigil_trace
-from support.intent_match import SECRETS, assert_matches, assert_no_secret, matched
+from support.intent_match import PROVIDER, SECRETS, assert_matches, assert_no_secret, matched
 
 pytestmark = pytest.mark.usefixtures("root")
+
 
 @pytest.fixture
 def server() -> Iterator[FakeLLMServer]:
