@@ -38,7 +38,7 @@ from vigild.bpf.tls import TlsSensor
 from vigild.correlate.agent_telemetry import TelemetryMerger, TelemetryRecord
 from vigild.correlate.detections import WATCHED_TYPES, Detector
 from vigild.correlate.intent import LlmCall
-from vigild.correlate.poll_wait import poll_wait_ms
+from vigild.correlate.poll_wait import PollWait
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
@@ -165,6 +165,7 @@ class Pipeline:
         self._raw: list[bytes] = []
         self._ring = RingBuffer()
         self._ring.add(lineage.events, self._raw.append)
+        self._poll_wait = PollWait(poll_ms)  # a long wait while nothing is tracked
         self._lock = threading.RLock()
         self._exited = threading.Condition(self._lock)
         self._stop = threading.Event()
@@ -255,7 +256,7 @@ class Pipeline:
 
     def run_once(self, timeout_ms: int | None = None) -> int:
         """One poll: drain the ring buffer and dispatch what it held; returns records handled."""
-        self._ring.poll(poll_wait_ms(self.processes, self.poll_ms) if timeout_ms is None else timeout_ms)
+        self._ring.poll(self._poll_wait(self.processes) if timeout_ms is None else timeout_ms)
         batch, self._raw[:] = list(self._raw), []
         with self._lock:
             flushed = time.monotonic()

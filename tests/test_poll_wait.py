@@ -9,20 +9,25 @@ import pytest
 
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import RingBuffer
-from vigild.correlate.poll_wait import IDLE_WAIT_MS, poll_wait_ms
+from vigild.correlate.poll_wait import IDLE_WAIT_MS, PollWait
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 
 
 def test_nothing_tracked_waits_long() -> None:
-    assert poll_wait_ms(ProcessTable(), busy_ms=10) == IDLE_WAIT_MS
+    assert PollWait(busy_ms=10)(ProcessTable()) == IDLE_WAIT_MS
 
 
-def test_a_live_process_keeps_the_short_poll_and_its_exit_ends_it() -> None:
-    table = ProcessTable()
-    table.seed(ProcessInfo(pid=100, ppid=1, session_id=1, comm="agent", start_ns=1))
-    assert poll_wait_ms(table, busy_ms=10) == 10
-    table.processes[100].exit_ns = 2
-    assert poll_wait_ms(table, busy_ms=10) == IDLE_WAIT_MS
+def test_a_live_process_keeps_the_short_poll_until_the_last_one_exits() -> None:
+    table, wait = ProcessTable(), PollWait(busy_ms=10)
+    for pid in (100, 101):
+        table.seed(ProcessInfo(pid=pid, ppid=1, session_id=1, comm="agent", start_ns=1))
+    assert wait(table) == 10
+    table.processes[100].exit_ns = 2  # the remembered live one goes: the other is found
+    assert wait(table) == 10
+    table.processes[101].exit_ns = 3
+    assert wait(table) == IDLE_WAIT_MS
+    table.seed(ProcessInfo(pid=102, ppid=1, session_id=2, comm="agent", start_ns=4))
+    assert wait(table) == 10
 
 
 @pytest.mark.usefixtures("root")
