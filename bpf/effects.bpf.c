@@ -1,11 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-/* File and network effects of tracked processes, from the raw syscall tracepoints.
- *
- * Why raw sys_enter/sys_exit and not syscalls:sys_exit_*: the per-syscall events need tracefs to
- * attach (libbpf reads their ids there) and these hosts do not mount it; tp_btf needs only BTF.
- * The price is that every syscall of every process enters the program: the syscall number is
- * compared first (a few instructions), then the tracked map, so untracked processes and
- * uninteresting syscalls cost no map access and emit nothing.
+/* File and network effects of tracked processes, from the syscall tracepoints: the per-syscall
+ * ones of the syscalls in the table where tracefs is there (or can be mounted), else the raw
+ * sys_enter/sys_exit (see "dispatch" below for what each costs processes nobody tracks).
  *
  * Paths come from the kernel's own objects where the syscall produced one (the new fd of an
  * open, the fd of a write): a dentry walk up to the task's root. Paths a process named (unlink,
@@ -268,10 +264,12 @@ static void net_syscall(struct call *c)
 
 /* ---- dispatch ---- */
 
-SEC("tp_btf/sys_exit")
-int BPF_PROG(effects_exit, struct pt_regs *regs, long ret)
+/* The exit of a syscall in the table; `regs` are the task's syscall registers, or taken from the
+ * task when `regs_from_task` (the per-syscall tracepoints pass no registers, only the number and
+ * the result; the arguments are still in the registers saved at entry). The tracked check comes
+ * before anything else so that an untracked process pays one map lookup. */
+static __always_inline int on_exit_nr(struct pt_regs *regs, long nr, long ret, const bool regs_from_task)
 {
-	long nr = BPF_CORE_READ(regs, orig_ax);
 	struct call c = { .regs = regs, .nr = nr, .ret = ret };
 
 	if (!interesting_exit(nr))
@@ -284,6 +282,8 @@ int BPF_PROG(effects_exit, struct pt_regs *regs, long ret)
 	if (!c.s)
 		return 0;
 	c.task = bpf_get_current_task_btf();
+	if (regs_from_task)
+		c.regs = regs = (struct pt_regs *)bpf_task_pt_regs(c.task);
 	switch (nr) {
 	case NR_write: case NR_pwrite64: case NR_writev: case NR_pwritev: case NR_pwritev2: case NR_sendto:
 	case NR_sendmsg: case NR_sendmmsg: case NR_sendfile:
@@ -306,8 +306,7 @@ int BPF_PROG(effects_exit, struct pt_regs *regs, long ret)
 }
 
 /* Sums are written out before the fd goes away, while it still names the file. */
-SEC("tp_btf/sys_enter")
-int BPF_PROG(effects_enter, struct pt_regs *regs, long nr)
+static __always_inline int on_enter_nr(struct pt_regs *regs, long nr, const bool regs_from_task)
 {
 	__u32 tgid;
 	struct task_struct *task;
@@ -324,6 +323,8 @@ int BPF_PROG(effects_enter, struct pt_regs *regs, long nr)
 	if (!s)
 		return 0;
 	task = bpf_get_current_task_btf();
+	if (regs_from_task)
+		regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	a0 = PT_REGS_PARM1_CORE_SYSCALL(regs);
 	a1 = PT_REGS_PARM2_CORE_SYSCALL(regs);
 	a2 = PT_REGS_PARM3_CORE_SYSCALL(regs);
@@ -340,6 +341,54 @@ int BPF_PROG(effects_enter, struct pt_regs *regs, long nr)
 	}
 	s->busy = 0;
 	return 0;
+}
+
+/* Two ways in, one loaded (bpf/effects.py picks before loading):
+ *
+ * - per-syscall tracepoints (syscalls:sys_exit_X, syscalls:sys_enter_X), one program attached to
+ *   each syscall of the table. The kernel tests a bit per syscall number before it runs anything,
+ *   so every other syscall of every process costs no BPF program at all. They need tracefs (libbpf
+ *   reads the event ids there) and CONFIG_FTRACE_SYSCALLS.
+ * - the raw sys_enter/sys_exit through BTF: no tracefs, but every syscall of every process on the
+ *   host enters the program (the number is compared first, then the tracked map).
+ *
+ * The per-syscall record starts with the common fields (8 bytes) and the syscall number; the exit
+ * record then has the result. The enter programs read no argument from the record (its size
+ * depends on the syscall's argument count, and one program serves them all): the arguments come
+ * from the registers saved at entry, as in the raw variant. */
+struct syscall_exit_record {
+	__u64 common;
+	int nr;
+	long ret;
+};
+
+struct syscall_enter_record {
+	__u64 common;
+	int nr;
+};
+
+SEC("tracepoint")
+int effects_sys_exit(struct syscall_exit_record *rec)
+{
+	return on_exit_nr(0, rec->nr, rec->ret, true);
+}
+
+SEC("tracepoint")
+int effects_sys_enter(struct syscall_enter_record *rec)
+{
+	return on_enter_nr(0, rec->nr, true);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(effects_exit, struct pt_regs *regs, long ret)
+{
+	return on_exit_nr(regs, BPF_CORE_READ(regs, orig_ax), ret, false);
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(effects_enter, struct pt_regs *regs, long nr)
+{
+	return on_enter_nr(regs, nr, false);
 }
 
 /* fds still open when the process ends: the fd table is still there at this tracepoint (whose

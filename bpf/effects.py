@@ -1,20 +1,24 @@
 """The effects sensor: file and network effects of tracked processes (effects.bpf.o).
 
 It loads beside the lineage sensor, reusing its tracked set, ring buffer and counters. The
-syscall programs attach to the raw sys_enter/sys_exit tracepoints through BTF; a host that
-refuses one of the three programs loses that part only (logged), never the daemon.
+syscall programs attach to the per-syscall tracepoints of the syscalls they look at (so that
+other syscalls cost nothing to anyone), or, where tracefs cannot be had, to the raw
+sys_enter/sys_exit through BTF (said as the `syscall_tracepoints` feature); a host that refuses
+one of the three programs loses that part only (logged), never the daemon.
 """
 
 from __future__ import annotations
 
 import logging
 import platform
+from pathlib import Path
 
 from vigild.bpf.effects_events import EffectsConfigC, register_effects
 from vigild.bpf.events import EventDecoder
 from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfObject, Map
 from vigild.bpf.objects import object_path
+from vigild.bpf.syscall_tracepoints import ENTER_SYSCALLS, EXIT_SYSCALLS, TracefsUnavailable, present, tracefs_root
 
 log = logging.getLogger("vigild.effects")
 
@@ -23,6 +27,11 @@ PROGRAMS = {
     "effects_exit": "every file and network effect",
     "effects_enter": "write/traffic sums at close, dup2 and exec (sums arrive at exit only)",
     "effects_process_exit": "write/traffic sums of fds left open at exit",
+}
+# the program that does a PROGRAMS entry's job on the per-syscall tracepoints, with its syscalls
+PER_SYSCALL = {
+    "effects_exit": ("effects_sys_exit", "exit", EXIT_SYSCALLS),
+    "effects_enter": ("effects_sys_enter", "enter", ENTER_SYSCALLS),
 }
 
 
@@ -39,12 +48,21 @@ class EffectsSensor:
 
     def __init__(self, shared_maps: dict[str, Map], files: bool = True, net: bool = True, dns: bool = True,
                  aggregate: bool = True, wakeup_bytes: int = 256 * 1024,
-                 max_queued_bytes: int = 1024 * 1024) -> None:
+                 max_queued_bytes: int = 1024 * 1024, tracefs: Path | None = None) -> None:
+        """`tracefs`: attach through the per-syscall tracepoints it lists; None: the raw ones."""
         if platform.machine() != "x86_64":
             raise EffectsUnsupported(f"effects tracing knows x86-64 syscall numbers only, not {platform.machine()}")
         self.obj = BpfObject(object_path("effects.bpf.o"))
         self.missing: dict[str, str] = {}
+        self.per_syscall = tracefs is not None
+        # syscalls this kernel lacks (no process can make them, so nothing is lost), logged once
+        self.absent_syscalls: list[str] = []
         try:
+            programs = self.obj.program_names()
+            for raw, (tp_prog, _, _) in PER_SYSCALL.items():
+                unused = raw if self.per_syscall else tp_prog
+                if unused in programs:
+                    self.obj.disable_program(unused)
             for name in ("tracked", "events", "stats"):
                 self.obj.reuse_map(name, shared_maps[name])
             self.obj.set_rodata(EffectsConfigC(wakeup_bytes=wakeup_bytes, aggregate=int(aggregate), files=int(files),
@@ -55,7 +73,10 @@ class EffectsSensor:
                 raise EffectsUnsupported(f"effects programs refused by this kernel: {exc.summary}") from exc
             for prog, loss in PROGRAMS.items():
                 try:
-                    self.obj.attach(prog)
+                    if tracefs is not None and prog in PER_SYSCALL:
+                        self._attach_per_syscall(tracefs, prog)
+                    else:
+                        self.obj.attach(prog)
                 except BpfError as exc:
                     self.missing[prog] = str(exc).splitlines()[0]
                     log.warning("effects: cannot attach %s (%s); lost: %s", prog, self.missing[prog], loss)
@@ -63,6 +84,24 @@ class EffectsSensor:
             self.obj.close()
             raise
         self.attached = [p for p in PROGRAMS if p not in self.missing]
+
+    def _attach_per_syscall(self, tracefs: Path, prog: str) -> None:
+        """One program on the tracepoint of every syscall it looks at; all or none (a partial set
+        would lose effects silently)."""
+        tp_prog, direction, syscalls = PER_SYSCALL[prog]
+        have, absent = present(tracefs, direction, syscalls)
+        self.absent_syscalls += absent
+        if absent:
+            log.info("effects: this kernel has no %s syscall: nothing to trace there", ", ".join(absent))
+        first = len(self.obj.links)
+        try:
+            for name in have:
+                self.obj.attach_tracepoint(tp_prog, "syscalls", f"sys_{direction}_{name}")
+        except BpfError:
+            for link in self.obj.links[first:]:
+                link.destroy()
+            del self.obj.links[first:]
+            raise
 
     def register(self, decoder: EventDecoder) -> None:
         register_effects(decoder)
@@ -74,16 +113,36 @@ class EffectsSensor:
 
 def open_effects(shared_maps: dict[str, Map], features: Features) -> EffectsSensor | None:
     """The effects sensor, or None when this host cannot run it (said once through `features`):
-    a kernel that refuses it costs the effects, not the trace."""
+    a kernel that refuses it costs the effects, not the trace. The per-syscall tracepoints are
+    tried first; where they cannot be had the raw ones serve, said as `syscall_tracepoints`."""
+    sensor, per_syscall_refused = None, None
     try:
-        sensor = EffectsSensor(shared_maps)
+        tracefs: Path | None = tracefs_root()
+    except TracefsUnavailable as exc:
+        tracefs, per_syscall_refused = None, str(exc)
+    if tracefs is not None:
+        try:
+            sensor = EffectsSensor(shared_maps, tracefs=tracefs)
+        except (EffectsUnsupported, BpfError) as exc:
+            per_syscall_refused = exc.summary if isinstance(exc, BpfError) else str(exc).splitlines()[0]
+        else:
+            if "effects_exit" in sensor.missing:
+                per_syscall_refused = f"effects_sys_exit: {sensor.missing['effects_exit']}"
+                sensor.close()
+                sensor = None
+    try:
+        sensor = sensor or EffectsSensor(shared_maps)
     except (EffectsUnsupported, BpfError) as exc:
         reason = exc.summary if isinstance(exc, BpfError) else str(exc).splitlines()[0]
-        features.unavailable("effects", reason)
+        features.unavailable("effects", reason)  # the effects are lost: their way in is moot
         return None
     if "effects_exit" in sensor.missing:
         sensor.close()
         features.unavailable("effects", f"effects_exit: {sensor.missing['effects_exit']}")
         return None
+    if per_syscall_refused is None:
+        features.available("syscall_tracepoints")
+    else:
+        features.unavailable("syscall_tracepoints", per_syscall_refused)
     features.available("effects")
     return sensor

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 FEATURES: dict[str, str] = {
     "lineage": "process trees: fork, exec (argv), exit",
     "tls": "LLM intent: TLS plaintext at the library boundary (uprobes)",
-    "effects": "file and network effects (raw syscall tracepoints)",
+    "effects": "file and network effects (syscall tracepoints)",
+    "syscall_tracepoints": "effects through the tracepoints of the syscalls they need only "
+                           "(without: raw sys_enter/sys_exit, a BPF program on every syscall of every process)",
     "memory_spikes": "memory spikes of tool calls (kmem:rss_stat)",
     "oom_kills": "OOM-killer victims among tool calls (oom:mark_victim)",
 }

@@ -69,6 +69,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ring_buffer__poll": (c_int, [c_void_p, c_int]),
         "ring_buffer__consume": (c_int, [c_void_p]),
         "ring_buffer__free": (None, [c_void_p]),
+        "ring_buffer__epoll_fd": (c_int, [c_void_p]),
         "libbpf_set_print": (c_void_p, [PRINT_FN]),
         "libbpf_num_possible_cpus": (c_int, []),
     }

@@ -205,9 +205,10 @@ int BPF_PROG(on_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 		ev->hdr.flags |= EXEC_ARGS_UNREADABLE;
 	}
 	ev->args_len = args_len;
-	/* A held process waits for user space: wake the consumer now rather than at the next poll. */
+	/* A held process waits for user space, and a new root ends the consumer's idle wait (it
+	 * blocks for a second while nothing is tracked): wake it now rather than at the next poll. */
 	emit(EVENT_EXEC, ev, offsetof(struct exec_event, data) + fn_len + args_len,
-	     call_flags ? 0 : cfg.wakeup_bytes);
+	     call_flags || new_root ? 0 : cfg.wakeup_bytes);
 	return 0;
 }
 

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import resource
+import select
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from ctypes import byref, c_size_t
@@ -452,12 +453,19 @@ class RingBuffer:
     """Consumes one or more BPF ring buffers, handing each record's bytes to a Python callback.
 
     The callback runs on the thread that calls poll(). Exceptions are kept from unwinding into
-    libbpf: they are counted and logged, and the next record is handled normally."""
+    libbpf: they are counted and logged, and the next record is handled normally.
+
+    poll() waits on an epoll set of its own holding libbpf's (the rings' wakeups) and an eventfd
+    that wake() signals from any thread, so a consumer can block for seconds when nothing happens
+    and still be woken at once for work that does not come through a ring (a new session, a stop)."""
 
     def __init__(self) -> None:
         self._ptr: int | None = None
         self._callbacks: list[object] = []  # ctypes thunks must outlive the ring buffer
         self.callback_errors = 0
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._epoll = select.epoll()
+        self._epoll.register(self._wake_fd, select.EPOLLIN)
 
     def add(self, ring: Map, handler: RecordHandler) -> None:
         def on_sample(_ctx: int, data: int, size: int) -> int:
@@ -476,26 +484,39 @@ class RingBuffer:
             if not ptr:
                 raise BpfError(f"open ring buffer {ring.name}", _errno())
             self._ptr = ptr
+            self._epoll.register(lib.ring_buffer__epoll_fd(ptr), select.EPOLLIN)
         else:
             err = lib.ring_buffer__add(self._ptr, ring.fd, thunk, None)
             if err:
                 raise BpfError(f"add ring buffer {ring.name}", err)
 
     def poll(self, timeout_ms: int) -> int:
-        """Wait up to timeout_ms for a wakeup, then drain everything waiting; returns records seen.
+        """Wait up to timeout_ms for a wakeup (a ring's or wake()'s), then drain everything
+        waiting; returns records seen.
 
         Producers skip most wakeups to save CPU, so the drain after the wait is what delivers
         records that arrived without one."""
-        lib = _lib()
-        n = lib.ring_buffer__poll(self._ptr, timeout_ms)
-        if n < 0 and -n != errno_mod.EINTR:
-            raise BpfError("poll ring buffer", n)
-        m = lib.ring_buffer__consume(self._ptr)
+        try:
+            self._epoll.poll(timeout_ms / 1000 if timeout_ms >= 0 else -1)
+        except InterruptedError:
+            pass
+        try:
+            os.eventfd_read(self._wake_fd)
+        except BlockingIOError:  # not woken through wake()
+            pass
+        m = _lib().ring_buffer__consume(self._ptr)
         if m < 0 and -m != errno_mod.EINTR:
             raise BpfError("consume ring buffer", m)
-        return max(n, 0) + max(m, 0)
+        return max(m, 0)
+
+    def wake(self) -> None:
+        """End the current (or next) poll's wait now; safe from any thread."""
+        os.eventfd_write(self._wake_fd, 1)
 
     def free(self) -> None:
         if self._ptr:
             _lib().ring_buffer__free(self._ptr)
             self._ptr = None
+        if not self._epoll.closed:
+            self._epoll.close()
+            os.close(self._wake_fd)

@@ -37,6 +37,7 @@ from vigild.bpf.tls import TlsSensor
 from vigild.correlate.agent_telemetry import TelemetryMerger, TelemetryRecord
 from vigild.correlate.detections import WATCHED_TYPES, Detector
 from vigild.correlate.intent import LlmCall
+from vigild.correlate.poll_wait import PollWait
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
@@ -136,6 +137,7 @@ class Pipeline:
         self._raw: list[bytes] = []
         self._ring = RingBuffer()
         self._ring.add(lineage.events, self._raw.append)
+        self._poll_wait = PollWait(poll_ms)  # a long wait while nothing is tracked
         self._lock = threading.RLock()
         self._exited = threading.Condition(self._lock)
         self._stop = threading.Event()
@@ -172,6 +174,7 @@ class Pipeline:
                 tree = [info for proc in procs[1:] if (info := self.processes.get(proc.pid)) is not None]
                 self.control.adopt_relaunches(pid, sorted(tree, key=lambda i: i.depth))
             self._open_session(session)
+            self._ring.wake()  # the pipeline may be in an idle wait: its short polls start now
             if self.tls is not None:  # already running: hook what they carry now, not at the next scan
                 for proc in procs:
                     self.tls.scan_process(proc.pid)
@@ -190,6 +193,7 @@ class Pipeline:
                                             argv=argv))
             session = Session(id=session_id, root_pid=pid, started_ns=now, argv=argv, cwd=cwd, uid=uid)
             self._open_session(session)
+            self._ring.wake()  # the pipeline may be in an idle wait: its short polls start now
             return session
 
     def _seed(self, proc: psutil.Process, session_id: int, root_pid: int) -> None:
@@ -225,7 +229,7 @@ class Pipeline:
 
     def run_once(self, timeout_ms: int | None = None) -> int:
         """One poll: drain the ring buffer and dispatch what it held; returns records handled."""
-        self._ring.poll(self.poll_ms if timeout_ms is None else timeout_ms)
+        self._ring.poll(self._poll_wait(self.processes) if timeout_ms is None else timeout_ms)
         batch, self._raw[:] = list(self._raw), []
         with self._lock:
             flushed = time.monotonic()
@@ -250,6 +254,7 @@ class Pipeline:
 
     def stop(self) -> None:
         self._stop.set()
+        self._ring.wake()
         if self._thread is not None and self._thread.ident is not None:  # started (a signal may come first)
             self._thread.join(timeout=5)
         self._thread = None
