@@ -28,6 +28,7 @@ from vigild.bpf.events import (
     EVENT_NET_BYTES,
     EVENT_NET_CLOSE,
     EVENT_NET_CONNECT,
+    EVENT_SOCK_DATA,
     KIND_NAMES,
     DecodeError,
     EventDecoder,
@@ -36,7 +37,7 @@ from vigild.bpf.events import (
     fixed_part,
 )
 
-EFFECT_KIND_NAMES = {kind: name for kind, name in KIND_NAMES.items() if kind >= EVENT_FILE_OPEN}
+EFFECT_KIND_NAMES = {kind: name for kind, name in KIND_NAMES.items() if EVENT_FILE_OPEN <= kind < EVENT_SOCK_DATA}
 
 EFFECT_PATH_MAX = 4096
 EFFECT_PATH_STEPS = 512

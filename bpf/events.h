@@ -25,7 +25,12 @@ enum event_kind {
 	EVENT_MEM_SPIKE = 7, /* a tool call's resident memory grew past the configured step in the window */
 	EVENT_OOM_KILL = 8,  /* the OOM killer chose a tracked process */
 	/* 16..31: effects (files, network), declared in effects.h */
-	EVENT_KIND_MAX = 32, /* size of the per-kind stats array */
+	/* 32..35: plain socket payload (sockdata.bpf.c): same record layouts as TLS data and close */
+	EVENT_SOCK_DATA = 32,
+	EVENT_SOCK_CLOSE = 33,
+	EVENT_SOCK_BUSY = 34,   /* stats only: a socket call seen while this CPU's scratch was in use */
+	EVENT_SOCK_CAPPED = 35, /* stats only: a call not sent because its connection reached its cap */
+	EVENT_KIND_MAX = 40, /* size of the per-kind stats array */
 };
 
 /* Session ids are unique across runs: user space gives the roots it adds the current time in

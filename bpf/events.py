@@ -29,7 +29,12 @@ EVENT_TLS_CLOSE = 5
 EVENT_TLS_BUSY = 6
 EVENT_MEM_SPIKE = 7
 EVENT_OOM_KILL = 8
-EVENT_KIND_MAX = 32
+# Plain socket payload (sockdata.bpf.c): the TLS data/close layouts under kinds of their own.
+EVENT_SOCK_DATA = 32
+EVENT_SOCK_CLOSE = 33
+EVENT_SOCK_BUSY = 34
+EVENT_SOCK_CAPPED = 35
+EVENT_KIND_MAX = 40
 # The effects sensor's kinds (effects.h); named here so every kind has one name everywhere
 # (lost events, metric labels, logs), whichever sensor emits it.
 EVENT_FILE_OPEN = 16
@@ -53,13 +58,16 @@ KIND_NAMES = {EVENT_FORK: "fork", EVENT_EXEC: "exec", EVENT_EXIT: "exit", EVENT_
               EVENT_FILE_RENAME: "file_rename", EVENT_FILE_MKDIR: "file_mkdir", EVENT_FILE_CHMOD: "file_chmod",
               EVENT_NET_CONNECT: "net_connect", EVENT_NET_ACCEPT: "net_accept", EVENT_NET_BIND: "net_bind",
               EVENT_NET_CLOSE: "net_close", EVENT_NET_BYTES: "net_bytes", EVENT_DNS_QUERY: "dns_query",
-              EVENT_EFFECTS_FD_FULL: "effects_fd_full", EVENT_EFFECTS_BUSY: "effects_busy"}
+              EVENT_EFFECTS_FD_FULL: "effects_fd_full", EVENT_EFFECTS_BUSY: "effects_busy",
+              EVENT_SOCK_DATA: "sock_data", EVENT_SOCK_CLOSE: "sock_close", EVENT_SOCK_BUSY: "sock_busy",
+              EVENT_SOCK_CAPPED: "sock_capped"}
 
 TLS_CHUNK_MAX = 16384
 TLS_DIR_WRITE = 0
 TLS_DIR_READ = 1
 TLS_LIB_OPENSSL = 1
 TLS_LIB_GNUTLS = 2
+SOCK_LIB_PLAIN = 3  # TlsData.lib of plain socket payload (sockdata.bpf.c)
 TLS_CALL_CAPPED = 1 << 0
 
 EXEC_ARGS_TRUNCATED = 1 << 0

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 FEATURES: dict[str, str] = {
     "lineage": "process trees: fork, exec (argv), exit",
     "tls": "LLM intent: TLS plaintext at the library boundary (uprobes)",
+    "plain_http": "LLM intent over plain HTTP: TCP payload of HTTP connections (syscall tracepoints)",
     "effects": "file and network effects (raw syscall tracepoints)",
     "memory_spikes": "memory spikes of tool calls (kmem:rss_stat)",
     "oom_kills": "OOM-killer victims among tool calls (oom:mark_victim)",

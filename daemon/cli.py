@@ -200,6 +200,9 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-locate-timeout", type=float, default=30.0,
                    help="hold a new executable's first exec at most this long while its TLS is searched "
                         "(default 30 s; then it runs on and is hooked when the search ends)")
+    p.add_argument("--http-port", type=_port, action="append", default=[], metavar="PORT",
+                   help="also decode plain TCP to this remote port as HTTP whatever its first bytes (repeatable, "
+                        "at most 8; connections whose first write is a request line are decoded anyway)")
     p.add_argument("--no-effects", action="store_true", help="do not trace file and network effects")
     p.add_argument("--no-detections", action="store_true", help="do not raise detection events")
     p.add_argument("--capture-content", action="store_true",
@@ -218,6 +221,13 @@ def parse_only(text: str) -> frozenset[str]:
     if unknown or not words:
         raise argparse.ArgumentTypeError(f"unknown kinds {unknown or [text]}; known: {', '.join(ONLY_KINDS)}")
     return frozenset(t for w in words for t in ONLY_KINDS[w])
+
+
+def _port(text: str) -> int:
+    """A TCP port, 1..65535."""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return int(text)
 
 
 def parse_size(text: str) -> int:
@@ -329,6 +339,7 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """`vigil trace`, and `vigil run` (the same, with tool-call control)."""
     from vigild.bpf.effects import open_effects
     from vigild.bpf.lineage import LineageSensor
+    from vigild.bpf.sockdata import open_sockdata
     from vigild.bpf.tls import open_tls
     from vigild.bpf.tls_locate import Locator
     from vigild.correlate.detections import Detector
@@ -362,6 +373,7 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     watchdog = None
     tls = None
     effects = None
+    plain_http = None
     try:
         if args.command == "run":
             control = _open_control(args, lineage, features)
@@ -376,6 +388,9 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         else:
             tls = open_tls(lineage.shared_maps, features, args.max_call_bytes,
                            locator=None if args.no_tls_locate else Locator(), locate_timeout=args.tls_locate_timeout)
+            if len(args.http_port) > 8:
+                parser.error("--http-port: at most 8 ports")
+            plain_http = open_sockdata(lineage.shared_maps, features, args.max_call_bytes, tuple(args.http_port))
         if args.no_effects:
             features.turned_off("effects", "--no-effects")
         else:
@@ -386,6 +401,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             control.release_resources()
         if tls is not None:
             tls.close()
+        if plain_http is not None:
+            plain_http.close()
         lineage.close()
         if watchdog is not None:
             watchdog.stop()
@@ -396,11 +413,11 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if store is not None and (abandoned := store.close_abandoned()):
         print(f"vigil: closed {len(abandoned)} session(s) in {args.db} that a vigil which stopped without "
               "ending them left open", file=sys.stderr)
-    intent = TlsStreamDecoder(capture_content=args.capture_content) if tls else None
+    intent = TlsStreamDecoder(capture_content=args.capture_content) if tls or plain_http else None
     detector = None if args.no_detections else Detector()
     receiver = _start_receiver(args, command)
     pipeline = Pipeline(lineage, sinks=[], tls=tls, intent=intent, control=control,
-                        sensors=[effects] if effects is not None else [], detector=detector,
+                        sensors=[s for s in (effects, plain_http) if s is not None], detector=detector,
                         telemetry=receiver.records if receiver is not None else None)
     if receiver is not None:
         receiver.candidates = pipeline.tracked_pids
@@ -468,6 +485,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             tls.close()
         if effects is not None:
             effects.close()
+        if plain_http is not None:
+            plain_http.close()
         lineage.close()
         if control is not None:
             control.release_resources()
