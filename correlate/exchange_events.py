@@ -22,6 +22,7 @@ class ConnIdentity:
     pid: int
     comm: str
     conn_id: int
+    source: str = "tls"  # what carried it: "tls" (plaintext at the TLS library) or "http" (plain TCP)
 
 
 def _ms(start: int, end: int | None) -> float | None:
@@ -91,5 +92,6 @@ def events_for_exchange(exchange: Exchange, ident: ConnIdentity, *, capture_cont
         response_id=result.response_id, request_id=request_id,
         error=redact_text(result.error) if result.error else None,
         truncated=exchange.truncated, request_headers=req_headers, response_headers=resp_headers,
+        source=ident.source,
     ))
     return events

@@ -22,6 +22,7 @@ import psutil
 from vigild.bpf.clock import BootClock
 from vigild.bpf.effects_events import NetBytes, NetClose, NetConnect
 from vigild.bpf.events import (
+    SOCK_LIB_PLAIN,
     TLS_DIR_WRITE,
     TRACK_CONTROLLED,
     DecodeError,
@@ -104,7 +105,7 @@ class TlsGaps:
         self._progress[key] = (ev.call_id, ev.offset + len(ev.data), ev.call_len)
         return TlsChunk(ts_ns=ev.ts_ns, pid=ev.pid, tid=ev.tid, comm=ev.comm, conn_id=ev.conn_id,
                         direction="write" if ev.direction == TLS_DIR_WRITE else "read", data=ev.data,
-                        lost_bytes=lost)
+                        lost_bytes=lost, source="http" if ev.lib == SOCK_LIB_PLAIN else "tls")
 
     def forget(self, pid: int, conn_id: int | None = None) -> None:
         for key in [k for k in self._progress if k[0] == pid and (conn_id is None or k[1] == conn_id)]:
