@@ -135,7 +135,7 @@ struct tls_data_event {
 	__u32 call_len;  /* bytes the call moved in all */
 	__u32 offset;    /* where this chunk starts within the call */
 	__u32 len;       /* bytes in data */
-	__u32 _pad;
+	__u32 peer_ino;  /* pipe payload (sockdata.bpf.c): the inode of the writer's stdin; else 0 */
 	char data[TLS_CHUNK_MAX];
 };
 

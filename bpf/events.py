@@ -68,6 +68,7 @@ TLS_DIR_READ = 1
 TLS_LIB_OPENSSL = 1
 TLS_LIB_GNUTLS = 2
 SOCK_LIB_PLAIN = 3  # TlsData.lib of plain socket payload (sockdata.bpf.c)
+SOCK_LIB_PIPE = 4  # ... and of pipe payload (MCP over stdio)
 TLS_CALL_CAPPED = 1 << 0
 
 EXEC_ARGS_TRUNCATED = 1 << 0
@@ -137,7 +138,7 @@ class TlsDataEventC(ctypes.Structure):
         ("call_len", c_uint32),
         ("offset", c_uint32),
         ("len", c_uint32),
-        ("_pad", c_uint32),
+        ("peer_ino", c_uint32),
         ("data", c_char * TLS_CHUNK_MAX),
     ]
 
@@ -259,6 +260,7 @@ class TlsData(ProcessEvent):
     offset: int = 0
     capped: bool = False
     data: bytes = b""
+    peer_ino: int = 0  # pipe payload: the inode of the writer's stdin
 
 
 @dataclass
@@ -383,7 +385,7 @@ def _decode_tls_data(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> Tl
         raise DecodeError("tls data record shorter than its declared length")
     return TlsData(**common, conn_id=fixed.conn_id, call_id=fixed.call_id, direction=fixed.direction,
                    lib=fixed.lib, call_len=fixed.call_len, offset=fixed.offset,
-                   capped=bool(hdr.flags & TLS_CALL_CAPPED), data=data)
+                   capped=bool(hdr.flags & TLS_CALL_CAPPED), data=data, peer_ino=fixed.peer_ino)
 
 
 def _decode_exec(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> ExecEvent:

@@ -9,7 +9,14 @@
  * TLS record. TLS connections therefore never reach user space from here: their first write is a
  * ClientHello (0x16 0x03 ...), which is neither, and their plaintext comes from the TLS uprobes.
  * Records use the TLS data and close layouts (kinds EVENT_SOCK_DATA/EVENT_SOCK_CLOSE), so user
- * space feeds them to the same reassembly. Untracked processes cost one hash lookup per call. */
+ * space feeds them to the same reassembly. Untracked processes cost one hash lookup per call.
+ *
+ * Pipes carry MCP's stdio transport (newline-delimited JSON-RPC between a host and the servers it
+ * spawns): a pipe whose first write starts with '{' is captured, writes only. The host's requests
+ * are its writes to the server's stdin pipe, the server's answers its writes to its stdout pipe,
+ * so writes alone see both directions once (reads would see every message a second time). Each
+ * pipe record carries the inode of the writer's stdin (peer_ino), which pairs a server's answers
+ * with the pipe its requests came in on. */
 #include "common.bpf.h"
 #include <bpf/bpf_endian.h>
 
@@ -21,7 +28,9 @@
 #define MSG_PEEK 2
 #define SOCK_MAX_IOV 64
 #define SOCK_MAX_PORTS 8
+#define S_IFIFO 0010000
 #define SOCK_LIB_PLAIN 3 /* tls_data_event.lib for socket payload (TLS_LIB_* are 1 and 2) */
+#define SOCK_LIB_PIPE 4  /* ... and for pipe payload */
 
 /* One TLS record header's first bytes: handshake (22) of TLS 1.0-1.3. */
 #define TLS_HANDSHAKE 0x16
@@ -60,6 +69,8 @@ struct sock_call {
 	__u64 buf;      /* the buffer, or the iovec array when iovcnt > 0 */
 	__u32 iovcnt;
 	__u32 direction;
+	__u32 lib;      /* SOCK_LIB_PLAIN or SOCK_LIB_PIPE */
+	__u32 _pad;
 };
 
 struct {
@@ -108,15 +119,25 @@ static __always_inline struct file *fd_file(struct task_struct *task, long fd)
 	return f;
 }
 
-/* The TCP socket behind fd, with its inode; 0 for anything else. */
-static __always_inline struct sock *tcp_sock_of(long fd, __u64 *ino)
+/* The TCP socket behind fd, with its inode; 0 for anything else. A pipe gives its inode, lib
+ * SOCK_LIB_PIPE and the value 1 (no socket). */
+static __always_inline struct sock *tcp_sock_of(long fd, __u64 *ino, __u32 *lib)
 {
 	struct file *f = fd_file(bpf_get_current_task_btf(), fd);
 	struct socket *sock;
 	struct sock *sk;
 	__u16 family;
+	__u32 mode;
 
-	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+	if (!f)
+		return 0;
+	mode = BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT;
+	if (mode == S_IFIFO) {
+		*ino = BPF_CORE_READ(f, f_inode, i_ino);
+		*lib = SOCK_LIB_PIPE;
+		return (struct sock *)1;
+	}
+	if (mode != S_IFSOCK)
 		return 0;
 	sock = BPF_CORE_READ(f, private_data);
 	sk = BPF_CORE_READ(sock, sk);
@@ -126,6 +147,7 @@ static __always_inline struct sock *tcp_sock_of(long fd, __u64 *ino)
 	if ((family != AF_INET && family != AF_INET6) || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	*ino = BPF_CORE_READ(f, f_inode, i_ino);
+	*lib = SOCK_LIB_PLAIN;
 	return sk;
 }
 
@@ -139,8 +161,8 @@ static __always_inline int on_enter(long fd, __u64 buf, __u32 iovcnt, __u32 dire
 
 	if (!bpf_map_lookup_elem(&tracked, &tgid))
 		return 0;
-	sk = tcp_sock_of(fd, &call.ino);
-	if (!sk)
+	sk = tcp_sock_of(fd, &call.ino, &call.lib);
+	if (!sk || (call.lib == SOCK_LIB_PIPE && direction == TLS_DIR_READ))
 		return 0;
 	conn = bpf_map_lookup_elem(&sock_conns, &call.ino);
 	if (conn && conn->state == CONN_IGNORED)
@@ -208,9 +230,12 @@ static __always_inline __u32 classify(struct sock_call *call, long moved)
 
 	if (call->iovcnt && bpf_probe_read_user(&first, sizeof(first), (void *)call->buf))
 		return 0;
-	if (moved < 4 || bpf_probe_read_user(&head, sizeof(head), (void *)first))
+	if (moved < 1 || bpf_probe_read_user(&head, moved < 4 ? 1 : sizeof(head), (void *)first))
 		return 0;
-	if (is_request_start(head) || ((head & 0xff) != TLS_HANDSHAKE && port_configured((struct sock *)call->sk)))
+	if (call->lib == SOCK_LIB_PIPE)
+		fresh.state = (head & 0xff) == '{' ? CONN_CAPTURED : CONN_IGNORED;
+	else if (is_request_start(head) ||
+		 ((head & 0xff) != TLS_HANDSHAKE && port_configured((struct sock *)call->sk)))
 		fresh.state = CONN_CAPTURED;
 	else
 		fresh.state = CONN_IGNORED;
@@ -317,7 +342,13 @@ static __always_inline int on_exit(long ret)
 	ev->conn_id = call->ino;
 	ev->call_id = __sync_fetch_and_add(&nest->seq, 1) | ((__u64)bpf_get_smp_processor_id() << 56);
 	ev->direction = call->direction;
-	ev->lib = SOCK_LIB_PLAIN;
+	ev->lib = call->lib;
+	ev->peer_ino = 0;
+	if (call->lib == SOCK_LIB_PIPE) {
+		struct file *in = fd_file(bpf_get_current_task_btf(), 0);
+
+		ev->peer_ino = in ? BPF_CORE_READ(in, f_inode, i_ino) : 0;
+	}
 	ev->call_len = ret > 0xffffffffL ? 0xffffffff : ret;
 	total = ev->call_len;
 	if (cfg.max_call_bytes && total > cfg.max_call_bytes) {
@@ -415,13 +446,14 @@ int sock_close(struct trace_event_raw_sys_enter *ctx)
 	struct tls_close_event ev = {};
 	struct sock_conn *conn;
 	__u64 ino = 0;
+	__u32 lib = 0;
 
-	if (!info || !tcp_sock_of(ctx->args[0], &ino))
+	if (!info || !tcp_sock_of(ctx->args[0], &ino, &lib))
 		return 0;
 	conn = bpf_map_lookup_elem(&sock_conns, &ino);
 	if (!conn)
 		return 0;
-	if (conn->state == CONN_CAPTURED) {
+	if (conn->state == CONN_CAPTURED && lib == SOCK_LIB_PLAIN) {
 		fill_header(&ev.hdr, EVENT_SOCK_CLOSE, (struct task_struct *)bpf_get_current_task_btf(), info);
 		ev.conn_id = ino;
 		ev.lib = SOCK_LIB_PLAIN;

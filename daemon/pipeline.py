@@ -22,6 +22,7 @@ import psutil
 from vigild.bpf.clock import BootClock
 from vigild.bpf.effects_events import NetBytes, NetClose, NetConnect
 from vigild.bpf.events import (
+    SOCK_LIB_PIPE,
     SOCK_LIB_PLAIN,
     TLS_DIR_WRITE,
     TRACK_CONTROLLED,
@@ -39,6 +40,7 @@ from vigild.bpf.tls import TlsSensor
 from vigild.correlate.agent_telemetry import TelemetryMerger, TelemetryRecord
 from vigild.correlate.detections import WATCHED_TYPES, Detector
 from vigild.correlate.intent import LlmCall
+from vigild.correlate.mcp import McpTracker
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
@@ -140,6 +142,7 @@ class Pipeline:
         self.classify_root = classify_root
         self.poll_ms = poll_ms
         self.tls_gaps = TlsGaps()
+        self.mcp = McpTracker()  # MCP over stdio: pipe writes from the sockdata sensor
         self._last_scan = 0.0
         self._scan_round = 0
         self._last_expire = 0.0
@@ -286,6 +289,8 @@ class Pipeline:
         if self.intent is not None:
             with self._lock:
                 self._dispatch_intent(self.intent.flush())
+        with self._lock:
+            self._dispatch_intent(self.mcp.flush())
         if self.merger is not None:
             with self._lock:
                 self._drain_telemetry()
@@ -348,6 +353,11 @@ class Pipeline:
         self.handle(event)
 
     def handle(self, event: ProcessEvent) -> None:
+        if isinstance(event, TlsData) and event.lib == SOCK_LIB_PIPE:
+            chunk = self.tls_gaps.chunk(event)
+            self._dispatch_intent(self.mcp.feed_pipe(event.ts_ns, event.pid, event.comm, event.conn_id,
+                                                     event.peer_ino, event.data, chunk.lost_bytes))
+            return
         if isinstance(event, TlsData):
             self._plaintext_ns[event.pid] = event.ts_ns
             if self.intent is not None:
@@ -396,6 +406,7 @@ class Pipeline:
         if isinstance(event, ExecEvent) and session is not None and event.pid == session.root_pid and not session.argv:
             session.argv = event.argv  # the command as started; a later exec of the root (bash's last command) is not it
         self._dispatch(event)
+        self.mcp.observe_effect(event)
         for tool_event in tool_events:
             self._dispatch(tool_event)
         if isinstance(event, ExitEvent):
@@ -485,6 +496,8 @@ class Pipeline:
         for inner in events:
             if self.merger is not None and isinstance(inner, LlmCall):
                 self.merger.observe_tls(inner)
+            if isinstance(inner, LlmCall):
+                self.mcp.observe_llm(inner)
             info = self.processes.get(inner.pid)
             session_id = info.session_id if info else None
             if self.control is not None:
