@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from fakellm import FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env
-from helpers import TraceResult, vigil_trace
+from helpers import TraceResult, vigil, vigil_trace
+from test_otlp import OtlpReceiver, attrs, spans_of
 
 pytestmark = pytest.mark.usefixtures("root")
 
@@ -32,8 +33,8 @@ def notes(tmp_path: Path) -> Path:
     return path
 
 
-def host(notes: Path, env: dict[str, str]) -> TraceResult:
-    result = vigil_trace(["--", sys.executable, str(HOST), "node", str(FS_SERVER), str(notes.parent)],
+def host(notes: Path, env: dict[str, str], *extra: str) -> TraceResult:
+    result = vigil_trace([*extra, "--", sys.executable, str(HOST), "node", str(FS_SERVER), str(notes.parent)],
                          env=env, timeout=180)
     assert result.returncode == 0, result.stderr
     return result
@@ -76,11 +77,14 @@ def test_tool_error_is_said(notes: Path) -> None:
     assert not [e for e in call["effects"] if e.get("path") == outside]
 
 
-def test_mcp_call_links_to_the_models_tool_call(notes: Path) -> None:
+def test_mcp_call_links_to_the_models_tool_call(notes: Path, tmp_path: Path) -> None:
+    """...and `vigil show` puts it under that LLM call, the OTLP export makes it an execute_tool
+    span linked to the chat span, with the server's file read as a span event."""
     scenario = Scenario("read_notes", default_reply=Reply(
         text="", tool_calls=(ToolCallSpec("filesystem__read_text_file", {"path": str(notes)}),)))
+    db = tmp_path / "vigil.db"
     with FakeLLMServer(tls=False, scenarios={"read_notes": scenario}, default_scenario="read_notes") as srv:
-        result = host(notes, client_env(srv))
+        result = host(notes, client_env(srv), "--db", str(db))
         exchanges = srv.exchanges.wait_finished(1)
         assert srv.errors == []
     [llm] = result.of_type("llm_call")
@@ -89,3 +93,27 @@ def test_mcp_call_links_to_the_models_tool_call(notes: Path) -> None:
     assert llm["tool_calls"][0]["id"] == model_call_id
     assert call["llm_tool_call_id"] == model_call_id and call["llm_tool_name"] == "filesystem__read_text_file"
     assert call["ts_ns"] > llm["ts_ns"] and call["status"] == "ok"
+
+    session = str(result.events[0]["session_id"])
+    shown = vigil(["show", session, "--db", str(db)], env={**os.environ, "COLUMNS": "300"})
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    at = next(i for i, text in enumerate(lines) if "mcp secure-filesystem-server read_text_file ok" in text)
+    assert model_call_id in lines[at] and "exact attribution" in lines[at]
+    assert any(" llm " in text and "ollama" not in text for text in lines[:at])
+    assert any(str(notes) in text for text in lines[at + 1:at + 4])
+
+    receiver = OtlpReceiver()
+    try:
+        out = vigil(["export", session, "--otlp-endpoint", receiver.url, "--db", str(db)])
+        assert out.returncode == 0, out.stderr
+        spans = [s for r in receiver.received for s in spans_of(r)]
+    finally:
+        receiver.close()
+    [tool] = [s for s in spans if s.name == "execute_tool read_text_file"]
+    [chat] = [s for s in spans if s.name.startswith("chat ")]
+    a = attrs(tool)
+    assert (a["gen_ai.operation.name"], a["gen_ai.tool.call.id"], a["mcp.method.name"], a["vigil.mcp.status"]) == \
+        ("execute_tool", model_call_id, "tools/call", "ok")
+    assert [link.span_id for link in tool.links] == [chat.span_id]
+    assert [attrs(e)["file.path"] for e in tool.events if e.name == "file_open"] == [str(notes)]
