@@ -35,7 +35,7 @@ def notes(tmp_path: Path) -> Path:
 
 def host(notes: Path, env: dict[str, str], *extra: str) -> TraceResult:
     result = vigil_trace([*extra, "--", sys.executable, str(HOST), "node", str(FS_SERVER), str(notes.parent)],
-                         env=env, timeout=180)
+                         env=env, timeout=400)  # TCG guests start node slowly
     assert result.returncode == 0, result.stderr
     return result
 

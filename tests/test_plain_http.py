@@ -31,7 +31,7 @@ def plain() -> Iterator[FakeLLMServer]:
 
 
 def trace(srv: FakeLLMServer, argv: list[str], *extra: str) -> TraceResult:
-    result = vigil_trace([*extra, "--", *argv], env=client_env(srv), timeout=120)
+    result = vigil_trace([*extra, "--", *argv], env=client_env(srv), timeout=300)  # TCG guests are slow
     assert result.returncode == 0, result.stderr
     return result
 
@@ -122,7 +122,7 @@ def test_vigil_run_links_a_local_model_tool_call(plain: FakeLLMServer) -> None:
         text="Running it.", tool_calls=(ToolCallSpec("bash", {"command": command}),)))
     plain.default_scenario = "one_bash"
     proc = subprocess.run([*VIGIL, "run", "-o", "json", "--tool-mem-max", "256M", "--", sys.executable, str(AGENT)],
-                          env=client_env(plain), capture_output=True, text=True, timeout=120, check=False)
+                          env=client_env(plain), capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     exchanges = plain.exchanges.wait_finished(1)
     events, other = events_and_output(proc.stdout, proc.stderr)
