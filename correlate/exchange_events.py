@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from vigild.correlate.exchange import Exchange, HttpMessage
 from vigild.correlate.intent import Event, HttpsRequest, LlmCall, ParseFailure
 from vigild.correlate.llm import decode_llm
+from vigild.correlate.mcp import mcp_http_call
 from vigild.correlate.redact import redact_headers, redact_text, redact_url, redact_value
 
 
@@ -61,6 +62,10 @@ def events_for_exchange(exchange: Exchange, ident: ConnIdentity, *, capture_cont
     resp_headers = redact_headers(response.headers) if capture_content and response is not None else None
     host = redact_text(exchange.host)
     result = decode_llm(exchange)
+    mcp = mcp_http_call(exchange, ident.pid, ident.comm, ident.conn_id) if result is None else None
+    if mcp is not None:
+        events.append(mcp)
+        return events
     if result is None:
         events.append(HttpsRequest(
             ts_ns=request.start_ts, pid=ident.pid, tid=request.tid, comm=ident.comm, conn_id=ident.conn_id,

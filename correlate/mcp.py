@@ -1,5 +1,13 @@
-"""MCP tool calls over stdio: the newline-delimited JSON-RPC 2.0 between a host and the servers it
-spawns, decoded into ``mcp_call`` events, with the server's effects and the model's tool call.
+"""MCP tool calls over stdio and streamable HTTP, decoded into ``mcp_call`` events, with the
+server's effects (stdio) and the model's tool call.
+
+Streamable HTTP (plain or TLS) reaches here through the HTTP decoders: a POST whose body is a
+JSON-RPC 2.0 request, answered with JSON or with an SSE stream of JSON-RPC messages
+(:func:`mcp_http_call`); the tracker then adds the server's name (from that endpoint's
+``initialize``) and the model's tool call. The server of an HTTP transport is another process,
+reached over TCP, so its effects are not attributed (``attribution`` stays null).
+
+Stdio is the newline-delimited JSON-RPC 2.0 between a host and the servers it spawns.
 
 The kernel (bpf/sockdata.bpf.c) hands over what tracked processes *write* to pipes whose first
 byte is ``{``: the host's requests are its writes to the server's stdin pipe, the server's answers
@@ -27,17 +35,19 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from vigild.correlate.exchange import Exchange
 from vigild.correlate.intent import LlmCall, ParseFailure, _Event
-from vigild.correlate.llm_common import parse_json
-from vigild.correlate.redact import redact_text
+from vigild.correlate.llm_common import is_event_stream, parse_json, sse_events
+from vigild.correlate.redact import redact_text, redact_url
 
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one JSON-RPC message; longer ones are dropped and said
 MAX_EFFECTS = 64  # effects listed per call; the rest are counted in effects_omitted
 MAX_PENDING = 4096  # requests waiting for an answer; the oldest are ended as "no_response"
 MAX_RECENT_TOOL_CALLS = 256
+HTTP_WAIT_NS = 10 * 1_000_000_000  # how long HTTP calls wait for their endpoint's initialize
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ class McpCall(_Event):
     ts_ns: int
     pid: int  # the host that sent the request
     comm: str
-    transport: str  # "stdio"
+    transport: str  # "stdio" or "http"
     method: str
     request_id: str
     server_pid: int | None = None
@@ -69,6 +79,8 @@ class McpCall(_Event):
     effects: list[dict[str, Any]] = field(default_factory=list)
     effects_omitted: int = 0
     attribution: str | None = None  # "exact" or "concurrent" (see the module docstring)
+    endpoint: str | None = None  # http: host and path of the MCP endpoint
+    conn_id: int | None = None  # http: the connection (SSL* or socket inode)
 
 
 @dataclass
@@ -111,6 +123,8 @@ class McpTracker:
         self._children: dict[int, int] = {}  # pid -> the server it was started by (effects count)
         self._recent: OrderedDict[tuple[int, str], tuple[int, str, Any]] = OrderedDict()  # (pid, id) -> call
         self._linked: set[tuple[int, str]] = set()
+        self._http_servers: dict[tuple[int, str], tuple[str | None, str | None]] = {}
+        self._http_waiting: dict[tuple[int, str], list[McpCall]] = {}
 
     # ---- inputs ----
     def feed_pipe(self, ts_ns: int, pid: int, comm: str, pipe: int, peer_pipe: int, data: bytes,
@@ -169,6 +183,9 @@ class McpTracker:
         while self._pending:
             _, request = self._pending.popitem(last=False)
             events.append(self._ended(request, None, None))
+        for waiting in self._http_waiting.values():
+            events += [self._resolved(c) for c in sorted(waiting, key=lambda c: c.ts_ns)]
+        self._http_waiting.clear()
         return events
 
     # ---- internals ----
@@ -261,33 +278,44 @@ class McpTracker:
         server = self._servers.get(request.pipe)
         if server is not None and request in self._in_flight.get(server.pid, []):
             self._in_flight[server.pid].remove(request)
-        status, error = "no_response", None
-        tools = None
-        if answer is not None:
-            result = answer.get("result")
-            if "error" in answer:
-                status = "error"
-                err = answer.get("error")
-                error = redact_text(str(err.get("message") if isinstance(err, dict) else err))
-            elif isinstance(result, dict) and result.get("isError") is True:
-                status = "tool_error"
-            else:
-                status = "ok"
-            if request.method == "tools/list" and isinstance(result, dict) and isinstance(result.get("tools"), list):
-                tools = [str(t.get("name")) for t in result["tools"] if isinstance(t, dict)]
-        tool = request.params.get("name") if request.method == "tools/call" else None
-        arguments = request.params.get("arguments") if request.method == "tools/call" else None
-        link = self._link(request.pid, tool, arguments) if isinstance(tool, str) else None
+        status, error, tools = _outcome(request.method, answer)
+        tool, arguments = _tool_of(request.method, request.params)
+        link = self._link(request.pid, tool, arguments) if tool is not None else None
         return McpCall(
             ts_ns=request.ts_ns, pid=request.pid, comm=request.comm, transport="stdio", method=request.method,
             request_id=request.request_id, server_pid=server.pid if server else None,
             server=server.name if server else None, server_version=server.version if server else None,
-            tool=tool if isinstance(tool, str) else None, arguments=arguments, status=status, error=error,
+            tool=tool, arguments=arguments, status=status, error=error,
             duration_ms=round((ts_ns - request.ts_ns) / 1e6, 3) if ts_ns is not None else None, tools=tools,
             llm_tool_call_id=link[0] if link else None, llm_tool_name=link[1] if link else None,
             effects=request.effects, effects_omitted=request.effects_omitted,
             attribution=("concurrent" if request.concurrent else "exact") if request.method == "tools/call" else None,
         )
+
+    def observe_http(self, call: McpCall) -> list[McpCall]:
+        """An MCP call decoded from HTTP; returns the calls ready to report, with the server's
+        name (from the endpoint's initialize) and the model's tool call.
+
+        HTTP exchanges end in the order their responses end, not the order they were sent: a
+        host that stops reading an SSE answer once it has the message ends them all at the
+        connection's close. So a call to an endpoint whose initialize has not come yet waits for
+        it, at most HTTP_WAIT_NS (by the calls' own clocks) or until flush()."""
+        key = (call.pid, call.endpoint or "")
+        if call.method == "initialize" and call.server is not None:
+            self._http_servers[key] = (call.server, call.server_version)
+        waiting = self._http_waiting.setdefault(key, [])
+        waiting.append(call)
+        newest = max(c.ts_ns for c in waiting)
+        if key in self._http_servers or newest - min(c.ts_ns for c in waiting) > HTTP_WAIT_NS:
+            del self._http_waiting[key]
+            return [self._resolved(c) for c in sorted(waiting, key=lambda c: c.ts_ns)]
+        return []
+
+    def _resolved(self, call: McpCall) -> McpCall:
+        name, version = self._http_servers.get((call.pid, call.endpoint or ""), (call.server, call.server_version))
+        link = self._link(call.pid, call.tool, call.arguments) if call.tool is not None else None
+        return replace(call, server=name, server_version=version,
+                       llm_tool_call_id=link[0] if link else None, llm_tool_name=link[1] if link else None)
 
     def _link(self, pid: int, tool: str, arguments: Any) -> tuple[str, str] | None:
         """The latest unlinked model tool call that asked for this one (same process first)."""
@@ -302,4 +330,94 @@ class McpTracker:
                     continue
                 self._linked.add(key)
                 return key[1], name
+        return None
+
+
+def _outcome(method: str, answer: dict[str, Any] | None) -> tuple[str, str | None, list[str] | None]:
+    """(status, error message, tool names offered) of a request's answer (None: none came)."""
+    if answer is None:
+        return "no_response", None, None
+    result = answer.get("result")
+    tools = None
+    if method == "tools/list" and isinstance(result, dict) and isinstance(result.get("tools"), list):
+        tools = [str(t.get("name")) for t in result["tools"] if isinstance(t, dict)]
+    if "error" in answer:
+        err = answer.get("error")
+        return "error", redact_text(str(err.get("message") if isinstance(err, dict) else err)), tools
+    if isinstance(result, dict) and result.get("isError") is True:
+        return "tool_error", None, tools
+    return "ok", None, tools
+
+
+def _tool_of(method: str, params: dict[str, Any]) -> tuple[str | None, Any]:
+    """The tool name and arguments of a tools/call (None, None for other methods)."""
+    if method != "tools/call" or not isinstance(params.get("name"), str):
+        return None, None
+    return params["name"], params.get("arguments")
+
+
+def _server_info(method: str, answer: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    result = answer.get("result") if answer is not None else None
+    info = result.get("serverInfo") if method == "initialize" and isinstance(result, dict) else None
+    if not isinstance(info, dict):
+        return None, None
+    name, version = info.get("name"), info.get("version")
+    return (name if isinstance(name, str) else None), (version if isinstance(version, str) else None)
+
+
+def mcp_http_call(exchange: Exchange, pid: int, comm: str, conn_id: int) -> McpCall | None:
+    """The MCP call an HTTP exchange carried (streamable HTTP: a POSTed JSON-RPC request, answered
+    with JSON or an SSE stream), or None when it is not one. Notifications and answers the
+    client POSTs are not calls."""
+    request = exchange.request
+    if request.method.upper() != "POST":
+        return None
+    try:
+        message = parse_json(request.body.content())
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(message.get("method"), str) \
+            or not isinstance(message.get("id"), (str, int)) or isinstance(message.get("id"), bool):
+        return None
+    answer, answered_ns = _http_answer(exchange, message["id"])
+    method = message["method"]
+    params = message.get("params") if isinstance(message.get("params"), dict) else {}
+    status, error, tools = _outcome(method, answer)
+    if answer is None and exchange.response is not None and exchange.response.status >= 400:
+        status, error = "error", f"HTTP {exchange.response.status}"
+    tool, arguments = _tool_of(method, params)
+    server, version = _server_info(method, answer)
+    end = answered_ns if answered_ns is not None else exchange.response.end_ts if exchange.response else None
+    return McpCall(
+        ts_ns=request.start_ts, pid=pid, comm=comm, transport="http", method=method,
+        request_id=json.dumps(message["id"]), server=server, server_version=version, tool=tool,
+        arguments=arguments, status=status, error=error, tools=tools,
+        duration_ms=round((end - request.start_ts) / 1e6, 3) if end is not None else None,
+        endpoint=redact_url(f"{exchange.host}{request.target.split('?', 1)[0]}"), conn_id=conn_id,
+    )
+
+
+def _http_answer(exchange: Exchange, request_id: str | int) -> tuple[dict[str, Any] | None, int | None]:
+    """The JSON-RPC answer to request_id in the response (its JSON body, or one of its SSE
+    events) and when it arrived (an SSE answer: its event's last byte; a host may hold the
+    stream open long after)."""
+    response = exchange.response
+    if response is None:
+        return None, None
+    if is_event_stream(response):
+        candidates: Iterable[tuple[Any, int | None]] = (
+            (_json_or_none(event.data), ts_ns) for ts_ns, event in sse_events(response.body))
+    else:
+        body = _json_or_none(response.body.content())
+        candidates = [(item, None) for item in (body if isinstance(body, list) else [body])]
+    for obj, ts_ns in candidates:
+        if isinstance(obj, dict) and obj.get("id") == request_id and ("result" in obj or "error" in obj):
+            return obj, ts_ns
+    return None, None
+
+
+def _json_or_none(data: str | bytes) -> Any:
+    try:
+        return parse_json(data)
+    except ValueError:
         return None

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import psutil
@@ -40,7 +40,7 @@ from vigild.bpf.tls import TlsSensor
 from vigild.correlate.agent_telemetry import TelemetryMerger, TelemetryRecord
 from vigild.correlate.detections import WATCHED_TYPES, Detector
 from vigild.correlate.intent import LlmCall
-from vigild.correlate.mcp import McpTracker
+from vigild.correlate.mcp import McpCall, McpTracker
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
@@ -493,16 +493,25 @@ class Pipeline:
                                                f"{event.bytes_received} received): {reason}"))
 
     def _dispatch_intent(self, events: list[Any]) -> None:
-        for inner in events:
+        for inner in self._mcp_released(events):
             if self.merger is not None and isinstance(inner, LlmCall):
                 self.merger.observe_tls(inner)
             if isinstance(inner, LlmCall):
                 self.mcp.observe_llm(inner)
+
             info = self.processes.get(inner.pid)
             session_id = info.session_id if info else None
             if self.control is not None:
                 self.control.observe_intent(inner, session_id)
             self._dispatch(Attributed(inner, session_id))
+
+    def _mcp_released(self, events: list[Any]) -> Iterator[Any]:
+        """MCP calls decoded from HTTP wait in the tracker for their endpoint's initialize."""
+        for inner in events:
+            if isinstance(inner, McpCall) and inner.transport == "http":
+                yield from self.mcp.observe_http(inner)
+            else:
+                yield inner
 
     def _housekeeping(self) -> None:
         """Hook TLS libraries that tracked processes loaded since their exec, and finish

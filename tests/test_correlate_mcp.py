@@ -126,3 +126,20 @@ def test_other_json_on_a_pipe_is_left_alone_and_gaps_are_said() -> None:
     host_writes(t, 5, request(4, "tools/call", {"name": "slow"}))
     [pending] = t.flush()
     assert (pending.status, pending.duration_ms, pending.tool) == ("no_response", None, "slow")
+
+
+def http_call(ts: int, method: str, server: str | None = None, tool: str | None = None) -> McpCall:
+    return McpCall(ts_ns=ts * MS, pid=HOST, comm="host", transport="http", method=method, request_id=str(ts),
+                   server=server, tool=tool, arguments={} if tool else None, endpoint="127.0.0.1:8000/mcp")
+
+
+def test_http_calls_wait_for_their_endpoints_initialize() -> None:
+    t = McpTracker()
+    assert t.observe_http(http_call(2, "tools/list")) == []  # its exchange ended before the initialize's
+    released = t.observe_http(http_call(1, "initialize", server="notes"))
+    assert [(c.method, c.server) for c in released] == [("initialize", "notes"), ("tools/list", "notes")]
+    assert [c.server for c in t.observe_http(http_call(3, "tools/call", tool="read"))] == ["notes"]
+    other = McpTracker()
+    assert other.observe_http(http_call(1, "tools/call", tool="read")) == []
+    assert [c.method for c in other.observe_http(http_call(20_000, "tools/list"))] == ["tools/call", "tools/list"]
+    assert other.observe_http(http_call(20_001, "ping")) == [] and [c.method for c in other.flush()] == ["ping"]
