@@ -126,6 +126,7 @@ class Service:
     def __init__(self, config: Config, config_path: Path, config_missing_ok: bool) -> None:
         from vigild.bpf.effects import open_effects
         from vigild.bpf.lineage import LineageSensor
+        from vigild.bpf.sockdata import open_sockdata
         from vigild.bpf.tls import TlsSensor, open_tls
         from vigild.bpf.tls_locate import Locator
         from vigild.correlate.tls_stream import TlsStreamDecoder
@@ -147,6 +148,7 @@ class Service:
         self.last_prune = 0.0
         self.tls: TlsSensor | None = None
         self.effects: Any = None
+        self.plain_http: Any = None
         self.exporter: Exporter | None = None
         self.control: ControlServer | None = None
         self.tools: Any = None
@@ -176,10 +178,11 @@ class Service:
                 self.tls = open_tls(self.lineage.shared_maps, self.features, config.max_call_bytes, locator=Locator())
                 if self.tls is not None:
                     self.tls.attach_system_libraries()
+                self.plain_http = open_sockdata(self.lineage.shared_maps, self.features, config.max_call_bytes)
             else:
                 self.features.turned_off("tls", "[capture] tls = false")
             intent = TlsStreamDecoder(capture_content=config.capture_content,
-                                      max_body_bytes=config.max_call_bytes) if self.tls else None
+                                      max_body_bytes=config.max_call_bytes) if self.tls or self.plain_http else None
             if config.capture_effects:
                 self.effects = open_effects(self.lineage.shared_maps, self.features)
             else:
@@ -189,7 +192,7 @@ class Service:
                 self.telemetry = TelemetryReceiver(list, *config.telemetry_address)
             self.pipeline = Pipeline(self.lineage, sinks=[], tls=self.tls, intent=intent,
                                      classify_root=self.matcher.classify,
-                                     sensors=[self.effects] if self.effects is not None else [],
+                                     sensors=[s for s in (self.effects, self.plain_http) if s is not None],
                                      detector=detector_for(config), control=self.tools,
                                      telemetry=self.telemetry.records if self.telemetry else None)
             if self.telemetry is not None:
@@ -308,6 +311,9 @@ class Service:
         if self.effects is not None:
             self.effects.close()
             self.effects = None
+        if self.plain_http is not None:
+            self.plain_http.close()
+            self.plain_http = None
         self.lineage.close()
         if self.tools is not None:
             self.tools.release_resources()
