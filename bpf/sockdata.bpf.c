@@ -12,7 +12,9 @@
  * space feeds them to the same reassembly. Untracked processes cost one hash lookup per call.
  *
  * Pipes carry MCP's stdio transport (newline-delimited JSON-RPC between a host and the servers it
- * spawns): a pipe whose first write starts with '{' is captured, writes only. The host's requests
+ * spawns): a pipe whose first write starts like a JSON-RPC message is captured, writes only:
+ * '{"' and the first letter of one of its keys (jsonrpc, method, id, result, error), as the MCP
+ * SDKs write them; other JSON on pipes (tool output) is not. The host's requests
  * are its writes to the server's stdin pipe, the server's answers its writes to its stdout pipe,
  * so writes alone see both directions once (reads would see every message a second time). Each
  * pipe record carries the inode of the writer's stdin (peer_ino), which pairs a server's answers
@@ -207,6 +209,14 @@ static __always_inline int is_request_start(__u32 head)
 	return 0;
 }
 
+static __always_inline int is_json_rpc_start(__u32 head)
+{
+	char key = (head >> 16) & 0xff;
+
+	return (head & 0xffff) == 0x227b /* '{"' */ &&
+	       (key == 'j' || key == 'm' || key == 'i' || key == 'r' || key == 'e');
+}
+
 static __always_inline int port_configured(struct sock *sk)
 {
 	__u16 dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
@@ -230,10 +240,10 @@ static __always_inline __u32 classify(struct sock_call *call, long moved)
 
 	if (call->iovcnt && bpf_probe_read_user(&first, sizeof(first), (void *)call->buf))
 		return 0;
-	if (moved < 1 || bpf_probe_read_user(&head, moved < 4 ? 1 : sizeof(head), (void *)first))
+	if (moved < 4 || bpf_probe_read_user(&head, sizeof(head), (void *)first))
 		return 0;
 	if (call->lib == SOCK_LIB_PIPE)
-		fresh.state = (head & 0xff) == '{' ? CONN_CAPTURED : CONN_IGNORED;
+		fresh.state = is_json_rpc_start(head) ? CONN_CAPTURED : CONN_IGNORED;
 	else if (is_request_start(head) ||
 		 ((head & 0xff) != TLS_HANDSHAKE && port_configured((struct sock *)call->sk)))
 		fresh.state = CONN_CAPTURED;

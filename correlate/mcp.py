@@ -10,7 +10,7 @@ reached over TCP, so its effects are not attributed (``attribution`` stays null)
 Stdio is the newline-delimited JSON-RPC 2.0 between a host and the servers it spawns.
 
 The kernel (bpf/sockdata.bpf.c) hands over what tracked processes *write* to pipes whose first
-byte is ``{``: the host's requests are its writes to the server's stdin pipe, the server's answers
+write starts like a JSON-RPC message (``{"`` and a key's first letter): the host's requests are its writes to the server's stdin pipe, the server's answers
 its writes to its stdout pipe. Each write names the pipe (its inode) and the writer's stdin pipe
 (``peer_ino``), so an answer written by a server whose stdin is pipe A pairs with the request of
 the same JSON-RPC id written to pipe A: two servers of one host (whose ids both start at 0) never
