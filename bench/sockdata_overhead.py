@@ -5,8 +5,9 @@ that matters most is the cost for processes vigil does not track (one hash looku
 Modes: no BPF loaded; sensor loaded, process untracked; process tracked. Workloads
 (bench/sockdata_workload.py): 64-byte writes and reads on a loopback TCP connection that speaks
 HTTP (captured when tracked: one record per write), on one that does not (ignored after its
-first write), and on /dev/null and /dev/zero (not sockets). Reported: median ns per pair and the
-difference to no BPF.
+first write), and on /dev/null and /dev/zero (not sockets). Reported: median CPU ns of the
+workload process per pair (the programs run in its syscalls; CPU time keeps other load out) and
+the difference to no BPF.
 
     /opt/vigild/bin/python bench/sockdata_overhead.py [--calls 200000] [--rounds 5]
 """
@@ -84,7 +85,7 @@ def main() -> None:
             for mode in MODES:
                 dropped += measure(mode, args.calls, Path(tmp_name), ns)
     base = {k: statistics.median(ns[("no BPF", k)]) for k in KINDS}
-    print(f"ns per 64-byte write+read pair, median of {args.rounds} rounds of {args.calls:,} pairs")
+    print(f"CPU ns per 64-byte write+read pair, median of {args.rounds} rounds of {args.calls:,} pairs")
     print(f"{'mode':<20}" + "".join(f"{k:>12}{'added':>8}" for k in KINDS))
     for mode in MODES:
         cells = "".join(f"{statistics.median(ns[(mode, k)]):>12,.0f}{statistics.median(ns[(mode, k)]) - base[k]:>+8,.0f}"
