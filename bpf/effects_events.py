@@ -25,7 +25,7 @@ from vigild.bpf.events import (
     fixed_part,
 )
 
-EFFECT_KIND_NAMES = {kind.value: kind.label for kind in Kind if kind >= Kind.FILE_OPEN}
+EFFECT_KIND_NAMES = {kind.value: kind.label for kind in Kind if Kind.FILE_OPEN <= kind < Kind.SOCK_DATA}
 
 EFFECT_PATH_MAX = 4096
 EFFECT_PATH_STEPS = 512

@@ -42,7 +42,12 @@ enum event_kind {
 	EVENT_DNS_QUERY = 27,    /* the payload of a datagram sent to port 53 */
 	EVENT_EFFECTS_FD_FULL = 28, /* stats only: an fd's bytes could not be summed, fd_state full */
 	EVENT_EFFECTS_BUSY = 29, /* stats only: this CPU's scratch was in use (nested program) */
-	EVENT_KIND_MAX = 32, /* size of the per-kind stats array */
+	/* 32..35: plain socket payload (sockdata.bpf.c): same record layouts as TLS data and close */
+	EVENT_SOCK_DATA = 32,
+	EVENT_SOCK_CLOSE = 33,
+	EVENT_SOCK_BUSY = 34,   /* stats only: a socket call seen while this CPU's scratch was in use */
+	EVENT_SOCK_CAPPED = 35, /* stats only: a call not sent because its connection reached its cap */
+	EVENT_KIND_MAX = 40, /* size of the per-kind stats array */
 };
 
 /* Session ids are unique across runs: user space gives the roots it adds the current time in
@@ -147,7 +152,7 @@ struct tls_data_event {
 	__u32 call_len;  /* bytes the call moved in all */
 	__u32 offset;    /* where this chunk starts within the call */
 	__u32 len;       /* bytes in data */
-	__u32 _pad;
+	__u32 peer_ino;  /* pipe payload (sockdata.bpf.c): the inode of the writer's stdin; else 0 */
 	char data[TLS_CHUNK_MAX];
 };
 

@@ -51,13 +51,18 @@ class Kind(IntEnum):
     DNS_QUERY = 27
     EFFECTS_FD_FULL = 28
     EFFECTS_BUSY = 29
+    # plain socket payload (sockdata.bpf.c): the TLS data/close layouts under kinds of their own
+    SOCK_DATA = 32
+    SOCK_CLOSE = 33
+    SOCK_BUSY = 34
+    SOCK_CAPPED = 35
 
     @property
     def label(self) -> str:
         return self.name.lower()
 
 
-EVENT_KIND_MAX = 32  # enum event_kind's EVENT_KIND_MAX: the size of the per-kind stats array
+EVENT_KIND_MAX = 40  # enum event_kind's EVENT_KIND_MAX: the size of the per-kind stats array
 KIND_NAMES = {kind.value: kind.label for kind in Kind}
 
 
@@ -72,6 +77,8 @@ TLS_DIR_WRITE = 0
 TLS_DIR_READ = 1
 TLS_LIB_OPENSSL = 1
 TLS_LIB_GNUTLS = 2
+SOCK_LIB_PLAIN = 3  # TlsData.lib of plain socket payload (sockdata.bpf.c)
+SOCK_LIB_PIPE = 4  # ... and of pipe payload (MCP over stdio)
 TLS_CALL_CAPPED = 1 << 0
 
 EXEC_ARGS_TRUNCATED = 1 << 0
@@ -141,7 +148,7 @@ class TlsDataEventC(ctypes.Structure):
         ("call_len", c_uint32),
         ("offset", c_uint32),
         ("len", c_uint32),
-        ("_pad", c_uint32),
+        ("peer_ino", c_uint32),
         ("data", c_char * TLS_CHUNK_MAX),
     ]
 
@@ -272,6 +279,7 @@ class TlsData(ProcessEvent):
     offset: int = 0
     capped: bool = False
     data: bytes = b""
+    peer_ino: int = 0  # pipe payload: the inode of the writer's stdin
 
 
 @dataclass
@@ -400,7 +408,7 @@ def _decode_tls_data(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> Tl
         raise DecodeError("tls data record shorter than its declared length")
     return TlsData(**common, conn_id=fixed.conn_id, call_id=fixed.call_id, direction=fixed.direction,
                    lib=fixed.lib, call_len=fixed.call_len, offset=fixed.offset,
-                   capped=bool(hdr.flags & TLS_CALL_CAPPED), data=data)
+                   capped=bool(hdr.flags & TLS_CALL_CAPPED), data=data, peer_ino=fixed.peer_ino)
 
 
 def _decode_exec(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> ExecEvent:

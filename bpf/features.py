@@ -20,6 +20,7 @@ FEATURES: dict[str, str] = {
     "effects": "file and network effects (syscall tracepoints)",
     "syscall_tracepoints": "effects through the tracepoints of the syscalls they need only "
                            "(without: raw sys_enter/sys_exit, a BPF program on every syscall of every process)",
+    "plain_http": "LLM intent over plain HTTP: TCP payload of HTTP connections (syscall tracepoints)",
     "memory_spikes": "memory spikes of tool calls (kmem:rss_stat)",
     "oom_kills": "OOM-killer victims among tool calls (oom:mark_victim)",
 }

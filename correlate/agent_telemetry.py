@@ -98,7 +98,7 @@ class TelemetryMerger:
 
     # ---- inputs ----
     def observe_tls(self, call: LlmCall) -> None:
-        if call.source == "tls":
+        if call.source != "telemetry":
             self._tls.setdefault(call.pid, []).append(call)
 
     def feed(self, record: TelemetryRecord) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from vigild.correlate.exchange import Exchange, HttpMessage
 from vigild.correlate.intent import Event, HttpsRequest, LlmCall, ParseFailure
 from vigild.correlate.llm import decode_llm
+from vigild.correlate.mcp import mcp_http_call
 from vigild.correlate.redact import redact_headers, redact_text, redact_url, redact_value
 
 
@@ -22,6 +23,7 @@ class ConnIdentity:
     pid: int
     comm: str
     conn_id: int
+    source: str = "tls"  # what carried it: "tls" (plaintext at the TLS library) or "http" (plain TCP)
 
 
 def _ms(start: int, end: int | None) -> float | None:
@@ -60,6 +62,10 @@ def events_for_exchange(exchange: Exchange, ident: ConnIdentity, *, capture_cont
     resp_headers = redact_headers(response.headers) if capture_content and response is not None else None
     host = redact_text(exchange.host)
     result = decode_llm(exchange)
+    mcp = mcp_http_call(exchange, ident.pid, ident.comm, ident.conn_id) if result is None else None
+    if mcp is not None:
+        events.append(mcp)
+        return events
     if result is None:
         events.append(HttpsRequest(
             ts_ns=request.start_ts, pid=ident.pid, tid=request.tid, comm=ident.comm, conn_id=ident.conn_id,
@@ -91,5 +97,6 @@ def events_for_exchange(exchange: Exchange, ident: ConnIdentity, *, capture_cont
         response_id=result.response_id, request_id=request_id,
         error=redact_text(result.error) if result.error else None,
         truncated=exchange.truncated, request_headers=req_headers, response_headers=resp_headers,
+        source=ident.source,
     ))
     return events

@@ -66,7 +66,9 @@ class LlmCall(_Event):
     truncated: bool = False
     request_headers: list[tuple[str, str]] | None = None
     response_headers: list[tuple[str, str]] | None = None
-    source: str = "tls"  # "telemetry": reported by the agent itself, TLS did not see this call
+    # "tls": read at the TLS library; "http": plain TCP (bpf/sockdata); "telemetry": reported by
+    # the agent itself, neither saw this call
+    source: str = "tls"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vigild.correlate import llm_anthropic, llm_gemini, llm_openai_chat, llm_openai_responses
+from vigild.correlate import llm_anthropic, llm_gemini, llm_ollama, llm_openai_chat, llm_openai_responses
 from vigild.correlate.exchange import Exchange
 from vigild.correlate.llm_common import LlmResult, parse_json
 
@@ -22,6 +22,7 @@ _REQUEST_KEYS: dict[Any, tuple[bytes, ...]] = {
     llm_openai_chat: (b'"messages"',),
     llm_openai_responses: (b'"input"', b'"prompt"', b'"previous_response_id"'),
     llm_gemini: (b'"contents"',),
+    llm_ollama: (b'"messages"', b'"prompt"'),
 }
 _PREFIX_BYTES = 64 * 1024
 
@@ -64,7 +65,7 @@ def decode_llm(exchange: Exchange) -> LlmResult | None:
     body, unparseable = _request_json(exchange)
     payload: dict[str, Any] = body if isinstance(body, dict) else {}
     prefix = request.body.content()[:_PREFIX_BYTES] if unparseable else b""
-    for module in (llm_anthropic, llm_openai_chat, llm_openai_responses, llm_gemini):
+    for module in (llm_anthropic, llm_openai_chat, llm_openai_responses, llm_gemini, llm_ollama):
         if module.matches(method, path, body):
             return _decode(module, payload, exchange, path)
         if unparseable and module.path_matches(method, path) and any(k in prefix for k in _REQUEST_KEYS[module]):

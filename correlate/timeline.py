@@ -100,7 +100,7 @@ def build_timeline(session: dict[str, Any], processes: list[dict[str, Any]],
     # A tool call belongs to the LLM call that carried its id (the model's own tool-call id).
     # Never by response_id alone: OpenAI-compatible servers reuse one for every response, which
     # would put every tool call under the first LLM call.
-    story = [{"llm_call": e, "tool_calls": []} for e in events if e["type"] == "llm_call"]
+    story = [{"llm_call": e, "tool_calls": [], "mcp_calls": []} for e in events if e["type"] == "llm_call"]
     asked_in: dict[str, dict[str, Any]] = {}
     for entry in story:
         for call in entry["llm_call"].get("tool_calls") or ():
@@ -114,6 +114,13 @@ def build_timeline(session: dict[str, Any], processes: list[dict[str, Any]],
             entry["tool_calls"].append(node)
         else:  # nobody asked, or asked by an LLM call the capture did not see whole
             unrequested.append(node)
+    # MCP tool calls (correlate/mcp.py) under the LLM call whose tool call they carried out.
+    mcp_unlinked = []
+    for e in events:
+        if e["type"] == "mcp_call" and e.get("method") == "tools/call":
+            entry = asked_in.get(e.get("llm_tool_call_id") or "")
+            (entry["mcp_calls"] if entry is not None else mcp_unlinked).append(e)
+    agent["mcp_calls"] = mcp_unlinked
     return {**session, "summary": summary(events), "timeline": story, "unrequested": unrequested,
             "agent": agent, "lost": sum(e.get("count", 0) for e in events if e["type"] == "lost")}
 

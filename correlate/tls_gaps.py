@@ -3,7 +3,7 @@ direction, with what is missing measured (pure; the pipeline feeds it the TlsDat
 
 from __future__ import annotations
 
-from vigild.bpf.events import TLS_DIR_WRITE, TlsData
+from vigild.bpf.events import SOCK_LIB_PLAIN, TLS_DIR_WRITE, TlsData
 from vigild.correlate.tls_stream import TlsChunk
 
 
@@ -29,7 +29,7 @@ class TlsGaps:
         self._progress[key] = (ev.call_id, ev.offset + len(ev.data), ev.call_len)
         return TlsChunk(ts_ns=ev.ts_ns, pid=ev.pid, tid=ev.tid, comm=ev.comm, conn_id=ev.conn_id,
                         direction="write" if ev.direction == TLS_DIR_WRITE else "read", data=ev.data,
-                        lost_bytes=lost)
+                        lost_bytes=lost, source="http" if ev.lib == SOCK_LIB_PLAIN else "tls")
 
     def forget(self, pid: int, conn_id: int | None = None) -> None:
         for key in [k for k in self._progress if k[0] == pid and (conn_id is None or k[1] == conn_id)]:

@@ -44,6 +44,7 @@ class TlsChunk:
     direction: str  # "write" (client→server plaintext) or "read" (server→client)
     data: bytes
     lost_bytes: int = 0  # >0 when the kernel could not deliver part of the payload (gap before this chunk)
+    source: str = "tls"  # "tls": plaintext at the TLS library; "http": a plain TCP socket (conn_id: its inode)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class _Conn:
     sniff: list[TlsChunk] = field(default_factory=list)  # first writes, shorter than the HTTP/2 preface
     early_reads: list[TlsChunk] = field(default_factory=list)
     early_bytes: int = 0
+    source: str = "tls"
 
 
 class TlsStreamDecoder:
@@ -93,7 +95,7 @@ class TlsStreamDecoder:
         try:
             conn = self._conns.get(key)
             if conn is None:
-                conn = _Conn(chunk.pid, chunk.conn_id, chunk.comm, chunk.ts_ns)
+                conn = _Conn(chunk.pid, chunk.conn_id, chunk.comm, chunk.ts_ns, source=chunk.source)
                 self._conns[key] = conn
                 events += self._evict(chunk.ts_ns)
             else:
@@ -239,7 +241,7 @@ class TlsStreamDecoder:
 
     def _convert(self, conn: _Conn, output: FramerOutput) -> list[Event]:
         events: list[Event] = []
-        ident = ConnIdentity(conn.pid, conn.comm, conn.conn_id)
+        ident = ConnIdentity(conn.pid, conn.comm, conn.conn_id, conn.source)
         for item in output.items:
             if isinstance(item, Exchange):
                 try:

@@ -38,6 +38,7 @@ class Sensors:
     watchdog: Any = None
     tls: TlsSensor | None = None
     effects: Any = None
+    plain_http: Any = None  # SockDataSensor: LLM and MCP traffic over plain HTTP and pipes
 
     def release(self) -> None:
         """Detach and close in the order that leaves no process held: the TLS and effects programs,
@@ -45,6 +46,9 @@ class Sensors:
         if self.tls is not None:
             self.tls.close()
             self.tls = None
+        if self.plain_http is not None:
+            self.plain_http.close()
+            self.plain_http = None
         if self.effects is not None:
             self.effects.close()
             self.effects = None
@@ -59,8 +63,10 @@ class Sensors:
 
 def open_sensors(features: Features, *, root_comms: list[str], root_flags: int = 0, capture_tls: bool,
                  capture_effects: bool, max_call_bytes: int, tools: ToolsFactory | None, tls_off: str, effects_off: str,
-                 locator: Locator | None, locate_timeout: float = 30.0) -> Sensors:
-    """Lineage, the fail-safe watchdog, tool control, TLS and effects.
+                 locator: Locator | None, locate_timeout: float = 30.0, http_ports: tuple[int, ...] = ()) -> Sensors:
+    """Lineage, the fail-safe watchdog, tool control, TLS (with plain-HTTP and MCP payload: the
+    same intent, read at the socket instead of the TLS library) and effects. `http_ports`: ports
+    whose connections are captured whatever their first bytes look like.
 
     The kernel holds processes while vigil decides about them: with TLS capture, an exec of a not
     yet examined executable until its TLS is hooked; with tool control, a tool call's first exec
@@ -68,6 +74,7 @@ def open_sensors(features: Features, *, root_comms: list[str], root_flags: int =
     place that decides whether it runs. It forks: call before any thread starts."""
     from vigild.bpf.effects import open_effects
     from vigild.bpf.lineage import LineageSensor
+    from vigild.bpf.sockdata import open_sockdata
     from vigild.bpf.tls import open_tls
     from vigild.daemon.tools.watchdog import start_watchdog
 
@@ -81,8 +88,10 @@ def open_sensors(features: Features, *, root_comms: list[str], root_flags: int =
         if capture_tls:
             sensors.tls = open_tls(sensors.lineage.shared_maps, features, max_call_bytes, locator=locator,
                                    locate_timeout=locate_timeout)
+            sensors.plain_http = open_sockdata(sensors.lineage.shared_maps, features, max_call_bytes, http_ports)
         else:
             features.turned_off("tls", tls_off)
+            features.turned_off("plain_http", tls_off)
         if capture_effects:
             sensors.effects = open_effects(sensors.lineage.shared_maps, features)
         else:
@@ -142,9 +151,9 @@ def open_pipeline(sensors: Sensors, *, capture_content: bool, max_body_bytes: in
     from vigild.daemon.pipeline import Pipeline
 
     intent = (TlsStreamDecoder(capture_content=capture_content, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES)
-              if sensors.tls else None)
+              if sensors.tls or sensors.plain_http else None)
     pipeline = Pipeline(sensors.lineage, sinks=[], tls=sensors.tls, intent=intent, control=sensors.tools,
-                        sensors=[sensors.effects] if sensors.effects is not None else [], detector=detector,
+                        sensors=[s for s in (sensors.effects, sensors.plain_http) if s is not None], detector=detector,
                         telemetry=telemetry.records if telemetry is not None else None,
                         classify_root=classify_root)
     if telemetry is not None:

@@ -199,6 +199,9 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-locate-timeout", type=float, default=30.0,
                    help="hold a new executable's first exec at most this long while its TLS is searched "
                         "(default 30 s; then it runs on and is hooked when the search ends)")
+    p.add_argument("--http-port", type=_port, action="append", default=[], metavar="PORT",
+                   help="also decode plain TCP to this remote port as HTTP whatever its first bytes (repeatable, "
+                        "at most 8; connections whose first write is a request line are decoded anyway)")
     p.add_argument("--no-effects", action="store_true", help="do not trace file and network effects")
     p.add_argument("--no-detections", action="store_true", help="do not raise detection events")
     p.add_argument("--capture-content", action="store_true",
@@ -217,6 +220,13 @@ def parse_only(text: str) -> frozenset[str]:
     if unknown or not words:
         raise argparse.ArgumentTypeError(f"unknown kinds {unknown or [text]}; known: {', '.join(ONLY_KINDS)}")
     return frozenset(t for w in words for t in ONLY_KINDS[w])
+
+
+def _port(text: str) -> int:
+    """A TCP port, 1..65535."""
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return int(text)
 
 
 def parse_size(text: str) -> int:
@@ -351,11 +361,14 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                   f"matching {comm.encode()[:COMM_MAX].decode(errors='ignore')!r}", file=sys.stderr)
 
     args.run_config = _load_run_config(parser, args) if args.command == "run" else None
+    if len(args.http_port) > 8:
+        parser.error("--http-port: at most 8 ports")
     features = Features(lambda line: print(f"vigil: warning: {line}", file=sys.stderr))
     sensors = open_sensors(features, root_comms=args.comm, capture_tls=not args.no_tls,
                            capture_effects=not args.no_effects, max_call_bytes=args.max_call_bytes,
                            tools=_tools_factory(args, command, features), tls_off="--no-tls", effects_off="--no-effects",
-                           locator=None if args.no_tls_locate else Locator(), locate_timeout=args.tls_locate_timeout)
+                           locator=None if args.no_tls_locate else Locator(), locate_timeout=args.tls_locate_timeout,
+                           http_ports=tuple(args.http_port))
     control = sensors.tools
     declarations: ControlServer | None = None
     store = Store(args.db, key_file=args.key_file) if args.db else None

@@ -180,6 +180,16 @@ def _add_tool(parent: Tree, tool: dict[str, Any]) -> None:
     _add_detections(node, tool["detections"])
 
 
+def _add_mcp(parent: Tree, call: dict[str, Any]) -> None:
+    """An MCP tool call (correlate/mcp.py) and the effects its server had while serving it."""
+    style = "green" if call.get("status") == "ok" else "red"
+    node = parent.add(f"[bold]mcp[/bold] {_esc(str(call.get('server') or call.get('server_pid')))} "
+                      f"{_esc(str(call.get('tool')))} [{style}]{call.get('status')}[/{style}] "
+                      f"[dim]{call.get('duration_ms') or 0:.0f} ms, {call.get('attribution')} attribution"
+                      f"{', ' + str(call['llm_tool_call_id']) if call.get('llm_tool_call_id') else ''}[/dim]")
+    _add_effects(node, call.get("effects") or [])
+
+
 def print_show(tree: dict[str, Any], console: Console) -> None:
     s = tree["summary"]
     head = Tree(f"[bold cyan]session {tree['id']}[/bold cyan] {_esc(shlex.join(tree['argv']))} "
@@ -194,6 +204,8 @@ def print_show(tree: dict[str, Any], console: Console) -> None:
                         f"{llm.get('duration_ms') or 0:.0f} ms, {llm.get('finish_reason')}[/dim]")
         for tool in step["tool_calls"]:
             _add_tool(node, tool)
+        for mcp in step.get("mcp_calls", ()):
+            _add_mcp(node, mcp)
     if tree["unrequested"]:
         branch = head.add("[bold red]no tool call asked for these[/bold red]")
         for tool in tree["unrequested"]:
@@ -211,6 +223,8 @@ def print_show(tree: dict[str, Any], console: Console) -> None:
     for root in roots:
         add_proc(branch, root)
     _add_effects(branch, agent["effects"])
+    for mcp in agent.get("mcp_calls", ()):
+        _add_mcp(branch, mcp)
     _add_detections(branch, agent["detections"])
     console.print(head)
     if tree["lost"]:

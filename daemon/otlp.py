@@ -40,6 +40,7 @@ from vigild.daemon.otlp_semconv import (
     clean,
     effect_attributes,
     http_attributes,
+    mcp_attributes,
     process_attributes,
     scalar,
     session_attributes,
@@ -146,6 +147,7 @@ class _TraceBuilder:
         self.drafts: dict[str, _Draft] = {}
         self.incarnations: dict[int, list[tuple[int, str]]] = defaultdict(list)  # pid -> [(start_ns, key)]
         self.tools: dict[str, _Tool] = {}
+        self.mcp_calls: list[dict[str, Any]] = []
         self.chat_of_call: dict[str, tuple[str, Any]] = {}  # LLM tool call id -> (chat key, arguments)
         self.chat_of_response: dict[str, str] = {}
         # Effects as span events, by span key: tool spans are made last, once links are known.
@@ -223,6 +225,8 @@ class _TraceBuilder:
             return
         if kind == "llm_call":
             self._add_chat(event)
+        elif kind == "mcp_call":
+            self.mcp_calls.append(event)  # spans after every chat span is known (links)
         elif kind == "https_request":
             end = ts + int((event.get("duration_ms") or 0) * 1e6)
             self._add(f"https/{event.get('pid')}/{ts}/{event.get('conn_id')}",
@@ -260,6 +264,15 @@ class _TraceBuilder:
             self.drafts[key] = _Draft(f"execute_tool {last.get('tool_name') or 'unknown'}", start, end, ROOT,
                                       tool_attributes(tool.start, tool.end, arguments, self.capture),
                                       links=[chat] if chat else [])
+        for call in self.mcp_calls:
+            start = call["ts_ns"]
+            chat, _ = self.chat_of_call.get(call.get("llm_tool_call_id") or "", (None, None))
+            name = f"execute_tool {call.get('tool')}" if call.get("method") == "tools/call" else f"mcp {call.get('method')}"
+            draft = _Draft(name, start, start + int((call.get("duration_ms") or 0) * 1e6),
+                           self._owner(call.get("pid"), start), mcp_attributes(call, self.capture),
+                           links=[chat] if chat else [])
+            draft.events.extend(Event(e["type"], effect_attributes(e), e["ts_ns"]) for e in call.get("effects") or ())
+            self._add(f"mcp/{call.get('pid')}/{start}/{call.get('request_id')}", draft)
 
     def _add(self, key: str, draft: _Draft) -> str:
         unique, n = key, 1

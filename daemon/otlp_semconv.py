@@ -163,6 +163,27 @@ def tool_attributes(start: dict[str, Any], end: dict[str, Any] | None, arguments
     return clean(attrs)
 
 
+def mcp_attributes(call: dict[str, Any], capture_content: bool) -> Attributes:
+    """An MCP call's span attributes (an `execute_tool` span for tools/call) from an mcp_call."""
+    return clean({
+        "gen_ai.operation.name": "execute_tool" if call.get("method") == "tools/call" else None,
+        "gen_ai.tool.name": call.get("tool"),
+        "gen_ai.tool.call.id": call.get("llm_tool_call_id"),
+        "gen_ai.tool.call.arguments": _json(call.get("arguments"))
+        if capture_content and call.get("arguments") is not None else None,
+        "gen_ai.tool.type": "extension" if call.get("method") == "tools/call" else None,
+        "mcp.method.name": call.get("method"),
+        "jsonrpc.request.id": call.get("request_id"),
+        "network.transport": "pipe" if call.get("transport") == "stdio" else "tcp",
+        "vigil.mcp.server": call.get("server"),
+        "vigil.mcp.server_version": call.get("server_version"),
+        "vigil.mcp.server_pid": call.get("server_pid"),
+        "vigil.mcp.status": call.get("status"),
+        "vigil.mcp.attribution": call.get("attribution"),
+        "error.type": call.get("status") if call.get("status") not in (None, "ok") else None,
+    })
+
+
 def process_attributes(proc: dict[str, Any]) -> Attributes:
     """A process span's attributes from a row of the processes table."""
     return clean({

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import psutil
@@ -22,6 +22,7 @@ import psutil
 from vigild.bpf.clock import BootClock
 from vigild.bpf.effects_events import NetBytes, NetClose, NetConnect
 from vigild.bpf.events import (
+    SOCK_LIB_PIPE,
     TRACK_CONTROLLED,
     DecodeError,
     EventDecoder,
@@ -37,6 +38,7 @@ from vigild.bpf.tls import TlsSensor
 from vigild.correlate.agent_telemetry import TelemetryMerger, TelemetryRecord
 from vigild.correlate.detections import WATCHED_TYPES, Detector
 from vigild.correlate.intent import LlmCall
+from vigild.correlate.mcp import McpCall, McpTracker
 from vigild.correlate.poll_wait import PollWait
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
@@ -112,6 +114,7 @@ class Pipeline:
         self.classify_root = classify_root
         self.poll_ms = poll_ms
         self.tls_gaps = TlsGaps()
+        self.mcp = McpTracker()  # MCP over stdio: pipe writes from the sockdata sensor
         self._last_scan = 0.0
         self._scan_round = 0
         self._last_expire = 0.0
@@ -263,6 +266,8 @@ class Pipeline:
         if self.intent is not None:
             with self._lock:
                 self._dispatch_intent(self.intent.flush())
+        with self._lock:
+            self._dispatch_intent(self.mcp.flush())
         if self.merger is not None:
             with self._lock:
                 self._drain_telemetry()
@@ -325,6 +330,11 @@ class Pipeline:
         self.handle(event)
 
     def handle(self, event: ProcessEvent) -> None:
+        if isinstance(event, TlsData) and event.lib == SOCK_LIB_PIPE:
+            chunk = self.tls_gaps.chunk(event)
+            self._dispatch_intent(self.mcp.feed_pipe(event.ts_ns, event.pid, event.comm, event.conn_id,
+                                                     event.peer_ino, event.data, chunk.lost_bytes))
+            return
         if isinstance(event, TlsData):
             self._plaintext_ns[event.pid] = event.ts_ns
             if self.intent is not None:
@@ -373,6 +383,7 @@ class Pipeline:
         if isinstance(event, ExecEvent) and session is not None and event.pid == session.root_pid and not session.argv:
             session.argv = event.argv  # the command as started; a later exec of the root (bash's last command) is not it
         self._dispatch(event)
+        self.mcp.observe_effect(event)
         for tool_event in tool_events:
             self._dispatch(tool_event)
         if isinstance(event, ExitEvent):
@@ -459,14 +470,25 @@ class Pipeline:
                                                f"{event.bytes_received} received): {reason}"))
 
     def _dispatch_intent(self, events: list[Any]) -> None:
-        for inner in events:
+        for inner in self._mcp_released(events):
             if self.merger is not None and isinstance(inner, LlmCall):
                 self.merger.observe_tls(inner)
+            if isinstance(inner, LlmCall):
+                self.mcp.observe_llm(inner)
+
             info = self.processes.get(inner.pid)
             session_id = info.session_id if info else None
             if self.control is not None:
                 self.control.observe_intent(inner, session_id)
             self._dispatch(Attributed(inner, session_id))
+
+    def _mcp_released(self, events: list[Any]) -> Iterator[Any]:
+        """MCP calls decoded from HTTP wait in the tracker for their endpoint's initialize."""
+        for inner in events:
+            if isinstance(inner, McpCall) and inner.transport == "http":
+                yield from self.mcp.observe_http(inner)
+            else:
+                yield inner
 
     def _housekeeping(self) -> None:
         """Hook TLS libraries that tracked processes loaded since their exec, and finish

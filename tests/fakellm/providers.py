@@ -98,6 +98,10 @@ def route(method: str, target: str) -> Route | None:
         return Route("openai_chat")
     if path == "/v1/responses":
         return Route("openai_responses")
+    if path == "/api/chat":
+        return Route("ollama_chat")
+    if path == "/api/generate":
+        return Route("ollama_generate")
     prefix = "/v1beta/models/"
     if path.startswith(prefix) and ":" in path:
         model, _, verb = path[len(prefix) :].rpartition(":")
@@ -142,6 +146,9 @@ def render(route_: Route, request: Any, scenario: Scenario) -> Rendered:
     if provider == "gemini":
         stream = route_.gemini_stream
         model = reply.model or route_.model_from_path or "gemini-2.5-flash"
+    elif provider.startswith("ollama"):
+        stream = request.get("stream") is not False  # Ollama streams unless told not to
+        model = reply.model or str(request.get("model") or "unknown-model")
     else:
         stream = request.get("stream") is True
         model = reply.model or str(request.get("model") or "unknown-model")
@@ -152,6 +159,8 @@ def render(route_: Route, request: Any, scenario: Scenario) -> Rendered:
         return _openai_chat(ctx)
     if provider == "openai_responses":
         return _openai_responses(ctx)
+    if provider.startswith("ollama"):
+        return _ollama(ctx, chat=provider == "ollama_chat")
     return _gemini(ctx, sse=route_.gemini_sse)
 
 
@@ -639,3 +648,57 @@ def _gemini(ctx: _Ctx, *, sse: bool) -> Rendered:
     framed = [("[" if i == 0 else ",\r\n") + _dumps(c) for i, c in enumerate(chunks)]
     framed[-1] += "]"
     return Rendered(200, _json_headers() + headers, events=[f.encode() for f in framed], response=response)
+
+
+# ------------------------------------------------------------------------------ Ollama native API
+
+
+def _ollama(ctx: _Ctx, *, chat: bool) -> Rendered:
+    """Ollama's ``/api/chat`` and ``/api/generate``: one JSON object, or NDJSON lines when
+    streaming (its default). Tool calls (chat only) come whole in one line, without ids, with
+    arguments as an object; the last line has ``done: true``, ``done_reason`` and the counts."""
+    reply = ctx.reply
+    ctx.tool_calls = [ToolCallRecord(None, tc.name, dict(tc.arguments)) for tc in reply.tool_calls] if chat else []
+    finish = reply.finish_reason or "stop"
+    response = LLMResponse(
+        provider="ollama_chat" if chat else "ollama_generate",
+        model=ctx.model,
+        response_id="",
+        text=reply.text,
+        tool_calls=ctx.tool_calls,
+        input_tokens=reply.input_tokens,
+        output_tokens=reply.output_tokens,
+        finish_reason=finish,
+        stream=ctx.stream,
+    )
+    created = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime(ctx.created))
+
+    def line(text: str, *, tools: bool = False, done: bool = False) -> dict[str, Any]:
+        obj: dict[str, Any] = {"model": ctx.model, "created_at": created}
+        if chat:
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if tools:
+                message["tool_calls"] = [
+                    {"function": {"index": i, "name": t.name, "arguments": t.arguments}}
+                    for i, t in enumerate(ctx.tool_calls)
+                ]
+            obj["message"] = message
+        else:
+            obj["response"] = text
+        obj["done"] = done
+        if done:
+            obj.update(done_reason=finish, total_duration=1_234_567_890, load_duration=12_345_678,
+                       prompt_eval_count=reply.input_tokens, prompt_eval_duration=23_456_789,
+                       eval_count=reply.output_tokens, eval_duration=987_654_321)
+        return obj
+
+    if not ctx.stream:
+        body = line(reply.text, tools=bool(ctx.tool_calls), done=True)
+        return Rendered(200, [("content-type", "application/json; charset=utf-8")], body=_dumps(body).encode(),
+                        response=response)
+    lines = [line(p) for p in split_pieces(reply.text, ctx.scenario.piece_chars)] if reply.text else []
+    if ctx.tool_calls:
+        lines.append(line("", tools=True))
+    lines.append(line("", done=True))
+    events = [(_dumps(obj) + "\n").encode() for obj in lines]
+    return Rendered(200, [("content-type", "application/x-ndjson")], events=events, response=response)

@@ -196,6 +196,7 @@ class FakeLLMServer:
     * ``default_scenario`` – name or :class:`Scenario` used when a request has no
       ``x-fake-scenario`` header; may be reassigned while running.
     * ``cert_dir`` – where to write the PKI (default: a temp dir removed on close).
+    * ``tls`` – False serves plain HTTP/1.1 (``http://``), as local model servers do.
 
     Attributes: ``url`` (``https://127.0.0.1:<port>``), ``port``, ``host``, ``ca_path``,
     ``certs`` (all PEM paths), ``exchanges`` (:class:`ExchangeLog`), ``errors`` (tracebacks of
@@ -210,8 +211,10 @@ class FakeLLMServer:
         scenarios: Mapping[str, Scenario] | None = None,
         default_scenario: str | Scenario = "default",
         cert_dir: str | Path | None = None,
+        tls: bool = True,
     ) -> None:
         self.host = "127.0.0.1"
+        self.tls = tls
         self._requested_port = port
         self.http2 = http2
         self.scenarios: dict[str, Scenario] = {**SCENARIOS, **(scenarios or {})}
@@ -236,7 +239,7 @@ class FakeLLMServer:
     @property
     def url(self) -> str:
         """Base URL without a trailing slash, e.g. ``https://127.0.0.1:43121``."""
-        return f"https://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def ca_path(self) -> str:
@@ -324,6 +327,9 @@ class FakeLLMServer:
         try:
             raw.settimeout(_SEND_TIMEOUT)
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if not self.tls:
+                self._serve_http1(raw, peer, conn_id)  # type: ignore[arg-type] # same send/recv calls
+                return
             tls = self._ssl.wrap_socket(raw, server_side=True)
             if tls.selected_alpn_protocol() == "h2":
                 _H2Connection(self, tls, peer, conn_id).run()
