@@ -21,6 +21,7 @@ class Session:
     ended_ns: int | None = None
     exit_code: int | None = None
     signal: int | None = None
+    container: dict[str, str] | None = None  # vigild.correlate.containers.Container.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -35,6 +36,7 @@ class Session:
             "ended_ns": self.ended_ns,
             "exit_code": self.exit_code,
             "signal": self.signal,
+            "container": self.container,
         }
 
 
