@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def host_name() -> str:
+    """The host a session ran on: ``VIGIL_HOST`` when set (a DaemonSet passes the node's name; the
+    pod's own hostname would be the pod's), else the machine's hostname."""
+    return os.environ.get("VIGIL_HOST") or socket.gethostname()
 
 
 @dataclass
@@ -17,7 +24,7 @@ class Session:
     agent: str | None = None
     cwd: str | None = None
     uid: int | None = None
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=host_name)
     ended_ns: int | None = None
     exit_code: int | None = None
     signal: int | None = None
