@@ -194,7 +194,8 @@ class Service:
                                      telemetry=self.telemetry.records if self.telemetry else None)
             if self.telemetry is not None:
                 self.telemetry.candidates = self.pipeline.tracked_pids
-            registry, metrics_sink = build_registry(self.health, config.drop_labels, config.max_label_values)
+            registry, metrics_sink = build_registry(self.health, config.drop_labels, config.max_label_values,
+                                                    config.container_labels)
             self.session_stats = SessionStatsSink()
             self.pipeline.sinks += [StoreSink(self.store, self.pipeline.processes), metrics_sink,
                                     JournalSink(logging.getLogger("vigild.sessions")), self.session_stats]

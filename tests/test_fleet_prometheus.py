@@ -120,7 +120,7 @@ def test_vigild_series_reach_the_center_by_remote_write_and_federation(tmp_path:
         written = receiver.wait_for(f'vigil_build_info{{host="{host}"}}')
         assert {r["metric"]["job"] for r in written} == {"vigild"}
         assert receiver.query('{__name__=~"vigil_.*", host=""}') == []  # no series without its host
-        assert receiver.query('{__name__=~"go_.*|process_.*"}') == []  # the write filter kept vigild's own
+        assert receiver.wait_for(f'up{{host="{host}", job="vigild"}} == 1')  # the scrape's health goes too
         federated = center.wait_for(f'vigil_build_info{{host="{host}", job="vigild"}}')
         assert federated[0]["metric"]["instance"] == f"127.0.0.1:{daemon.port}"  # honor_labels kept it
         assert center.query(f'vigil_start_time_seconds{{host="{host}"}}')
