@@ -33,7 +33,7 @@ class AgentCgroups:
         self.host = host
         self.parent_name = parent_name
         self.trees: dict[Path, CgroupBackend] = {}
-        self._warned: set[str] = set()
+        self.fallbacks: dict[str, str] = {}  # agent cgroup (or "cgroup v1") -> why its calls run below vigild's
 
     def backend_for(self, call: ToolCall) -> CgroupBackend:
         """The agent's own tree when it may have one, else vigild's (with the line that says so)."""
@@ -105,7 +105,12 @@ class AgentCgroups:
         directory = mount / path.lstrip("/")
         return directory.parent if directory.name == LEAF and directory != mount else directory
 
+    def describe(self) -> dict[str, object]:
+        """For `vigil status`: where calls go inside agents' own cgroups, and where they cannot."""
+        return {"agent_trees": sorted(str(tree.path("")) for tree in self.trees.values()),
+                "below_vigild": dict(self.fallbacks)}
+
     def _fallback(self, where: str, why: str) -> None:
-        if where not in self._warned:
-            self._warned.add(where)
+        if where not in self.fallbacks:
+            self.fallbacks[where] = why
             log.warning("tool calls of agents in %s run below vigild's own cgroup: %s", where, why)

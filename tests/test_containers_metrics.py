@@ -57,3 +57,23 @@ def test_config_accepts_only_known_container_labels(tmp_path: Path) -> None:
     path.write_text('[metrics]\ncontainer_labels = ["pod_uid"]\n')
     with pytest.raises(ConfigError, match="unknown container label 'pod_uid'"):
         load(path)
+
+
+def test_status_names_where_calls_cannot_go_inside_the_agents_cgroup() -> None:
+    """`vigil status` text: the agents' trees in use and each fallback with its reason."""
+    import io
+
+    from rich.console import Console
+
+    from vigild.daemon.status_view import print_status
+
+    status = {"pid": 1, "uptime_s": 5, "programs_attached": 3, "tls_libraries_hooked": 0, "agents": ["a"],
+              "sessions_open": 0, "sessions_total": 0, "tracked_processes": 0, "events_total": 0,
+              "events_per_s": 0, "drops": 0, "store": {"path": "/x.db", "bytes": 0}, "sessions": [],
+              "tool_placement": {"agent_trees": ["/sys/fs/cgroup/c/libpod-1/vigil-run-1"],
+                                 "below_vigild": {"/sys/fs/cgroup/plain": "it is not delegated"}}}
+    out = io.StringIO()
+    print_status(status, Console(file=out, width=200))
+    text = out.getvalue()
+    assert "tool calls in      /sys/fs/cgroup/c/libpod-1/vigil-run-1" in text
+    assert "tool calls of /sys/fs/cgroup/plain run below vigild's own cgroup: it is not delegated" in text

@@ -114,6 +114,8 @@ def test_agent_in_podman_container_calls_limited_inside_its_cgroup(tmp_path: Pat
         lines = ran.stdout.splitlines()
         assert lines[-1] == "alive" and "first call: 137" in lines, ran.stdout
         assert "second call survived" not in ran.stdout and "second call: 137" in lines, ran.stdout
+        placement = daemon.status()["tool_placement"]
+        assert placement["below_vigild"] == {}, placement  # `vigil status` would name any fallback
         _remove_container(name, host, parent)  # first: on v2 vigild gives its leaf back only to a bare cgroup
         if memory.version == 2:  # runc enabled every controller for the container's parent: undo it
             for controller in set(control.read_text().split()) - set(enabled):
