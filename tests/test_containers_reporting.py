@@ -1,5 +1,6 @@
-"""Container sessions in the metrics: the runtime always, the pod namespace and container name only
-where the operator's [metrics] container_labels allows them, within the label value budget."""
+"""Container sessions as operators see them: in the metrics (the runtime always, the pod namespace
+and container name only where [metrics] container_labels allows them, within the label budget) and
+in `vigil status` (where tool calls go, and why not inside an agent's cgroup)."""
 
 from __future__ import annotations
 
