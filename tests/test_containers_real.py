@@ -142,7 +142,11 @@ def test_agent_in_podman_container_calls_limited_inside_its_cgroup(tmp_path: Pat
     assert by_argv["first"]["peak_memory_bytes"] <= 64 << 20, by_argv["first"]
     second = by_argv["second"]
     assert second["outcome"] == "oom_killed" and second["limits"]["memory_max"] == 1 << 30, second
-    assert second["peak_memory_bytes"] <= 256 << 20 and second["limits_hit"] == ["enclosing memory.max"], second
+    # Killed near the container's 256 MiB, far below its own 1 GiB. On v2 the call's memory.peak can
+    # pass the container's limit by the charge that the container then refused (the kernel charges
+    # a group before its parent and keeps the watermark when it backs out): measured 1.2 MiB on 6.12.
+    assert second["peak_memory_bytes"] <= (256 + 8) << 20, second
+    assert second["limits_hit"] == ["enclosing memory.max"], second
     placed = [line for line in daemon.log if "tool calls of agents in" in line and "go below it" in line]
     assert placed and f"libpod-{container['id']}" in placed[0], daemon.log
     assert not [line for line in daemon.log if "run below vigild's own cgroup" in line], daemon.log
