@@ -33,15 +33,15 @@ _ID = r"[0-9a-f]{64}"
 _SCOPE_RUNTIMES = {"docker": "docker", "libpod": "podman", "cri-containerd": "containerd",
                    "nerdctl": "containerd", "crio": "cri-o"}
 _SCOPE = re.compile(rf"^(docker|libpod|cri-containerd|nerdctl|crio)-({_ID})\.scope$")
-_PLAIN_PARENTS = {"docker": "docker", "libpod_parent": "podman"}
+_PLAIN_PARENTS = {"docker": "docker"}
 _LIBPOD_PLAIN = re.compile(rf"^libpod-({_ID})$")
 _BARE_ID = re.compile(rf"^({_ID})$")
-_POD_SLICE = re.compile(r"^kubepods(?:-[a-z]+)?-pod([0-9a-f_]{32,36})\.slice$")
-_POD_DIR = re.compile(r"^pod([0-9a-f-]{32,36})$")
+_POD_SLICE = re.compile(r"^kubepods(?:-[a-z]+)?-pod([0-9a-f_]{36})\.slice$")
+_POD_DIR = re.compile(r"^pod([0-9a-f-]{36})$")
 _NSPAWN_SERVICE = re.compile(r"^systemd-nspawn@(.+)\.service$")
 _MACHINE_SCOPE = re.compile(r"^machine-(.+)\.scope$")
 _LXC_PAYLOAD = re.compile(r"^lxc\.payload\.(.+)$")
-_VM_MACHINES = ("qemu-", "lxc-")  # libvirt's machines: VMs (and libvirt-lxc, which has its own parser elsewhere)
+_LIBVIRT_VM = "qemu-"  # machined's name for libvirt's VMs: machines, not containers
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,6 @@ class Container:
 
     def to_dict(self) -> dict[str, str]:
         return {k: v for k, v in asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Container:
-        return cls(**{k: d.get(k) for k in ("id", "runtime", "cgroup", "name", "pod_uid", "pod_name",
-                                            "pod_namespace")})
 
     def with_names(self, name: str | None = None, pod_name: str | None = None,
                    pod_namespace: str | None = None) -> Container:
@@ -103,10 +98,7 @@ def _unescape_systemd(text: str) -> str:
 
 def _pod_uid(text: str) -> str:
     """A pod uid in its canonical dashed form (systemd slices write ``_`` for ``-``)."""
-    uid = text.replace("_", "-")
-    if "-" not in uid and len(uid) == 32:  # some kubelets drop the dashes altogether
-        uid = f"{uid[:8]}-{uid[8:12]}-{uid[12:16]}-{uid[16:20]}-{uid[20:]}"
-    return uid
+    return text.replace("_", "-")
 
 
 def parse_cgroup_path(path: str) -> Container | None:
@@ -141,7 +133,9 @@ def parse_cgroup_path(path: str) -> Container | None:
             found = Container(_unescape_systemd(m.group(1)), "systemd-nspawn", prefix)
         elif parent == "machine.slice" and (m := _MACHINE_SCOPE.match(part)):
             name = _unescape_systemd(m.group(1))
-            if not name.startswith(_VM_MACHINES):
+            if name.startswith("lxc-"):  # libvirt's LXC driver registers its containers as lxc-<pid>-<name>
+                found = Container(name, "libvirt-lxc", prefix)
+            elif not name.startswith(_LIBVIRT_VM):
                 found = Container(name, "systemd-nspawn", prefix)
         elif i == 0 and (m := _LXC_PAYLOAD.match(part)):
             found = Container(m.group(1), "lxc", prefix)
