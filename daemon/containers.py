@@ -19,7 +19,6 @@ from vigild.correlate.containers import (
     name_from_docker_config,
     name_from_podman_containers,
     names_from_oci_annotations,
-    parse_cgroup_path,
     parse_proc_cgroup,
     pod_from_log_dirs,
 )
@@ -40,7 +39,8 @@ DOCKER_CONFIG = "var/lib/docker/containers/{id}/config.v2.json"
 
 
 class ContainerResolver:
-    """pid -> Container (or None: not in a container, or gone before it was looked up)."""
+    """pid -> Container (or None: not in a container, or gone before it was looked up: a root that
+    exits before user space handles its exec has no /proc/PID/cgroup left to read)."""
 
     def __init__(self, host_root: Path = Path("/")) -> None:
         self.host_root = host_root
@@ -65,11 +65,6 @@ class ContainerResolver:
         while len(self._by_cgroup) > CACHED:
             self._by_cgroup.popitem(last=False)
         return container
-
-    def of_cgroup_path(self, path: str) -> Container | None:
-        """For a cgroup path alone (an event's cgroup resolved to its path)."""
-        container = parse_cgroup_path(path)
-        return self._named(container) if container is not None else None
 
     def _named(self, c: Container) -> Container:
         if c.pod_uid is not None:
