@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def host_name() -> str:
+    """The host a session ran on: ``VIGIL_HOST`` when set (a DaemonSet passes the node's name; the
+    pod's own hostname would be the pod's), else the machine's hostname."""
+    return os.environ.get("VIGIL_HOST") or socket.gethostname()
 
 
 @dataclass
@@ -17,10 +24,11 @@ class Session:
     agent: str | None = None
     cwd: str | None = None
     uid: int | None = None
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=host_name)
     ended_ns: int | None = None
     exit_code: int | None = None
     signal: int | None = None
+    container: dict[str, str] | None = None  # vigild.correlate.containers.Container.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -35,6 +43,7 @@ class Session:
             "ended_ns": self.ended_ns,
             "exit_code": self.exit_code,
             "signal": self.signal,
+            "container": self.container,
         }
 
 

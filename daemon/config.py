@@ -25,6 +25,7 @@ COMM_MAX = 15  # the kernel keeps 15 bytes of a process name
 GLOB_CHARS = re.compile(r"[*?\[]")
 LABELS = frozenset({"agent", "provider", "model", "tool", "outcome", "type", "kind", "limit", "library", "reason",
                     "feature"})
+CONTAINER_LABELS = frozenset({"namespace", "container"})
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 DURATION_UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -127,6 +128,7 @@ class Config:
     metrics_address: tuple[str, int] | None = ("127.0.0.1", 9464)
     drop_labels: frozenset[str] = frozenset()
     max_label_values: int = 200
+    container_labels: frozenset[str] = frozenset()  # "namespace", "container": names operators allow as labels
     socket_path: Path = Path("/run/vigild/vigild.sock")
     socket_group: str | None = None
     log_level: str = "info"
@@ -248,6 +250,18 @@ def _labels(value: object) -> frozenset[str]:
     return frozenset(value)
 
 
+def _container_labels(value: object) -> frozenset[str]:
+    """Which container names may become metric labels: pod namespaces and container names are the
+    operator's to expose (they can name customers or projects); the runtime always is one."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"expected a list of label names, got {value!r}")
+    names = frozenset(value)
+    unknown = sorted(names - CONTAINER_LABELS)
+    if unknown:
+        raise ValueError(f"unknown container label {unknown[0]!r} (labels: {', '.join(sorted(CONTAINER_LABELS))})")
+    return names
+
+
 def _percent(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
         raise ValueError(f"expected a percentage between 0 and 100, got {value!r}")
@@ -330,7 +344,8 @@ TABLES: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
               "max_size": ("store_max_bytes", lambda v: parse_size(v) or None),
               "key_file": ("store_key_file", lambda v: Path(_STR(v)))},
     "metrics": {"address": ("metrics_address", parse_address), "drop_labels": ("drop_labels", _labels),
-                "max_label_values": ("max_label_values", _positive_int)},
+                "max_label_values": ("max_label_values", _positive_int),
+                "container_labels": ("container_labels", _container_labels)},
     "control": {"socket": ("socket_path", lambda v: Path(_STR(v))), "group": ("socket_group", _group)},
     "log": {"level": ("log_level", _level)},
     "detections": {"enabled": ("detections", _detection_names), "secret_globs": ("secret_globs", _globs)},

@@ -13,12 +13,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from vigild.correlate.effect_words import effect_words, evidence_target
+from vigild.correlate.containers import container_label
 from vigild.correlate.timeline import build_timeline, fold_effects, is_plumbing, summary
 from vigild.daemon.store import Store
 
 SESSION_COLUMNS = ("session", "agent", "command", "started", "duration", "outcome", "llm", "tokens", "tools",
-                   "alerts")
+                   "alerts", "container")
 
 
 def _when(ns: int | None) -> str:
@@ -68,11 +68,12 @@ def print_sessions(store: Store, limit: int, as_json: bool, console: Console) ->
             print("\t".join((str(r["id"]), r["agent"] or "-", shlex.join(r["argv"]), _when(r["started_ns"]),
                              _duration(r["started_ns"], r["ended_ns"]),
                              _outcome(r["exit_code"], r["signal"], r.get("end_reason")), str(r["llm_calls"]),
-                             f"{r['input_tokens']}→{r['output_tokens']}", str(r["tool_calls"]), str(r["detections"]))))
+                             f"{r['input_tokens']}→{r['output_tokens']}", str(r["tool_calls"]), str(r["detections"]),
+                             container_label(r.get("container")))))
         return
     table = Table(title=f"sessions in {store.path}")
     for col in SESSION_COLUMNS:
-        if col == "command":
+        if col in ("command", "container"):
             table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=28)
         else:
             table.add_column(col, no_wrap=True, min_width=len(col),
@@ -81,7 +82,8 @@ def print_sessions(store: Store, limit: int, as_json: bool, console: Console) ->
         alerts = str(r["detections"]) if not r["detections"] else f"[bold red]{r['detections']}[/bold red]"
         table.add_row(str(r["id"]), r["agent"] or "-", shlex.join(r["argv"]), _when(r["started_ns"])[5:],
                       _duration(r["started_ns"], r["ended_ns"]), _outcome(r["exit_code"], r["signal"], r.get("end_reason")),
-                      str(r["llm_calls"]), f"{r['input_tokens']}→{r['output_tokens']}", str(r["tool_calls"]), alerts)
+                      str(r["llm_calls"]), f"{r['input_tokens']}→{r['output_tokens']}", str(r["tool_calls"]), alerts,
+                      container_label(r.get("container")))
     console.print(table)
 
 
@@ -197,6 +199,8 @@ def print_show(tree: dict[str, Any], console: Console) -> None:
                 f"{_outcome(tree['exit_code'], tree['signal'])}) — {s['llm_calls']} LLM calls, "
                 f"{s['input_tokens']}→{s['output_tokens']} tokens, {s['tool_calls']} tool calls, "
                 f"{s['detections']} alerts")
+    if tree.get("container"):
+        head.add(f"[bold]container[/bold] {_esc(container_label(tree['container']))}")
     for step in tree["timeline"]:
         llm = step["llm_call"]
         node = head.add(f"[cyan]{_clock(llm.get('ts_ns'))} llm[/cyan] {llm.get('provider')} {llm.get('model')} "

@@ -46,7 +46,7 @@ SESSIONS_REMEMBERED = 4096  # session -> agent entries kept after their session 
 # Labels whose values an agent, a model or a network peer chooses: each keeps at most
 # `max_label_values` distinct values, later ones are folded into OTHER (and counted), and every
 # value is scrubbed of credentials first (a "model" string is whatever the request said).
-OPEN_LABELS = ("agent", "provider", "model", "tool")
+OPEN_LABELS = ("agent", "provider", "model", "tool", "namespace", "container")
 OTHER = "other"
 MAX_LABEL_VALUES = 200
 
@@ -96,7 +96,7 @@ class MetricsSink:
     """Events -> metrics. Agent kind comes from the session's `session_start`."""
 
     def __init__(self, registry: CollectorRegistry, drop_labels: frozenset[str] = frozenset(),
-                 max_label_values: int = MAX_LABEL_VALUES) -> None:
+                 max_label_values: int = MAX_LABEL_VALUES, container_labels: frozenset[str] = frozenset()) -> None:
         self.budget = LabelBudget(max_label_values)
 
         def family(factory: Callable[..., Any], name: str, doc: str, labels: Iterable[str], **kw: Any) -> _Family:
@@ -108,6 +108,11 @@ class MetricsSink:
         self._tool_names: OrderedDict[int, str] = OrderedDict()
         self.sessions_started = family(Counter, "vigil_agent_sessions_started", "Agent sessions started", ["agent"])
         self.sessions_active = family(Gauge, "vigil_agent_sessions", "Agent sessions running now", ["agent"])
+        # Names (pod namespace, container name) only where [metrics] container_labels allows them.
+        self.container_sessions = _Family(
+            Counter, "vigil_container_sessions_started", "Agent sessions started in containers, by runtime",
+            ["agent", "runtime", "namespace", "container"],
+            drop_labels | ({"namespace", "container"} - container_labels), registry, self.budget)
         self.execs = family(Counter, "vigil_process_execs", "Programs executed in agent process trees", ["agent"])
         llm = ["agent", "provider", "model"]
         self.llm_calls = family(Counter, "vigil_llm_calls", "LLM API calls; outcome ok, http_4xx, http_5xx or error",
@@ -153,6 +158,10 @@ class MetricsSink:
             agent = str(d.get("agent") or UNKNOWN)
             self._remember(d["session_id"], agent)
             self.sessions_started.child(agent=agent).inc()
+            if container := d.get("container"):
+                self.container_sessions.child(agent=agent, runtime=str(container.get("runtime") or UNKNOWN),
+                                              namespace=str(container.get("pod_namespace") or ""),
+                                              container=str(container.get("name") or "")).inc()
             self._init_agent(agent)
             self.sessions_active.child(agent=agent).inc()
         elif kind == "session_end":
@@ -332,12 +341,13 @@ class HealthCollector(Collector):
 
 
 def build_registry(health: Callable[[], Mapping[str, Any]], drop_labels: frozenset[str] = frozenset(),
-                   max_label_values: int = MAX_LABEL_VALUES) -> tuple[CollectorRegistry, MetricsSink]:
+                   max_label_values: int = MAX_LABEL_VALUES,
+                   container_labels: frozenset[str] = frozenset()) -> tuple[CollectorRegistry, MetricsSink]:
     """A registry serving the event metrics (fed through the returned sink), vigild's health and
     its own CPU and memory (`vigil_process_*`)."""
     disable_created_metrics()  # process-wide: `_created` series double the count and no panel uses them
     registry = CollectorRegistry(auto_describe=True)
-    sink = MetricsSink(registry, drop_labels, max_label_values)
+    sink = MetricsSink(registry, drop_labels, max_label_values, container_labels)
     registry.register(HealthCollector(health, drop_labels))
     registry.register(_LabelOverflowCollector(sink.budget))
     ProcessCollector(namespace="vigil", registry=registry)

@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from vigild.correlate.containers import resource_attributes
 from vigild.daemon.otlp_semconv import (
     Attributes,
     chat_attributes,
@@ -286,7 +287,8 @@ class _TraceBuilder:
     def _finish(self) -> list[ReadableSpan]:
         trace_id = _id(self.seed, 16)
         resource = Resource({"service.name": "vigild", "host.name": self.session.get("host") or "",
-                             "vigil.session.id": self.session["id"]})
+                             "vigil.session.id": self.session["id"],
+                             **resource_attributes(self.session.get("container"))})
 
         def context(key: str) -> SpanContext:
             return SpanContext(trace_id, _id(f"{self.seed}/{key}", 8), is_remote=False,

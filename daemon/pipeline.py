@@ -43,9 +43,7 @@ from vigild.correlate.poll_wait import PollWait
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
-from vigild.correlate.tls_gaps import TlsGaps
-from vigild.correlate.tls_stream import TlsStreamDecoder
-from vigild.daemon.tools.control_loop import ToolCallControl
+from vigild.daemon.containers import ContainerResolver
 from vigild.daemon.events import (
     Attributed,
     CaptureBlind,
@@ -132,6 +130,7 @@ class Pipeline:
         if control is not None:
             control.process_of = self.processes.get  # the agent's command line, for agent profiles
         self.sessions: dict[int, Session] = {}
+        self.containers = ContainerResolver()  # each session's container, from its root's cgroup
         self._refused: OrderedDict[int, None] = OrderedDict()  # sessions of roots that are not agents
         self.session_ids = SessionIds()
         self.counts: Counter[str] = Counter()
@@ -212,6 +211,8 @@ class Pipeline:
         self.processes.seed(info)
 
     def _open_session(self, session: Session) -> None:
+        if session.container is None and (container := self.containers.of_pid(session.root_pid)) is not None:
+            session.container = container.to_dict()
         self.sessions[session.id] = session
         if self.control is not None:
             self.control.agent_session(session.id, session.agent)

@@ -144,7 +144,8 @@ class Service:
             self.pipeline = open_pipeline(self.sensors, capture_content=config.capture_content,
                                           max_body_bytes=config.max_call_bytes, detector=detector_for(config),
                                           telemetry=self.telemetry, classify_root=self.matcher.classify)
-            registry, metrics_sink = build_registry(self.health, config.drop_labels, config.max_label_values)
+            registry, metrics_sink = build_registry(self.health, config.drop_labels, config.max_label_values,
+                                                    config.container_labels)
             self.session_stats = SessionStatsSink()
             self.pipeline.sinks += [StoreSink(self.store, self.pipeline.processes), metrics_sink,
                                     JournalSink(logging.getLogger("vigild.sessions")), self.session_stats]
@@ -316,7 +317,8 @@ class Service:
             "tls_libraries_hooked": len(self.tls.hooked_paths) if self.tls else 0,
             "agents": sorted({a.name for a in self.config.agents}),
             "sessions": [{"session_id": s.id, "agent": s.agent, "pid": s.root_pid,
-                          "started_ns": s.started_ns, "argv": s.argv[:8]} for s in sessions],
+                          "started_ns": s.started_ns, "argv": s.argv[:8], "container": s.container}
+                         for s in sessions],
             "sessions_open": health["sessions_open"],
             "sessions_total": health["sessions_total"],
             "tracked_processes": health["tracked_processes"],
@@ -328,6 +330,7 @@ class Service:
             "tls_blind_connections": sum(health["tls_blind_connections"].values()),
             "store": {"path": str(self.store.path), "bytes": store_bytes},
             "features": self.features.as_dict(),
+            "tool_placement": placement.describe() if (placement := getattr(self.tools, "placement", None)) else None,
         }
 
 

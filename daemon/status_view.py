@@ -32,6 +32,11 @@ def print_status(status: dict[str, Any], console: Console) -> None:
     for name, feature in status.get("features", {}).items():
         state = "available" if feature["available"] else f"unavailable: {feature['reason']}"
         console.print(f"  feature {name:<14} {state}", markup=False, highlight=False)
+    placement = status.get("tool_placement") or {}
+    for tree in placement.get("agent_trees", []):
+        console.print(f"  tool calls in      {tree}", markup=False, highlight=False)
+    for where, why in placement.get("below_vigild", {}).items():
+        console.print(f"  tool calls of {where} run below vigild's own cgroup: {why}", markup=False, highlight=False)
     if status["sessions"]:
         table = Table("session", "agent", "pid", "since", "command")
         for s in status["sessions"]:

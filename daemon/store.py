@@ -23,7 +23,7 @@ from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.sessions import Session
 from vigild.daemon.crypto import ContentCipher, CryptoError, load_key, strip_sealed
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     exit_code   INTEGER,
     signal      INTEGER,
     end_reason  TEXT,                  -- set when the session was closed for it, not by its exit
-    recorder    TEXT                   -- "pid:start" of the vigil process recording it
+    recorder    TEXT,                  -- "pid:start" of the vigil process recording it
+    container   TEXT                   -- JSON object (vigild.correlate.containers), NULL outside one
 );
 CREATE TABLE IF NOT EXISTS processes (
     session_id  INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
@@ -128,9 +129,9 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema {version}, newer than this vigild ({SCHEMA_VERSION})")
         self.db.executescript(SCHEMA)
-        # v2: sessions know who records them and why one ended without an exit.
+        # v2: sessions know who records them and why one ended without an exit; v3: their container.
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(sessions)")}
-        for column in ("end_reason", "recorder"):
+        for column in ("end_reason", "recorder", "container"):
             if column not in columns:
                 self.db.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -176,13 +177,13 @@ class Store:
     def upsert_session(self, s: Session) -> None:
         self._write(
             """INSERT INTO sessions (id, root_pid, agent, argv, cwd, uid, host, started_ns, ended_ns, exit_code, signal,
-                                    recorder)
-               VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+                                    recorder, container)
+               VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)
                ON CONFLICT(id) DO UPDATE SET agent=excluded.agent, argv=excluded.argv, cwd=excluded.cwd,
                  ended_ns=excluded.ended_ns, exit_code=excluded.exit_code, signal=excluded.signal,
-                 recorder=excluded.recorder""",
+                 recorder=excluded.recorder, container=excluded.container""",
             (s.id, s.root_pid, s.agent, json.dumps(s.argv), s.cwd, s.uid, s.host, s.started_ns,
-             s.ended_ns, s.exit_code, s.signal, RECORDER),
+             s.ended_ns, s.exit_code, s.signal, RECORDER, json.dumps(s.container) if s.container else None),
         )
 
     def upsert_process(self, p: ProcessInfo) -> None:
@@ -414,4 +415,5 @@ RECORDER = f"{os.getpid()}:{_process_start(os.getpid())}"
 def _session_row(row: sqlite3.Row) -> dict[str, Any]:
     d = dict(row)
     d["argv"] = json.loads(d["argv"])
+    d["container"] = json.loads(d["container"]) if d.get("container") else None
     return d

@@ -78,9 +78,24 @@ def test_every_metric_is_served(path: Path) -> None:
         # Label values, range selectors and Grafana variables are not metric names.
         expr = re.sub(r'"[^"]*"|\[[^\]]*\]|\$\{?\w+\}?', "", target["expr"])
         for name in set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b", expr)):
-            if name in PROMQL_WORDS or name in LABELS or name in {"instance", "limit"}:
+            if name in PROMQL_WORDS or name in LABELS or name in {"instance", "limit", "host"}:
                 continue
             assert name in served, f"{path.name}: {name} in {target['expr']!r} is not served"
+
+
+@pytest.mark.parametrize("path", BOARDS, ids=lambda p: p.name)
+def test_board_selects_hosts(path: Path) -> None:
+    """A fleet's Grafana: a multi-value `host` variable (the label the fleet configs put on every
+    series) and every series selector in every panel restricted to it."""
+    board = load(path)
+    (host,) = [v for v in board["templating"]["list"] if v["name"] == "host"]
+    assert host["type"] == "query" and host["multi"] and host["includeAll"] and host["allValue"] == ".*"
+    assert host["query"]["query"] == "label_values(vigil_build_info, host)"
+    for target in [d for d in walk(board["panels"]) if "expr" in d]:
+        selectors = re.findall(r"\b(vigil_\w+)(\{[^}]*\})?", target["expr"])
+        assert selectors, target["expr"]
+        for name, labels in selectors:
+            assert labels.startswith('{host=~"$host"'), f"{path.name}: {name} in {target['expr']!r}"
 
 
 def test_exporter_names_follow_the_conventions() -> None:

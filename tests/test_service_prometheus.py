@@ -82,7 +82,7 @@ scrape_configs:
 def substitute(expr: str) -> str:
     """What Grafana does to a panel expression before sending it."""
     for var, value in (("$__rate_interval", RATE_WINDOW), ("$__interval", "1s"), ("$__range", "5m"),
-                       ("${agent}", ".*"), ("$agent", ".*")):
+                       ("${agent}", ".*"), ("$agent", ".*"), ("${host}", ".*"), ("$host", ".*")):
         expr = expr.replace(var, value)
     assert "$" not in expr, expr
     return expr

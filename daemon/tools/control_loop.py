@@ -31,7 +31,7 @@ from vigild.cgroups import AGENT, CallLimits, CgroupBackend, CgroupError, Limits
 from vigild.correlate.agent_profiles import RELAUNCH, TOOL, AgentProfile, Proc, Profiles
 from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, command_matches, outcome
-from vigild.daemon.tools.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
+from vigild.daemon.tools.container_placement import memory_limit_hit
 
 log = logging.getLogger("vigild.control")
 
@@ -345,7 +345,7 @@ class ToolCallControl:
         oom_kills = max(call.oom_kills, mem.killed_processes if mem else 0)
         hit = []
         if mem is not None and (mem.max_events or mem.oom_kills):
-            hit.append("memory.max")
+            hit.append(memory_limit_hit(mem.max_events, mem.peak, policy.limits.memory_max))
         if mem is not None and mem.high_events:
             hit.append("memory.high")
         if pids is not None and pids.max_events:
