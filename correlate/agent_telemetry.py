@@ -40,6 +40,10 @@ QUIET_NS = 2 * 1_000_000_000  # a call with no new record for this long is compl
 # same call can trail its telemetry by seconds when the pipeline is busy (a late twin would
 # otherwise make one call two).
 GRACE_NS = 5 * 1_000_000_000
+# A call whose tool-call ids no TLS call of its (TLS-read) process carries yet waits up to this
+# long for the one that does: Codex may read a response's end only after its next call has
+# ended, and pairing by time alone would then set each call against the other.
+TWIN_WAIT_NS = 30 * 1_000_000_000
 MATCH_WINDOW_NS = 10 * 1_000_000_000  # how far apart TLS and telemetry may date one call
 # fields compared when both sources have the call
 COMPARED = ("status", "model", "input_tokens", "output_tokens", "cache_read_input_tokens", "tool_call_ids",
@@ -141,8 +145,8 @@ class TelemetryMerger:
         now_ns = self.clock()
         for key in [k for k, c in self._open.items() if now_ns - c.last_ns >= QUIET_NS and not c.tools_running]:
             self._close(self._open.pop(key))
-        due = [c for t, c in self._ready if now_ns - t >= GRACE_NS]
-        self._ready = [(t, c) for t, c in self._ready if now_ns - t < GRACE_NS]
+        due = [c for t, c in self._ready if now_ns - t >= GRACE_NS and not self._awaits_twin(c, now_ns - t)]
+        self._ready = [(t, c) for t, c in self._ready if all(c is not d for d in due)]
         return [e for call in due for e in self._resolve(call)]
 
     def flush(self) -> list[LlmCall | TelemetryCheck]:
@@ -296,9 +300,21 @@ class TelemetryMerger:
             response_id=call.response_id, request_id=call.request_id, cost_usd=call.cost_usd,
             source="telemetry")]
 
+    @staticmethod
+    def _tool_ids(tool_calls: list[dict[str, Any]]) -> frozenset[str] | None:
+        """The call's tool-call ids, an identity it shares with its TLS twin (None: none to go by)."""
+        ids = [t.get("id") for t in tool_calls]
+        return frozenset(str(i) for i in ids) if ids and all(ids) else None
+
+    def _awaits_twin(self, call: _Call, waited_ns: int) -> bool:
+        ids = self._tool_ids(call.tool_calls)
+        pending = self._tls.get(call.pid, [])
+        return (ids is not None and bool(pending) and waited_ns < TWIN_WAIT_NS
+                and not any(self._tool_ids(c.tool_calls) == ids for c in pending))
+
     def _match(self, call: _Call) -> LlmCall | None:
-        """The TLS call of the same process with the same request or response id, else the one
-        nearest in time (within MATCH_WINDOW_NS); taken once."""
+        """The TLS call of the same process with the same request or response id, else with the
+        same tool-call ids, else the one nearest in time (within MATCH_WINDOW_NS); taken once."""
         pending = self._tls.get(call.pid, [])
         same = next((c for c in pending if (call.request_id and c.request_id == call.request_id)
                      or (call.response_id and c.response_id == call.response_id)), None)
@@ -308,7 +324,8 @@ class TelemetryMerger:
         near = [c for c in pending if abs(c.ts_ns - call.ts_ns) <= MATCH_WINDOW_NS]
         if not near:
             return None
-        best = min(near, key=lambda c: abs(c.ts_ns - call.ts_ns))
+        ids = self._tool_ids(call.tool_calls)
+        best = min(near, key=lambda c: (ids is None or self._tool_ids(c.tool_calls) != ids, abs(c.ts_ns - call.ts_ns)))
         pending.remove(best)
         return best
 
