@@ -37,6 +37,7 @@ from vigild.correlate.agent_telemetry import TelemetryRecord
 log = logging.getLogger("vigild.telemetry")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_TRAILERS = 64  # trailer lines after a chunked body, at most
 _SIGNALS = {"/v1/logs": ExportLogsServiceRequest, "/v1/metrics": ExportMetricsServiceRequest,
             "/v1/traces": ExportTraceServiceRequest}
 
@@ -137,9 +138,10 @@ def read_chunked(stream: BinaryIO, limit: int) -> bytes | None:
         if len(chunk) != size or stream.readline(3) not in (b"\r\n", b"\n"):
             return None
         body += chunk
-    while stream.readline(1024) not in (b"\r\n", b"\n", b""):  # trailers: none are used
-        pass
-    return bytes(body) if body else None
+    for _ in range(MAX_TRAILERS):  # trailer lines: none are used
+        if stream.readline(1024) in (b"\r\n", b"\n", b""):
+            return bytes(body) if body else None
+    return None
 
 
 class _Http6Server(ThreadingHTTPServer):
