@@ -136,8 +136,8 @@ def test_records_of_no_call_are_counted_not_mapped() -> None:
     merger = TelemetryMerger(clock=lambda: 0)
     for record in recorded("claude-2.1.332.json") + recorded("gemini-0.61.0.json"):
         merger.feed(record)
-    # Claude: settings, prompt, the reply text; Gemini: ripgrep, prompt, routing, mode duration,
-    # and the request-side details records (no response id yet)
+    # Claude Code: settings, prompt, reply text; Gemini CLI: ripgrep fallback, prompt and routing
+    # (before any call), approval-mode duration (no prompt id)
     assert merger.ignored == 3 + 4
     assert len(merger.flush()) == 4
 
