@@ -7,7 +7,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ def recorded(name: str) -> list[TelemetryRecord]:
                             resource=r["resource"]) for r in doc["records"]]
 
 
-def merged(records: list[TelemetryRecord], tls: list[LlmCall] = ()) -> list[LlmCall | TelemetryCheck]:
+def merged(records: list[TelemetryRecord], tls: Sequence[LlmCall] = ()) -> list[LlmCall | TelemetryCheck]:
     merger = TelemetryMerger(comm_of=lambda pid: "agent", clock=lambda: 0)
     for call in tls:
         merger.observe_tls(call)
