@@ -11,6 +11,18 @@ model call is `codex.api_request` (status, endpoint, duration), then `codex.sse_
 the `response.completed` one carrying the token counts, then for each tool call the model asked
 for `codex.tool_decision` (call id, tool name) and `codex.tool_result` (arguments, outcome). The
 next `codex.api_request` or `codex.user_prompt` closes the call; so does a quiet spell or the end.
+
+Claude Code (2.1.332, resource `service.name` "claude-code", events named without a prefix:
+`api_request`, `tool_decision`, `tool_result`): `api_request` is logged once a response has
+ended (only successful ones: HTTP 200) with model, tokens, `cost_usd`, `duration_ms` and the
+response's `request_id`; its tools, run while the response still streams, are logged before and
+after it under the same `request_id` (`tool_use_id`, `tool_name`, `success`, `duration_ms`). One
+call is one `request_id`; a quiet spell closes it. The TLS twin carries the same `request-id`.
+
+Gemini CLI (0.61.0, `gemini_cli.` events): `api_request` opens a call, `api_response` gives its
+status, model, tokens and duration, the `gen_ai.client.inference.operation.details` record after
+it the response id (the TLS twin's too), and `tool_call` records (name, success, duration; no
+call id) the tools the response asked for. The next `api_request` of the prompt closes the call.
 """
 
 from __future__ import annotations
@@ -28,9 +40,16 @@ QUIET_NS = 2 * 1_000_000_000  # a call with no new record for this long is compl
 # same call can trail its telemetry by seconds when the pipeline is busy (a late twin would
 # otherwise make one call two).
 GRACE_NS = 5 * 1_000_000_000
+# A call whose tool-call ids no TLS call of its (TLS-read) process carries yet waits up to this
+# long for the one that does: Codex may read a response's end only after its next call has
+# ended, and pairing by time alone would then set each call against the other.
+TWIN_WAIT_NS = 30 * 1_000_000_000
 MATCH_WINDOW_NS = 10 * 1_000_000_000  # how far apart TLS and telemetry may date one call
 # fields compared when both sources have the call
-COMPARED = ("status", "model", "input_tokens", "output_tokens", "cache_read_input_tokens", "tool_call_ids")
+COMPARED = ("status", "model", "input_tokens", "output_tokens", "cache_read_input_tokens", "tool_call_ids",
+            "tool_names")
+CLAUDE_EVENTS = frozenset({"api_request", "tool_decision", "tool_result"})
+GEMINI_DETAILS = "gen_ai.client.inference.operation.details"
 
 
 @dataclass(frozen=True)
@@ -54,10 +73,16 @@ class _Call:
     status: int
     duration_ms: float | None
     model: str | None
+    provider: str = "openai"
+    request_id: str | None = None  # the response's request-id header (Claude Code)
+    response_id: str | None = None  # the response's own id (Gemini CLI)
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_read_input_tokens: int | None = None
     reasoning_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cost_usd: float | None = None
+    finish_reason: str | None = None
     completed: bool = False
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
@@ -103,10 +128,16 @@ class TelemetryMerger:
 
     def feed(self, record: TelemetryRecord) -> None:
         """Take one record; what it completes comes out of expire() or flush()."""
-        if record.pid is None or not record.name.startswith("codex."):
+        if record.pid is None:
             self.ignored += 1
-            return
-        self._codex(record, record.pid)
+        elif record.name.startswith("codex."):
+            self._codex(record, record.pid)
+        elif record.resource.get("service.name") == "claude-code" or record.name.startswith("claude_code."):
+            self._claude(record, record.pid)
+        elif record.name.startswith("gemini_cli.") or record.name == GEMINI_DETAILS:
+            self._gemini(record, record.pid)
+        else:
+            self.ignored += 1
 
     def expire(self) -> list[LlmCall | TelemetryCheck]:
         """Complete calls quiet for QUIET_NS; resolve those complete for GRACE_NS (the TLS
@@ -114,8 +145,8 @@ class TelemetryMerger:
         now_ns = self.clock()
         for key in [k for k, c in self._open.items() if now_ns - c.last_ns >= QUIET_NS and not c.tools_running]:
             self._close(self._open.pop(key))
-        due = [c for t, c in self._ready if now_ns - t >= GRACE_NS]
-        self._ready = [(t, c) for t, c in self._ready if now_ns - t < GRACE_NS]
+        due = [c for t, c in self._ready if now_ns - t >= GRACE_NS and not self._awaits_twin(c, now_ns - t)]
+        self._ready = [(t, c) for t, c in self._ready if all(c is not d for d in due)]
         return [e for call in due for e in self._resolve(call)]
 
     def flush(self) -> list[LlmCall | TelemetryCheck]:
@@ -176,6 +207,80 @@ class TelemetryMerger:
         tool["success"] = str(a.get("success")).lower() == "true"
         tool["duration_ms"] = _float(a.get("duration_ms"))
 
+    # ---- Claude Code ----
+    def _claude(self, record: TelemetryRecord, pid: int) -> None:
+        a = record.attributes
+        name = record.name.removeprefix("claude_code.")
+        request_id = a.get("request_id")
+        if name not in CLAUDE_EVENTS or not request_id:
+            self.ignored += 1
+            return
+        key = (pid, f"claude:{request_id}")
+        call = self._open.get(key)
+        if call is None:
+            call = self._open[key] = _Call(agent="claude", pid=pid, ts_ns=record.ts_ns, last_ns=self.clock(),
+                                           endpoint="", status=0, duration_ms=None, model=None,
+                                           provider="anthropic", request_id=str(request_id))
+        call.last_ns = self.clock()
+        if name == "api_request":
+            duration = _float(a.get("duration_ms"))
+            call.ts_ns = record.ts_ns - int((duration or 0) * 1e6)
+            call.completed, call.status, call.duration_ms = True, 200, duration
+            call.model = a.get("model")
+            call.input_tokens = _int(a.get("input_tokens"))
+            call.output_tokens = _int(a.get("output_tokens"))
+            call.cache_read_input_tokens = _int(a.get("cache_read_tokens"))
+            call.cache_creation_input_tokens = _int(a.get("cache_creation_tokens"))
+            call.cost_usd = _float(a.get("cost_usd"))
+            return
+        tool_id = a.get("tool_use_id")
+        tool = next((t for t in call.tool_calls if t["id"] == tool_id), None)
+        if tool is None:
+            tool = {"id": tool_id, "name": a.get("tool_name")}
+            call.tool_calls.append(tool)
+        if name == "tool_decision":
+            tool["decision"] = a.get("decision")
+            if a.get("decision") == "reject":  # it will not run: no result is coming
+                tool["success"] = False
+        else:
+            tool["success"] = str(a.get("success")).lower() == "true"
+            tool["duration_ms"] = _float(a.get("duration_ms"))
+
+    # ---- Gemini CLI ----
+    def _gemini(self, record: TelemetryRecord, pid: int) -> None:
+        a = record.attributes
+        key = (pid, f"gemini:{a.get('prompt_id') or ''}")
+        if record.name == "gemini_cli.api_request":
+            if key in self._open:
+                self._close(self._open.pop(key))
+            self._open[key] = _Call(agent="gemini", pid=pid, ts_ns=record.ts_ns, last_ns=self.clock(),
+                                    endpoint="", status=0, duration_ms=None, model=a.get("model"),
+                                    provider="gemini")
+            return
+        # the details record carries no prompt id: it follows its api_response in the same process
+        call = self._open.get(key) if record.name != GEMINI_DETAILS else \
+            next((c for k, c in self._open.items() if k[0] == pid and c.agent == "gemini"), None)
+        if call is None:
+            self.ignored += 1
+            return
+        call.last_ns = self.clock()
+        if record.name == "gemini_cli.api_response":
+            call.completed = True
+            call.status = _int(a.get("status_code")) or 0
+            call.model = a.get("model") or call.model
+            call.duration_ms = _float(a.get("duration_ms"))
+            call.input_tokens = _int(a.get("input_token_count"))
+            call.output_tokens = _int(a.get("output_token_count"))
+            call.cache_read_input_tokens = _int(a.get("cached_content_token_count"))
+            call.reasoning_tokens = _int(a.get("thoughts_token_count"))
+            reasons = a.get("finish_reasons")
+            call.finish_reason = str(reasons[0]) if isinstance(reasons, list) and reasons else None
+        elif record.name == GEMINI_DETAILS and call.completed and a.get("gen_ai.response.id"):
+            call.response_id = str(a["gen_ai.response.id"])
+        elif record.name == "gemini_cli.tool_call":
+            call.tool_calls.append({"id": None, "name": a.get("function_name"), "decision": a.get("decision"),
+                                    "success": bool(a.get("success")), "duration_ms": _float(a.get("duration_ms"))})
+
     # ---- closing: compare with TLS, or stand in for it ----
     def _close(self, call: _Call) -> None:
         self._ready.append((self.clock(), call))
@@ -186,20 +291,41 @@ class TelemetryMerger:
             return [self._check(call, tls)]
         return [LlmCall(
             ts_ns=call.ts_ns, pid=call.pid, tid=0, comm=self.comm_of(call.pid), conn_id=0,
-            provider="openai", endpoint=call.endpoint, host="", model=call.model, stream=True,
+            provider=call.provider, endpoint=call.endpoint, host="", model=call.model, stream=True,
             status=call.status, http_version="", input_tokens=call.input_tokens,
             output_tokens=call.output_tokens, cache_read_input_tokens=call.cache_read_input_tokens,
-            duration_ms=call.duration_ms, finish_reason="completed" if call.completed else None,
+            cache_creation_input_tokens=call.cache_creation_input_tokens, duration_ms=call.duration_ms,
+            finish_reason=call.finish_reason or ("completed" if call.completed else None),
             tool_calls=[{k: v for k, v in t.items() if k != "decision"} for t in call.tool_calls],
+            response_id=call.response_id, request_id=call.request_id, cost_usd=call.cost_usd,
             source="telemetry")]
 
-    def _match(self, call: _Call) -> LlmCall | None:
-        """The TLS call of the same process nearest in time (within MATCH_WINDOW_NS), taken once."""
+    @staticmethod
+    def _tool_ids(tool_calls: list[dict[str, Any]]) -> frozenset[str] | None:
+        """The call's tool-call ids, an identity it shares with its TLS twin (None: none to go by)."""
+        ids = [t.get("id") for t in tool_calls]
+        return frozenset(str(i) for i in ids) if ids and all(ids) else None
+
+    def _awaits_twin(self, call: _Call, waited_ns: int) -> bool:
+        ids = self._tool_ids(call.tool_calls)
         pending = self._tls.get(call.pid, [])
+        return (ids is not None and bool(pending) and waited_ns < TWIN_WAIT_NS
+                and not any(self._tool_ids(c.tool_calls) == ids for c in pending))
+
+    def _match(self, call: _Call) -> LlmCall | None:
+        """The TLS call of the same process with the same request or response id, else with the
+        same tool-call ids, else the one nearest in time (within MATCH_WINDOW_NS); taken once."""
+        pending = self._tls.get(call.pid, [])
+        same = next((c for c in pending if (call.request_id and c.request_id == call.request_id)
+                     or (call.response_id and c.response_id == call.response_id)), None)
+        if same is not None:
+            pending.remove(same)
+            return same
         near = [c for c in pending if abs(c.ts_ns - call.ts_ns) <= MATCH_WINDOW_NS]
         if not near:
             return None
-        best = min(near, key=lambda c: abs(c.ts_ns - call.ts_ns))
+        ids = self._tool_ids(call.tool_calls)
+        best = min(near, key=lambda c: (ids is None or self._tool_ids(c.tool_calls) != ids, abs(c.ts_ns - call.ts_ns)))
         pending.remove(best)
         return best
 
@@ -212,8 +338,13 @@ class TelemetryMerger:
             "cache_read_input_tokens": (tls.cache_read_input_tokens, call.cache_read_input_tokens),
             "tool_call_ids": (sorted(str(t.get("id")) for t in tls.tool_calls),
                               sorted(str(t.get("id")) for t in call.tool_calls)),
+            "tool_names": (sorted(str(t.get("name")) for t in tls.tool_calls),
+                           sorted(str(t.get("name")) for t in call.tool_calls)),
         }
-        compared = [name for name in COMPARED if values[name][0] is not None and values[name][1] is not None]
+        # Gemini CLI's tool records carry no call id: its tools are compared by name instead
+        values.pop("tool_call_ids" if call.agent == "gemini" else "tool_names")
+        compared = [name for name in COMPARED
+                    if name in values and values[name][0] is not None and values[name][1] is not None]
         mismatches = [{"field": name, "tls": values[name][0], "telemetry": values[name][1]}
                       for name in compared if values[name][0] != values[name][1]]
         return TelemetryCheck(ts_ns=call.ts_ns, pid=call.pid, comm=self.comm_of(call.pid), agent=call.agent,

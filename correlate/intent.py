@@ -64,6 +64,7 @@ class LlmCall(_Event):
     request_id: str | None = None
     error: str | None = None
     truncated: bool = False
+    cost_usd: float | None = None  # what the agent says the call cost (its telemetry only)
     request_headers: list[tuple[str, str]] | None = None
     response_headers: list[tuple[str, str]] | None = None
     # "tls": read at the TLS library; "http": plain TCP (bpf/sockdata); "telemetry": reported by

@@ -23,7 +23,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, BinaryIO
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -37,6 +37,7 @@ from vigild.correlate.agent_telemetry import TelemetryRecord
 log = logging.getLogger("vigild.telemetry")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_TRAILERS = 64  # trailer lines after a chunked body, at most
 _SIGNALS = {"/v1/logs": ExportLogsServiceRequest, "/v1/metrics": ExportMetricsServiceRequest,
             "/v1/traces": ExportTraceServiceRequest}
 
@@ -117,6 +118,32 @@ def pid_holding(inode: int, candidates: Iterable[int], proc: str = "/proc") -> i
     return None
 
 
+def read_chunked(stream: BinaryIO, limit: int) -> bytes | None:
+    """A `Transfer-Encoding: chunked` request body, or None if malformed, empty or over `limit`.
+
+    Hand-written because http.server hands request bodies over undecoded, and pulling in a
+    whole HTTP stack (h11, aiohttp) for one receiver on loopback is more than this takes."""
+    body = bytearray()
+    while True:
+        line = stream.readline(1024)
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            return None
+        if size < 0 or len(body) + size > limit:
+            return None
+        if size == 0:
+            break
+        chunk = stream.read(size)
+        if len(chunk) != size or stream.readline(3) not in (b"\r\n", b"\n"):
+            return None
+        body += chunk
+    for _ in range(MAX_TRAILERS):  # trailer lines: none are used
+        if stream.readline(1024) in (b"\r\n", b"\n", b""):
+            return bytes(body) if body else None
+    return None
+
+
 class _Http6Server(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
@@ -180,11 +207,18 @@ class TelemetryReceiver:
         if kind is None:
             self.counts["unknown_path"] += 1
             return 404, b"OTLP/HTTP paths: /v1/logs, /v1/metrics, /v1/traces\n"
-        length = int(handler.headers.get("Content-Length") or 0)
-        if length <= 0 or length > MAX_BODY_BYTES:
-            self.counts["bad_length"] += 1
-            return 413 if length > 0 else 400, b"a body of 1 byte to 16 MiB is needed\n"
-        body = handler.rfile.read(length)
+        if (handler.headers.get("Transfer-Encoding") or "").lower() == "chunked":
+            body = read_chunked(handler.rfile, MAX_BODY_BYTES)  # Gemini CLI's exporter sends so
+            if body is None:
+                self.counts["bad_chunks"] += 1
+                handler.close_connection = True  # where the next request starts is unknown
+                return 400, b"a chunked body of 1 byte to 16 MiB, well-formed, is needed\n"
+        else:
+            length = int(handler.headers.get("Content-Length") or 0)
+            if length <= 0 or length > MAX_BODY_BYTES:
+                self.counts["bad_length"] += 1
+                return 413 if length > 0 else 400, b"a body of 1 byte to 16 MiB is needed\n"
+            body = handler.rfile.read(length)
         pid = self._sender(handler)  # while the connection is open
         try:
             if (handler.headers.get("Content-Encoding") or "").lower() == "gzip":

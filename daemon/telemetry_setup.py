@@ -26,6 +26,7 @@ def telemetry_env(endpoint: str) -> dict[str, str]:
         "GEMINI_TELEMETRY_TARGET": "local",
         "GEMINI_TELEMETRY_OTLP_ENDPOINT": endpoint,
         "GEMINI_TELEMETRY_OTLP_PROTOCOL": "http",
+        "GEMINI_TELEMETRY_LOG_PROMPTS": "false",
     }
 
 

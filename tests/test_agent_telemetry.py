@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vigild.correlate.agent_telemetry import GRACE_NS, QUIET_NS, TelemetryMerger, TelemetryRecord
+from vigild.correlate.agent_telemetry import GRACE_NS, QUIET_NS, TWIN_WAIT_NS, TelemetryMerger, TelemetryRecord
 from vigild.correlate.intent import LlmCall, TelemetryCheck
 from vigild.daemon.telemetry_receiver import TelemetryReceiver
 from vigild.daemon.store import Store
@@ -272,3 +272,35 @@ def test_a_result_after_the_next_request_joins_its_own_call() -> None:
     calls = [e for e in merger.flush() if isinstance(e, LlmCall)]
     assert [c.tool_calls[0].get("arguments") for c in calls if c.tool_calls] == [{"cmd": "ls"}]
     assert merger.ignored == 0
+
+
+def test_a_tls_twin_read_after_the_next_call_is_waited_for() -> None:
+    """Codex read response 1's end only after call 2 ended: TLS reports call 2 first. Call 1 (a
+    tool call id) is not set against call 2 (nearest in time, no such id); it waits for its twin."""
+    clock = Clock()
+    merger = TelemetryMerger(clock=clock)
+    t = 5_000_000_000
+    feed_all(merger, codex_turn(t, (10, 1), "c1") + codex_turn(t + 10**9, (20, 2), None))
+    merger.observe_tls(tls_call(t + 10**9, (20, 2), []))
+    clock.now += QUIET_NS
+    assert merger.expire() == []  # call 2 is complete now
+    clock.now += GRACE_NS
+    out = merger.expire()  # call 2 resolves against its twin; call 1 waits
+    assert [(type(e), e.agree) for e in out] == [(TelemetryCheck, True)]
+    merger.observe_tls(tls_call(t, (10, 1), ["c1"]))
+    clock.now += 1
+    (late,) = merger.expire()
+    assert isinstance(late, TelemetryCheck) and late.agree and "tool_call_ids" in late.compared
+
+
+def test_a_twin_that_never_comes_is_waited_for_only_so_long() -> None:
+    clock = Clock()
+    merger = TelemetryMerger(clock=clock)
+    t = 5_000_000_000
+    merger.observe_tls(tls_call(t + 60 * 10**9, (1, 1), []))  # the process is read, this call is not
+    feed_all(merger, codex_turn(t, (10, 1), "c1"))
+    clock.now += QUIET_NS + GRACE_NS
+    assert merger.expire() == []
+    clock.now += TWIN_WAIT_NS
+    (alone,) = merger.expire()
+    assert isinstance(alone, LlmCall) and alone.source == "telemetry"

@@ -8,11 +8,13 @@ variable), which vigil hooks by locating OpenSSL's functions from their error si
 must carry the calls. Every LLM call the server answered is checked field by field.
 
 The binaries: `npm install --ignore-scripts @openai/codex@VERSION` into
-$VIGIL_AGENTS_DIR/codex-VERSION (default /var/cache/vigil-agents).
+$VIGIL_AGENTS_DIR/codex-VERSION (default /var/cache/vigil-agents), or the pinned one where
+tests/realagents/install.sh puts it (codex@VERSION).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -24,20 +26,24 @@ import pytest
 
 from support.require import need
 from support.helpers import parse_json_lines, vigil_trace
+from realagents.agents import pins
 from vigild.bpf.static_openssl import LocateError, SiteCache, is_static_executable, locate
 
-PINNED = "0.169.0"
+PINNED = pins()["codex"][1]  # the release the other real-agent tests drive (tests/realagents/pins.txt)
+MIDDLE = "0.169.0"
 OLDER = "0.154.0"
-VERSIONS = (PINNED, OLDER)
+VERSIONS = (PINNED, MIDDLE, OLDER)
 AGENTS_DIR = Path(os.environ.get("VIGIL_AGENTS_DIR", "/var/cache/vigil-agents"))
 PLATFORM_BINARY = "node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
 HARNESS = Path(__file__).resolve().parent / "support" / "codex_harness.py"
 # OpenSSL compiled into each pinned release (its version string), as measured
-OPENSSL_OF = {PINNED: "3.6.4", OLDER: "3.6.3"}
+OPENSSL_OF = {"0.171.0": "3.6.4", MIDDLE: "3.6.4", OLDER: "3.6.3"}
 
 
 def codex_binary(version: str) -> str:
     path = AGENTS_DIR / f"codex-{version}" / PLATFORM_BINARY
+    if not path.exists():  # installed by tests/realagents/install.sh
+        path = AGENTS_DIR / f"codex@{version}" / PLATFORM_BINARY
     need(path.exists(), f"Codex {version} is not installed at {path} (npm install --ignore-scripts "
                         f"@openai/codex@{version} in {path.parents[5]})")
     return str(path)
@@ -167,8 +173,9 @@ def test_openssl_is_located_by_error_sites_and_cached_by_build(version: str, tmp
 
 
 def test_the_two_releases_differ_and_are_both_located() -> None:
-    a, b = (locate(codex_binary(v)) for v in VERSIONS)
-    assert a.build_key != b.build_key and a.write_offset != b.write_offset
+    located = [locate(codex_binary(v)) for v in VERSIONS]
+    for a, b in itertools.combinations(located, 2):
+        assert a.build_key != b.build_key and a.write_offset != b.write_offset
 
 
 def test_binaries_without_openssl_are_refused_with_a_reason(tmp_path: Path) -> None:

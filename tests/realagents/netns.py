@@ -48,6 +48,7 @@ def main(argv: list[str]) -> int:
     with FakeLLMServer(default_scenario=driving_scenario(command), cert_dir=out / "certs") as server:
         env = spec.prepare(out / "home", server.url, server.ca_path)
         env |= {k: v for k, v in os.environ.items() if k.startswith(("PYTHON", "VIGIL_"))}
+        env |= json.loads(os.environ.get("VIGIL_AGENT_ENV") or "{}")  # e.g. a vigild's telemetry endpoint
         with (out / "stdout").open("w") as stdout, (out / "stderr").open("w") as stderr:
             try:
                 status = subprocess.run([*wrapper, *spec.argv(PROMPT)], cwd=work, env=env, stdin=subprocess.DEVNULL,
