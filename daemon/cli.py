@@ -328,15 +328,16 @@ def _start_receiver(args: argparse.Namespace, command: list[str]) -> TelemetryRe
 def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """`vigil trace`, and `vigil run` (the same, with tool-call control)."""
     from vigild.bpf.effects import open_effects
+    from vigild.bpf.events import TRACK_CONTROLLED, TRACK_OBSERVED
     from vigild.bpf.lineage import LineageSensor
     from vigild.bpf.tls import open_tls
     from vigild.bpf.tls_locate import Locator
     from vigild.correlate.detections import Detector
     from vigild.correlate.tls_stream import TlsStreamDecoder
+    from vigild.daemon.control_loop import open_trace_control
     from vigild.daemon.live_view import TextView
     from vigild.daemon.pipeline import Pipeline
     from vigild.daemon.sinks import JsonLinesSink, OnlySink, StoreSink
-    from vigild.daemon.watchdog import start_watchdog
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if args.command == "run" and not command:
@@ -354,23 +355,20 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     args.run_config = _load_run_config(parser, args) if args.command == "run" else None
     features = Features(lambda line: print(f"vigil: warning: {line}", file=sys.stderr))
     # With TLS capture on, the kernel holds a traced exec of a not yet examined executable until
-    # its TLS is hooked; the watchdog (vigil run's, or one of its own) lets it go if vigil dies.
-    lineage = LineageSensor(root_comms=args.comm, hold_new_exe=not args.no_tls)
+    # its TLS is hooked; the watchdog (vigil run's, or trace's) lets it go if vigil dies. Roots
+    # found by name are the control's from their exec: children they fork at once are calls too.
+    lineage = LineageSensor(root_comms=args.comm, hold_new_exe=not args.no_tls,
+                            root_flags=TRACK_CONTROLLED if args.command == "run" else TRACK_OBSERVED)
     features.available("lineage")
     control: ToolCallControl | None = None
     declarations: ControlServer | None = None
-    watchdog = None
     tls = None
     effects = None
     try:
         if args.command == "run":
             control = _open_control(args, lineage, features)
-        elif (command and _known_agent(command)) or any(_known_agent(_cmdline(pid)) for pid in args.pid):
-            from vigild.daemon.control_loop import open_trace_control
-
-            control = open_trace_control(lineage)  # with a watchdog of its own
-        elif not args.no_tls:
-            watchdog = start_watchdog(lineage.held.fd)  # forks: before any thread
+        else:  # every root's children's execs are tool calls, observed (never held or placed)
+            control = open_trace_control(lineage, watchdog=not args.no_tls)  # its watchdog forks: before any thread
         if args.no_tls:
             features.turned_off("tls", "--no-tls")
         else:
@@ -387,8 +385,6 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if tls is not None:
             tls.close()
         lineage.close()
-        if watchdog is not None:
-            watchdog.stop()
         raise
     if tls is not None:
         tls.attach_system_libraries()
@@ -436,7 +432,9 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             pipeline.add_pending_root(child.pid, command, os.getcwd(), os.getuid(), controlled=control is not None)
             if control is not None:
                 control.place_agent(child.pid)
-        roots = [pipeline.add_root(pid, controlled=control is not None and _known_agent(_cmdline(pid))).root_pid
+        # Observing, every root is an agent; `vigil run -p` controls only an agent it recognises.
+        roots = [pipeline.add_root(pid, controlled=control is not None and (control.observe_only
+                                                                             or _known_agent(_cmdline(pid)))).root_pid
                  for pid in args.pid]
         pipeline.start()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
@@ -471,8 +469,6 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         lineage.close()
         if control is not None:
             control.release_resources()
-        if watchdog is not None:
-            watchdog.stop()
         if pipeline.total_dropped:
             print(f"vigil: {pipeline.total_dropped} events were lost (effects shed under load, or the ring buffer "
                   "full)", file=sys.stderr)

@@ -71,6 +71,16 @@ def open_tool_control(lineage: Any, config: Config, features: Features) -> Any:
     return tools
 
 
+def open_observing_control(lineage: Any, config: Config) -> Any:
+    """Tool calls of tracked agents followed but not governed ([tools] enabled = false): linked
+    to the model's tool ids, told apart from the agents' relaunches and housekeeping."""
+    from vigild.daemon.control_loop import open_trace_control
+
+    tools = open_trace_control(lineage, watchdog=config.capture_tls)
+    tools.profiles = config.profiles
+    return tools
+
+
 def detector_for(config: Config) -> Any:
     from vigild.correlate.detections import DEFAULT_SECRET_GLOBS, DetectionConfig, Detector
 
@@ -135,7 +145,6 @@ class Service:
         from vigild.daemon.pipeline import Pipeline
         from vigild.daemon.session_stats import SessionStatsSink
         from vigild.daemon.sinks import JournalSink, StoreSink
-        from vigild.daemon.watchdog import start_watchdog
         from vigild.daemon.telemetry_receiver import TelemetryReceiver
 
         self.config = config
@@ -162,7 +171,6 @@ class Service:
         self.lineage = LineageSensor(root_comms=config.root_comms, root_flags=self.root_flags,
                                      hold_new_exe=config.capture_tls)
         self.features.available("lineage")
-        self.watchdog: Any = None
         try:
             if config.tools_enabled:
                 # forks the watchdog: before any thread
@@ -170,8 +178,7 @@ class Service:
             else:
                 for feature in ("memory_spikes", "oom_kills"):
                     self.features.turned_off(feature, "tool calls are not governed ([tools] enabled = false)")
-                if config.capture_tls:
-                    self.watchdog = start_watchdog(self.lineage.held.fd)
+                self.tools = open_observing_control(self.lineage, config)  # forks its watchdog with TLS capture
             if config.capture_tls:
                 self.tls = open_tls(self.lineage.shared_maps, self.features, config.max_call_bytes, locator=Locator())
                 if self.tls is not None:
@@ -214,10 +221,11 @@ class Service:
 
     @property
     def root_flags(self) -> int:
-        """Agents found by name are controlled from their exec when tool calls are governed."""
-        from vigild.bpf.events import TRACK_CONTROLLED
+        """Agents found by name are controlled from their exec when tool calls are governed, and
+        observed (their tool calls marked, never held) when not."""
+        from vigild.bpf.events import TRACK_CONTROLLED, TRACK_OBSERVED
 
-        return TRACK_CONTROLLED if self.tools_on else 0
+        return TRACK_CONTROLLED if self.tools_on else TRACK_OBSERVED
 
     # ---- lifecycle ----
     def start(self) -> None:
@@ -312,9 +320,6 @@ class Service:
         if self.tools is not None:
             self.tools.release_resources()
             self.tools = None
-        if self.watchdog is not None:
-            self.watchdog.stop()
-            self.watchdog = None
         if self.exporter is not None:
             self.exporter.close()
             self.exporter = None
