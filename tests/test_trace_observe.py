@@ -5,8 +5,11 @@ tool call the model asked for by its own id, and exfiltration with both calls' i
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +73,98 @@ def test_trace_links_the_exfiltration_to_the_models_tool_calls(tmp_path: Path, s
     (step,) = tree["timeline"]
     assert sorted(t["start"]["tool_call_id"] for t in step["tool_calls"]) == sorted(model_ids)
     assert tree["summary"]["tool_calls"] == 3
+
+
+def _attached(pid: int) -> bool:
+    """Whether vigil (pid) holds its BPF links: from then on the kernel matches roots by name."""
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    links = 0
+    for fd in fds:
+        try:
+            links += os.readlink(fd) == "anon_inode:bpf_link"
+        except OSError:
+            continue
+    return links >= 3  # fork, exec and exit
+
+
+def _one_step_story(events: list[dict[str, Any]], work: Path) -> None:
+    """One model tool call (`echo observed > out.txt`) linked by the model's id, its write under
+    it, and the agent's own stray process set apart."""
+    (llm,) = [e for e in events if e["type"] == "llm_call"]
+    (model_id,) = [tc["id"] for tc in llm["tool_calls"]]
+    starts = [e for e in events if e["type"] == "tool_start"]
+    (linked,) = [s for s in starts if not s["unrequested"]]
+    assert linked["argv"][-1] == OBSERVED_CMD and linked["tool_call_id"] == model_id and linked["held"] is False
+    writes = [e for e in events if e["type"] == "file_open" and e.get("path") == str(work / "out.txt")]
+    assert writes and {e["tool_call"] for e in writes} == {linked["tool_call"]}
+    alerts = [e for e in events if e["type"] == "detection" and e["name"] == "unrequested"]
+    assert [a["evidence"][0]["argv"] for a in alerts] == [["/bin/true", "unrequested"]]
+
+
+OBSERVED_CMD = "echo observed > out.txt"
+
+
+def _scenario() -> Scenario:
+    return Scenario("one", default_reply=Reply(text="Writing.", tool_calls=(ToolCallSpec("bash", {"command": OBSERVED_CMD}),)))
+
+
+def test_trace_by_name_links_tool_calls(tmp_path: Path) -> None:
+    """`vigil trace -c COMM`: the kernel makes the root at its exec and marks its children's calls."""
+    agent = tmp_path / "obsagent-c"
+    agent.write_text(f"#!/bin/sh\nexec {sys.executable} {AGENT}\n")
+    agent.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    out = tmp_path / "events.jsonl"  # a file, not a pipe nobody reads while the agent runs (vigil would block)
+    with FakeLLMServer(scenarios={"one": _scenario()}, default_scenario="one") as server, \
+            open(out, "w") as sink_file:
+        tracer = subprocess.Popen([*VIGIL, "trace", "-o", "json", "-c", agent.name, "--timeout", "300"],
+                                  stdout=sink_file, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not _attached(tracer.pid):
+                assert tracer.poll() is None and time.monotonic() < deadline, "vigil did not attach"
+                time.sleep(0.05)
+            subprocess.run([str(agent)], env=client_env(server), cwd=work, check=True, timeout=240)
+            assert server.errors == []
+        finally:
+            tracer.send_signal(signal.SIGINT)
+            _, err = tracer.communicate(timeout=60)
+    events, _ = parse_json_lines(out.read_text())
+    assert [e["argv"][-1] for e in events if e["type"] == "session_start"] == [str(agent)], err
+    _one_step_story(events, work)
+
+
+def test_trace_of_a_running_process_links_tool_calls(tmp_path: Path) -> None:
+    """`vigil trace -p PID`: a process started before vigil, its agent started after attaching."""
+    work = tmp_path / "work"
+    work.mkdir()
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    out = tmp_path / "events.jsonl"
+    with FakeLLMServer(scenarios={"one": _scenario()}, default_scenario="one") as server:
+        root = subprocess.Popen(["/bin/sh", "-c", f'read go < {gate}; exec {sys.executable} {AGENT}'],
+                                env=client_env(server), cwd=work)
+        try:
+            # events to a file, not a pipe nobody reads while the agent runs (vigil would block)
+            with open(out, "w") as sink_file:
+                tracer = subprocess.Popen([*VIGIL, "trace", "-o", "json", "-p", str(root.pid), "--timeout", "300"],
+                                          stdout=sink_file, stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 60
+            while '"session_start"' not in out.read_text():  # tracked from here on
+                assert tracer.poll() is None and time.monotonic() < deadline, "vigil did not attach"
+                time.sleep(0.05)
+            with open(gate, "w") as fifo:
+                fifo.write("go\n")
+            assert root.wait(timeout=240) == 0
+            _, err = tracer.communicate(timeout=60)
+            assert tracer.returncode == 0, err
+            assert server.errors == []
+        finally:
+            root.kill()
+            root.wait()
+    events, _ = parse_json_lines(out.read_text())
+    _one_step_story(events, work)
