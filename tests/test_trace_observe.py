@@ -168,3 +168,35 @@ def test_trace_of_a_running_process_links_tool_calls(tmp_path: Path) -> None:
             root.wait()
     events, _ = parse_json_lines(out.read_text())
     _one_step_story(events, work)
+
+
+def test_a_reused_response_id_keeps_each_tool_call_under_its_llm_call(tmp_path: Path) -> None:
+    """An OpenAI-compatible server answering every turn with one response id: each tool call is
+    still shown under the LLM call that asked for it (by the model's tool-call id)."""
+    steps = ["echo one > one.txt", "echo two > two.txt"]
+    turns: list[int] = []
+
+    def respond(_provider: str, _request: Any) -> Reply:
+        turns.append(len(turns))
+        calls = (ToolCallSpec("bash", {"command": steps[len(turns) - 1]}),) if len(turns) <= len(steps) else ()
+        return Reply(text=f"turn {len(turns)}", tool_calls=calls, response_id="chatcmpl-same")
+
+    work = tmp_path / "work"
+    work.mkdir()
+    db = tmp_path / "vigil.db"
+    with FakeLLMServer(scenarios={"same": Scenario("same", respond=respond)}, default_scenario="same") as server:
+        proc = subprocess.run([*VIGIL, "trace", "-o", "json", "--db", str(db), "--", sys.executable,
+                               str(AGENT.parent / "openai_agent.py")], env=client_env(server), cwd=work,
+                              capture_output=True, text=True, timeout=240, check=False)
+        assert server.errors == []
+    assert proc.returncode == 0, proc.stderr
+    events, _ = parse_json_lines(proc.stdout)
+    llm = [e for e in events if e["type"] == "llm_call"]
+    assert [e["response_id"] for e in llm] == ["chatcmpl-same"] * 3
+    tree = json.loads(vigil(["show", "--db", str(db), "-o", "json"]).stdout)
+    shown = [(step["llm_call"]["tool_calls"][0]["id"] if step["llm_call"]["tool_calls"] else None,
+              [(t["start"]["tool_call_id"], t["start"]["argv"][-1]) for t in step["tool_calls"]])
+             for step in tree["timeline"]]
+    ids = [e["tool_calls"][0]["id"] for e in llm[:2]]
+    assert shown == [(ids[0], [(ids[0], steps[0])]), (ids[1], [(ids[1], steps[1])]), (None, [])]
+    assert tree["unrequested"] == []
