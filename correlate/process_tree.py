@@ -42,8 +42,8 @@ class ProcessTable:
 
     Exited processes stay for `keep_exited` entries so late lookups (e.g. an event about a child
     that arrives after its parent's exit) still find them; the oldest are forgotten first. A pid
-    the kernel reuses is a new process: an event for an exited entry's pid (a process does nothing
-    after its exit) starts a new entry, which inherits nothing (session, argv, children)."""
+    the kernel reuses is a new process: a fork or exec for an exited entry's pid starts a new
+    entry, which inherits nothing (session, argv, children)."""
 
     def __init__(self, keep_exited: int = 4096) -> None:
         self.processes: dict[int, ProcessInfo] = {}
@@ -69,7 +69,9 @@ class ProcessTable:
         if isinstance(event, ForkEvent):
             return self._fork(event)
         info = self.processes.get(event.pid)
-        if info is None or not info.alive:  # unknown, or its pid reused by a process we did not see fork
+        if info is None or (not info.alive and isinstance(event, ExecEvent)):
+            # unknown, or its pid reused by a process we did not see fork (a root found by name);
+            # other events of an exited pid are its own late ones (effects reported at its exit)
             info = self._unknown(event)
         if isinstance(event, ExecEvent):
             info.comm = event.comm
