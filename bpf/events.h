@@ -115,7 +115,9 @@ struct kind_stats {
 
 /* tracked_info.flags */
 #define TRACK_CONTROLLED (1u << 0) /* a root whose children's execs start tool calls (vigil run) */
-#define TRACK_CALL_CANDIDATE (1u << 1) /* a child of a controlled root that has not exec'd yet */
+#define TRACK_CALL_CANDIDATE (1u << 1) /* a child of a controlled or observed root that has not exec'd yet */
+#define TRACK_OBSERVED (1u << 2) /* a root whose children's execs start tool calls, never held (vigil trace) */
+#define TRACK_CALL_UNHELD (1u << 3) /* a candidate of an observed root: its call starts without a stop */
 
 /* Value of the tracked-process map, keyed by tgid. */
 struct tracked_info {

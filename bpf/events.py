@@ -91,6 +91,8 @@ EXEC_EXE_HELD = 1 << 6
 
 TRACK_CONTROLLED = 1 << 0
 TRACK_CALL_CANDIDATE = 1 << 1
+TRACK_OBSERVED = 1 << 2
+TRACK_CALL_UNHELD = 1 << 3
 
 
 class EventHeader(ctypes.Structure):

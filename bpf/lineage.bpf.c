@@ -74,8 +74,14 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	cinfo.root_pid = pinfo->root_pid;
 	cinfo.depth = pinfo->depth + 1;
 	/* Children of a controlled root start tool calls when they exec; their descendants inherit
-	 * the call, as they inherit its cgroup at fork. */
-	cinfo.flags = (pinfo->flags & TRACK_CONTROLLED) ? TRACK_CALL_CANDIDATE : 0;
+	 * the call, as they inherit its cgroup at fork. Children of an observed root start them too,
+	 * but are never stopped for it: nothing is placed. */
+	if (pinfo->flags & TRACK_CONTROLLED)
+		cinfo.flags = TRACK_CALL_CANDIDATE;
+	else if (pinfo->flags & TRACK_OBSERVED)
+		cinfo.flags = TRACK_CALL_CANDIDATE | TRACK_CALL_UNHELD;
+	else
+		cinfo.flags = 0;
 	cinfo.call_id = pinfo->call_id;
 	bpf_map_update_elem(&tracked, &child_tgid, &cinfo, BPF_ANY);
 
@@ -100,7 +106,7 @@ static __always_inline struct tracked_info *track_by_comm(__u32 tgid, struct tas
 		return 0;
 	/* TRACK_CONTROLLED here, not later from user space: children the agent forks in its first
 	 * milliseconds must already start tool calls. */
-	info.flags = *root_flags & TRACK_CONTROLLED;
+	info.flags = *root_flags & (TRACK_CONTROLLED | TRACK_OBSERVED);
 	info.session_id = KERNEL_SESSION_BIT | (cfg.session_base + __sync_fetch_and_add(&next_kernel_session, 1));
 	info.root_pid = tgid;
 	info.depth = 0;
@@ -110,7 +116,8 @@ static __always_inline struct tracked_info *track_by_comm(__u32 tgid, struct tas
 
 /* The first exec of a child of a controlled root starts a tool call: the process is stopped before
  * the new program's first instruction (the signal is delivered on the way back to user space) so
- * user space can place it in the call's cgroup first. Returns EXEC_* flags for the event. */
+ * user space can place it in the call's cgroup first. A child of an observed root starts one
+ * without the stop. Returns EXEC_* flags for the event. */
 static __always_inline __u32 start_call(__u32 tgid, struct tracked_info *info)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
@@ -119,6 +126,10 @@ static __always_inline __u32 start_call(__u32 tgid, struct tracked_info *info)
 	if (!(info->flags & TRACK_CALL_CANDIDATE) || info->call_id)
 		return 0;
 	info->call_id = tgid;
+	if (info->flags & TRACK_CALL_UNHELD) { /* observed: marked, never stopped */
+		info->flags &= ~(TRACK_CALL_CANDIDATE | TRACK_CALL_UNHELD);
+		return flags;
+	}
 	info->flags &= ~TRACK_CALL_CANDIDATE;
 	if (bpf_map_update_elem(&held, &tgid, &now, BPF_ANY))
 		return flags;

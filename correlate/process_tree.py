@@ -38,14 +38,16 @@ class ProcessInfo:
 
 
 class ProcessTable:
-    """Live view of every tracked process, keyed by pid.
+    """Live view of every tracked process, by pid; a process is its (pid, start time).
 
     Exited processes stay for `keep_exited` entries so late lookups (e.g. an event about a child
-    that arrives after its parent's exit) still find them; the oldest are forgotten first."""
+    that arrives after its parent's exit) still find them; the oldest are forgotten first. A pid
+    the kernel reuses is a new process: a fork or exec for an exited entry's pid starts a new
+    entry, which inherits nothing (session, argv, children)."""
 
     def __init__(self, keep_exited: int = 4096) -> None:
         self.processes: dict[int, ProcessInfo] = {}
-        self._exited: deque[int] = deque()
+        self._exited: deque[tuple[int, int]] = deque()  # (pid, start_ns), oldest exit first
         self.keep_exited = keep_exited
 
     def get(self, pid: int) -> ProcessInfo | None:
@@ -66,7 +68,11 @@ class ProcessTable:
         """Fold one event into the table and return the process it concerns."""
         if isinstance(event, ForkEvent):
             return self._fork(event)
-        info = self.processes.get(event.pid) or self._unknown(event)
+        info = self.processes.get(event.pid)
+        if info is None or (not info.alive and isinstance(event, ExecEvent)):
+            # unknown, or its pid reused by a process we did not see fork (a root found by name);
+            # other events of an exited pid are its own late ones (effects reported at its exit)
+            info = self._unknown(event)
         if isinstance(event, ExecEvent):
             info.comm = event.comm
             info.filename = event.filename
@@ -75,13 +81,13 @@ class ProcessTable:
             info.exit_ns = event.ts_ns
             info.exit_code = event.exit_code
             info.signal = event.signal
-            self._remember_exit(info.pid)
+            self._remember_exit(info)
         return info
 
     def _fork(self, event: ForkEvent) -> ProcessInfo:
         info = self._new(event)
         parent = self.processes.get(event.ppid)
-        if parent is not None:
+        if parent is not None and parent.alive:  # an exited namesake is not the parent
             info.filename, info.argv = parent.filename, list(parent.argv)  # a fork runs its parent's image
             parent.children.append(event.pid)
         return info
@@ -92,16 +98,16 @@ class ProcessTable:
 
     def _new(self, event: ProcessEvent) -> ProcessInfo:
         parent = self.processes.get(event.ppid)
-        same_session = parent is not None and parent.session_id == event.session_id
+        same_session = parent is not None and parent.alive and parent.session_id == event.session_id
         info = ProcessInfo(pid=event.pid, ppid=event.ppid, session_id=event.session_id, comm=event.comm,
                            start_ns=event.ts_ns, depth=parent.depth + 1 if parent and same_session else 0)
         self.processes[event.pid] = info
         return info
 
-    def _remember_exit(self, pid: int) -> None:
-        self._exited.append(pid)
+    def _remember_exit(self, info: ProcessInfo) -> None:
+        self._exited.append((info.pid, info.start_ns))
         while len(self._exited) > self.keep_exited:
-            old = self._exited.popleft()
-            info = self.processes.get(old)
-            if info is not None and not info.alive:
-                del self.processes[old]
+            pid, start_ns = self._exited.popleft()
+            old = self.processes.get(pid)
+            if old is not None and not old.alive and old.start_ns == start_ns:  # not a later process on that pid
+                del self.processes[pid]

@@ -63,10 +63,12 @@ class Sensors:
 
 def open_sensors(features: Features, *, root_comms: list[str], root_flags: int = 0, capture_tls: bool,
                  capture_effects: bool, max_call_bytes: int, tools: ToolsFactory | None, tls_off: str, effects_off: str,
-                 locator: Locator | None, locate_timeout: float = 30.0, http_ports: tuple[int, ...] = ()) -> Sensors:
+                 locator: Locator | None, locate_timeout: float = 30.0, http_ports: tuple[int, ...] = (),
+                 tools_hold: bool = True) -> Sensors:
     """Lineage, the fail-safe watchdog, tool control, TLS (with plain-HTTP and MCP payload: the
     same intent, read at the socket instead of the TLS library) and effects. `http_ports`: ports
-    whose connections are captured whatever their first bytes look like.
+    whose connections are captured whatever their first bytes look like. `tools_hold`: the tool
+    control governs (holds each call's first exec to place it) rather than only observes.
 
     The kernel holds processes while vigil decides about them: with TLS capture, an exec of a not
     yet examined executable until its TLS is hooked; with tool control, a tool call's first exec
@@ -81,7 +83,7 @@ def open_sensors(features: Features, *, root_comms: list[str], root_flags: int =
     sensors = Sensors(LineageSensor(root_comms=root_comms, root_flags=root_flags, hold_new_exe=capture_tls))
     features.available("lineage")
     try:
-        if capture_tls or tools is not None:
+        if capture_tls or (tools is not None and tools_hold):
             sensors.watchdog = start_watchdog(sensors.lineage.held.fd)
         if tools is not None:
             sensors.tools = tools(sensors.lineage)

@@ -294,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _tools_factory(args: argparse.Namespace, command: list[str], features: Features) -> ToolsFactory | None:
     """`vigil run`: the --tool-* defaults, the config's per-tool policies over them, adaptive
-    memory.high. `vigil trace` of a known agent: its tool calls observed, never limited."""
+    memory.high. `vigil trace`: every root's tool calls observed (marked at their first exec, never
+    held, placed or limited)."""
     from vigild.cgroups import CallLimits
     from vigild.daemon.assembly import open_tool_control
     from vigild.daemon.tools.control_loop import CallPolicy, open_trace_control
@@ -307,9 +308,7 @@ def _tools_factory(args: argparse.Namespace, command: list[str], features: Featu
         return lambda lineage: open_tool_control(lineage, CallPolicy.of(limits), features=features,
                                                  config=config, adaptive=adaptive, spike_bytes=args.spike,
                                                  spike_window_ns=int(args.spike_window * 1e9))
-    if (command and _known_agent(command)) or any(_known_agent(_cmdline(pid)) for pid in args.pid):
-        return open_trace_control
-    return None
+    return open_trace_control  # every root's children's execs are tool calls, observed
 
 
 def _serve_declarations(args: argparse.Namespace, pipeline: Pipeline) -> ControlServer:
@@ -343,6 +342,7 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """`vigil trace`, and `vigil run` (the same, with tool-call control)."""
     from vigild.bpf.tls_locate import Locator
     from vigild.correlate.detections import Detector
+    from vigild.bpf.events import TRACK_CONTROLLED, TRACK_OBSERVED
     from vigild.daemon.assembly import open_pipeline, open_sensors
     from vigild.daemon.live_view import TextView
     from vigild.daemon.sinks import JsonLinesSink, OnlySink, StoreSink
@@ -364,7 +364,8 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if len(args.http_port) > 8:
         parser.error("--http-port: at most 8 ports")
     features = Features(lambda line: print(f"vigil: warning: {line}", file=sys.stderr))
-    sensors = open_sensors(features, root_comms=args.comm, capture_tls=not args.no_tls,
+    sensors = open_sensors(features, root_comms=args.comm, capture_tls=not args.no_tls, tools_hold=args.command == "run",
+                           root_flags=TRACK_CONTROLLED if args.command == "run" else TRACK_OBSERVED,
                            capture_effects=not args.no_effects, max_call_bytes=args.max_call_bytes,
                            tools=_tools_factory(args, command, features), tls_off="--no-tls", effects_off="--no-effects",
                            locator=None if args.no_tls_locate else Locator(), locate_timeout=args.tls_locate_timeout,
@@ -411,7 +412,9 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             pipeline.add_pending_root(child.pid, command, os.getcwd(), os.getuid(), controlled=control is not None)
             if control is not None:
                 control.place_agent(child.pid)
-        roots = [pipeline.add_root(pid, controlled=control is not None and _known_agent(_cmdline(pid))).root_pid
+        # Observing, every root is an agent; `vigil run -p` controls only an agent it recognises.
+        roots = [pipeline.add_root(pid, controlled=control is not None and (control.observe_only
+                                                                             or _known_agent(_cmdline(pid)))).root_pid
                  for pid in args.pid]
         pipeline.start()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

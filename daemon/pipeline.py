@@ -165,7 +165,7 @@ class Pipeline:
         are its relaunches are the agent, and their future children are tool calls too)."""
         with self._lock:
             session_id = self.session_ids.next()
-            procs = self.lineage.track_tree(pid, session_id, flags=TRACK_CONTROLLED if controlled else 0)
+            procs = self.lineage.track_tree(pid, session_id, flags=self._root_flags(controlled))
             root = procs[0]
             session = Session(id=session_id, root_pid=pid, started_ns=int(root.create_time() * 1e9),
                               argv=[redact_text(a) for a in _safe(root.cmdline, [])], agent=agent, cwd=_safe(root.cwd, None),
@@ -188,7 +188,7 @@ class Pipeline:
         controlled: each process it spawns is a tool call (vigil run)."""
         with self._lock:
             session_id = self.session_ids.next()
-            self.lineage.track(pid, session_id, flags=TRACK_CONTROLLED if controlled else 0)
+            self.lineage.track(pid, session_id, flags=self._root_flags(controlled))
             now = time.time_ns()
             argv = [redact_text(a) for a in argv]
             self.processes.seed(ProcessInfo(pid=pid, ppid=0, session_id=session_id, comm="", start_ns=now,
@@ -197,6 +197,11 @@ class Pipeline:
             self._open_session(session)
             self._ring.wake()  # the pipeline may be in an idle wait: its short polls start now
             return session
+
+    def _root_flags(self, controlled: bool) -> int:
+        """A root's kernel flags: its children's execs start tool calls (held for placement, or
+        only marked when the control observes) when it is controlled and there is a control."""
+        return self.control.root_flags if controlled and self.control is not None else 0
 
     def _seed(self, proc: psutil.Process, session_id: int, root_pid: int) -> None:
         try:
@@ -285,7 +290,7 @@ class Pipeline:
     def end_tool_calls(self, reason: str, timeout: float) -> None:
         """Kill the tool calls still running (their agent is gone) and wait for their exits, so
         their tool_end events carry real exit statuses."""
-        if self.control is None:
+        if self.control is None or self.control.observe_only:  # observed calls are not ours to end
             return
         with self._lock:
             self.control.kill_open(reason)
@@ -374,7 +379,7 @@ class Pipeline:
             if self.control is not None:
                 # Roots matched on more than their name (exe/args globs) are known to be agents
                 # only now; the kernel already made name-matched ones controlled at exec.
-                self.lineage.track(event.pid, event.session_id, flags=TRACK_CONTROLLED)
+                self.lineage.track(event.pid, event.session_id, flags=self.control.root_flags)
         if isinstance(event, ExecEvent):
             self._hook_executable(event)
         # A tool call's first process is stopped until it is placed (after its TLS is hooked).

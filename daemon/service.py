@@ -132,6 +132,7 @@ class Service:
             self.sensors = open_sensors(self.features, root_comms=config.root_comms, root_flags=self.root_flags,
                                         capture_tls=config.capture_tls, capture_effects=config.capture_effects,
                                         max_call_bytes=config.max_call_bytes, tools=self._tools_factory(),
+                                        tools_hold=config.tools_enabled,
                                         tls_off="[capture] tls = false", effects_off="[capture] effects = false",
                                         locator=Locator())
         except BaseException:
@@ -166,15 +167,24 @@ class Service:
     def _tools_factory(self) -> ToolsFactory | None:
         """Per-tool-call cgroups for tracked agents, as `vigil run` has them: the [tools] limits,
         the [[policies]] over them, adaptive memory.high if enabled; calls go in the agent's own
-        cgroup where it is delegated. None with [tools] off."""
+        cgroup where it is delegated. With [tools] off, tool calls are observed instead."""
         from vigild.daemon.assembly import open_tool_control
         from vigild.daemon.tools.control_loop import CallPolicy
 
         config = self.config
         if not config.tools_enabled:
-            return None
+            return self._observing_factory
         return lambda lineage: open_tool_control(lineage, CallPolicy.of(config.tool_limits), self.features,
                                                  config, adaptive=config.adaptive, delegated=True)
+
+    def _observing_factory(self, lineage: LineageSensor) -> ToolCallControl:
+        """Tool calls of tracked agents followed but not governed ([tools] enabled = false): linked
+        to the model's tool ids, told apart from the agents' relaunches and housekeeping."""
+        from vigild.daemon.tools.control_loop import open_trace_control
+
+        tools = open_trace_control(lineage)
+        tools.profiles = self.config.profiles
+        return tools
 
     @property
     def lineage(self) -> LineageSensor:
@@ -190,10 +200,11 @@ class Service:
 
     @property
     def root_flags(self) -> int:
-        """Agents found by name are controlled from their exec when tool calls are governed."""
-        from vigild.bpf.events import TRACK_CONTROLLED
+        """Agents found by name are controlled from their exec when tool calls are governed, and
+        observed (their tool calls marked, never held) when not."""
+        from vigild.bpf.events import TRACK_CONTROLLED, TRACK_OBSERVED
 
-        return TRACK_CONTROLLED if self.tools_on else 0
+        return TRACK_CONTROLLED if self.tools_on else TRACK_OBSERVED
 
     # ---- lifecycle ----
     def start(self) -> None:

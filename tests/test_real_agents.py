@@ -103,7 +103,7 @@ def test_node_agent_seen_whole(name: str, mode: str, tmp_path: Path) -> None:
     if mode == "run":
         assert start["cgroup"].startswith("tools/call-")
     else:
-        assert start["cgroup"] is None and start["held"] is True
+        assert start["cgroup"] is None and start["held"] is False  # observed: marked, never stopped
 
 
 @pytest.mark.parametrize("name", ["claude", "codex", "opencode"])
@@ -118,16 +118,18 @@ def test_helpers_of_the_other_agents_are_not_tool_calls(name: str, tmp_path: Pat
         assert start["tool_call_id"] == linked[0]["tool_calls"][0]["id"] and start["match"] == "command"
 
 
+@pytest.mark.parametrize("governed", [True, False], ids=["governing", "observing"])
 @pytest.mark.parametrize("name", ["gemini", "qwen"])
-def test_vigild_governs_a_relaunching_agent(name: str, tmp_path: Path) -> None:
+def test_vigild_governs_a_relaunching_agent(name: str, governed: bool, tmp_path: Path) -> None:
     """vigild with [tools] enabled, the agent found by its process name: the relaunch is the
-    agent, the model's command runs as the one tool call, in its own cgroup, linked. The agent's
+    agent, the model's command runs as the one tool call, in its own cgroup, linked. Observing
+    ([tools] enabled = false): the same story, the call in no cgroup and never held. The agent's
     prompt carries a token the config matches, so no other agent on the host is governed."""
     reason = missing_prerequisite(name)
     need(reason is None, reason or "")
     token = f"agentshape-{uuid.uuid4().hex[:12]}"
     config = (f'[discovery]\ndefault_agents = false\nscan_running = false\n\n[[agents]]\nname = "{name}"\n'
-              f'comm = "{name}"\nargs = "*{token}*"\n\n[tools]\nenabled = true\nmemory_max = "512M"\n')
+              f'comm = "{name}"\nargs = "*{token}*"\n\n[tools]\nenabled = {str(governed).lower()}\nmemory_max = "512M"\n')
     daemon = Vigild(tmp_path, config).start()
     try:
         run = run_agent(name, "bare", tmp_path / name, COMMAND, prompt=f"{token}: run the test command, then say done.")
@@ -150,7 +152,11 @@ def test_vigild_governs_a_relaunching_agent(name: str, tmp_path: Path) -> None:
     starts = [e for e in events if e["type"] == "tool_start"]
     assert len(starts) == 1 and command_is(COMMAND, starts[0]["argv"]), [s["argv"][:3] for s in starts]
     assert starts[0]["unrequested"] is False and starts[0]["match"] == "command"
-    assert starts[0]["cgroup"].startswith("tools/call-")
+    if governed:
+        assert starts[0]["cgroup"].startswith("tools/call-")
+    else:
+        assert starts[0]["cgroup"] is None and starts[0]["held"] is False
     llm = [e for e in events if e["type"] == "llm_call"]
+    assert starts[0]["tool_call_id"] == next(tc for e in llm for tc in e.get("tool_calls") or []).get("id")
     assert len(llm) == len(run.llm_exchanges())
     assert not [d for d in events if d["type"] == "detection" and d["name"] == "unrequested"]

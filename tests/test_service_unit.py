@@ -63,7 +63,8 @@ def test_vigild_works_with_the_units_capabilities(open_dir: Path) -> None:
     client = open_dir / "node_fetch.js"
     shutil.copy(CLIENTS_DIR / "node_fetch.js", client)
     agent = open_dir / "unitagent"
-    agent.write_text(f"#!/bin/sh\nnode {client} >/dev/null\n")
+    # exec: the LLM client is the agent itself (a child would be an observed tool call nobody asked for)
+    agent.write_text(f"#!/bin/sh\nexec node {client} >/dev/null\n")
     agent.chmod(0o755)
     daemon = Vigild(open_dir, """
 [discovery]

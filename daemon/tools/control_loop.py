@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Protocol
 
 from vigild.bpf.control import FEATURE_PROGRAMS, ControlSensor, MemSpike, OomKill
-from vigild.bpf.events import TRACK_CONTROLLED, ExecEvent, ExitEvent, ForkEvent, ProcessEvent
+from vigild.bpf.events import TRACK_CONTROLLED, TRACK_OBSERVED, ExecEvent, ExitEvent, ForkEvent, ProcessEvent
 from vigild.bpf.features import Features
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import BpfError
@@ -104,9 +104,9 @@ class Placement(Protocol):
 class ToolCallControl:
     """Tool calls of controlled agents: their cgroups, limits, timeouts and final accounting.
 
-    Without a cgroup backend (`vigil trace` of a known agent) it only observes: calls are still
-    held at their first exec, so the agent's own processes are told apart before they run, but
-    nothing is placed, limited or killed."""
+    Without a cgroup backend (`vigil trace`, an observing vigild) it only observes: the kernel
+    marks each call's first exec but never stops it, nothing is placed, limited or killed, and
+    which call an event belongs to is this bookkeeping's answer (see `_relabel`)."""
 
     def __init__(self, backend: CgroupBackend | None, lineage: LineageSensor, policy: CallPolicy,
                  sensor: ControlSensor | None = None, delays: TaskstatsListener | None = None,
@@ -135,6 +135,9 @@ class ToolCallControl:
         self.profiles = Profiles()
         self.process_of: ProcessOf = lambda pid: None
         self.session_profiles: dict[int, AgentProfile | None] = {}
+        # Observing: relaunches adopted as the agent, and their children not yet exec'd (see _observed_exec)
+        self._relaunches: set[int] = set()
+        self._first_exec_due: set[int] = set()
 
     # ---- the API policies plug into ----
     def push_next_policy(self, policy: CallPolicy, session_id: int | None = None, match: str | None = None,
@@ -177,6 +180,12 @@ class ToolCallControl:
     def observe_only(self) -> bool:
         return self.backend is None
 
+    @property
+    def root_flags(self) -> int:
+        """The kernel flags of an agent root: its children's first execs start tool calls, held
+        for placement when there is a backend, only marked when observing."""
+        return TRACK_OBSERVED if self.observe_only else TRACK_CONTROLLED
+
     def place_agent(self, pid: int) -> None:
         """Put the agent runtime in ``agent/``, beside (not above) its tools' groups."""
         if self.backend is not None:
@@ -185,6 +194,38 @@ class ToolCallControl:
     # ---- events ----
     def observe(self, event: ProcessEvent) -> list[Any]:
         """Act on one kernel event; returns the tool events it produced."""
+        if not self.observe_only:
+            return self._observe(event)
+        if isinstance(event, ExecEvent):
+            self._observed_exec(event)
+        elif isinstance(event, ForkEvent) and event.ppid in self._relaunches:
+            self._first_exec_due.add(event.pid)
+        elif isinstance(event, ExitEvent):
+            self._relabel(event)  # before the exit takes the process out of its call
+            self._relaunches.discard(event.pid)
+            self._first_exec_due.discard(event.pid)
+        found = self._observe(event)
+        if not isinstance(event, ExitEvent):
+            self._relabel(event)
+        return found
+
+    def _observed_exec(self, event: ExecEvent) -> None:
+        """A child a relaunch forked before user space knew it for the agent carries the kernel's
+        stale call id and no mark (nothing stopped the relaunch until then): its first exec
+        starts a call all the same."""
+        if event.pid in self._first_exec_due:
+            self._first_exec_due.discard(event.pid)
+            if not event.call_start and self.book.call_of(event.pid) is None:
+                event.call_start = True
+
+    def _relabel(self, event: Any) -> None:
+        """Observing, nothing stops a process between its exec and user space's verdict on it, so
+        the kernel's call id can be a relaunch's or a helper's for a moment: the book decides."""
+        if hasattr(event, "tool_call") and hasattr(event, "pid"):
+            call = self.book.call_of(event.pid)
+            event.tool_call = call.id if call is not None else None
+
+    def _observe(self, event: ProcessEvent) -> list[Any]:
         if isinstance(event, ExecEvent) and event.call_start:
             role = self._role(event)
             if role != TOOL:
@@ -235,8 +276,10 @@ class ToolCallControl:
                 tracked = self.lineage.tracked_info(info.pid)
                 if tracked is not None:
                     self.lineage.track(info.pid, tracked.session_id, root_pid=tracked.root_pid, depth=tracked.depth,
-                                       flags=TRACK_CONTROLLED)
+                                       flags=self.root_flags)
                     agents.add(info.pid)
+                    if self.observe_only:
+                        self._relaunches.add(info.pid)
 
     def _role(self, event: ExecEvent) -> str:
         """What the first exec of the agent's child is: a relaunch of the agent, the agent's own
@@ -261,7 +304,9 @@ class ToolCallControl:
             info = self.lineage.tracked_info(event.pid)
             if info is not None:
                 self.lineage.track(event.pid, info.session_id, root_pid=info.root_pid, depth=info.depth,
-                                   flags=TRACK_CONTROLLED if role == RELAUNCH else 0)
+                                   flags=self.root_flags if role == RELAUNCH else 0)
+            if role == RELAUNCH and self.observe_only:
+                self._relaunches.add(event.pid)
             if self.sensor is not None:  # memory the exec itself charged to the would-be call
                 self.sensor.forget_process(event.pid)
                 self.sensor.forget_call(event.pid)
@@ -484,8 +529,8 @@ class ToolCallControl:
 # ---- setup ---------------------------------------------------------------------------------------
 
 def open_trace_control(lineage: LineageSensor) -> ToolCallControl:
-    """`vigil trace` of a known agent: its tool calls observed (held at their first exec until
-    classified, never placed or limited). Its held execs need the watchdog `assembly` starts."""
+    """`vigil trace`, an observing vigild: tool calls observed (marked by the kernel at their first
+    exec, never stopped, placed or limited), linked to the model's ids like governed ones."""
     return ToolCallControl(None, lineage, CallPolicy())
 
 

@@ -366,7 +366,7 @@ class DeclareCommands:
     # ---- who asks ----
     def _control(self) -> ToolCallControl:
         control = self.pipeline.control
-        if control is None:
+        if control is None or control.observe_only:
             raise CommandError("this vigil does not put tool calls in cgroups: run the agent under `vigil run` "
                                "(its VIGIL_SOCKET takes declarations)")
         return control

@@ -323,7 +323,7 @@ def _openai_headers() -> list[tuple[str, str]]:
 
 def _openai_chat(ctx: _Ctx) -> Rendered:
     reply = ctx.reply
-    cmpl_id = "chatcmpl-" + _rand(_BASE62, 29)
+    cmpl_id = reply.response_id or "chatcmpl-" + _rand(_BASE62, 29)
     fingerprint = "fp_" + _hex(10)
     ctx.tool_calls = [
         ToolCallRecord(tc.id or "call_" + _rand(_BASE62, 24), tc.name, dict(tc.arguments))

@@ -56,6 +56,7 @@ class Reply:
     output_tokens: int = 87
     finish_reason: str | None = None
     model: str | None = None
+    response_id: str | None = None  # OpenAI chat: this id instead of a fresh one (servers that reuse one)
 
 
 @dataclass(frozen=True)
