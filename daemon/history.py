@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from vigild.correlate.containers import container_label
+from vigild.correlate.effect_words import effect_words, evidence_target
 from vigild.correlate.timeline import build_timeline, fold_effects, is_plumbing, summary
 from vigild.daemon.store import Store
 

@@ -23,7 +23,6 @@ from vigild.bpf.clock import BootClock
 from vigild.bpf.effects_events import NetBytes, NetClose, NetConnect
 from vigild.bpf.events import (
     SOCK_LIB_PIPE,
-    TRACK_CONTROLLED,
     DecodeError,
     EventDecoder,
     ExecEvent,
@@ -43,7 +42,10 @@ from vigild.correlate.poll_wait import PollWait
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
+from vigild.correlate.tls_gaps import TlsGaps
+from vigild.correlate.tls_stream import TlsStreamDecoder
 from vigild.daemon.containers import ContainerResolver
+from vigild.daemon.tools.control_loop import ToolCallControl
 from vigild.daemon.events import (
     Attributed,
     CaptureBlind,

@@ -24,6 +24,9 @@ KERNEL_MODULES = frozenset({
     "test_hooks", "test_intent_clients", "test_otlp", "test_policy", "test_real_agents", "test_secrets_channels",
     "test_service_lifecycle", "test_service_load", "test_service_prometheus", "test_service_unit",
     "test_store_crypto", "test_tls_under_load", "test_trace_lineage",
+    "test_agent_matrix", "test_agent_telemetry_real", "test_burst_recorded", "test_containers_real",
+    "test_fleet_prometheus", "test_idle_cost", "test_mcp_http", "test_mcp_stdio", "test_pid_reuse", "test_plain_http",
+    "test_trace_observe", "test_syscall_tracepoints", "test_poll_wait",
 })
 NETWORK_MODULES = frozenset({"test_bun_agents", "test_tls_locate"})
 

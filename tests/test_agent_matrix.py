@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need
+from support.require import need
 from realagents.harness import RealRun, missing_prerequisite, run_agent
 
 from vigild.correlate.tool_calls import command_is

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import need
+from support.require import need
 from realagents.harness import RUN_TIMEOUT_S, TESTS_DIR as TESTS, RealRun, missing_prerequisite, run_agent
 
 pytestmark = pytest.mark.usefixtures("root")

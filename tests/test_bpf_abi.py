@@ -36,7 +36,7 @@ def layout_btf(tmp_path_factory: pytest.TempPathFactory) -> abi.Btf:
 
 
 def test_every_sensor_object_is_shipped() -> None:
-    assert SHIPPED == ["control.bpf.o", "effects.bpf.o", "lineage.bpf.o", "tls.bpf.o"]
+    assert SHIPPED == ["control.bpf.o", "effects.bpf.o", "lineage.bpf.o", "sockdata.bpf.o", "tls.bpf.o"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -110,13 +110,13 @@ def test_a_renamed_or_reordered_member_is_seen(layout_btf: abi.Btf) -> None:
 def test_a_drifted_kind_table_is_seen(layout_btf: abi.Btf) -> None:
     members = {k.name: k.value for k in events.Kind}
     moved = IntEnum("MovedKind", {**members, "NET_BIND": 30})
-    problems = abi.enum_problems(layout_btf, "event_kind", moved, "EVENT_", {"EVENT_KIND_MAX": 32})
+    problems = abi.enum_problems(layout_btf, "event_kind", moved, "EVENT_", {"EVENT_KIND_MAX": events.EVENT_KIND_MAX})
     assert problems == ["enum event_kind: EVENT_NET_BIND = 24 in C, 30 in MovedKind"]
     short = IntEnum("ShortKind", {k: v for k, v in members.items() if k != "DNS_QUERY"})
-    problems = abi.enum_problems(layout_btf, "event_kind", short, "EVENT_", {"EVENT_KIND_MAX": 32})
+    problems = abi.enum_problems(layout_btf, "event_kind", short, "EVENT_", {"EVENT_KIND_MAX": events.EVENT_KIND_MAX})
     assert problems == ["enum event_kind: EVENT_DNS_QUERY = 27 in C, missing in ShortKind"]
     extra = IntEnum("ExtraKind", {**members, "HTTP_DATA": 9})
-    problems = abi.enum_problems(layout_btf, "event_kind", extra, "EVENT_", {"EVENT_KIND_MAX": 32})
+    problems = abi.enum_problems(layout_btf, "event_kind", extra, "EVENT_", {"EVENT_KIND_MAX": events.EVENT_KIND_MAX})
     assert problems == ["enum event_kind: EVENT_HTTP_DATA = 9 in ExtraKind, missing in C"]
 
 

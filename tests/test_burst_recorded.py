@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import VIGIL, own_group
+from support.helpers import VIGIL, own_group
 
 pytestmark = pytest.mark.usefixtures("root")
 

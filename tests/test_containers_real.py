@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from cgroup_teardown import destroy
-from conftest import need
-from helpers import vigil
-from run_cgroups import enclosing_dirs, leftovers, memory_version
+from support.cgroup_teardown import destroy
+from support.require import need
+from support.helpers import vigil
+from support.run_cgroups import enclosing_dirs, leftovers, memory_version
 from vigild.cgroups import HostCgroups, detect
-from vigild_proc import Vigild
+from support.vigild_proc import Vigild
 
 pytestmark = pytest.mark.usefixtures("root")
 

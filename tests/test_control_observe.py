@@ -11,7 +11,7 @@ from typing import Any
 from vigild.bpf.effects_events import FileOpen
 from vigild.bpf.events import TRACK_OBSERVED, ExecEvent, ExitEvent, ForkEvent, TrackedInfoC
 from vigild.correlate.process_tree import ProcessTable
-from vigild.daemon.control_loop import CallPolicy, ToolCallControl
+from vigild.daemon.tools.control_loop import CallPolicy, ToolCallControl
 
 NODE = "/usr/bin/node"
 AGENT = "/opt/agent/bundle/gemini.js"

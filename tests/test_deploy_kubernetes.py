@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import need
+from support.require import need
 from vigild.daemon.config import load
 
 BASE = Path(__file__).resolve().parent.parent / "daemon" / "deploy" / "kubernetes"

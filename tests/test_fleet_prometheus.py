@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import need
-from vigild_proc import Vigild, agent_config, free_port
+from support.require import need
+from support.vigild_proc import Vigild, agent_config, free_port
 
 pytestmark = pytest.mark.usefixtures("root")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vigild_proc import Vigild
+from support.vigild_proc import Vigild
 
 pytestmark = pytest.mark.usefixtures("root")
 

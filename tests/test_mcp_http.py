@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fakellm import FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env, generate_certs
-from helpers import vigil_trace
+from support.helpers import vigil_trace
 
 pytestmark = pytest.mark.usefixtures("root")
 

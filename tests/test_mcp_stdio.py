@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fakellm import FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env
-from helpers import TraceResult, vigil, vigil_trace
+from support.helpers import TraceResult, vigil, vigil_trace
 from test_otlp import OtlpReceiver, attrs, spans_of
 
 pytestmark = pytest.mark.usefixtures("root")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from fakellm import FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env
-from vigild_proc import Vigild, agent_config
+from support.vigild_proc import Vigild, agent_config
 
 from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent
 from vigild.correlate.process_tree import ProcessTable

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fakellm import CLIENTS_DIR, FAKE_OPENAI_KEY, Exchange, FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env
-from helpers import VIGIL, TraceResult, events_and_output, vigil, vigil_trace
+from support.helpers import VIGIL, TraceResult, events_and_output, vigil, vigil_trace
 
 pytestmark = pytest.mark.usefixtures("root")
 

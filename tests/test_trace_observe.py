@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fakellm import FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env
-from helpers import VIGIL, parse_json_lines, vigil
+from support.helpers import VIGIL, parse_json_lines, vigil
 from test_effects_session import AGENT, sink  # noqa: F401  (sink: the exfiltration target fixture)
 
 pytestmark = pytest.mark.usefixtures("root")

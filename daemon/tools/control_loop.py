@@ -32,6 +32,7 @@ from vigild.correlate.agent_profiles import RELAUNCH, TOOL, AgentProfile, Proc, 
 from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, command_matches, outcome
 from vigild.daemon.tools.container_placement import memory_limit_hit
+from vigild.daemon.tools.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
 
 log = logging.getLogger("vigild.control")
 

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from vigild_proc import Vigild, free_port
+from support.vigild_proc import Vigild, free_port
 
 from realagents import netns
 from vigild.daemon.store import Store
