@@ -55,6 +55,10 @@ if [ "$DEV" -eq 1 ]; then
   command -v node >/dev/null || apt_install nodejs
   command -v npm >/dev/null || apt_install npm
   apt_install iproute2 git
+  # Agents in real containers (podman; runc, since crun refuses hybrid cgroup hosts); kubectl
+  # renders the Kubernetes base for its schema test.
+  apt_install podman runc
+  command -v kubectl >/dev/null || apt_install kubectl
 fi
 
 echo "setup.sh: building and installing vigild into $PREFIX"
@@ -112,5 +116,11 @@ if [ "$DEV" -eq 1 ]; then
     mkdir -p "$dir"
     (cd "$dir" && npm install --no-audit --no-fund --ignore-scripts --loglevel=error "@openai/codex@$version" >/dev/null)
   done
+  # The MCP server the MCP-over-stdio tests drive (tests/test_mcp_stdio.py).
+  dir="${VIGIL_AGENTS_DIR:-/var/cache/vigil-agents}/mcp-server-filesystem"
+  if [ ! -e "$dir/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js" ]; then
+    mkdir -p "$dir"
+    (cd "$dir" && npm install --no-audit --no-fund --loglevel=error "@modelcontextprotocol/server-filesystem@2026.8.31" >/dev/null)
+  fi
 fi
 echo "setup.sh: done: $("$BIN_DIR/vigil" --help | head -1)"

@@ -16,6 +16,7 @@ import logging
 from ctypes import c_uint16, c_uint32, c_uint64
 
 from vigild.bpf.events import EventDecoder, Kind
+from vigild.bpf.syscall_tracepoints import TracefsUnavailable, tracefs_root
 # The records have the TLS layouts, so the TLS decoders read them (lib says which sensor).
 from vigild.bpf.events import _decode_tls_close as decode_sock_close
 from vigild.bpf.events import _decode_tls_data as decode_sock_data
@@ -99,7 +100,11 @@ def open_sockdata(shared_maps: dict[str, Map], features: Features, max_call_byte
     """The plain-HTTP sensor, or None when this kernel refuses it (said once through
     `features` as `plain_http`): TLS capture and everything else go on."""
     try:
+        tracefs_root()  # its programs attach to syscall tracepoints: tracefs is mounted where absent
         sensor = SockDataSensor(shared_maps, ports=ports, max_call_bytes=max_call_bytes)
+    except TracefsUnavailable as exc:
+        features.unavailable("plain_http", str(exc))
+        return None
     except BpfError as exc:
         features.unavailable("plain_http", exc.summary)
         return None

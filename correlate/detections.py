@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from errno import EINPROGRESS
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -40,6 +40,7 @@ WRITE_TYPES = ("file_write", "file_unlink", "file_rename", "file_mkdir", "file_c
 # The only event types observe() looks at; the pipeline skips building dicts for the rest.
 WATCHED_TYPES = frozenset({"session_start", "session_end", "llm_call", "tool_start", "file_open", "net_connect",
                            *WRITE_TYPES})
+MAX_REMEMBERED_TOOL_IDS = 1024  # per session: the LLM calls an evidence chain can still name
 ALL_DETECTIONS = frozenset({"secret_read", "secret_egress", "unrequested", "tool_loop", "write_outside_tree"})
 
 
@@ -86,7 +87,8 @@ class _Session:
     llm_pids: set[int] = field(default_factory=set)
     provider_addrs: set[tuple[str, int]] = field(default_factory=set)
     secret_reads: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=64))
-    last_llm: dict[str, Any] | None = None
+    # the LLM call that carried each tool-call id (never matched by response_id: providers reuse it)
+    llm_of_tool_id: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
     tool_starts: dict[int, dict[str, Any]] = field(default_factory=dict)
     loop_key: str | None = None
     loop_run: list[dict[str, Any]] = field(default_factory=list)
@@ -113,7 +115,11 @@ class Detector:
             return []
         if kind == "llm_call":
             self._note_provider(s, event)
-            s.last_llm = event
+            for tool_call in event.get("tool_calls") or ():
+                if tool_call.get("id"):
+                    s.llm_of_tool_id[tool_call["id"]] = event
+            while len(s.llm_of_tool_id) > MAX_REMEMBERED_TOOL_IDS:
+                s.llm_of_tool_id.popitem(last=False)
             return []
         found: list[Detection] = []
         if kind == "tool_start":
@@ -157,8 +163,8 @@ class Detector:
         chain: list[dict[str, Any]] = []
         start = s.tool_starts.get(ev.get("tool_call"))  # type: ignore[arg-type]
         if start is not None:
-            llm = s.last_llm
-            if llm is not None and start.get("response_id") and llm.get("response_id") == start.get("response_id"):
+            llm = s.llm_of_tool_id.get(start.get("tool_call_id") or "")
+            if llm is not None:
                 chain.append(llm)
             chain.append(start)
         return chain

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from vigild.bpf.features import Features
@@ -160,4 +161,5 @@ def open_pipeline(sensors: Sensors, *, capture_content: bool, max_body_bytes: in
                         classify_root=classify_root)
     if telemetry is not None:
         telemetry.candidates = pipeline.tracked_pids
+        pipeline.own_hosts.add(urlsplit(telemetry.endpoint).netloc)
     return pipeline

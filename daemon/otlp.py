@@ -150,7 +150,6 @@ class _TraceBuilder:
         self.tools: dict[str, _Tool] = {}
         self.mcp_calls: list[dict[str, Any]] = []
         self.chat_of_call: dict[str, tuple[str, Any]] = {}  # LLM tool call id -> (chat key, arguments)
-        self.chat_of_response: dict[str, str] = {}
         # Effects as span events, by span key: tool spans are made last, once links are known.
         self.pending: dict[str, list[Event]] = defaultdict(list)
 
@@ -252,14 +251,12 @@ class _TraceBuilder:
         for tc in call.get("tool_calls") or ():
             if tc.get("id"):
                 self.chat_of_call[tc["id"]] = (key, tc.get("arguments", tc.get("arguments_raw")))
-        if call.get("response_id"):
-            self.chat_of_response[call["response_id"]] = key
 
     def _add_tool_spans(self) -> None:
         for key, tool in self.tools.items():
             last = tool.end or tool.start
+            # by the model's tool-call id only: providers reuse response ids across calls
             chat, arguments = self.chat_of_call.get(last.get("tool_call_id") or "", (None, None))
-            chat = chat or self.chat_of_response.get(last.get("response_id") or "")
             start = tool.start["ts_ns"]
             end = tool.end["ts_ns"] if tool.end else self.end_ns
             self.drafts[key] = _Draft(f"execute_tool {last.get('tool_name') or 'unknown'}", start, end, ROOT,

@@ -23,6 +23,7 @@ from vigild.bpf.clock import BootClock
 from vigild.bpf.effects_events import NetBytes, NetClose, NetConnect
 from vigild.bpf.events import (
     SOCK_LIB_PIPE,
+    SOCK_LIB_PLAIN,
     DecodeError,
     EventDecoder,
     ExecEvent,
@@ -36,7 +37,7 @@ from vigild.bpf.loader import RingBuffer
 from vigild.bpf.tls import TlsSensor
 from vigild.correlate.agent_telemetry import TelemetryMerger, TelemetryRecord
 from vigild.correlate.detections import WATCHED_TYPES, Detector
-from vigild.correlate.intent import LlmCall
+from vigild.correlate.intent import HttpsRequest, LlmCall
 from vigild.correlate.mcp import McpCall, McpTracker
 from vigild.correlate.poll_wait import PollWait
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
@@ -114,6 +115,7 @@ class Pipeline:
         self.classify_root = classify_root
         self.poll_ms = poll_ms
         self.tls_gaps = TlsGaps()
+        self.own_hosts: set[str] = set()  # vigil's own HTTP endpoints (host:port), never reported as requests
         self.mcp = McpTracker()  # MCP over stdio: pipe writes from the sockdata sensor
         self._last_scan = 0.0
         self._scan_round = 0
@@ -255,7 +257,10 @@ class Pipeline:
             self._check_drops()
             self._housekeeping()
             self._flush_sinks()
-            if time.monotonic() - self._health_at >= HEALTH_EVERY_S:
+            # Published at least once a second, and before an idle wait: the state a reader sees
+            # must not lag a second behind the last session that ended.
+            if time.monotonic() - self._health_at >= HEALTH_EVERY_S or (
+                    batch and self._poll_wait(self.processes) == self._poll_wait.idle_ms):
                 self._publish_health()
         return len(batch)
 
@@ -344,7 +349,10 @@ class Pipeline:
                                                      event.peer_ino, event.data, chunk.lost_bytes))
             return
         if isinstance(event, TlsData):
-            self._plaintext_ns[event.pid] = event.ts_ns
+            if event.lib == SOCK_LIB_PLAIN:  # read at the socket: this connection is not blind
+                self._connects.get(event.pid, {}).pop(event.conn_id, None)
+            else:  # TLS plaintext names no socket: the process's connections count as read
+                self._plaintext_ns[event.pid] = event.ts_ns
             if self.intent is not None:
                 self._dispatch_intent(self.intent.feed(self.tls_gaps.chunk(event)))
             return
@@ -479,6 +487,8 @@ class Pipeline:
 
     def _dispatch_intent(self, events: list[Any]) -> None:
         for inner in self._mcp_released(events):
+            if isinstance(inner, HttpsRequest) and inner.host in self.own_hosts:
+                continue  # an agent exporting its telemetry to vigil's receiver: vigil's plumbing
             if self.merger is not None and isinstance(inner, LlmCall):
                 self.merger.observe_tls(inner)
             if isinstance(inner, LlmCall):

@@ -23,6 +23,8 @@ from vigild.bpf.effects import PROGRAMS as EFFECTS_PROGRAMS
 from vigild.bpf.effects import EffectsSensor
 from vigild.bpf.lineage import PROGRAMS as LINEAGE_PROGRAMS
 from vigild.bpf.lineage import LineageSensor
+from vigild.bpf.sockdata import SockDataSensor
+from vigild.bpf.syscall_tracepoints import tracefs_root
 from vigild.bpf.tls import TlsSensor
 
 pytestmark = pytest.mark.usefixtures("root")
@@ -55,11 +57,18 @@ def _control(shared: LineageSensor) -> tuple[Any, list[str]]:
     return sensor, [p for p in CONTROL_PROGRAMS if p not in sensor.refused]
 
 
+def _sockdata(shared: LineageSensor) -> tuple[Any, list[str]]:
+    tracefs_root()
+    sensor = SockDataSensor(shared.shared_maps)
+    return sensor, [link.description for link in sensor.links]
+
+
 LOADERS: dict[str, tuple[Callable[[LineageSensor], tuple[Any, list[str]]], tuple[str, ...]]] = {
     "lineage.bpf.o": (_lineage, LINEAGE_PROGRAMS),
     "tls.bpf.o": (_tls, ()),
     "effects.bpf.o": (_effects, tuple(EFFECTS_PROGRAMS)),
     "control.bpf.o": (_control, CONTROL_PROGRAMS),
+    "sockdata.bpf.o": (_sockdata, ()),
 }
 
 

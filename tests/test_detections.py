@@ -15,7 +15,8 @@ def ev(kind: str, ts: int, **fields: Any) -> dict[str, Any]:
 
 def session(detector: Detector, cwd: str = "/work/repo") -> None:
     detector.observe(ev("session_start", 0, cwd=cwd, pid=100))
-    detector.observe(ev("llm_call", 1, pid=100, host="api.anthropic.com", response_id="msg_1"))
+    detector.observe(ev("llm_call", 1, pid=100, host="api.anthropic.com", response_id="msg_1",
+                        tool_calls=[{"id": "toolu_1", "name": "bash"}, {"id": "toolu_2", "name": "bash"}]))
     detector.observe(ev("net_connect", 1, pid=100, family="inet", remote_addr="1.2.3.4", remote_port=443, ret=0))
 
 
@@ -26,16 +27,32 @@ def names(found: list) -> list[str]:
 def test_secret_read_then_egress_with_the_chain() -> None:
     d = Detector()
     session(d)
-    d.observe(ev("tool_start", 2, tool_call=1, tool_name="bash", response_id="msg_1", argv=["cat", "x"], pid=200))
+    d.observe(ev("tool_start", 2, tool_call=1, tool_name="bash", response_id="msg_1", tool_call_id="toolu_1",
+                 argv=["cat", "x"], pid=200))
     read = d.observe(ev("file_open", 2, pid=200, comm="cat", tool_call=1, path="/home/u/.ssh/id_rsa", read=True, ret=3))
     assert names(read) == ["secret_read"]
-    d.observe(ev("tool_start", 3, tool_call=2, tool_name="bash", response_id="msg_1", argv=["curl", "y"], pid=201))
+    d.observe(ev("tool_start", 3, tool_call=2, tool_name="bash", response_id="msg_1", tool_call_id="toolu_2",
+                 argv=["curl", "y"], pid=201))
     egress = d.observe(ev("net_connect", 3, pid=201, comm="curl", tool_call=2, family="inet",
                           remote_addr="127.0.0.1", remote_port=9999, ret=0))
     assert names(egress) == ["secret_egress"]
     chain = [link["type"] for link in egress[0].evidence]
     assert chain == ["llm_call", "tool_start", "file_open", "tool_start", "net_connect"]
     assert "127.0.0.1:9999" in egress[0].reason and "/home/u/.ssh/id_rsa" in egress[0].reason
+
+
+def test_chain_names_the_llm_call_that_carried_the_tool_call_id_not_the_response_id() -> None:
+    """A provider that reuses one response id: the chain still names the call that asked."""
+    d = Detector()
+    session(d)  # its LLM call asked for toolu_1 and toolu_2 under msg_1
+    d.observe(ev("llm_call", 2, pid=100, host="api.anthropic.com", response_id="msg_1",
+                 tool_calls=[{"id": "toolu_9", "name": "bash"}]))
+    d.observe(ev("tool_start", 3, tool_call=1, tool_name="bash", response_id="msg_1", tool_call_id="toolu_1",
+                 argv=["cat", "x"], pid=200))
+    (read,) = d.observe(ev("file_open", 3, pid=200, comm="cat", tool_call=1, path="/home/u/.ssh/id_rsa",
+                           read=True, ret=3))
+    assert [link["type"] for link in read.evidence] == ["llm_call", "tool_start", "file_open"]
+    assert read.evidence[0]["ts_ns"] == 1_000_000_000  # the first LLM call, though the latest one shares its response id
 
 
 def test_no_egress_detection_for_the_provider_or_without_a_secret() -> None:

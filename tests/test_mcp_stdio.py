@@ -20,8 +20,8 @@ from test_otlp import OtlpReceiver, attrs, spans_of
 pytestmark = pytest.mark.usefixtures("root")
 
 HOST = Path(__file__).parent / "data" / "http" / "mcp_host.py"
-# Installed by setup.sh: npm install @modelcontextprotocol/server-filesystem@2026.8.31
-FS_SERVER = Path(os.environ.get("VIGIL_TEST_MCP_FS", "/var/cache/vigild-http-mcp/node_modules/"
+# Installed by `setup.sh --dev` (the version is pinned there) beside the real agents.
+FS_SERVER = Path(os.environ.get("VIGIL_TEST_MCP_FS", "/var/cache/vigil-agents/mcp-server-filesystem/node_modules/"
                                 "@modelcontextprotocol/server-filesystem/dist/index.js"))
 
 
