@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vigild.daemon.agents import AgentMatcher
+from vigild.daemon.service.agents import AgentMatcher
 from vigild.daemon.config import (
     DEFAULT_AGENTS,
     AgentSpec,

@@ -21,14 +21,14 @@ from vigild.cgroups import KNOBS, CgroupError, Knob
 from vigild.daemon.config import knob_value
 from vigild.daemon.config import parse_size as config_size
 from vigild.daemon.launch import LaunchError, spawn_gated
-from vigild.daemon.telemetry_setup import telemetry_env, with_telemetry
+from vigild.daemon.cli.telemetry_setup import telemetry_env, with_telemetry
 from vigild.daemon.store import Store, StoreError
 from vigild.daemon.version import package_version
 
 if TYPE_CHECKING:
     from vigild.daemon.assembly import ToolsFactory
     from vigild.daemon.config import Config
-    from vigild.daemon.control import ControlServer
+    from vigild.daemon.service.control import ControlServer
     from vigild.daemon.pipeline import Pipeline
     from vigild.daemon.telemetry_receiver import TelemetryReceiver
 
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "top":
             return cmd_top(args)
         if args.command == "doctor":
-            from vigild.daemon.doctor import cmd_doctor
+            from vigild.daemon.cli.doctor import cmd_doctor
 
             return cmd_doctor(args.pid, args.output, sys.stdout)
         if args.command == "export":
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "declare":
             return cmd_declare(args)
         if args.command == "hook":
-            from vigild.daemon.hook import run_hook
+            from vigild.daemon.cli.hook import run_hook
 
             return run_hook(args.event, sys.stdin, sys.stdout, args.socket)
         return cmd_show(args)
@@ -485,7 +485,7 @@ def _load_run_config(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 def cmd_declare(args: argparse.Namespace) -> int:
     """Send the declaration, say what was applied (and clamped), then exec CMD. A vigil that
     cannot be reached costs the limits, never the work: CMD runs all the same."""
-    from vigild.daemon.control import CommandError, request
+    from vigild.daemon.service.control import CommandError, request
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     needs = {**{knob.name: getattr(args, knob.name) for knob in KNOBS}, "timeout_s": args.timeout}
@@ -565,14 +565,14 @@ def _open_store(path: Path, key_file: Path | None = None) -> Store:
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    from vigild.daemon.history import print_sessions
+    from vigild.daemon.cli.history import print_sessions
 
     print_sessions(_open_store(args.db), args.limit, args.output == "json", Console())
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from vigild.daemon.history import print_show, session_tree
+    from vigild.daemon.cli.history import print_show, session_tree
 
     store = _open_store(args.db, args.key_file)
     session_id = store.resolve_session(args.session) if args.session else store.latest_session_id()
@@ -588,8 +588,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from vigild.daemon.history import session_tree
-    from vigild.daemon.report import write_html
+    from vigild.daemon.cli.history import session_tree
+    from vigild.daemon.cli.report import write_html
 
     store = _open_store(args.db, args.key_file)
     session_id = store.resolve_session(args.session) if args.session else store.latest_session_id()
@@ -635,8 +635,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    from vigild.daemon.control import CommandError, request
-    from vigild.daemon.top_view import render, run_top
+    from vigild.daemon.service.control import CommandError, request
+    from vigild.daemon.cli.top_view import render, run_top
 
     def ask() -> dict:
         return request(args.socket, "top", session_id=args.session)
@@ -659,8 +659,8 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from vigild.daemon.control import CommandError, request
-    from vigild.daemon.status_view import print_status
+    from vigild.daemon.service.control import CommandError, request
+    from vigild.daemon.cli.status_view import print_status
 
     try:
         status = request(args.socket, "status")
@@ -673,6 +673,3 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_status(status, Console())
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
