@@ -18,12 +18,13 @@ from rich.console import Console
 from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfUnavailable
 from vigild.cgroups import KNOBS, CgroupError, Knob
+from vigild.daemon.cli.telemetry_setup import telemetry_env, with_telemetry
 from vigild.daemon.config import knob_value
 from vigild.daemon.config import parse_size as config_size
 from vigild.daemon.launch import LaunchError, spawn_gated
-from vigild.daemon.cli.telemetry_setup import telemetry_env, with_telemetry
 from vigild.daemon.store import Store, StoreError
 from vigild.daemon.version import package_version
+from vigild.daemon.vocabulary import ONLY_WORDS
 
 if TYPE_CHECKING:
     from vigild.daemon.assembly import ToolsFactory
@@ -33,17 +34,6 @@ if TYPE_CHECKING:
     from vigild.daemon.telemetry_receiver import TelemetryReceiver
 
 DEFAULT_DB = Path(os.environ.get("VIGIL_DB", "/var/lib/vigild/vigil.db"))
-# `--only` words and the event types each stands for.
-ONLY_KINDS: dict[str, tuple[str, ...]] = {
-    "llm": ("llm_call", "https_request", "parse_failure"),
-    "tool": ("tool_start", "tool_end", "limit_change", "oom_kill", "mem_spike"),
-    "process": ("fork", "exec", "exit"),
-    "exec": ("exec",),
-    "file": ("file_open", "file_write", "file_unlink", "file_rename", "file_mkdir", "file_chmod"),
-    "write": ("file_write", "file_unlink", "file_rename", "file_mkdir", "file_chmod"),
-    "net": ("net_connect", "net_accept", "net_bind", "net_close", "net_bytes", "dns_query"),
-    "alert": ("detection",),
-}
 DB_HELP = f"the history store to read (default {DEFAULT_DB}, vigild's; $VIGIL_DB overrides)"
 DEFAULT_SOCKET = Path(os.environ.get("VIGIL_SOCKET", "/run/vigild/vigild.sock"))
 DEFAULT_KEY_FILE = Path(os.environ["VIGIL_KEY_FILE"]) if os.environ.get("VIGIL_KEY_FILE") else None
@@ -187,7 +177,7 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-w", "--write", type=Path, metavar="FILE",
                    help="also write the events to FILE as JSON Lines (the live view and the command's output stay)")
     p.add_argument("--only", type=parse_only, metavar="KINDS",
-                   help=f"print/write only these kinds, comma-separated: {', '.join(ONLY_KINDS)} (sessions and "
+                   help=f"print/write only these kinds, comma-separated: {', '.join(ONLY_WORDS)} (sessions and "
                         "losses are always shown; the store keeps everything)")
     p.add_argument("--timeout", type=float, help="stop after this many seconds (a started command gets SIGTERM; exit 124)")
     p.add_argument("--db", type=Path, help="also record into this SQLite store")
@@ -216,10 +206,10 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
 def parse_only(text: str) -> frozenset[str]:
     """`--only llm,tool,alert` -> the event types those words stand for."""
     words = [w.strip() for w in text.split(",") if w.strip()]
-    unknown = [w for w in words if w not in ONLY_KINDS]
+    unknown = [w for w in words if w not in ONLY_WORDS]
     if unknown or not words:
-        raise argparse.ArgumentTypeError(f"unknown kinds {unknown or [text]}; known: {', '.join(ONLY_KINDS)}")
-    return frozenset(t for w in words for t in ONLY_KINDS[w])
+        raise argparse.ArgumentTypeError(f"unknown kinds {unknown or [text]}; known: {', '.join(ONLY_WORDS)}")
+    return frozenset(t for w in words for t in ONLY_WORDS[w])
 
 
 def _port(text: str) -> int:
