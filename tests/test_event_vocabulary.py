@@ -8,6 +8,7 @@ import pkgutil
 from collections.abc import Iterator
 
 import pytest
+
 import vigild.bpf
 import vigild.correlate
 import vigild.daemon

@@ -1,52 +1,29 @@
-"""`vigil`: live tracing (`trace`), governed runs (`run`), the history (`sessions`, `show`) and the service (`status`)."""
+"""`vigil`: the argument parser and the dispatch to each command's module (trace: `trace` and `run`;
+stored: the history; socket_commands: `status`, `top`, `declare`; doctor; hook)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from rich.console import Console
-
-from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfUnavailable
 from vigild.cgroups import KNOBS, CgroupError, Knob
-from vigild.daemon.cli.telemetry_setup import telemetry_env, with_telemetry
+from vigild.daemon.cli import socket_commands, stored, trace
 from vigild.daemon.config import knob_value
 from vigild.daemon.config import parse_size as config_size
-from vigild.daemon.launch import LaunchError, spawn_gated
-from vigild.daemon.store import Store, StoreError
+from vigild.daemon.launch import LaunchError
+from vigild.daemon.store import StoreError
 from vigild.daemon.version import package_version
 from vigild.daemon.vocabulary import ONLY_WORDS
-
-if TYPE_CHECKING:
-    from vigild.daemon.assembly import ToolsFactory
-    from vigild.daemon.config import Config
-    from vigild.daemon.service.control import ControlServer
-    from vigild.daemon.pipeline import Pipeline
-    from vigild.daemon.telemetry_receiver import TelemetryReceiver
 
 DEFAULT_DB = Path(os.environ.get("VIGIL_DB", "/var/lib/vigild/vigil.db"))
 DB_HELP = f"the history store to read (default {DEFAULT_DB}, vigild's; $VIGIL_DB overrides)"
 DEFAULT_SOCKET = Path(os.environ.get("VIGIL_SOCKET", "/run/vigild/vigild.sock"))
 DEFAULT_KEY_FILE = Path(os.environ["VIGIL_KEY_FILE"]) if os.environ.get("VIGIL_KEY_FILE") else None
-COMM_MAX = 15
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived: stop tracing cleanly."""
-
-
-def _raise_interrupted(signum: int, _frame: object) -> None:
-    raise Interrupted(signum)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,30 +227,30 @@ def main(argv: list[str] | None = None) -> int:
                         format="vigil: %(levelname)s %(name)s: %(message)s")
     try:
         if args.command in ("trace", "run"):
-            return cmd_trace(parser, args)
+            return trace.cmd_trace(parser, args)
         if args.command == "sessions":
-            return cmd_sessions(args)
+            return stored.cmd_sessions(args)
         if args.command == "status":
-            return cmd_status(args)
+            return socket_commands.cmd_status(args)
         if args.command == "top":
-            return cmd_top(args)
+            return socket_commands.cmd_top(args)
         if args.command == "doctor":
             from vigild.daemon.cli.doctor import cmd_doctor
 
             return cmd_doctor(args.pid, args.output, sys.stdout)
         if args.command == "export":
-            return cmd_export(args)
+            return stored.cmd_export(args)
         if args.command == "report":
-            return cmd_report(args)
+            return stored.cmd_report(args)
         if args.command == "keygen":
-            return cmd_keygen(args)
+            return stored.cmd_keygen(args)
         if args.command == "declare":
-            return cmd_declare(args)
+            return socket_commands.cmd_declare(args)
         if args.command == "hook":
             from vigild.daemon.cli.hook import run_hook
 
             return run_hook(args.event, sys.stdin, sys.stdout, args.socket)
-        return cmd_show(args)
+        return stored.cmd_show(args)
     except (BpfUnavailable, BpfError, StoreError, LaunchError, CgroupError) as exc:
         first_line = str(exc).splitlines()[0]
         print(f"vigil: error: {first_line}", file=sys.stderr)
@@ -281,385 +258,4 @@ def main(argv: list[str] | None = None) -> int:
             print(str(exc), file=sys.stderr)
         return exc.status if isinstance(exc, LaunchError) else 1
 
-
-def _tools_factory(args: argparse.Namespace, command: list[str], features: Features) -> ToolsFactory | None:
-    """`vigil run`: the --tool-* defaults, the config's per-tool policies over them, adaptive
-    memory.high. `vigil trace`: every root's tool calls observed (marked at their first exec, never
-    held, placed or limited)."""
-    from vigild.cgroups import CallLimits
-    from vigild.daemon.assembly import open_tool_control
-    from vigild.daemon.tools.control_loop import CallPolicy, open_trace_control
-
-    if args.command == "run":
-        limits = CallLimits(**{knob.name: getattr(args, f"tool_{knob.name}") for knob in KNOBS},
-                            timeout_s=args.tool_timeout)
-        config = args.run_config
-        adaptive = args.adaptive or (config is not None and config.adaptive)
-        return lambda lineage: open_tool_control(lineage, CallPolicy.of(limits), features=features,
-                                                 config=config, adaptive=adaptive, spike_bytes=args.spike,
-                                                 spike_window_ns=int(args.spike_window * 1e9))
-    return open_trace_control  # every root's children's execs are tool calls, observed
-
-
-def _serve_declarations(args: argparse.Namespace, pipeline: Pipeline) -> ControlServer:
-    """`vigil run`'s own socket for declared needs (the agent finds it in VIGIL_SOCKET): root, the
-    user vigil runs as, and the processes of the run's session under whatever uid they now run."""
-    from vigild.daemon.tools.declare import Bounds, DeclareCommands, PeerControlServer
-
-    path = args.socket or Path(f"/run/vigild/run-{os.getpid()}.sock")
-    server = PeerControlServer(path, uids=frozenset({os.getuid()}), member=pipeline.tracks)
-    DeclareCommands(pipeline, Bounds.from_config(args.run_config)).register(server)
-    server.start()
-    os.environ["VIGIL_SOCKET"] = str(path)
-    return server
-
-
-def _start_receiver(args: argparse.Namespace, command: list[str]) -> TelemetryReceiver | None:
-    """--agent-telemetry: the loopback OTLP receiver, its endpoint in the agent's environment."""
-    if not args.agent_telemetry:
-        return None
-    if not command:
-        print("vigil: warning: --agent-telemetry needs a started command (-- CMD): ignored", file=sys.stderr)
-        return None
-    from vigild.daemon.telemetry_receiver import TelemetryReceiver  # protobuf: only when asked for
-
-    receiver = TelemetryReceiver(candidates=list).start()
-    os.environ.update(telemetry_env(receiver.endpoint))
-    return receiver
-
-
-def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """`vigil trace`, and `vigil run` (the same, with tool-call control)."""
-    from vigild.bpf.tls_locate import Locator
-    from vigild.correlate.detections import Detector
-    from vigild.bpf.events import TRACK_CONTROLLED, TRACK_OBSERVED
-    from vigild.daemon.assembly import open_pipeline, open_sensors
-    from vigild.daemon.live_view import TextView
-    from vigild.daemon.sinks import JsonLinesSink, OnlySink, StoreSink
-
-    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    if args.command == "run" and not command:
-        parser.error("run needs the agent to run: -- CMD ARGS...")
-    if not (args.pid or args.comm or command):
-        parser.error("trace needs something to trace: -p PID, -c COMM or -- CMD ARGS...")
-    for pid in args.pid:
-        if not Path(f"/proc/{pid}").exists():
-            parser.error(f"no process with pid {pid}")
-    for comm in args.comm:
-        if len(comm.encode()) > COMM_MAX:
-            print(f"vigil: warning: the kernel keeps {COMM_MAX} bytes of a process name; "
-                  f"matching {comm.encode()[:COMM_MAX].decode(errors='ignore')!r}", file=sys.stderr)
-
-    args.run_config = _load_run_config(parser, args) if args.command == "run" else None
-    if len(args.http_port) > 8:
-        parser.error("--http-port: at most 8 ports")
-    features = Features(lambda line: print(f"vigil: warning: {line}", file=sys.stderr))
-    sensors = open_sensors(features, root_comms=args.comm, capture_tls=not args.no_tls, tools_hold=args.command == "run",
-                           root_flags=TRACK_CONTROLLED if args.command == "run" else TRACK_OBSERVED,
-                           capture_effects=not args.no_effects, max_call_bytes=args.max_call_bytes,
-                           tools=_tools_factory(args, command, features), tls_off="--no-tls", effects_off="--no-effects",
-                           locator=None if args.no_tls_locate else Locator(), locate_timeout=args.tls_locate_timeout,
-                           http_ports=tuple(args.http_port))
-    control = sensors.tools
-    declarations: ControlServer | None = None
-    store = Store(args.db, key_file=args.key_file) if args.db else None
-    if store is not None and (abandoned := store.close_abandoned()):
-        print(f"vigil: closed {len(abandoned)} session(s) in {args.db} that a vigil which stopped without "
-              "ending them left open", file=sys.stderr)
-    receiver = _start_receiver(args, command)
-    pipeline = open_pipeline(sensors, capture_content=args.capture_content, max_body_bytes=None,
-                             detector=None if args.no_detections else Detector(), telemetry=receiver)
-    if receiver is not None:
-        command = with_telemetry(command, receiver.endpoint)
-    shown = (lambda sink: OnlySink(sink, args.only)) if args.only else (lambda sink: sink)
-    if args.output == "json":
-        pipeline.sinks.append(shown(JsonLinesSink(sys.stdout)))
-    else:
-        # The status line is for watching others (-p, -c): a started command shares the terminal.
-        pipeline.sinks.append(shown(TextView(pipeline.processes, show_all=args.all, verbose=args.verbose,
-                                             status_line=not command)))
-    if args.write is not None:
-        try:
-            written = open(args.write, "w", encoding="utf-8")  # closed by the sink when the pipeline stops
-        except OSError as exc:
-            raise StoreError(f"cannot write events to {args.write}: {exc.strerror}") from None
-        pipeline.sinks.append(shown(JsonLinesSink(written, owned=True)))
-    if store is not None:
-        pipeline.sinks.append(StoreSink(store, pipeline.processes))
-
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    signal.signal(signal.SIGINT, _raise_interrupted)
-    # Held back until everything is set up, so an early Ctrl-C finds a consistent state to undo.
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    child = None
-    status = 0
-    try:
-        if control is not None and not control.observe_only:
-            declarations = _serve_declarations(args, pipeline)
-        if command:
-            # With JSON on stdout, the command's own stdout would interleave with the events.
-            child = spawn_gated(command, stdout_fd=2 if args.output == "json" else None)
-            pipeline.add_pending_root(child.pid, command, os.getcwd(), os.getuid(), controlled=control is not None)
-            if control is not None:
-                control.place_agent(child.pid)
-        # Observing, every root is an agent; `vigil run -p` controls only an agent it recognises.
-        roots = [pipeline.add_root(pid, controlled=control is not None and (control.observe_only
-                                                                             or _known_agent(_cmdline(pid)))).root_pid
-                 for pid in args.pid]
-        pipeline.start()
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        if child is not None:
-            child.release()
-            status = _wait_child(child.pid, args.timeout)
-            pipeline.wait_exit(child.pid, timeout=2.0)
-            pipeline.end_tool_calls("agent_exited", timeout=3.0)
-        else:
-            _wait_roots(pipeline, roots, args.timeout, until_exit=not args.comm)
-    except Interrupted:
-        if child is not None:
-            status = _reap_after_interrupt(child.pid)
-            pipeline.wait_exit(child.pid, timeout=2.0)
-            pipeline.end_tool_calls("interrupted", timeout=3.0)
-        else:
-            status = 130
-    finally:
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        if declarations is not None:
-            declarations.close()
-        if receiver is not None:
-            receiver.close()
-            if receiver.unattributed:
-                print(f"vigil: {receiver.unattributed} telemetry requests came from no traced process "
-                      "and were not merged", file=sys.stderr)
-        pipeline.stop()
-        sensors.release()
-        if pipeline.total_dropped:
-            print(f"vigil: {pipeline.total_dropped} events were lost (effects shed under load, or the ring buffer "
-                  "full)", file=sys.stderr)
-    return status
-
-
-def _known_agent(command: list[str]) -> bool:
-    """Whether `vigil trace` starts (`-- CMD`) or attaches to (`-p`) an agent a built-in profile
-    recognises: then its tool calls are followed (and told apart from its relaunches and
-    housekeeping), not only its processes."""
-    import shutil
-
-    from vigild.correlate.agent_profiles import Profiles, Proc
-
-    if not command:
-        return False
-    exe = shutil.which(command[0]) or command[0]
-    return Profiles().recognise(Proc(exe, [exe, *command[1:]])) is not None
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
-def _load_run_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config | None:
-    from vigild.daemon.config import ConfigError, load
-
-    if args.config is None:
-        return None
-    try:
-        return load(args.config)
-    except ConfigError as exc:
-        parser.error(str(exc))
-
-
-def cmd_declare(args: argparse.Namespace) -> int:
-    """Send the declaration, say what was applied (and clamped), then exec CMD. A vigil that
-    cannot be reached costs the limits, never the work: CMD runs all the same."""
-    from vigild.daemon.service.control import CommandError, request
-
-    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    needs = {**{knob.name: getattr(args, knob.name) for knob in KNOBS}, "timeout_s": args.timeout}
-    ok = True
-    try:
-        reply = request(args.socket, "declare", next=args.next or not command, match=args.match, tag=args.tag,
-                        **{k: v for k, v in needs.items() if v is not None})
-    except (OSError, CommandError) as exc:
-        ok = False
-        print(f"vigil: warning: cannot declare to {args.socket}: {exc}", file=sys.stderr)
-    else:
-        where = "this tool call" if reply["applies_to"] == "this_call" else "the next tool call"
-        print(f"vigil: declared for {where}: {json.dumps(reply['applied'])}", file=sys.stderr)
-        for clamp in reply["clamped"]:
-            shown = (lambda v: f"{v / (1 << 20):g}M") if clamp["need"].startswith("memory") else (lambda v: f"{v:g}")
-            print(f"vigil: {clamp['need']} {shown(clamp['declared'])} is above the host bound: clamped to "
-                  f"{shown(clamp['bound'])}", file=sys.stderr)
-    if command:
-        try:
-            os.execvp(command[0], command)
-        except OSError as exc:
-            print(f"vigil: error: cannot run {command[0]!r}: {exc.strerror}", file=sys.stderr)
-            return 127
-    return 0 if ok else 1
-
-
-def _wait_child(pid: int, timeout: float | None) -> int:
-    deadline = time.monotonic() + timeout if timeout else None
-    while True:
-        waited, status = os.waitpid(pid, os.WNOHANG if deadline else 0)
-        if waited:
-            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-        if deadline and time.monotonic() >= deadline:
-            _terminate(pid)
-            return 124
-        time.sleep(0.02)
-
-
-def _terminate(pid: int, grace: float = 5.0) -> None:
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if os.waitpid(pid, os.WNOHANG)[0]:
-            return
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-
-
-def _reap_after_interrupt(pid: int) -> int:
-    """Ctrl-C reached the command too (same process group); give it time to finish on its own."""
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        try:
-            waited, status = os.waitpid(pid, os.WNOHANG)
-        except Interrupted:
-            continue
-        if waited:
-            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-        time.sleep(0.05)
-    _terminate(pid, grace=2.0)
-    return 130
-
-
-def _wait_roots(pipeline: object, roots: list[int], timeout: float | None, until_exit: bool) -> None:
-    deadline = time.monotonic() + timeout if timeout else None
-    while deadline is None or time.monotonic() < deadline:
-        if until_exit and roots and all(pipeline.wait_exit(pid, 0) for pid in roots):  # type: ignore[attr-defined]
-            return
-        time.sleep(0.1)
-
-
-def _open_store(path: Path, key_file: Path | None = None) -> Store:
-    if not path.exists():
-        raise StoreError(f"no store at {path} (record one with `vigil trace --db {path}` or run vigild)")
-    return Store(path, key_file=key_file)
-
-
-def cmd_sessions(args: argparse.Namespace) -> int:
-    from vigild.daemon.cli.history import print_sessions
-
-    print_sessions(_open_store(args.db), args.limit, args.output == "json", Console())
-    return 0
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    from vigild.daemon.cli.history import print_show, session_tree
-
-    store = _open_store(args.db, args.key_file)
-    session_id = store.resolve_session(args.session) if args.session else store.latest_session_id()
-    tree = session_tree(store, session_id) if session_id is not None else None
-    if tree is None:
-        print(f"vigil: error: no session {args.session or ''} in {args.db}".replace("  ", " "), file=sys.stderr)
-        return 1
-    if args.output == "json":
-        print(json.dumps(tree, indent=2))
-    else:
-        print_show(tree, Console())
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from vigild.daemon.cli.history import session_tree
-    from vigild.daemon.cli.report import write_html
-
-    store = _open_store(args.db, args.key_file)
-    session_id = store.resolve_session(args.session) if args.session else store.latest_session_id()
-    tree = session_tree(store, session_id) if session_id is not None else None
-    if tree is None:
-        print(f"vigil: error: no session in {args.db}", file=sys.stderr)
-        return 1
-    try:
-        write_html(tree, args.html, (store.session(session_id) or {}).get("agent"))
-    except OSError as exc:
-        print(f"vigil: error: cannot write {args.html}: {exc.strerror}", file=sys.stderr)
-        return 1
-    print(f"wrote session {session_id} to {args.html}")
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from vigild.daemon.otlp import OtlpExportError, export_session
-
-    headers = dict(h.partition("=")[::2] for h in args.header)
-    try:
-        store = _open_store(args.db, args.key_file)
-        session_id = store.resolve_session(args.session)
-        sent = export_session(store, session_id, args.otlp_endpoint,
-                              capture_content=args.capture_content, headers=headers, timeout=args.timeout)
-    except OtlpExportError as exc:
-        print(f"vigil: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"exported session {session_id}: {sent} spans")
-    return 0
-
-
-def cmd_keygen(args: argparse.Namespace) -> int:
-    from vigild.daemon.crypto import generate_key_file
-
-    try:
-        key_id = generate_key_file(args.path)
-    except OSError as exc:
-        print(f"vigil: error: cannot write a key to {args.path}: {exc.strerror}", file=sys.stderr)
-        return 1
-    print(f"wrote key {key_id} to {args.path}; keep a copy: without it, stored prompts cannot be read")
-    return 0
-
-
-def cmd_top(args: argparse.Namespace) -> int:
-    from vigild.daemon.service.control import CommandError, request
-    from vigild.daemon.cli.top_view import render, run_top
-
-    def ask() -> dict:
-        return request(args.socket, "top", session_id=args.session)
-
-    try:
-        if args.once:
-            snapshot = ask()
-            if args.output == "json":
-                print(json.dumps(snapshot, indent=2))
-            else:
-                Console().print(render(snapshot, args.session))
-            return 0
-        run_top(ask, Console(), args.session, args.interval)
-    except (OSError, CommandError) as exc:
-        print(f"vigil: error: cannot ask vigild at {args.socket}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
-    return 0
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    from vigild.daemon.service.control import CommandError, request
-    from vigild.daemon.cli.status_view import print_status
-
-    try:
-        status = request(args.socket, "status")
-    except (OSError, CommandError) as exc:
-        print(f"vigil: error: cannot ask vigild at {args.socket}: {exc}", file=sys.stderr)
-        return 1
-    if args.output == "json":
-        print(json.dumps(status, indent=2))
-    else:
-        print_status(status, Console())
-    return 0
 
