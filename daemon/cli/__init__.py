@@ -1,7 +1,8 @@
-"""`vigil`, the command line: the parser and dispatch (main), and the views only it shows: the
+"""`vigil`, the command line: the parser and dispatch (main), one module per group of commands
+(trace: `trace` and `run`; stored: `sessions`, `show`, `report`, `export`, `keygen`;
+socket_commands: `status`, `top`, `declare`; doctor; hook), and the views only the CLI shows: the
 history (history, report and its HTML template), `vigil top` (top_view), `vigil status`
-(status_view), `vigil doctor` (doctor), `vigil hook` (hook), and the telemetry settings a run
-gives a known agent (telemetry_setup)."""
+(status_view), and the telemetry settings a run gives a known agent (telemetry_setup)."""
 
 from importlib import import_module
 from typing import Any
