@@ -97,7 +97,7 @@ done
 install -d -m 0755 /etc/vigild /etc/vigild/conf.d
 [ -e /etc/vigild/config.toml ] || install -m 0644 "$HERE/daemon/config.example.toml" /etc/vigild/config.toml
 if [ -d /etc/systemd/system ]; then
-  sed "s|^ExecStart=.*|ExecStart=$PREFIX/bin/vigild|" "$HERE/daemon/vigild.service" > /etc/systemd/system/vigild.service
+  sed "s|^ExecStart=.*|ExecStart=$PREFIX/bin/vigild|" "$HERE/daemon/service/vigild.service" > /etc/systemd/system/vigild.service
   if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ]; then
     systemctl daemon-reload
     systemctl enable --now vigild.service

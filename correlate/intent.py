@@ -15,12 +15,12 @@ from vigild.correlate.redact import redact_value
 
 @dataclass(frozen=True)
 class _Event:
-    TYPE: ClassVar[str] = ""
+    type: ClassVar[str] = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable, redacted form; ``type`` names the event kind."""
         data = asdict(self)
-        data["type"] = self.TYPE
+        data["type"] = self.type
         result: dict[str, Any] = redact_value(data)
         return result
 
@@ -35,7 +35,7 @@ class LlmCall(_Event):
     header lists are only filled when the decoder was built with ``capture_content=True``.
     """
 
-    TYPE: ClassVar[str] = "llm_call"
+    type: ClassVar[str] = "llm_call"
 
     ts_ns: int
     pid: int
@@ -76,7 +76,7 @@ class LlmCall(_Event):
 class HttpsRequest(_Event):
     """Any HTTPS exchange that is not a recognised model call."""
 
-    TYPE: ClassVar[str] = "https_request"
+    type: ClassVar[str] = "https_request"
 
     ts_ns: int
     pid: int
@@ -101,7 +101,7 @@ class HttpsRequest(_Event):
 class ParseFailure(_Event):
     """Captured bytes that could not be decoded; ``reason`` is a stable slug for metric labels."""
 
-    TYPE: ClassVar[str] = "parse_failure"
+    type: ClassVar[str] = "parse_failure"
 
     ts_ns: int
     pid: int
@@ -117,7 +117,7 @@ class TelemetryCheck(_Event):
     ``agree`` when every field both carry is equal, else ``mismatches`` lists
     ``{field, tls, telemetry}``."""
 
-    TYPE: ClassVar[str] = "telemetry_check"
+    type: ClassVar[str] = "telemetry_check"
 
     ts_ns: int
     pid: int

@@ -57,7 +57,7 @@ class McpCall(_Event):
     the tools/call arguments, redacted like a model's tool-call arguments; results are not kept,
     only their status."""
 
-    TYPE: ClassVar[str] = "mcp_call"
+    type: ClassVar[str] = "mcp_call"
 
     ts_ns: int
     pid: int  # the host that sent the request

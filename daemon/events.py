@@ -60,7 +60,7 @@ class Attributed:
 
     @property
     def type(self) -> str:  # type: ignore[override]
-        return str(self.inner.TYPE)
+        return str(self.inner.type)
 
     @property
     def ts_ns(self) -> int:

@@ -17,9 +17,9 @@ import pytest
 
 from vigild.correlate.agent_telemetry import GRACE_NS, QUIET_NS, TWIN_WAIT_NS, TelemetryMerger, TelemetryRecord
 from vigild.correlate.intent import LlmCall, TelemetryCheck
+from vigild.daemon.cli.telemetry_setup import codex_overrides, with_telemetry
 from vigild.daemon.telemetry_receiver import TelemetryReceiver
 from vigild.daemon.store import Store
-from vigild.daemon.telemetry_setup import codex_overrides, with_telemetry
 from support.vigild_proc import Vigild, free_port
 
 CONV = "01a2324f-dffd-7f51-aaa9-bf63fe5e3eaf"

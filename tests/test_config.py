@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from vigild.daemon.agents import AgentMatcher
 from vigild.daemon.config import (
     DEFAULT_AGENTS,
     AgentSpec,
@@ -17,6 +16,7 @@ from vigild.daemon.config import (
     parse_duration,
     parse_size,
 )
+from vigild.daemon.service.agents import AgentMatcher
 
 EX_CONFIG = 78
 

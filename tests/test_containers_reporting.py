@@ -66,7 +66,7 @@ def test_status_names_where_calls_cannot_go_inside_the_agents_cgroup() -> None:
 
     from rich.console import Console
 
-    from vigild.daemon.status_view import print_status
+    from vigild.daemon.cli.status_view import print_status
 
     status = {"pid": 1, "uptime_s": 5, "programs_attached": 3, "tls_libraries_hooked": 0, "agents": ["a"],
               "sessions_open": 0, "sessions_total": 0, "tracked_processes": 0, "events_total": 0,

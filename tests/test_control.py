@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vigild.daemon.control import CommandError, ControlServer, request
+from vigild.daemon.service.control import CommandError, ControlServer, request
 
 pytestmark = pytest.mark.usefixtures("root")
 
@@ -108,7 +108,7 @@ def test_other_user_is_refused(server: ControlServer) -> None:
 def test_idle_connections_are_capped_not_a_thread_each(server: ControlServer) -> None:
     """A thousand idle connections cost at most MAX_CONNECTIONS threads; the rest are told "busy",
     and the socket still answers once they go."""
-    from vigild.daemon import control as control_module
+    from vigild.daemon.service import control as control_module
 
     before = threading.active_count()
     clients = []
@@ -135,7 +135,7 @@ def test_idle_connections_are_capped_not_a_thread_each(server: ControlServer) ->
 
 
 def test_idle_connection_is_closed_after_the_timeout(server: ControlServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    from vigild.daemon import control as control_module
+    from vigild.daemon.service import control as control_module
 
     server.close()
     monkeypatch.setattr(control_module, "IDLE_TIMEOUT_S", 0.5)

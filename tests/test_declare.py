@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.helpers import TraceResult, VIGIL, events_and_output
-from vigild.daemon.control import CommandError, request
+from vigild.daemon.service.control import CommandError, request
 from vigild.daemon.tools.declare import (
     Bounds,
     DeclareError,
@@ -194,7 +194,7 @@ def test_the_agents_own_user_is_admitted() -> None:
 
 def test_socket_pair_credentials_are_the_kernels() -> None:
     """SO_PEERCRED reports the connecting process, whatever it claims in the request."""
-    from vigild.daemon.control import peer_credentials
+    from vigild.daemon.service.control import peer_credentials
 
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with a, b:

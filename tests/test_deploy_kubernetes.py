@@ -18,7 +18,7 @@ from support.require import need
 from vigild.daemon.config import load
 
 BASE = Path(__file__).resolve().parent.parent / "daemon" / "deploy" / "kubernetes"
-UNIT = Path(__file__).resolve().parent.parent / "daemon" / "vigild.service"
+UNIT = Path(__file__).resolve().parent.parent / "daemon" / "service" / "vigild.service"
 VERSIONS = ("1.25.0", "1.30.0", "1.37.0")
 
 

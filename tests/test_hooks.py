@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from support.helpers import TraceResult, VIGIL, events_and_output
-from vigild.daemon.hook import describe_end, match_text
+from vigild.daemon.cli.hook import describe_end, match_text
 
 DATA = Path(__file__).parent / "data" / "control"
 PY = sys.executable

@@ -45,7 +45,7 @@ for i in range(30_000):
 
 def _python_startup() -> float:
     started = time.monotonic()
-    subprocess.run([sys.executable, "-c", "import vigild.daemon.cli"], check=True)
+    subprocess.run([sys.executable, "-c", "import vigild.daemon.cli.main"], check=True)
     return time.monotonic() - started
 
 

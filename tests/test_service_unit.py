@@ -21,7 +21,7 @@ from support.vigild_proc import Vigild, metric_value
 
 pytestmark = pytest.mark.usefixtures("root")
 
-UNIT = Path(__file__).resolve().parent.parent / "daemon" / "vigild.service"
+UNIT = Path(__file__).resolve().parent.parent / "daemon" / "service" / "vigild.service"
 NOBODY = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
 
 

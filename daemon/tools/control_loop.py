@@ -248,7 +248,7 @@ class ToolCallControl:
 
     def observe_intent(self, inner: Any, session_id: int | None) -> None:
         """LLM calls carry the tool calls the model asked for; spawns that follow are matched."""
-        if getattr(inner, "TYPE", "") == "llm_call" and inner.tool_calls:
+        if inner.type == "llm_call" and inner.tool_calls:
             self.book.llm_call(session_id, inner.ts_ns, list(inner.tool_calls), inner.response_id)
 
     def agent_session(self, session_id: int, agent: str | None) -> None:

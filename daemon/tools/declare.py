@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from vigild.cgroups import KNOB, KNOBS, CallLimits, CgroupError, Knob, Limits
 from vigild.daemon.config import knob_value
-from vigild.daemon.control import CommandError, ControlServer, peer_credentials
+from vigild.daemon.service.control import CommandError, ControlServer, peer_credentials
 
 if TYPE_CHECKING:
     import socketserver

@@ -22,8 +22,8 @@ from pathlib import Path
 from support.vigild_proc import Vigild, free_port
 
 from realagents import netns
+from vigild.daemon.cli.telemetry_setup import telemetry_env
 from vigild.daemon.store import Store
-from vigild.daemon.telemetry_setup import telemetry_env
 
 SETTLE_S = 20.0  # how long the sessions may take to end once the agent is gone
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from subprocess import Popen
 
 from support.helpers import kill_group
-from vigild.daemon.control import request
+from vigild.daemon.service.control import request
 
 
 def free_port() -> int:

@@ -22,7 +22,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from vigild.correlate.effect_words import effect_words, evidence_target
 from vigild.correlate.timeline import fold_effects, is_plumbing
 
-_ENV = Environment(loader=PackageLoader("vigild.daemon", "templates"), autoescape=select_autoescape(["html"]),
+_ENV = Environment(loader=PackageLoader("vigild.daemon.cli", "templates"), autoescape=select_autoescape(["html"]),
                    trim_blocks=True, lstrip_blocks=True)
 
 

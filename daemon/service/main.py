@@ -24,8 +24,8 @@ import psutil
 from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfUnavailable
 from vigild.daemon import config as configuration
-from vigild.daemon.agents import AgentMatcher, running_agents
 from vigild.daemon.config import Config, ConfigError
+from vigild.daemon.service.agents import AgentMatcher, running_agents
 from vigild.daemon.store import Store, StoreError
 from vigild.daemon.version import package_version
 
@@ -100,12 +100,12 @@ class Service:
     def __init__(self, config: Config, config_path: Path, config_missing_ok: bool) -> None:
         from vigild.bpf.tls_locate import Locator
         from vigild.daemon.assembly import detector_for, open_pipeline, open_sensors
-        from vigild.daemon.control import ControlServer
-        from vigild.daemon.tools.declare import Bounds, DeclareCommands, PeerControlServer
         from vigild.daemon.metrics import Exporter, build_registry
+        from vigild.daemon.service.control import ControlServer
         from vigild.daemon.session_stats import SessionStatsSink
         from vigild.daemon.sinks import JournalSink, StoreSink
         from vigild.daemon.telemetry_receiver import TelemetryReceiver
+        from vigild.daemon.tools.declare import Bounds, DeclareCommands, PeerControlServer
 
         self.config = config
         self.config_path = config_path
@@ -414,6 +414,3 @@ def main(argv: list[str] | None = None) -> int:
     service.stop()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from vigild.daemon.control import CommandError, request
+from vigild.daemon.service.control import CommandError, request
 from vigild.daemon.tools.declare import DeclareError, parse_hint, parse_needs
 
 SHELL_TOOLS = frozenset({"Bash"})
