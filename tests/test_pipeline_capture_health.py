@@ -20,7 +20,7 @@ from vigild.daemon.pipeline import Pipeline
 
 
 class NullSink:
-    def handle(self, event: Any) -> None:
+    def handle(self, event: Any, record: dict[str, Any]) -> None:
         pass
 
     def flush(self) -> None:

@@ -32,11 +32,12 @@ from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
 from vigild.correlate.tls_stream import TlsStreamDecoder
 from vigild.daemon.containers import ContainerResolver
-from vigild.daemon.events import Event, LostEvent, SessionEnd, SessionStart, event_json
+from vigild.daemon.events import Event, LostEvent, SessionEnd, SessionStart
 from vigild.daemon.pipeline.capture_health import CaptureHealth
 from vigild.daemon.pipeline.control_port import ToolControlPort
 from vigild.daemon.pipeline.intent import IntentHandler
 from vigild.daemon.pipeline.router import Router
+from vigild.daemon.sinks.record import Record, record_of
 
 log = logging.getLogger("vigild.pipeline")
 
@@ -57,7 +58,9 @@ class ExtraSensor(Protocol):
 
 
 class Sink(Protocol):
-    def handle(self, event: Event) -> None: ...
+    """Receives each event with its record (built once, shared: read it, never change it)."""
+
+    def handle(self, event: Event, record: Record) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -416,10 +419,11 @@ class Pipeline:
 
     def _dispatch(self, event: Event) -> None:
         self.counts[event.type] += 1
+        record = record_of(event)
         for sink in self.sinks:
-            self._guard(sink.handle, event)
+            self._guard(sink.handle, event, record)
         if self.detector is not None and event.type in WATCHED_TYPES:
-            for detection in self.detector.observe(event_json(event)):
+            for detection in self.detector.observe(record):
                 self._dispatch(detection)
 
     def _guard(self, fn: Callable[..., None], *args: object) -> None:
