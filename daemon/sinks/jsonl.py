@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, TextIO
 
 from vigild.daemon.events import Event
@@ -19,7 +18,7 @@ class JsonLinesSink:
         self.owned = owned
 
     def handle(self, event: Event, record: Record) -> None:
-        self.stream.write(json.dumps(record, default=str) + "\n")
+        self.stream.write(record.json() + "\n")
 
     def flush(self) -> None:
         self.stream.flush()
