@@ -6,7 +6,11 @@ the raw ring-buffer records it drains; the same records are then replayed throug
 pipeline with the store, the JSON sink and the detector, timed without the kernel's side. An
 in-process cProfile of one replay names the hot spots (`--profile`).
 
-    /opt/vigild/bin/python bench/ingest.py [--opens 30000] [--rounds 3] [--profile]
+    /opt/vigild/bin/python bench/ingest.py [--opens 30000] [--rounds 3] [--profile] [--baseline REV]
+
+`--baseline REV` first runs the same measurement on the code of git revision REV (its Python
+from `git archive`, this build's BPF objects, so REV must have the same BPF C), then on this
+code: before and after in one run, on the same machine state.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import argparse
 import cProfile
 import os
 import pstats
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,8 +40,9 @@ BURST = "import os, sys\nfor _ in range(int(sys.argv[2])):\n    os.close(os.open
 
 
 class NullSink:
-    def handle(self, event: object, record: dict[str, object]) -> None:
-        pass
+    def handle(self, event: object, record: object = None) -> None:
+        """record: absent in revisions before the pipeline built one record per event
+        (`--baseline`)."""
 
     def flush(self) -> None:
         pass
@@ -101,12 +108,39 @@ def replay(raws: list[bytes], captured: Pipeline, tmp: Path, round_no: int) -> t
     return elapsed, sum(pipeline.counts.values())
 
 
+def baseline(rev: str, argv: list[str], tmp: Path) -> None:
+    """Run this benchmark against the Python of git revision `rev`."""
+    repo = Path(__file__).resolve().parent.parent
+    sources = ["bpf/*.c", "bpf/*.h"]
+    if subprocess.run(["git", "-C", str(repo), "diff", "--quiet", rev, "--", *sources]).returncode != 0:
+        sys.exit(f"{rev} has other BPF C than this build: its objects would not match")
+    src, pkg = tmp / "src", tmp / "pkg" / "vigild"
+    src.mkdir()
+    pkg.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    import vigild.bpf
+    for obj in Path(vigild.bpf.__file__).parent.glob("*.bpf.o"):
+        shutil.copy(obj, src / "bpf")
+    (pkg / "__init__.py").touch()
+    for name in ("daemon", "bpf", "correlate", "cgroups"):  # the layout pyproject.toml maps
+        (pkg / name).symlink_to(src / name)
+    print(f"baseline {rev}: ", end="", flush=True)
+    subprocess.run([sys.executable, __file__, *argv], check=True, cwd=Path(__file__).parent,
+                   env={**os.environ, "PYTHONPATH": str(pkg.parent)})
+    print("this code: ", end="", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--opens", type=int, default=30_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print the top functions of one more replay")
+    parser.add_argument("--baseline", metavar="REV", help="measure git revision REV first")
     args = parser.parse_args()
+    if args.baseline:
+        with tempfile.TemporaryDirectory() as tmp_name:
+            baseline(args.baseline, ["--opens", str(args.opens), "--rounds", str(args.rounds)], Path(tmp_name))
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
