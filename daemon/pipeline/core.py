@@ -25,7 +25,7 @@ from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import RingBuffer
 from vigild.bpf.tls import TlsSensor
 from vigild.correlate.agent_telemetry import TelemetryRecord
-from vigild.correlate.detections import WATCHED_TYPES, Detector
+from vigild.correlate.detections import Detector
 from vigild.correlate.poll_wait import PollWait
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
@@ -35,6 +35,7 @@ from vigild.daemon.containers import ContainerResolver
 from vigild.daemon.events import Event, LostEvent, SessionEnd, SessionStart
 from vigild.daemon.pipeline.capture_health import CaptureHealth
 from vigild.daemon.pipeline.control_port import ToolControlPort
+from vigild.daemon.pipeline.detections import DetectionRelay
 from vigild.daemon.pipeline.intent import IntentHandler
 from vigild.daemon.pipeline.router import Router
 from vigild.daemon.sinks.record import Record, record_of
@@ -99,7 +100,7 @@ class Pipeline:
         for sensor in sensors:
             sensor.register(self.decoder)
         self.control = control
-        self.detector = detector
+        self.detections = DetectionRelay(detector, self._dispatch) if detector is not None else None
         if control is not None and control.sensor is not None:
             control.sensor.register(self.decoder)
         self.processes = ProcessTable()
@@ -422,9 +423,8 @@ class Pipeline:
         record = record_of(event)
         for sink in self.sinks:
             self._guard(sink.handle, event, record)
-        if self.detector is not None and event.type in WATCHED_TYPES:
-            for detection in self.detector.observe(record):
-                self._dispatch(detection)
+        if self.detections is not None:
+            self.detections.observe(event, record)
 
     def _guard(self, fn: Callable[..., None], *args: object) -> None:
         try:
