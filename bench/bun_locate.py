@@ -54,7 +54,7 @@ class Count:
     def __init__(self) -> None:
         self.calls = 0
 
-    def handle(self, event: object) -> None:
+    def handle(self, event: object, record: dict[str, object]) -> None:
         self.calls += getattr(event, "type", "") == "llm_call"
 
     def flush(self) -> None:

@@ -35,7 +35,7 @@ class CountingSink:
     def __init__(self) -> None:
         self.effects = 0
 
-    def handle(self, event: object) -> None:
+    def handle(self, event: object, record: dict[str, object]) -> None:
         if getattr(event, "type", "") in EFFECT_TYPES:
             self.effects += 1
 

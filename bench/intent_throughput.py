@@ -78,7 +78,7 @@ class Collect:
     def __init__(self) -> None:
         self.calls: list[tuple[int, object]] = []
 
-    def handle(self, event: object) -> None:
+    def handle(self, event: object, record: dict[str, object]) -> None:
         if getattr(event, "type", "") == "llm_call":
             self.calls.append((time.time_ns(), event))
 

@@ -35,7 +35,7 @@ class CountingSink:
     def __init__(self) -> None:
         self.events = 0
 
-    def handle(self, event: object) -> None:
+    def handle(self, event: object, record: dict[str, object]) -> None:
         self.events += 1
 
     def flush(self) -> None:

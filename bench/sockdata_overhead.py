@@ -33,7 +33,7 @@ MODES = ("no BPF", "loaded, untracked", "tracked")
 
 
 class NullSink:
-    def handle(self, event: object) -> None:
+    def handle(self, event: object, record: dict[str, object]) -> None:
         pass
 
     def flush(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import datetime, timezone
 
@@ -33,6 +34,12 @@ class BootClock:
 
 def rfc3339(wall_ns: int) -> str:
     """RFC 3339 UTC with microseconds, e.g. 2026-11-24T18:47:39.123456Z."""
-    dt = datetime.fromtimestamp(wall_ns // 1_000_000_000, tz=timezone.utc)
-    micros = (wall_ns % 1_000_000_000) // 1000
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
+    seconds, rest = divmod(wall_ns, 1_000_000_000)
+    return f"{_rfc3339_seconds(seconds)}.{rest // 1000:06d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _rfc3339_seconds(seconds: int) -> str:
+    """The date and time of a second: a burst's thousands of events share a few seconds, and
+    strftime is most of a timestamp's cost."""
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")

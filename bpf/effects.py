@@ -48,8 +48,11 @@ class EffectsSensor:
 
     def __init__(self, shared_maps: dict[str, Map], files: bool = True, net: bool = True, dns: bool = True,
                  aggregate: bool = True, wakeup_bytes: int = 256 * 1024,
-                 max_queued_bytes: int = 1024 * 1024, tracefs: Path | None = None) -> None:
-        """`tracefs`: attach through the per-syscall tracepoints it lists; None: the raw ones."""
+                 max_queued_bytes: int = 8 * 1024 * 1024, tracefs: Path | None = None) -> None:
+        """`tracefs`: attach through the per-syscall tracepoints it lists; None: the raw ones.
+        `max_queued_bytes`: effects are shed while this much waits in the 16 MiB ring; half of it
+        holds a 30k-open burst whole (~220 bytes a record), which the pipeline decodes and records
+        in about two seconds, and leaves the other half to lifecycle events."""
         if platform.machine() != "x86_64":
             raise EffectsUnsupported(f"effects tracing knows x86-64 syscall numbers only, not {platform.machine()}")
         self.obj = BpfObject(object_path("effects.bpf.o"))

@@ -12,7 +12,7 @@ import signal as signal_mod
 from collections import Counter
 from collections.abc import Callable
 from ctypes import c_char, c_uint32, c_uint64
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any, ClassVar
 
@@ -214,6 +214,9 @@ TLS_DATA_OFFSET = TlsDataEventC.data.offset
 
 # ---- typed events ------------------------------------------------------------------------------
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # each event class's field names, in order
+
+
 @dataclass
 class ProcessEvent:
     """What every process event carries. ts_ns is wall-clock ns since the Unix epoch."""
@@ -232,8 +235,16 @@ class ProcessEvent:
     tool_call: int | None = field(default=None, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields, `type` first; sinks turn ts_ns into an RFC 3339 `ts`."""
-        return {"type": self.type, **asdict(self)}
+        """JSON-ready fields, `type` first; sinks turn ts_ns into an RFC 3339 `ts`. A shallow
+        copy by the class's field names (dataclasses.asdict deep-copies every value, the hot spot
+        of a file-open burst); the fields are scalars or lists of strings, which no sink changes."""
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:
+            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in fields(self))
+        out: dict[str, Any] = {"type": self.type}
+        for name in names:
+            out[name] = getattr(self, name)
+        return out
 
 
 @dataclass

@@ -161,5 +161,5 @@ def open_pipeline(sensors: Sensors, *, capture_content: bool, max_body_bytes: in
                         classify_root=classify_root)
     if telemetry is not None:
         telemetry.candidates = pipeline.tracked_pids
-        pipeline.own_hosts.add(urlsplit(telemetry.endpoint).netloc)
+        pipeline.intents.own_hosts.add(urlsplit(telemetry.endpoint).netloc)
     return pipeline

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from vigild.bpf.clock import rfc3339
 from vigild.correlate.sessions import Session
 
 
@@ -70,14 +69,6 @@ class Attributed:
         d = self.inner.to_dict()
         d["session_id"] = self.session_id
         return d
-
-
-def event_json(event: Event) -> dict[str, Any]:
-    """The event as printed and stored: `type` and RFC 3339 `ts` first, then its own fields."""
-    d = event.to_dict()
-    out: dict[str, Any] = {"type": d.pop("type", event.type), "ts": rfc3339(event.ts_ns)}
-    out.update(d)
-    return out
 
 
 @dataclass

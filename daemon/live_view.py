@@ -14,6 +14,7 @@ import shlex
 import time
 from collections import Counter
 from datetime import datetime
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -104,7 +105,7 @@ class TextView:
         style = "bold red" if self.dropped else "dim"
         return Text(f"events {self.events} · dropped {self.dropped} · tracked {alive} · {elapsed:.0f}s", style=style)
 
-    def _line(self, event: Event) -> Text | None:
+    def _line(self, event: Event, record: dict[str, Any]) -> Text | None:
         ts = _clock(event.ts_ns)
         if isinstance(event, LostEvent):
             self.dropped = event.total
@@ -135,7 +136,7 @@ class TextView:
             style = "red" if event.exit_code else "blue"
             return Text(f"{ts} exit  {pid:>7} {indent}{'✗' if event.exit_code else '✓'} {event.comm} "
                         f"exit {event.exit_code}{took}", style=style)
-        d = event.to_dict()
+        d = record
         pid = d.get("pid") or 0
         indent = "  " * self.processes.depth(pid)
         if d.get("type") == "llm_call":
@@ -177,19 +178,19 @@ class TextView:
             line.append(f"\n{' ' * 22}{indent}↳ tool {call.get('name')}({str(args)[:160]})", style="bold yellow")
         return line
 
-    def handle(self, event: Event) -> None:
+    def handle(self, event: Event, record: dict[str, Any]) -> None:
         self.events += 1
         kind = event.type
         if kind in ("file_open", "llm_call", "tool_start", "tool_end", "detection"):
-            d = event.to_dict()
+            d = record
             self._count(kind, d)
             if kind == "file_open" and not self.show_all and is_plumbing(d):
                 self.folded += 1
                 return
-        line = self._line(event)
+        line = self._line(event, record)
         if line is None:
             return
-        call = getattr(event, "tool_call", None) or (event.to_dict().get("tool_call") if kind in TOOL_LINES else None)
+        call = getattr(event, "tool_call", None) or (record.get("tool_call") if kind in TOOL_LINES else None)
         if call and call in self.tags:
             line = Text.assemble(Text(f"[{self.tags[call]}] ", style="dim blue"), line)
         self.console.print(line, soft_wrap=True)

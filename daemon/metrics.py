@@ -145,14 +145,14 @@ class MetricsSink:
         self.net_effects = family(Counter, "vigil_net_effects", "Network effects of agents, by kind", ["agent", "kind"])
 
     # ---- Sink ----
-    def handle(self, event: Event) -> None:
+    def handle(self, event: Event, record: dict[str, Any]) -> None:
         kind = event.type
         if kind in ("fork", "exit"):
             return
         if kind == "exec":
             self.execs.child(agent=self._agent(getattr(event, "session_id", None))).inc()
             return
-        d = event.to_dict()
+        d = record
         agent = self._agent(d.get("session_id"))
         if kind == "session_start":
             agent = str(d.get("agent") or UNKNOWN)

@@ -52,11 +52,11 @@ class SessionStatsSink:
         self._sessions: OrderedDict[int, SessionStats] = OrderedDict()
         self._lock = threading.Lock()
 
-    def handle(self, event: Event) -> None:
+    def handle(self, event: Event, record: dict[str, Any]) -> None:
         kind = event.type
         if kind not in ("session_start", "session_end", "llm_call", "tool_start", "tool_end", "detection"):
             return
-        d = event.to_dict()
+        d = record
         sid = d.get("session_id")
         if sid is None:
             return

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from vigild.correlate.containers import Container
+from vigild.daemon.sinks.record import record_of
 from vigild.correlate.sessions import Session
 from vigild.daemon.config import ConfigError, load
 from vigild.daemon.events import SessionStart
@@ -22,9 +23,9 @@ def _page(container_labels: frozenset[str], max_values: int = 200, sessions: int
     registry, sink = build_registry(dict, max_label_values=max_values, container_labels=container_labels)
     for n in range(sessions):
         c = Container(CID, "containerd", "/x", name=f"agent-{n}", pod_namespace="team-secret-project")
-        sink.handle(SessionStart(ts_ns=1, session=Session(id=n + 1, root_pid=10, started_ns=1, agent="claude",
-                                                          container=c.to_dict())))
-    sink.handle(SessionStart(ts_ns=1, session=Session(id=999, root_pid=11, started_ns=1, agent="claude")))
+        sink.handle(event := SessionStart(ts_ns=1, session=Session(id=n + 1, root_pid=10, started_ns=1, agent="claude",
+                                                          container=c.to_dict())), record_of(event))
+    sink.handle(event := SessionStart(ts_ns=1, session=Session(id=999, root_pid=11, started_ns=1, agent="claude")), record_of(event))
     return generate_latest(registry).decode()
 
 

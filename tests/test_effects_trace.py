@@ -44,7 +44,7 @@ class ListSink:
     def __init__(self) -> None:
         self.events: list[Any] = []
 
-    def handle(self, event: Any) -> None:
+    def handle(self, event: Any, record: dict[str, Any]) -> None:
         self.events.append(event)
 
     def flush(self) -> None:

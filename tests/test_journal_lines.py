@@ -7,6 +7,7 @@ import logging
 
 import pytest
 from vigild.correlate.detections import Detection
+from vigild.daemon.sinks.record import record_of
 from vigild.correlate.sessions import Session
 from vigild.daemon.events import SessionEnd, SessionStart
 from vigild.daemon.sinks import JournalSink
@@ -17,11 +18,11 @@ def test_one_line_per_session_edge_and_detection(caplog: pytest.LogCaptureFixtur
     sink = JournalSink(logging.getLogger("test.sessions"))
     session = Session(id=42, root_pid=1234, started_ns=1_000_000_000, argv=["claude", "-p", "fix it"],
                       agent="claude-code")
-    sink.handle(SessionStart(ts_ns=1_000_000_000, session=session))
-    sink.handle(Detection(ts_ns=2_000_000_000, session_id=42, pid=1300, tool_call=1299, name="secret_read",
-                          reason="read ~/.ssh/id_rsa", evidence=()))
+    sink.handle(event := SessionStart(ts_ns=1_000_000_000, session=session), record_of(event))
+    sink.handle(event := Detection(ts_ns=2_000_000_000, session_id=42, pid=1300, tool_call=1299, name="secret_read",
+                          reason="read ~/.ssh/id_rsa", evidence=()), record_of(event))
     session.ended_ns, session.exit_code = 31_500_000_000, 0
-    sink.handle(SessionEnd(ts_ns=31_500_000_000, session=session))
+    sink.handle(event := SessionEnd(ts_ns=31_500_000_000, session=session), record_of(event))
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0].startswith("session_start session=42 agent=claude-code pid=1234 cmd=\"claude -p fix it\"")
     assert lines[1].startswith("detection name=secret_read session=42 pid=1300 tool_call=1299")

@@ -36,7 +36,7 @@ def feed(drop: frozenset[str] = frozenset(), health: dict[str, Any] | None = Non
                   Ev("file_write", {"session_id": 7}),
                   Ev("llm_call", {**LLM, "session_id": 99, "model": "gpt-4.1", "provider": "openai"}),
                   Ev("session_end", {"session_id": 7, "agent": "claude"})):
-        sink.handle(event)
+        sink.handle(event, event.to_dict())
     return generate_latest(registry).decode()
 
 

@@ -27,7 +27,7 @@ def _series(page: str, name: str) -> list[str]:
 def test_model_names_past_the_cap_fold_into_other() -> None:
     registry, sink = build_registry(lambda: {}, max_label_values=25)
     for i in range(1_500):
-        sink.handle(_Event(_llm_call(f"model-{i}")))
+        sink.handle(event := _Event(_llm_call(f"model-{i}")), event.to_dict())
     page = generate_latest(registry).decode()
     calls = _series(page, "vigil_llm_calls_total")
     models = {line.split('model="', 1)[1].split('"', 1)[0] for line in calls}
@@ -39,8 +39,8 @@ def test_model_names_past_the_cap_fold_into_other() -> None:
 def test_credential_shaped_model_label_is_scrubbed() -> None:
     secret = "sk-proj-" + "Ab3dE" * 10
     registry, sink = build_registry(lambda: {})
-    sink.handle(_Event(_llm_call(f"gpt-4o?key={secret}")))
-    sink.handle(_Event(_llm_call(secret)))
+    sink.handle(event := _Event(_llm_call(f"gpt-4o?key={secret}")), event.to_dict())
+    sink.handle(event := _Event(_llm_call(secret)), event.to_dict())
     page = generate_latest(registry).decode()
     assert secret not in page
     assert 'model="[REDACTED]"' in page
@@ -48,7 +48,7 @@ def test_credential_shaped_model_label_is_scrubbed() -> None:
 
 def test_build_info_and_agent_series_start_at_zero() -> None:
     registry, sink = build_registry(lambda: {})
-    sink.handle(_Event({"type": "session_start", "session_id": 9, "agent": "claude-code", "pid": 1, "argv": ["x"]}))
+    sink.handle(event := _Event({"type": "session_start", "session_id": 9, "agent": "claude-code", "pid": 1, "argv": ["x"]}), event.to_dict())
     page = generate_latest(registry).decode()
     [info] = [line for line in page.splitlines() if line.startswith("vigil_build_info{")]
     assert 'version="' in info and 'kernel="' in info and info.endswith(" 1.0")

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from vigild.bpf.effects import EffectsSensor
 from vigild.bpf.lineage import LineageSensor
-from vigild.daemon import pipeline as pipeline_module
+from vigild.daemon.pipeline import capture_health as pipeline_module
 from vigild.daemon.launch import spawn_gated
 from vigild.daemon.pipeline import Pipeline
 
 
 class NullSink:
-    def handle(self, event: Any) -> None:
+    def handle(self, event: Any, record: dict[str, Any]) -> None:
         pass
 
     def flush(self) -> None:
@@ -59,10 +59,10 @@ def test_an_exited_process_keeps_its_late_close_then_is_forgotten(monkeypatch: p
             time.sleep(0.05)
         assert sum(pipeline.blind_connections.values()) == 1, pipeline.blind_connections
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and child.pid in pipeline._connects:
+        while time.monotonic() < deadline and child.pid in pipeline.capture.connects:
             time.sleep(0.05)
-        assert child.pid not in pipeline._connects and child.pid not in pipeline._plaintext_ns
-        assert not pipeline._exited_pids
+        assert child.pid not in pipeline.capture.connects and child.pid not in pipeline.capture.plaintext_ns
+        assert not pipeline.capture.exited_pids
     finally:
         pipeline.stop()
         effects.close()

@@ -109,7 +109,7 @@ def test_no_secret_of_the_corpus_reaches_any_channel(tmp_path: Path) -> None:
             return self.data
 
     for event in Store(db).events(session_id):
-        sink.handle(Stored(event))
+        sink.handle(event := Stored(event), event.to_dict())
     page = generate_latest(registry).decode()
     assert "vigil_llm_calls_total" in page
     assert _found(page) == [], "metrics"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from vigild.correlate.process_tree import ProcessTable
+from vigild.daemon.sinks.record import record_of
 from vigild.daemon.events import LostEvent
 from vigild.daemon.sinks import StoreSink
 from vigild.daemon.store import Store
@@ -46,7 +47,7 @@ def test_full_disk_is_one_line_counted_and_recovers(small_disk: Path, caplog: py
     handled = 0
     for batch in range(60):  # far more than fits: the disk fills during this loop
         for _ in range(200):
-            sink.handle(_event(handled))
+            sink.handle(event := _event(handled), record_of(event))
             handled += 1
         sink.flush()
     assert sink.failing and not sink.health()["store_writable"]
@@ -58,7 +59,7 @@ def test_full_disk_is_one_line_counted_and_recovers(small_disk: Path, caplog: py
     time.sleep(sink.RETRY_S + 0.1)
     before = store.db.execute("SELECT count(*) FROM events").fetchone()[0]
     for _ in range(50):
-        sink.handle(_event(handled))
+        sink.handle(event := _event(handled), record_of(event))
         handled += 1
     sink.flush()
     after = store.db.execute("SELECT count(*) FROM events").fetchone()[0]

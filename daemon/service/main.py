@@ -66,7 +66,7 @@ class OtlpSessionExporter:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-otlp")
         self.ended: list[int] = []
 
-    def handle(self, event: Any) -> None:
+    def handle(self, event: Any, record: dict[str, Any]) -> None:
         if event.type == "session_end":
             self.ended.append(event.session.id)
 

@@ -1,5 +1,6 @@
 """The pipeline: one thread drains the kernel's ring buffer, decodes records into typed events,
-keeps the process table and sessions, and hands every event to the sinks.
+keeps the process table and sessions, and routes each event to the handlers registered for its
+class (capture health, intent, tool control) and to the sinks.
 
 Work inside the libbpf callback is a list append; decoding and sinks run after each poll, so a
 slow sink delays the next poll but never runs inside C.
@@ -8,65 +9,43 @@ slow sink delays the next poll but never runs inside C.
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import signal
 import threading
 import time
-from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import psutil
 
 from vigild.bpf.clock import BootClock
-from vigild.bpf.effects_events import NetBytes, NetClose, NetConnect
-from vigild.bpf.events import (
-    SOCK_LIB_PIPE,
-    SOCK_LIB_PLAIN,
-    DecodeError,
-    EventDecoder,
-    ExecEvent,
-    ExitEvent,
-    ProcessEvent,
-    TlsClose,
-    TlsData,
-)
+from vigild.bpf.effects_events import NetClose, NetConnect
+from vigild.bpf.events import DecodeError, EventDecoder, ExecEvent, ExitEvent, ProcessEvent, TlsClose, TlsData
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import RingBuffer
 from vigild.bpf.tls import TlsSensor
-from vigild.correlate.agent_telemetry import TelemetryMerger, TelemetryRecord
-from vigild.correlate.detections import WATCHED_TYPES, Detector
-from vigild.correlate.intent import HttpsRequest, LlmCall
-from vigild.correlate.mcp import McpCall, McpTracker
+from vigild.correlate.agent_telemetry import TelemetryRecord
+from vigild.correlate.detections import Detector
 from vigild.correlate.poll_wait import PollWait
 from vigild.correlate.process_tree import ProcessInfo, ProcessTable
 from vigild.correlate.redact import redact_text
 from vigild.correlate.sessions import Session, SessionIds
-from vigild.correlate.tls_gaps import TlsGaps
 from vigild.correlate.tls_stream import TlsStreamDecoder
 from vigild.daemon.containers import ContainerResolver
-from vigild.daemon.tools.control_loop import ToolCallControl
-from vigild.daemon.events import (
-    Attributed,
-    CaptureBlind,
-    CaptureEvent,
-    Event,
-    LostEvent,
-    SessionEnd,
-    SessionStart,
-    event_json,
-)
+from vigild.daemon.events import Event, LostEvent, SessionEnd, SessionStart
+from vigild.daemon.pipeline.capture_health import CaptureHealth
+from vigild.daemon.pipeline.control_port import ToolControlPort
+from vigild.daemon.pipeline.detections import DetectionRelay
+from vigild.daemon.pipeline.intent import IntentHandler
+from vigild.daemon.pipeline.router import Router
+from vigild.daemon.sinks.record import Record, record_of
 
 log = logging.getLogger("vigild.pipeline")
 
-SCAN_INTERVAL_S = 0.25  # how often tracked processes' maps are read for newly loaded TLS libraries
 REFUSED_REMEMBERED = 4096  # sessions of refused roots whose late descendants' events are dropped
-YOUNG_PROCESS_NS = 10 * 1_000_000_000
 MAX_UNFLUSHED_S = 1.0  # sinks (the store's commit) are flushed at least this often, even inside a batch
 FLUSH_CHECK_EVERY = 256
 HEALTH_EVERY_S = 0.25  # how often the pipeline thread republishes its health snapshot when idle
-EXITED_GRACE_S = 5.0  # how long an exited process's late socket closes still find their connects
 # Event fields holding a path (exec filename, file and Unix-socket effects): scrubbed like argv.
 _PATH_FIELDS = ("filename", "path", "new_path", "unix_path")
 
@@ -80,7 +59,9 @@ class ExtraSensor(Protocol):
 
 
 class Sink(Protocol):
-    def handle(self, event: Event) -> None: ...
+    """Receives each event with its record (built once, shared: read it, never change it)."""
+
+    def handle(self, event: Event, record: Record) -> None: ...
 
     def flush(self) -> None: ...
 
@@ -97,7 +78,7 @@ class Pipeline:
         classify_root: Callable[[ExecEvent], str | None] = lambda event: "",
         poll_ms: int = 10,
         sensors: Sequence[ExtraSensor] = (),
-        control: ToolCallControl | None = None,
+        control: ToolControlPort | None = None,
         detector: Detector | None = None,
         telemetry: queue.SimpleQueue[TelemetryRecord] | None = None,
     ) -> None:
@@ -114,20 +95,12 @@ class Pipeline:
         self.intent = intent if intent is not None else (TlsStreamDecoder() if tls is not None else None)
         self.classify_root = classify_root
         self.poll_ms = poll_ms
-        self.tls_gaps = TlsGaps()
-        self.own_hosts: set[str] = set()  # vigil's own HTTP endpoints (host:port), never reported as requests
-        self.mcp = McpTracker()  # MCP over stdio: pipe writes from the sockdata sensor
-        self._last_scan = 0.0
-        self._scan_round = 0
-        self._last_expire = 0.0
         self.clock = BootClock()
         self.decoder = EventDecoder(self.clock)
         for sensor in sensors:
             sensor.register(self.decoder)
         self.control = control
-        self.detector = detector
-        self.telemetry = telemetry
-        self.merger = TelemetryMerger(comm_of=self._comm_of) if telemetry is not None else None
+        self.detections = DetectionRelay(detector, self._dispatch) if detector is not None else None
         if control is not None and control.sensor is not None:
             control.sensor.register(self.decoder)
         self.processes = ProcessTable()
@@ -152,15 +125,26 @@ class Pipeline:
         self._episode: dict[str, int] = {}  # events lost by kind since the kernel started dropping
         self._health: dict[str, Any] | None = None  # published by the pipeline thread, read by others
         self._health_at = 0.0
-        # capture health: when each process last had TLS plaintext, its connections' starts,
-        # executables already said blind, blind connections by (agent, reason), held execs
-        self._plaintext_ns: dict[int, int] = {}
-        self._connects: dict[int, dict[int, int]] = {}  # pid -> socket -> connect time
-        self._exited_pids: deque[tuple[float, int]] = deque()  # their capture health goes after a grace
-        self._said_blind: set[str] = set()
-        self.blind_connections: Counter[tuple[str, str]] = Counter()
-        self.exe_holds = 0            # execs held until their TLS was hooked, and the longest hold
-        self.exe_hold_ms_max = 0.0
+        self.capture = CaptureHealth(tls, lineage, self.processes, self.sessions, self._dispatch, self.tracks)
+        self.intents = IntentHandler(self.intent, self.processes, self._dispatch, control=control,
+                                     telemetry=telemetry, on_plaintext=self.capture.plaintext)
+        # Handlers before the sinks see the event (they may change what the sinks get, or hold
+        # the process until they are done), and after it.
+        self.before = Router()
+        self.before.register((NetConnect, NetClose), self.capture.watch_plaintext)
+        self.before.register((ExecEvent,), self.capture.hook_executable)
+        self.after = Router()
+        self.after.register((ProcessEvent,), self.intents.effect)
+        self.after.register((ExitEvent,), self.capture.exited)
+        self.after.register((ExitEvent,), self.intents.exited)
+        # TLS data and closes are intent's alone: they are not effects and never reach the sinks.
+        self.owned = Router()
+        self.owned.register((TlsData,), self.intents.tls_data)
+        self.owned.register((TlsClose,), self.intents.tls_close)
+
+    @property
+    def blind_connections(self) -> Counter[tuple[str, str]]:
+        return self.capture.blind_connections
 
     # ---- roots ----
     def add_root(self, pid: int, agent: str | None = None, controlled: bool = False) -> Session:
@@ -181,10 +165,7 @@ class Pipeline:
                 self.control.adopt_relaunches(pid, sorted(tree, key=lambda i: i.depth))
             self._open_session(session)
             self._ring.wake()  # the pipeline may be in an idle wait: its short polls start now
-            if self.tls is not None:  # already running: hook what they carry now, not at the next scan
-                for proc in procs:
-                    self.tls.scan_process(proc.pid)
-                    self._report_captures(time.time_ns(), proc.pid)
+            self.capture.scan_tree([proc.pid for proc in procs])
             return session
 
     def add_pending_root(self, pid: int, argv: list[str], cwd: str, uid: int, controlled: bool = False) -> Session:
@@ -276,15 +257,8 @@ class Pipeline:
         self._thread = None
         self.run_once(0)  # what arrived after the last poll
         self._check_drops(force=True)
-        if self.intent is not None:
-            with self._lock:
-                self._dispatch_intent(self.intent.flush())
         with self._lock:
-            self._dispatch_intent(self.mcp.flush())
-        if self.merger is not None:
-            with self._lock:
-                self._drain_telemetry()
-                self._dispatch_intent(self.merger.flush())
+            self.intents.flush()
         if self.control is not None:
             with self._lock:
                 for tool_event in self.control.close():
@@ -343,23 +317,10 @@ class Pipeline:
         self.handle(event)
 
     def handle(self, event: ProcessEvent) -> None:
-        if isinstance(event, TlsData) and event.lib == SOCK_LIB_PIPE:
-            chunk = self.tls_gaps.chunk(event)
-            self._dispatch_intent(self.mcp.feed_pipe(event.ts_ns, event.pid, event.comm, event.conn_id,
-                                                     event.peer_ino, event.data, chunk.lost_bytes))
-            return
-        if isinstance(event, TlsData):
-            if event.lib == SOCK_LIB_PLAIN:  # read at the socket: this connection is not blind
-                self._connects.get(event.pid, {}).pop(event.conn_id, None)
-            else:  # TLS plaintext names no socket: the process's connections count as read
-                self._plaintext_ns[event.pid] = event.ts_ns
-            if self.intent is not None:
-                self._dispatch_intent(self.intent.feed(self.tls_gaps.chunk(event)))
-            return
-        if isinstance(event, TlsClose):
-            self.tls_gaps.forget(event.pid, event.conn_id)
-            if self.intent is not None:
-                self._dispatch_intent(self.intent.close(event.pid, event.conn_id, event.ts_ns))
+        owners = self.owned.handlers(type(event))
+        if owners:
+            for owner in owners:
+                owner(event)
             return
         if event.session_id in self._refused:
             # Forked by a root classify_root turned down, before that root was untracked.
@@ -374,8 +335,6 @@ class Pipeline:
             value = getattr(event, name, None)
             if value:
                 setattr(event, name, redact_text(value))
-        if isinstance(event, NetConnect | NetClose):
-            self._watch_plaintext(event)
         if isinstance(event, ExecEvent) and event.new_root and event.session_id not in self.sessions:
             agent = self.classify_root(event)
             if agent is None:
@@ -390,8 +349,7 @@ class Pipeline:
                 # Roots matched on more than their name (exe/args globs) are known to be agents
                 # only now; the kernel already made name-matched ones controlled at exec.
                 self.lineage.track(event.pid, event.session_id, flags=self.control.root_flags)
-        if isinstance(event, ExecEvent):
-            self._hook_executable(event)
+        self.before.route(event)
         # A tool call's first process is stopped until it is placed (after its TLS is hooked).
         tool_events = self.control.observe(event) if self.control is not None else []
         info = self.processes.apply(event)
@@ -399,14 +357,10 @@ class Pipeline:
         if isinstance(event, ExecEvent) and session is not None and event.pid == session.root_pid and not session.argv:
             session.argv = event.argv  # the command as started; a later exec of the root (bash's last command) is not it
         self._dispatch(event)
-        self.mcp.observe_effect(event)
+        self.after.route(event)
         for tool_event in tool_events:
             self._dispatch(tool_event)
         if isinstance(event, ExitEvent):
-            self._exited_pids.append((time.monotonic(), event.pid))
-            if self.intent is not None:
-                self.tls_gaps.forget(event.pid)
-                self._dispatch_intent(self.intent.close_process(event.pid))
             if session is not None and event.pid == session.root_pid and session.ended_ns is None:
                 session.ended_ns = event.ts_ns
                 session.exit_code = info.exit_code
@@ -414,156 +368,21 @@ class Pipeline:
                 self._dispatch(SessionEnd(ts_ns=event.ts_ns, session=session))
             self._exited.notify_all()
 
-    def _hook_executable(self, event: ExecEvent) -> None:
-        """Hook the TLS the new executable carries before it runs: the kernel holds an exec of an
-        executable it has not seen (EXEC_EXE_HELD) until this has attached (or given up)."""
-        key = self.tls.scan_process(event.pid) if self.tls is not None else None
-        if key is not None:
-            self.lineage.mark_exe_seen(*key)
-        hold_ms = None
-        if event.exe_held:
-            hold_ms = (time.time_ns() - event.ts_ns) / 1e6
-            self.exe_holds += 1
-            self.exe_hold_ms_max = max(self.exe_hold_ms_max, hold_ms)
-            if not event.held:  # a tool call's process is let go by the control, once placed
-                self.lineage.release_held(event.pid)
-                try:
-                    os.kill(event.pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
-        self._report_captures(event.ts_ns, event.pid, hold_ms)
-
-    def _report_captures(self, ts_ns: int, pid: int, hold_ms: float | None = None) -> None:
-        """Say what became hooked or blind; pid is the process that led to it (0: a search that
-        ended after its process was let go), hold_ms how long its exec was held."""
-        if self.tls is None or not self.tls.new_captures:
-            return
-        info = self.processes.get(pid)
-        for cap in self.tls.new_captures:
-            cls = CaptureBlind if cap.state == "blind" else CaptureEvent
-            if cap.state == "blind":
-                self._said_blind.add(cap.path)
-            self._dispatch(cls(ts_ns=ts_ns, pid=pid, comm=info.comm if info else "",
-                               session_id=info.session_id if info else None, binary=cap.path, stack=cap.stack,
-                               how=cap.how, reason=cap.reason, locate_ms=cap.locate_ms, cached=cap.cached,
-                               hold_ms=round(hold_ms, 1) if hold_ms is not None else None))
-        self.tls.new_captures.clear()
-
-    def _watch_plaintext(self, event: NetConnect | NetClose) -> None:
-        """A TCP connection of a tracked process that moved bytes while no TLS plaintext was
-        captured for that process: traffic vigil sees but cannot read. Counted by agent and
-        reason; said once per executable (`capture_blind`)."""
-        if event.family not in ("inet", "inet6") or event.sock_type != "stream":
-            return
-        if isinstance(event, NetConnect):
-            self._connects.setdefault(event.pid, {})[event.sock_id] = event.ts_ns
-            return
-        started = self._connects.get(event.pid, {}).pop(event.sock_id, None)
-        if isinstance(event, NetBytes) or not (event.bytes_sent or event.bytes_received) or started is None:
-            return
-        if self._plaintext_ns.get(event.pid, 0) >= started:
-            return
-        info = self.processes.get(event.pid)
-        binary = info.filename if info and info.filename else event.comm
-        capture = self.tls.capture_of(binary) if self.tls is not None and binary.startswith("/") else None
-        if self.tls is None:
-            reason = "TLS capture is off"
-        elif capture is not None and capture.state == "blind":
-            reason = capture.reason or "blind"
-        elif capture is not None:
-            reason = f"{capture.stack} hooked but no plaintext seen on this connection"
-        else:
-            reason = "no TLS library hooked for this executable (unrecognised TLS, or plain TCP)"
-        session = self.sessions.get(event.session_id)
-        agent = (session.agent if session is not None else None) or "unknown"
-        self.blind_connections[(agent, _reason_label(reason))] += 1
-        if binary not in self._said_blind:
-            self._said_blind.add(binary)
-            self._dispatch(CaptureBlind(ts_ns=event.ts_ns, pid=event.pid, comm=event.comm,
-                                        session_id=event.session_id, binary=binary,
-                                        stack=capture.stack if capture is not None else "unknown",
-                                        reason=f"traffic without plaintext ({event.bytes_sent} bytes sent, "
-                                               f"{event.bytes_received} received): {reason}"))
-
-    def _dispatch_intent(self, events: list[Any]) -> None:
-        for inner in self._mcp_released(events):
-            if isinstance(inner, HttpsRequest) and inner.host in self.own_hosts:
-                continue  # an agent exporting its telemetry to vigil's receiver: vigil's plumbing
-            if self.merger is not None and isinstance(inner, LlmCall):
-                self.merger.observe_tls(inner)
-            if isinstance(inner, LlmCall):
-                self.mcp.observe_llm(inner)
-
-            info = self.processes.get(inner.pid)
-            session_id = info.session_id if info else None
-            if self.control is not None:
-                self.control.observe_intent(inner, session_id)
-            self._dispatch(Attributed(inner, session_id))
-
-    def _mcp_released(self, events: list[Any]) -> Iterator[Any]:
-        """MCP calls decoded from HTTP wait in the tracker for their endpoint's initialize."""
-        for inner in events:
-            if isinstance(inner, McpCall) and inner.transport == "http":
-                yield from self.mcp.observe_http(inner)
-            else:
-                yield inner
-
     def _housekeeping(self) -> None:
-        """Hook TLS libraries that tracked processes loaded since their exec, and finish
-        connections that went idle (their close was never seen)."""
+        """The handlers' timed work: TLS libraries loaded since exec, idle connections, the
+        agents' telemetry, tool calls' limits and ends."""
         now = time.monotonic()
-        if self.tls is not None:
-            self.tls.poll_pending()
-            self._report_captures(time.time_ns(), 0)
-        if self.merger is not None:
-            self._drain_telemetry()
-            self._dispatch_intent(self.merger.expire())
-        if self.tls is not None and now - self._last_scan >= SCAN_INTERVAL_S:
-            # Young processes are still loading libraries: scan them every round; older ones
-            # every tenth round.
-            self._scan_round += 1
-            self._last_scan = now
-            young_since = time.time_ns() - YOUNG_PROCESS_NS
-            for info in list(self.processes.processes.values()):
-                if info.alive and (info.start_ns > young_since or self._scan_round % 10 == 0):
-                    self.tls.scan_process(info.pid)
-                    self._report_captures(time.time_ns(), info.pid)
+        self.capture.housekeeping(now)
+        self.intents.housekeeping(now)
         if self.control is not None:
             for tool_event in self.control.tick():
                 self._dispatch(tool_event)
-        self._forget_exited(now)
-        if self.intent is not None and now - self._last_expire >= 5.0:
-            self._last_expire = now
-            self._dispatch_intent(self.intent.expire(time.time_ns()))
-
-    def _forget_exited(self, now: float) -> None:
-        """Drop the capture health of processes that exited a grace ago: their sockets close after
-        their exit event (the kernel closes files late in do_exit), so the closes must still find
-        their connects; a pid reused by a tracked process meanwhile keeps its new state."""
-        while self._exited_pids and now - self._exited_pids[0][0] >= EXITED_GRACE_S:
-            _, pid = self._exited_pids.popleft()
-            if not self.tracks(pid):
-                self._plaintext_ns.pop(pid, None)
-                self._connects.pop(pid, None)
 
     def tracks(self, pid: int) -> bool:
         """Whether `pid` is a live process of one of this pipeline's sessions (any thread may ask:
         one dict lookup, no lock)."""
         info = self.processes.processes.get(pid)
         return info is not None and info.alive
-
-    def _drain_telemetry(self) -> None:
-        assert self.telemetry is not None and self.merger is not None
-        while True:
-            try:
-                record = self.telemetry.get_nowait()
-            except queue.Empty:
-                return
-            self.merger.feed(record)
-
-    def _comm_of(self, pid: int) -> str:
-        info = self.processes.get(pid)
-        return info.comm if info else ""
 
     def tracked_pids(self) -> list[int]:
         """Live tracked processes (for attributing telemetry senders), from any thread."""
@@ -589,18 +408,13 @@ class Pipeline:
         snapshot = {
             "events_dispatched": dict(self.counts),
             "decode_errors": dict(self.decoder.errors),
-            "parse_failures": dict(self.intent.failures) if self.intent is not None else {},
-            "attach_ok": dict(self.tls.attach_ok) if self.tls is not None else {},
-            "attach_failed": dict(self.tls.attach_failed) if self.tls is not None else {},
+            **self.intents.health(),
             "tracked_processes": sum(1 for p in self.processes.processes.values() if p.alive),
             "sessions_open": sum(1 for s in self.sessions.values() if s.ended_ns is None),
             "sessions_total": len(self.sessions),
             "sink_errors": self.sink_errors,
             "callback_errors": self._ring.callback_errors,
-            "tls_blind_connections": dict(self.blind_connections),
-            "tls_captures": [c.as_dict() for c in self.tls.captures.values()] if self.tls is not None else [],
-            "exe_holds": self.exe_holds,
-            "exe_hold_ms_max": self.exe_hold_ms_max,
+            **self.capture.health(),
             **{key: value for sink in self.sinks if hasattr(sink, "health") for key, value in sink.health().items()},
         }
         self._health = snapshot
@@ -609,11 +423,11 @@ class Pipeline:
 
     def _dispatch(self, event: Event) -> None:
         self.counts[event.type] += 1
+        record = record_of(event)
         for sink in self.sinks:
-            self._guard(sink.handle, event)
-        if self.detector is not None and event.type in WATCHED_TYPES:
-            for detection in self.detector.observe(event_json(event)):
-                self._dispatch(detection)
+            self._guard(sink.handle, event, record)
+        if self.detections is not None:
+            self.detections.observe(event, record)
 
     def _guard(self, fn: Callable[..., None], *args: object) -> None:
         try:
@@ -656,11 +470,6 @@ class Pipeline:
 
 def _by_kind(counts: dict[str, int]) -> str:
     return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items(), key=lambda kv: -kv[1]))
-
-
-def _reason_label(reason: str) -> str:
-    """A bounded metric label: the reason up to its first colon (no paths, no addresses)."""
-    return reason.split(":", 1)[0].split(" (", 1)[0][:80]
 
 
 def _safe(fn: Callable[[], object], default: object) -> object:

@@ -1,0 +1,160 @@
+"""Ingest: events per second the pipeline decodes, routes, checks for detections and records
+(SQLite store and JSON Lines both on), on one core (as root).
+
+A real burst of file opens runs tracked (lineage and effects loaded) while the pipeline keeps
+the raw ring-buffer records it drains; the same records are then replayed through a second
+pipeline with the store, the JSON sink and the detector, timed without the kernel's side. An
+in-process cProfile of one replay names the hot spots (`--profile`).
+
+    /opt/vigild/bin/python bench/ingest.py [--opens 30000] [--rounds 3] [--profile] [--baseline REV]
+
+`--baseline REV` first runs the same measurement on the code of git revision REV (its Python
+from `git archive`, this build's BPF objects, so REV must have the same BPF C), then on this
+code: before and after in one run, on the same machine state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from vigild.bpf.effects import EffectsSensor
+from vigild.bpf.lineage import LineageSensor
+from vigild.correlate.detections import Detector
+from vigild.daemon.pipeline import Pipeline
+from vigild.daemon.sinks import JsonLinesSink, StoreSink
+from vigild.daemon.store import Store
+
+from runner import run_tracked
+
+BURST = "import os, sys\nfor _ in range(int(sys.argv[2])):\n    os.close(os.open(sys.argv[1], os.O_RDONLY))\n"
+
+
+class NullSink:
+    def handle(self, event: object, record: object = None) -> None:
+        """record: absent in revisions before the pipeline built one record per event
+        (`--baseline`)."""
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def capture(tmp: Path, opens: int) -> tuple[list[bytes], Pipeline]:
+    """The raw records of one tracked burst, as the pipeline drained them; its pipeline (stopped)
+    for the process table and sessions the replay starts from."""
+    target, script = tmp / "opened.txt", tmp / "burst.py"
+    target.write_text("x")
+    script.write_text(BURST)
+    lineage = LineageSensor()
+    effects = EffectsSensor(lineage.shared_maps)
+    pipeline = Pipeline(lineage, [NullSink()], sensors=[effects])
+    raws: list[bytes] = []
+    handle_raw = pipeline._handle_raw
+
+    def keep(raw: bytes) -> None:
+        raws.append(raw)
+        handle_raw(raw)
+
+    pipeline._handle_raw = keep  # type: ignore[method-assign]
+    pipeline.start()
+    try:
+        run_tracked([sys.executable, str(script), str(target), str(opens)], pipeline)
+    finally:
+        pipeline.stop()
+        print(f"captured {len(raws):,} records of a {opens:,}-open burst; lost in the kernel: "
+              f"{pipeline.total_dropped}", file=sys.stderr)
+        effects.close()
+        lineage.close()
+    return raws, pipeline
+
+
+def replay(raws: list[bytes], captured: Pipeline, tmp: Path, round_no: int) -> tuple[float, int]:
+    """(seconds, events recorded) for the records through a pipeline with store + JSON + detector."""
+    lineage = LineageSensor()
+    effects = EffectsSensor(lineage.shared_maps)
+    store = Store(tmp / f"replay{round_no}.db")
+    with open(tmp / f"replay{round_no}.jsonl", "w") as out:
+        pipeline = Pipeline(lineage, [], sensors=[effects], detector=Detector())
+        pipeline.sinks = [StoreSink(store, pipeline.processes), JsonLinesSink(out)]
+        try:
+            with pipeline.lock:
+                for info in captured.processes.processes.values():
+                    pipeline.processes.seed(info)
+                for session in captured.sessions.values():
+                    pipeline._open_session(session)  # its session_start: the store's row for its events
+                start = time.perf_counter()
+                for raw in raws:
+                    pipeline._handle_raw(raw)
+                for sink in pipeline.sinks:
+                    sink.flush()
+                elapsed = time.perf_counter() - start
+        finally:
+            for sink in pipeline.sinks:
+                sink.close()
+            effects.close()
+            lineage.close()
+    return elapsed, sum(pipeline.counts.values())
+
+
+def baseline(rev: str, argv: list[str], tmp: Path) -> None:
+    """Run this benchmark against the Python of git revision `rev`."""
+    repo = Path(__file__).resolve().parent.parent
+    sources = ["bpf/*.c", "bpf/*.h"]
+    if subprocess.run(["git", "-C", str(repo), "diff", "--quiet", rev, "--", *sources]).returncode != 0:
+        sys.exit(f"{rev} has other BPF C than this build: its objects would not match")
+    src, pkg = tmp / "src", tmp / "pkg" / "vigild"
+    src.mkdir()
+    pkg.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    import vigild.bpf
+    for obj in Path(vigild.bpf.__file__).parent.glob("*.bpf.o"):
+        shutil.copy(obj, src / "bpf")
+    (pkg / "__init__.py").touch()
+    for name in ("daemon", "bpf", "correlate", "cgroups"):  # the layout pyproject.toml maps
+        (pkg / name).symlink_to(src / name)
+    print(f"baseline {rev}: ", end="", flush=True)
+    subprocess.run([sys.executable, __file__, *argv], check=True, cwd=Path(__file__).parent,
+                   env={**os.environ, "PYTHONPATH": str(pkg.parent)})
+    print("this code: ", end="", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--opens", type=int, default=30_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="print the top functions of one more replay")
+    parser.add_argument("--baseline", metavar="REV", help="measure git revision REV first")
+    args = parser.parse_args()
+    if args.baseline:
+        with tempfile.TemporaryDirectory() as tmp_name:
+            baseline(args.baseline, ["--opens", str(args.opens), "--rounds", str(args.rounds)], Path(tmp_name))
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        raws, captured = capture(tmp, args.opens)
+        results = [replay(raws, captured, tmp, i) for i in range(args.rounds)]
+        seconds = statistics.median(s for s, _ in results)
+        events = results[0][1]
+        print(f"replayed {len(raws):,} records -> {events:,} events recorded (store + JSON + detections): "
+              f"median {seconds:.3f} s, {events / seconds:,.0f} events/s, {seconds / events * 1e6:.1f} µs/event")
+        if args.profile:
+            profile = cProfile.Profile()
+            profile.runcall(replay, raws, captured, tmp, args.rounds)
+            pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
