@@ -15,7 +15,8 @@ import vigild.daemon
 from vigild.correlate.intent import ParseFailure
 from vigild.correlate.mcp import McpCall
 from vigild.daemon.cli.main import parse_only
-from vigild.daemon.events import Attributed, event_json
+from vigild.daemon.events import Attributed
+from vigild.daemon.sinks.record import record_of
 from vigild.daemon.vocabulary import BY_NAME, EVENT_TYPES, INTERNAL, NAMES, ONLY_WORDS
 
 
@@ -59,7 +60,7 @@ def test_a_decoder_event_carries_its_name_through_the_session_wrapper() -> None:
                            detail="x")
     wrapped = Attributed(failure, session_id=4)
     assert wrapped.type == "parse_failure" and "parse_failure" in NAMES
-    line = event_json(wrapped)
+    line = record_of(wrapped)
     assert (line["type"], line["session_id"], line["ts"]) == ("parse_failure", 4, "2023-11-14T22:13:20.000000Z")
     call = McpCall(ts_ns=1, pid=7, comm="node", transport="stdio", method="tools/list", request_id="1")
     assert Attributed(call, None).to_dict()["type"] == "mcp_call" and "mcp_call" in NAMES
