@@ -42,7 +42,7 @@ def os_errors(action: str, path: Path | str) -> Iterator[None]:
 
 
 class RawFs(Protocol):
-    """The four cgroupfs mutations/reads a backend needs; swapped for a fake in tests."""
+    """The cgroupfs mutations/reads a backend needs; swapped for a fake in tests."""
 
     def mkdir(self, path: Path) -> None: ...
 
@@ -51,6 +51,8 @@ class RawFs(Protocol):
     def read(self, path: Path) -> str: ...
 
     def write(self, path: Path, data: str) -> None: ...
+
+    def rename(self, path: Path, new: Path) -> None: ...
 
 
 class OsFs:
@@ -61,6 +63,9 @@ class OsFs:
 
     def rmdir(self, path: Path) -> None:
         os.rmdir(path)
+
+    def rename(self, path: Path, new: Path) -> None:
+        os.rename(path, new)
 
     def read(self, path: Path) -> str:
         with open(path, encoding="ascii") as f:
@@ -147,6 +152,12 @@ class GuardedFs:
         self._forget(path)
         with os_errors("remove cgroup directory", target):
             self.raw.rmdir(target)
+
+    def rename(self, path: Path, new: Path) -> None:
+        target, renamed = self._confine(path), self._confine(new)
+        self._forget(path)
+        with os_errors(f"rename the cgroup directory to {renamed.name}", target):
+            self.raw.rename(target, renamed)
 
     def read(self, path: Path) -> str:
         target = self._confine(path)
