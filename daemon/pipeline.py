@@ -46,6 +46,7 @@ from vigild.correlate.tls_gaps import TlsGaps
 from vigild.correlate.tls_stream import TlsStreamDecoder
 from vigild.daemon.containers import ContainerResolver
 from vigild.daemon.tools.control_loop import ToolCallControl
+from vigild.daemon.tools.held_lane import any_held, held_first
 from vigild.daemon.events import (
     Attributed,
     CaptureBlind,
@@ -242,6 +243,8 @@ class Pipeline:
         """One poll: drain the ring buffer and dispatch what it held; returns records handled."""
         self._ring.poll(self._poll_wait(self.processes) if timeout_ms is None else timeout_ms)
         batch, self._raw[:] = list(self._raw), []
+        if self.control is not None and not self.control.observe_only and any_held(self.lineage):
+            batch = held_first(batch)  # a held exec waits for the births before it, not the effects
         with self._lock:
             flushed = time.monotonic()
             for i, raw in enumerate(batch):
