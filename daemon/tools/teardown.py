@@ -5,6 +5,10 @@ spare groups the next calls take were two thirds of the pipeline's time per tool
 while the next held exec waited. Both run here, in order, on one thread: a held exec only waits
 for its own placement. `drain` is the barrier for whoever must see every queued job done (an
 agent tree's release, shutdown).
+
+The jobs also wait for a quiet moment: a mkdir or rmdir takes the kernel's cgroup lock, which the
+held exec's own rename and move need, so running them while a call is being placed only moved the
+wait into the kernel. A job waits until no placement ran for QUIET_S, never longer than MAX_DEFER_S.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from vigild.cgroups import CgroupBackend, CgroupError, Limits
@@ -19,6 +24,8 @@ from vigild.cgroups import CgroupBackend, CgroupError, Limits
 log = logging.getLogger("vigild.control")
 
 SPARES = 4  # spare groups kept per tree: a burst of calls faster than the teardown thread
+QUIET_S = 0.02
+MAX_DEFER_S = 0.5
 Job = Callable[[], None]
 
 
@@ -27,8 +34,10 @@ class Teardown:
     silently, and never stop the thread."""
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[float, Job] | None] = queue.Queue()
         self.failures = 0
+        self._placing = 0
+        self._placed_at = 0.0
         self._thread = threading.Thread(target=self._run, name="vigil-teardown", daemon=True)
         self._thread.start()
 
@@ -40,7 +49,7 @@ class Teardown:
             except CgroupError as exc:
                 self.failures += 1
                 log.warning("cannot remove %s: %s", backend.path(group), exc)
-        self._jobs.put(job)
+        self._jobs.put((time.monotonic(), job))
 
     def refill(self, backend: CgroupBackend, limits: Limits | None, count: int = SPARES) -> None:
         """Make spares with ``limits`` in ``backend`` up to ``count``, later."""
@@ -50,7 +59,17 @@ class Teardown:
             except (CgroupError, ValueError) as exc:
                 self.failures += 1
                 log.warning("cannot make spare tool-call groups in %s: %s", backend.path(""), exc)
-        self._jobs.put(job)
+        self._jobs.put((time.monotonic(), job))
+
+    def placing(self, started: bool) -> None:
+        """A placement starts (True) or is done (False): jobs wait until it is quiet."""
+        self._placing += 1 if started else -1
+        self._placed_at = time.monotonic()
+
+    def _wait_quiet(self, queued_at: float) -> None:
+        while time.monotonic() - queued_at < MAX_DEFER_S and (
+                self._placing > 0 or time.monotonic() - self._placed_at < QUIET_S):
+            time.sleep(QUIET_S / 4)
 
     def drain(self) -> None:
         """Return once every job queued before this call has run."""
@@ -63,10 +82,12 @@ class Teardown:
 
     def _run(self) -> None:
         while True:
-            job = self._jobs.get()
+            item = self._jobs.get()
             try:
-                if job is None:
+                if item is None:
                     return
+                queued_at, job = item
+                self._wait_quiet(queued_at)
                 job()
             except Exception:  # a bug in a job must not end teardown for the rest of the run
                 self.failures += 1
