@@ -333,8 +333,6 @@ class ToolCallControl:
             if pending.tag is not None:
                 self.tags[call.id] = pending.tag
         group = error = None
-        if self.teardown is not None:
-            self.teardown.placing(True)
         try:
             if self.backend is not None:
                 backend = self.placement.backend_for(call) if self.placement is not None else self.backend
@@ -348,8 +346,6 @@ class ToolCallControl:
         finally:
             if event.held:
                 self._release(call.pid)
-            if self.teardown is not None:
-                self.teardown.placing(False)
         if group is not None and self.teardown is not None:
             self.teardown.refill(self._backend_of[call.id], self.default_policy.limits)
         self.applied[call.id] = policy

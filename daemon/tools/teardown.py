@@ -5,10 +5,6 @@ spare groups the next calls take were two thirds of the pipeline's time per tool
 while the next held exec waited. Both run here, in order, on one thread: a held exec only waits
 for its own placement. `drain` is the barrier for whoever must see every queued job done (an
 agent tree's release, shutdown).
-
-The jobs also wait for a quiet moment: a mkdir or rmdir takes the kernel's cgroup lock, which the
-held exec's own rename and move need, so running them while a call is being placed only moved the
-wait into the kernel. A job waits until no placement ran for QUIET_S, never longer than MAX_DEFER_S.
 """
 
 from __future__ import annotations
@@ -16,7 +12,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 
 from vigild.cgroups import CgroupBackend, CgroupError, Limits
@@ -24,8 +19,6 @@ from vigild.cgroups import CgroupBackend, CgroupError, Limits
 log = logging.getLogger("vigild.control")
 
 SPARES = 4  # spare groups kept per tree: a burst of calls faster than the teardown thread
-QUIET_S = 0.02
-MAX_DEFER_S = 0.5
 Job = Callable[[], None]
 
 
@@ -34,10 +27,8 @@ class Teardown:
     silently, and never stop the thread."""
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[tuple[float, Job] | None] = queue.Queue()
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
         self.failures = 0
-        self._placing = 0
-        self._placed_at = 0.0
         self._thread = threading.Thread(target=self._run, name="vigil-teardown", daemon=True)
         self._thread.start()
 
@@ -49,7 +40,7 @@ class Teardown:
             except CgroupError as exc:
                 self.failures += 1
                 log.warning("cannot remove %s: %s", backend.path(group), exc)
-        self._jobs.put((time.monotonic(), job))
+        self._jobs.put(job)
 
     def refill(self, backend: CgroupBackend, limits: Limits | None, count: int = SPARES) -> None:
         """Make spares with ``limits`` in ``backend`` up to ``count``, later."""
@@ -59,17 +50,7 @@ class Teardown:
             except (CgroupError, ValueError) as exc:
                 self.failures += 1
                 log.warning("cannot make spare tool-call groups in %s: %s", backend.path(""), exc)
-        self._jobs.put((time.monotonic(), job))
-
-    def placing(self, started: bool) -> None:
-        """A placement starts (True) or is done (False): jobs wait until it is quiet."""
-        self._placing += 1 if started else -1
-        self._placed_at = time.monotonic()
-
-    def _wait_quiet(self, queued_at: float) -> None:
-        while time.monotonic() - queued_at < MAX_DEFER_S and (
-                self._placing > 0 or time.monotonic() - self._placed_at < QUIET_S):
-            time.sleep(QUIET_S / 4)
+        self._jobs.put(job)
 
     def drain(self) -> None:
         """Return once every job queued before this call has run."""
@@ -82,12 +63,10 @@ class Teardown:
 
     def _run(self) -> None:
         while True:
-            item = self._jobs.get()
+            job = self._jobs.get()
             try:
-                if item is None:
+                if job is None:
                     return
-                queued_at, job = item
-                self._wait_quiet(queued_at)
                 job()
             except Exception:  # a bug in a job must not end teardown for the rest of the run
                 self.failures += 1
