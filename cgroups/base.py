@@ -18,6 +18,7 @@ import logging
 import os
 import select
 import signal
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 AGENT = "agent"
 TOOLS = "tools"
 CALL_PREFIX = "call-"
+SPARE_INFIX = "spare-"
+"""Spare groups are ``tools/call-spare-<n>``: a crashed run's spares go with its stale calls."""
 LEAF = "supervisor"
 """On v2, the leaf of the enclosing (delegated) cgroup that its own processes move into, so that
 cgroup may enable controllers for its children (no internal processes)."""
@@ -146,6 +149,15 @@ class CgroupBackend(ABC):
 
     version: int
     controllers: frozenset[str]
+    _spares: list[str]
+    _spare_limits: Limits | None
+    _spare_seq: int
+    _spares_lock: threading.Lock
+
+    def _init_spares(self) -> None:
+        """The spare pool's state; backends that rename call this from their constructor."""
+        self._spares, self._spare_limits, self._spare_seq = [], None, 0
+        self._spares_lock = threading.Lock()
 
     # -- layout -------------------------------------------------------------------------
 
@@ -171,16 +183,76 @@ class CgroupBackend(ABC):
     def create(self, group: str) -> None:
         """Create the group (on v1 in every managed hierarchy); existing dirs are kept."""
 
+    renames = False
+    """Whether a group can be renamed (v1 only: cgroup2 has no rename operation), which is what
+    lets a spare group made ahead of need become a call's ``tools/call-<id>``."""
+
     def create_call(self, call_id: str, limits: Limits | None = None) -> str:
-        """Create ``tools/call-<call_id>`` with ``limits``; returns the group name."""
+        """Create ``tools/call-<call_id>`` with ``limits``; returns the group name. A spare made
+        with the same limits (``fill_spares``) is renamed instead: one rename per hierarchy in
+        place of a mkdir and the limit writes."""
         if not call_id or "/" in call_id or call_id in (".", ".."):
             raise ValueError(f"invalid call id {call_id!r}")
         group = f"{TOOLS}/{CALL_PREFIX}{call_id}"
+        spare = self._take_spare(limits)
+        if spare is not None:
+            try:
+                self._rename(spare, group)
+                return group
+            except CgroupError as exc:  # said, then made the slow way
+                log.warning("cannot use the spare group %s: %s", spare, exc)
         self.create(group)
         self._prepare_call(group)
         if limits is not None:
             self.set_limits(group, limits)
         return group
+
+    def fill_spares(self, limits: Limits | None, count: int) -> int:
+        """Make spare call groups with ``limits`` until ``count`` wait (none where groups cannot
+        be renamed); spares with other limits go. Run off the hot path (the teardown thread);
+        returns how many were made. ``cleanup_stale`` and ``remove_layout`` remove spares too."""
+        if not self.renames:
+            return 0
+        with self._spares_lock:
+            stale: list[str] = []
+            if limits != self._spare_limits:
+                stale, self._spares, self._spare_limits = self._spares, [], limits
+            wanted = count - len(self._spares)
+        for group in stale:
+            self.remove(group, timeout=1.0)
+        made = 0
+        for _ in range(wanted):
+            with self._spares_lock:
+                self._spare_seq += 1
+                group = f"{TOOLS}/{CALL_PREFIX}{SPARE_INFIX}{self._spare_seq}"
+            self.create(group)
+            self._prepare_call(group)
+            if limits is not None:
+                self.set_limits(group, limits)
+            with self._spares_lock:
+                kept = limits == self._spare_limits
+                if kept:
+                    self._spares.append(group)
+                    made += 1
+            if not kept:  # the limits changed meanwhile
+                self.remove(group, timeout=1.0)
+        return made
+
+    def spares(self) -> int:
+        """How many spare groups wait."""
+        return len(self._spares) if self.renames else 0
+
+    def _take_spare(self, limits: Limits | None) -> str | None:
+        if not self.renames:
+            return None
+        with self._spares_lock:
+            if self._spares and limits == self._spare_limits:
+                return self._spares.pop(0)
+        return None
+
+    def _rename(self, group: str, new: str) -> None:
+        """Rename a group (in every hierarchy); only where ``renames``."""
+        raise CgroupUnavailable(f"cgroup v{self.version} cannot rename groups")
 
     def _prepare_call(self, group: str) -> None:
         """Version-specific setup of a fresh call group (v2: OOM kills the whole group)."""

@@ -42,7 +42,7 @@ def os_errors(action: str, path: Path | str) -> Iterator[None]:
 
 
 class RawFs(Protocol):
-    """The four cgroupfs mutations/reads a backend needs; swapped for a fake in tests."""
+    """The cgroupfs mutations/reads a backend needs; swapped for a fake in tests."""
 
     def mkdir(self, path: Path) -> None: ...
 
@@ -51,6 +51,8 @@ class RawFs(Protocol):
     def read(self, path: Path) -> str: ...
 
     def write(self, path: Path, data: str) -> None: ...
+
+    def rename(self, path: Path, new: Path) -> None: ...
 
 
 class OsFs:
@@ -61,6 +63,9 @@ class OsFs:
 
     def rmdir(self, path: Path) -> None:
         os.rmdir(path)
+
+    def rename(self, path: Path, new: Path) -> None:
+        os.rename(path, new)
 
     def read(self, path: Path) -> str:
         with open(path, encoding="ascii") as f:
@@ -96,47 +101,89 @@ def join_group(parent: Path, group: str) -> Path:
 
 
 class GuardedFs:
-    """``RawFs`` confined to ``parents`` with errors mapped; what backends actually call."""
+    """``RawFs`` confined to ``parents`` with errors mapped; what backends actually call.
+
+    Resolving every path (``realpath``: one lstat per component) on each access was a third
+    of a tool call's placement time. So the parents are resolved once and a directory, once
+    resolved inside them, is remembered until it is removed through this object; only the
+    last component of a path in it is checked again (one lstat: a symlink there is resolved
+    and confined in full). A directory never seen before is always resolved in full."""
 
     def __init__(self, parents: Iterable[Path], raw: RawFs | None = None) -> None:
         self.parents = tuple(Path(p) for p in parents)
         self.raw: RawFs = raw if raw is not None else OsFs()
+        self._real_parents: tuple[Path, ...] | None = None
+        self._checked: dict[Path, Path] = {}  # directory as named -> its confined real path
+
+    def _confine(self, path: Path) -> Path:
+        if path.name in ("", ".", ".."):
+            return self._resolve(path)
+        directory = self._checked.get(path.parent)
+        if directory is None:
+            try:
+                directory = self._resolve(path.parent)
+            except OutsideParentError:  # a parent itself
+                return self._resolve(path)
+            if directory.is_dir():
+                self._checked[path.parent] = directory
+        if os.path.islink(directory / path.name):
+            return self._resolve(path)
+        return directory / path.name
+
+    def _resolve(self, path: Path) -> Path:
+        """``confine`` in full; the parents are resolved again only while one is missing."""
+        if self._real_parents is None or not all(p.exists() for p in self._real_parents):
+            self._real_parents = tuple(Path(os.path.realpath(p)) for p in self.parents)
+        return confine(self._real_parents, path)
+
+    def _forget(self, path: Path) -> None:
+        """A removed directory (and anything below it) is resolved again if it comes back. The
+        teardown thread calls this while the pipeline thread adds entries, hence the copy."""
+        for known in [k for k in list(self._checked) if k == path or path in k.parents]:
+            self._checked.pop(known, None)
 
     def mkdir(self, path: Path) -> None:
-        target = confine(self.parents, path)
+        target = self._confine(path)
         with os_errors("create cgroup directory", target):
             self.raw.mkdir(target)
 
     def rmdir(self, path: Path) -> None:
-        target = confine(self.parents, path)
+        target = self._confine(path)
+        self._forget(path)
         with os_errors("remove cgroup directory", target):
             self.raw.rmdir(target)
 
+    def rename(self, path: Path, new: Path) -> None:
+        target, renamed = self._confine(path), self._confine(new)
+        self._forget(path)
+        with os_errors(f"rename the cgroup directory to {renamed.name}", target):
+            self.raw.rename(target, renamed)
+
     def read(self, path: Path) -> str:
-        target = confine(self.parents, path)
+        target = self._confine(path)
         with os_errors(f"read {target.name}", target):
             return self.raw.read(target)
 
     def write(self, path: Path, data: str) -> None:
-        target = confine(self.parents, path)
+        target = self._confine(path)
         with os_errors(f"write {data.strip()!r} to {target.name}", target):
             self.raw.write(target, data)
 
     def open_fd(self, path: Path) -> int:
         """A read-only descriptor, for poll(2) and eventfd registration."""
-        target = confine(self.parents, path)
+        target = self._confine(path)
         with os_errors(f"open {target.name}", target):
             return os.open(target, os.O_RDONLY | os.O_CLOEXEC)
 
     def isdir(self, path: Path) -> bool:
-        return confine(self.parents, path).is_dir()
+        return self._confine(path).is_dir()
 
     def exists(self, path: Path) -> bool:
-        return confine(self.parents, path).exists()
+        return self._confine(path).exists()
 
     def subdirs(self, path: Path) -> list[str]:
         """Names of the child directories (child groups); empty if ``path`` is gone."""
-        target = confine(self.parents, path)
+        target = self._confine(path)
         if not target.exists():
             return []
         with os_errors("list child groups", target), os.scandir(target) as it:

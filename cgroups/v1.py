@@ -71,6 +71,7 @@ class V1Backend(CgroupBackend):
         # The enclosing groups (where the parents sit): only their cgroup.procs is written, by evict.
         self._enclosing = GuardedFs([root.parent for root in self._roots], self.fs.raw)
         self.mounts = {c: Path(m) for c, m in (mounts or {}).items()}
+        self._init_spares()
 
     def __repr__(self) -> str:
         return f"V1Backend({ {c: str(p) for c, p in sorted(self.parents.items())} })"
@@ -104,6 +105,21 @@ class V1Backend(CgroupBackend):
                 except CgroupError as exc:
                     if exc.errno != errno.ESRCH:
                         raise
+
+    renames = True
+
+    def _rename(self, group: str, new: str) -> None:
+        """rename(2) in each hierarchy (cgroup1_rename: within the same parent only). A failure
+        half way puts the renamed ones back, so the group has one name everywhere."""
+        done: list[tuple[Path, Path]] = []
+        try:
+            for old_dir, new_dir in zip(self._dirs(group), self._dirs(new), strict=True):
+                self.fs.rename(old_dir, new_dir)
+                done.append((old_dir, new_dir))
+        except CgroupError:
+            for old_dir, new_dir in reversed(done):
+                self.fs.rename(new_dir, old_dir)
+            raise
 
     def exists(self, group: str) -> bool:
         return all(self.fs.isdir(d) for d in self._dirs(group))

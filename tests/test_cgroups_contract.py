@@ -128,6 +128,12 @@ class FakeCgroupFs:
             f.unlink()
         os.rmdir(path)
 
+    def rename(self, path: Path, new: Path) -> None:
+        self._check_writable()
+        if self.version == 2:  # cgroup2 has no rename operation
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM), str(path))
+        os.rename(path, new)
+
     def read(self, path: Path) -> str:
         if path.name == "cgroup.procs":
             return "".join(f"{pid}\n" for pid in self._live(path.parent))
@@ -294,6 +300,29 @@ def test_layout_exists_in_every_hierarchy(fake: FakeCgroupFs, backend: CgroupBac
         assert backend.exists(group)
         for directory in fake.group_dirs(group):
             assert directory.is_dir(), directory
+
+
+def test_spare_groups_become_calls_by_rename_where_the_kernel_can(fake: FakeCgroupFs,
+                                                                   backend: CgroupBackend) -> None:
+    limits = Limits(memory_max=64 << 20, pids_max=20)
+    made = backend.fill_spares(limits, 2)
+    if fake.version == 2:  # cgroup2 cannot rename: nothing is made ahead, calls are made on demand
+        assert made == 0 and backend.spares() == 0
+        assert backend._children("tools") == []
+    else:
+        assert made == 2 and backend._children("tools") == ["call-spare-1", "call-spare-2"]
+    group = backend.create_call("7", limits)
+    assert group == "tools/call-7" and all(d.is_dir() for d in fake.group_dirs(group))
+    assert backend.read_limits(group).memory_max == 64 << 20 and backend.read_limits(group).pids_max == 20
+    other = backend.create_call("8", Limits(pids_max=5))  # other limits: made fresh, the spare stays
+    assert backend.read_limits(other).pids_max == 5
+    expected = ["call-7", "call-8"] + (["call-spare-2"] if fake.version == 1 else [])
+    assert backend._children("tools") == expected
+    assert backend.fill_spares(Limits(pids_max=5), 1) == (1 if fake.version == 1 else 0)
+    assert "call-spare-2" not in backend._children("tools")  # spares of the old limits went
+    left = backend._children("tools")
+    assert backend.cleanup_stale() == [f"tools/{name}" for name in left]  # spares are removed as stale calls
+    assert backend._children("tools") == []
 
 
 def test_create_call_applies_and_reads_back_limits(fake: FakeCgroupFs, backend: CgroupBackend) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from support.cgroup_teardown import HOG, destroy
 from vigild.cgroups import Limits, OutsideParentError, V1Backend, detect, open_backend
+from vigild.daemon.tools.teardown import Teardown
 
 LIMIT = 64 << 20
 _names = itertools.count()
@@ -207,3 +208,28 @@ def test_refuses_to_leave_the_parent(cg: V1Backend) -> None:
     with pytest.raises(OutsideParentError):
         cg.set_limits("../..", Limits(pids_max=1))
     assert all(p.is_dir() for p in cg.parents.values())
+
+
+def test_a_spare_becomes_the_call_and_teardown_removes_it_off_thread(cg: V1Backend, procs: list) -> None:
+    """The placement fast path on the real kernel: a spare made ahead is renamed into the call's
+    group in every hierarchy, with its limits; the teardown thread kills what is left and
+    removes it, then makes the spare the next call takes."""
+    limits = Limits(memory_max=LIMIT, pids_max=16)
+    teardown = Teardown()
+    try:
+        teardown.refill(cg, limits, 2)
+        teardown.drain()
+        assert cg.spares() == 2
+        group = cg.create_call("41", limits)
+        assert cg.spares() == 1 and not any(d.name.startswith("call-spare-1") for d in cg.path("tools").iterdir())
+        for controller in ("memory", "pids", "cpu"):
+            assert cg.path(group, controller).is_dir()
+        assert cg.read_limits(group).memory_max == LIMIT and cg.read_limits(group).pids_max == 16
+        child = start_in(cg, group, procs, ["sleep", "60"])
+        teardown.remove(cg, group)
+        teardown.refill(cg, limits, 2)
+        teardown.drain()
+        assert child.wait(timeout=5) == -signal.SIGKILL
+        assert not cg.exists(group) and cg.spares() == 2 and teardown.failures == 0
+    finally:
+        teardown.close()

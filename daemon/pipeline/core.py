@@ -36,6 +36,7 @@ from vigild.daemon.events import Event, LostEvent, SessionEnd, SessionStart
 from vigild.daemon.pipeline.capture_health import CaptureHealth
 from vigild.daemon.pipeline.control_port import ToolControlPort
 from vigild.daemon.pipeline.detections import DetectionRelay
+from vigild.daemon.pipeline.held_lane import any_held, held_first
 from vigild.daemon.pipeline.intent import IntentHandler
 from vigild.daemon.pipeline.router import Router
 from vigild.daemon.sinks.record import Record, record_of
@@ -225,6 +226,8 @@ class Pipeline:
         """One poll: drain the ring buffer and dispatch what it held; returns records handled."""
         self._ring.poll(self._poll_wait(self.processes) if timeout_ms is None else timeout_ms)
         batch, self._raw[:] = list(self._raw), []
+        if self.control is not None and not self.control.observe_only and any_held(self.lineage):
+            batch = held_first(batch)  # a held exec waits for the births before it, not the effects
         with self._lock:
             flushed = time.monotonic()
             for i, raw in enumerate(batch):

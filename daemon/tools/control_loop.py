@@ -9,6 +9,9 @@ Placement: the kernel stops a call's first process at its exec (lineage.bpf.c, t
 hierarchy, or the v2 group) and only then lets it go (SIGCONT). Its descendants inherit the group
 at fork, so no process of the call runs a single instruction of the tool outside its limits, and
 no memory it allocates is charged elsewhere.
+
+The held process waits for nothing else: an ended call's groups are removed, and the spare groups
+the next calls are renamed from (v1) are made, on the teardown thread (daemon/tools/teardown.py).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, command_matches, outcome
 from vigild.daemon.tools.container_placement import memory_limit_hit
 from vigild.daemon.tools.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
+from vigild.daemon.tools.teardown import Teardown
 
 log = logging.getLogger("vigild.control")
 
@@ -124,6 +128,7 @@ class ToolCallControl:
         self.ended: deque[tuple[ToolEnd, str | None]] = deque(maxlen=ENDED_REMEMBERED)
         self.adaptive: TickHook | None = None  # e.g. adaptive.AdaptiveController.tick
         self.groups: dict[int, str] = {}
+        self.teardown = Teardown() if backend is not None else None
         self.placement: Placement | None = None  # None: every call below `backend`'s parent
         self._backend_of: dict[int, CgroupBackend] = {}
         self.applied: dict[int, CallPolicy] = {}
@@ -341,6 +346,8 @@ class ToolCallControl:
         finally:
             if event.held:
                 self._release(call.pid)
+        if group is not None and self.teardown is not None:
+            self.teardown.refill(self._backend_of[call.id], self.default_policy.limits)
         self.applied[call.id] = policy
         hold_ms = (time.time_ns() - event.ts_ns) / 1e6 if event.held else None
         return ToolStart(ts_ns=event.ts_ns, call=call, cgroup=group, limits=policy.describe(),
@@ -411,6 +418,9 @@ class ToolCallControl:
         return end
 
     def _remove(self, backend: CgroupBackend, group: str) -> None:
+        if self.teardown is not None:
+            self.teardown.remove(backend, group)
+            return
         try:
             backend.remove(group, kill=True, timeout=2.0)
         except CgroupError as exc:
@@ -421,6 +431,8 @@ class ToolCallControl:
         by whoever owns it: a container runtime cannot remove a cgroup with our groups in it)."""
         if backend is self.backend or self.placement is None or backend in self._backend_of.values():
             return
+        if self.teardown is not None:
+            self.teardown.drain()  # its groups' removal, queued before
         try:
             self.placement.release(backend)
         except CgroupError as exc:
@@ -507,6 +519,9 @@ class ToolCallControl:
         for call in self.open_calls:
             self._kill(call, call.killed_reason or "shutdown")
             events.append(self._finish(self.book.end(call, time.time_ns())))
+        if self.teardown is not None:
+            self.teardown.close()
+            self.teardown = None
         if self.placement is not None:
             self.placement.close()
         try:
@@ -551,6 +566,8 @@ def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: in
         backend.remove_layout(kill=True)
         raise
     control = ToolCallControl(backend, lineage, policy)
+    if control.teardown is not None:
+        control.teardown.refill(backend, policy.limits)  # the first calls find spares
     try:
         control.sensor = _open_control_sensor(lineage, spike_bytes, spike_window_ns, features)
         if delay_accounting:
@@ -562,6 +579,8 @@ def open_run_control(lineage: LineageSensor, policy: CallPolicy, spike_bytes: in
                     log.warning("taskstats unavailable (%s): tool calls get no delay figures", exc)
     except BaseException:
         control.release_resources()
+        if control.teardown is not None:
+            control.teardown.close()  # its spares are made before the layout goes
         backend.remove_layout(kill=True)
         raise
     return control
