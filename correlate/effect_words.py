@@ -1,6 +1,6 @@
 """How the stored story words one file or network effect, and an alert's evidence: one wording
 for `vigil show` (rich markup) and the HTML report (plain text). The live view words effects as
-they happen, in human units with errno names (daemon/live_effects.py), on purpose differently."""
+they happen, in human units with errno names (daemon/sinks/live_effects.py), on purpose differently."""
 
 from __future__ import annotations
 

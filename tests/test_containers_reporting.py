@@ -14,7 +14,7 @@ from vigild.daemon.sinks.record import record_of
 from vigild.correlate.sessions import Session
 from vigild.daemon.config import ConfigError, load
 from vigild.daemon.events import SessionStart
-from vigild.daemon.metrics import build_registry
+from vigild.daemon.sinks.metrics import build_registry
 
 CID = "124668a8e3fdc2f9b1a237362542d8fb6c8effdf8511e261ae80174ac5e03f48"
 

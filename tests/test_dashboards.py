@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from vigild.daemon.config import LABELS
-from vigild.daemon.metrics import build_registry
+from vigild.daemon.sinks.metrics import build_registry
 
 DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
 BOARDS = sorted(DASHBOARDS.glob("*.json"))

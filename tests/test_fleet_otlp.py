@@ -14,7 +14,7 @@ import yaml
 from test_otlp import OtlpReceiver, attrs, spans_of
 from vigild.correlate.containers import Container
 from vigild.correlate.sessions import Session
-from vigild.daemon.otlp import export_session
+from vigild.daemon.sinks.otlp import export_session
 from vigild.daemon.store import Store
 
 COLLECTOR = Path(__file__).resolve().parent.parent / "daemon" / "deploy" / "fleet" / "otelcol.yaml"

@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from vigild.daemon.metrics import build_registry
+from vigild.daemon.sinks.metrics import build_registry
 from support.vigild_proc import metric_value
 
 

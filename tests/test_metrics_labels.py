@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import generate_latest
-from vigild.daemon.metrics import OTHER, build_registry
+from vigild.daemon.sinks.metrics import OTHER, build_registry
 
 
 def _llm_call(model: str) -> dict:
@@ -61,7 +61,7 @@ def test_build_info_and_agent_series_start_at_zero() -> None:
 
 def test_memory_buckets_put_a_capped_call_at_its_cap() -> None:
     """p95 of calls capped at 512 MiB must read 512 MiB, not the next x4 bucket (~1 GiB)."""
-    from vigild.daemon.metrics import MEMORY_BYTES
+    from vigild.daemon.sinks.metrics import MEMORY_BYTES
 
     assert float(512 << 20) in MEMORY_BYTES
     assert all(b / a <= 2 for a, b in zip(MEMORY_BYTES, MEMORY_BYTES[1:]))

@@ -20,8 +20,8 @@ from support.otlp_receiver import OtlpReceiver, Received
 from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.sessions import Session
 from vigild.daemon.crypto import generate_key_file
-from vigild.daemon import otlp
-from vigild.daemon.otlp import OtlpExportError, export_session, traces_url
+from vigild.daemon.sinks import otlp
+from vigild.daemon.sinks.otlp import OtlpExportError, export_session, traces_url
 from vigild.daemon.store import Store
 
 PROMPT = "List the files and show me the hostname."

@@ -18,7 +18,7 @@ from fakellm import FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env
 from support.helpers import vigil, vigil_trace
 from support.otlp_receiver import OtlpReceiver
 from vigild.correlate.redact import redact_text
-from vigild.daemon.metrics import build_registry
+from vigild.daemon.sinks.metrics import build_registry
 from vigild.daemon.store import Store
 
 pytestmark = pytest.mark.usefixtures("root")

@@ -62,7 +62,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from vigild.daemon.otlp import OtlpExportError, export_session
+    from vigild.daemon.sinks.otlp import OtlpExportError, export_session
 
     headers = dict(h.partition("=")[::2] for h in args.header)
     try:

@@ -91,7 +91,7 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from vigild.bpf.tls_locate import Locator
     from vigild.correlate.detections import Detector
     from vigild.daemon.assembly import open_pipeline, open_sensors
-    from vigild.daemon.live_view import TextView
+    from vigild.daemon.sinks.live_view import TextView
     from vigild.daemon.sinks import JsonLinesSink, OnlySink, StoreSink
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd

@@ -78,7 +78,7 @@ class OtlpSessionExporter:
         self.ended.clear()
 
     def _export(self, session_id: int) -> None:
-        from vigild.daemon.otlp import OtlpExportError, export_session
+        from vigild.daemon.sinks.otlp import OtlpExportError, export_session
 
         store = Store(self.store_path, key_file=self.config.store_key_file)
         try:
@@ -100,9 +100,9 @@ class Service:
     def __init__(self, config: Config, config_path: Path, config_missing_ok: bool) -> None:
         from vigild.bpf.tls_locate import Locator
         from vigild.daemon.assembly import detector_for, open_pipeline, open_sensors
-        from vigild.daemon.metrics import Exporter, build_registry
+        from vigild.daemon.sinks.metrics import Exporter, build_registry
         from vigild.daemon.service.control import ControlServer
-        from vigild.daemon.session_stats import SessionStatsSink
+        from vigild.daemon.sinks.session_stats import SessionStatsSink
         from vigild.daemon.sinks import JournalSink, StoreSink
         from vigild.daemon.telemetry_receiver import TelemetryReceiver
         from vigild.daemon.tools.declare import Bounds, DeclareCommands, PeerControlServer

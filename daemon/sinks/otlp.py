@@ -35,7 +35,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from vigild.correlate.containers import resource_attributes
-from vigild.daemon.otlp_semconv import (
+from vigild.daemon.sinks.otlp_semconv import (
     Attributes,
     chat_attributes,
     clean,

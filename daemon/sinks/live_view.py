@@ -23,7 +23,7 @@ from rich.text import Text
 from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent
 from vigild.correlate.process_tree import ProcessTable
 from vigild.correlate.timeline import is_plumbing
-from vigild.daemon.live_effects import EFFECT_LINES
+from vigild.daemon.sinks.live_effects import EFFECT_LINES
 from vigild.daemon.events import Event, LostEvent, SessionEnd, SessionStart
 
 MAX_ARGV_CHARS = 400
