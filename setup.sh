@@ -69,6 +69,8 @@ if [ -x "$PREFIX/bin/python" ] && ! setpriv --reuid=65534 --regid=65534 --clear-
 fi
 [ -x "$PREFIX/bin/python" ] || "$PY" -m venv "$PREFIX"
 "$PREFIX/bin/pip" install -q --upgrade pip >/dev/null
+# setuptools reuses an earlier build's build/lib: modules since moved or removed would come back.
+rm -rf "$HERE/build"
 if [ "$DEV" -eq 1 ]; then
   "$PREFIX/bin/pip" install -q "$HERE[test]"
 else

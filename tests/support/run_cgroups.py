@@ -39,10 +39,11 @@ def run_groups(pid: int | str = "*") -> list[Path]:
 
 
 def call_groups(pid: int | str = "*") -> list[Path]:
-    """The tool-call groups of those runs, in the memory hierarchy."""
+    """The tool-call groups of those runs, in the memory hierarchy (not the spares made ahead,
+    `call-spare-<n>`, which hold no call until one is renamed into `call-<id>`)."""
     memory = detect().hierarchy_for("memory")
     return sorted(call for run in run_groups(pid) if memory is not None and memory.mount in run.parents
-                  for call in (run / "tools").glob("call-*"))
+                  for call in (run / "tools").glob("call-*") if not call.name.startswith("call-spare-"))
 
 
 def leftovers(*pids: int) -> list[Path]:
