@@ -63,7 +63,8 @@ fi
 
 echo "setup.sh: building and installing vigild into $PREFIX"
 # A venv made earlier from an interpreter other users cannot reach is made anew.
-if [ -x "$PREFIX/bin/python" ] && ! setpriv --reuid=65534 --regid=65534 --clear-groups "$PREFIX/bin/python" -c '' 2>/dev/null; then
+# (through env: setpriv's own exec can still pass a 0700 directory that a later exec cannot)
+if [ -x "$PREFIX/bin/python" ] && ! setpriv --reuid=65534 --regid=65534 --clear-groups env "$PREFIX/bin/python" -c '' 2>/dev/null; then
   echo "setup.sh: $PREFIX uses an interpreter other users cannot run ($(readlink -f "$PREFIX/bin/python")); recreating it"
   rm -rf "$PREFIX"
 fi
