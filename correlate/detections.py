@@ -125,7 +125,9 @@ class Detector:
         if kind == "tool_start":
             if event.get("tool_call") is not None:
                 s.tool_starts[event["tool_call"]] = event
-            found += self._unrequested(event) + self._loop(s, event)
+            # A process nobody asked for is an alert only once the session has talked to a model:
+            # before that (a plain `vigil trace -- make`) there is no agent whose model could ask.
+            found += (self._unrequested(event) if s.provider_hosts else []) + self._loop(s, event)
         elif kind == "file_open":
             found += self._secret_read(s, event) + self._outside_tree(s, event)
         elif kind in WRITE_TYPES:

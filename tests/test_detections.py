@@ -76,6 +76,15 @@ def test_ordinary_reads_are_not_secrets() -> None:
     assert d.observe(ev("file_open", 2, pid=200, path="/etc/shadow", read=True, ret=-13)) == []  # refused: nothing read
 
 
+def test_no_unrequested_alert_before_the_session_talked_to_a_model() -> None:
+    d = Detector()
+    d.observe(ev("session_start", 1, cwd="/work/repo"))  # a plain command, no LLM call (yet)
+    assert d.observe(ev("tool_start", 2, tool_call=1, argv=["ls"], unrequested=True, pid=300)) == []
+    d.observe(ev("llm_call", 3, pid=100, host="api.anthropic.com", response_id="msg_1"))
+    found = d.observe(ev("tool_start", 4, tool_call=2, argv=["curl", "evil"], unrequested=True, pid=301))
+    assert names(found) == ["unrequested"]
+
+
 def test_unrequested_process() -> None:
     d = Detector()
     session(d)
