@@ -8,7 +8,8 @@ from typing import Any
 from fakellm import FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, Exchange
 from support.helpers import TraceResult
 
-PROVIDER = {"anthropic": "anthropic", "openai_chat": "openai", "openai_responses": "openai", "gemini": "gemini"}
+PROVIDER = {"anthropic": "anthropic", "openai_chat": "openai", "openai_responses": "openai", "gemini": "gemini",
+            "ollama_chat": "ollama", "ollama_generate": "ollama"}
 SECRETS = (FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, "AIzaSyFakeGeminiKey0123456789abcdefghij")
 
 
