@@ -12,6 +12,9 @@ Markers are applied here, by module, so test files carry none of their own:
 from __future__ import annotations
 
 import os
+import socket
+import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -47,3 +50,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def root() -> None:
     """The test needs to run as root."""
     need(os.geteuid() == 0, "this test needs root")
+
+
+@pytest.fixture
+def sink() -> Iterator[int]:
+    """A loopback listener that is not the LLM provider: where the secret would go."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    listener.close()

@@ -7,65 +7,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakellm import FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env
-from support.helpers import VIGIL, parse_json_lines, vigil
+from support.helpers import vigil
+from support.scripted_agent import run_scripted_agent
 
 pytestmark = pytest.mark.usefixtures("root")
 
-AGENT = Path(__file__).parent / "data" / "control" / "llm_agent.py"
-
-
-@pytest.fixture
-def sink() -> Iterator[int]:
-    """A loopback listener that is not the LLM provider: where the secret would go."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    listener.close()
-
-
 def run_agent(tmp_path: Path, port: int, commands: list[str], *extra: str) -> tuple[list[dict[str, Any]], Path]:
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    (home / ".ssh" / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n")
-    work = tmp_path / "work"
-    work.mkdir()
-    scenario = Scenario("steal", default_reply=Reply(
-        text="Let me check.", tool_calls=tuple(ToolCallSpec("bash", {"command": c}) for c in commands)))
-    db = tmp_path / "vigil.db"
-    with FakeLLMServer(scenarios={"steal": scenario}, default_scenario="steal") as server:
-        env = {**client_env(server), "HOME": str(home)}
-        proc = subprocess.run([*VIGIL, "run", "-o", "json", "--db", str(db), *extra, "--", sys.executable, str(AGENT)],
-                              env=env, cwd=work, capture_output=True, text=True, timeout=180, check=False)
-        assert server.errors == []
-    assert proc.returncode == 0, proc.stderr
-    events, _ = parse_json_lines(proc.stdout)
-    return events, db
+    return run_scripted_agent(tmp_path, "run", commands, *extra)
 
 
 def test_secret_read_then_egress_is_one_story(tmp_path: Path, sink: int) -> None:

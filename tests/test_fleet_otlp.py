@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_otlp import OtlpReceiver, attrs, spans_of
+from support.otlp_receiver import OtlpReceiver, attrs, spans_of
 from vigild.correlate.containers import Container
 from vigild.correlate.sessions import Session
 from vigild.daemon.sinks.otlp import export_session

@@ -15,7 +15,7 @@ import pytest
 
 from fakellm import FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env
 from support.helpers import TraceResult, vigil, vigil_trace
-from test_otlp import OtlpReceiver, attrs, spans_of
+from support.otlp_receiver import OtlpReceiver, attrs, spans_of
 
 pytestmark = pytest.mark.usefixtures("root")
 

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from fakellm import CLIENTS_DIR, FakeLLMServer, client_env
 from support.helpers import vigil, vigil_trace
-from support.otlp_receiver import OtlpReceiver, Received
+from support.otlp_receiver import OtlpReceiver, attrs, spans_of
 from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.sessions import Session
 from vigild.daemon.crypto import generate_key_file
@@ -34,21 +33,6 @@ def receiver() -> Iterator[OtlpReceiver]:
     r = OtlpReceiver()
     yield r
     r.close()
-
-
-def value(v: AnyValue) -> Any:
-    kind = v.WhichOneof("value")
-    if kind == "array_value":
-        return [value(x) for x in v.array_value.values]
-    return getattr(v, kind) if kind else None
-
-
-def attrs(item: Any) -> dict[str, Any]:
-    return {kv.key: value(kv.value) for kv in item.attributes}
-
-
-def spans_of(received: Received) -> list[Span]:
-    return [s for rs in received.request.resource_spans for ss in rs.scope_spans for s in ss.spans]
 
 
 def by_name(spans: list[Span], prefix: str) -> list[Span]:

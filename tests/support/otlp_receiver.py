@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -58,3 +61,21 @@ class OtlpReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def value(v: AnyValue) -> Any:
+    """An OTLP attribute value as Python (arrays as lists)."""
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [value(x) for x in v.array_value.values]
+    return getattr(v, kind) if kind else None
+
+
+def attrs(item: Any) -> dict[str, Any]:
+    """A resource's or span's attributes as a dict."""
+    return {kv.key: value(kv.value) for kv in item.attributes}
+
+
+def spans_of(received: Received) -> list[Span]:
+    """Every span of one received export."""
+    return [s for rs in received.request.resource_spans for ss in rs.scope_spans for s in ss.spans]
