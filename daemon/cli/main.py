@@ -217,6 +217,37 @@ def knob_arg(knob: Knob) -> Callable[[str], int]:
     return convert
 
 
+def _doctor(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from vigild.daemon.cli.doctor import cmd_doctor  # reads /proc and ELF files: loaded only when asked
+
+    return cmd_doctor(args.pid, args.output, sys.stdout)
+
+
+def _hook(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from vigild.daemon.cli.hook import run_hook  # runs inside an agent's hook: kept off the common path
+
+    return run_hook(args.event, sys.stdin, sys.stdout, args.socket)
+
+
+def _command(name: str) -> Callable[[argparse.ArgumentParser, argparse.Namespace], int]:
+    """The function behind one subcommand."""
+    commands: dict[str, Callable[[argparse.ArgumentParser, argparse.Namespace], int]] = {
+        "trace": trace.cmd_trace,
+        "run": trace.cmd_trace,
+        "sessions": lambda parser, args: stored.cmd_sessions(args),
+        "status": lambda parser, args: socket_commands.cmd_status(args),
+        "top": lambda parser, args: socket_commands.cmd_top(args),
+        "doctor": _doctor,
+        "export": lambda parser, args: stored.cmd_export(args),
+        "report": lambda parser, args: stored.cmd_report(args),
+        "keygen": lambda parser, args: stored.cmd_keygen(args),
+        "declare": lambda parser, args: socket_commands.cmd_declare(args),
+        "hook": _hook,
+        "show": lambda parser, args: stored.cmd_show(args),
+    }
+    return commands[name]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -226,31 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="vigil: %(levelname)s %(name)s: %(message)s")
     try:
-        if args.command in ("trace", "run"):
-            return trace.cmd_trace(parser, args)
-        if args.command == "sessions":
-            return stored.cmd_sessions(args)
-        if args.command == "status":
-            return socket_commands.cmd_status(args)
-        if args.command == "top":
-            return socket_commands.cmd_top(args)
-        if args.command == "doctor":
-            from vigild.daemon.cli.doctor import cmd_doctor
-
-            return cmd_doctor(args.pid, args.output, sys.stdout)
-        if args.command == "export":
-            return stored.cmd_export(args)
-        if args.command == "report":
-            return stored.cmd_report(args)
-        if args.command == "keygen":
-            return stored.cmd_keygen(args)
-        if args.command == "declare":
-            return socket_commands.cmd_declare(args)
-        if args.command == "hook":
-            from vigild.daemon.cli.hook import run_hook
-
-            return run_hook(args.event, sys.stdin, sys.stdout, args.socket)
-        return stored.cmd_show(args)
+        return _command(args.command)(parser, args)
     except (BpfUnavailable, BpfError, StoreError, LaunchError, CgroupError) as exc:
         first_line = str(exc).splitlines()[0]
         print(f"vigil: error: {first_line}", file=sys.stderr)
