@@ -11,17 +11,15 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from support.require import need
 from fakellm import CLIENTS_DIR, FakeLLMServer, client_env
-from support.vigild_proc import Vigild, free_port, metric_value
+from support.prometheus import Prometheus
+from support.vigild_proc import Vigild, metric_value
 
 pytestmark = pytest.mark.usefixtures("root")
 
@@ -39,44 +37,6 @@ ctx = ssl.create_default_context(cafile=os.environ["FAKELLM_CA"])
 with ctx.wrap_socket(socket.create_connection((url.hostname, url.port)), server_hostname=url.hostname) as s:
     s.sendall(b"\\x00\\x01 this is not HTTP \\r\\n\\r\\n")
 """
-
-
-class Prometheus:
-    def __init__(self, workdir: Path, target_port: int) -> None:
-        self.port = free_port()
-        config = workdir / "prometheus.yml"
-        config.write_text(f"""
-global:
-  scrape_interval: 500ms
-  evaluation_interval: 500ms
-scrape_configs:
-  - job_name: vigild
-    static_configs:
-      - targets: ["127.0.0.1:{target_port}"]
-""")
-        self.proc = subprocess.Popen(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1)
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError("prometheus did not become ready")
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(url, timeout=10) as reply:
-            body = json.load(reply)
-        assert body["status"] == "success", body
-        return list(body["data"]["result"])
-
-    def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 def substitute(expr: str) -> str:
@@ -155,7 +115,10 @@ memory_max = "64M"
         status = vigild.status()
         assert [s["agent"] for s in status["sessions"]] == ["early"]
         assert status["sessions"][0]["pid"] == early_proc.pid
-        prometheus = Prometheus(tmp_path, vigild.port)
+        prometheus = Prometheus(tmp_path / "prometheus", {
+            "global": {"scrape_interval": "500ms", "evaluation_interval": "500ms"},
+            "scrape_configs": [{"job_name": "vigild", "static_configs": [{"targets": [f"127.0.0.1:{vigild.port}"]}]}],
+        })
 
         subprocess.run([str(agent)], env=client_env(server), check=True, timeout=60)
         subprocess.run(["sh", "-c", ": shargs-marker; ls / >/dev/null"], check=True)
