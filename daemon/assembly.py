@@ -158,8 +158,8 @@ def open_pipeline(sensors: Sensors, *, capture_content: bool, max_body_bytes: in
     pipeline = Pipeline(sensors.lineage, sinks=[], tls=sensors.tls, intent=intent, control=sensors.tools,
                         sensors=[s for s in (sensors.effects, sensors.plain_http) if s is not None], detector=detector,
                         telemetry=telemetry.records if telemetry is not None else None,
-                        classify_root=classify_root)
+                        classify_root=classify_root,
+                        own_hosts=[urlsplit(telemetry.endpoint).netloc] if telemetry is not None else [])
     if telemetry is not None:
         telemetry.candidates = pipeline.tracked_pids
-        pipeline.intents.own_hosts.add(urlsplit(telemetry.endpoint).netloc)
     return pipeline

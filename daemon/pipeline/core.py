@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import psutil
@@ -82,6 +82,7 @@ class Pipeline:
         control: ToolControlPort | None = None,
         detector: Detector | None = None,
         telemetry: queue.SimpleQueue[TelemetryRecord] | None = None,
+        own_hosts: Iterable[str] = (),
     ) -> None:
         """classify_root names the agent of a process the kernel made a root by comm, or
         returns None when a closer look (its executable, its arguments) says it is not one: the
@@ -89,7 +90,8 @@ class Pipeline:
 
         control (vigil run) puts each tool call of controlled roots in its own cgroup and adds
         tool_start/tool_end events. telemetry: the agents' own OTLP records (vigil's receiver),
-        merged with what TLS decoded."""
+        merged with what TLS decoded. own_hosts: vigil's own HTTP endpoints (host:port, the
+        telemetry receiver), whose requests are never reported."""
         self.lineage = lineage
         self.sinks = list(sinks)
         self.tls = tls
@@ -128,7 +130,7 @@ class Pipeline:
         self._health_at = 0.0
         self.capture = CaptureHealth(tls, lineage, self.processes, self.sessions, self._dispatch, self.tracks)
         self.intents = IntentHandler(self.intent, self.processes, self._dispatch, control=control,
-                                     telemetry=telemetry, on_plaintext=self.capture.plaintext)
+                                     telemetry=telemetry, on_plaintext=self.capture.plaintext, own_hosts=own_hosts)
         # Handlers before the sinks see the event (they may change what the sinks get, or hold
         # the process until they are done), and after it.
         self.before = Router()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from vigild.bpf.events import SOCK_LIB_PIPE, ExitEvent, ProcessEvent, TlsClose, TlsData
@@ -29,7 +29,7 @@ class IntentHandler:
     def __init__(self, intent: TlsStreamDecoder | None, processes: ProcessTable, emit: Callable[[Event], None],
                  control: ToolControlPort | None = None,
                  telemetry: queue.SimpleQueue[TelemetryRecord] | None = None,
-                 on_plaintext: Callable[[TlsData], None] = lambda event: None) -> None:
+                 on_plaintext: Callable[[TlsData], None] = lambda event: None, own_hosts: Iterable[str] = ()) -> None:
         self.intent = intent
         self.processes = processes
         self.emit = emit
@@ -37,7 +37,7 @@ class IntentHandler:
         self.telemetry = telemetry
         self.on_plaintext = on_plaintext
         self.tls_gaps = TlsGaps()
-        self.own_hosts: set[str] = set()  # vigil's own HTTP endpoints (host:port), never reported as requests
+        self.own_hosts = frozenset(own_hosts)  # vigil's own HTTP endpoints (host:port), never reported as requests
         self.mcp = McpTracker()  # MCP over stdio: pipe writes from the sockdata sensor
         self.merger = TelemetryMerger(comm_of=self._comm_of) if telemetry is not None else None
         self._last_expire = 0.0
