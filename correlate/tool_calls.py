@@ -21,6 +21,8 @@ from vigild.bpf.events import ExecEvent
 from vigild.correlate.shell_commands import inner_commands
 
 INTENT_MAX_AGE_NS = 300 * 1_000_000_000  # an LLM tool call older than this is not "shortly before"
+# Unrequested calls kept per session for a late intent to link (telemetry arrives after the tool ran)
+ENDED_UNREQUESTED_KEPT = 64
 MIN_MATCH_CHARS = 2
 COMMAND_KEYS = ("command", "cmd", "script", "code", "commandLine", "shell_command")
 
@@ -93,6 +95,7 @@ class ToolCall:
     all_pids: set[int] = field(default_factory=set)   # every member ever
     intent: ToolIntent | None = None
     match: str | None = None  # "command" or "order"; None when unrequested
+    link_source: str | None = None  # where a late link came from ("telemetry", "tls"); None: linked at start
     exit_code: int | None = None
     signal: int | None = None
     end_ns: int | None = None
@@ -133,6 +136,8 @@ class ToolCallBook:
         self.calls: dict[int, ToolCall] = {}      # open calls by id
         self.member: dict[int, int] = {}          # alive pid -> call id
         self.intents: dict[int | None, deque[ToolIntent]] = {}
+        # ended calls no model asked for yet: an intent that arrives late may still name them
+        self.ended_unrequested: dict[int | None, deque[ToolCall]] = {}
         self._llm_seq = 0
         self.intent_max_age_ns = intent_max_age_ns
 
@@ -174,6 +179,8 @@ class ToolCallBook:
         """Close the call (last exit seen, or its cgroup found empty)."""
         call.end_ns = ts_ns
         self.calls.pop(call.id, None)
+        if call.unrequested:
+            self.ended_unrequested.setdefault(call.session_id, deque(maxlen=ENDED_UNREQUESTED_KEPT)).append(call)
         for pid in call.pids:
             self.member.pop(pid, None)
         call.pids.clear()
@@ -197,17 +204,44 @@ class ToolCallBook:
 
     # ---- intent ----
     def llm_call(self, session_id: int | None, ts_ns: int, tool_calls: list[dict[str, Any]],
-                 response_id: str | None) -> None:
-        """Remember the tool calls an LLM response asked for; spawns that follow consume them."""
+                 response_id: str | None, source: str = "tls") -> list[ToolCall]:
+        """Remember the tool calls an LLM response asked for; spawns that follow consume them.
+        A tool call that already ran as an unrequested call (its intent arrived late: the
+        agent's telemetry, a response read after the spawn) is linked to it now instead;
+        returns the calls so linked."""
         if not tool_calls:
-            return
+            return []
         self._llm_seq += 1
         queue = self.intents.setdefault(session_id, deque(maxlen=256))
+        linked: list[ToolCall] = []
         for tc in tool_calls:
-            queue.append(ToolIntent(session_id=session_id, ts_ns=ts_ns, llm_seq=self._llm_seq,
-                                    tool_call_id=tc.get("id"), tool_name=tc.get("name"),
-                                    arguments=tc.get("arguments", tc.get("arguments_raw")),
-                                    response_id=response_id))
+            intent = ToolIntent(session_id=session_id, ts_ns=ts_ns, llm_seq=self._llm_seq,
+                                tool_call_id=tc.get("id"), tool_name=tc.get("name"),
+                                arguments=tc.get("arguments", tc.get("arguments_raw")), response_id=response_id)
+            queue.append(intent)
+            call = self._late_call(intent)
+            if call is not None:
+                self._consume(call, intent, "command")
+                call.link_source = source
+                linked.append(call)
+        return linked
+
+    def _late_call(self, intent: ToolIntent) -> ToolCall | None:
+        """The unrequested call of the intent's session, started after the model was asked (and
+        not later than an intent may be fresh), whose command is the intent's: exactly (through
+        the agent's wrappers) first, else containing it; the earliest such. Never by order: a
+        late intent has no "next spawn" to go by."""
+        session = intent.session_id
+        candidates = sorted((c for c in [*self.calls.values(), *self.ended_unrequested.get(session, ())]
+                             if c.session_id == session and c.unrequested
+                             and 0 <= c.start_ns - intent.ts_ns <= self.intent_max_age_ns),
+                            key=lambda c: c.start_ns)
+        strings = intent.strings()
+        for test in (command_is, command_matches):
+            for call in candidates:
+                if any(test(s, call.argv) for s in strings):
+                    return call
+        return None
 
     def _fresh(self, session_id: int | None, ts_ns: int) -> list[ToolIntent]:
         queue = self.intents.get(session_id) or ()
@@ -277,6 +311,24 @@ class ToolStart:
                 "pid": c.pid, "ppid": c.ppid, "argv": c.argv, "filename": c.filename, **_intent_fields(c),
                 "cgroup": self.cgroup, "limits": self.limits, "held": c.held, "hold_ms": self.hold_ms,
                 "placement_error": self.placement_error}
+
+
+@dataclass
+class ToolLinked:
+    """A tool call that started unrequested is the model's after all: an intent that arrived
+    after its spawn (the agent's telemetry, a response read late) names its command. Its
+    tool_start said `unrequested`; from here on the call is linked (its tool_end, when it comes
+    after this, carries the id), and readers of the history apply this to its start."""
+
+    type: ClassVar[str] = "tool_linked"
+    ts_ns: int
+    call: ToolCall
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.call
+        return {"type": self.type, "ts_ns": self.ts_ns, "session_id": c.session_id, "tool_call": c.id,
+                "pid": c.pid, "start_ns": c.start_ns, "argv": c.argv, **_intent_fields(c),
+                "source": c.link_source, "ended": c.ended}
 
 
 @dataclass
