@@ -135,6 +135,9 @@ def test_openssl_path_decodes_every_call_and_telemetry_agrees(version: str, comm
         assert tool["arguments"]["cmd"] in " ".join(starts[0]["argv"])
         ends = [e for e in of_type(events, "tool_end") if e["tool_call"] == starts[0]["tool_call"]]
         assert len(ends) == 1 and ends[0]["outcome"] == "ok"
+    # TLS read the call; the telemetry that also names it is a check and links nothing (TLS wins)
+    assert [e for e in of_type(events, "tool_linked") if e["source"] != "tls"] == []
+    assert of_type(events, "detection") == []
 
 
 @pytest.mark.parametrize("command", ["trace", "run"])
@@ -155,6 +158,13 @@ def test_rustls_path_is_said_blind_and_telemetry_fills_in(version: str, command:
     first = calls[0]["tool_calls"][0]
     assert first["name"] == "exec_command" and first["arguments"] == served[0]["tool_calls"][0]["arguments"]
     assert first["success"] is True
+    # the telemetry arrives after the command ran: its call is linked then, and no alert stands
+    (start,) = [s for s in of_type(events, "tool_start") if first["arguments"]["cmd"] in " ".join(s["argv"])]
+    assert start["unrequested"] is True
+    (link,) = of_type(events, "tool_linked")
+    assert (link["tool_call"], link["tool_call_id"], link["match"], link["source"]) == (
+        start["tool_call"], first["id"], "command", "telemetry")
+    assert of_type(events, "detection") == [] and of_type(events, "alert_retracted") == []
 
 
 @pytest.mark.parametrize("version", VERSIONS)
