@@ -134,6 +134,7 @@ class Detector:
         self._secrets = GlobSet(self.config.secret_globs)
         self._write_allowed = GlobSet(self.config.write_allow_globs)
         self._sessions: dict[int | None, _Session] = {}
+        self._holding: set[int | None] = set()  # sessions with held alerts: expire() looks at these only
 
     def observe(self, event: dict[str, Any]) -> list[Detection | AlertRetracted]:
         kind = event.get("type", "")
@@ -174,6 +175,7 @@ class Detector:
             if event.get("unrequested") and s.blind and "unrequested" in self.config.enabled \
                     and event.get("tool_call") is not None:
                 s.held[event["tool_call"]] = [event, None]  # until its end and a grace: see expire()
+                self._holding.add(sid)
             elif s.provider_hosts:
                 # A process nobody asked for is an alert only once the session has talked to a
                 # model: before that (a plain `vigil trace -- make`) no model could have asked.
@@ -192,22 +194,34 @@ class Detector:
     def expire(self, now_ns: int) -> list[Detection]:
         """Release the held `unrequested` alerts whose tool ended a grace ago with no link."""
         found: list[Detection] = []
-        for sid, s in list(self._sessions.items()):
+        for sid in list(self._holding):
+            s = self._sessions.get(sid)
+            if s is None:  # its links came, then its end: nothing held any more
+                self._holding.discard(sid)
+                continue
             for call, (start, due) in list(s.held.items()):
                 if due is not None and now_ns >= due:
                     del s.held[call]
                     found += self._released(s, start)
-            if s.ended and not s.held:
-                del self._sessions[sid]
+            if not s.held:
+                self._holding.discard(sid)
+                if s.ended:
+                    del self._sessions[sid]
         return found
 
     def flush(self) -> list[Detection]:
         """At the end (every late intent has been merged): what is still held is unrequested."""
         found: list[Detection] = []
-        for s in self._sessions.values():
+        for sid in self._holding:
+            s = self._sessions.get(sid)
+            if s is None:
+                continue
             for start, _ in s.held.values():
                 found += self._released(s, start)
             s.held.clear()
+            if s.ended:
+                del self._sessions[sid]
+        self._holding.clear()
         return found
 
     def _released(self, s: _Session, start: dict[str, Any]) -> list[Detection]:

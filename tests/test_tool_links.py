@@ -124,6 +124,16 @@ def test_a_blind_sessions_alert_stands_once_the_grace_is_over() -> None:
     assert d.expire(9 * NS) == [] and d.flush() == []
 
 
+def test_a_session_linked_then_ended_is_forgotten() -> None:
+    d = Detector(DetectionConfig(unrequested_grace_s=5))
+    blind_session(d)
+    d.observe(LLM)
+    d.observe(START)
+    d.observe(LINK)
+    d.observe(ev("session_end", 10))
+    assert d.expire(100 * NS) == [] and d.flush() == [] and d._sessions == {}
+
+
 def test_held_alerts_are_raised_at_the_end_only_if_a_model_was_talked_to() -> None:
     d = Detector()
     blind_session(d)
