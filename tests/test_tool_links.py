@@ -6,6 +6,7 @@ history applies the links (vigil show, vigil sessions, the OTLP export)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,23 @@ def test_the_history_puts_a_linked_call_under_its_llm_call_and_drops_the_retract
     assert [node["tool_call"] for node in tree["unrequested"]] == [301]  # only the other call's
     (entry,) = tree["timeline"]
     assert [node["tool_call"] for node in entry["tool_calls"]] == [300]
+
+
+def test_a_retraction_is_counted_beside_the_alert_it_withdraws() -> None:
+    from prometheus_client import generate_latest
+    from support.vigild_proc import metric_value
+    from vigild.daemon.sinks.metrics import build_registry
+
+    @dataclass
+    class Ev:
+        type: str
+        fields: dict[str, Any]
+
+    registry, sink = build_registry(lambda: {}, frozenset())
+    for event in (Ev("session_start", {"session_id": SESSION, "agent": "codex"}),
+                  Ev("detection", {"session_id": SESSION, "name": "unrequested"}),
+                  Ev("alert_retracted", {"session_id": SESSION, "name": "unrequested"})):
+        sink.handle(event, {"type": event.type, **event.fields})  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    assert metric_value(text, "vigil_unrequested_processes_total", agent="codex") == 1
+    assert metric_value(text, "vigil_detections_retracted_total", agent="codex", kind="unrequested") == 1
