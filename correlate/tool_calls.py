@@ -23,6 +23,7 @@ from vigild.correlate.shell_commands import inner_commands
 INTENT_MAX_AGE_NS = 300 * 1_000_000_000  # an LLM tool call older than this is not "shortly before"
 # Unrequested calls kept per session for a late intent to link (telemetry arrives after the tool ran)
 ENDED_UNREQUESTED_KEPT = 64
+SESSIONS_KEPT = 1024
 MIN_MATCH_CHARS = 2
 COMMAND_KEYS = ("command", "cmd", "script", "code", "commandLine", "shell_command")
 
@@ -180,7 +181,7 @@ class ToolCallBook:
         call.end_ns = ts_ns
         self.calls.pop(call.id, None)
         if call.unrequested:
-            self.ended_unrequested.setdefault(call.session_id, deque(maxlen=ENDED_UNREQUESTED_KEPT)).append(call)
+            self._remember_unrequested(call)
         for pid in call.pids:
             self.member.pop(pid, None)
         call.pids.clear()
@@ -227,21 +228,27 @@ class ToolCallBook:
         return linked
 
     def _late_call(self, intent: ToolIntent) -> ToolCall | None:
-        """The unrequested call of the intent's session, started after the model was asked (and
-        not later than an intent may be fresh), whose command is the intent's: exactly (through
-        the agent's wrappers) first, else containing it; the earliest such. Never by order: a
-        late intent has no "next spawn" to go by."""
+        """The earliest unrequested call of the intent's session, started after the model was
+        asked (and not later than an intent may be fresh), whose command is exactly the intent's
+        (run directly or through the agent's wrappers: `bash -lc`, a shell snapshot and `eval`,
+        `exec bash -c`). Never a command line merely containing it, never by order: the spawn
+        a late intent names has already happened, and a looser guess could take another's."""
         session = intent.session_id
         candidates = sorted((c for c in [*self.calls.values(), *self.ended_unrequested.get(session, ())]
                              if c.session_id == session and c.unrequested
                              and 0 <= c.start_ns - intent.ts_ns <= self.intent_max_age_ns),
                             key=lambda c: c.start_ns)
         strings = intent.strings()
-        for test in (command_is, command_matches):
-            for call in candidates:
-                if any(test(s, call.argv) for s in strings):
-                    return call
-        return None
+        return next((c for c in candidates if any(command_is(s, c.argv) for s in strings)), None)
+
+    def _remember_unrequested(self, call: ToolCall) -> None:
+        """Keep an ended unrequested call for a late intent: the last few per session, of the
+        last sessions only (a long-running vigild sees sessions come and go)."""
+        kept = self.ended_unrequested.pop(call.session_id, None) or deque(maxlen=ENDED_UNREQUESTED_KEPT)
+        kept.append(call)
+        self.ended_unrequested[call.session_id] = kept  # re-inserted last: the newest session
+        while len(self.ended_unrequested) > SESSIONS_KEPT:
+            del self.ended_unrequested[next(iter(self.ended_unrequested))]
 
     def _fresh(self, session_id: int | None, ts_ns: int) -> list[ToolIntent]:
         queue = self.intents.get(session_id) or ()

@@ -13,6 +13,7 @@ from typing import Any
 from vigild.bpf.events import ExecEvent
 from vigild.correlate.detections import AlertRetracted, Detection, DetectionConfig, Detector
 from vigild.correlate.timeline import build_timeline, summary
+from vigild.correlate import tool_calls
 from vigild.correlate.tool_calls import ToolCallBook, ToolLinked
 from vigild.correlate.tool_links import apply_links
 
@@ -55,18 +56,29 @@ def test_telemetry_links_codexs_recorded_tool_calls_after_they_ran() -> None:
     assert event["source"] == "telemetry" and event["tool_call"] == calls[0].id
 
 
-def test_a_late_link_is_exact_first_and_never_by_order() -> None:
+def test_a_late_link_is_exact_and_never_by_containment_or_order() -> None:
     book = ToolCallBook()
     wide = spawn(book, 200, ["bash", "-c", "ls -la /tmp"], ts=11 * NS)
     exact = spawn(book, 201, ["bash", "-lc", "ls -la"], ts=12 * NS)
     stranger = spawn(book, 202, ["curl", "evil"], ts=13 * NS)
     (linked,) = asked(book, 10 * NS, ("c1", "ls -la"))
-    assert linked is exact  # the exact command beats the one that merely contains it
-    assert asked(book, 10 * NS, ("c2", "make")) == []  # nothing names make: no link by order
+    assert linked is exact  # not the one that merely contains it, though it started first
+    assert asked(book, 10 * NS, ("c2", "ls -la /tm")) == []  # a part of a command line is no link
+    assert asked(book, 10 * NS, ("c3", "make")) == []  # nothing names make: no link by order
     assert wide.unrequested and stranger.unrequested
     # the linked intent is consumed: a later spawn of the same command is not given it
     again = spawn(book, 203, ["ls", "-la"], ts=14 * NS)
     assert again.intent is None or again.intent.tool_call_id != "c1"
+
+
+def test_ended_unrequested_calls_are_kept_for_the_last_sessions_only() -> None:
+    book = ToolCallBook()
+    for session in range(tool_calls.SESSIONS_KEPT + 5):
+        call = spawn(book, 1000 + session, ["ls"], ts=12 * NS, session=session)
+        book.exit(call.pid, 13 * NS, 0, None)
+    assert len(book.ended_unrequested) == tool_calls.SESSIONS_KEPT and 0 not in book.ended_unrequested
+    assert asked(book, 10 * NS, ("c1", "ls"), session=tool_calls.SESSIONS_KEPT + 4) != []
+    assert asked(book, 10 * NS, ("c2", "ls"), session=0) == []  # forgotten
 
 
 def test_no_late_link_before_the_request_in_another_session_or_over_tls() -> None:
