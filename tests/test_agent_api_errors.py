@@ -4,7 +4,7 @@ reads the calls (Gemini CLI), each refused attempt is an `llm_call` with its sta
 checked against the agent's own `api_error` record; where TLS is blind (Codex over rustls, Claude
 Code unlocated), the agent's telemetry makes the same failed `llm_call`. Codex's shell tool call,
 run after its retry got through, is linked to the model's id once the telemetry names it, and
-`vigil show` tells it under that LLM call, with no alert left."""
+`vigil show` and the OTLP export tell it under that LLM call, with no alert left."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ import pytest
 from support.helpers import vigil
 from support.require import need
 from realagents.harness import RealRun, missing_prerequisite, run_agent
+
+from vigild.daemon.sinks.otlp import session_spans
+from vigild.daemon.store import Store
 
 pytestmark = pytest.mark.usefixtures("root")
 
@@ -61,6 +64,18 @@ def test_codex_over_rustls_refused_then_linked(tmp_path: Path, monkeypatch: pyte
     assert sorted(asked) == sorted([(500, []), (200, [start["tool_call"]]), (200, [])])
     (node,) = [n for e in tree["timeline"] for n in e["tool_calls"]]
     assert node["start"]["tool_call_id"] == tool["id"] and node["start"]["linked_by"] == "telemetry"
+    # the OTLP export: the tool span carries the model's id and links to the chat span that asked
+    store = Store(db)
+    try:
+        spans = session_spans(store, start["session_id"])
+    finally:
+        store.close()
+    (tool_span,) = [s for s in spans if s.name.startswith("execute_tool")]
+    chats = {s.context.span_id for s in spans if s.name.startswith("chat")}
+    assert tool_span.attributes["gen_ai.tool.call.id"] == tool["id"]
+    assert tool_span.attributes["vigil.tool.unrequested"] is False
+    assert [link.context.span_id for link in tool_span.links] and {
+        link.context.span_id for link in tool_span.links} <= chats
 
 
 def test_gemini_cli_errors_read_by_tls_agree_with_its_api_error_records(
