@@ -11,6 +11,8 @@ model call is `codex.api_request` (status, endpoint, duration), then `codex.sse_
 the `response.completed` one carrying the token counts, then for each tool call the model asked
 for `codex.tool_decision` (call id, tool name) and `codex.tool_result` (arguments, outcome). The
 next `codex.api_request` or `codex.user_prompt` closes the call; so does a quiet spell or the end.
+A request the API refused is a `codex.api_request` with its status and `error.message` ("http
+500"), one per attempt.
 
 Claude Code (2.1.332, resource `service.name` "claude-code", events named without a prefix:
 `api_request`, `tool_decision`, `tool_result`): `api_request` is logged once a response has
@@ -18,11 +20,18 @@ ended (only successful ones: HTTP 200) with model, tokens, `cost_usd`, `duration
 response's `request_id`; its tools, run while the response still streams, are logged before and
 after it under the same `request_id` (`tool_use_id`, `tool_name`, `success`, `duration_ms`). One
 call is one `request_id`; a quiet spell closes it. The TLS twin carries the same `request-id`.
+A request that failed for good (Claude Code retries 5xx, 429 and even 400 silently) is one
+`api_error` (model, error, status_code, duration_ms, attempt, request_id).
 
 Gemini CLI (0.61.0, `gemini_cli.` events): `api_request` opens a call, `api_response` gives its
 status, model, tokens and duration, the `gen_ai.client.inference.operation.details` record after
 it the response id (the TLS twin's too), and `tool_call` records (name, success, duration; no
 call id) the tools the response asked for. The next `api_request` of the prompt closes the call.
+Each refused attempt is a `gemini_cli.api_error` in place of the `api_response` (status_code, the
+provider's error body as `error`, duration_ms).
+
+An API error becomes what TLS makes of an error response: an `llm_call` with the HTTP status and
+the provider's message in `error`, no tokens.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vigild.correlate.intent import LlmCall, TelemetryCheck
+from vigild.correlate.llm_common import error_message
+from vigild.correlate.redact import redact_text
 
 QUIET_NS = 2 * 1_000_000_000  # a call with no new record for this long is complete
 # A complete call waits this long for its TLS twin before standing alone: the TLS decode of the
@@ -48,7 +59,7 @@ MATCH_WINDOW_NS = 10 * 1_000_000_000  # how far apart TLS and telemetry may date
 # fields compared when both sources have the call
 COMPARED = ("status", "model", "input_tokens", "output_tokens", "cache_read_input_tokens", "tool_call_ids",
             "tool_names")
-CLAUDE_EVENTS = frozenset({"api_request", "tool_decision", "tool_result"})
+CLAUDE_EVENTS = frozenset({"api_request", "api_error", "tool_decision", "tool_result"})
 GEMINI_DETAILS = "gen_ai.client.inference.operation.details"
 
 
@@ -83,6 +94,7 @@ class _Call:
     cache_creation_input_tokens: int | None = None
     cost_usd: float | None = None
     finish_reason: str | None = None
+    error: str | None = None  # the API's refusal, as TLS would read it from the error body
     completed: bool = False
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
@@ -97,6 +109,19 @@ def _int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _error(value: Any) -> str | None:
+    """An API error as TLS reads it from the error body: the provider's message when the agent
+    passed the body on (Gemini CLI), else its own words ("http 500"); redacted like all text."""
+    if value in (None, ""):
+        return None
+    text = str(value)
+    try:
+        message = error_message(json.loads(text))
+    except ValueError:
+        message = None
+    return redact_text(message or text)
 
 
 def _float(value: Any) -> float | None:
@@ -169,7 +194,7 @@ class TelemetryMerger:
             self._open[key] = _Call(
                 agent="codex", pid=pid, ts_ns=record.ts_ns - int((duration or 0) * 1e6), last_ns=self.clock(),
                 endpoint=str(a.get("endpoint") or ""), status=_int(a.get("http.response.status_code")) or 0,
-                duration_ms=duration, model=a.get("model"))
+                duration_ms=duration, model=a.get("model"), error=_error(a.get("error.message")))
             return
         if record.name == "codex.tool_result":
             # the call that asked for this tool, even when the next request has begun
@@ -212,16 +237,23 @@ class TelemetryMerger:
         a = record.attributes
         name = record.name.removeprefix("claude_code.")
         request_id = a.get("request_id")
-        if name not in CLAUDE_EVENTS or not request_id:
+        if name not in CLAUDE_EVENTS or not (request_id or name == "api_error"):
             self.ignored += 1
             return
-        key = (pid, f"claude:{request_id}")
+        # an error with no response has no request id: it is a call of its own
+        key = (pid, f"claude:{request_id}" if request_id else f"claude-error@{record.ts_ns}")
         call = self._open.get(key)
         if call is None:
             call = self._open[key] = _Call(agent="claude", pid=pid, ts_ns=record.ts_ns, last_ns=self.clock(),
                                            endpoint="", status=0, duration_ms=None, model=None,
-                                           provider="anthropic", request_id=str(request_id))
+                                           provider="anthropic", request_id=str(request_id) if request_id else None)
         call.last_ns = self.clock()
+        if name == "api_error":
+            duration = _float(a.get("duration_ms"))
+            call.ts_ns = record.ts_ns - int((duration or 0) * 1e6)
+            call.status, call.duration_ms = _int(a.get("status_code")) or 0, duration
+            call.model, call.error = a.get("model"), _error(a.get("error"))
+            return
         if name == "api_request":
             duration = _float(a.get("duration_ms"))
             call.ts_ns = record.ts_ns - int((duration or 0) * 1e6)
@@ -275,6 +307,11 @@ class TelemetryMerger:
             call.reasoning_tokens = _int(a.get("thoughts_token_count"))
             reasons = a.get("finish_reasons")
             call.finish_reason = str(reasons[0]) if isinstance(reasons, list) and reasons else None
+        elif record.name == "gemini_cli.api_error":
+            call.status = _int(a.get("status_code")) or 0
+            call.model = a.get("model") or call.model
+            call.duration_ms = _float(a.get("duration_ms"))
+            call.error = _error(a.get("error.message") or a.get("error"))
         elif record.name == GEMINI_DETAILS and call.completed and a.get("gen_ai.response.id"):
             call.response_id = str(a["gen_ai.response.id"])
         elif record.name == "gemini_cli.tool_call":
@@ -298,7 +335,7 @@ class TelemetryMerger:
             finish_reason=call.finish_reason or ("completed" if call.completed else None),
             tool_calls=[{k: v for k, v in t.items() if k != "decision"} for t in call.tool_calls],
             response_id=call.response_id, request_id=call.request_id, cost_usd=call.cost_usd,
-            source="telemetry")]
+            error=call.error, source="telemetry")]
 
     @staticmethod
     def _tool_ids(tool_calls: list[dict[str, Any]]) -> frozenset[str] | None:

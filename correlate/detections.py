@@ -38,10 +38,11 @@ DEFAULT_SECRET_GLOBS = (
 DEFAULT_WRITE_ALLOW_GLOBS = ("/tmp/**", "/var/tmp/**", "/dev/**", "/proc/**", "/sys/**", "/run/**")
 WRITE_TYPES = ("file_write", "file_unlink", "file_rename", "file_mkdir", "file_chmod")
 # The only event types observe() looks at; the pipeline skips building dicts for the rest.
-WATCHED_TYPES = frozenset({"session_start", "session_end", "llm_call", "tool_start", "file_open", "net_connect",
-                           *WRITE_TYPES})
+WATCHED_TYPES = frozenset({"session_start", "session_end", "llm_call", "tool_start", "tool_end", "tool_linked",
+                           "capture_blind", "file_open", "net_connect", *WRITE_TYPES})
 MAX_REMEMBERED_TOOL_IDS = 1024  # per session: the LLM calls an evidence chain can still name
 ALL_DETECTIONS = frozenset({"secret_read", "secret_egress", "unrequested", "tool_loop", "write_outside_tree"})
+MAX_REMEMBERED_ALERTS = 1024  # per session: unrequested alerts a late link can still retract
 
 
 @dataclass
@@ -53,6 +54,11 @@ class DetectionConfig:
     write_allow_globs: tuple[str, ...] = DEFAULT_WRITE_ALLOW_GLOBS
     egress_window_s: float = 300.0  # a secret read this long ago still taints egress
     loop_threshold: int = 3  # the same tool call this many times in a row
+    # A session whose capture is blind (capture_blind) learns what its model asked from the
+    # agent's telemetry, which comes in batches after the tool ran: its `unrequested` alerts wait
+    # this long past the tool's end for a late link (the telemetry merger alone holds a call
+    # 2 s quiet + 5 s for a TLS twin, after the agent's own export delay).
+    unrequested_grace_s: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,27 @@ class Detection:
         return {"type": self.type, "ts_ns": self.ts_ns, "session_id": self.session_id, "pid": self.pid,
                 "tool_call": self.tool_call, "name": self.name, "reason": self.reason,
                 "evidence": list(self.evidence)}
+
+
+@dataclass(frozen=True)
+class AlertRetracted:
+    """An alert already out is withdrawn: a late link showed that the model did ask for the
+    tool call it was raised on (`unrequested` only). Counters cannot go down: this is what says
+    the alert no longer stands, to every reader of the stream and the history."""
+
+    type: ClassVar[str] = "alert_retracted"
+    ts_ns: int
+    session_id: int | None
+    pid: int | None
+    tool_call: int | None
+    name: str
+    alert_ts_ns: int  # the retracted detection's ts_ns (with session, tool_call and name: which one)
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "ts_ns": self.ts_ns, "session_id": self.session_id, "pid": self.pid,
+                "tool_call": self.tool_call, "name": self.name, "alert_ts_ns": self.alert_ts_ns,
+                "reason": self.reason}
 
 
 def summarize(event: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +119,11 @@ class _Session:
     tool_starts: dict[int, dict[str, Any]] = field(default_factory=dict)
     loop_key: str | None = None
     loop_run: list[dict[str, Any]] = field(default_factory=list)
+    blind: bool = False  # the capture said it cannot read some of the session's traffic
+    ended: bool = False  # session_end seen; kept while alerts are held
+    # unrequested tool starts waiting for a late link: tool_call -> [tool_start, release at (ns) or None]
+    held: dict[int, list[Any]] = field(default_factory=dict)
+    raised: OrderedDict[int, Detection] = field(default_factory=OrderedDict)  # unrequested alerts out
 
 
 class Detector:
@@ -102,17 +134,32 @@ class Detector:
         self._secrets = GlobSet(self.config.secret_globs)
         self._write_allowed = GlobSet(self.config.write_allow_globs)
         self._sessions: dict[int | None, _Session] = {}
+        self._holding: set[int | None] = set()  # sessions with held alerts: expire() looks at these only
 
-    def observe(self, event: dict[str, Any]) -> list[Detection]:
+    def observe(self, event: dict[str, Any]) -> list[Detection | AlertRetracted]:
         kind = event.get("type", "")
         sid = event.get("session_id")
         if kind == "session_end":
-            self._sessions.pop(sid, None)
+            s = self._sessions.get(sid)
+            if s is not None and s.held:
+                s.ended = True  # its held alerts still wait for their links
+            else:
+                self._sessions.pop(sid, None)
             return []
         s = self._sessions.setdefault(sid, _Session())
         if kind == "session_start":
             s.cwd = event.get("cwd")
             return []
+        if kind == "capture_blind":
+            s.blind = True
+            return []
+        if kind == "tool_end":
+            held = s.held.get(event.get("tool_call"))  # type: ignore[arg-type]
+            if held is not None:
+                held[1] = event.get("ts_ns", 0) + int(self.config.unrequested_grace_s * 1e9)
+            return []
+        if kind == "tool_linked":
+            return self._linked(s, event)
         if kind == "llm_call":
             self._note_provider(s, event)
             for tool_call in event.get("tool_calls") or ():
@@ -121,13 +168,19 @@ class Detector:
             while len(s.llm_of_tool_id) > MAX_REMEMBERED_TOOL_IDS:
                 s.llm_of_tool_id.popitem(last=False)
             return []
-        found: list[Detection] = []
+        found: list[Detection | AlertRetracted] = []
         if kind == "tool_start":
             if event.get("tool_call") is not None:
                 s.tool_starts[event["tool_call"]] = event
-            # A process nobody asked for is an alert only once the session has talked to a model:
-            # before that (a plain `vigil trace -- make`) there is no agent whose model could ask.
-            found += (self._unrequested(event) if s.provider_hosts else []) + self._loop(s, event)
+            if event.get("unrequested") and s.blind and "unrequested" in self.config.enabled \
+                    and event.get("tool_call") is not None:
+                s.held[event["tool_call"]] = [event, None]  # until its end and a grace: see expire()
+                self._holding.add(sid)
+            elif s.provider_hosts:
+                # A process nobody asked for is an alert only once the session has talked to a
+                # model: before that (a plain `vigil trace -- make`) no model could have asked.
+                found += self._raise_unrequested(s, event)
+            found += self._loop(s, event)
         elif kind == "file_open":
             found += self._secret_read(s, event) + self._outside_tree(s, event)
         elif kind in WRITE_TYPES:
@@ -137,6 +190,70 @@ class Detector:
             self._note_provider_connection(s, event)
             found += self._egress(s, event)
         return [d for d in found if d.name in self.config.enabled]
+
+    def expire(self, now_ns: int) -> list[Detection]:
+        """Release the held `unrequested` alerts whose tool ended a grace ago with no link."""
+        found: list[Detection] = []
+        for sid in list(self._holding):
+            s = self._sessions.get(sid)
+            if s is None:  # its links came, then its end: nothing held any more
+                self._holding.discard(sid)
+                continue
+            for call, (start, due) in list(s.held.items()):
+                if due is not None and now_ns >= due:
+                    del s.held[call]
+                    found += self._released(s, start)
+            if not s.held:
+                self._holding.discard(sid)
+                if s.ended:
+                    del self._sessions[sid]
+        return found
+
+    def flush(self) -> list[Detection]:
+        """At the end (every late intent has been merged): what is still held is unrequested."""
+        found: list[Detection] = []
+        for sid in self._holding:
+            s = self._sessions.get(sid)
+            if s is None:
+                continue
+            for start, _ in s.held.values():
+                found += self._released(s, start)
+            s.held.clear()
+            if s.ended:
+                del self._sessions[sid]
+        self._holding.clear()
+        return found
+
+    def _released(self, s: _Session, start: dict[str, Any]) -> list[Detection]:
+        # the same rule as an alert raised at once: only in a session that talked to a model
+        return self._raise_unrequested(s, start) if s.provider_hosts else []
+
+    def _raise_unrequested(self, s: _Session, ev: dict[str, Any]) -> list[Detection]:
+        found = self._unrequested(ev)
+        if found and ev.get("tool_call") is not None and "unrequested" in self.config.enabled:
+            s.raised[ev["tool_call"]] = found[0]
+            while len(s.raised) > MAX_REMEMBERED_ALERTS:
+                s.raised.popitem(last=False)
+        return found
+
+    def _linked(self, s: _Session, ev: dict[str, Any]) -> list[AlertRetracted]:
+        """A call that started unrequested is the model's: its held alert is dropped; one already
+        out is retracted. Its start now names the model's tool call (for evidence chains)."""
+        call = ev.get("tool_call")
+        if call is None:
+            return []
+        start = s.tool_starts.get(call)
+        if start is not None:
+            s.tool_starts[call] = {**start, **{k: ev.get(k) for k in ("tool_call_id", "tool_name", "response_id",
+                                                                         "match", "unrequested")}}
+        s.held.pop(call, None)
+        alert = s.raised.pop(call, None)
+        if alert is None:
+            return []
+        return [AlertRetracted(ts_ns=ev.get("ts_ns", 0), session_id=alert.session_id, pid=alert.pid,
+                               tool_call=call, name=alert.name, alert_ts_ns=alert.ts_ns,
+                               reason=f"the model asked for it: tool call {ev.get('tool_call_id')} "
+                                      f"({ev.get('tool_name')}), learnt from {ev.get('source')} after it ran")]
 
     # ---- bookkeeping ----
     @staticmethod

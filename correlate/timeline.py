@@ -12,6 +12,8 @@ from collections import defaultdict
 from pathlib import PurePosixPath
 from typing import Any
 
+from vigild.correlate.tool_links import apply_links
+
 EFFECT_PREFIXES = ("file_", "net_", "dns_")
 KERNEL_NOTES = ("mem_spike", "oom_kill")
 
@@ -46,7 +48,8 @@ def is_plumbing(e: dict[str, Any]) -> bool:
 
 
 def summary(events: list[dict[str, Any]]) -> dict[str, int]:
-    """The counts `vigil sessions` shows for a session."""
+    """The counts `vigil sessions` shows for a session (late links applied: tool_links)."""
+    events = apply_links(events)
     llm = [e for e in events if e["type"] == "llm_call"]
     return {
         "llm_calls": len(llm),
@@ -66,6 +69,7 @@ def _tool_node(start: dict[str, Any] | None, call_id: int) -> dict[str, Any]:
 
 def build_timeline(session: dict[str, Any], processes: list[dict[str, Any]],
                    events: list[dict[str, Any]]) -> dict[str, Any]:
+    events = apply_links(events)
     tools: dict[int, dict[str, Any]] = {}
     pid_call: dict[int, int] = {}
     for e in events:

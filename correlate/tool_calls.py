@@ -21,6 +21,9 @@ from vigild.bpf.events import ExecEvent
 from vigild.correlate.shell_commands import inner_commands
 
 INTENT_MAX_AGE_NS = 300 * 1_000_000_000  # an LLM tool call older than this is not "shortly before"
+# Unrequested calls kept per session for a late intent to link (telemetry arrives after the tool ran)
+ENDED_UNREQUESTED_KEPT = 64
+SESSIONS_KEPT = 1024
 MIN_MATCH_CHARS = 2
 COMMAND_KEYS = ("command", "cmd", "script", "code", "commandLine", "shell_command")
 
@@ -93,6 +96,7 @@ class ToolCall:
     all_pids: set[int] = field(default_factory=set)   # every member ever
     intent: ToolIntent | None = None
     match: str | None = None  # "command" or "order"; None when unrequested
+    link_source: str | None = None  # where a late link came from ("telemetry", "tls"); None: linked at start
     exit_code: int | None = None
     signal: int | None = None
     end_ns: int | None = None
@@ -133,6 +137,8 @@ class ToolCallBook:
         self.calls: dict[int, ToolCall] = {}      # open calls by id
         self.member: dict[int, int] = {}          # alive pid -> call id
         self.intents: dict[int | None, deque[ToolIntent]] = {}
+        # ended calls no model asked for yet: an intent that arrives late may still name them
+        self.ended_unrequested: dict[int | None, deque[ToolCall]] = {}
         self._llm_seq = 0
         self.intent_max_age_ns = intent_max_age_ns
 
@@ -174,6 +180,8 @@ class ToolCallBook:
         """Close the call (last exit seen, or its cgroup found empty)."""
         call.end_ns = ts_ns
         self.calls.pop(call.id, None)
+        if call.unrequested:
+            self._remember_unrequested(call)
         for pid in call.pids:
             self.member.pop(pid, None)
         call.pids.clear()
@@ -197,17 +205,50 @@ class ToolCallBook:
 
     # ---- intent ----
     def llm_call(self, session_id: int | None, ts_ns: int, tool_calls: list[dict[str, Any]],
-                 response_id: str | None) -> None:
-        """Remember the tool calls an LLM response asked for; spawns that follow consume them."""
+                 response_id: str | None, source: str = "tls") -> list[ToolCall]:
+        """Remember the tool calls an LLM response asked for; spawns that follow consume them.
+        A tool call that already ran as an unrequested call (its intent arrived late: the
+        agent's telemetry, a response read after the spawn) is linked to it now instead;
+        returns the calls so linked."""
         if not tool_calls:
-            return
+            return []
         self._llm_seq += 1
         queue = self.intents.setdefault(session_id, deque(maxlen=256))
+        linked: list[ToolCall] = []
         for tc in tool_calls:
-            queue.append(ToolIntent(session_id=session_id, ts_ns=ts_ns, llm_seq=self._llm_seq,
-                                    tool_call_id=tc.get("id"), tool_name=tc.get("name"),
-                                    arguments=tc.get("arguments", tc.get("arguments_raw")),
-                                    response_id=response_id))
+            intent = ToolIntent(session_id=session_id, ts_ns=ts_ns, llm_seq=self._llm_seq,
+                                tool_call_id=tc.get("id"), tool_name=tc.get("name"),
+                                arguments=tc.get("arguments", tc.get("arguments_raw")), response_id=response_id)
+            queue.append(intent)
+            call = self._late_call(intent)
+            if call is not None:
+                self._consume(call, intent, "command")
+                call.link_source = source
+                linked.append(call)
+        return linked
+
+    def _late_call(self, intent: ToolIntent) -> ToolCall | None:
+        """The earliest unrequested call of the intent's session, started after the model was
+        asked (and not later than an intent may be fresh), whose command is exactly the intent's
+        (run directly or through the agent's wrappers: `bash -lc`, a shell snapshot and `eval`,
+        `exec bash -c`). Never a command line merely containing it, never by order: the spawn
+        a late intent names has already happened, and a looser guess could take another's."""
+        session = intent.session_id
+        candidates = sorted((c for c in [*self.calls.values(), *self.ended_unrequested.get(session, ())]
+                             if c.session_id == session and c.unrequested
+                             and 0 <= c.start_ns - intent.ts_ns <= self.intent_max_age_ns),
+                            key=lambda c: c.start_ns)
+        strings = intent.strings()
+        return next((c for c in candidates if any(command_is(s, c.argv) for s in strings)), None)
+
+    def _remember_unrequested(self, call: ToolCall) -> None:
+        """Keep an ended unrequested call for a late intent: the last few per session, of the
+        last sessions only (a long-running vigild sees sessions come and go)."""
+        kept = self.ended_unrequested.pop(call.session_id, None) or deque(maxlen=ENDED_UNREQUESTED_KEPT)
+        kept.append(call)
+        self.ended_unrequested[call.session_id] = kept  # re-inserted last: the newest session
+        while len(self.ended_unrequested) > SESSIONS_KEPT:
+            del self.ended_unrequested[next(iter(self.ended_unrequested))]
 
     def _fresh(self, session_id: int | None, ts_ns: int) -> list[ToolIntent]:
         queue = self.intents.get(session_id) or ()
@@ -277,6 +318,24 @@ class ToolStart:
                 "pid": c.pid, "ppid": c.ppid, "argv": c.argv, "filename": c.filename, **_intent_fields(c),
                 "cgroup": self.cgroup, "limits": self.limits, "held": c.held, "hold_ms": self.hold_ms,
                 "placement_error": self.placement_error}
+
+
+@dataclass
+class ToolLinked:
+    """A tool call that started unrequested is the model's after all: an intent that arrived
+    after its spawn (the agent's telemetry, a response read late) names its command. Its
+    tool_start said `unrequested`; from here on the call is linked (its tool_end, when it comes
+    after this, carries the id), and readers of the history apply this to its start."""
+
+    type: ClassVar[str] = "tool_linked"
+    ts_ns: int
+    call: ToolCall
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.call
+        return {"type": self.type, "ts_ns": self.ts_ns, "session_id": c.session_id, "tool_call": c.id,
+                "pid": c.pid, "start_ns": c.start_ns, "argv": c.argv, **_intent_fields(c),
+                "source": c.link_source, "ended": c.ended}
 
 
 @dataclass

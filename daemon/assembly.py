@@ -142,7 +142,8 @@ def detector_for(config: Config) -> Detector | None:
     if not config.detections:
         return None
     return Detector(DetectionConfig(enabled=config.detections,
-                                    secret_globs=DEFAULT_SECRET_GLOBS + config.secret_globs))
+                                    secret_globs=DEFAULT_SECRET_GLOBS + config.secret_globs,
+                                    unrequested_grace_s=config.unrequested_grace_s))
 
 
 def open_pipeline(sensors: Sensors, *, capture_content: bool, max_body_bytes: int | None, detector: Detector | None,

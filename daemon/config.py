@@ -115,6 +115,7 @@ class Config:
     detections: frozenset[str] = frozenset({"secret_read", "secret_egress", "unrequested", "tool_loop",
                                             "write_outside_tree"})
     secret_globs: tuple[str, ...] = ()  # added to the built-in list
+    unrequested_grace_s: float = 15.0  # a blind session's unrequested alert waits this long for a late link
     # [otlp]: every session is sent as a trace when it ends
     otlp_endpoint: str | None = None
     otlp_content: bool = False
@@ -348,7 +349,8 @@ TABLES: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
                 "container_labels": ("container_labels", _container_labels)},
     "control": {"socket": ("socket_path", lambda v: Path(_STR(v))), "group": ("socket_group", _group)},
     "log": {"level": ("log_level", _level)},
-    "detections": {"enabled": ("detections", _detection_names), "secret_globs": ("secret_globs", _globs)},
+    "detections": {"enabled": ("detections", _detection_names), "secret_globs": ("secret_globs", _globs),
+                   "unrequested_grace": ("unrequested_grace_s", parse_duration)},
     "otlp": {"endpoint": ("otlp_endpoint", _url), "content": ("otlp_content", _BOOL)},
     "telemetry": {"receive": ("telemetry_address", parse_address)},
     "limits": {**_knob_keys("bounds"), "timeout": ("bounds.timeout_s", lambda v: parse_duration(v) or None)},

@@ -27,10 +27,10 @@ from vigild.bpf.effects_events import (
     NetConnect,
 )
 from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent, TlsClose, TlsData
-from vigild.correlate.detections import Detection
+from vigild.correlate.detections import AlertRetracted, Detection
 from vigild.correlate.intent import HttpsRequest, LlmCall, ParseFailure, TelemetryCheck
 from vigild.correlate.mcp import McpCall
-from vigild.correlate.tool_calls import ToolEnd, ToolStart
+from vigild.correlate.tool_calls import ToolEnd, ToolLinked, ToolStart
 from vigild.daemon.events import CaptureBlind, CaptureEvent, LostEvent, SessionEnd, SessionStart
 from vigild.daemon.tools.declare import LimitChange
 
@@ -62,6 +62,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType(TelemetryCheck, None),
     EventType(McpCall, None),
     EventType(ToolStart, "tool"),
+    EventType(ToolLinked, "tool"),
     EventType(ToolEnd, "tool"),
     EventType(LimitChange, "tool"),
     EventType(OomKill, "tool"),
@@ -82,6 +83,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType(NetBytes, "net"),
     EventType(DnsQuery, "net"),
     EventType(Detection, "alert"),
+    EventType(AlertRetracted, "alert"),
 )
 BY_NAME: dict[str, EventType] = {t.name: t for t in EVENT_TYPES}
 NAMES: frozenset[str] = frozenset(BY_NAME)

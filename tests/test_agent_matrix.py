@@ -3,7 +3,8 @@ from telemetry (Claude Code and opencode: Bun's BoringSSL; Codex given a CA bund
 its own telemetry standing in), under `vigil trace` and `vigil run`, in a loopback-only network
 namespace: every call the server answered is in the session with its tool call; under `run` the
 model's shell command is the one tool call, linked to its id where the model's call was read, with
-its file; no process of the agent or of its housekeeping is a tool call or flagged by a detection.
+its file (Codex's: linked when its telemetry names it, after it ran); no process of the agent or
+of its housekeeping is a tool call or flagged by a detection, and no alert is raised.
 (Gemini CLI and qwen-code: test_real_agents.py; Codex's OpenSSL path: test_codex_real.py.)"""
 
 from __future__ import annotations
@@ -74,14 +75,23 @@ def test_agent_seen_whole(name: str, mode: str, tmp_path: Path) -> None:
     assert not (agent | housekeeping) & {s["pid"] for s in starts}
     own = [e for e in run.events if e.get("pid") in agent and e["type"] in ("exec", "fork", "exit", "mem_spike")]
     assert own and all(e.get("tool_call") is None for e in own), "the agent is never in a tool call"
-    assert run.of_type("detection") == []
+    assert run.of_type("detection") == [] and run.of_type("alert_retracted") == []
     if mode == "trace":
+        if SOURCE[name] == "telemetry":  # observed tool calls are linked late the same way
+            (link,) = run.of_type("tool_linked")
+            assert command_is(COMMAND, link["argv"]) and link["tool_call_id"] == calls[0]["tool_calls"][0]["id"]
         return
     (start,) = starts
     assert command_is(COMMAND, start["argv"]) and start["cgroup"].startswith("tools/call-")
+    (tool,) = [t for c in calls for t in c["tool_calls"]]  # opencode's first call names the session
     if SOURCE[name] == "tls":  # the model's call was read before its command ran
-        (tool,) = [t for c in calls for t in c["tool_calls"]]  # opencode's first call names the session
         assert (start["tool_call_id"], start["match"], start["unrequested"]) == (tool["id"], "command", False)
+        assert run.of_type("tool_linked") == []
+    else:  # its telemetry came after the command ran: the call is linked then, and no alert stands
+        (link,) = run.of_type("tool_linked")
+        assert (link["tool_call"], link["tool_call_id"], link["match"], link["source"]) == (
+            start["tool_call"], tool["id"], "command", "telemetry")
+        assert link["unrequested"] is False and link["tool_name"] == tool["name"]
     writes = [e for e in run.of_type("file_open") if e["path"] == str(run.file("tool-out.txt")) and e["write"]]
     assert writes and {w["tool_call"] for w in writes} == {start["tool_call"]}
     (end,) = [e for e in run.of_type("tool_end") if e["tool_call"] == start["tool_call"]]

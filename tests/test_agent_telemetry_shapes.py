@@ -132,6 +132,51 @@ def test_gemini_cli_calls_are_checked_by_response_id_and_tool_names() -> None:
     assert bad.mismatches == [{"field": "tool_names", "tls": ["write_file"], "telemetry": []}]
 
 
+# ---- API errors (the fake model answered errors first: VIGIL_FAKE_FAIL_FIRST) ----
+
+def calls_of(name: str, tls: Sequence[LlmCall] = ()) -> list[LlmCall | TelemetryCheck]:
+    return sorted(merged(recorded(name), tls), key=lambda e: e.ts_ns)
+
+
+def test_claude_codes_api_error_is_a_failed_llm_call() -> None:
+    (error,) = by_name(recorded("claude-2.1.332-api-error.json"), "api_error")
+    (call,) = calls_of("claude-2.1.332-api-error.json")
+    assert isinstance(call, LlmCall) and call.source == "telemetry"
+    assert (call.status, call.error, call.model) == (500, "fake api_error (scenario drive)", "claude-sonnet-4-5")
+    assert call.request_id == error.attributes["request_id"] and call.input_tokens is None
+    assert call.finish_reason is None and call.tool_calls == []
+    assert call.ts_ns == error.ts_ns - int(error.attributes["duration_ms"] * 1e6)
+
+
+def test_gemini_clis_api_errors_are_failed_llm_calls_before_the_one_that_got_through() -> None:
+    out = calls_of("gemini-0.61.0-api-errors.json")
+    assert all(isinstance(e, LlmCall) for e in out)
+    assert [(c.status, c.error) for c in out] == [  # type: ignore[union-attr]
+        (500, "UNAVAILABLE: fake api_error (scenario drive)"),
+        (429, "RESOURCE_EXHAUSTED: fake rate_limit_error (scenario drive)"), (200, None), (200, None)]
+    failed, limited, first, _ = out
+    assert failed.input_tokens is None and failed.duration_ms == 54 and limited.duration_ms == 13  # type: ignore[union-attr]
+    assert [t["name"] for t in first.tool_calls] == ["run_shell_command"]  # type: ignore[union-attr]
+
+
+def test_gemini_clis_api_error_is_checked_against_the_error_tls_read() -> None:
+    errors = by_name(recorded("gemini-0.61.0-api-errors.json"), "gemini_cli.api_error")
+    tls = [LlmCall(ts_ns=r.ts_ns - 10**7, pid=PID, tid=PID, comm="agent", conn_id=3, provider="gemini",
+                   endpoint="/x", host="127.0.0.1", model="gemini-2.5-pro", stream=True,
+                   status=r.attributes["status_code"], http_version="1.1") for r in errors]
+    checks = [e for e in calls_of("gemini-0.61.0-api-errors.json", tls) if isinstance(e, TelemetryCheck)]
+    assert len(checks) == 2 and all(c.agree for c in checks), checks
+    assert all("status" in c.compared and "input_tokens" not in c.compared for c in checks)
+
+
+def test_codexs_refused_attempt_is_a_failed_llm_call_and_its_retry_the_tool_call() -> None:
+    out = calls_of("codex-0.171.0-api-errors.json")
+    assert [(c.status, c.error, c.endpoint) for c in out] == [  # type: ignore[union-attr]
+        (500, "http 500", "/responses"), (200, None, "/responses"), (200, None, "/responses")]
+    (tool,) = out[1].tool_calls  # type: ignore[union-attr]
+    assert tool["name"] == "exec_command" and tool["arguments"] == {"cmd": "echo err-ok > tool-out.txt"}
+
+
 def test_records_of_no_call_are_counted_not_mapped() -> None:
     merger = TelemetryMerger(clock=lambda: 0)
     for record in recorded("claude-2.1.332.json") + recorded("gemini-0.61.0.json"):

@@ -28,6 +28,7 @@ from support.require import need
 from support.helpers import parse_json_lines, vigil_trace
 from realagents.agents import pins
 from vigild.bpf.static_openssl import LocateError, SiteCache, is_static_executable, locate
+from vigild.correlate.tool_links import apply_links
 
 PINNED = pins()["codex"][1]  # the release the other real-agent tests drive (tests/realagents/pins.txt)
 MIDDLE = "0.169.0"
@@ -100,6 +101,12 @@ def coverage(events: list[dict[str, Any]]) -> dict[str, Any]:
     return blind[0]
 
 
+def unrequested_alerts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """(The harness runs Codex with the host's HOME: its shell snapshot sources the host's shell
+    startup, whose writes outside the work tree are alerts of their own.)"""
+    return [d for d in of_type(events, "detection") if d["name"] == "unrequested"]
+
+
 def tool_ids(calls: list[dict[str, Any]]) -> list[list[str]]:
     return [[t["id"] for t in c["tool_calls"]] for c in calls]
 
@@ -129,12 +136,17 @@ def test_openssl_path_decodes_every_call_and_telemetry_agrees(version: str, comm
     assert "sk-test-codex-harness" not in result["stdout"]
     if command == "run":
         tool = served[0]["tool_calls"][0]
-        starts = [s for s in of_type(events, "tool_start") if s.get("tool_call_id") == tool["id"]]
+        # Codex may read a response's end after its command started: TLS then links it late
+        # (tool_linked, source tls); the history applies that link to the call's start.
+        starts = [s for s in of_type(apply_links(events), "tool_start") if s.get("tool_call_id") == tool["id"]]
         assert len(starts) == 1 and starts[0]["unrequested"] is False
         assert starts[0]["response_id"] == served[0]["response_id"] and starts[0]["tool_name"] == "exec_command"
         assert tool["arguments"]["cmd"] in " ".join(starts[0]["argv"])
         ends = [e for e in of_type(events, "tool_end") if e["tool_call"] == starts[0]["tool_call"]]
         assert len(ends) == 1 and ends[0]["outcome"] == "ok"
+    # TLS read the call; the telemetry that also names it is a check and links nothing (TLS wins)
+    assert [e for e in of_type(events, "tool_linked") if e["source"] != "tls"] == []
+    assert unrequested_alerts(events) == []
 
 
 @pytest.mark.parametrize("command", ["trace", "run"])
@@ -155,6 +167,13 @@ def test_rustls_path_is_said_blind_and_telemetry_fills_in(version: str, command:
     first = calls[0]["tool_calls"][0]
     assert first["name"] == "exec_command" and first["arguments"] == served[0]["tool_calls"][0]["arguments"]
     assert first["success"] is True
+    # the telemetry arrives after the command ran: its call is linked then, and no alert stands
+    (start,) = [s for s in of_type(events, "tool_start") if first["arguments"]["cmd"] in " ".join(s["argv"])]
+    assert start["unrequested"] is True
+    (link,) = of_type(events, "tool_linked")
+    assert (link["tool_call"], link["tool_call_id"], link["match"], link["source"]) == (
+        start["tool_call"], first["id"], "command", "telemetry")
+    assert unrequested_alerts(events) == [] and of_type(events, "alert_retracted") == []
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -75,4 +75,4 @@ def test_only_words_select_listed_types(word: str) -> None:
 def test_narrow_only_words() -> None:
     assert parse_only("exec") == {"exec"}
     assert parse_only("write") == parse_only("file") - {"file_open"}
-    assert parse_only("llm,alert") == {"llm_call", "https_request", "parse_failure", "detection"}
+    assert parse_only("llm,alert") == {"llm_call", "https_request", "parse_failure", "detection", "alert_retracted"}

@@ -16,6 +16,7 @@ from rich.tree import Tree
 from vigild.correlate.containers import container_label
 from vigild.correlate.effect_words import effect_words, evidence_target
 from vigild.correlate.timeline import build_timeline, fold_effects, is_plumbing, summary
+from vigild.correlate.tool_links import LINK_TYPES
 from vigild.daemon.store import Store
 
 SESSION_COLUMNS = ("session", "agent", "command", "started", "duration", "outcome", "llm", "tokens", "tools",
@@ -52,7 +53,7 @@ def _mib(n: int | None) -> str:
 def sessions_with_counts(store: Store, limit: int) -> list[dict[str, Any]]:
     rows = store.sessions(limit)
     for row in rows:
-        row.update(summary(store.events(row["id"], ("llm_call", "tool_start", "detection"))))
+        row.update(summary(store.events(row["id"], ("llm_call", "tool_start", "detection", *LINK_TYPES))))
     return rows
 
 

@@ -264,6 +264,8 @@ class Pipeline:
         self._check_drops(force=True)
         with self._lock:
             self.intents.flush()
+            if self.detections is not None:
+                self.detections.flush()
         if self.control is not None:
             with self._lock:
                 for tool_event in self.control.close():
@@ -379,6 +381,8 @@ class Pipeline:
         now = time.monotonic()
         self.capture.housekeeping(now)
         self.intents.housekeeping(now)
+        if self.detections is not None:
+            self.detections.housekeeping()
         if self.control is not None:
             for tool_event in self.control.tick():
                 self._dispatch(tool_event)

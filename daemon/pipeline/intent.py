@@ -76,9 +76,10 @@ class IntentHandler:
                 self.mcp.observe_llm(inner)
             info = self.processes.get(inner.pid)
             session_id = info.session_id if info else None
-            if self.control is not None:
-                self.control.observe_intent(inner, session_id)
+            linked = self.control.observe_intent(inner, session_id) if self.control is not None else []
             self.emit(Attributed(inner, session_id))
+            for event in linked:  # after the LLM call that named them
+                self.emit(event)
 
     def _mcp_released(self, events: list[Any]) -> Iterator[Any]:
         """MCP calls decoded from HTTP wait in the tracker for their endpoint's initialize."""

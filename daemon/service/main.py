@@ -56,26 +56,31 @@ class OneLineFormatter(logging.Formatter):
 
 class OtlpSessionExporter:
     """Sends each session to the OTLP endpoint when it ends, from a thread of its own: an export
-    may wait on the network for seconds and must never hold up the pipeline."""
+    may wait on the network for seconds and must never hold up the pipeline. With the agents'
+    telemetry received, a session is sent once the late-link grace after its end is over: its
+    telemetry-made LLM calls, late links and held alerts arrive after the session ended."""
 
     def __init__(self, store_path: Path, config: Config) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.store_path = store_path
         self.config = config
+        self.settle_s = config.unrequested_grace_s if config.telemetry_address is not None else 0.0
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-otlp")
-        self.ended: list[int] = []
+        self.ended: list[tuple[float, int]] = []  # (when it ended, monotonic; session id)
 
     def handle(self, event: Any, record: dict[str, Any]) -> None:
         if event.type == "session_end":
-            self.ended.append(event.session.id)
+            self.ended.append((time.monotonic(), event.session.id))
 
-    def flush(self) -> None:
+    def flush(self, settled: bool = False) -> None:
         # Sinks flush in order and this one comes after the store's: the batch that ended these
         # sessions is committed, so the export can read them back.
-        for session_id in self.ended:
+        now = time.monotonic()
+        due = [sid for ended, sid in self.ended if settled or now - ended >= self.settle_s]
+        for session_id in due:
             self.pool.submit(self._export, session_id)
-        self.ended.clear()
+        self.ended = [(ended, sid) for ended, sid in self.ended if sid not in due]
 
     def _export(self, session_id: int) -> None:
         from vigild.daemon.sinks.otlp import OtlpExportError, export_session
@@ -91,6 +96,7 @@ class OtlpSessionExporter:
             store.close()
 
     def close(self) -> None:
+        self.flush(settled=True)  # stopping: what the pipeline had is all there is
         self.pool.shutdown(wait=True)
 
 

@@ -19,7 +19,7 @@ class JournalSink:
 
     def handle(self, event: Event, record: Record) -> None:
         kind = event.type
-        if kind not in ("session_start", "session_end", "detection"):
+        if kind not in ("session_start", "session_end", "detection", "alert_retracted"):
             return
         d = record
         if kind == "session_start":
@@ -31,6 +31,9 @@ class JournalSink:
             self.log.info("session_end session=%s agent=%s pid=%s exit=%s signal=%s duration_s=%s",
                           d.get("session_id"), d.get("agent") or "-", d.get("pid"), d.get("exit_code"),
                           d.get("signal"), f"{seconds:.1f}" if seconds is not None else "-")
+        elif kind == "alert_retracted":
+            self.log.warning("alert_retracted name=%s session=%s tool_call=%s reason=%s", d.get("name"),
+                             d.get("session_id"), d.get("tool_call"), json.dumps(d.get("reason", "")))
         else:
             self.log.warning("detection name=%s session=%s pid=%s tool_call=%s reason=%s", d.get("name"),
                              d.get("session_id"), d.get("pid"), d.get("tool_call"), json.dumps(d.get("reason", "")))

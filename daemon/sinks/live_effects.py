@@ -84,6 +84,11 @@ def _detection(ts: str, pid: int, indent: str, d: dict[str, Any]) -> Text:
     return line
 
 
+def _retracted(ts: str, pid: int, indent: str, d: dict[str, Any]) -> Text:
+    return Text(_prefix(ts, "ALERT", pid, indent) + f"withdrawn: {d.get('name')} on call {d.get('tool_call')}: "
+                f"{d.get('reason')}", style="green")
+
+
 EFFECT_LINES: dict[str, Callable[[str, int, str, dict[str, Any]], Text | None]] = {
     "file_open": _open,
     "file_write": _write,
@@ -98,4 +103,5 @@ EFFECT_LINES: dict[str, Callable[[str, int, str, dict[str, Any]], Text | None]] 
     "net_bytes": _net("traffic"),
     "dns_query": _dns,
     "detection": _detection,
+    "alert_retracted": _retracted,
 }

@@ -75,8 +75,13 @@ def _oom_kill_line(ts: str, pid: int, indent: str, d: dict) -> Text:
                 f"(rss {_mib(d['rss_bytes'])})", style="bold red")
 
 
-TOOL_LINES = {"tool_start": _tool_start_line, "tool_end": _tool_end_line, "mem_spike": _mem_spike_line,
-              "oom_kill": _oom_kill_line}
+def _tool_linked_line(ts: str, pid: int, indent: str, d: dict) -> Text:
+    return Text(f"{ts} tool= {pid:>7} {indent}call {d['tool_call']} is {d['tool_name']} {d['tool_call_id']} "
+                f"(learnt from {d.get('source')} after it started)", style="blue")
+
+
+TOOL_LINES = {"tool_start": _tool_start_line, "tool_linked": _tool_linked_line, "tool_end": _tool_end_line,
+              "mem_spike": _mem_spike_line, "oom_kill": _oom_kill_line}
 
 
 class TextView:
@@ -181,7 +186,7 @@ class TextView:
     def handle(self, event: Event, record: dict[str, Any]) -> None:
         self.events += 1
         kind = event.type
-        if kind in ("file_open", "llm_call", "tool_start", "tool_end", "detection"):
+        if kind in ("file_open", "llm_call", "tool_start", "tool_linked", "tool_end", "detection", "alert_retracted"):
             d = record
             self._count(kind, d)
             if kind == "file_open" and not self.show_all and is_plumbing(d):
@@ -200,13 +205,15 @@ class TextView:
             self.totals["llm_calls"] += 1
             self.totals["input_tokens"] += d.get("input_tokens") or 0
             self.totals["output_tokens"] += d.get("output_tokens") or 0
-        elif kind == "tool_start" and d.get("tool_call") is not None:
+        elif kind in ("tool_start", "tool_linked") and d.get("tool_call") is not None:
             ident = d.get("tool_call_id") or "unrequested"
             self.tags[d["tool_call"]] = f"{d.get('tool_name') or 'process'} {ident[:14]}"
         elif kind == "tool_end":
             self.outcomes[d.get("outcome") or "?"] += 1
         elif kind == "detection":
             self.totals["alerts"] += 1
+        elif kind == "alert_retracted":
+            self.totals["alerts"] -= 1
 
     def summary(self) -> Text:
         """The run in one line: what the model was asked and did, and what was lost or folded."""

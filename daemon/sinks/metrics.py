@@ -141,6 +141,9 @@ class MetricsSink:
         self.unrequested = family(Counter, "vigil_unrequested_processes",
                                   "Processes no tool call the model requested accounts for", ["agent"])
         self.detections = family(Counter, "vigil_detections", "Detections, by kind", ["agent", "kind"])
+        self.retracted = family(Counter, "vigil_detections_retracted",
+                                "Detections withdrawn after they were raised (a late link showed the model "
+                                "asked for the tool call), by kind", ["agent", "kind"])
         self.file_effects = family(Counter, "vigil_file_effects", "File effects of agents, by kind", ["agent", "kind"])
         self.net_effects = family(Counter, "vigil_net_effects", "Network effects of agents, by kind", ["agent", "kind"])
 
@@ -185,6 +188,8 @@ class MetricsSink:
             self.detections.child(agent=agent, kind=what).inc()
             if what == "unrequested":
                 self.unrequested.child(agent=agent).inc()
+        elif kind == "alert_retracted":
+            self.retracted.child(agent=agent, kind=_label(d.get("name"))).inc()
         elif kind.startswith("file_"):
             self.file_effects.child(agent=agent, kind=kind.removeprefix("file_")).inc()
         elif kind.startswith(("net_", "dns_")):
@@ -233,6 +238,7 @@ class MetricsSink:
         self.unrequested.child(agent=agent)
         for name in ALL_DETECTIONS:
             self.detections.child(agent=agent, kind=name)
+        self.retracted.child(agent=agent, kind="unrequested")
         for name in KIND_NAMES.values():
             if name.startswith("file_"):
                 self.file_effects.child(agent=agent, kind=name.removeprefix("file_"))

@@ -35,6 +35,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from vigild.correlate.containers import resource_attributes
+from vigild.correlate.tool_links import apply_links
 from vigild.daemon.sinks.otlp_semconv import (
     Attributes,
     chat_attributes,
@@ -111,7 +112,9 @@ def session_spans(store: Store, session_id: int, capture_content: bool = False) 
     session = store.session(session_id)
     if session is None:
         raise OtlpExportError(f"no session {session_id} in {store.path}")
-    return _TraceBuilder(session, store.processes(session_id), store.events(session_id), capture_content).build()
+    # late links applied: a call the telemetry linked is a child of its chat span's tool call
+    return _TraceBuilder(session, store.processes(session_id), apply_links(store.events(session_id)),
+                         capture_content).build()
 
 
 @dataclass

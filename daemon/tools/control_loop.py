@@ -33,7 +33,15 @@ from vigild.bpf.loader import BpfError
 from vigild.cgroups import AGENT, CallLimits, CgroupBackend, CgroupError, Limits, open_backend
 from vigild.correlate.agent_profiles import RELAUNCH, TOOL, AgentProfile, Proc, Profiles
 from vigild.correlate.process_tree import ProcessInfo
-from vigild.correlate.tool_calls import ToolCall, ToolCallBook, ToolEnd, ToolStart, command_matches, outcome
+from vigild.correlate.tool_calls import (
+    ToolCall,
+    ToolCallBook,
+    ToolEnd,
+    ToolLinked,
+    ToolStart,
+    command_matches,
+    outcome,
+)
 from vigild.daemon.tools.container_placement import memory_limit_hit
 from vigild.daemon.tools.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
 from vigild.daemon.tools.teardown import Teardown
@@ -251,10 +259,14 @@ class ToolCallControl:
             self.book.note_spike(event.tool_call, event.call_rss_bytes)
         return []
 
-    def observe_intent(self, inner: Any, session_id: int | None) -> None:
-        """LLM calls carry the tool calls the model asked for; spawns that follow are matched."""
-        if inner.type == "llm_call" and inner.tool_calls:
-            self.book.llm_call(session_id, inner.ts_ns, list(inner.tool_calls), inner.response_id)
+    def observe_intent(self, inner: Any, session_id: int | None) -> list[ToolLinked]:
+        """LLM calls carry the tool calls the model asked for; spawns that follow are matched,
+        and calls that already ran unrequested are linked now (a `tool_linked` each)."""
+        if inner.type != "llm_call" or not inner.tool_calls:
+            return []
+        linked = self.book.llm_call(session_id, inner.ts_ns, list(inner.tool_calls), inner.response_id,
+                                    source=inner.source)
+        return [ToolLinked(ts_ns=time.time_ns(), call=call) for call in linked]
 
     def agent_session(self, session_id: int, agent: str | None) -> None:
         """A session opened for an agent of this kind (vigild knows it by discovery): its

@@ -28,8 +28,8 @@ import time
 import traceback
 import zlib
 from collections import deque
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -197,6 +197,9 @@ class FakeLLMServer:
       ``x-fake-scenario`` header; may be reassigned while running.
     * ``cert_dir`` – where to write the PKI (default: a temp dir removed on close).
     * ``tls`` – False serves plain HTTP/1.1 (``http://``), as local model servers do.
+    * ``fail_first`` – HTTP statuses for the first LLM requests that declare tools (an agent's
+      turns, not its title or quota calls): each answered with that status and the provider's
+      error JSON, in order; then the scenario answers. For recording how agents report errors.
 
     Attributes: ``url`` (``https://127.0.0.1:<port>``), ``port``, ``host``, ``ca_path``,
     ``certs`` (all PEM paths), ``exchanges`` (:class:`ExchangeLog`), ``errors`` (tracebacks of
@@ -212,8 +215,11 @@ class FakeLLMServer:
         default_scenario: str | Scenario = "default",
         cert_dir: str | Path | None = None,
         tls: bool = True,
+        fail_first: Sequence[int] = (),
     ) -> None:
         self.host = "127.0.0.1"
+        self._fail_first = list(fail_first)
+        self._fail_lock = threading.Lock()  # connections are served on their own threads
         self.tls = tls
         self._requested_port = port
         self.http2 = http2
@@ -401,6 +407,11 @@ class FakeLLMServer:
         elif llm_route is None:
             rendered = self._non_llm(target)
         else:
+            if isinstance(request_json, dict) and request_json.get("tools"):
+                with self._fail_lock:
+                    failing = self._fail_first.pop(0) if self._fail_first else None
+                if failing is not None:
+                    scenario = replace(scenario, error_status=failing)
             rendered = render(llm_route, request_json, scenario)
             exchange.provider = llm_route.provider
         exchange.status = rendered.status

@@ -45,7 +45,10 @@ def main(argv: list[str]) -> int:
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     _git_repository(work)
-    with FakeLLMServer(default_scenario=driving_scenario(command), cert_dir=out / "certs") as server:
+    # e.g. "500,429": the agent's first turns are answered with these errors (test_agent_api_errors)
+    fail_first = [int(s) for s in os.environ.get("VIGIL_FAKE_FAIL_FIRST", "").split(",") if s.strip()]
+    with FakeLLMServer(default_scenario=driving_scenario(command), cert_dir=out / "certs",
+                       fail_first=fail_first) as server:
         env = spec.prepare(out / "home", server.url, server.ca_path)
         env |= {k: v for k, v in os.environ.items() if k.startswith(("PYTHON", "VIGIL_"))}
         env |= json.loads(os.environ.get("VIGIL_AGENT_ENV") or "{}")  # e.g. a vigild's telemetry endpoint
