@@ -9,8 +9,25 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from vigild.bpf.clock import rfc3339
 from vigild.daemon.events import Event
+
+# orjson encodes a file-open record in ~1.2 µs where the standard library takes ~7 µs, a fifth of
+# the whole per-event budget of a burst. Non-string keys (a few counters keyed by number) are
+# written as strings, as json.dumps does.
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def json_text(value: Any) -> str:
+    """`value` as JSON text. What orjson refuses (an integer beyond 64 bits, a string with a lone
+    surrogate) goes through the standard library instead, so nothing is lost to the faster path;
+    anything else neither knows is written as its str(), as before."""
+    try:
+        return orjson.dumps(value, default=str, option=_ORJSON_OPTIONS).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, default=str)
 
 
 class Record(dict[str, Any]):
@@ -22,7 +39,7 @@ class Record(dict[str, Any]):
         try:
             return self._json
         except AttributeError:
-            self._json: str = json.dumps(self, default=str)
+            self._json: str = json_text(self)
             return self._json
 
 
