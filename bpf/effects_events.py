@@ -8,6 +8,7 @@ resolved and normalised here (`..` is folded lexically, as the process's string 
 from __future__ import annotations
 
 import ctypes
+import functools
 import ipaddress
 import posixpath
 import socket
@@ -291,8 +292,11 @@ def _parts(fixed: Any, raw: bytes) -> list[bytes]:
     return [raw[a:b], raw[b:c], raw[c:d], raw[d:e]]
 
 
+@functools.lru_cache(maxsize=16384)
 def join_path(base: bytes, name: bytes) -> str:
-    """An absolute path from a resolved directory and a name (absolute names stand alone)."""
+    """An absolute path from a resolved directory and a name (absolute names stand alone).
+    Cached: a burst opens the same few files again and again, and decoding and normalising a
+    path is most of a file record's decoding."""
     if not name:
         return _text(base)
     if name.startswith(b"/") or not base:

@@ -16,6 +16,7 @@ cut it where they need to); another array's elements as `name_0`, `name_1`, ...;
 from __future__ import annotations
 
 import ctypes
+import functools
 import struct
 from collections import namedtuple
 from typing import Any
@@ -52,6 +53,8 @@ class Layout:
         self.struct = struct.Struct("<" + "".join(self._format))
         self.size = self.struct.size
         self.tuple = namedtuple(mirror.__name__ + "Fields", self._names)  # type: ignore[misc]
+        # tuple.__new__ bound to the named tuple: what its _make does, without a Python frame
+        self._make = functools.partial(tuple.__new__, self.tuple)
 
     def _walk(self, cls: type[ctypes.Structure], base: int, prefix: str) -> None:
         for name, ctype, *_ in cls._fields_:
@@ -86,4 +89,4 @@ class Layout:
 
     def unpack(self, raw: bytes, offset: int = 0) -> Any:
         """The fields of the record in `raw` at `offset`, as a named tuple."""
-        return self.tuple._make(self.struct.unpack_from(raw, offset))
+        return self._make(self.struct.unpack_from(raw, offset))
