@@ -11,7 +11,7 @@ import ctypes
 import operator
 import signal as signal_mod
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from ctypes import c_char, c_uint32, c_uint64
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
@@ -239,17 +239,21 @@ class ProcessEvent:
     # event of every sensor is attributed without a user-space race. None outside tool calls.
     tool_call: int | None = field(default=None, kw_only=True)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields, `type` first; sinks turn ts_ns into an RFC 3339 `ts`. A shallow
-        copy by the class's field names (dataclasses.asdict deep-copies every value, the hot spot
-        of a file-open burst); the fields are scalars or lists of strings, which no sink changes."""
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """(name, value) of every field, in order (the record builds itself from these)."""
         found = _FIELD_NAMES.get(type(self))
         if found is None:
             names = tuple(f.name for f in fields(self))
             found = _FIELD_NAMES[type(self)] = (names, operator.attrgetter(*names))
         names, values = found
+        return zip(names, values(self))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields, `type` first; sinks turn ts_ns into an RFC 3339 `ts`. A shallow
+        copy by the class's field names (dataclasses.asdict deep-copies every value, the hot spot
+        of a file-open burst); the fields are scalars or lists of strings, which no sink changes."""
         out: dict[str, Any] = {"type": self.type}
-        out.update(zip(names, values(self)))
+        out.update(self.items())
         return out
 
 

@@ -1,8 +1,6 @@
 """The fast record readers (bpf/layout.py) agree with the ctypes mirrors the ABI test holds to the
 BTF, field by field; a record's JSON (orjson) reads back as the standard library's would, and what
-orjson refuses is still encoded; effects' config defaults are the C source's.
-
-Pure: no root, no BPF-capable kernel (opening an object only parses its ELF)."""
+orjson refuses is still encoded. Pure: no root, no BPF."""
 
 from __future__ import annotations
 
@@ -13,8 +11,6 @@ import random
 import pytest
 from vigild.bpf import effects_events, events
 from vigild.bpf.layout import Layout
-from vigild.bpf.loader import BpfObject
-from vigild.bpf.objects import object_path
 from vigild.daemon.sinks.record import Record, json_text
 
 MIRRORS = {**events.BTF_MIRRORS, **effects_events.BTF_MIRRORS}
@@ -88,15 +84,3 @@ def test_record_json_reads_back_as_the_standard_library_writes_it(value: dict) -
     assert json.loads(record.json()) == json.loads(json.dumps(value, default=str))
     assert record.json() is record.json()  # encoded once
     assert json_text(value) == record.json()
-
-
-def test_effects_config_defaults_are_the_c_sources() -> None:
-    obj = BpfObject(object_path("effects.bpf.o"))
-    try:
-        config = obj.rodata(effects_events.EffectsConfigC)
-    finally:
-        obj.close()
-    # bpf/effects.py passes None for these unless told: effects.bpf.c's initialiser is the one default
-    assert config.max_queued_bytes == 8 * 1024 * 1024
-    assert config.wakeup_bytes == 256 * 1024
-    assert (config.aggregate, config.files, config.net, config.dns) == (1, 1, 1, 1)
