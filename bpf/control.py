@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from vigild.bpf.events import (
     ControlConfigC,
     EventDecoder,
-    EventHeader,
+    Header,
     Kind,
     MemSpikeEventC,
     OomKillEventC,
@@ -57,14 +57,14 @@ class OomKill(ProcessEvent):
     total_vm_bytes: int = 0
 
 
-def _decode_spike(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> MemSpike:
+def _decode_spike(hdr: Header, raw: bytes, common: dict[str, Any]) -> MemSpike:
     ev = fixed_part(raw, MemSpikeEventC)
     common["tool_call"] = ev.call_id  # the call whose total grew, which its owner names
     return MemSpike(**common, growth_bytes=ev.growth_bytes, call_rss_bytes=ev.call_rss_bytes,
                     rss_bytes=ev.rss_bytes, window_ms=ev.window_ns / 1e6)
 
 
-def _decode_oom(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> OomKill:
+def _decode_oom(hdr: Header, raw: bytes, common: dict[str, Any]) -> OomKill:
     ev = fixed_part(raw, OomKillEventC)
     common["tool_call"] = ev.call_id
     return OomKill(**common, rss_bytes=ev.rss_bytes, total_vm_bytes=ev.total_vm_bytes)

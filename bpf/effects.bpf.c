@@ -25,7 +25,7 @@ const volatile struct effects_config cfg = {
 	.files = 1,
 	.net = 1,
 	.dns = 1,
-	.max_queued_bytes = 1024 * 1024,
+	.max_queued_bytes = 8 * 1024 * 1024, /* half the ring: bpf/effects.py says why */
 };
 
 /* Effects share the ring buffer with lifecycle events (fork, exec, exit, TLS, OOM): a flood of

@@ -47,12 +47,14 @@ class EffectsSensor:
     per fd: it exists to measure what aggregation saves."""
 
     def __init__(self, shared_maps: dict[str, Map], files: bool = True, net: bool = True, dns: bool = True,
-                 aggregate: bool = True, wakeup_bytes: int = 256 * 1024,
-                 max_queued_bytes: int = 8 * 1024 * 1024, tracefs: Path | None = None) -> None:
+                 aggregate: bool = True, wakeup_bytes: int | None = None,
+                 max_queued_bytes: int | None = None, tracefs: Path | None = None) -> None:
         """`tracefs`: attach through the per-syscall tracepoints it lists; None: the raw ones.
-        `max_queued_bytes`: effects are shed while this much waits in the 16 MiB ring; half of it
-        holds a 30k-open burst whole (~220 bytes a record), which the pipeline decodes and records
-        in about two seconds, and leaves the other half to lifecycle events."""
+        `wakeup_bytes` and `max_queued_bytes`: None keeps effects.bpf.c's own value (its `cfg`
+        initialiser is the one default; `self.config` holds what was loaded). Effects are shed
+        while `max_queued_bytes` wait in the 16 MiB ring: 8 MiB, half of it, holds a 30k-open burst
+        whole (~220 bytes a record), which the pipeline decodes and records in one or two
+        seconds, and leaves the other half to lifecycle events."""
         if platform.machine() != "x86_64":
             raise EffectsUnsupported(f"effects tracing knows x86-64 syscall numbers only, not {platform.machine()}")
         self.obj = BpfObject(object_path("effects.bpf.o"))
@@ -68,8 +70,14 @@ class EffectsSensor:
                     self.obj.disable_program(unused)
             for name in ("tracked", "events", "stats"):
                 self.obj.reuse_map(name, shared_maps[name])
-            self.obj.set_rodata(EffectsConfigC(wakeup_bytes=wakeup_bytes, aggregate=int(aggregate), files=int(files),
-                                               net=int(net), dns=int(dns), max_queued_bytes=max_queued_bytes))
+            config = self.obj.rodata(EffectsConfigC)
+            config.aggregate, config.files, config.net, config.dns = int(aggregate), int(files), int(net), int(dns)
+            if wakeup_bytes is not None:
+                config.wakeup_bytes = wakeup_bytes
+            if max_queued_bytes is not None:
+                config.max_queued_bytes = max_queued_bytes
+            self.obj.set_rodata(config)
+            self.config = config
             try:
                 self.obj.load()
             except BpfError as exc:  # the verifier's log stays on the chained exception

@@ -8,6 +8,7 @@ resolved and normalised here (`..` is folded lexically, as the process's string 
 from __future__ import annotations
 
 import ctypes
+import functools
 import ipaddress
 import posixpath
 import socket
@@ -20,6 +21,7 @@ from vigild.bpf.events import (
     DecodeError,
     EventDecoder,
     EventHeader,
+    Header,
     Kind,
     ProcessEvent,
     fixed_part,
@@ -278,20 +280,23 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
-def _parts(fixed: FileEventC, raw: bytes) -> list[bytes]:
-    data = raw[FILE_DATA_OFFSET:]
-    lens = list(fixed.len)
-    if sum(lens) > len(data):
+def _parts(fixed: Any, raw: bytes) -> list[bytes]:
+    """The four strings of a file record's tail, by the lengths its fixed part gives."""
+    a = FILE_DATA_OFFSET
+    b = a + fixed.len_0
+    c = b + fixed.len_1
+    d = c + fixed.len_2
+    e = d + fixed.len_3
+    if e > len(raw):
         raise DecodeError("file record shorter than its path lengths")
-    parts, off = [], 0
-    for n in lens:
-        parts.append(data[off:off + n])
-        off += n
-    return parts
+    return [raw[a:b], raw[b:c], raw[c:d], raw[d:e]]
 
 
+@functools.lru_cache(maxsize=16384)
 def join_path(base: bytes, name: bytes) -> str:
-    """An absolute path from a resolved directory and a name (absolute names stand alone)."""
+    """An absolute path from a resolved directory and a name (absolute names stand alone).
+    Cached: a burst opens the same few files again and again, and decoding and normalising a
+    path is most of a file record's decoding."""
     if not name:
         return _text(base)
     if name.startswith(b"/") or not base:
@@ -302,15 +307,15 @@ def join_path(base: bytes, name: bytes) -> str:
     return "/" + norm.lstrip("/") if norm.startswith("//") else norm
 
 
-def _file_common(hdr: EventHeader, fixed: FileEventC, parts: list[bytes]) -> dict[str, Any]:
+def _file_common(hdr: Header, fixed: Any, parts: list[bytes]) -> dict[str, Any]:
     return {"kind": hdr.kind, "path": join_path(parts[0], parts[1]),
             "path_truncated": bool(hdr.flags & FILE_PATH_TRUNCATED), "ret": fixed.ret}
 
 
-FileBuilder = Callable[[EventHeader, FileEventC, list[bytes], dict[str, Any]], FileEffect]
+FileBuilder = Callable[[Header, Any, list[bytes], dict[str, Any]], FileEffect]
 
 
-def _file_open(hdr: EventHeader, fixed: FileEventC, parts: list[bytes], base: dict[str, Any]) -> FileOpen:
+def _file_open(hdr: Header, fixed: Any, parts: list[bytes], base: dict[str, Any]) -> FileOpen:
     acc = fixed.open_flags & O_ACCMODE
     return FileOpen(**base, fd=fixed.fd, flags=fixed.open_flags, read=acc in (0, O_RDWR),
                     write=acc in (O_WRONLY, O_RDWR), create=bool(fixed.open_flags & O_CREAT),
@@ -318,7 +323,7 @@ def _file_open(hdr: EventHeader, fixed: FileEventC, parts: list[bytes], base: di
                     mode=fixed.mode, ino=fixed.ino, dev=fixed.dev)
 
 
-def _file_write(hdr: EventHeader, fixed: FileEventC, parts: list[bytes], base: dict[str, Any]) -> FileWrite:
+def _file_write(hdr: Header, fixed: Any, parts: list[bytes], base: dict[str, Any]) -> FileWrite:
     return FileWrite(**base, fd=fixed.fd, bytes=fixed.bytes, writes=fixed.calls,
                      first_ts_ns=base["ts_ns"] - (hdr.ts_ns - fixed.first_ns) if fixed.first_ns else 0,
                      reason=FLUSH_REASONS.get(fixed.reason, str(fixed.reason)),
@@ -326,20 +331,20 @@ def _file_write(hdr: EventHeader, fixed: FileEventC, parts: list[bytes], base: d
                      path_stale=bool(hdr.flags & FILE_PATH_STALE), ino=fixed.ino, dev=fixed.dev)
 
 
-def _file_unlink(hdr: EventHeader, fixed: FileEventC, parts: list[bytes], base: dict[str, Any]) -> FileUnlink:
+def _file_unlink(hdr: Header, fixed: Any, parts: list[bytes], base: dict[str, Any]) -> FileUnlink:
     return FileUnlink(**base, directory=bool(hdr.flags & FILE_IS_DIR))
 
 
-def _file_rename(hdr: EventHeader, fixed: FileEventC, parts: list[bytes], base: dict[str, Any]) -> FileRename:
+def _file_rename(hdr: Header, fixed: Any, parts: list[bytes], base: dict[str, Any]) -> FileRename:
     return FileRename(**base, new_path=join_path(parts[2], parts[3]),
                       new_path_truncated=bool(hdr.flags & FILE_PATH2_TRUNCATED), flags=fixed.open_flags)
 
 
-def _file_mkdir(hdr: EventHeader, fixed: FileEventC, parts: list[bytes], base: dict[str, Any]) -> FileMkdir:
+def _file_mkdir(hdr: Header, fixed: Any, parts: list[bytes], base: dict[str, Any]) -> FileMkdir:
     return FileMkdir(**base, mode=fixed.mode)
 
 
-def _file_chmod(hdr: EventHeader, fixed: FileEventC, parts: list[bytes], base: dict[str, Any]) -> FileChmod:
+def _file_chmod(hdr: Header, fixed: Any, parts: list[bytes], base: dict[str, Any]) -> FileChmod:
     return FileChmod(**base, mode=fixed.mode, fd=fixed.fd)
 
 
@@ -351,7 +356,7 @@ FILE_BUILDERS: dict[Kind, FileBuilder] = {
 }
 
 
-def _decode_file(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> FileEffect:
+def _decode_file(hdr: Header, raw: bytes, common: dict[str, Any]) -> FileEffect:
     builder = FILE_BUILDERS.get(hdr.kind)
     if builder is None:
         raise DecodeError(f"event kind {hdr.kind} is not a file effect", "unknown_kind")
@@ -376,7 +381,7 @@ def _addr(family: int, raw: bytes) -> str:
     return str(ipaddress.IPv6Address(raw[:16]))
 
 
-def _unix_path(fixed: NetEventC, record: bytes, flags: int) -> tuple[str | None, bool]:
+def _unix_path(fixed: Any, record: bytes, flags: int) -> tuple[str | None, bool]:
     if not fixed.path_len:
         return None, False
     raw = record[NET_PATH_OFFSET:NET_PATH_OFFSET + fixed.path_len]  # not fixed.path: ctypes stops at a NUL
@@ -385,7 +390,7 @@ def _unix_path(fixed: NetEventC, record: bytes, flags: int) -> tuple[str | None,
     return _text(raw.split(b"\0", 1)[0]), False
 
 
-def _decode_net(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> NetEffect:
+def _decode_net(hdr: Header, raw: bytes, common: dict[str, Any]) -> NetEffect:
     cls = NET_CLASSES.get(hdr.kind)
     if cls is None:
         raise DecodeError(f"event kind {hdr.kind} is not a network effect", "unknown_kind")
@@ -437,7 +442,7 @@ def parse_dns_question(payload: bytes) -> tuple[int, str, str] | None:
     return qid, ".".join(labels) + ".", QTYPES.get(qtype, f"TYPE{qtype}")
 
 
-def _decode_dns(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> DnsQuery:
+def _decode_dns(hdr: Header, raw: bytes, common: dict[str, Any]) -> DnsQuery:
     fixed = fixed_part(raw, DnsEventC, DNS_DATA_OFFSET)
     payload = raw[DNS_DATA_OFFSET:DNS_DATA_OFFSET + fixed.len]
     if len(payload) != fixed.len:

@@ -8,20 +8,23 @@ table, against the BTF clang wrote into the compiled objects.
 from __future__ import annotations
 
 import ctypes
+import operator
 import signal as signal_mod
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from ctypes import c_char, c_uint32, c_uint64
 from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Any, ClassVar
 
 from vigild.bpf.clock import BootClock
+from vigild.bpf.layout import Layout
 
 TASK_COMM_LEN = 16
 FILENAME_MAX_LEN = 4096
 ARGS_MAX_LEN = 65536
 KERNEL_SESSION_BIT = 1 << 52  # events.h: every session id stays below 2^53
+COMMS_REMEMBERED = 4096  # decoded process names kept by the decoder
 
 
 class Kind(IntEnum):
@@ -214,7 +217,9 @@ TLS_DATA_OFFSET = TlsDataEventC.data.offset
 
 # ---- typed events ------------------------------------------------------------------------------
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # each event class's field names, in order
+# each event class's field names, in order, and one getter of all their values (a C call, not a
+# Python loop of getattr)
+_FIELD_NAMES: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
 
 
 @dataclass
@@ -234,16 +239,21 @@ class ProcessEvent:
     # event of every sensor is attributed without a user-space race. None outside tool calls.
     tool_call: int | None = field(default=None, kw_only=True)
 
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """(name, value) of every field, in order (the record builds itself from these)."""
+        found = _FIELD_NAMES.get(type(self))
+        if found is None:
+            names = tuple(f.name for f in fields(self))
+            found = _FIELD_NAMES[type(self)] = (names, operator.attrgetter(*names))
+        names, values = found
+        return zip(names, values(self))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields, `type` first; sinks turn ts_ns into an RFC 3339 `ts`. A shallow
         copy by the class's field names (dataclasses.asdict deep-copies every value, the hot spot
         of a file-open burst); the fields are scalars or lists of strings, which no sink changes."""
-        names = _FIELD_NAMES.get(type(self))
-        if names is None:
-            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in fields(self))
         out: dict[str, Any] = {"type": self.type}
-        for name in names:
-            out[name] = getattr(self, name)
+        out.update(self.items())
         return out
 
 
@@ -340,16 +350,26 @@ def signal_name(sig: int) -> str:
         return f"SIG{sig}"
 
 
-KindDecoder = Callable[[EventHeader, bytes, dict[str, Any]], ProcessEvent]
+HEADER = Layout(EventHeader)
+HEADER_SIZE = ctypes.sizeof(EventHeader)
+
+# A record's header as a named tuple with EventHeader's field names (`comm` keeps its NULs).
+Header = Any
+KindDecoder = Callable[[Header, bytes, dict[str, Any]], ProcessEvent]
+
+_LAYOUTS: dict[tuple[type[ctypes.Structure], int | None], Layout] = {}
 
 
 def fixed_part(raw: bytes, struct: type[ctypes.Structure], data_offset: int | None = None) -> Any:
-    """The fixed-size part of a record as its ctypes struct. Records with a variable tail (exec,
-    TLS data) are emitted with only the bytes used, so the struct is padded back to full size."""
-    need = data_offset if data_offset is not None else ctypes.sizeof(struct)
-    if len(raw) < need:
-        raise DecodeError(f"{struct.__name__} record of {len(raw)} bytes is shorter than {need}")
-    return struct.from_buffer_copy(raw[:need].ljust(ctypes.sizeof(struct), b"\0"))
+    """The fixed-size part of a record (up to `data_offset` for records with a variable tail,
+    which are emitted with only the bytes used), as a named tuple of its mirror's fields: nested
+    header fields as `hdr_*`, a numeric array's elements as `name_0`, ... (bpf/layout.py)."""
+    layout = _LAYOUTS.get((struct, data_offset))
+    if layout is None:
+        layout = _LAYOUTS[(struct, data_offset)] = Layout(struct, data_offset)
+    if len(raw) < layout.size:
+        raise DecodeError(f"{struct.__name__} record of {len(raw)} bytes is shorter than {layout.size}")
+    return layout.unpack(raw)
 
 
 class EventDecoder:
@@ -361,6 +381,7 @@ class EventDecoder:
     def __init__(self, clock: BootClock) -> None:
         self.clock = clock
         self.errors: Counter[str] = Counter()
+        self._comms: dict[bytes, str] = {}
         self._kinds: dict[int, KindDecoder] = {
             Kind.FORK: lambda hdr, raw, common: ForkEvent(**common),
             Kind.EXEC: _decode_exec,
@@ -372,8 +393,13 @@ class EventDecoder:
     def register(self, kind: int, decoder: KindDecoder) -> None:
         self._kinds[kind] = decoder
 
-    def common(self, hdr: EventHeader) -> dict[str, Any]:
+    def common(self, hdr: Header) -> dict[str, Any]:
         """The header's fields as keyword arguments of every ProcessEvent."""
+        comm = self._comms.get(hdr.comm)
+        if comm is None:  # a burst's records share a handful of names: each is decoded once
+            if len(self._comms) >= COMMS_REMEMBERED:
+                self._comms.clear()
+            comm = self._comms[hdr.comm] = _text(hdr.comm.split(b"\0", 1)[0])
         return {
             "ts_ns": self.clock.wall_ns(hdr.ts_ns),
             "session_id": hdr.session_id,
@@ -382,15 +408,15 @@ class EventDecoder:
             "tid": hdr.tid,
             "ppid": hdr.ppid,
             "uid": hdr.uid,
-            "comm": _text(hdr.comm),
+            "comm": comm,
             "tool_call": hdr.call_id or None,
         }
 
     def decode(self, raw: bytes) -> ProcessEvent:
-        if len(raw) < ctypes.sizeof(EventHeader):
+        if len(raw) < HEADER_SIZE:
             self.errors["short_record"] += 1
             raise DecodeError(f"record of {len(raw)} bytes is shorter than the event header")
-        hdr = EventHeader.from_buffer_copy(raw)
+        hdr = HEADER.unpack(raw)
         decoder = self._kinds.get(hdr.kind)
         if decoder is None:
             self.errors["unknown_kind"] += 1
@@ -402,19 +428,19 @@ class EventDecoder:
             raise
 
 
-def _decode_exit(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> ExitEvent:
+def _decode_exit(hdr: Header, raw: bytes, common: dict[str, Any]) -> ExitEvent:
     ev = fixed_part(raw, ExitEventC)
     code, sig, core = decode_wait_status(ev.exit_code)
     return ExitEvent(**common, exit_code=code, signal=sig, signal_name=signal_name(sig) if sig else None,
                      core_dumped=core)
 
 
-def _decode_tls_close(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> TlsClose:
+def _decode_tls_close(hdr: Header, raw: bytes, common: dict[str, Any]) -> TlsClose:
     close = fixed_part(raw, TlsCloseEventC)
     return TlsClose(**common, conn_id=close.conn_id, lib=close.lib)
 
 
-def _decode_tls_data(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> TlsData:
+def _decode_tls_data(hdr: Header, raw: bytes, common: dict[str, Any]) -> TlsData:
     fixed = fixed_part(raw, TlsDataEventC, TLS_DATA_OFFSET)
     data = raw[TLS_DATA_OFFSET:TLS_DATA_OFFSET + fixed.len]
     if len(data) != fixed.len:
@@ -424,7 +450,7 @@ def _decode_tls_data(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> Tl
                    capped=bool(hdr.flags & TLS_CALL_CAPPED), data=data, peer_ino=fixed.peer_ino)
 
 
-def _decode_exec(hdr: EventHeader, raw: bytes, common: dict[str, Any]) -> ExecEvent:
+def _decode_exec(hdr: Header, raw: bytes, common: dict[str, Any]) -> ExecEvent:
     ev = fixed_part(raw, ExecEventC, EXEC_DATA_OFFSET)
     data = raw[EXEC_DATA_OFFSET:]
     if ev.filename_len + ev.args_len > len(data):

@@ -17,10 +17,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from ctypes import byref, c_size_t
 from pathlib import Path
+from typing import TypeVar
 
 from vigild.bpf import libbpf
 
 log = logging.getLogger("vigild.bpf")
+ConfigT = TypeVar("ConfigT", bound=ctypes.Structure)
 
 KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
 CAP_SYS_ADMIN = 21
@@ -253,17 +255,27 @@ class BpfObject:
             yield lib.bpf_map__name(m).decode(), m
             m = lib.bpf_object__next_map(self._ptr, m)
 
-    def set_rodata(self, config: ctypes.Structure) -> None:
-        """Write the object's `const volatile` config (its .rodata section starts with it)."""
+    def _rodata(self, size_needed: int, step: str) -> int:
+        """The address of the object's .rodata initial value (its `const volatile` config first)."""
         for name, ptr in self._maps():
             if name.endswith(".rodata"):
                 size = c_size_t()
                 data = _lib().bpf_map__initial_value(ptr, byref(size))
-                if not data or size.value < ctypes.sizeof(config):
-                    raise BpfError(f"set config of {self.path.name}", errno_mod.EINVAL)
-                ctypes.memmove(data, byref(config), ctypes.sizeof(config))
-                return
-        raise BpfError(f"set config of {self.path.name}: no .rodata section", errno_mod.ENOENT)
+                if not data or size.value < size_needed:
+                    raise BpfError(f"{step} of {self.path.name}", errno_mod.EINVAL)
+                return data
+        raise BpfError(f"{step} of {self.path.name}: no .rodata section", errno_mod.ENOENT)
+
+    def rodata(self, config_type: type[ConfigT]) -> ConfigT:
+        """The object's `const volatile` config as compiled (the C initialiser's values), so a
+        default is written once, in the C source, and not again in Python."""
+        data = self._rodata(ctypes.sizeof(config_type), "read config")
+        return config_type.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(config_type)))
+
+    def set_rodata(self, config: ctypes.Structure) -> None:
+        """Write the object's `const volatile` config (its .rodata section starts with it)."""
+        data = self._rodata(ctypes.sizeof(config), "set config")
+        ctypes.memmove(data, byref(config), ctypes.sizeof(config))
 
     def set_max_entries(self, map_name: str, entries: int) -> None:
         err = _lib().bpf_map__set_max_entries(self._map_ptr(map_name), entries)

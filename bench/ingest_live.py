@@ -1,0 +1,122 @@
+"""Ingest live: a tracked process opens a file at a set rate for a set time while the whole
+pipeline runs as `vigil trace --db` runs it (lineage + effects loaded, store, JSON lines and
+detections on, the pipeline pinned to one core, the workload on another); then it says how many
+opens the kernel emitted, how many it shed or lost, how many reached the store, and how long after
+the workload's end the last one was recorded.
+
+Used by bench/ingest.py (`--sustained`, `--burst`); runnable alone (as root):
+
+    /opt/vigild/bin/python bench/ingest_live.py --rate 20000 --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vigild.bpf.effects import EffectsSensor
+from vigild.bpf.lineage import LineageSensor
+from vigild.correlate.detections import Detector
+from vigild.daemon.pipeline import Pipeline
+from vigild.daemon.sinks import JsonLinesSink, StoreSink
+from vigild.daemon.store import Store
+
+from runner import run_tracked
+
+# Paced opens: every millisecond's share at once, then a sleep until the schedule catches up, so
+# the rate holds over the run whatever one open costs (as long as the core can go that fast).
+WORKLOAD = """
+import os, sys, time
+target, rate, seconds, core, done = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+if core >= 0:
+    os.sched_setaffinity(0, {core})
+total, chunk, n = int(rate * seconds), max(1, rate // 1000), 0
+start = time.perf_counter()
+while n < total:
+    for _ in range(min(chunk, total - n)):
+        os.close(os.open(target, os.O_RDONLY))
+    n += min(chunk, total - n)
+    ahead = n / rate - (time.perf_counter() - start)
+    if ahead > 0:
+        time.sleep(ahead)
+elapsed = time.perf_counter() - start
+with open(done, "w") as f:
+    f.write(f"{n} {elapsed!r} {time.time()!r}")
+"""
+
+
+@dataclass
+class LiveResult:
+    rate: int
+    seconds: float
+    opens: int  # what the workload made
+    achieved_rate: float  # opens per second it reached
+    emitted: int  # file_open records the kernel put in the ring
+    lost: int  # file_open records the kernel shed or could not deliver
+    recorded: int  # file_open events of the workload in the store at the end
+    recorded_after_s: float  # from the workload's end to its exit's dispatch (everything before it recorded)
+
+    @property
+    def whole(self) -> bool:
+        return self.lost == 0 and self.recorded == self.opens
+
+    def line(self) -> str:
+        verdict = "delivered whole" if self.whole else "NOT whole"
+        return (f"{self.rate:,} opens/s for {self.seconds:g} s: {self.opens:,} opens "
+                f"(achieved {self.achieved_rate:,.0f}/s), kernel emitted {self.emitted:,}, lost {self.lost:,}, "
+                f"recorded {self.recorded:,}, last recorded {self.recorded_after_s:.2f} s after the end: {verdict}")
+
+
+def run_live(rate: int, seconds: float, tmp: Path) -> LiveResult:
+    target, script, done, db = tmp / "opened.txt", tmp / "paced.py", tmp / "done", tmp / "live.db"
+    for stale in (done, db):
+        stale.unlink(missing_ok=True)
+    target.write_text("x")
+    script.write_text(WORKLOAD)
+    cores = sorted(os.sched_getaffinity(0))
+    pipeline_core, workload_core = cores[0], cores[1] if len(cores) > 1 else -1
+    os.sched_setaffinity(0, {pipeline_core})  # the pipeline's one core
+    lineage = LineageSensor()
+    effects = EffectsSensor(lineage.shared_maps)
+    store = Store(db)
+    before = lineage.stats().get("file_open", (0, 0))
+    with open(tmp / "live.jsonl", "w") as out:
+        pipeline = Pipeline(lineage, [], sensors=[effects], detector=Detector())
+        pipeline.sinks = [StoreSink(store, pipeline.processes), JsonLinesSink(out)]
+        pipeline.start()
+        try:
+            argv = [sys.executable, str(script), str(target), str(rate), str(seconds), str(workload_core), str(done)]
+            run_tracked(argv, pipeline, drain_timeout=600)
+            exited = time.time()
+        finally:
+            pipeline.stop()
+            after = lineage.stats().get("file_open", (0, 0))
+            effects.close()
+            lineage.close()
+    opens_text, elapsed_text, ended_text = done.read_text().split()
+    with sqlite3.connect(db) as conn:
+        recorded = conn.execute("SELECT count(*) FROM events WHERE type = 'file_open' "
+                                "AND json_extract(data, '$.path') = ?", (str(target),)).fetchone()[0]
+    opens, elapsed, ended = int(opens_text), float(elapsed_text), float(ended_text)
+    return LiveResult(rate=rate, seconds=seconds, opens=opens, achieved_rate=opens / elapsed,
+                      emitted=after[0] - before[0], lost=after[1] - before[1], recorded=recorded,
+                      recorded_after_s=max(0.0, exited - ended))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=20_000, help="opens per second")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        print(run_live(args.rate, args.seconds, Path(tmp_name)).line())
+
+
+if __name__ == "__main__":
+    main()
