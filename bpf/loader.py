@@ -176,11 +176,12 @@ class Map:
     def value_size(self) -> int:
         return _lib().bpf_map__value_size(self._ptr)
 
-    def lookup(self, key: ctypes._CData, value_size: int | None = None) -> bytes | None:
+    def lookup(self, key: ctypes._CData, value_size: int | None = None, keep_gil: bool = False) -> bytes | None:
         """The value for key, or None when absent. value_size overrides for per-CPU maps, whose
-        values are one 8-byte-aligned slot per possible CPU."""
+        values are one 8-byte-aligned slot per possible CPU. keep_gil: see libbpf.lib_keeping_gil."""
         buf = ctypes.create_string_buffer(value_size or self.value_size)
-        if _lib().bpf_map_lookup_elem(self.fd, byref(key), buf) != 0:
+        lib = libbpf.lib_keeping_gil() if keep_gil else _lib()
+        if lib.bpf_map_lookup_elem(self.fd, byref(key), buf) != 0:
             err = _errno()
             if err == errno_mod.ENOENT:
                 return None
@@ -200,9 +201,10 @@ class Map:
         if _lib().bpf_map_update_elem(self.fd, byref(key), byref(value), flags) != 0:
             raise BpfError(f"update of map {self.name}", _errno())
 
-    def delete(self, key: ctypes._CData) -> bool:
-        """Remove key; False when it was not there."""
-        if _lib().bpf_map_delete_elem(self.fd, byref(key)) != 0:
+    def delete(self, key: ctypes._CData, keep_gil: bool = False) -> bool:
+        """Remove key; False when it was not there. keep_gil: see libbpf.lib_keeping_gil."""
+        lib = libbpf.lib_keeping_gil() if keep_gil else _lib()
+        if lib.bpf_map_delete_elem(self.fd, byref(key)) != 0:
             err = _errno()
             if err == errno_mod.ENOENT:
                 return False
@@ -490,21 +492,25 @@ class RingBuffer:
             if err:
                 raise BpfError(f"add ring buffer {ring.name}", err)
 
-    def poll(self, timeout_ms: int) -> int:
+    def poll(self, timeout_ms: int, keep_gil: bool = False) -> int:
         """Wait up to timeout_ms for a wakeup (a ring's or wake()'s), then drain everything
-        waiting; returns records seen.
+        waiting; returns records seen. keep_gil: the drain (and the handlers it calls) keeps
+        the GIL once the wait is over (see libbpf.lib_keeping_gil).
 
         Producers skip most wakeups to save CPU, so the drain after the wait is what delivers
         records that arrived without one."""
+        ready: list[tuple[int, int]] = []
         try:
-            self._epoll.poll(timeout_ms / 1000 if timeout_ms >= 0 else -1)
+            ready = self._epoll.poll(timeout_ms / 1000 if timeout_ms >= 0 else -1)
         except InterruptedError:
             pass
-        try:
-            os.eventfd_read(self._wake_fd)
-        except BlockingIOError:  # not woken through wake()
-            pass
-        m = _lib().ring_buffer__consume(self._ptr)
+        if any(fd == self._wake_fd for fd, _ in ready):
+            try:
+                os.eventfd_read(self._wake_fd)
+            except BlockingIOError:  # read by a poll that raced this one
+                pass
+        lib = libbpf.lib_keeping_gil() if keep_gil else _lib()
+        m = lib.ring_buffer__consume(self._ptr)
         if m < 0 and -m != errno_mod.EINTR:
             raise BpfError("consume ring buffer", m)
         return max(m, 0)
