@@ -150,7 +150,10 @@ class GuardedFs:
     def _forget(self, path: Path) -> None:
         """A removed directory (and anything below it) is resolved again if it comes back. The
         teardown thread calls this while the pipeline thread adds entries, hence the copy."""
-        for known in [k for k in list(self._checked) if k == path or path in k.parents]:
+        # Strings, not Path comparisons or Path.parents: this ran for most of a placement's time.
+        name = str(path)
+        below = name + "/"
+        for known in [k for k in list(self._checked) if (s := str(k)) == name or s.startswith(below)]:
             self._checked.pop(known, None)
 
     def mkdir(self, path: Path) -> None:

@@ -1,12 +1,12 @@
 """The held-exec lane: a tool call's first process, stopped at its exec, is placed without
 waiting for the effects queued in front of it.
 
-Its own ring buffer and thread: the kernel writes a second copy of each exec it held for
-placement alone (lineage.bpf.c, `held_events`, woken at once), and `HeldLane` hands it to tool
-control (`place_held`), which puts the process in its group and lets it go. This thread never
-decodes an effect, and never takes the pipeline's lock: a flood of file events decoding on the
-pipeline thread costs the held process a wait for the interpreter (bounded by the switch
-interval set below), not for the flood. The pipeline still handles the exec in ring order (its
+The kernel writes a second copy of each exec it held for placement alone into a ring buffer of
+their own (lineage.bpf.c, `held_events`, woken at once), and `HeldLane` hands it to tool control
+(`place_held`), which puts the process in its group and lets it go. The shared ring buffer may
+hold seconds of a flood's effects in front of the same exec; this one holds nothing else. The
+placement's syscalls keep the GIL (vigild.cgroups.gil_held): one take of the interpreter per
+placement, not one per syscall. The pipeline still handles the exec in ring order (its
 tool_start, its link to the model's tool call): it finds the call placed, or places it itself
 when the lane could not (a verdict only the ordered stream gives, a lost copy).
 
@@ -31,16 +31,16 @@ from collections.abc import Callable
 from vigild.bpf.clock import BootClock
 from vigild.bpf.events import EXEC_HELD, DecodeError, EventDecoder, EventHeader, ExecEvent, Kind
 from vigild.bpf.lineage import LineageSensor
-from vigild.bpf.loader import RingBuffer
+from vigild.bpf.loader import RingBuffer, RingPositions
 from vigild.daemon.pipeline.scrub import scrub
 
 log = logging.getLogger("vigild.pipeline")
 
 # How long a thread that wants the interpreter waits for a busy one to yield it (CPython's
-# default: 5 ms). The lane's few syscalls each give the interpreter up and take it back, so under
-# a decoding flood the default alone would cost a held process several times 5 ms.
-SWITCH_INTERVAL_S = 0.0002
-GATE_TIMEOUT_S = 0.05  # the longest the pipeline waits for one batch of placements
+# default: 5 ms): the lane's thread, woken while the pipeline thread runs Python outside its
+# records (sinks, housekeeping), waits that long at most before the pipeline must yield.
+SWITCH_INTERVAL_S = 0.0005
+GATE_TIMEOUT_S = 0.05  # the longest the pipeline waits for the lane's thread to place one batch
 IDLE_POLL_MS = 1000  # the lane's wait when no held exec comes (stop() wakes it at once)
 RT_PRIORITY = 1  # the lowest real-time priority: above every normal thread, below the kernel's own
 
@@ -79,23 +79,30 @@ def held_first(batch: list[bytes]) -> list[bytes]:
 
 
 class HeldLane:
-    """The thread that places held execs from their own ring buffer (see the module's doc).
+    """Places held execs from their own ring buffer (see the module's doc), from two threads:
 
-    `place` is tool control's `place_held`; whatever it raises is logged and counted, and the
-    process stays held for the pipeline's placement: the lane can only make a call start sooner."""
+    - its own (`start`), woken by the ring at once, which places when the pipeline is idle or
+      blocked (and runs real-time where allowed: `_raise_priority`);
+    - the pipeline's, through `gate`, between the records it decodes: a look at the ring's
+      positions, and when a held exec waits, its placement right there. A busy pipeline thread
+      holds the GIL most of the time, and on a loaded machine the scheduler may run it for
+      milliseconds before it lets the lane's thread take it; placing inline costs the held
+      process the record being decoded instead.
+
+    Whoever drains holds `_lock` (libbpf's consumer state is not thread-safe). `place` is tool
+    control's `place_held`; whatever it raises is logged and counted, and the process stays
+    held for the pipeline's ordered placement: the lane can only make a call start sooner."""
 
     def __init__(self, lineage: LineageSensor, clock: BootClock, place: Callable[[ExecEvent], bool]) -> None:
         self._place = place
-        self._decoder = EventDecoder(clock)  # the pipeline's is its thread's alone
+        self._decoder = EventDecoder(clock)  # the pipeline's is for its ordered stream
         self._raw: list[bytes] = []
         self._ring = RingBuffer()
         self._ring.add(lineage.held_events, self._raw.append)
+        self._positions = RingPositions(lineage.held_events)
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # Clear while the lane places: the pipeline thread waits at its next record rather than
-        # take the GIL back from the lane every switch interval (see `gate`).
-        self._clear = threading.Event()
-        self._clear.set()
         self.placed = 0
         self.errors = 0
         self.priority = "normal"  # what `_raise_priority` got for the lane's thread
@@ -112,7 +119,21 @@ class HeldLane:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        self._ring.free()
+        with self._lock:
+            self._ring.free()
+            self._positions.close()
+
+    def gate(self) -> None:
+        """Between two records on the pipeline thread: place what waits in the held ring, or
+        wait for the lane's thread that is placing it (bounded: a lane that hangs slows the
+        pipeline, never stops it)."""
+        if not self._positions.pending() and not self._lock.locked():
+            return
+        if self._lock.acquire(timeout=GATE_TIMEOUT_S):
+            try:
+                self._drain()
+            finally:
+                self._lock.release()
 
     def _run(self) -> None:
         self.priority = _raise_priority()
@@ -123,26 +144,17 @@ class HeldLane:
                 self.errors += 1
                 log.exception("held lane step failed; continuing")
 
-    def gate(self) -> None:
-        """Called by the pipeline thread between records: while the lane places, wait for it
-        (bounded: a lane that hangs slows the pipeline, never stops it). Otherwise the two
-        threads trade the GIL every switch interval, and on a loaded machine each trade waits
-        for the scheduler: milliseconds the held process spends stopped."""
-        if not self._clear.is_set():
-            self._clear.wait(GATE_TIMEOUT_S)
-
     def run_once(self, timeout_ms: int) -> int:
         """Wait for held execs and place them; returns how many were placed."""
-        self._ring.poll(timeout_ms, keep_gil=True)  # from the wakeup to the SIGCONT: one GIL take
-        if not self._raw:
+        self._ring.wait(timeout_ms)
+        if self._stop.is_set():
             return 0
-        self._clear.clear()
-        try:
-            return self._place_batch()
-        finally:
-            self._clear.set()
+        with self._lock:
+            return self._drain()
 
-    def _place_batch(self) -> int:
+    def _drain(self) -> int:
+        """Consume the held ring and place what it held; under `_lock`, keeping the GIL."""
+        self._ring.consume(keep_gil=True)
         batch, self._raw[:] = list(self._raw), []
         placed = 0
         for raw in batch:
