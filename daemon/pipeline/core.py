@@ -259,13 +259,14 @@ class Pipeline:
             self._guard(sink.flush)
 
     def stop(self) -> None:
-        if self.held_lane is not None:
-            self.held_lane.stop()  # what it did not place, the pipeline does below
         self._stop.set()
         self._ring.wake()
         if self._thread is not None and self._thread.ident is not None:  # started (a signal may come first)
             self._thread.join(timeout=5)
         self._thread = None
+        if self.held_lane is not None:  # after the thread that gates on it; what it left, run_once places
+            self.held_lane.stop()
+            self.held_lane = None
         self.run_once(0)  # what arrived after the last poll
         self._check_drops(force=True)
         with self._lock:

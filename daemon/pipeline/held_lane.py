@@ -127,11 +127,15 @@ class HeldLane:
         """Between two records on the pipeline thread: place what waits in the held ring, or
         wait for the lane's thread that is placing it (bounded: a lane that hangs slows the
         pipeline, never stops it)."""
-        if not self._positions.pending() and not self._lock.locked():
+        try:
+            if not self._positions.pending() and not self._lock.locked():
+                return
+        except ValueError:  # stopped (its mappings closed) while a late pipeline batch still ran
             return
         if self._lock.acquire(timeout=GATE_TIMEOUT_S):
             try:
-                self._drain()
+                if not self._stop.is_set():
+                    self._drain()
             finally:
                 self._lock.release()
 

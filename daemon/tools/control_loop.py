@@ -12,9 +12,8 @@ no memory it allocates is charged elsewhere.
 
 The held process waits for nothing else: an ended call's groups are removed, and the spare groups
 the next calls are renamed from (v1) are made, on the teardown thread (daemon/tools/teardown.py);
-and the held lane's thread (daemon/pipeline/held_lane.py) places it through `place_held` as soon
-as the kernel stopped it, while the pipeline may still be decoding the effects queued before its
-exec. Placing, and deciding that a first exec is the agent's, are serialised by `_placing`: the
+and the held lane (daemon/pipeline/held_lane.py) places it through `place_held` as soon as the
+kernel stopped it, while the pipeline may still be decoding the effects queued before its exec. Placing, and deciding that a first exec is the agent's, are serialised by `_placing`: the
 first to take it for a process does the work, the other finds it done.
 """
 
@@ -363,7 +362,8 @@ class ToolCallControl:
         event.agent_role = role
 
     def place_held(self, event: ExecEvent) -> bool:
-        """The held lane's early placement (its own thread): the call's first process goes into
+        """The held lane's early placement (on its thread, or the pipeline's between two records:
+        daemon/pipeline/held_lane.py): the call's first process goes into
         its group and is let go now, not once the pipeline has decoded what the ring buffer holds
         before its exec. Only a process the kernel still holds, whose parent the process table
         knows and which the agent profiles call a tool: whatever else (the agent's relaunch or
