@@ -7,7 +7,7 @@ call floods file effects in the same tree the whole time (a busy pipeline). Seve
 compared in one run (e.g. the branch's start and its head), each by its own interpreter:
 
     python bench/placement.py --impl before=/opt/vigild-placement-base/bin/python \
-        --impl after=/opt/vigild-placement/bin/python [--calls 500] [--rounds 5]
+        --impl after=/opt/vigild-placement/bin/python [--calls 500] [--rounds 5] [--gap-ms 50]
 
 Added per call = mode's loop time per call minus the untraced one, same round and workload.
 """
@@ -24,17 +24,19 @@ from pathlib import Path
 
 AGENT = r"""
 import json, os, sys, time
-calls, argv, flood, out = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+calls, argv, flood, out, gap = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "1", sys.argv[4], float(sys.argv[5])
 flooder = None
 if flood:  # a tool call of its own: file opens in the same tree until the loop is done
     code = "import os,sys\np=sys.argv[1]\nwhile True:\n os.close(os.open(p, os.O_RDONLY|os.O_CREAT, 0o600))"
     flooder = os.posix_spawn(sys.executable, [sys.executable, "-c", code, out + ".flood"], os.environ)
     time.sleep(1.0)
-start = time.perf_counter()
+elapsed = 0.0
 for _ in range(calls):
+    start = time.perf_counter()
     pid = os.posix_spawn(argv[0], argv, os.environ)
     os.waitpid(pid, 0)
-elapsed = time.perf_counter() - start
+    elapsed += time.perf_counter() - start
+    time.sleep(gap)  # the model thinking between two calls (not timed)
 if flooder is not None:
     os.kill(flooder, 9)
     os.waitpid(flooder, 0)
@@ -45,12 +47,13 @@ with open(out, "w") as f:
 WORKLOADS = {"true": ["/bin/true"], "bash": ["/bin/bash", "-c", "true"]}
 
 
-def run_once(tmp: Path, python: str, mode: str | None, calls: int, argv: list[str], flood: bool) -> tuple[float, list[float]]:
+def run_once(tmp: Path, python: str, mode: str | None, calls: int, argv: list[str], flood: bool,
+             gap_s: float) -> tuple[float, list[float]]:
     """Seconds per call in the agent's loop, and the hold_ms of every tool_start vigil printed."""
     agent, out = tmp / "agent.py", tmp / "per_call"
     agent.write_text(AGENT)
     out.unlink(missing_ok=True)
-    command = [sys.executable, str(agent), str(calls), json.dumps(argv), "1" if flood else "0", str(out)]
+    command = [sys.executable, str(agent), str(calls), json.dumps(argv), "1" if flood else "0", str(out), str(gap_s)]
     if mode is not None:
         command = [python, "-m", "vigild.daemon.cli", mode, "-o", "json", "--no-tls", "--only", "tool", "--", *command]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
@@ -79,9 +82,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
     parser.add_argument("--no-flood", action="store_true", help="only without the effects flood")
+    parser.add_argument("--gap-ms", type=float, default=0.0,
+                        help="pause between calls, not timed: real agents' calls come seconds apart, and a "
+                             "lone cgroup move pays for what back-to-back ones share (bench/cgroup_move.py)")
     args = parser.parse_args()
     impls = dict(item.split("=", 1) for item in args.impl)
     floods = [False] if args.no_flood else [False, True]
+    gap_s = args.gap_ms / 1e3
     added: dict[tuple[str, bool, str], list[float]] = {}
     holds: dict[tuple[str, bool, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="vigil-placement-") as name:
@@ -89,10 +96,11 @@ def main() -> None:
         for round_no in range(args.rounds):
             for workload in args.workload or sorted(WORKLOADS):
                 for flood in floods:
-                    base, _ = run_once(tmp, sys.executable, None, args.calls, WORKLOADS[workload], flood)
+                    base, _ = run_once(tmp, sys.executable, None, args.calls, WORKLOADS[workload], flood, gap_s)
                     for impl, python in impls.items():
                         for mode in ("trace", "run"):
-                            per_call, held = run_once(tmp, python, mode, args.calls, WORKLOADS[workload], flood)
+                            per_call, held = run_once(tmp, python, mode, args.calls, WORKLOADS[workload], flood,
+                                                      gap_s)
                             key = (workload, flood, f"{impl} {mode}")
                             added.setdefault(key, []).append((per_call - base) * 1e3)
                             holds.setdefault(key, []).extend(held)

@@ -80,6 +80,7 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 _lib: ctypes.CDLL | None = None
+_lib_keeping_gil: ctypes.PyDLL | None = None
 _libc: ctypes.CDLL | None = None
 _lock = threading.Lock()
 
@@ -102,6 +103,20 @@ def lib() -> ctypes.CDLL:
             _libc.vsnprintf.restype = c_int
             _lib = loaded
         return _lib
+
+
+def lib_keeping_gil() -> ctypes.PyDLL:
+    """The same libbpf, whose calls keep Python's GIL (a `ctypes.PyDLL`): for map operations and
+    ring-buffer drains of microseconds on a thread that must not wait to take the GIL back after
+    each (the held lane; see vigild.cgroups.gil_held). Never for a call that may block."""
+    global _lib_keeping_gil
+    loaded = lib()
+    with _lock:
+        if _lib_keeping_gil is None:
+            handle = ctypes.PyDLL(loaded._name, handle=loaded._handle, use_errno=True)
+            _declare(handle)
+            _lib_keeping_gil = handle
+        return _lib_keeping_gil
 
 
 # A refused program's verifier log arrives as one "%s" of up to megabytes, and its last lines say

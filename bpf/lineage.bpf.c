@@ -41,6 +41,14 @@ struct {
 	__type(value, __u64);
 } held SEC(".maps");
 
+/* A second copy of each exec held for its call's placement (and for nothing else), for user
+ * space's held lane (daemon/pipeline/held_lane.py): in `events` it can sit behind seconds of a
+ * flood's effects. Losing this copy costs only time: the one in `events` is placed in order. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} held_events SEC(".maps");
+
 /* Executables user space has examined for TLS to hook (exe_key -> 1). A tracked process that
  * execs any other is held like a tool call (same `held` map, same watchdog) until user space has
  * hooked what the executable carries, so its first TLS call is not missed. */
@@ -216,6 +224,11 @@ int BPF_PROG(on_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 		ev->hdr.flags |= EXEC_ARGS_UNREADABLE;
 	}
 	ev->args_len = args_len;
+	/* Held for placement alone (not also for TLS hooks, which only the pipeline makes): the held
+	 * lane can place it at once. Woken every time: a stopped process waits on it. */
+	if ((call_flags & (EXEC_HELD | EXEC_EXE_HELD)) == EXEC_HELD)
+		bpf_ringbuf_output(&held_events, ev, offsetof(struct exec_event, data) + fn_len + args_len,
+				   BPF_RB_FORCE_WAKEUP);
 	/* A held process waits for user space, and a new root ends the consumer's idle wait (it
 	 * blocks for a second while nothing is tracked): wake it now rather than at the next poll. */
 	emit(EVENT_EXEC, ev, offsetof(struct exec_event, data) + fn_len + args_len,

@@ -54,6 +54,7 @@ class LineageSensor:
             self.stats_map: Map = self.obj.map("stats")
             self.root_comms: Map = self.obj.map("root_comms")
             self.held: Map = self.obj.map("held")
+            self.held_events: Map = self.obj.map("held_events")
             self.exe_seen: Map = self.obj.map("exe_seen")
             self._exe_seen_full = False
             for comm in comms:
@@ -100,9 +101,14 @@ class LineageSensor:
                             "ones are held until examined again", exc)
             self._exe_seen_full = True
 
-    def release_held(self, pid: int) -> bool:
-        """Forget that the kernel stopped pid at its call's first exec (the caller sends SIGCONT)."""
-        return self.held.delete(ctypes.c_uint32(pid))
+    def release_held(self, pid: int, keep_gil: bool = False) -> bool:
+        """Forget that the kernel stopped pid at its call's first exec (the caller sends SIGCONT).
+        keep_gil: see libbpf.lib_keeping_gil."""
+        return self.held.delete(ctypes.c_uint32(pid), keep_gil=keep_gil)
+
+    def is_held(self, pid: int, keep_gil: bool = False) -> bool:
+        """Whether the kernel still holds pid (nobody has let it go yet)."""
+        return self.held.lookup(ctypes.c_uint32(pid), keep_gil=keep_gil) is not None
 
     def held_pids(self) -> dict[int, int]:
         """pid -> CLOCK_BOOTTIME ns at which the kernel stopped it, for every process still held."""

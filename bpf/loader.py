@@ -9,10 +9,12 @@ from __future__ import annotations
 import ctypes
 import errno as errno_mod
 import logging
+import mmap
 import os
 import re
 import resource
 import select
+import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from ctypes import byref, c_size_t
@@ -178,11 +180,12 @@ class Map:
     def value_size(self) -> int:
         return _lib().bpf_map__value_size(self._ptr)
 
-    def lookup(self, key: ctypes._CData, value_size: int | None = None) -> bytes | None:
+    def lookup(self, key: ctypes._CData, value_size: int | None = None, keep_gil: bool = False) -> bytes | None:
         """The value for key, or None when absent. value_size overrides for per-CPU maps, whose
-        values are one 8-byte-aligned slot per possible CPU."""
+        values are one 8-byte-aligned slot per possible CPU. keep_gil: see libbpf.lib_keeping_gil."""
         buf = ctypes.create_string_buffer(value_size or self.value_size)
-        if _lib().bpf_map_lookup_elem(self.fd, byref(key), buf) != 0:
+        lib = libbpf.lib_keeping_gil() if keep_gil else _lib()
+        if lib.bpf_map_lookup_elem(self.fd, byref(key), buf) != 0:
             err = _errno()
             if err == errno_mod.ENOENT:
                 return None
@@ -202,9 +205,10 @@ class Map:
         if _lib().bpf_map_update_elem(self.fd, byref(key), byref(value), flags) != 0:
             raise BpfError(f"update of map {self.name}", _errno())
 
-    def delete(self, key: ctypes._CData) -> bool:
-        """Remove key; False when it was not there."""
-        if _lib().bpf_map_delete_elem(self.fd, byref(key)) != 0:
+    def delete(self, key: ctypes._CData, keep_gil: bool = False) -> bool:
+        """Remove key; False when it was not there. keep_gil: see libbpf.lib_keeping_gil."""
+        lib = libbpf.lib_keeping_gil() if keep_gil else _lib()
+        if lib.bpf_map_delete_elem(self.fd, byref(key)) != 0:
             err = _errno()
             if err == errno_mod.ENOENT:
                 return False
@@ -461,6 +465,31 @@ def _verifier_excerpt(lines: list[str], keep: int = 40) -> str:
 RecordHandler = Callable[[bytes], None]
 
 
+class RingPositions:
+    """Whether a BPF ring buffer holds unread records, in a fraction of a microsecond: its
+    consumer and producer positions read from pages mapped read-only (no syscall, no GIL
+    released), for a thread that checks between the records of another ring it is decoding."""
+
+    def __init__(self, ring: Map) -> None:
+        page = mmap.PAGESIZE
+        self._consumer = mmap.mmap(ring.fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=0)
+        try:
+            self._producer = mmap.mmap(ring.fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        except BaseException:
+            self._consumer.close()
+            raise
+
+    def pending(self) -> bool:
+        return _POS.unpack_from(self._producer)[0] != _POS.unpack_from(self._consumer)[0]
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._producer.close()
+
+
+_POS = struct.Struct("<Q")
+
+
 class RingBuffer:
     """Consumes one or more BPF ring buffers, handing each record's bytes to a Python callback.
 
@@ -508,15 +537,28 @@ class RingBuffer:
 
         Producers skip most wakeups to save CPU, so the drain after the wait is what delivers
         records that arrived without one."""
+        self.wait(timeout_ms)
+        return self.consume()
+
+    def wait(self, timeout_ms: int) -> None:
+        """Wait up to timeout_ms for a wakeup (a ring's or wake()'s); consume nothing."""
+        ready: list[tuple[int, int]] = []
         try:
-            self._epoll.poll(timeout_ms / 1000 if timeout_ms >= 0 else -1)
+            ready = self._epoll.poll(timeout_ms / 1000 if timeout_ms >= 0 else -1)
         except InterruptedError:
             pass
-        try:
-            os.eventfd_read(self._wake_fd)
-        except BlockingIOError:  # not woken through wake()
-            pass
-        m = _lib().ring_buffer__consume(self._ptr)
+        if any(fd == self._wake_fd for fd, _ in ready):
+            try:
+                os.eventfd_read(self._wake_fd)
+            except BlockingIOError:  # read by a wait that raced this one
+                pass
+
+    def consume(self, keep_gil: bool = False) -> int:
+        """Hand every waiting record to its handler; returns how many. Not safe from two threads
+        at once (libbpf's consumer state): callers that share a ring buffer hold a lock.
+        keep_gil: the drain keeps the GIL (see libbpf.lib_keeping_gil)."""
+        lib = libbpf.lib_keeping_gil() if keep_gil else _lib()
+        m = lib.ring_buffer__consume(self._ptr)
         if m < 0 and -m != errno_mod.EINTR:
             raise BpfError("consume ring buffer", m)
         return max(m, 0)

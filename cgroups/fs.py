@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
+from vigild.cgroups import gil_held
 from vigild.cgroups.base import CgroupError, OutsideParentError
 
 _REASONS = {
@@ -56,15 +57,22 @@ class RawFs(Protocol):
 
 
 class OsFs:
-    """The real cgroupfs: a mkdir creates the control files, writes never create files."""
+    """The real cgroupfs: a mkdir creates the control files, writes never create files. Inside
+    `gil_held.keeping_gil()` (the held lane's placement) the mutations keep the GIL."""
 
     def mkdir(self, path: Path) -> None:
+        if gil_held.active():
+            gil_held.mkdir(path)
+            return
         os.mkdir(path)
 
     def rmdir(self, path: Path) -> None:
         os.rmdir(path)
 
     def rename(self, path: Path, new: Path) -> None:
+        if gil_held.active():
+            gil_held.rename(path, new)
+            return
         os.rename(path, new)
 
     def read(self, path: Path) -> str:
@@ -73,6 +81,9 @@ class OsFs:
 
     def write(self, path: Path, data: str) -> None:
         # One write(2) per value: cgroup files parse each write separately; no O_CREAT.
+        if gil_held.active():
+            gil_held.write_file(path, data.encode("ascii"))
+            return
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
             os.write(fd, data.encode("ascii"))
@@ -126,7 +137,7 @@ class GuardedFs:
                 return self._resolve(path)
             if directory.is_dir():
                 self._checked[path.parent] = directory
-        if os.path.islink(directory / path.name):
+        if gil_held.is_link(directory / path.name):
             return self._resolve(path)
         return directory / path.name
 
@@ -139,7 +150,10 @@ class GuardedFs:
     def _forget(self, path: Path) -> None:
         """A removed directory (and anything below it) is resolved again if it comes back. The
         teardown thread calls this while the pipeline thread adds entries, hence the copy."""
-        for known in [k for k in list(self._checked) if k == path or path in k.parents]:
+        # Strings, not Path comparisons or Path.parents: this ran for most of a placement's time.
+        name = str(path)
+        below = name + "/"
+        for known in [k for k in list(self._checked) if (s := str(k)) == name or s.startswith(below)]:
             self._checked.pop(known, None)
 
     def mkdir(self, path: Path) -> None:
@@ -158,6 +172,8 @@ class GuardedFs:
         self._forget(path)
         with os_errors(f"rename the cgroup directory to {renamed.name}", target):
             self.raw.rename(target, renamed)
+        if renamed.parent == self._checked.get(new.parent):  # confined a moment ago: its files need no new check
+            self._checked[new] = renamed
 
     def read(self, path: Path) -> str:
         target = self._confine(path)

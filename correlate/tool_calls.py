@@ -116,6 +116,14 @@ class ToolCall:
         return self.end_ns is not None
 
 
+def first_process_call(event: ExecEvent) -> ToolCall:
+    """The call a first exec starts, not yet in any book (the held lane places it before the
+    book, which follows the ring buffer's order, records it)."""
+    return ToolCall(id=event.pid, session_id=event.session_id, pid=event.pid, ppid=event.ppid,
+                    argv=list(event.argv), filename=event.filename, start_ns=event.ts_ns, held=event.held,
+                    pids={event.pid}, all_pids={event.pid})
+
+
 def outcome(call: ToolCall, oom_kills: int) -> str:
     """How the call ended. OOM is known from the kernel (tracepoint or cgroup counter), never
     inferred from an exit status of 137, which any SIGKILL gives."""
@@ -145,9 +153,7 @@ class ToolCallBook:
     # ---- processes ----
     def start(self, event: ExecEvent) -> ToolCall:
         """A call starts at its first process's exec (event.call_start)."""
-        call = ToolCall(id=event.pid, session_id=event.session_id, pid=event.pid, ppid=event.ppid,
-                        argv=list(event.argv), filename=event.filename, start_ns=event.ts_ns, held=event.held,
-                        pids={event.pid}, all_pids={event.pid})
+        call = first_process_call(event)
         self.calls[call.id] = call
         self.member[event.pid] = call.id
         self._link_intent(call)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from vigild.bpf.events import EventDecoder, ProcessEvent
+from vigild.bpf.events import EventDecoder, ExecEvent, ProcessEvent
 from vigild.correlate.process_tree import ProcessInfo
 
 
@@ -33,6 +33,8 @@ class ToolControlPort(Protocol):
     def open_calls(self) -> list[Any]: ...
 
     def observe(self, event: ProcessEvent) -> list[Any]: ...
+
+    def place_held(self, event: ExecEvent) -> bool: ...
 
     def observe_intent(self, inner: Any, session_id: int | None) -> list[Any]: ...
 

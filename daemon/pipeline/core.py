@@ -8,8 +8,6 @@ slow sink delays the next poll but never runs inside C.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import logging
 import queue
 import threading
@@ -38,9 +36,10 @@ from vigild.daemon.events import Event, LostEvent, SessionEnd, SessionStart
 from vigild.daemon.pipeline.capture_health import CaptureHealth
 from vigild.daemon.pipeline.control_port import ToolControlPort
 from vigild.daemon.pipeline.detections import DetectionRelay
-from vigild.daemon.pipeline.held_lane import any_held, held_first
+from vigild.daemon.pipeline.held_lane import HeldLane, any_held, held_first
 from vigild.daemon.pipeline.intent import IntentHandler
 from vigild.daemon.pipeline.router import Router
+from vigild.daemon.pipeline.scrub import scrub
 from vigild.daemon.sinks.record import Record, record_of
 
 log = logging.getLogger("vigild.pipeline")
@@ -49,8 +48,6 @@ REFUSED_REMEMBERED = 4096  # sessions of refused roots whose late descendants' e
 MAX_UNFLUSHED_S = 1.0  # sinks (the store's commit) are flushed at least this often, even inside a batch
 FLUSH_CHECK_EVERY = 256
 HEALTH_EVERY_S = 0.25  # how often the pipeline thread republishes its health snapshot when idle
-# Event fields holding a path (exec filename, file and Unix-socket effects): scrubbed like argv.
-_PATH_FIELDS = ("filename", "path", "new_path", "unix_path")
 
 
 class ExtraSensor(Protocol):
@@ -126,6 +123,7 @@ class Pipeline:
         self._exited = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.held_lane: HeldLane | None = None  # vigil run's, vigild governing: started with the pipeline
         self._last_drop_check = 0.0
         self._episode: dict[str, int] = {}  # events lost by kind since the kernel started dropping
         self._health: dict[str, Any] | None = None  # published by the pipeline thread, read by others
@@ -215,6 +213,9 @@ class Pipeline:
 
     # ---- running ----
     def start(self) -> None:
+        if self.control is not None and not self.control.observe_only:
+            self.held_lane = HeldLane(self.lineage, self.clock, self.control.place_held)
+            self.held_lane.start()
         self._thread = threading.Thread(target=self._run, name="vigil-pipeline", daemon=True)
         self._thread.start()
 
@@ -234,7 +235,10 @@ class Pipeline:
             batch = held_first(batch)  # a held exec waits for the births before it, not the effects
         with self._lock:
             flushed = time.monotonic()
+            lane = self.held_lane
             for i, raw in enumerate(batch):
+                if lane is not None:
+                    lane.gate()  # a held process being placed goes first
                 self._handle_raw(raw)
                 if i % FLUSH_CHECK_EVERY == FLUSH_CHECK_EVERY - 1 and time.monotonic() - flushed >= MAX_UNFLUSHED_S:
                     # A big backlog takes seconds to decode: a crash must not lose all of it, and
@@ -262,6 +266,9 @@ class Pipeline:
         if self._thread is not None and self._thread.ident is not None:  # started (a signal may come first)
             self._thread.join(timeout=5)
         self._thread = None
+        if self.held_lane is not None:  # after the thread that gates on it; what it left, run_once places
+            self.held_lane.stop()
+            self.held_lane = None
         self.run_once(0)  # what arrived after the last poll
         self._check_drops(force=True)
         with self._lock:
@@ -336,14 +343,7 @@ class Pipeline:
             if not isinstance(event, ExitEvent):
                 self.lineage.untrack(event.pid)
             return
-        if isinstance(event, ExecEvent):
-            # Command lines carry credentials too (curl -H 'x-api-key: ...', URLs with ?key=).
-            event.argv = [redact_text(arg) for arg in event.argv]
-        for name in _path_fields(type(event)):
-            # So do paths: ~/.cache/tokens/ghp_..., a file named after the key it holds.
-            value = getattr(event, name)
-            if value:
-                setattr(event, name, redact_text(value))
+        scrub(event)
         if isinstance(event, ExecEvent) and event.new_root and event.session_id not in self.sessions:
             agent = self.classify_root(event)
             if agent is None:
@@ -477,12 +477,6 @@ class Pipeline:
     @property
     def total_dropped(self) -> int:
         return sum(self.dropped.values())
-
-
-@functools.cache
-def _path_fields(cls: type) -> tuple[str, ...]:
-    """The path fields events of this class have (most have one, or none)."""
-    return tuple(name for name in _PATH_FIELDS if name in {f.name for f in dataclasses.fields(cls)})
 
 
 def _by_kind(counts: dict[str, int]) -> str:

@@ -1,21 +1,48 @@
-"""The held-exec lane: process births are handled before the effects that share their batch.
+"""The held-exec lane: a tool call's first process, stopped at its exec, is placed without
+waiting for the effects queued in front of it.
 
-A tool call's first process stays stopped at its exec until the pipeline has placed it, and one
-ring buffer carries everything, so under a flood the held exec waited for every effect record in
-front of it to be decoded. `held_first` reads only the fixed record headers and, when a batch
-holds a held exec, lets forks and execs pass the file and network effects in front of them.
+The kernel writes a second copy of each exec it held for placement alone into a ring buffer of
+their own (lineage.bpf.c, `held_events`, woken at once), and `HeldLane` hands it to tool control
+(`place_held`), which puts the process in its group and lets it go. The shared ring buffer may
+hold seconds of a flood's effects in front of the same exec; this one holds nothing else. The
+placement's syscalls keep the GIL (vigild.cgroups.gil_held): one take of the interpreter per
+placement, not one per syscall. The pipeline still handles the exec in ring order (its
+tool_start, its link to the model's tool call): it finds the call placed, or places it itself
+when the lane could not (a verdict only the ordered stream gives, a lost copy).
 
-Nothing else is passed, so every order that means something is kept: births keep their order
-among themselves and with exits (pid reuse stays right), and with intent (TLS and socket payload:
-the LLM call that asked for a tool is seen before the exec it is linked to). A birth passing an
-effect only makes a process known sooner; an exit stays behind its effects, so a call still ends
-after its last effects were seen.
+Within one polled batch of the shared ring buffer, `held_first` still lets forks and execs pass
+the file and network effects in front of them when a batch holds a held exec: the pipeline's own
+placement (the lane's fallback) waits for births before it, not effects. Nothing else is passed,
+so every order that means something is kept: births keep their order among themselves and with
+exits (pid reuse stays right), and with intent (TLS and socket payload: the LLM call that asked
+for a tool is seen before the exec it is linked to). A birth passing an effect only makes a
+process known sooner; an exit stays behind its effects, so a call still ends after its last
+effects were seen.
 """
 
 from __future__ import annotations
 
-from vigild.bpf.events import EXEC_HELD, EventHeader, Kind
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+
+from vigild.bpf.clock import BootClock
+from vigild.bpf.events import EXEC_HELD, DecodeError, EventDecoder, EventHeader, ExecEvent, Kind
 from vigild.bpf.lineage import LineageSensor
+from vigild.bpf.loader import RingBuffer, RingPositions
+from vigild.daemon.pipeline.scrub import scrub
+
+log = logging.getLogger("vigild.pipeline")
+
+# How long a thread that wants the interpreter waits for a busy one to yield it (CPython's
+# default: 5 ms): the lane's thread, woken while the pipeline thread runs Python outside its
+# records (sinks, housekeeping), waits that long at most before the pipeline must yield.
+SWITCH_INTERVAL_S = 0.0005
+GATE_TIMEOUT_S = 0.05  # the longest the pipeline waits for the lane's thread to place one batch
+IDLE_POLL_MS = 1000  # the lane's wait when no held exec comes (stop() wakes it at once)
+RT_PRIORITY = 1  # the lowest real-time priority: above every normal thread, below the kernel's own
 
 _KIND = slice(EventHeader.kind.offset, EventHeader.kind.offset + 4)
 _FLAGS = slice(EventHeader.flags.offset, EventHeader.flags.offset + 4)
@@ -49,3 +76,117 @@ def held_first(batch: list[bytes]) -> list[bytes]:
             effects.clear()
             out.append(raw)
     return out + effects if held else batch
+
+
+class HeldLane:
+    """Places held execs from their own ring buffer (see the module's doc), from two threads:
+
+    - its own (`start`), woken by the ring at once, which places when the pipeline is idle or
+      blocked (and runs real-time where allowed: `_raise_priority`);
+    - the pipeline's, through `gate`, between the records it decodes: a look at the ring's
+      positions, and when a held exec waits, its placement right there. A busy pipeline thread
+      holds the GIL most of the time, and on a loaded machine the scheduler may run it for
+      milliseconds before it lets the lane's thread take it; placing inline costs the held
+      process the record being decoded instead.
+
+    Whoever drains holds `_lock` (libbpf's consumer state is not thread-safe). `place` is tool
+    control's `place_held`; whatever it raises is logged and counted, and the process stays
+    held for the pipeline's ordered placement: the lane can only make a call start sooner."""
+
+    def __init__(self, lineage: LineageSensor, clock: BootClock, place: Callable[[ExecEvent], bool]) -> None:
+        self._place = place
+        self._decoder = EventDecoder(clock)  # the pipeline's is for its ordered stream
+        self._raw: list[bytes] = []
+        self._ring = RingBuffer()
+        self._ring.add(lineage.held_events, self._raw.append)
+        self._positions = RingPositions(lineage.held_events)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.placed = 0
+        self.errors = 0
+        self.priority = "normal"  # what `_raise_priority` got for the lane's thread
+
+    def start(self) -> None:
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+        self._thread = threading.Thread(target=self._run, name="vigil-held", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread; the pipeline places whatever is still held."""
+        self._stop.set()
+        self._ring.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        with self._lock:
+            self._ring.free()
+            self._positions.close()
+
+    def gate(self) -> None:
+        """Between two records on the pipeline thread: place what waits in the held ring, or
+        wait for the lane's thread that is placing it (bounded: a lane that hangs slows the
+        pipeline, never stops it)."""
+        try:
+            if not self._positions.pending() and not self._lock.locked():
+                return
+        except ValueError:  # stopped (its mappings closed) while a late pipeline batch still ran
+            return
+        if self._lock.acquire(timeout=GATE_TIMEOUT_S):
+            try:
+                if not self._stop.is_set():
+                    self._drain()
+            finally:
+                self._lock.release()
+
+    def _run(self) -> None:
+        self.priority = _raise_priority()
+        while not self._stop.is_set():
+            try:
+                self.run_once(IDLE_POLL_MS)
+            except Exception:  # the pipeline still places every held exec: a failure costs time only
+                self.errors += 1
+                log.exception("held lane step failed; continuing")
+
+    def run_once(self, timeout_ms: int) -> int:
+        """Wait for held execs and place them; returns how many were placed."""
+        self._ring.wait(timeout_ms)
+        if self._stop.is_set():
+            return 0
+        with self._lock:
+            return self._drain()
+
+    def _drain(self) -> int:
+        """Consume the held ring and place what it held; under `_lock`, keeping the GIL."""
+        self._ring.consume(keep_gil=True)
+        batch, self._raw[:] = list(self._raw), []
+        placed = 0
+        for raw in batch:
+            try:
+                event = self._decoder.decode(raw)
+            except DecodeError as exc:
+                self.errors += 1
+                log.warning("undecodable held exec record: %s", exc)
+                continue
+            if not isinstance(event, ExecEvent):
+                continue
+            scrub(event)
+            if self._place(event):
+                placed += 1
+        self.placed += placed
+        return placed
+
+
+def _raise_priority() -> str:
+    """Run the calling thread (the lane) before normal threads when it wakes: on a loaded machine
+    a woken normal thread waits milliseconds for a CPU, which the held process waits too. It sleeps
+    in epoll but for ~0.1 ms of work per tool call, and the kernel caps real-time threads at 95 %
+    of a CPU (sched_rt_runtime_us) should one ever spin. Without CAP_SYS_NICE (or where the cpu
+    cgroup gives real-time threads no runtime) it stays normal, which is said once."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+        return f"SCHED_FIFO {RT_PRIORITY}"
+    except OSError as exc:
+        log.info("the held lane runs at normal priority (%s): under load, held tool calls wait for a CPU",
+                 exc.strerror)
+        return "normal"

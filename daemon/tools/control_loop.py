@@ -11,7 +11,10 @@ at fork, so no process of the call runs a single instruction of the tool outside
 no memory it allocates is charged elsewhere.
 
 The held process waits for nothing else: an ended call's groups are removed, and the spare groups
-the next calls are renamed from (v1) are made, on the teardown thread (daemon/tools/teardown.py).
+the next calls are renamed from (v1) are made, on the teardown thread (daemon/tools/teardown.py);
+and the held lane (daemon/pipeline/held_lane.py) places it through `place_held` as soon as the
+kernel stopped it, while the pipeline may still be decoding the effects queued before its exec. Placing, and deciding that a first exec is the agent's, are serialised by `_placing`: the
+first to take it for a process does the work, the other finds it done.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,7 +34,7 @@ from vigild.bpf.events import TRACK_CONTROLLED, TRACK_OBSERVED, ExecEvent, ExitE
 from vigild.bpf.features import Features
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import BpfError
-from vigild.cgroups import AGENT, CallLimits, CgroupBackend, CgroupError, Limits, open_backend
+from vigild.cgroups import AGENT, CallLimits, CgroupBackend, CgroupError, Limits, gil_held, open_backend
 from vigild.correlate.agent_profiles import RELAUNCH, TOOL, AgentProfile, Proc, Profiles
 from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.tool_calls import (
@@ -40,6 +44,7 @@ from vigild.correlate.tool_calls import (
     ToolLinked,
     ToolStart,
     command_matches,
+    first_process_call,
     outcome,
 )
 from vigild.daemon.tools.container_placement import memory_limit_hit
@@ -54,6 +59,7 @@ HELD_TOO_LONG_NS = 2_000_000_000   # a held pid whose exec event never arrived (
 EMPTY_CHECK_INTERVAL_S = 1.0       # how often open calls' groups are checked for emptiness
 PENDING_TTL_S = 120.0              # a declaration for the next call that no call took is dropped
 ENDED_REMEMBERED = 256             # finished calls kept for `last_tool_end`
+EARLY_STALE_S = 10.0               # a call the held lane placed whose exec the pipeline never saw (lost)
 DELAY_FIELDS = {"cpu_ns": "cpu_delay_ms", "blkio_ns": "blkio_delay_ms", "reclaim_ns": "reclaim_delay_ms",
                 "thrashing_ns": "thrashing_delay_ms"}
 
@@ -95,6 +101,21 @@ class PendingPolicy:
     def fits(self, call: ToolCall, now_ns: int) -> bool:
         return (now_ns <= self.expires_ns and self.session_id in (None, call.session_id)
                 and (self.match is None or command_matches(self.match, call.argv)))
+
+
+@dataclass
+class Placed:
+    """What placing a call's first process did: the limits it got, where, and how long the kernel
+    held it. Made by whichever thread placed it (`placed_ns`: monotonic, for staleness)."""
+
+    ts_ns: int
+    policy: CallPolicy
+    tag: str | None
+    backend: CgroupBackend | None
+    group: str | None
+    error: str | None
+    hold_ms: float | None
+    placed_ns: int = 0
 
 
 PolicyFor = Callable[[ToolCall], CallPolicy]
@@ -152,6 +173,10 @@ class ToolCallControl:
         # Observing: relaunches adopted as the agent, and their children not yet exec'd (see _observed_exec)
         self._relaunches: set[int] = set()
         self._first_exec_due: set[int] = set()
+        # Calls the held lane placed before the pipeline reached their exec (pid -> placement)
+        self._placing = threading.RLock()
+        self._early: dict[int, Placed] = {}
+        self.placed_early = 0
 
     # ---- the API policies plug into ----
     def push_next_policy(self, policy: CallPolicy, session_id: int | None = None, match: str | None = None,
@@ -159,7 +184,8 @@ class ToolCallControl:
         """Limits for the next tool call that starts (e.g. a need the agent declared for it), in
         `session_id` only when given, and only a call running `match` when given. Its set fields
         go on top of what `policy_for` gives that call."""
-        self._next.append(PendingPolicy(policy, session_id, match, tag, time.time_ns() + int(ttl_s * 1e9)))
+        with self._placing:  # the held lane takes declarations too
+            self._next.append(PendingPolicy(policy, session_id, match, tag, time.time_ns() + int(ttl_s * 1e9)))
 
     def has_tag(self, tag: str) -> bool:
         """Whether a declaration tagged so waits for its call or its call is still running."""
@@ -241,11 +267,15 @@ class ToolCallControl:
 
     def _observe(self, event: ProcessEvent) -> list[Any]:
         if isinstance(event, ExecEvent) and event.call_start:
-            role = self._role(event)
-            if role != TOOL:
-                self._adopt(event, role)
-                return []
-            return [self._start(event)]
+            with self._placing:
+                early = self._early.pop(event.pid, None)
+                if early is not None and early.ts_ns != event.ts_ns:
+                    early = None  # another process's, by the same pid: its exec was lost
+                role = TOOL if early is not None else self._role(event)
+                if role != TOOL:
+                    self._adopt(event, role)
+                    return []
+                return [self._start(event, early)]
         if isinstance(event, ForkEvent):
             self.book.fork(event.pid, event.ppid)
         elif isinstance(event, ExitEvent):
@@ -336,39 +366,83 @@ class ToolCallControl:
         event.tool_call = None
         event.agent_role = role
 
-    def _start(self, event: ExecEvent) -> ToolStart:
+    def place_held(self, event: ExecEvent) -> bool:
+        """The held lane's early placement (on its thread, or the pipeline's between two records:
+        daemon/pipeline/held_lane.py): the call's first process goes into
+        its group and is let go now, not once the pipeline has decoded what the ring buffer holds
+        before its exec. Only a process the kernel still holds, whose parent the process table
+        knows and which the agent profiles call a tool: whatever else (the agent's relaunch or
+        housekeeping, a command a pending LLM tool call may claim) is left to the pipeline, which
+        sees every event in order. The call's bookkeeping (its tool_start, its link to the model's
+        tool call) is the pipeline's too, when it reaches the exec. Returns whether it placed."""
+        if self.observe_only or not event.call_start or not event.held or event.exe_held:
+            return False
+        with self._placing, gil_held.keeping_gil():
+            if (event.pid in self._early or not self.lineage.is_held(event.pid, keep_gil=True)
+                    or self._early_role(event) != TOOL):
+                return False
+            placed = self._place(first_process_call(event), event)
+            placed.placed_ns = time.monotonic_ns()
+            self._early[event.pid] = placed
+            self.placed_early += 1
+            return True
+
+    def _early_role(self, event: ExecEvent) -> str | None:
+        """`_role` as far as it can be told off the pipeline thread; None when it cannot."""
+        parent = self.process_of(event.ppid)
+        if parent is None or not parent.filename:
+            return None
+        agent = Proc(parent.filename, parent.argv)
+        profile = self.session_profiles.get(event.session_id)
+        if event.session_id not in self.session_profiles:
+            profile = self.profiles.recognise(agent)
+        return self.profiles.classify(Proc(event.filename, event.argv), agent, profile)
+
+    def _start(self, event: ExecEvent, early: Placed | None = None) -> ToolStart:
         call = self.book.start(event)
-        policy = self.policy_for(call)
-        pending = self._take_pending(call)
-        if pending is not None:
-            policy = pending.policy.over(policy)
-            if pending.tag is not None:
-                self.tags[call.id] = pending.tag
-        group = error = None
-        try:
-            if self.backend is not None:
-                backend = self.placement.backend_for(call) if self.placement is not None else self.backend
-                self._backend_of[call.id] = backend
-                group = backend.create_call(str(call.id), policy.limits)
-                self.groups[call.id] = group
-                backend.add_process(group, call.pid)
-        except (CgroupError, OSError) as exc:
-            error = str(exc)
-            log.warning("tool call %d runs without its limits: %s", call.id, exc)
-        finally:
-            if event.held:
-                self._release(call.pid)
-        if group is not None and self.teardown is not None:
-            self.teardown.refill(self._backend_of[call.id], self.default_policy.limits)
-        self.applied[call.id] = policy
-        hold_ms = (time.time_ns() - event.ts_ns) / 1e6 if event.held else None
-        return ToolStart(ts_ns=event.ts_ns, call=call, cgroup=group, limits=policy.describe(),
-                         hold_ms=round(hold_ms, 3) if hold_ms is not None else None, placement_error=error)
+        placed = early if early is not None else self._place(call, event)
+        if placed.tag is not None:
+            self.tags[call.id] = placed.tag
+        if placed.backend is not None:
+            self._backend_of[call.id] = placed.backend
+        if placed.group is not None:
+            self.groups[call.id] = placed.group
+        self.applied[call.id] = placed.policy
+        return ToolStart(ts_ns=event.ts_ns, call=call, cgroup=placed.group, limits=placed.policy.describe(),
+                         hold_ms=placed.hold_ms, placement_error=placed.error)
+
+    def _place(self, call: ToolCall, event: ExecEvent) -> Placed:
+        """The call's limits (its policy, a declaration waiting for it), its group, its first
+        process moved in and let go; under `_placing`."""
+        with self._placing:
+            policy = self.policy_for(call)
+            pending = self._take_pending(call)
+            tag = None
+            if pending is not None:
+                policy = pending.policy.over(policy)
+                tag = pending.tag
+            backend = group = error = None
+            try:
+                if self.backend is not None:
+                    backend = self.placement.backend_for(call) if self.placement is not None else self.backend
+                    group = backend.create_call(str(call.id), policy.limits)
+                    backend.add_process(group, call.pid)
+            except (CgroupError, OSError) as exc:
+                error = str(exc)
+                log.warning("tool call %d runs without its limits: %s", call.id, exc)
+            finally:
+                if event.held:
+                    self._release(call.pid)
+            hold_ms = (time.time_ns() - event.ts_ns) / 1e6 if event.held else None
+            if group is not None and backend is not None and self.teardown is not None:
+                self.teardown.refill(backend, self.default_policy.limits)
+            return Placed(ts_ns=event.ts_ns, policy=policy, tag=tag, backend=backend, group=group, error=error,
+                          hold_ms=round(hold_ms, 3) if hold_ms is not None else None)
 
     def _release(self, pid: int) -> None:
-        self.lineage.release_held(pid)
+        self.lineage.release_held(pid, keep_gil=gil_held.active())
         try:
-            os.kill(pid, signal.SIGCONT)
+            gil_held.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
 
@@ -446,7 +520,10 @@ class ToolCallControl:
         if self.teardown is not None:
             self.teardown.drain()  # its groups' removal, queued before
         try:
-            self.placement.release(backend)
+            with self._placing:  # not while the held lane places a call in it
+                if any(placed.backend is backend for placed in self._early.values()):
+                    return
+                self.placement.release(backend)
         except CgroupError as exc:
             log.warning("cannot remove the tool-call groups in %s: %s", backend.path(""), exc)
 
@@ -478,6 +555,7 @@ class ToolCallControl:
                 call.timed_out = True
                 self._kill(call, "timeout")
         self._release_stale_held()
+        self._forget_lost_early()
         events = self._finish_empty()
         if self.adaptive is not None:
             events += self.adaptive(self)
@@ -489,6 +567,26 @@ class ToolCallControl:
             if boot_now - since > HELD_TOO_LONG_NS:
                 log.warning("releasing pid %d: held %.1f s without its exec event", pid, (boot_now - since) / 1e9)
                 self._release(pid)
+
+    def _forget_lost_early(self) -> None:
+        """A call the held lane placed whose exec the pipeline never got (the ring buffer was
+        full: counted as lost): its group goes once empty, as an ended call's would."""
+        now = time.monotonic_ns()
+        with self._placing:
+            stale = [pid for pid, placed in self._early.items() if now - placed.placed_ns > EARLY_STALE_S * 1e9]
+            for pid in stale:
+                placed = self._early[pid]
+                if placed.group is None or placed.backend is None:
+                    del self._early[pid]
+                    continue
+                try:
+                    if placed.backend.processes_recursive(placed.group):
+                        continue  # still running: kept, the pipeline may yet reach its exec
+                except CgroupError:
+                    pass
+                del self._early[pid]
+                log.warning("tool call %d was placed but its exec event never arrived (lost); its group goes", pid)
+                self._remove(placed.backend, placed.group)
 
     def _finish_empty(self) -> list[Any]:
         mono = time.monotonic()
@@ -531,6 +629,11 @@ class ToolCallControl:
         for call in self.open_calls:
             self._kill(call, call.killed_reason or "shutdown")
             events.append(self._finish(self.book.end(call, time.time_ns())))
+        with self._placing:  # placed by the held lane, never reached by the pipeline
+            for placed in self._early.values():
+                if placed.group is not None and placed.backend is not None:
+                    self._remove(placed.backend, placed.group)
+            self._early.clear()
         if self.teardown is not None:
             self.teardown.close()
             self.teardown = None

@@ -1,0 +1,90 @@
+"""Syscalls that keep Python's interpreter lock (GIL) while they run, for one thread's hot path.
+
+Python gives the GIL up around every blocking call (os.rename, os.write, os.kill, ctypes CDLL
+calls). While another thread decodes a flood of events, taking it back waits for the switch
+interval and then for the scheduler to run this thread again: on a busy 2-core machine several
+milliseconds, paid once per syscall. Placing a held process is about ten syscalls of a few
+microseconds each (bench/placement.py measured 13 ms for three renames under a flood), so the
+held lane makes them through libc loaded as a `ctypes.PyDLL`, whose calls keep the GIL: the lane
+takes the interpreter once per placement. Only inside `keeping_gil()`, and only on that thread:
+elsewhere (limit writes that may reclaim memory, teardown's rmdir) the ordinary calls still let
+the other threads run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_state = threading.local()
+_libc = ctypes.PyDLL(None, use_errno=True)
+_libc.rename.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+_libc.mkdir.argtypes = [ctypes.c_char_p, ctypes.c_uint]
+_libc.open.argtypes = [ctypes.c_char_p, ctypes.c_int]
+_libc.write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+_libc.write.restype = ctypes.c_ssize_t
+_libc.close.argtypes = [ctypes.c_int]
+_libc.kill.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.readlink.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+_libc.readlink.restype = ctypes.c_ssize_t
+
+
+@contextmanager
+def keeping_gil() -> Iterator[None]:
+    """Within this block, on this thread, the calls below keep the GIL."""
+    _state.active = True
+    try:
+        yield
+    finally:
+        _state.active = False
+
+
+def active() -> bool:
+    """Whether this thread is inside `keeping_gil()`."""
+    return getattr(_state, "active", False)
+
+
+def _check(result: int, path: object) -> int:
+    """The call's result, or its errno as the OSError subclass os would raise."""
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(path))
+    return result
+
+
+def rename(old: os.PathLike[str] | str, new: os.PathLike[str] | str) -> None:
+    _check(_libc.rename(os.fsencode(old), os.fsencode(new)), old)
+
+
+def mkdir(path: os.PathLike[str] | str, mode: int = 0o777) -> None:
+    _check(_libc.mkdir(os.fsencode(path), mode), path)
+
+
+def write_file(path: os.PathLike[str] | str, data: bytes) -> None:
+    """open(O_WRONLY|O_CLOEXEC), one write(2), close: a cgroup file parses each write alone."""
+    fd = _check(_libc.open(os.fsencode(path), os.O_WRONLY | os.O_CLOEXEC), path)
+    try:
+        written = _check(_libc.write(fd, data, len(data)), path)
+        if written != len(data):
+            raise OSError(0, f"short write ({written} of {len(data)} bytes)", str(path))
+    finally:
+        _libc.close(fd)
+
+
+def is_link(path: os.PathLike[str] | str) -> bool:
+    """os.path.islink through readlink(2): false for anything that is not a symlink, or is gone."""
+    if not active():
+        return os.path.islink(path)
+    buf = ctypes.create_string_buffer(1)
+    return _libc.readlink(os.fsencode(path), buf, 1) >= 0
+
+
+def kill(pid: int, sig: int) -> None:
+    """os.kill, keeping the GIL when inside `keeping_gil()` (ProcessLookupError as os.kill)."""
+    if not active():
+        os.kill(pid, sig)
+        return
+    _check(_libc.kill(pid, sig), pid)  # OSError(ESRCH, ...) is a ProcessLookupError
