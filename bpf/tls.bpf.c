@@ -149,41 +149,7 @@ out:
 	return 0;
 }
 
-SEC("uprobe")
-int BPF_KPROBE(tls_enter, void *conn, void *buf, long num)
-{
-	return on_enter(conn, buf, 0);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(tls_enter_ex, void *conn, void *buf, long num, void *len_ptr)
-{
-	return on_enter(conn, buf, len_ptr);
-}
-
-/* OpenSSL 3's ssl_write_internal(s, buf, num, flags, written), hooked in static binaries that
- * carry no SSL_* symbols (bpf/static_openssl.py): the byte count is written through the 5th
- * argument; ssl_read_internal has SSL_read_ex's layout and uses tls_enter_ex. */
-SEC("uprobe")
-int BPF_KPROBE(tls_enter_ex5, void *conn, void *buf, long num, __u64 flags, void *len_ptr)
-{
-	return on_enter(conn, buf, len_ptr);
-}
-
-SEC("uretprobe")
-int BPF_KRETPROBE(tls_exit, long ret)
-{
-	return on_exit(ctx, (int)ret, 0);
-}
-
-SEC("uretprobe")
-int BPF_KRETPROBE(tls_exit_ex, long ret)
-{
-	return on_exit(ctx, (int)ret, 1);
-}
-
-SEC("uprobe")
-int BPF_KPROBE(tls_free, void *conn)
+static __always_inline int on_free(struct pt_regs *ctx, void *conn)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct tracked_info *info = bpf_map_lookup_elem(&tracked, &tgid);
@@ -195,6 +161,131 @@ int BPF_KPROBE(tls_free, void *conn)
 	ev.conn_id = (__u64)conn;
 	ev.lib = bpf_get_attach_cookie(ctx) >> 8;
 	emit(EVENT_TLS_CLOSE, &ev, sizeof(ev), cfg.wakeup_bytes);
+	return 0;
+}
+
+/* Each program exists twice: `tls_*` attached per file (perf-event uprobes: every process that
+ * maps the file traps), `tls_m_*` loaded as uprobe_multi programs (kernel >= 6.6) and attached
+ * per tracked process with a pid filter, so no other process carries a breakpoint. */
+#define TLS_PROGRAMS(p)								\
+SEC("uprobe")									\
+int BPF_KPROBE(p##enter, void *conn, void *buf, long num)			\
+{										\
+	return on_enter(conn, buf, 0);						\
+}										\
+SEC("uprobe")									\
+int BPF_KPROBE(p##enter_ex, void *conn, void *buf, long num, void *len_ptr)	\
+{										\
+	return on_enter(conn, buf, len_ptr);					\
+}										\
+SEC("uretprobe")								\
+int BPF_KRETPROBE(p##exit, long ret)						\
+{										\
+	return on_exit(ctx, (int)ret, 0);					\
+}										\
+SEC("uretprobe")								\
+int BPF_KRETPROBE(p##exit_ex, long ret)						\
+{										\
+	return on_exit(ctx, (int)ret, 1);					\
+}										\
+SEC("uprobe")									\
+int BPF_KPROBE(p##free, void *conn)						\
+{										\
+	return on_free(ctx, conn);						\
+}
+
+TLS_PROGRAMS(tls_)
+TLS_PROGRAMS(tls_m_)
+
+/* OpenSSL 3's ssl_write_internal(s, buf, num, flags, written), hooked in static binaries that
+ * carry no SSL_* symbols (bpf/static_openssl.py): the byte count is written through the 5th
+ * argument; ssl_read_internal has SSL_read_ex's layout and uses tls_enter_ex. */
+SEC("uprobe")
+int BPF_KPROBE(tls_enter_ex5, void *conn, void *buf, long num, __u64 flags, void *len_ptr)
+{
+	return on_enter(conn, buf, len_ptr);
+}
+
+/* Per-process mode: TLS library files (exe_key) user space links per tracked process, and the
+ * (process, file) pairs linked or being linked. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct exe_key);
+	__type(value, __u8);
+} tls_files SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct tls_link_key);
+	__type(value, __u8);
+} tls_linked SEC(".maps");
+
+/* lineage.bpf.c's map, shared: a process stopped here is let go by the same code and watchdog */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} held SEC(".maps");
+
+#define SIGSTOP 19
+
+struct mmap_enter_record {
+	__u64 common;
+	__s32 nr;
+	__u32 _pad;
+	__u64 addr, len, prot, flags, fd, off;
+};
+
+/* A tracked process's first mmap of a TLS library it has no link on: stop it (the signal is taken
+ * when mmap returns, before the library's code can run) and ask user space for its link. An
+ * untracked process costs one hash lookup per mmap. */
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int tls_mmap(struct mmap_enter_record *rec)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tls_link_key lk = { .tgid = tgid };
+	struct tls_mapped_event ev = {};
+	struct files_struct *files;
+	struct tracked_info *info;
+	struct fdtable *fdt;
+	struct file *f = 0, **arr;
+	__s32 fd = (__s32)rec->fd;
+	__u64 now;
+	__u8 one = 1;
+
+	info = bpf_map_lookup_elem(&tracked, &tgid);
+	if (!info || fd < 0)
+		return 0;
+	files = BPF_CORE_READ(task, files);
+	if (!files)
+		return 0;
+	fdt = BPF_CORE_READ(files, fdt);
+	if ((__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	arr = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), arr + fd);
+	if (!f)
+		return 0;
+	lk.file.ino = BPF_CORE_READ(f, f_inode, i_ino);
+	lk.file.dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
+	if (!bpf_map_lookup_elem(&tls_files, &lk.file))
+		return 0;
+	if (bpf_map_update_elem(&tls_linked, &lk, &one, BPF_NOEXIST))
+		return 0; /* linked, or being linked */
+	fill_header(&ev.hdr, EVENT_TLS_MAPPED, task, info);
+	ev.file = lk.file;
+	now = bpf_ktime_get_boot_ns();
+	if (!bpf_map_update_elem(&held, &tgid, &now, BPF_NOEXIST)) {
+		if (bpf_send_signal(SIGSTOP))
+			bpf_map_delete_elem(&held, &tgid);
+		else
+			ev.held = 1;
+	}
+	emit(EVENT_TLS_MAPPED, &ev, sizeof(ev), 0);
 	return 0;
 }
 

@@ -1,0 +1,106 @@
+"""uprobe_multi links with a pid filter (kernel >= 6.6): one link puts a program on several
+offsets of one file for one process only, so no other process carries a breakpoint.
+
+The system libbpf of Debian 12 (1.1) predates `bpf_program__attach_uprobe_multi` (libbpf 1.3), so
+the link is made with the BPF syscall's BPF_LINK_CREATE directly; only the fields the kernel
+defines for uprobe_multi are filled. Symbols are resolved to file offsets with pyelftools, as
+libbpf would (a symbol's address translated through the PT_LOAD segment that holds it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+from elftools.elf.elffile import ELFFile
+
+BPF_LINK_CREATE = 28
+BPF_TRACE_UPROBE_MULTI = 48
+BPF_F_UPROBE_MULTI_RETURN = 1
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}
+
+
+class LinkCreateUprobeMulti(ctypes.Structure):
+    """union bpf_attr as BPF_LINK_CREATE reads it for BPF_TRACE_UPROBE_MULTI."""
+
+    _fields_ = [
+        ("prog_fd", ctypes.c_uint32),
+        ("target_fd", ctypes.c_uint32),
+        ("attach_type", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("path", ctypes.c_uint64),
+        ("offsets", ctypes.c_uint64),
+        ("ref_ctr_offsets", ctypes.c_uint64),
+        ("cookies", ctypes.c_uint64),
+        ("cnt", ctypes.c_uint32),
+        ("um_flags", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+    ]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def create_link(prog_fd: int, path: str, offsets: Sequence[int], cookies: Sequence[int], pid: int,
+                retprobe: bool = False) -> int:
+    """Attach prog_fd (loaded as BPF_TRACE_UPROBE_MULTI) at `offsets` of the file at path, for
+    process pid only; returns the link's fd (closing it detaches). Raises OSError with the
+    kernel's errno (EINVAL or ENOSYS-like errors on kernels before 6.6, ESRCH for a gone pid)."""
+    machine = os.uname().machine
+    if machine not in _SYS_BPF:
+        raise OSError(95, f"uprobe_multi links are not wired for {machine}")
+    n = len(offsets)
+    offs = (ctypes.c_uint64 * n)(*offsets)
+    cks = (ctypes.c_uint64 * n)(*cookies)
+    raw_path = ctypes.create_string_buffer(path.encode())
+    attr = LinkCreateUprobeMulti(prog_fd=prog_fd, attach_type=BPF_TRACE_UPROBE_MULTI,
+                                 path=ctypes.addressof(raw_path), offsets=ctypes.addressof(offs),
+                                 cookies=ctypes.addressof(cks), cnt=n,
+                                 um_flags=BPF_F_UPROBE_MULTI_RETURN if retprobe else 0, pid=pid)
+    fd = _libc.syscall(_SYS_BPF[machine], BPF_LINK_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"uprobe_multi link on {path} for pid {pid}: {os.strerror(err)}")
+    return fd
+
+
+@lru_cache(maxsize=64)
+def _symbol_table(path: str, st_dev: int, st_ino: int, st_mtime_ns: int) -> dict[str, int]:
+    """Defined function symbols of an ELF file -> file offsets (the file's identity is part of
+    the cache key, so a replaced library is read again)."""
+    found: dict[str, int] = {}
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        loads = [seg for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD"]
+        for name in (".dynsym", ".symtab"):
+            section = elf.get_section_by_name(name)
+            if section is None:
+                continue
+            for sym in section.iter_symbols():
+                if sym["st_info"]["type"] != "STT_FUNC" or sym["st_shndx"] == "SHN_UNDEF" or not sym["st_value"]:
+                    continue
+                base = sym.name.split("@", 1)[0]
+                if base in found:
+                    continue
+                addr = sym["st_value"]
+                for seg in loads:
+                    if seg["p_vaddr"] <= addr < seg["p_vaddr"] + seg["p_memsz"]:
+                        found[base] = addr - seg["p_vaddr"] + seg["p_offset"]
+                        break
+    return found
+
+
+def symbol_offsets(path: str, names: Iterable[str]) -> dict[str, int]:
+    """File offsets of the named functions in the ELF file at path; a missing name raises
+    KeyError naming it."""
+    st = os.stat(path)
+    table = _symbol_table(path, st.st_dev, st.st_ino, st.st_mtime_ns)
+    wanted = list(names)
+    missing = [n for n in wanted if n not in table]
+    if missing:
+        raise KeyError(f"{', '.join(missing)} not in {path}")
+    return {n: table[n] for n in wanted}
