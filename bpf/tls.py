@@ -37,7 +37,7 @@ from vigild.bpf.loader import BpfError, BpfObject, Link, Map
 from vigild.bpf.objects import object_path
 from vigild.bpf.static_openssl import NO_OPENSSL, SiteCache, is_static_executable
 from vigild.bpf.tls_locate import Blind, Locator, TlsFunctions
-from vigild.bpf.uprobe_multi import BPF_TRACE_UPROBE_MULTI, create_link, symbol_offsets
+from vigild.bpf.uprobe_multi import BPF_TRACE_UPROBE_MULTI, create_link, link_refusal, symbol_offsets
 
 log = logging.getLogger("vigild.tls")
 
@@ -187,6 +187,9 @@ class TlsSensor:
                     elif prog != "tls_mmap":
                         obj.set_expected_attach_type(prog, BPF_TRACE_UPROBE_MULTI)
                 obj.load()
+                refusal = link_refusal(obj.program_fd("tls_m_enter")) if per_process else None
+                if refusal is not None:
+                    raise BpfError(refusal, errno.EOPNOTSUPP)
                 if per_process:
                     self.tls_files = obj.map("tls_files")
                     self.tls_linked = obj.map("tls_linked")

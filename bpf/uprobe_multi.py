@@ -16,7 +16,9 @@ from functools import lru_cache
 
 from elftools.elf.elffile import ELFFile
 
+BPF_PROG_LOAD = 5
 BPF_LINK_CREATE = 28
+BPF_PROG_TYPE_KPROBE = 2
 BPF_TRACE_UPROBE_MULTI = 48
 BPF_F_UPROBE_MULTI_RETURN = 1
 _SYS_BPF = {"x86_64": 321, "aarch64": 280}
@@ -66,6 +68,59 @@ def create_link(prog_fd: int, path: str, offsets: Sequence[int], cookies: Sequen
         err = ctypes.get_errno()
         raise OSError(err, f"uprobe_multi link on {path} for pid {pid}: {os.strerror(err)}")
     return fd
+
+
+class ProgLoad(ctypes.Structure):
+    """union bpf_attr as BPF_PROG_LOAD reads it, up to expected_attach_type."""
+
+    _fields_ = [
+        ("prog_type", ctypes.c_uint32),
+        ("insn_cnt", ctypes.c_uint32),
+        ("insns", ctypes.c_uint64),
+        ("license", ctypes.c_uint64),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_uint64),
+        ("kern_version", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_name", ctypes.c_char * 16),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("expected_attach_type", ctypes.c_uint32),
+    ]
+
+
+def link_refusal(prog_fd: int) -> str | None:
+    """Why this kernel cannot make uprobe_multi links for prog_fd, or None when it can. As
+    libbpf's own probe does: a link on "/" (a directory) is refused with EBADF only by a kernel
+    that knows the link type (6.6+); older ones say EINVAL, or accept the program's load and refuse
+    every link."""
+    try:
+        fd = create_link(prog_fd, "/", [0], [0], pid=0)
+    except OSError as exc:
+        return None if exc.errno == 9 else f"kernel refuses uprobe_multi links ({os.strerror(exc.errno or 0)}); " \
+                                              "they need Linux 6.6"
+    os.close(fd)
+    return "kernel accepted a uprobe_multi link on a directory"
+
+
+def probe() -> str | None:
+    """Whether this kernel makes uprobe_multi links (None) or why not, without loading vigil's
+    objects: a two-instruction program loaded for the link type, then `link_refusal`."""
+    insns = (ctypes.c_uint64 * 2)(0x00000000000000B7, 0x0000000000000095)  # r0 = 0; exit
+    license_ = ctypes.create_string_buffer(b"GPL")
+    attr = ProgLoad(prog_type=BPF_PROG_TYPE_KPROBE, insn_cnt=2, insns=ctypes.addressof(insns),
+                    license=ctypes.addressof(license_), expected_attach_type=BPF_TRACE_UPROBE_MULTI)
+    machine = os.uname().machine
+    if machine not in _SYS_BPF:
+        return f"uprobe_multi links are not wired for {machine}"
+    fd = _libc.syscall(_SYS_BPF[machine], BPF_PROG_LOAD, ctypes.byref(attr), ctypes.sizeof(attr))
+    if fd < 0:
+        err = ctypes.get_errno()
+        return f"kernel refuses uprobe_multi programs ({os.strerror(err)}); they need Linux 6.6"
+    try:
+        return link_refusal(fd)
+    finally:
+        os.close(fd)
 
 
 @lru_cache(maxsize=64)

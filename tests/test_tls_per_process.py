@@ -105,6 +105,8 @@ def test_untracked_process_carries_no_tls_uprobe_and_tracked_one_is_decoded(serv
         result = vigil_trace(["--", sys.executable, str(client), lib, str(offset), str(untracked.pid)],
                              env=env, timeout=120)
         assert result.returncode == 0, result.stderr
+        doctor = subprocess.run([sys.executable, "-m", "vigild.daemon.cli", "doctor", "-o", "json", str(untracked.pid)],
+                                capture_output=True, text=True, timeout=60, check=True)
         assert untracked.stdin is not None
         untracked.communicate("go\n", timeout=30)  # TLS calls after the trace ended, untraced too
         assert untracked.returncode == 0
@@ -120,7 +122,10 @@ def test_untracked_process_carries_no_tls_uprobe_and_tracked_one_is_decoded(serv
     assert {c["pid"] for c in result.of_type("llm_call")} == {result.of_type("session_start")[0]["pid"]}
     assert not [e for e in result.events if e.get("pid") == untracked.pid]
     assert seen["self"] == INT3  # the tracked client traps at SSL_write
+    placement = json.loads(doctor.stdout)
     if _kernel() >= PER_PROCESS_KERNEL:
         assert seen["other"] == original  # per-process: no breakpoint in a process nobody tracks
+        assert (placement["tls_uprobes"], placement["tls_uprobes_reason"]) == ("per-process", None)
     else:
         assert seen["other"] == INT3  # global uprobes: every process mapping libssl traps
+        assert placement["tls_uprobes"] == "global" and "6.6" in placement["tls_uprobes_reason"]
