@@ -93,7 +93,7 @@ static long emit_chunk(__u64 index, struct chunk_ctx *c)
 		count_event(EVENT_TLS_DATA, -1);
 		return 0; /* the gap shows in the offsets */
 	}
-	emit(EVENT_TLS_DATA, ev, offsetof(struct tls_data_event, data) + len, cfg.wakeup_bytes);
+	emit_prompt(EVENT_TLS_DATA, ev, offsetof(struct tls_data_event, data) + len, cfg.wakeup_bytes);
 	return 0;
 }
 
@@ -160,7 +160,7 @@ static __always_inline int on_free(struct pt_regs *ctx, void *conn)
 	fill_header(&ev.hdr, EVENT_TLS_CLOSE, (struct task_struct *)bpf_get_current_task_btf(), info);
 	ev.conn_id = (__u64)conn;
 	ev.lib = bpf_get_attach_cookie(ctx) >> 8;
-	emit(EVENT_TLS_CLOSE, &ev, sizeof(ev), cfg.wakeup_bytes);
+	emit_prompt(EVENT_TLS_CLOSE, &ev, sizeof(ev), cfg.wakeup_bytes);
 	return 0;
 }
 

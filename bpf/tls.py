@@ -152,7 +152,10 @@ class TlsSensor:
         self.lib_files: dict[tuple[int, int], LibraryFile] = {}  # per-process mode: (st_dev, st_ino) -> file
         self.by_kernel_key: dict[tuple[int, int], tuple[int, int]] = {}  # (s_dev, ino) -> (st_dev, st_ino)
         self.proc_links: dict[int, dict[tuple[int, int], list[int]]] = {}  # pid -> file -> link fds
-        self.closing: list[int] = []  # link fds of exited processes, closed off the event path
+        # link fds of exited processes: closed on their own thread, since each close waits for the
+        # kernel to take its breakpoints out (tens of ms) and the pipeline must not wait on that
+        self.closing: list[int] = []
+        self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-tls-unlink")
         self.link_ok = 0
         self.link_failed: Counter[str] = Counter()
         self.link_ms_max = 0.0
@@ -281,11 +284,13 @@ class TlsSensor:
             self._forget_link(pid, key)
             self.closing.extend(fds)
 
-    def close_exited_links(self) -> None:
-        """Detach the links of exited processes (a detach can take milliseconds)."""
+    def close_exited_links(self, wait: bool = False) -> None:
+        """Detach the links of exited processes, on the closer thread (wait: until done)."""
         fds, self.closing = self.closing, []
-        for fd in fds:
-            os.close(fd)
+        if fds:
+            done = self._closer.submit(_close_all, fds)
+            if wait:
+                done.result()
 
     def _link_key(self, pid: int, key: tuple[int, int]) -> TlsLinkKeyC:
         return TlsLinkKeyC(tgid=pid, file=kernel_file_key(*key))
@@ -537,7 +542,13 @@ class TlsSensor:
         for pid in list(self.proc_links):
             self.unlink_process(pid)
         self.close_exited_links()
+        self._closer.shutdown(wait=True)
         self.obj.close()
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _ldconfig_libraries() -> list[tuple[str, int]]:
