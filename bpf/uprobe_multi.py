@@ -3,18 +3,19 @@ offsets of one file for one process only, so no other process carries a breakpoi
 
 The system libbpf of Debian 12 (1.1) predates `bpf_program__attach_uprobe_multi` (libbpf 1.3), so
 the link is made with the BPF syscall's BPF_LINK_CREATE directly; only the fields the kernel
-defines for uprobe_multi are filled. Symbols are resolved to file offsets with pyelftools, as
-libbpf would (a symbol's address translated through the PT_LOAD segment that holds it).
+defines for uprobe_multi are filled. Symbols are resolved to file offsets as libbpf does (a
+symbol's address translated through the PT_LOAD segment that holds it).
 """
 
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
+import struct
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-from elftools.elf.elffile import ELFFile
 
 BPF_PROG_LOAD = 5
 BPF_LINK_CREATE = 28
@@ -123,29 +124,49 @@ def probe() -> str | None:
         os.close(fd)
 
 
+# ELF64 little-endian layouts (elf.h): the file header's section-table fields, a section header,
+# a program header, a symbol.
+_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
+_SHDR = struct.Struct("<IIQQQQIIQQ")
+_PHDR = struct.Struct("<IIQQQQQQ")
+_SYM = struct.Struct("<IBBHQQ")
+SHT_SYMTAB, SHT_DYNSYM, PT_LOAD, STT_FUNC = 2, 11, 1, 2
+
+
 @lru_cache(maxsize=64)
 def _symbol_table(path: str, st_dev: int, st_ino: int, st_mtime_ns: int) -> dict[str, int]:
-    """Defined function symbols of an ELF file -> file offsets (the file's identity is part of
-    the cache key, so a replaced library is read again)."""
-    found: dict[str, int] = {}
-    with open(path, "rb") as f:
-        elf = ELFFile(f)
-        loads = [seg for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD"]
-        for name in (".dynsym", ".symtab"):
-            section = elf.get_section_by_name(name)
-            if section is None:
-                continue
-            for sym in section.iter_symbols():
-                if sym["st_info"]["type"] != "STT_FUNC" or sym["st_shndx"] == "SHN_UNDEF" or not sym["st_value"]:
+    """Defined function symbols of an ELF64 file -> file offsets (the file's identity is part of
+    the cache key, so a replaced library is read again).
+
+    Read by hand rather than with pyelftools (which vigild has, for the locator): this runs at
+    every start to hook the system's libssl, and importing pyelftools for it would add ~5 MiB to
+    an idle daemon (issue 14). Only the symbol tables and PT_LOAD headers are read."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as data:
+        if data[:6] != b"\x7fELF\x02\x01":
+            raise ValueError(f"{path} is not a little-endian ELF64 file")
+        (_ident, _type, _machine, _version, _entry, phoff, shoff, _flags, _ehsize, phentsize, phnum, shentsize,
+         shnum, _shstrndx) = _EHDR.unpack_from(data, 0)
+        sections = [_SHDR.unpack_from(data, shoff + i * shentsize) for i in range(shnum)]
+        loads = [(vaddr, memsz, offset) for ptype, _pf, offset, vaddr, _pa, _filesz, memsz, _al in
+                 (_PHDR.unpack_from(data, phoff + i * phentsize) for i in range(phnum)) if ptype == PT_LOAD]
+        found: dict[str, int] = {}
+        for kind in (SHT_DYNSYM, SHT_SYMTAB):
+            for (_name, sh_type, _fl, _addr, sh_offset, sh_size, sh_link, _info, _align, sh_entsize) in sections:
+                if sh_type != kind or not sh_entsize or sh_link >= len(sections):
                     continue
-                base = sym.name.split("@", 1)[0]
-                if base in found:
-                    continue
-                addr = sym["st_value"]
-                for seg in loads:
-                    if seg["p_vaddr"] <= addr < seg["p_vaddr"] + seg["p_memsz"]:
-                        found[base] = addr - seg["p_vaddr"] + seg["p_offset"]
-                        break
+                strtab = sections[sh_link][4]
+                for at in range(sh_offset, sh_offset + sh_size, sh_entsize):
+                    st_name, st_info, _other, st_shndx, st_value, _size = _SYM.unpack_from(data, at)
+                    if st_info & 0xF != STT_FUNC or st_shndx == 0 or not st_value:
+                        continue
+                    end = data.find(b"\0", strtab + st_name)
+                    name = data[strtab + st_name:end].decode(errors="replace").split("@", 1)[0]
+                    if name in found:
+                        continue
+                    for vaddr, memsz, offset in loads:
+                        if vaddr <= st_value < vaddr + memsz:
+                            found[name] = st_value - vaddr + offset
+                            break
     return found
 
 
