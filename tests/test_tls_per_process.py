@@ -4,13 +4,17 @@ the tracked one is decoded. On older kernels the uprobes are global, and the tes
 finding the breakpoint in the untracked process too.
 
 A uprobe is an int3 written into the process's copy of the library's page, so reading
-/proc/PID/mem at SSL_write's address tells, per process, whether calls there trap."""
+/proc/PID/mem at SSL_write's address tells, per process, whether calls there trap. Both processes
+load a private copy of libssl (LD_LIBRARY_PATH): another vigil on the machine that hooks the
+system's libssl for every process must not decide the outcome. vigil finds the copy when it scans
+the tracked client's maps, so the client waits until its own SSL_write is hooked before calling."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -46,16 +50,24 @@ def first_byte(pid, path, offset):
     return None
 """
 
-CLIENT = PROBE + """
-import ssl, urllib.request
+# The child checks its byte right after loading libssl, with no wait: on 6.6+ the kernel held it at
+# that mmap until its links were attached.
+CLIENT = "PROBE = " + repr(PROBE) + "\n" + PROBE + """
+import ssl, time, urllib.request
 path, offset, other = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+deadline = time.monotonic() + 30
+while first_byte(os.getpid(), path, offset) != 0xCC and time.monotonic() < deadline:
+    time.sleep(0.05)
 ctx = ssl.create_default_context(cafile=os.environ["FAKELLM_CA"])
 body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}).encode()
 req = urllib.request.Request(os.environ["FAKELLM_URL"] + "/v1/chat/completions", data=body,
                              headers={"content-type": "application/json", "authorization": "Bearer sk-test"})
 urllib.request.urlopen(req, context=ctx).read()
-print(json.dumps({"self": first_byte(os.getpid(), path, offset), "other": first_byte(other, path, offset)}),
-      file=sys.stderr, flush=True)
+import subprocess
+child = subprocess.run([sys.executable, "-c", PROBE + "import ssl; print(first_byte(os.getpid(), sys.argv[1], int(sys.argv[2])))",
+                        path, str(offset)], capture_output=True, text=True, check=True).stdout
+print(json.dumps({"self": first_byte(os.getpid(), path, offset), "other": first_byte(other, path, offset),
+                  "child": int(child)}), file=sys.stderr, flush=True)
 """
 
 UNTRACKED = """
@@ -79,23 +91,27 @@ def _kernel() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _libssl() -> str:
+def _libssl_copy(into: Path) -> str:
+    """A private copy of the libssl this interpreter uses, under its soname in `into`."""
     import _ssl  # noqa: F401 - loads the libssl this interpreter uses
 
     for line in Path("/proc/self/maps").read_text().splitlines():
         parts = line.split()
         if len(parts) >= 6 and os.path.basename(parts[5]).startswith("libssl.so"):
-            return os.path.realpath(parts[5])
+            into.mkdir()
+            copy = into / os.path.basename(parts[5])
+            shutil.copyfile(parts[5], copy)
+            return str(copy)
     pytest.fail("this interpreter maps no libssl")
 
 
 def test_untracked_process_carries_no_tls_uprobe_and_tracked_one_is_decoded(server: FakeLLMServer,
                                                                             tmp_path: Path) -> None:
-    lib = _libssl()
+    lib = _libssl_copy(tmp_path / "lib")
     offset = symbol_offsets(lib, ["SSL_write"])["SSL_write"]
     original = Path(lib).read_bytes()[offset]
     assert original != INT3
-    env = client_env(server)
+    env = {**client_env(server), "LD_LIBRARY_PATH": str(tmp_path / "lib")}
     untracked = subprocess.Popen([sys.executable, "-c", UNTRACKED], env=env, stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True)
     try:
@@ -122,6 +138,7 @@ def test_untracked_process_carries_no_tls_uprobe_and_tracked_one_is_decoded(serv
     assert {c["pid"] for c in result.of_type("llm_call")} == {result.of_type("session_start")[0]["pid"]}
     assert not [e for e in result.events if e.get("pid") == untracked.pid]
     assert seen["self"] == INT3  # the tracked client traps at SSL_write
+    assert seen["child"] == INT3  # hooked before its first instruction after loading libssl
     placement = json.loads(doctor.stdout)
     if _kernel() >= PER_PROCESS_KERNEL:
         assert seen["other"] == original  # per-process: no breakpoint in a process nobody tracks
