@@ -3,11 +3,15 @@
 1. LLM calls decoded per second and capture-to-event latency (p50/p99): one process issues
    streaming Anthropic calls back to back over one keep-alive TLS connection to the local fake
    server; latency is from the kernel timestamp of the response's last byte to the moment the
-   decoded llm_call reaches a sink.
+   decoded llm_call reaches a sink, and from the kernel timestamp of each SSL call's plaintext
+   record (taken at the call's return) to the moment the pipeline handles it.
 2. CPU cost of the TLS uprobes per SSL call: a loop of 4 KiB SSL_write_ex/SSL_read_ex round trips
    over loopback, untraced, with the uprobes attached but the process not tracked, and tracked.
 
-    /opt/vigild/bin/python bench/intent_throughput.py [--calls 300] [--round-trips 20000]
+Each round runs both placements of the TLS uprobes side by side: `global` (on the library for
+every process) and `per-process` (uprobe_multi links for tracked processes only, kernel >= 6.6).
+
+    /opt/vigild/bin/python bench/intent_throughput.py [--calls 300] [--round-trips 20000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from fakellm import FakeLLMServer  # noqa: E402
 
+from vigild.bpf.events import TlsData  # noqa: E402
 from vigild.bpf.lineage import LineageSensor  # noqa: E402
 from vigild.bpf.tls import TlsSensor  # noqa: E402
 from vigild.correlate.tls_stream import TlsStreamDecoder  # noqa: E402
@@ -102,54 +107,85 @@ def timed(argv: list[str], pipeline: Pipeline | None, out: Path) -> str:
     return out.read_text()
 
 
+def one_mode(per_process: bool, server: FakeLLMServer, rt_argv: list[str], calls_argv: list[str], calls: int,
+             tmp: Path) -> dict[str, object]:
+    """Round trips untracked and tracked, and the LLM calls' latencies, with one placement."""
+    lineage = LineageSensor()
+    tls = TlsSensor(lineage.shared_maps, per_process=per_process)
+    tls.attach_system_libraries()
+    sink = Collect()
+    pipeline = Pipeline(lineage, [sink], tls=tls, intent=TlsStreamDecoder())
+    records: list[float] = []
+    pipeline.owned.register((TlsData,), lambda ev: records.append((time.time_ns() - ev.ts_ns) / 1e6))
+    pipeline.start()
+    try:
+        attached = timed(rt_argv, None, tmp / "rt1").split()
+        tracked = timed(rt_argv, pipeline, tmp / "rt2").split()
+        records.clear()
+        start = time.perf_counter()
+        timed(calls_argv, pipeline, tmp / "c")
+        elapsed = time.perf_counter() - start
+        deadline = time.monotonic() + 10
+        while len(sink.calls) < calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        pipeline.stop()
+        mode = tls.uprobe_mode
+        tls.close()
+        lineage.close()
+    latencies = sorted((seen - (ev.ts_ns + ev.inner.duration_ms * 1e6)) / 1e6 for seen, ev in sink.calls)  # type: ignore[attr-defined]
+    return {"mode": mode, "attached": attached, "tracked": tracked, "decoded": len(sink.calls), "elapsed": elapsed,
+            "call_latency": latencies, "record_latency": sorted(records)}
+
+
+def _p(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(len(values) * q))] if values else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--round-trips", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"vigil-bench-{os.getpid()}"
     tmp.mkdir()
     calls_py, rt_py = tmp / "calls.py", tmp / "round_trips.py"
     calls_py.write_text(CALLS_CLIENT)
     rt_py.write_text(ROUND_TRIP_CLIENT)
+    calls_per_rt = 4  # client write + read, server read + write: all in the traced process
+    per_call: dict[str, list[float]] = {}
+    ratio: dict[str, list[float]] = {}
+    latency: dict[str, list[float]] = {}
     with FakeLLMServer() as server:
         certs = server.certs
         rt_argv = [sys.executable, str(rt_py), str(certs.server_cert), str(certs.server_key), str(args.round_trips)]
-        untraced = timed(rt_argv, None, tmp / "rt0").split()
-
-        lineage = LineageSensor()
-        tls = TlsSensor(lineage.shared_maps)
-        tls.attach_system_libraries()
-        sink = Collect()
-        pipeline = Pipeline(lineage, [sink], tls=tls, intent=TlsStreamDecoder())
-        pipeline.start()
-        try:
-            attached = timed(rt_argv, None, tmp / "rt1").split()
-            tracked = timed(rt_argv, pipeline, tmp / "rt2").split()
-            start = time.perf_counter()
-            timed([sys.executable, str(calls_py), server.url, server.ca_path, str(args.calls)], pipeline, tmp / "c")
-            elapsed = time.perf_counter() - start
-            deadline = time.monotonic() + 10
-            while len(sink.calls) < args.calls and time.monotonic() < deadline:
-                time.sleep(0.05)
-        finally:
-            pipeline.stop()
-            tls.close()
-            lineage.close()
-    latencies = sorted((seen - (ev.ts_ns + ev.inner.duration_ms * 1e6)) / 1e6 for seen, ev in sink.calls)  # type: ignore[attr-defined]
-    n = len(sink.calls)
-    print(f"LLM calls: {n}/{args.calls} decoded in {elapsed:.2f} s: {n / elapsed:.0f} calls/s "
-          f"(client-bound: the fake server and client share 2 cores)")
-    if latencies:
-        p50 = statistics.median(latencies)
-        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-        print(f"capture-to-event latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-    print(f"\n{'TLS round trips (4 KiB)':<30}{'wall s':>8}{'CPU s':>8}{'CPU µs/SSL call':>18}{'ratio':>8}")
-    calls_per_rt = 4  # client write + read, server read + write: all in the traced process
-    base_cpu = float(untraced[1])
-    for label, (wall, cpu) in (("untraced", untraced), ("uprobes, not tracked", attached), ("tracked", tracked)):
-        per_call = float(cpu) / (args.round_trips * calls_per_rt) * 1e6
-        print(f"{label:<30}{float(wall):>8.2f}{float(cpu):>8.2f}{per_call:>18.2f}{float(cpu) / base_cpu:>8.2f}")
+        calls_argv = [sys.executable, str(calls_py), server.url, server.ca_path, str(args.calls)]
+        for _ in range(args.rounds):
+            untraced = float(timed(rt_argv, None, tmp / "rt0").split()[1])
+            per_call.setdefault("untraced", []).append(untraced / (args.round_trips * calls_per_rt) * 1e6)
+            for per_process in (False, True):
+                got = one_mode(per_process, server, rt_argv, calls_argv, args.calls, tmp)
+                mode = str(got["mode"])
+                for label in ("attached", "tracked"):
+                    cpu = float(got[label][1])  # type: ignore[index]
+                    key = f"{mode}: {'not tracked' if label == 'attached' else 'tracked'}"
+                    per_call.setdefault(key, []).append(cpu / (args.round_trips * calls_per_rt) * 1e6)
+                    ratio.setdefault(key, []).append(cpu / untraced)
+                latency.setdefault(f"{mode}: llm_call", []).extend(got["call_latency"])  # type: ignore[arg-type]
+                latency.setdefault(f"{mode}: TLS record", []).extend(got["record_latency"])  # type: ignore[arg-type]
+                print(f"{mode}: {got['decoded']}/{args.calls} LLM calls decoded in {float(got['elapsed']):.2f} s",
+                      flush=True)
+    print(f"\n{'TLS round trips (4 KiB), medians of ' + str(args.rounds) + ' rounds':<46}{'CPU µs/SSL call':>16}"
+          f"{'vs untraced':>13}")
+    for key, values in per_call.items():
+        shown = f"{statistics.median(ratio[key]):.2f}x" if key in ratio else ""
+        print(f"{key:<46}{statistics.median(values):>16.2f}{shown:>13}")
+    print(f"\n{'capture-to-event latency':<46}{'p50 ms':>8}{'p99 ms':>8}{'n':>7}")
+    for key, values in latency.items():
+        values.sort()
+        print(f"{key:<46}{statistics.median(values) if values else float('nan'):>8.2f}{_p(values, 0.99):>8.2f}"
+              f"{len(values):>7}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ measures that). A uprobe attached with a pid installs its breakpoint in that pro
 kernel's uprobe filter), so hooking per tracked process costs the untracked nothing, at the price
 of one attach per tracked process (held at exec until done) and a detach at its exit. This
 measures that price with vigil's own programs and probe set (OpenSSL: 4 functions x entry+return,
-and SSL_free): the set attached for all, and for each of N live processes mapping libssl.
+and SSL_free): the set attached for all, and for each of N live processes mapping libssl, as
+perf-event uprobes with a pid (9 links) and as the uprobe_multi links with a pid filter vigil uses
+on kernels >= 6.6 (5 links, one per program; `TlsSensor.link_process`).
 
     /opt/vigild-perf/bin/python bench/tls_attach_cost.py [--processes 20] [--rounds 5]
 """
@@ -64,7 +66,10 @@ def main() -> int:
     try:
         for holder in holders:
             assert holder.stdout is not None and holder.stdout.readline() == "up\n"
-        global_ms, per_ms, detach_ms = [], [], []
+        st = Path(path).stat()
+        key = (st.st_dev, st.st_ino)
+        multi = sensor.uprobe_mode == "per-process" and sensor.add_library(path, TLS_LIB_OPENSSL)
+        global_ms, per_ms, detach_ms, multi_ms, multi_detach_ms = [], [], [], [], []
         for _ in range(args.rounds):
             start = time.perf_counter()
             links = attach_set(sensor, path, -1)
@@ -79,6 +84,14 @@ def main() -> int:
                 for link in links:
                     link.destroy()
                 detach_ms.append((time.perf_counter() - start) * 1000)
+                if multi:
+                    start = time.perf_counter()
+                    assert sensor.link_process(holder.pid, key)
+                    multi_ms.append((time.perf_counter() - start) * 1000)
+                    start = time.perf_counter()
+                    sensor.unlink_process(holder.pid)
+                    sensor.close_exited_links(wait=True)
+                    multi_detach_ms.append((time.perf_counter() - start) * 1000)
         mapped = mapping_processes(path)
     finally:
         sensor.close()
@@ -92,6 +105,11 @@ def main() -> int:
     print(f"attach for every process (pid -1): median {statistics.median(global_ms):.2f} ms per set")
     print(f"attach for one process (pid):      median {statistics.median(per_ms):.2f} ms per set "
           f"(p90 {statistics.quantiles(per_ms, n=10)[-1]:.2f}), detach {statistics.median(detach_ms):.2f} ms")
+    if multi_ms:
+        print(f"uprobe_multi links for one process: median {statistics.median(multi_ms):.2f} ms per set "
+              f"(p90 {statistics.quantiles(multi_ms, n=10)[-1]:.2f}), detach {statistics.median(multi_detach_ms):.2f} ms")
+    else:
+        print(f"uprobe_multi links: not on this kernel ({sensor.mode_reason})")
     return 0
 
 

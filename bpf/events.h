@@ -27,6 +27,7 @@ enum event_kind {
 	/* 7..15: per-tool-call control (memory spikes, OOM kills, placement) */
 	EVENT_MEM_SPIKE = 7, /* a tool call's resident memory grew past the configured step in the window */
 	EVENT_OOM_KILL = 8,  /* the OOM killer chose a tracked process */
+	EVENT_TLS_MAPPED = 9, /* a tracked process mapped a TLS library it has no uprobe link on yet (held) */
 	/* 16..31: effects (files, network; records in effects.h) */
 	EVENT_FILE_OPEN = 16,
 	EVENT_FILE_WRITE = 17,   /* bytes written to one open regular file, summed in the kernel */
@@ -213,6 +214,22 @@ struct lineage_config {
 struct exe_key {
 	__u64 ino;
 	__u32 dev;
+	__u32 _pad;
+};
+
+/* Per-process TLS uprobes (uprobe_multi links with a pid filter): the first mmap of a hooked TLS
+ * library by a tracked process that has no link on it stops the process until user space has
+ * attached one (EVENT_TLS_MAPPED; the same `held` map and watchdog as held execs). */
+struct tls_link_key {
+	__u32 tgid;
+	__u32 _pad;
+	struct exe_key file;
+};
+
+struct tls_mapped_event {
+	struct event_header hdr;
+	struct exe_key file;
+	__u32 held;
 	__u32 _pad;
 };
 

@@ -40,6 +40,7 @@ class Kind(IntEnum):
     TLS_BUSY = 6
     MEM_SPIKE = 7
     OOM_KILL = 8
+    TLS_MAPPED = 9
     FILE_OPEN = 16
     FILE_WRITE = 17
     FILE_UNLINK = 18
@@ -202,13 +203,21 @@ class ExeKeyC(ctypes.Structure):
     _fields_ = [("ino", c_uint64), ("dev", c_uint32), ("_pad", c_uint32)]
 
 
+class TlsLinkKeyC(ctypes.Structure):
+    _fields_ = [("tgid", c_uint32), ("_pad", c_uint32), ("file", ExeKeyC)]
+
+
+class TlsMappedEventC(ctypes.Structure):
+    _fields_ = [("hdr", EventHeader), ("file", ExeKeyC), ("held", c_uint32), ("_pad", c_uint32)]
+
+
 # C struct name -> its mirror, for the ABI test; every mirror module has one.
 BTF_MIRRORS: dict[str, type[ctypes.Structure]] = {
     "event_header": EventHeader, "fork_event": ForkEventC, "exec_event": ExecEventC, "exit_event": ExitEventC,
     "kind_stats": KindStatsC, "tracked_info": TrackedInfoC, "tls_data_event": TlsDataEventC,
     "tls_close_event": TlsCloseEventC, "tls_config": TlsConfigC, "mem_spike_event": MemSpikeEventC,
     "oom_kill_event": OomKillEventC, "control_config": ControlConfigC, "lineage_config": LineageConfigC,
-    "exe_key": ExeKeyC,
+    "exe_key": ExeKeyC, "tls_link_key": TlsLinkKeyC, "tls_mapped_event": TlsMappedEventC,
 }
 
 EXEC_DATA_OFFSET = ExecEventC.data.offset
@@ -312,6 +321,17 @@ class TlsClose(ProcessEvent):
     lib: int = TLS_LIB_OPENSSL
 
 
+@dataclass
+class TlsMapped(ProcessEvent):
+    """A tracked process mapped a TLS library it had no per-process uprobe link on; `held`: the
+    kernel stopped it until the link is attached (the pipeline attaches it and lets it go)."""
+
+    type: ClassVar[str] = "tls_mapped"
+    file_dev: int = 0  # the kernel's s_dev (major << 20 | minor)
+    file_ino: int = 0
+    held: bool = False
+
+
 class DecodeError(ValueError):
     """A record that does not match any known layout (counted by `reason`, never fatal)."""
 
@@ -388,6 +408,7 @@ class EventDecoder:
             Kind.EXIT: _decode_exit,
             Kind.TLS_DATA: _decode_tls_data,
             Kind.TLS_CLOSE: _decode_tls_close,
+            Kind.TLS_MAPPED: _decode_tls_mapped,
         }
 
     def register(self, kind: int, decoder: KindDecoder) -> None:
@@ -438,6 +459,11 @@ def _decode_exit(hdr: Header, raw: bytes, common: dict[str, Any]) -> ExitEvent:
 def _decode_tls_close(hdr: Header, raw: bytes, common: dict[str, Any]) -> TlsClose:
     close = fixed_part(raw, TlsCloseEventC)
     return TlsClose(**common, conn_id=close.conn_id, lib=close.lib)
+
+
+def _decode_tls_mapped(hdr: Header, raw: bytes, common: dict[str, Any]) -> TlsMapped:
+    ev = fixed_part(raw, TlsMappedEventC)
+    return TlsMapped(**common, file_dev=ev.file.dev, file_ino=ev.file.ino, held=bool(ev.held))
 
 
 def _decode_tls_data(hdr: Header, raw: bytes, common: dict[str, Any]) -> TlsData:

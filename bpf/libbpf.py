@@ -48,6 +48,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_map__name": (c_char_p, [c_void_p]),
         "bpf_program__name": (c_char_p, [c_void_p]),
         "bpf_program__set_autoload": (c_int, [c_void_p, c_bool]),
+        "bpf_program__set_expected_attach_type": (c_int, [c_void_p, c_int]),
+        "bpf_program__fd": (c_int, [c_void_p]),
         "bpf_program__attach": (c_void_p, [c_void_p]),
         "bpf_program__attach_tracepoint": (c_void_p, [c_void_p, c_char_p, c_char_p]),
         "bpf_program__attach_raw_tracepoint": (c_void_p, [c_void_p, c_char_p]),

@@ -296,6 +296,13 @@ class BpfObject:
         """Leave a program out of the load, e.g. one this kernel cannot run."""
         _lib().bpf_program__set_autoload(self._prog_ptr(name), False)
 
+    def set_expected_attach_type(self, name: str, attach_type: int) -> None:
+        """Load a program for an attach type its SEC() name does not imply (libbpf 1.1 knows no
+        `uprobe.multi` section)."""
+        err = _lib().bpf_program__set_expected_attach_type(self._prog_ptr(name), attach_type)
+        if err:
+            raise BpfError(f"set the attach type of {name}", -err)
+
     def load(self) -> None:
         with _CaptureLog() as lines:
             err = _lib().bpf_object__load(self._ptr)
@@ -315,6 +322,9 @@ class BpfObject:
             names.append(lib.bpf_program__name(p).decode())
             p = lib.bpf_object__next_program(self._ptr, p)
         return names
+
+    def program_fd(self, name: str) -> int:
+        return _lib().bpf_program__fd(self._prog_ptr(name))
 
     def attach(self, prog: str) -> Link:
         """Attach by the program's SEC() name (tp_btf/, tracepoint/, raw_tp/ ...)."""

@@ -19,7 +19,7 @@
  * so writes alone see both directions once (reads would see every message a second time). Each
  * pipe record carries the inode of the writer's stdin (peer_ino), which pairs a server's answers
  * with the pipe its requests came in on. */
-#include "common.bpf.h"
+#include "payload.bpf.h"
 #include <bpf/bpf_endian.h>
 
 #define S_IFMT 00170000
@@ -82,44 +82,7 @@ struct {
 	__type(value, struct sock_call);
 } sock_calls SEC(".maps");
 
-/* Per-CPU record slots by nesting depth, as in tls.bpf.c. */
-#define SOCK_SCRATCH_NEST 4
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, SOCK_SCRATCH_NEST);
-	__type(key, __u32);
-	__type(value, struct tls_data_event);
-} sock_scratch SEC(".maps");
-
-struct sock_nest {
-	__u64 depth;
-	__u64 seq;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct sock_nest);
-} sock_nest SEC(".maps");
-
-static __always_inline struct file *fd_file(struct task_struct *task, long fd)
-{
-	struct files_struct *files = BPF_CORE_READ(task, files);
-	struct fdtable *fdt;
-	struct file **arr;
-	struct file *f = 0;
-
-	if (!files || fd < 0)
-		return 0;
-	fdt = BPF_CORE_READ(files, fdt);
-	if ((__u64)fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	arr = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&f, sizeof(f), arr + fd);
-	return f;
-}
+PAYLOAD_MAPS(sock);
 
 /* The TCP socket behind fd, with its inode; 0 for anything else. A pipe gives its inode, lib
  * SOCK_LIB_PIPE and the value 1 (no socket). */
@@ -253,34 +216,6 @@ static __always_inline __u32 classify(struct sock_call *call, long moved)
 	return fresh.state;
 }
 
-struct copy_ctx {
-	struct tls_data_event *ev;
-	__u64 src;      /* where this piece starts in user memory */
-	__u32 start;    /* where it starts within the call */
-	__u32 len;      /* its length */
-};
-
-static long emit_chunk(__u64 index, struct copy_ctx *c)
-{
-	struct tls_data_event *ev = c->ev;
-	__u64 at = index * TLS_CHUNK_MAX;
-	__u32 len;
-
-	if (at >= c->len)
-		return 1;
-	len = c->len - at;
-	if (len > TLS_CHUNK_MAX)
-		len = TLS_CHUNK_MAX;
-	ev->offset = c->start + at;
-	ev->len = len;
-	if (bpf_probe_read_user(ev->data, len, (void *)(c->src + at))) {
-		count_event(EVENT_SOCK_DATA, -1);
-		return 0; /* the gap shows in the offsets */
-	}
-	emit(EVENT_SOCK_DATA, ev, offsetof(struct tls_data_event, data) + len, cfg.wakeup_bytes);
-	return 0;
-}
-
 struct iov_ctx {
 	struct tls_data_event *ev;
 	__u64 iov;      /* user address of the iovec array */
@@ -290,8 +225,8 @@ struct iov_ctx {
 
 static long emit_iov(__u64 index, struct iov_ctx *v)
 {
+	struct payload_copy c = { .kind = EVENT_SOCK_DATA, .wakeup_bytes = cfg.wakeup_bytes };
 	struct iovec one;
-	struct copy_ctx c;
 	__u64 len;
 
 	if (v->done >= v->total)
@@ -305,7 +240,7 @@ static long emit_iov(__u64 index, struct iov_ctx *v)
 	c.src = (__u64)one.iov_base;
 	c.start = v->done;
 	c.len = len;
-	bpf_loop((len + TLS_CHUNK_MAX - 1) / TLS_CHUNK_MAX, emit_chunk, &c, 0);
+	payload_emit(&c);
 	v->done += len;
 	return 0;
 }
@@ -313,12 +248,12 @@ static long emit_iov(__u64 index, struct iov_ctx *v)
 static __always_inline int on_exit(long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32, zero = 0, total, level, state;
+	__u32 tgid = id >> 32, total, state;
+	struct payload_nest *nest;
 	struct tracked_info *info;
 	struct sock_conn *conn;
 	struct sock_call *call;
 	struct tls_data_event *ev;
-	struct sock_nest *nest;
 
 	call = bpf_map_lookup_elem(&sock_calls, &id);
 	if (!call)
@@ -339,18 +274,11 @@ static __always_inline int on_exit(long ret)
 		goto out;
 	}
 	__sync_fetch_and_add(&conn->bytes, ret);
-	nest = bpf_map_lookup_elem(&sock_nest, &zero);
-	if (!nest)
+	ev = payload_slot(&sock_scratch, &sock_nest, &nest, EVENT_SOCK_BUSY);
+	if (!ev)
 		goto out;
-	level = __sync_fetch_and_add(&nest->depth, 1);
-	ev = level < SOCK_SCRATCH_NEST ? bpf_map_lookup_elem(&sock_scratch, &level) : 0;
-	if (!ev) {
-		count_event(EVENT_SOCK_BUSY, -1);
-		goto release;
-	}
 	fill_header(&ev->hdr, EVENT_SOCK_DATA, (struct task_struct *)bpf_get_current_task_btf(), info);
 	ev->conn_id = call->ino;
-	ev->call_id = __sync_fetch_and_add(&nest->seq, 1) | ((__u64)bpf_get_smp_processor_id() << 56);
 	ev->direction = call->direction;
 	ev->lib = call->lib;
 	ev->peer_ino = 0;
@@ -370,12 +298,12 @@ static __always_inline int on_exit(long ret)
 
 		bpf_loop(call->iovcnt, emit_iov, &v, 0);
 	} else {
-		struct copy_ctx c = { .ev = ev, .src = call->buf, .start = 0, .len = total };
+		struct payload_copy c = { .ev = ev, .src = call->buf, .len = total, .kind = EVENT_SOCK_DATA,
+					  .wakeup_bytes = cfg.wakeup_bytes };
 
-		bpf_loop((total + TLS_CHUNK_MAX - 1) / TLS_CHUNK_MAX, emit_chunk, &c, 0);
+		payload_emit(&c);
 	}
-release:
-	__sync_fetch_and_sub(&nest->depth, 1);
+	payload_release(nest);
 out:
 	bpf_map_delete_elem(&sock_calls, &id);
 	return 0;

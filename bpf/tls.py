@@ -1,8 +1,12 @@
 """The TLS sensor: uprobes on OpenSSL and GnuTLS that hand tracked processes' plaintext to the
 pipeline.
 
-uprobes attach to a file (an inode), for every process that maps it; the programs drop calls from
-untracked processes in the kernel. Libraries are found where agents load them: the system's own
+Where the kernel has uprobe_multi links (6.6+), TLS libraries are hooked per tracked process
+(`uprobe_mode` "per-process"): one link per process and library with a pid filter, attached while
+the kernel holds the process at its first mmap of the library, so processes nobody tracks carry no
+breakpoint at all. Elsewhere (`"global"`) uprobes attach to a file (an inode), for every process
+that maps it, and the programs drop calls from untracked processes in the kernel: each such call
+still traps. Executables that carry TLS themselves are hooked per file in both modes. Libraries are found where agents load them: the system's own
 (attached at start), those a tracked process maps (its /proc/PID/maps, through /proc/PID/root for
 containers), executables that carry OpenSSL themselves and export its symbols (Node.js), and
 executables with BoringSSL compiled in and no symbols (Bun: Claude Code, opencode), found by
@@ -13,9 +17,11 @@ silent.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -24,12 +30,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vigild.bpf.events import TLS_DIR_READ, TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_OPENSSL, TlsConfigC
+from vigild.bpf.events import (TLS_DIR_READ, TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_OPENSSL, ExeKeyC, TlsConfigC,
+                               TlsLinkKeyC)
 from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfObject, Link, Map
 from vigild.bpf.objects import object_path
 from vigild.bpf.static_openssl import NO_OPENSSL, SiteCache, is_static_executable
 from vigild.bpf.tls_locate import Blind, Locator, TlsFunctions
+from vigild.bpf.uprobe_multi import BPF_TRACE_UPROBE_MULTI, create_link, link_refusal, symbol_offsets
 
 log = logging.getLogger("vigild.tls")
 
@@ -56,6 +64,12 @@ LOCATED_PROGRAMS = {
     "openssl": (("tls_enter_ex5", "tls_exit_ex"), ("tls_enter_ex", "tls_exit_ex")),
 }
 DEFAULT_PROGRAMS = (("tls_enter", "tls_exit"), ("tls_enter", "tls_exit"))
+# per-process mode: the uprobe_multi copies of the programs, and the mmap hold that asks for links
+MULTI_PROGRAMS = {"tls_enter": "tls_m_enter", "tls_enter_ex": "tls_m_enter_ex", "tls_exit": "tls_m_exit",
+                  "tls_exit_ex": "tls_m_exit_ex", "tls_free": "tls_m_free"}
+PER_PROCESS_PROGRAMS = (*MULTI_PROGRAMS.values(), "tls_mmap")
+PER_PROCESS = "per-process"
+GLOBAL = "global"
 DEFAULT_SITE_CACHE = "/var/cache/vigild/static-tls.json"
 RUSTLS_UNREAD = ("rustls {} is compiled in: its plaintext crosses no hookable function, so connections over it "
                  "are not read (Codex: its HTTP when given a CA bundle, its WebSocket always)")
@@ -71,6 +85,36 @@ class HookedFile:
     lib: int
     links: list[Link] = field(default_factory=list)
     error: str | None = None
+
+
+@dataclass
+class LibraryFile:
+    """A TLS library hooked per process: where it is, and the links each program gets
+    (program, offsets, cookies, is a return probe)."""
+
+    path: str
+    lib: int
+    plan: list[tuple[str, list[int], list[int], bool]]
+
+
+def kernel_file_key(st_dev: int, st_ino: int) -> ExeKeyC:
+    """A file as the kernel names it: s_dev is MKDEV(major, minor) = major << 20 | minor."""
+    return ExeKeyC(ino=st_ino, dev=(os.major(st_dev) << 20) | os.minor(st_dev))
+
+
+def library_plan(path: str, lib: int) -> list[tuple[str, list[int], list[int], bool]]:
+    """The uprobe_multi links one process needs on a TLS library: one per program, each on every
+    function that program serves. Raises KeyError when a function is missing."""
+    _name, calls, free_symbol = LIBRARIES[lib]
+    offsets = symbol_offsets(path, [c[0] for c in calls] + [free_symbol])
+    grouped: dict[tuple[str, bool], tuple[list[int], list[int]]] = {}
+    for symbol, enter, leave, direction in calls:
+        for prog, ret in ((enter, False), (leave, True)):
+            offs, cks = grouped.setdefault((MULTI_PROGRAMS[prog], ret), ([], []))
+            offs.append(offsets[symbol])
+            cks.append(cookie(lib, direction))
+    grouped[(MULTI_PROGRAMS["tls_free"], False)] = ([offsets[free_symbol]], [cookie(lib, 0)])
+    return [(prog, offs, cks, ret) for (prog, ret), (offs, cks) in grouped.items()]
 
 
 @dataclass
@@ -94,19 +138,27 @@ class Capture:
 class TlsSensor:
     def __init__(self, shared_maps: dict[str, Map], max_call_bytes: int = 16 * 1024 * 1024,
                  wakeup_bytes: int = 256 * 1024, locator: Locator | None = None,
-                 locate_timeout: float = 30.0, site_cache: str | None = DEFAULT_SITE_CACHE) -> None:
+                 locate_timeout: float = 30.0, site_cache: str | None = DEFAULT_SITE_CACHE,
+                 per_process: bool | None = None) -> None:
         """locator: finds TLS compiled into stripped executables (None: such executables are
         reported blind). locate_timeout bounds how long one exec waits for a first search.
-        site_cache: where OpenSSL found in static executables is remembered by build."""
-        self.obj = BpfObject(object_path("tls.bpf.o"))
-        try:
-            for name in ("tracked", "events", "stats"):
-                self.obj.reuse_map(name, shared_maps[name])
-            self.obj.set_rodata(TlsConfigC(wakeup_bytes=wakeup_bytes, max_call_bytes=max_call_bytes))
-            self.obj.load()
-        except BaseException:
-            self.obj.close()
-            raise
+        site_cache: where OpenSSL found in static executables is remembered by build.
+        per_process: hook TLS libraries per tracked process (None: where the kernel can)."""
+        self.uprobe_mode = GLOBAL
+        self.mode_reason = "turned off" if per_process is False else ""
+        self.obj = self._open(shared_maps, TlsConfigC(wakeup_bytes=wakeup_bytes, max_call_bytes=max_call_bytes),
+                              per_process is not False)
+        self.held = shared_maps.get("held")
+        self.lib_files: dict[tuple[int, int], LibraryFile] = {}  # per-process mode: (st_dev, st_ino) -> file
+        self.by_kernel_key: dict[tuple[int, int], tuple[int, int]] = {}  # (s_dev, ino) -> (st_dev, st_ino)
+        self.proc_links: dict[int, dict[tuple[int, int], list[int]]] = {}  # pid -> file -> link fds
+        # link fds of exited processes: closed on their own thread, since each close waits for the
+        # kernel to take its breakpoints out (tens of ms) and the pipeline must not wait on that
+        self.closing: list[int] = []
+        self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-tls-unlink")
+        self.link_ok = 0
+        self.link_failed: Counter[str] = Counter()
+        self.link_ms_max = 0.0
         self.files: dict[tuple[int, int], HookedFile] = {}
         self.attach_ok: Counter[str] = Counter()
         self.attach_failed: Counter[str] = Counter()
@@ -122,15 +174,165 @@ class TlsSensor:
         self._examined: set[tuple[int, int]] = set()
         self._shown: dict[tuple[int, int], str] = {}
 
+    def _open(self, shared_maps: dict[str, Map], config: TlsConfigC, try_per_process: bool) -> BpfObject:
+        """The loaded object: with the uprobe_multi programs where the kernel loads them, else
+        without (and `mode_reason` says why)."""
+        for per_process in ((True, False) if try_per_process else (False,)):
+            obj = BpfObject(object_path("tls.bpf.o"))
+            try:
+                for name in ("tracked", "events", "stats", "held"):
+                    if name in shared_maps:
+                        obj.reuse_map(name, shared_maps[name])
+                obj.set_rodata(config)
+                for prog in PER_PROCESS_PROGRAMS:
+                    if not per_process:
+                        obj.disable_program(prog)
+                    elif prog != "tls_mmap":
+                        obj.set_expected_attach_type(prog, BPF_TRACE_UPROBE_MULTI)
+                obj.load()
+                refusal = link_refusal(obj.program_fd("tls_m_enter")) if per_process else None
+                if refusal is not None:
+                    raise BpfError(refusal, errno.EOPNOTSUPP)
+                if per_process:
+                    self.tls_files = obj.map("tls_files")
+                    self.tls_linked = obj.map("tls_linked")
+                    obj.attach("tls_mmap")
+                    self.uprobe_mode = PER_PROCESS
+                return obj
+            except BpfError as exc:
+                obj.close()
+                if not per_process:
+                    raise
+                self.mode_reason = f"uprobe_multi links unavailable (kernel 6.6+): {exc.summary}"
+                log.info("TLS uprobes attach globally: %s", self.mode_reason)
+            except BaseException:
+                obj.close()
+                raise
+        raise AssertionError("unreachable: the global load raises or returns")
+
+    # ---- per-process links ----
+    def add_library(self, path: str, lib: int) -> bool:
+        """Per-process mode: make a TLS library file linkable per process, and have the kernel
+        hold each tracked process at its first mmap of it."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        key = (st.st_dev, st.st_ino)
+        if key in self.lib_files:
+            return True
+        name = LIBRARIES[lib][0]
+        try:
+            plan = library_plan(path, lib)
+        except (KeyError, OSError, ValueError) as exc:
+            self.attach_failed[name] += 1
+            log.warning("cannot hook %s in %s: %s", name, path, exc)
+            return False
+        kkey = kernel_file_key(st.st_dev, st.st_ino)
+        try:
+            self.tls_files.update(kkey, ctypes.c_uint8(1))
+        except BpfError as exc:
+            self.attach_failed[name] += 1
+            log.warning("cannot hook %s in %s: %s", name, path, exc.summary)
+            return False
+        self.lib_files[key] = LibraryFile(path=path, lib=lib, plan=plan)
+        self.by_kernel_key[(kkey.dev, kkey.ino)] = key
+        self.attach_ok[name] += 1
+        log.info("hooked %s in %s (per process)", name, path)
+        return True
+
+    def link_mapped(self, pid: int, dev: int, ino: int) -> bool:
+        """A tracked process mapped a library (the kernel's s_dev and inode): attach its links."""
+        key = self.by_kernel_key.get((dev, ino))
+        return key is not None and self.link_process(pid, key)
+
+    def link_process(self, pid: int, key: tuple[int, int]) -> bool:
+        """Attach the per-process links of one library file for pid (once); True when linked."""
+        links = self.proc_links.setdefault(pid, {})
+        if key in links:
+            return True
+        f = self.lib_files[key]
+        started = time.monotonic()
+        fds: list[int] = []
+        try:
+            for prog, offsets, cookies, ret in f.plan:
+                fds.append(create_link(self.obj.program_fd(prog), f.path, offsets, cookies, pid, retprobe=ret))
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            self._forget_link(pid, key)
+            if exc.errno != errno.ESRCH:  # a process gone meanwhile needs no link
+                self.link_failed[errno.errorcode.get(exc.errno or 0, "error")] += 1
+                log.warning("cannot hook TLS of process %d: %s", pid, exc)
+            return False
+        links[key] = fds
+        self._mark_linked(pid, key)
+        self.link_ok += 1
+        self.link_ms_max = max(self.link_ms_max, (time.monotonic() - started) * 1000)
+        return True
+
+    def inherit_links(self, parent: int, child: int) -> None:
+        """A child forked from a linked process maps its libraries without an mmap of its own:
+        link it to the same files (attached when its fork is seen: TLS calls it makes before
+        that, without exec'ing first, are not read)."""
+        for key in list(self.proc_links.get(parent, {})):
+            self.link_process(child, key)
+
+    def unlink_process(self, pid: int) -> None:
+        """pid exited: a new process with its pid must be held again; its links close later."""
+        for key, fds in self.proc_links.pop(pid, {}).items():
+            self._forget_link(pid, key)
+            self.closing.extend(fds)
+
+    def close_exited_links(self, wait: bool = False) -> None:
+        """Detach the links of exited processes, on the closer thread (wait: until done)."""
+        fds, self.closing = self.closing, []
+        if fds:
+            done = self._closer.submit(_close_all, fds)
+            if wait:
+                done.result()
+
+    def _link_key(self, pid: int, key: tuple[int, int]) -> TlsLinkKeyC:
+        return TlsLinkKeyC(tgid=pid, file=kernel_file_key(*key))
+
+    def _mark_linked(self, pid: int, key: tuple[int, int]) -> None:
+        try:
+            self.tls_linked.update(self._link_key(pid, key), ctypes.c_uint8(1))
+        except BpfError:  # full: the process is held at its next mmap of the file, and found linked
+            pass
+
+    def _forget_link(self, pid: int, key: tuple[int, int]) -> None:
+        self.tls_linked.delete(self._link_key(pid, key))
+
+    def release(self, pid: int) -> None:
+        """Let a process the kernel held at its mmap go."""
+        if self.held is not None and self.held.delete(ctypes.c_uint32(pid)):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
     # ---- finding libraries ----
     def attach_system_libraries(self) -> list[str]:
         """Hook the system's libssl and libgnutls before any agent starts, so the first
         connection of a new process is seen without waiting for a scan."""
         hooked = []
         for path, lib in _ldconfig_libraries():
-            if self.attach_file(path, lib):
+            if self.attach_library(path, lib):
                 hooked.append(path)
         return hooked
+
+    def attach_library(self, path: str, lib: int, pid: int | None = None) -> bool:
+        """Hook a TLS library: per process where the kernel allows it (linking pid, a process
+        that maps it already), else on the file for every process."""
+        if self.uprobe_mode != PER_PROCESS:
+            return self.attach_file(path, lib)
+        if not self.add_library(path, lib):
+            return False
+        if pid is not None:
+            st = os.stat(path)
+            self.link_process(pid, (st.st_dev, st.st_ino))
+        return True
 
     def scan_process(self, pid: int) -> tuple[int, int] | None:
         """Hook TLS libraries a tracked process maps, and the TLS its executable carries; returns
@@ -153,7 +355,7 @@ class TlsSensor:
             name = os.path.basename(path)
             for prefix, lib in LIB_PREFIXES.items():
                 if name.startswith(prefix):
-                    self.attach_file(root + path, lib)
+                    self.attach_library(root + path, lib, pid)
         exe = exe.removesuffix(" (deleted)")
         return self.examine_executable(root + exe, shown=exe)
 
@@ -323,7 +525,13 @@ class TlsSensor:
 
     @property
     def hooked_paths(self) -> list[str]:
-        return [f.path for f in self.files.values() if not f.error]
+        return [f.path for f in self.files.values() if not f.error] + [f.path for f in self.lib_files.values()]
+
+    def health(self) -> dict[str, object]:
+        """How TLS uprobes are placed, and the per-process links' state."""
+        return {"tls_uprobes": self.uprobe_mode, "tls_uprobes_reason": self.mode_reason,
+                "tls_links_ok": self.link_ok, "tls_links_failed": dict(self.link_failed),
+                "tls_linked_processes": len(self.proc_links), "tls_link_ms_max": round(self.link_ms_max, 2)}
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -331,7 +539,16 @@ class TlsSensor:
             for link in f.links:
                 link.destroy()
         self.files.clear()
+        for pid in list(self.proc_links):
+            self.unlink_process(pid)
+        self.close_exited_links()
+        self._closer.shutdown(wait=True)
         self.obj.close()
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _ldconfig_libraries() -> list[tuple[str, int]]:

@@ -19,9 +19,13 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.fernet import Fernet, InvalidToken
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
+
+# cryptography is imported where a key is made or used, not with this module: the store imports
+# it, and a daemon that seals nothing should not carry its ~8 MiB (issue 14: idle RSS).
 
 # Top-level event fields that carry prompt or response content (llm_call, https_request).
 CONTENT_FIELDS = ("request_messages", "text", "request_headers", "response_headers", "arguments", "arguments_raw")
@@ -52,6 +56,8 @@ def key_id(key: bytes) -> str:
 def generate_key_file(path: str | Path) -> str:
     """Write a new key to `path`, mode 0600, refusing to overwrite one (that would orphan every
     value sealed with it). Returns the key's id."""
+    from cryptography.fernet import Fernet
+
     key = Fernet.generate_key()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -90,7 +96,9 @@ class ContentCipher:
     """Seals the content fields of event dicts before they are stored and opens them when read."""
 
     def __init__(self, key: bytes) -> None:
-        self.fernet = Fernet(key)
+        from cryptography.fernet import Fernet
+
+        self.fernet: Fernet = Fernet(key)
         self.key_id = key_id(key)
 
     def seal_event(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -131,6 +139,8 @@ class ContentCipher:
         if sealed.get("key") != self.key_id:
             raise WrongKeyError(f"stored content was encrypted with key {sealed.get('key')}, "
                                 f"but the key given is {self.key_id}")
+        from cryptography.fernet import InvalidToken
+
         try:
             return json.loads(self.fernet.decrypt(sealed[MARKER].encode()))
         except InvalidToken:

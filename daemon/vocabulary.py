@@ -26,7 +26,7 @@ from vigild.bpf.effects_events import (
     NetClose,
     NetConnect,
 )
-from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent, TlsClose, TlsData
+from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent, TlsClose, TlsData, TlsMapped
 from vigild.correlate.detections import AlertRetracted, Detection
 from vigild.correlate.intent import HttpsRequest, LlmCall, ParseFailure, TelemetryCheck
 from vigild.correlate.mcp import McpCall
@@ -88,9 +88,10 @@ EVENT_TYPES: tuple[EventType, ...] = (
 BY_NAME: dict[str, EventType] = {t.name: t for t in EVENT_TYPES}
 NAMES: frozenset[str] = frozenset(BY_NAME)
 
-# Events the pipeline consumes itself (captured TLS bytes become LLM calls and HTTPS requests);
+# Events the pipeline consumes itself (captured TLS bytes become LLM calls and HTTPS requests; a
+# TLS library mapped by a tracked process gets its per-process uprobes);
 # no sink ever receives them.
-INTERNAL: tuple[type, ...] = (TlsData, TlsClose)
+INTERNAL: tuple[type, ...] = (TlsData, TlsClose, TlsMapped)
 
 
 def family(word: str) -> tuple[str, ...]:

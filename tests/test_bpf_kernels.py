@@ -8,6 +8,7 @@ it, through its sensor against lineage's shared maps, and its load+attach time i
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from importlib import resources
@@ -38,11 +39,25 @@ def _lineage(_shared: LineageSensor) -> tuple[Any, list[str]]:
 
 
 def _tls(shared: LineageSensor) -> tuple[Any, list[str]]:
+    """On 6.6+ the libraries are hooked per tracked process: the mmap hold is attached, and a link
+    set is made (and closed) for this process to prove the kernel takes them."""
     sensor = TlsSensor(shared.shared_maps)
     hooked = sensor.attach_system_libraries()
     assert sensor.attach_failed == {}, sensor.files
     assert any("libssl.so" in path for path in hooked), hooked
-    return sensor, [link.description for hooked_file in sensor.files.values() for link in hooked_file.links]
+    assert sensor.uprobe_mode == ("per-process" if _kernel() >= (6, 6) else "global"), sensor.mode_reason
+    attached = [link.description for link in sensor.obj.links]
+    for key, lib_file in sensor.lib_files.items():
+        assert sensor.link_process(os.getpid(), key), sensor.link_failed
+        attached.append(f"{len(sensor.proc_links[os.getpid()][key])} uprobe_multi links on {lib_file.path}")
+    sensor.unlink_process(os.getpid())
+    sensor.close_exited_links(wait=True)
+    return sensor, attached
+
+
+def _kernel() -> tuple[int, int]:
+    major, minor = os.uname().release.split(".")[:2]
+    return int(major), int(minor)
 
 
 def _effects(shared: LineageSensor) -> tuple[Any, list[str]]:

@@ -19,6 +19,7 @@ from elftools.elf.elffile import ELFFile
 
 from vigild.bpf.tls import LIB_PREFIXES, LIBRARIES, TLS_LIB_OPENSSL
 from vigild.bpf.tls_locate import Blind, Locator, TlsFunctions
+from vigild.bpf.uprobe_multi import probe as uprobe_multi_refusal
 
 
 def _exports(path: str, symbols: tuple[str, ...]) -> list[str]:
@@ -70,8 +71,12 @@ def diagnose(pid: int, locator: Locator | None = None) -> dict[str, Any]:
         conns = [c for c in psutil.Process(pid).net_connections(kind="tcp") if c.raddr]
     except psutil.Error:
         conns = []
+    refusal = uprobe_multi_refusal()
     return {"pid": pid, "exe": exe, "stacks": stacks, "tcp_connections": len(conns),
-            "verdict": _verdict(stacks, len(conns))}
+            "verdict": _verdict(stacks, len(conns)),
+            # TLS libraries are hooked per tracked process where the kernel makes uprobe_multi
+            # links; elsewhere every process mapping them traps (and untracked calls are dropped)
+            "tls_uprobes": "global" if refusal else "per-process", "tls_uprobes_reason": refusal}
 
 
 def _verdict(stacks: list[dict[str, Any]], connections: int) -> str:
@@ -98,4 +103,6 @@ def cmd_doctor(pid: int, output: str, out: TextIO) -> int:
         detail = f"hooked by {s['how']}" if s["state"] == "hooked" else f"BLIND: {s['reason']}"
         out.write(f"  {s['stack']:<14} {s['where']}\n  {'':<14} {detail}\n")
     out.write(f"  TCP connections: {report['tcp_connections']}\n")
+    why = f" ({report['tls_uprobes_reason']})" if report["tls_uprobes_reason"] else ""
+    out.write(f"  TLS uprobes: {report['tls_uprobes']}{why}\n")
     return 0

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vigild.bpf.effects_events import NetBytes, NetClose, NetConnect
-from vigild.bpf.events import SOCK_LIB_PLAIN, ExecEvent, ExitEvent, TlsData
+from vigild.bpf.events import SOCK_LIB_PLAIN, ExecEvent, ExitEvent, ForkEvent, TlsData, TlsMapped
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.tls import TlsSensor
 from vigild.correlate.process_tree import ProcessTable
@@ -55,6 +55,22 @@ class CaptureHealth:
 
     def exited(self, event: ExitEvent) -> None:
         self.exited_pids.append((time.monotonic(), event.pid))
+        if self.tls is not None:
+            self.tls.unlink_process(event.pid)
+
+    def tls_mapped(self, event: TlsMapped) -> None:
+        """The kernel held a tracked process at its first mmap of a TLS library (per-process
+        uprobes): link it, then let it go."""
+        if self.tls is None:
+            return
+        self.tls.link_mapped(event.pid, event.file_dev, event.file_ino)
+        if event.held:
+            self.tls.release(event.pid)
+
+    def forked(self, event: ForkEvent) -> None:
+        """A child inherits its parent's mapped TLS libraries without mapping them itself."""
+        if self.tls is not None and event.ppid in self.tls.proc_links:
+            self.tls.inherit_links(event.ppid, event.pid)
 
     def scan_tree(self, pids: list[int]) -> None:
         """Hook what already-running processes carry now, not at the next scan."""
@@ -141,6 +157,7 @@ class CaptureHealth:
         if self.tls is not None:
             self.tls.poll_pending()
             self.report_captures(time.time_ns(), 0)
+            self.tls.close_exited_links()
         if self.tls is not None and now - self._last_scan >= SCAN_INTERVAL_S:
             # Young processes are still loading libraries: scan them every round; older ones
             # every tenth round.
@@ -171,6 +188,7 @@ class CaptureHealth:
             "tls_captures": [c.as_dict() for c in self.tls.captures.values()] if self.tls is not None else [],
             "exe_holds": self.exe_holds,
             "exe_hold_ms_max": self.exe_hold_ms_max,
+            **(self.tls.health() if self.tls is not None else {"tls_uprobes": "off"}),
         }
 
 

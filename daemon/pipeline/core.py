@@ -20,7 +20,8 @@ import psutil
 
 from vigild.bpf.clock import BootClock
 from vigild.bpf.effects_events import NetClose, NetConnect
-from vigild.bpf.events import DecodeError, EventDecoder, ExecEvent, ExitEvent, ProcessEvent, TlsClose, TlsData
+from vigild.bpf.events import (DecodeError, EventDecoder, ExecEvent, ExitEvent, ForkEvent, ProcessEvent, TlsClose,
+                               TlsData, TlsMapped)
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import RingBuffer
 from vigild.bpf.tls import TlsSensor
@@ -136,6 +137,7 @@ class Pipeline:
         self.before = Router()
         self.before.register((NetConnect, NetClose), self.capture.watch_plaintext)
         self.before.register((ExecEvent,), self.capture.hook_executable)
+        self.before.register((ForkEvent,), self.capture.forked)
         self.after = Router()
         self.after.register((ProcessEvent,), self.intents.effect)
         self.after.register((ExitEvent,), self.capture.exited)
@@ -144,6 +146,7 @@ class Pipeline:
         self.owned = Router()
         self.owned.register((TlsData,), self.intents.tls_data)
         self.owned.register((TlsClose,), self.intents.tls_close)
+        self.owned.register((TlsMapped,), self.capture.tls_mapped)
 
     @property
     def blind_connections(self) -> Counter[tuple[str, str]]:

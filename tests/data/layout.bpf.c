@@ -19,6 +19,8 @@ struct mem_spike_event a_mem_spike_event;
 struct oom_kill_event a_oom_kill_event;
 struct control_config a_control_config;
 struct exe_key a_exe_key;
+struct tls_link_key a_tls_link_key;
+struct tls_mapped_event a_tls_mapped_event;
 struct file_event a_file_event;
 struct net_event a_net_event;
 struct dns_event a_dns_event;
