@@ -27,6 +27,7 @@ enum event_kind {
 	/* 7..15: per-tool-call control (memory spikes, OOM kills, placement) */
 	EVENT_MEM_SPIKE = 7, /* a tool call's resident memory grew past the configured step in the window */
 	EVENT_OOM_KILL = 8,  /* the OOM killer chose a tracked process */
+	EVENT_RUSTLS_UNREAD = 9, /* stats only: a rustls record seen but not read (layout or connection unknown) */
 	/* 16..31: effects (files, network; records in effects.h) */
 	EVENT_FILE_OPEN = 16,
 	EVENT_FILE_WRITE = 17,   /* bytes written to one open regular file, summed in the kernel */
@@ -136,6 +137,7 @@ struct tracked_info {
 
 #define TLS_LIB_OPENSSL 1
 #define TLS_LIB_GNUTLS 2
+#define TLS_LIB_RUSTLS 5 /* 3 and 4 are sockdata.bpf.c's plain socket and pipe */
 
 /* Attach cookie of every TLS uprobe: which library and which direction. */
 #define TLS_COOKIE(lib, dir) (((__u64)(lib) << 8) | (dir))

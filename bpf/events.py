@@ -37,6 +37,7 @@ class Kind(IntEnum):
     TLS_BUSY = 6
     MEM_SPIKE = 7
     OOM_KILL = 8
+    RUSTLS_UNREAD = 9
     FILE_OPEN = 16
     FILE_WRITE = 17
     FILE_UNLINK = 18
@@ -79,6 +80,7 @@ TLS_LIB_OPENSSL = 1
 TLS_LIB_GNUTLS = 2
 SOCK_LIB_PLAIN = 3  # TlsData.lib of plain socket payload (sockdata.bpf.c)
 SOCK_LIB_PIPE = 4  # ... and of pipe payload (MCP over stdio)
+TLS_LIB_RUSTLS = 5  # rustls's record functions (conn_id: the connection's encrypter)
 TLS_CALL_CAPPED = 1 << 0
 
 EXEC_ARGS_TRUNCATED = 1 << 0

@@ -28,7 +28,10 @@ import struct
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vigild.bpf.static_rustls import RustlsSites
 
 # __func__ of OpenSSL 3's internal write/read (ssl/ssl_lib.c), and their argument layout:
 # ssl_write_internal(SSL *s, const void *buf, size_t num, uint64_t flags, size_t *written)
@@ -39,7 +42,7 @@ SOURCE_FILE = b"ssl/ssl_lib.c"
 # lea r64, [rip + disp32]: REX.W (48, or 4c for r8-r15), 8d, ModRM with mod=00 rm=101.
 _LEA_RIP = re.compile(rb"[\x48\x4c]\x8d[\x05\x0d\x15\x1d\x25\x2d\x35\x3d]", re.DOTALL)
 _RUSTLS_PATH = re.compile(rb"/rustls-(\d+\.\d+\.\d+)/src/")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: rustls's record functions
 NO_OPENSSL = "no OpenSSL 3 (no ssl/ssl_lib.c error sites)"
 
 
@@ -187,23 +190,44 @@ def rustls_version(data: mmap.mmap) -> str | None:
 
 @dataclass(frozen=True)
 class StaticTls:
-    """What a static executable carries: OpenSSL sites (or why they cannot be used) and rustls."""
+    """What a static executable carries: OpenSSL sites (or why they cannot be used), the rustls
+    release and its record functions (or why they cannot be used)."""
 
     build_key: str
     openssl: OpensslSites | None
     openssl_error: str | None
     rustls: str | None
+    rustls_sites: RustlsSites | None = None
+    rustls_error: str | None = None
 
 
 def examine(path: str) -> StaticTls:
-    """Locate OpenSSL and detect rustls in the executable at path (a few seconds for Codex)."""
+    """Locate OpenSSL and rustls in the executable at path (a few seconds for Codex)."""
+    from vigild.bpf.static_rustls import locate_rustls  # imports this module: not at the top
+
+    rustls_sites, rustls_error = None, None
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         key = _Elf(data).build_key()
         rustls = rustls_version(data)
+        if rustls is not None:
+            try:
+                rustls_sites = locate_rustls(data)
+            except LocateError as exc:
+                rustls_error = str(exc)
     try:
-        return StaticTls(key, locate(path), None, rustls)
+        return StaticTls(key, locate(path), None, rustls, rustls_sites, rustls_error)
     except LocateError as exc:
-        return StaticTls(key, None, str(exc), rustls)
+        return StaticTls(key, None, str(exc), rustls, rustls_sites, rustls_error)
+
+
+def _from_entry(entry: dict[str, Any]) -> StaticTls:
+    from vigild.bpf.static_rustls import Encrypter, RustlsSites
+
+    sites, rustls = entry.get("openssl"), entry.get("rustls_sites")
+    return StaticTls(entry["build_key"], OpensslSites(**sites) if sites else None, entry.get("openssl_error"),
+                     entry.get("rustls"),
+                     RustlsSites(tuple(Encrypter(**e) for e in rustls["encrypters"]), tuple(rustls["decrypters"]))
+                     if rustls else None, entry.get("rustls_error"))
 
 
 def quick_key(path: str) -> str | None:
@@ -259,9 +283,7 @@ class SiteCache:
         key = quick_key(path)
         entry = self.entries.get(key) if key else None
         if entry is not None:
-            sites = entry.get("openssl")
-            return StaticTls(entry["build_key"], OpensslSites(**sites) if sites else None,
-                             entry.get("openssl_error"), entry.get("rustls")), True
+            return _from_entry(entry), True
         try:
             found = examine(path)
         except (OSError, ValueError, struct.error, LocateError) as exc:
