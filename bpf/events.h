@@ -27,7 +27,6 @@ enum event_kind {
 	/* 7..15: per-tool-call control (memory spikes, OOM kills, placement) */
 	EVENT_MEM_SPIKE = 7, /* a tool call's resident memory grew past the configured step in the window */
 	EVENT_OOM_KILL = 8,  /* the OOM killer chose a tracked process */
-	EVENT_RUSTLS_UNREAD = 9, /* stats only: a rustls record seen but not read (layout or connection unknown) */
 	/* 16..31: effects (files, network; records in effects.h) */
 	EVENT_FILE_OPEN = 16,
 	EVENT_FILE_WRITE = 17,   /* bytes written to one open regular file, summed in the kernel */
@@ -48,6 +47,7 @@ enum event_kind {
 	EVENT_SOCK_CLOSE = 33,
 	EVENT_SOCK_BUSY = 34,   /* stats only: a socket call seen while this CPU's scratch was in use */
 	EVENT_SOCK_CAPPED = 35, /* stats only: a call not sent because its connection reached its cap */
+	EVENT_RUSTLS_UNREAD = 36, /* stats only: a rustls record seen but not read (layout or connection unknown) */
 	EVENT_KIND_MAX = 40, /* size of the per-kind stats array */
 };
 

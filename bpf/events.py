@@ -37,7 +37,6 @@ class Kind(IntEnum):
     TLS_BUSY = 6
     MEM_SPIKE = 7
     OOM_KILL = 8
-    RUSTLS_UNREAD = 9
     FILE_OPEN = 16
     FILE_WRITE = 17
     FILE_UNLINK = 18
@@ -57,6 +56,7 @@ class Kind(IntEnum):
     SOCK_CLOSE = 33
     SOCK_BUSY = 34
     SOCK_CAPPED = 35
+    RUSTLS_UNREAD = 36  # stats only: a rustls record tls.bpf.c saw but could not read
 
     @property
     def label(self) -> str:
