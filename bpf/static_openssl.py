@@ -42,7 +42,7 @@ SOURCE_FILE = b"ssl/ssl_lib.c"
 # lea r64, [rip + disp32]: REX.W (48, or 4c for r8-r15), 8d, ModRM with mod=00 rm=101.
 _LEA_RIP = re.compile(rb"[\x48\x4c]\x8d[\x05\x0d\x15\x1d\x25\x2d\x35\x3d]", re.DOTALL)
 _RUSTLS_PATH = re.compile(rb"/rustls-(\d+\.\d+\.\d+)/src/")
-CACHE_VERSION = 2  # 2: rustls's record functions
+CACHE_VERSION = 1
 NO_OPENSSL = "no OpenSSL 3 (no ssl/ssl_lib.c error sites)"
 
 
@@ -282,7 +282,9 @@ class SiteCache:
         """What the binary at path carries, and whether it came from the cache."""
         key = quick_key(path)
         entry = self.entries.get(key) if key else None
-        if entry is not None:
+        # an entry written before rustls was located is examined again; older readers ignore the
+        # added keys, so one cache file serves both
+        if entry is not None and not (entry.get("rustls") and "rustls_sites" not in entry):
             return _from_entry(entry), True
         try:
             found = examine(path)

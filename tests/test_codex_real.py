@@ -181,6 +181,15 @@ def test_rustls_record_functions_are_located_in_every_release_and_cached(tmp_pat
     assert not cached and first.rustls_sites == located[PINNED] and first.rustls_error is None
     again, cached = SiteCache(str(tmp_path / "cache.json")).lookup(exe)
     assert cached and again == first
+    # an entry from before rustls was located (no rustls_sites) is examined again, in place
+    cache_file = tmp_path / "cache.json"
+    saved = json.loads(cache_file.read_text())
+    for entry in saved["builds"].values():
+        del entry["rustls_sites"], entry["rustls_error"]
+    cache_file.write_text(json.dumps(saved))
+    redone, cached = SiteCache(str(cache_file)).lookup(exe)
+    assert not cached and redone == first
+    assert SiteCache(str(cache_file)).lookup(exe) == (first, True)
 
 
 def test_rustls_without_decrypters_is_refused_with_a_reason(tmp_path: Path) -> None:
