@@ -48,6 +48,7 @@ enum event_kind {
 	EVENT_SOCK_CLOSE = 33,
 	EVENT_SOCK_BUSY = 34,   /* stats only: a socket call seen while this CPU's scratch was in use */
 	EVENT_SOCK_CAPPED = 35, /* stats only: a call not sent because its connection reached its cap */
+	EVENT_RUSTLS_UNREAD = 36, /* stats only: a rustls record seen but not read (layout or connection unknown) */
 	EVENT_KIND_MAX = 40, /* size of the per-kind stats array */
 };
 
@@ -137,6 +138,7 @@ struct tracked_info {
 
 #define TLS_LIB_OPENSSL 1
 #define TLS_LIB_GNUTLS 2
+#define TLS_LIB_RUSTLS 5 /* 3 and 4 are sockdata.bpf.c's plain socket and pipe */
 
 /* Attach cookie of every TLS uprobe: which library and which direction. */
 #define TLS_COOKIE(lib, dir) (((__u64)(lib) << 8) | (dir))

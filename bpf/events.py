@@ -60,6 +60,7 @@ class Kind(IntEnum):
     SOCK_CLOSE = 33
     SOCK_BUSY = 34
     SOCK_CAPPED = 35
+    RUSTLS_UNREAD = 36  # stats only: a rustls record tls.bpf.c saw but could not read
 
     @property
     def label(self) -> str:
@@ -83,6 +84,7 @@ TLS_LIB_OPENSSL = 1
 TLS_LIB_GNUTLS = 2
 SOCK_LIB_PLAIN = 3  # TlsData.lib of plain socket payload (sockdata.bpf.c)
 SOCK_LIB_PIPE = 4  # ... and of pipe payload (MCP over stdio)
+TLS_LIB_RUSTLS = 5  # rustls's record functions (conn_id: the connection's encrypter)
 TLS_CALL_CAPPED = 1 << 0
 
 EXEC_ARGS_TRUNCATED = 1 << 0

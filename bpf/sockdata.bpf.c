@@ -20,6 +20,7 @@
  * pipe record carries the inode of the writer's stdin (peer_ino), which pairs a server's answers
  * with the pipe its requests came in on. */
 #include "payload.bpf.h"
+#include "rustls_link.bpf.h"
 #include <bpf/bpf_endian.h>
 
 #define S_IFMT 00170000
@@ -129,6 +130,8 @@ static __always_inline int on_enter(long fd, __u64 buf, __u32 iovcnt, __u32 dire
 	sk = tcp_sock_of(fd, &call.ino, &call.lib);
 	if (!sk || (call.lib == SOCK_LIB_PIPE && direction == TLS_DIR_READ))
 		return 0;
+	if (call.lib == SOCK_LIB_PLAIN)
+		rustls_note_socket(id, call.ino, direction);
 	conn = bpf_map_lookup_elem(&sock_conns, &call.ino);
 	if (conn && conn->state == CONN_IGNORED)
 		return 0;
@@ -388,6 +391,8 @@ int sock_close(struct trace_event_raw_sys_enter *ctx)
 
 	if (!info || !tcp_sock_of(ctx->args[0], &ino, &lib))
 		return 0;
+	if (lib == SOCK_LIB_PLAIN)
+		rustls_socket_closed(ino, info, cfg.wakeup_bytes);
 	conn = bpf_map_lookup_elem(&sock_conns, &ino);
 	if (!conn)
 		return 0;

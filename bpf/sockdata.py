@@ -17,6 +17,7 @@ from ctypes import c_uint16, c_uint32, c_uint64
 
 from vigild.bpf.events import EventDecoder, Kind
 from vigild.bpf.syscall_tracepoints import TracefsUnavailable, tracefs_root
+from vigild.bpf.tls import RUSTLS_LINK_MAPS
 # The records have the TLS layouts, so the TLS decoders read them (lib says which sensor).
 from vigild.bpf.events import _decode_tls_close as decode_sock_close
 from vigild.bpf.events import _decode_tls_data as decode_sock_data
@@ -70,6 +71,9 @@ class SockDataSensor:
         try:
             for name in ("tracked", "events", "stats"):
                 self.obj.reuse_map(name, shared_maps[name])
+            for name in RUSTLS_LINK_MAPS:  # the TLS sensor's, when it runs: rustls records find their socket
+                if name in shared_maps:
+                    self.obj.reuse_map(name, shared_maps[name])
             config = SockConfigC(wakeup_bytes=wakeup_bytes, max_call_bytes=max_call_bytes,
                                  max_conn_bytes=max_conn_bytes)
             for i, port in enumerate(ports):

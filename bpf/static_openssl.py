@@ -28,7 +28,10 @@ import struct
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vigild.bpf.static_rustls import RustlsSites
 
 # __func__ of OpenSSL 3's internal write/read (ssl/ssl_lib.c), and their argument layout:
 # ssl_write_internal(SSL *s, const void *buf, size_t num, uint64_t flags, size_t *written)
@@ -187,23 +190,44 @@ def rustls_version(data: mmap.mmap) -> str | None:
 
 @dataclass(frozen=True)
 class StaticTls:
-    """What a static executable carries: OpenSSL sites (or why they cannot be used) and rustls."""
+    """What a static executable carries: OpenSSL sites (or why they cannot be used), the rustls
+    release and its record functions (or why they cannot be used)."""
 
     build_key: str
     openssl: OpensslSites | None
     openssl_error: str | None
     rustls: str | None
+    rustls_sites: RustlsSites | None = None
+    rustls_error: str | None = None
 
 
 def examine(path: str) -> StaticTls:
-    """Locate OpenSSL and detect rustls in the executable at path (a few seconds for Codex)."""
+    """Locate OpenSSL and rustls in the executable at path (a few seconds for Codex)."""
+    from vigild.bpf.static_rustls import locate_rustls  # imports this module: not at the top
+
+    rustls_sites, rustls_error = None, None
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         key = _Elf(data).build_key()
         rustls = rustls_version(data)
+        if rustls is not None:
+            try:
+                rustls_sites = locate_rustls(data)
+            except LocateError as exc:
+                rustls_error = str(exc)
     try:
-        return StaticTls(key, locate(path), None, rustls)
+        return StaticTls(key, locate(path), None, rustls, rustls_sites, rustls_error)
     except LocateError as exc:
-        return StaticTls(key, None, str(exc), rustls)
+        return StaticTls(key, None, str(exc), rustls, rustls_sites, rustls_error)
+
+
+def _from_entry(entry: dict[str, Any]) -> StaticTls:
+    from vigild.bpf.static_rustls import Encrypter, RustlsSites
+
+    sites, rustls = entry.get("openssl"), entry.get("rustls_sites")
+    return StaticTls(entry["build_key"], OpensslSites(**sites) if sites else None, entry.get("openssl_error"),
+                     entry.get("rustls"),
+                     RustlsSites(tuple(Encrypter(**e) for e in rustls["encrypters"]), tuple(rustls["decrypters"]))
+                     if rustls else None, entry.get("rustls_error"))
 
 
 def quick_key(path: str) -> str | None:
@@ -258,10 +282,10 @@ class SiteCache:
         """What the binary at path carries, and whether it came from the cache."""
         key = quick_key(path)
         entry = self.entries.get(key) if key else None
-        if entry is not None:
-            sites = entry.get("openssl")
-            return StaticTls(entry["build_key"], OpensslSites(**sites) if sites else None,
-                             entry.get("openssl_error"), entry.get("rustls")), True
+        # an entry written before rustls was located is examined again; older readers ignore the
+        # added keys, so one cache file serves both
+        if entry is not None and not (entry.get("rustls") and "rustls_sites" not in entry):
+            return _from_entry(entry), True
         try:
             found = examine(path)
         except (OSError, ValueError, struct.error, LocateError) as exc:

@@ -6,6 +6,7 @@
  * remembered at entry, keyed by thread, and read at return, when it holds what was really moved
  * (for reads it is only filled then). Untracked processes cost one hash lookup and emit nothing. */
 #include "payload.bpf.h"
+#include "rustls_link.bpf.h"
 
 const volatile struct tls_config cfg = {
 	.wakeup_bytes = 256 * 1024,
@@ -216,6 +217,196 @@ int tls_mmap(struct mmap_enter_record *rec)
 			ev.held = 1;
 	}
 	emit(EVENT_TLS_MAPPED, &ev, sizeof(ev), 0);
+	return 0;
+}
+
+/* ---- rustls (bpf/static_rustls.py finds the functions, rustls_link.bpf.h the connection) ----
+ *
+ * encrypt(sret, self, msg, seq) and decrypt(sret, self, msg, seq) of each TLS 1.3 record cipher:
+ * Rust returns their Result through the hidden first argument and passes the message by
+ * reference. encrypt's message carries OutboundChunks (word 0 null: one slice at words 1-2;
+ * else a slice list at words 0-1 with the byte range words 2-3); decrypt's its record payload at
+ * words 0-1, decrypted in place. Neither layout is trusted: an encrypt is read only when the
+ * sealed record it returns is exactly the plaintext plus its type byte, tag and header, a decrypt
+ * only when it returned the same buffer with a shorter length; anything else is counted as
+ * EVENT_RUSTLS_UNREAD. The attach cookie of an encrypter also says where its message keeps the
+ * content type and which value is application data (found in its code), so handshake messages
+ * and alerts are left out; a decrypted record's type is the byte after its content. */
+#define RUSTLS_TAG_LEN 16 /* every TLS 1.3 AEAD rustls offers */
+#define RUSTLS_SEALED_EXTRA (5 + 1 + RUSTLS_TAG_LEN) /* header, content type, tag */
+#define RUSTLS_MAX_CHUNKS 32
+#define RUSTLS_APPLICATION_DATA 0x17
+
+struct rustls_call {
+	__u64 self;
+	__u64 sret;
+	__u64 w[4];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct rustls_call);
+} rustls_calls SEC(".maps");
+
+struct rustls_piece_ctx {
+	struct tls_data_event *ev;
+	__u64 chunks; /* user address of the (ptr, len) slice list */
+	__u64 pos;    /* where the current slice starts in the concatenation */
+	__u64 start;  /* the message's byte range in the concatenation */
+	__u64 end;
+};
+
+static __always_inline void rustls_emit_piece(struct tls_data_event *ev, __u64 src, __u64 offset, __u64 len)
+{
+	if (len == 0 || len > TLS_CHUNK_MAX || offset >= TLS_CHUNK_MAX)
+		return;
+	ev->offset = offset;
+	ev->len = len;
+	if (bpf_probe_read_user(ev->data, len, (void *)src)) {
+		count_event(EVENT_TLS_DATA, -1);
+		return; /* the gap shows in the offsets */
+	}
+	emit(EVENT_TLS_DATA, ev, offsetof(struct tls_data_event, data) + len, cfg.wakeup_bytes);
+}
+
+static long rustls_emit_slice(__u64 index, struct rustls_piece_ctx *c)
+{
+	__u64 slice[2], from, to;
+
+	if (c->pos >= c->end || bpf_probe_read_user(slice, sizeof(slice), (void *)(c->chunks + index * 16)))
+		return 1;
+	from = c->pos > c->start ? c->pos : c->start;
+	to = c->pos + slice[1] < c->end ? c->pos + slice[1] : c->end;
+	if (to > from)
+		rustls_emit_piece(c->ev, slice[0] + (from - c->pos), from - c->start, to - from);
+	c->pos += slice[1];
+	return 0;
+}
+
+static __always_inline int rustls_enter(struct pt_regs *ctx, void *sret, void *self, void *msg, int is_encrypt)
+{
+	__u64 id = bpf_get_current_pid_tgid(), cookie;
+	__u32 tgid = id >> 32;
+	struct rustls_call call = {};
+	__u8 type = 0;
+
+	if (!bpf_map_lookup_elem(&tracked, &tgid))
+		return 0;
+	if (is_encrypt) {
+		cookie = bpf_get_attach_cookie(ctx);
+		if (bpf_probe_read_user(&type, 1, msg + ((cookie >> 16) & 0xff)) || type != ((cookie >> 24) & 0xff))
+			return 0; /* a handshake message or an alert: not the application's bytes */
+	}
+	if (bpf_probe_read_user(call.w, sizeof(call.w), msg)) {
+		count_event(EVENT_RUSTLS_UNREAD, -1);
+		return 0;
+	}
+	call.self = (__u64)self;
+	call.sret = (__u64)sret;
+	bpf_map_update_elem(&rustls_calls, &id, &call, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(rustls_encrypt_enter, void *sret, void *self, void *msg)
+{
+	return rustls_enter(ctx, sret, self, msg, 1);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(rustls_decrypt_enter, void *sret, void *self, void *msg)
+{
+	return rustls_enter(ctx, sret, self, msg, 0);
+}
+
+/* Copy one record's plaintext into the ring: `single` at src, else the slice list of `call`. */
+static __always_inline void rustls_emit(struct rustls_call *call, __u64 conn, __u32 direction, __u64 total,
+					__u64 single)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tracked_info *info = bpf_map_lookup_elem(&tracked, &tgid);
+	struct rustls_piece_ctx c = {};
+	struct payload_nest *nest;
+	struct tls_data_event *ev;
+
+	if (!info)
+		return;
+	ev = payload_slot(&tls_scratch, &tls_nest, &nest, EVENT_TLS_BUSY);
+	if (!ev)
+		return;
+	fill_header(&ev->hdr, EVENT_TLS_DATA, (struct task_struct *)bpf_get_current_task_btf(), info);
+	ev->conn_id = conn;
+	ev->direction = direction;
+	ev->lib = TLS_LIB_RUSTLS;
+	ev->call_len = total;
+	ev->peer_ino = 0;
+	if (single) {
+		rustls_emit_piece(ev, single, 0, total);
+	} else {
+		c.ev = ev;
+		c.chunks = call->w[0];
+		c.start = call->w[2];
+		c.end = call->w[3];
+		bpf_loop(call->w[1] < RUSTLS_MAX_CHUNKS ? call->w[1] : RUSTLS_MAX_CHUNKS, rustls_emit_slice, &c, 0);
+	}
+	payload_release(nest);
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(rustls_encrypt_exit)
+{
+	__u64 id = bpf_get_current_pid_tgid(), result[6] = {}, total;
+	struct rustls_call *call = bpf_map_lookup_elem(&rustls_calls, &id);
+	int i, sealed = 0;
+
+	if (!call)
+		return 0;
+	total = call->w[0] ? call->w[3] - call->w[2] : call->w[2];
+	if (!bpf_probe_read_user(result, sizeof(result), (void *)call->sret) && total && total <= TLS_CHUNK_MAX)
+		for (i = 0; i < 6; i++)
+			sealed |= result[i] == total + RUSTLS_SEALED_EXTRA;
+	if (!sealed) {
+		count_event(EVENT_RUSTLS_UNREAD, -1);
+		goto out;
+	}
+	bpf_map_update_elem(&rustls_pending, &id, &call->self, BPF_ANY);
+	rustls_emit(call, call->self, TLS_DIR_WRITE, total, call->w[0] ? 0 : call->w[1]);
+out:
+	bpf_map_delete_elem(&rustls_calls, &id);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(rustls_decrypt_exit)
+{
+	__u64 id = bpf_get_current_pid_tgid(), result[6] = {}, plain = 0, *ino, *conn;
+	struct rustls_call *call = bpf_map_lookup_elem(&rustls_calls, &id);
+	__u8 type = 0;
+	int i;
+
+	if (!call)
+		return 0;
+	if (!bpf_probe_read_user(result, sizeof(result), (void *)call->sret))
+		for (i = 0; i < 5; i++)
+			if (result[i] == call->w[0] && result[i + 1] + RUSTLS_TAG_LEN <= call->w[1])
+				plain = result[i + 1];
+	if (!plain || plain > TLS_CHUNK_MAX || bpf_probe_read_user(&type, 1, (void *)(call->w[0] + plain))) {
+		count_event(EVENT_RUSTLS_UNREAD, -1);
+		goto out;
+	}
+	if (type != RUSTLS_APPLICATION_DATA)
+		goto out; /* a session ticket, key update or alert */
+	ino = bpf_map_lookup_elem(&rustls_read_sock, &id);
+	conn = ino ? bpf_map_lookup_elem(&rustls_sock_conn, ino) : 0;
+	if (!conn) {
+		count_event(EVENT_RUSTLS_UNREAD, -1);
+		goto out;
+	}
+	rustls_emit(call, *conn, TLS_DIR_READ, plain, call->w[0]);
+out:
+	bpf_map_delete_elem(&rustls_calls, &id);
 	return 0;
 }
 

@@ -30,12 +30,13 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vigild.bpf.events import (TLS_DIR_READ, TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_OPENSSL, ExeKeyC, TlsConfigC,
-                               TlsLinkKeyC)
+from vigild.bpf.events import (TLS_DIR_READ, TLS_DIR_WRITE, TLS_LIB_GNUTLS, TLS_LIB_OPENSSL, TLS_LIB_RUSTLS, ExeKeyC,
+                               TlsConfigC, TlsLinkKeyC)
 from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfObject, Link, Map
 from vigild.bpf.objects import object_path
 from vigild.bpf.static_openssl import NO_OPENSSL, SiteCache, is_static_executable
+from vigild.bpf.static_rustls import RustlsSites
 from vigild.bpf.tls_locate import Blind, Locator, TlsFunctions
 from vigild.bpf.uprobe_multi import BPF_TRACE_UPROBE_MULTI, create_link, link_refusal, symbol_offsets
 
@@ -71,8 +72,11 @@ PER_PROCESS_PROGRAMS = (*MULTI_PROGRAMS.values(), "tls_mmap")
 PER_PROCESS = "per-process"
 GLOBAL = "global"
 DEFAULT_SITE_CACHE = "/var/cache/vigild/static-tls.json"
-RUSTLS_UNREAD = ("rustls {} is compiled in: its plaintext crosses no hookable function, so connections over it "
-                 "are not read (Codex: its HTTP when given a CA bundle, its WebSocket always)")
+RUSTLS_UNLOCATED = "rustls {} is compiled in but its TLS 1.3 record functions were not located, so its connections are not read: {}"
+RUSTLS_UNLINKED = ("rustls {} is compiled in and located, but its records cannot be tied to connections without "
+                   "the socket syscall tracepoints (the plain-HTTP sensor is unavailable), so they are not read")
+# maps tls.bpf.c shares with sockdata.bpf.c (bpf/rustls_link.bpf.h): rustls records to their socket
+RUSTLS_LINK_MAPS = ("rustls_read_sock", "rustls_pending", "rustls_sock_conn")
 
 
 def cookie(lib: int, direction: int) -> int:
@@ -173,6 +177,13 @@ class TlsSensor:
         self._pending: dict[tuple[int, int], Future[TlsFunctions | Blind | None]] = {}
         self._examined: set[tuple[int, int]] = set()
         self._shown: dict[tuple[int, int], str] = {}
+        # set once the socket syscalls that tie rustls records to connections are traced
+        self.rustls_linked = False
+
+    @property
+    def link_maps(self) -> dict[str, Map]:
+        """The maps the socket sensor must share for rustls records to find their connection."""
+        return {name: self.obj.map(name) for name in RUSTLS_LINK_MAPS}
 
     def _open(self, shared_maps: dict[str, Map], config: TlsConfigC, try_per_process: bool) -> BpfObject:
         """The loaded object: with the uprobe_multi programs where the kernel loads them, else
@@ -409,12 +420,16 @@ class TlsSensor:
             started = time.monotonic()
             found, cached = self.sites.lookup(path)
             if found.openssl is not None:
-                unread = (Blind(path, "rustls", RUSTLS_UNREAD.format(found.rustls), found.build_key, cached=cached),) \
-                    if found.rustls else ()
+                unread: tuple[Blind, ...] = ()
+                if found.rustls and found.rustls_sites is None:
+                    reason = RUSTLS_UNLOCATED.format(found.rustls, found.rustls_error)
+                    unread = (Blind(path, "rustls", reason, found.build_key, cached=cached),)
+                elif found.rustls and not self.rustls_linked:
+                    unread = (Blind(path, "rustls", RUSTLS_UNLINKED.format(found.rustls), found.build_key, cached=cached),)
                 return TlsFunctions(path=path, stack="openssl", write=found.openssl.write_offset,
                                     read=found.openssl.read_offset, close=None, close_name="",
                                     build_key=found.build_key, seconds=time.monotonic() - started, cached=cached,
-                                    unread=unread)
+                                    unread=unread, rustls=found.rustls_sites if self.rustls_linked else None)
             if found.openssl_error != NO_OPENSSL:
                 return Blind(path, "openssl", f"OpenSSL 3 is compiled in but refused: {found.openssl_error}",
                              found.build_key, cached=cached)
@@ -442,6 +457,11 @@ class TlsSensor:
                 self._record(key, Capture(path=path, state="hooked", stack=found.stack,
                                           how="locator (late)" if late else "locator", locate_ms=ms,
                                           cached=found.cached))
+                if found.rustls is not None:
+                    error = self.attach_rustls(key, found.path, found.rustls)
+                    self._record(key, Capture(path=path, state="hooked" if error is None else "blind", stack="rustls",
+                                              how="locator" if error is None else None, locate_ms=ms, cached=found.cached,
+                                              reason=None if error is None else f"located, but attaching failed: {error}"))
                 for other in found.unread:  # said too; connections without plaintext get this reason
                     self._record(key, Capture(path=path, state="blind", stack=other.stack, reason=other.reason,
                                               locate_ms=ms, cached=other.cached))
@@ -485,6 +505,30 @@ class TlsSensor:
         self.files[key] = hooked
         self.attach_ok[found.stack] += 1
         log.info("hooked %s in %s at offsets write=%#x read=%#x", found.stack, found.path, found.write, found.read)
+        return None
+
+    def attach_rustls(self, key: tuple[int, int], path: str, sites: RustlsSites) -> str | None:
+        """Attach the rustls record programs to every encrypter and decrypter located in the
+        executable (one per crypto provider compiled in; the process runs one); returns the
+        error, or None. The links join the executable's other hooks."""
+        hooked = self.files[key]
+        links: list[Link] = []
+        write, read = cookie(TLS_LIB_RUSTLS, TLS_DIR_WRITE), cookie(TLS_LIB_RUSTLS, TLS_DIR_READ)
+        plan = [("rustls_encrypt_enter", "rustls_encrypt_exit", e.offset,
+                 write | (e.type_offset << 16) | (e.appdata_tag << 24)) for e in sites.encrypters]
+        plan += [("rustls_decrypt_enter", "rustls_decrypt_exit", offset, read) for offset in sites.decrypters]
+        try:
+            for enter, leave, offset, c in plan:
+                links.append(self.obj.attach_uprobe(enter, path, offset=offset, cookie=c))
+                links.append(self.obj.attach_uprobe(leave, path, offset=offset, retprobe=True, cookie=c))
+        except BpfError as exc:
+            for link in links:
+                link.destroy()
+            self.attach_failed["rustls"] += 1
+            return str(exc).splitlines()[0]
+        hooked.links.extend(links)
+        self.attach_ok["rustls"] += 1
+        log.info("hooked rustls in %s: %d encrypters, %d decrypters", path, len(sites.encrypters), len(sites.decrypters))
         return None
 
     # ---- attaching ----

@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import capstone
 
+    from vigild.bpf.static_rustls import RustlsSites
+
 log = logging.getLogger("vigild.tls_locate")
 
 
@@ -122,6 +124,7 @@ class TlsFunctions:
     seconds: float = 0.0
     cached: bool = False
     unread: tuple[Blind, ...] = ()  # other TLS stacks in the same executable that stay unread
+    rustls: RustlsSites | None = None  # rustls's record functions in the same executable (Codex)
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,11 @@ def open_sensors(features: Features, *, root_comms: list[str], root_flags: int =
         if capture_tls:
             sensors.tls = open_tls(sensors.lineage.shared_maps, features, max_call_bytes, locator=locator,
                                    locate_timeout=locate_timeout)
-            sensors.plain_http = open_sockdata(sensors.lineage.shared_maps, features, max_call_bytes, http_ports)
+            links = sensors.tls.link_maps if sensors.tls is not None else {}
+            sensors.plain_http = open_sockdata({**sensors.lineage.shared_maps, **links}, features, max_call_bytes,
+                                               http_ports)
+            if sensors.tls is not None and sensors.plain_http is not None:
+                sensors.tls.rustls_linked = True  # rustls records find their socket through it
         else:
             features.turned_off("tls", tls_off)
             features.turned_off("plain_http", tls_off)

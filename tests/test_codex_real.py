@@ -4,8 +4,9 @@ loopback-only network namespace, against the fake Responses server that drives i
 
 Both TLS paths of Codex are exercised (tests/support/codex_harness.py): its compiled-in OpenSSL (no CA
 variable), which vigil hooks by locating OpenSSL's functions from their error sites, and rustls
-(CODEX_CA_CERTIFICATE), which vigil cannot read: there the blind notice and Codex's own telemetry
-must carry the calls. Every LLM call the server answered is checked field by field.
+(CODEX_CA_CERTIFICATE; its WebSocket transport always), hooked at its TLS 1.3 record functions
+found by their additional-data immediate and vtable shape. Every LLM call the server answered is
+checked field by field, and against Codex's own telemetry.
 
 The binaries: `npm install --ignore-scripts @openai/codex@VERSION` into
 $VIGIL_AGENTS_DIR/codex-VERSION (default /var/cache/vigil-agents), or the pinned one where
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -28,6 +30,7 @@ from support.require import need
 from support.helpers import parse_json_lines, vigil_trace
 from realagents.agents import pins
 from vigild.bpf.static_openssl import LocateError, SiteCache, is_static_executable, locate
+from vigild.bpf.static_rustls import AAD_IMMEDIATE, locate_rustls
 from vigild.correlate.tool_links import apply_links
 
 PINNED = pins()["codex"][1]  # the release the other real-agent tests drive (tests/realagents/pins.txt)
@@ -88,17 +91,13 @@ def in_call_order(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any
     return sorted(of_type(events, kind), key=lambda e: e["ts_ns"])
 
 
-def coverage(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """The executable's capture events: its OpenSSL hooked by the locator, its rustls said blind."""
+def coverage(events: list[dict[str, Any]]) -> None:
+    """The executable's capture events: its OpenSSL and its rustls hooked by the locators, nothing blind."""
     hooked = [e for e in of_type(events, "capture_hooked") if e["binary"].endswith(PLATFORM_BINARY)]
-    assert len(hooked) == 1, of_type(events, "capture_hooked")
-    assert hooked[0]["stack"] == "openssl" and hooked[0]["how"] == "locator"
-    assert hooked[0]["session_id"] is not None
-    blind = [e for e in of_type(events, "capture_blind") if e["binary"].endswith(PLATFORM_BINARY)]
-    assert len(blind) == 1, of_type(events, "capture_blind")
-    assert blind[0]["stack"] == "rustls" and blind[0]["session_id"] == hooked[0]["session_id"]
-    assert "rustls 0.23." in blind[0]["reason"]
-    return blind[0]
+    assert [(e["stack"], e["how"]) for e in hooked] == [("openssl", "locator"), ("rustls", "locator")], hooked
+    assert hooked[0]["session_id"] is not None and hooked[1]["session_id"] == hooked[0]["session_id"]
+    assert of_type(events, "capture_blind") == []
+    assert not [e for e in of_type(events, "lost") if e["kind"] == "rustls_unread"]
 
 
 def unrequested_alerts(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -111,10 +110,12 @@ def tool_ids(calls: list[dict[str, Any]]) -> list[list[str]]:
     return [[t["id"] for t in c["tool_calls"]] for c in calls]
 
 
+@pytest.mark.parametrize("mode", ["openssl", "rustls"])
 @pytest.mark.parametrize("command", ["trace", "run"])
 @pytest.mark.parametrize("version", VERSIONS)
-def test_openssl_path_decodes_every_call_and_telemetry_agrees(version: str, command: str, tmp_path: Path) -> None:
-    result, events = run_harness(version, "openssl", command, tmp_path)
+def test_each_tls_path_decodes_every_call_and_telemetry_agrees(version: str, command: str, mode: str,
+                                                               tmp_path: Path) -> None:
+    result, events = run_harness(version, mode, command, tmp_path)
     served = llm_exchanges(result)
     coverage(events)
     calls = in_call_order(events, "llm_call")
@@ -149,33 +150,6 @@ def test_openssl_path_decodes_every_call_and_telemetry_agrees(version: str, comm
     assert unrequested_alerts(events) == []
 
 
-@pytest.mark.parametrize("command", ["trace", "run"])
-@pytest.mark.parametrize("version", VERSIONS)
-def test_rustls_path_is_said_blind_and_telemetry_fills_in(version: str, command: str, tmp_path: Path) -> None:
-    result, events = run_harness(version, "rustls", command, tmp_path)
-    served = llm_exchanges(result)
-    note = coverage(events)
-    assert "not read" in note["reason"]
-    calls = of_type(events, "llm_call")
-    assert [c["source"] for c in calls] == ["telemetry", "telemetry"]
-    assert of_type(events, "telemetry_check") == []
-    for call, sent in zip(calls, served, strict=True):
-        assert call["provider"] == "openai" and call["endpoint"] == "/responses" and call["status"] == 200 and call["model"] == sent["model"]
-        assert (call["input_tokens"], call["output_tokens"]) == (sent["input_tokens"], sent["output_tokens"])
-        assert call["session_id"] == events[0]["session_id"] and call["comm"] == "codex"
-    assert tool_ids(calls) == [[t["id"] for t in s["tool_calls"]] for s in served]
-    first = calls[0]["tool_calls"][0]
-    assert first["name"] == "exec_command" and first["arguments"] == served[0]["tool_calls"][0]["arguments"]
-    assert first["success"] is True
-    # the telemetry arrives after the command ran: its call is linked then, and no alert stands
-    (start,) = [s for s in of_type(events, "tool_start") if first["arguments"]["cmd"] in " ".join(s["argv"])]
-    assert start["unrequested"] is True
-    (link,) = of_type(events, "tool_linked")
-    assert (link["tool_call"], link["tool_call_id"], link["match"], link["source"]) == (
-        start["tool_call"], first["id"], "command", "telemetry")
-    assert unrequested_alerts(events) == [] and of_type(events, "alert_retracted") == []
-
-
 @pytest.mark.parametrize("version", VERSIONS)
 def test_openssl_is_located_by_error_sites_and_cached_by_build(version: str, tmp_path: Path) -> None:
     exe = codex_binary(version)
@@ -197,9 +171,61 @@ def test_the_two_releases_differ_and_are_both_located() -> None:
         assert a.build_key != b.build_key and a.write_offset != b.write_offset
 
 
+def rustls_sites(path: str) -> Any:
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return locate_rustls(data)
+
+
+def test_rustls_record_functions_are_located_in_every_release_and_cached(tmp_path: Path) -> None:
+    """Each release carries three providers' TLS 1.3 ciphers (ring, aws-lc-rs AES and ChaCha):
+    three encrypters and three decrypters, each encrypter's content type found in its code; the
+    cache keeps them by build."""
+    located = {v: rustls_sites(codex_binary(v)) for v in VERSIONS}
+    for sites in located.values():
+        assert len(sites.encrypters) == 3 and len(set(sites.decrypters)) == 3
+        assert not {e.offset for e in sites.encrypters} & set(sites.decrypters)
+        # OutboundPlainMessage keeps ContentType after its 32-byte payload; ApplicationData is its
+        # fourth variant (rustls's declaration order), whatever the release
+        assert {(e.type_offset, e.appdata_tag) for e in sites.encrypters} == {(32, 3)}
+    assert len({s.decrypters for s in located.values()}) == len(VERSIONS)  # moved in every release
+    exe = codex_binary(PINNED)
+    first, cached = SiteCache(str(tmp_path / "cache.json")).lookup(exe)
+    assert not cached and first.rustls_sites == located[PINNED] and first.rustls_error is None
+    again, cached = SiteCache(str(tmp_path / "cache.json")).lookup(exe)
+    assert cached and again == first
+    # an entry from before rustls was located (no rustls_sites) is examined again, in place
+    cache_file = tmp_path / "cache.json"
+    saved = json.loads(cache_file.read_text())
+    for entry in saved["builds"].values():
+        del entry["rustls_sites"], entry["rustls_error"]
+    cache_file.write_text(json.dumps(saved))
+    redone, cached = SiteCache(str(cache_file)).lookup(exe)
+    assert not cached and redone == first
+    assert SiteCache(str(cache_file)).lookup(exe) == (first, True)
+
+
+def test_rustls_without_decrypters_is_refused_with_a_reason(tmp_path: Path) -> None:
+    """The decrypters' additional-data immediates changed in a copy: only encrypters are left,
+    and vigil refuses rather than reading one direction."""
+    exe = codex_binary(PINNED)
+    copy = bytearray(Path(exe).read_bytes())
+    for offset in rustls_sites(exe).decrypters:
+        at = copy.index(AAD_IMMEDIATE, offset, offset + 0x1000)
+        copy[at + 3] = 0x01
+    path = tmp_path / "codex-no-decrypters"
+    path.write_bytes(bytes(copy))
+    with pytest.raises(LocateError, match=r"3 encrypter\(s\) and 0 decrypter\(s\)"):
+        rustls_sites(str(path))
+    found, _ = SiteCache(None).lookup(str(path))
+    assert found.rustls_sites is None and "0 decrypter(s)" in (found.rustls_error or "")
+    assert found.openssl is not None  # the OpenSSL path is still located
+
+
 def test_binaries_without_openssl_are_refused_with_a_reason(tmp_path: Path) -> None:
     with pytest.raises(LocateError, match="no OpenSSL 3"):
         locate(sys.executable)
+    with pytest.raises(LocateError, match="no function builds TLS 1.3 record data"):
+        rustls_sites("/bin/ls")
     text = tmp_path / "script.sh"
     text.write_text("#!/bin/sh\necho hi\n")
     with pytest.raises(LocateError, match="not a little-endian x86-64 ELF64"):
@@ -223,16 +249,16 @@ def test_a_copied_string_makes_the_binary_ambiguous(tmp_path: Path) -> None:
         locate(str(path))
 
 
-def test_websocket_transport_goes_over_rustls_and_is_not_seen(tmp_path: Path) -> None:
+def test_websocket_transport_goes_over_rustls_and_is_seen(tmp_path: Path) -> None:
     """With no CA variable (OpenSSL for HTTP), Codex's Responses WebSocket still uses rustls:
-    vigil sees none of the upgrade requests the server received, sees every HTTP call after the
-    fallback, and has said that rustls is not read."""
+    vigil reads every upgrade request the server received (over rustls) and every HTTP call after
+    the fallback (over OpenSSL)."""
     result, events = run_harness(PINNED, "openssl-ws", "trace", tmp_path)
     upgrades = [e for e in result["exchanges"] if e["method"] == "GET" and e["path"] == "/v1/responses"]
     assert upgrades, result["exchanges"]  # Codex tried the WebSocket first
     seen = [r for r in of_type(events, "https_request") if r["method"] == "GET"]
-    assert seen == []
-    assert "WebSocket" in coverage(events)["reason"]
+    assert [(r["path"], r["status"]) for r in seen] == [("/v1/responses", u["status"]) for u in upgrades]
+    coverage(events)
     served = llm_exchanges(result)
     assert [c["response_id"] for c in in_call_order(events, "llm_call")] == [s["response_id"] for s in served]
 
