@@ -27,7 +27,6 @@ enum event_kind {
 	/* 7..15: per-tool-call control (memory spikes, OOM kills, placement) */
 	EVENT_MEM_SPIKE = 7, /* a tool call's resident memory grew past the configured step in the window */
 	EVENT_OOM_KILL = 8,  /* the OOM killer chose a tracked process */
-	EVENT_TLS_MAPPED = 9, /* a tracked process mapped a TLS library it has no uprobe link on yet (held) */
 	/* 16..31: effects (files, network; records in effects.h) */
 	EVENT_FILE_OPEN = 16,
 	EVENT_FILE_WRITE = 17,   /* bytes written to one open regular file, summed in the kernel */
@@ -43,12 +42,13 @@ enum event_kind {
 	EVENT_DNS_QUERY = 27,    /* the payload of a datagram sent to port 53 */
 	EVENT_EFFECTS_FD_FULL = 28, /* stats only: an fd's bytes could not be summed, fd_state full */
 	EVENT_EFFECTS_BUSY = 29, /* stats only: this CPU's scratch was in use (nested program) */
-	/* 32..35: plain socket payload (sockdata.bpf.c): same record layouts as TLS data and close */
+	/* 32..35: plain socket payload (sockdata.bpf.c): same record layouts as TLS data and close; 36..39: more TLS */
 	EVENT_SOCK_DATA = 32,
 	EVENT_SOCK_CLOSE = 33,
 	EVENT_SOCK_BUSY = 34,   /* stats only: a socket call seen while this CPU's scratch was in use */
 	EVENT_SOCK_CAPPED = 35, /* stats only: a call not sent because its connection reached its cap */
 	EVENT_RUSTLS_UNREAD = 36, /* stats only: a rustls record seen but not read (layout or connection unknown) */
+	EVENT_TLS_MAPPED = 37, /* a tracked process mapped a TLS library it has no uprobe link on yet (held) */
 	EVENT_KIND_MAX = 40, /* size of the per-kind stats array */
 };
 

@@ -40,7 +40,6 @@ class Kind(IntEnum):
     TLS_BUSY = 6
     MEM_SPIKE = 7
     OOM_KILL = 8
-    TLS_MAPPED = 9
     FILE_OPEN = 16
     FILE_WRITE = 17
     FILE_UNLINK = 18
@@ -61,6 +60,7 @@ class Kind(IntEnum):
     SOCK_BUSY = 34
     SOCK_CAPPED = 35
     RUSTLS_UNREAD = 36  # stats only: a rustls record tls.bpf.c saw but could not read
+    TLS_MAPPED = 37
 
     @property
     def label(self) -> str:
