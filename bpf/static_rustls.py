@@ -25,6 +25,7 @@ import struct
 from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
+from typing import Any
 
 from vigild.bpf.static_openssl import LocateError, _Elf
 
@@ -117,7 +118,7 @@ def _content_type_switch(elf: _Elf, func: int) -> tuple[int, int]:
     raise LocateError(f"rustls: no content-type switch found in the encrypter at {func:#x}")
 
 
-def _appdata_case(elf: _Elf, md: object, table: int) -> int:
+def _appdata_case(elf: _Elf, md: Any, table: int) -> int:
     """The index of the jump table at `table` whose target loads the immediate 0x17."""
     from capstone import x86
 
@@ -130,7 +131,7 @@ def _appdata_case(elf: _Elf, md: object, table: int) -> int:
             offset = elf.file_offset(target)
         except LocateError:
             break  # past the table's end
-        insn = next(md.disasm(elf.data[offset:offset + 16], target, 1), None)  # type: ignore[attr-defined]
+        insn = next(md.disasm(elf.data[offset:offset + 16], target, 1), None)
         if insn is None:
             break
         ops = insn.operands

@@ -260,6 +260,9 @@ struct rustls_piece_ctx {
 
 static __always_inline void rustls_emit_piece(struct tls_data_event *ev, __u64 src, __u64 offset, __u64 len)
 {
+	/* checked here, on the register the read uses: callers checked it too, and clang drops a
+	 * repeated check, but older verifiers (6.1) lose the bound between the two */
+	barrier_var(len);
 	if (len == 0 || len > TLS_CHUNK_MAX || offset >= TLS_CHUNK_MAX)
 		return;
 	ev->offset = offset;
