@@ -465,7 +465,7 @@ def _decode_tls_close(hdr: Header, raw: bytes, common: dict[str, Any]) -> TlsClo
 
 def _decode_tls_mapped(hdr: Header, raw: bytes, common: dict[str, Any]) -> TlsMapped:
     ev = fixed_part(raw, TlsMappedEventC)
-    return TlsMapped(**common, file_dev=ev.file.dev, file_ino=ev.file.ino, held=bool(ev.held))
+    return TlsMapped(**common, file_dev=ev.file_dev, file_ino=ev.file_ino, held=bool(ev.held))
 
 
 def _decode_tls_data(hdr: Header, raw: bytes, common: dict[str, Any]) -> TlsData:
