@@ -26,6 +26,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from vigild.bpf.clock import BootClock
@@ -42,6 +43,7 @@ log = logging.getLogger("vigild.pipeline")
 SWITCH_INTERVAL_S = 0.0005
 GATE_TIMEOUT_S = 0.05  # the longest the pipeline waits for the lane's thread to place one batch
 IDLE_POLL_MS = 1000  # the lane's wait when no held exec comes (stop() wakes it at once)
+FAILURE_PAUSE_S = 0.01
 RT_PRIORITY = 1  # the lowest real-time priority: above every normal thread, below the kernel's own
 
 _KIND = slice(EventHeader.kind.offset, EventHeader.kind.offset + 4)
@@ -147,6 +149,7 @@ class HeldLane:
             except Exception:  # the pipeline still places every held exec: a failure costs time only
                 self.errors += 1
                 log.exception("held lane step failed; continuing")
+                time.sleep(FAILURE_PAUSE_S)  # a real-time thread must never spin on a failing step
 
     def run_once(self, timeout_ms: int) -> int:
         """Wait for held execs and place them; returns how many were placed."""
