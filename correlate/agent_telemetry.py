@@ -85,6 +85,7 @@ class _Call:
     duration_ms: float | None
     model: str | None
     provider: str = "openai"
+    conversation: str = ""  # the agent's conversation id (Codex)
     request_id: str | None = None  # the response's request-id header (Claude Code)
     response_id: str | None = None  # the response's own id (Gemini CLI)
     input_tokens: int | None = None
@@ -194,13 +195,19 @@ class TelemetryMerger:
             self._open[key] = _Call(
                 agent="codex", pid=pid, ts_ns=record.ts_ns - int((duration or 0) * 1e6), last_ns=self.clock(),
                 endpoint=str(a.get("endpoint") or ""), status=_int(a.get("http.response.status_code")) or 0,
-                duration_ms=duration, model=a.get("model"), error=_error(a.get("error.message")))
+                duration_ms=duration, model=a.get("model"), error=_error(a.get("error.message")),
+                conversation=key[1])
             return
         if record.name == "codex.tool_result":
             # the call that asked for this tool, even when the next request has begun
             candidates = [*self._open.values(), *(c for _, c in self._ready)]
             call = next((c for c in candidates if c.pid == pid and
                          any(t["id"] == a.get("call_id") for t in c.tool_calls)), call)
+        elif record.name == "codex.tool_decision" and call is None:
+            # its call went quiet before this batch came (a slow or busy machine): the latest
+            # call of the conversation, while it waits for its TLS twin
+            waiting = [c for _, c in self._ready if c.agent == "codex" and c.pid == pid and c.conversation == key[1]]
+            call = max(waiting, key=lambda c: c.ts_ns, default=None)
         if call is None:
             self.ignored += 1
             return

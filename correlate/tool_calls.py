@@ -23,6 +23,9 @@ from vigild.correlate.shell_commands import inner_commands
 INTENT_MAX_AGE_NS = 300 * 1_000_000_000  # an LLM tool call older than this is not "shortly before"
 # Unrequested calls kept per session for a late intent to link (telemetry arrives after the tool ran)
 ENDED_UNREQUESTED_KEPT = 64
+# Telemetry dates a call by the agent's own clock, tool calls are dated by the kernel's: a late
+# link by telemetry allows them to disagree by this much (the tool cannot start before the ask)
+CLOCK_SLACK_NS = 2 * 1_000_000_000
 SESSIONS_KEPT = 1024
 MIN_MATCH_CHARS = 2
 COMMAND_KEYS = ("command", "cmd", "script", "code", "commandLine", "shell_command")
@@ -226,14 +229,14 @@ class ToolCallBook:
                                 tool_call_id=tc.get("id"), tool_name=tc.get("name"),
                                 arguments=tc.get("arguments", tc.get("arguments_raw")), response_id=response_id)
             queue.append(intent)
-            call = self._late_call(intent)
+            call = self._late_call(intent, CLOCK_SLACK_NS if source == "telemetry" else 0)
             if call is not None:
                 self._consume(call, intent, "command")
                 call.link_source = source
                 linked.append(call)
         return linked
 
-    def _late_call(self, intent: ToolIntent) -> ToolCall | None:
+    def _late_call(self, intent: ToolIntent, slack_ns: int) -> ToolCall | None:
         """The earliest unrequested call of the intent's session, started after the model was
         asked (and not later than an intent may be fresh), whose command is exactly the intent's
         (run directly or through the agent's wrappers: `bash -lc`, a shell snapshot and `eval`,
@@ -242,7 +245,7 @@ class ToolCallBook:
         session = intent.session_id
         candidates = sorted((c for c in [*self.calls.values(), *self.ended_unrequested.get(session, ())]
                              if c.session_id == session and c.unrequested
-                             and 0 <= c.start_ns - intent.ts_ns <= self.intent_max_age_ns),
+                             and -slack_ns <= c.start_ns - intent.ts_ns <= self.intent_max_age_ns),
                             key=lambda c: c.start_ns)
         strings = intent.strings()
         return next((c for c in candidates if any(command_is(s, c.argv) for s in strings)), None)

@@ -264,6 +264,23 @@ def test_a_long_tool_keeps_its_call_open_and_a_late_result_still_lands() -> None
     assert isinstance(call, LlmCall) and call.tool_calls[0]["arguments"] == {"cmd": "ls"}
 
 
+def test_a_decision_in_a_batch_after_its_call_went_quiet_still_joins_it() -> None:
+    """A slow machine (a TCG guest) sends the tool decision more than a quiet spell after the
+    response: the call waits for its TLS twin, and takes the decision and result meanwhile."""
+    clock = Clock()
+    merger = TelemetryMerger(clock=clock)
+    turn = codex_turn(5 * 10**9, (1, 2), "c1")
+    split = next(i for i, r in enumerate(turn) if r.name == "codex.tool_decision")
+    feed_all(merger, turn[:split])
+    clock.now += QUIET_NS
+    assert merger.expire() == []  # quiet: closed, waiting for TLS
+    feed_all(merger, turn[split:])
+    clock.now += GRACE_NS
+    (call,) = merger.expire()
+    assert isinstance(call, LlmCall) and [t["id"] for t in call.tool_calls] == ["c1"]
+    assert call.tool_calls[0]["arguments"] == {"cmd": "ls"} and merger.ignored == 0
+
+
 def test_a_result_after_the_next_request_joins_its_own_call() -> None:
     merger = TelemetryMerger(clock=Clock())
     first = codex_turn(5 * 10**9, (1, 2), "c1")

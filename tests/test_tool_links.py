@@ -84,6 +84,9 @@ def test_ended_unrequested_calls_are_kept_for_the_last_sessions_only() -> None:
 def test_no_late_link_before_the_request_in_another_session_or_over_tls() -> None:
     book = ToolCallBook()
     before = spawn(book, 200, ["ls", "-la"], ts=5 * NS)  # ran before the model was asked
+    skewed = spawn(book, 202, ["ls"], ts=9 * NS)  # 1 s before, within the agent's clock's slack
+    (linked,) = asked(book, 10 * NS, ("c0", "ls"))
+    assert linked is skewed
     other = spawn(book, 201, ["ls", "-la"], ts=12 * NS, session=8)
     assert asked(book, 10 * NS, ("c1", "ls -la")) == []
     assert before.unrequested and other.unrequested
