@@ -53,14 +53,15 @@ def codex_binary(version: str) -> str:
     return str(path)
 
 
-def run_harness(version: str, mode: str, command: str, tmp_path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def run_harness(version: str, mode: str, command: str, tmp_path: Path,
+                *vigil_options: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     need(os.geteuid() == 0, "this test needs root (BPF, network and mount namespaces)")
     exe = codex_binary(version)
     out_file = tmp_path / "tool-output.txt"
     proc = subprocess.run(
         ["unshare", "-n", "-m", "--propagation", "private", "--", "sh", "-c",
          'ip link set lo up && exec "$0" "$@"', sys.executable, str(HARNESS), exe, mode, command,
-         str(out_file), "--agent-telemetry"],
+         str(out_file), "--agent-telemetry", *vigil_options],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
@@ -148,6 +149,36 @@ def test_each_tls_path_decodes_every_call_and_telemetry_agrees(version: str, com
     # TLS read the call; the telemetry that also names it is a check and links nothing (TLS wins)
     assert [e for e in of_type(events, "tool_linked") if e["source"] != "tls"] == []
     assert unrequested_alerts(events) == []
+
+
+@pytest.mark.parametrize("command", ["trace", "run"])
+def test_unread_codex_is_filled_and_linked_by_its_telemetry(command: str, tmp_path: Path) -> None:
+    """With the TLS search off (`--no-tls-locate`) Codex is read by nothing: its telemetry becomes
+    the LLM calls, and it names the shell tool call only after the command ran, so the call is
+    linked then (`tool_linked`, source telemetry) and an `unrequested` alert does not stand."""
+    result, events = run_harness(PINNED, "rustls", command, tmp_path, "--no-tls-locate")
+    served = llm_exchanges(result)
+    assert not [e for e in of_type(events, "capture_hooked") if e["binary"].endswith(PLATFORM_BINARY)]
+    calls = in_call_order(events, "llm_call")
+    assert [c["source"] for c in calls] == ["telemetry", "telemetry"]
+    assert of_type(events, "telemetry_check") == []
+    for call, sent in zip(calls, served, strict=True):
+        assert call["provider"] == "openai" and call["status"] == 200 and call["model"] == sent["model"]
+        assert (call["input_tokens"], call["output_tokens"]) == (sent["input_tokens"], sent["output_tokens"])
+        assert call["session_id"] == events[0]["session_id"] and call["comm"] == "codex"
+    assert tool_ids(calls) == [[t["id"] for t in s["tool_calls"]] for s in served]
+    first = calls[0]["tool_calls"][0]
+    assert first["name"] == "exec_command" and first["arguments"] == served[0]["tool_calls"][0]["arguments"]
+    (start,) = [s for s in of_type(events, "tool_start") if first["arguments"]["cmd"] in " ".join(s["argv"])]
+    assert start["unrequested"] is True  # nothing named it when it started
+    (link,) = of_type(events, "tool_linked")
+    assert (link["tool_call"], link["tool_call_id"], link["match"], link["source"]) == (
+        start["tool_call"], first["id"], "command", "telemetry")
+    linked = [s for s in of_type(apply_links(events), "tool_start") if s["tool_call"] == start["tool_call"]]
+    assert linked[0]["tool_call_id"] == first["id"] and linked[0]["unrequested"] is False
+    # an alert raised before the link (the blind notice came late) is withdrawn by it
+    retracted = {(r["tool_call"], r["alert_ts_ns"]) for r in of_type(events, "alert_retracted")}
+    assert {(a["tool_call"], a["ts_ns"]) for a in unrequested_alerts(events)} == retracted
 
 
 @pytest.mark.parametrize("version", VERSIONS)
