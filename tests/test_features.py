@@ -121,7 +121,8 @@ def test_vigild_status_and_metric_name_the_unavailable_feature(refused_object: P
         assert metric_value(metrics, "vigil_feature_available", feature="effects") == 0
         assert metric_value(metrics, "vigil_feature_available", feature="lineage") == 1
         assert metric_value(metrics, "vigil_feature_available", feature="tls") == 1
-        said = [line for line in daemon.log if "unavailable" in line]
+        # warned once (an info line may say how TLS uprobes attach: links "unavailable" before 6.6)
+        said = [line for line in daemon.log if "unavailable" in line and not line.startswith(("INFO", "DEBUG"))]
         assert len(said) == 1 and "effects unavailable" in said[0] and REFUSAL in said[0], daemon.log
 
         text = vigil(["status", "--socket", str(daemon.socket)], env={**os.environ, "COLUMNS": "200"})

@@ -27,7 +27,8 @@ def server() -> Iterator[FakeLLMServer]:
 
 
 def trace(srv: FakeLLMServer, argv: list[str], *extra: str, scenario: str | None = None) -> TraceResult:
-    result = vigil_trace([*extra, "--", *argv], env=client_env(srv, scenario), timeout=120)
+    # a deadline, not a timing: the openai SDK's import alone takes 60-220 s in a loaded TCG guest
+    result = vigil_trace([*extra, "--", *argv], env=client_env(srv, scenario), timeout=360)
     assert result.returncode == 0, result.stderr
     return result
 
