@@ -1,8 +1,8 @@
 """API errors the real, pinned agents meet, in their sessions: the fake model answers an agent's
 first turns with errors (VIGIL_FAKE_FAIL_FIRST), in a loopback-only network namespace. Where TLS
 reads the calls (Gemini CLI), each refused attempt is an `llm_call` with its status and error,
-checked against the agent's own `api_error` record; where TLS is blind (Codex over rustls, Claude
-Code unlocated), the agent's telemetry makes the same failed `llm_call`. Codex's shell tool call,
+checked against the agent's own `api_error` record; where TLS is blind (Codex or Claude Code with
+the TLS search off), the agent's telemetry makes the same failed `llm_call`. Codex's shell tool call,
 run after its retry got through, is linked to the model's id once the telemetry names it, and
 `vigil show` and the OTLP export tell it under that LLM call, with no alert left."""
 
@@ -42,9 +42,10 @@ def _in_order(run: RealRun) -> list[dict[str, Any]]:
     return sorted(run.of_type("llm_call"), key=lambda c: c["ts_ns"])
 
 
-def test_codex_over_rustls_refused_then_linked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unread_codex_refused_then_linked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     db = tmp_path / "vigil.db"
-    run = _run("codex", "run", tmp_path, monkeypatch, "500", "--db", str(db))
+    # TLS reads Codex's rustls: with the search off, only its telemetry tells the calls
+    run = _run("codex", "run", tmp_path, monkeypatch, "500", "--db", str(db), "--no-tls-locate")
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.file("tool-out.txt").read_text() == "api-errors-ok\n"
     calls = _in_order(run)
