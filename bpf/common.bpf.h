@@ -91,4 +91,23 @@ static __always_inline void fill_header(struct event_header *hdr, __u32 kind, st
 	hdr->_reserved = 0;
 }
 
+/* The file behind one of a task's fds (0 when there is none): effects, TLS and socket
+ * payload all name connections and files by it. */
+static __always_inline struct file *fd_file(struct task_struct *task, __s32 fd)
+{
+	struct files_struct *files = BPF_CORE_READ(task, files);
+	struct fdtable *fdt;
+	struct file **arr;
+	struct file *f = 0;
+
+	if (!files || fd < 0)
+		return 0;
+	fdt = BPF_CORE_READ(files, fdt);
+	if ((__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	arr = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&f, sizeof(f), arr + fd);
+	return f;
+}
+
 #endif /* VIGIL_COMMON_BPF_H */

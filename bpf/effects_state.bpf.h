@@ -125,23 +125,6 @@ struct call {
 
 /* ---- from fds to kernel objects ---- */
 
-static __always_inline struct file *fd_file(struct task_struct *task, __s32 fd)
-{
-	struct files_struct *files = BPF_CORE_READ(task, files);
-	struct fdtable *fdt;
-	struct file **arr;
-	struct file *f = 0;
-
-	if (!files || fd < 0)
-		return 0;
-	fdt = BPF_CORE_READ(files, fdt);
-	if ((__u32)fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	arr = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&f, sizeof(f), arr + fd);
-	return f;
-}
-
 static __always_inline struct sock *file_sock(struct file *f)
 {
 	struct socket *sock = BPF_CORE_READ(f, private_data);

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* What the two payload sensors share (tls.bpf.c: TLS plaintext at the library boundary;
  * sockdata.bpf.c: plain socket and pipe payload at the syscalls): the per-CPU record slot taken by
- * nesting depth, the loop that moves one call's bytes into the ring in TLS_CHUNK_MAX chunks, and
- * the file behind an fd. Both emit struct tls_data_event records, under their own kinds. */
+ * nesting depth and the loop that moves one call's bytes into the ring in TLS_CHUNK_MAX chunks.
+ * Both emit struct tls_data_event records, under their own kinds. */
 #ifndef VIGIL_PAYLOAD_BPF_H
 #define VIGIL_PAYLOAD_BPF_H
 
@@ -102,23 +102,6 @@ static long payload_chunk(__u64 index, struct payload_copy *c)
 static __always_inline void payload_emit(struct payload_copy *c)
 {
 	bpf_loop((c->len + TLS_CHUNK_MAX - 1) / TLS_CHUNK_MAX, payload_chunk, c, 0);
-}
-
-static __always_inline struct file *fd_file(struct task_struct *task, long fd)
-{
-	struct files_struct *files = BPF_CORE_READ(task, files);
-	struct fdtable *fdt;
-	struct file **arr;
-	struct file *f = 0;
-
-	if (!files || fd < 0)
-		return 0;
-	fdt = BPF_CORE_READ(files, fdt);
-	if ((__u64)fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	arr = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&f, sizeof(f), arr + fd);
-	return f;
 }
 
 #endif /* VIGIL_PAYLOAD_BPF_H */
