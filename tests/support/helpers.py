@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,3 +104,23 @@ def vigil_trace(args: list[str], timeout: float = 60, verbose: bool = False, **k
 
 def vigil(args: list[str], timeout: float = 60, **kwargs: Any) -> Ran:
     return run_own_group([*VIGIL, *args], timeout, **kwargs)
+
+
+def wait_tracing(tracer: subprocess.Popen[Any], links: int = 3, timeout: float = 120) -> None:
+    """Wait until a `vigil trace -p/-c` started in the background has attached its lineage
+    programs (fork, exec, exit: `links` BPF links among its fds). Its root names and pids are in
+    the kernel's maps before those links exist, so what runs from then on is seen; a fixed sleep
+    is not enough on a loaded machine, where loading the programs can take many seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if tracer.poll() is not None:
+            raise AssertionError(f"vigil exited with {tracer.returncode} before it was tracing")
+        try:
+            fds = os.listdir(f"/proc/{tracer.pid}/fd")
+            held = sum(1 for fd in fds if os.readlink(f"/proc/{tracer.pid}/fd/{fd}") == "anon_inode:bpf_link")
+        except FileNotFoundError:
+            held = 0  # an fd closed while it was listed: look again
+        if held >= links:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"vigil was not tracing {timeout:.0f} s after it started")
