@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fakellm import CLIENTS_DIR, FAKE_ANTHROPIC_KEY, FAKE_OPENAI_KEY, FakeLLMServer, client_env
-from support.helpers import TraceResult, vigil_trace
+from support.helpers import VIGIL, TraceResult, parse_json_lines, vigil_trace
 from support.intent_match import PROVIDER, SECRETS, assert_matches, assert_no_secret, matched
 
 pytestmark = pytest.mark.usefixtures("root")
@@ -142,40 +143,53 @@ def test_library_loaded_from_an_unusual_path_is_hooked(server: FakeLLMServer, tm
     matched(result, server.exchanges.wait_finished(2))
 
 
-KEEPALIVE_CLIENT = """
-import http.client, json, ssl, sys, time
-url, ca, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+PAUSED_STREAM_CLIENT = """
+import http.client, json, ssl, sys
+url, ca = sys.argv[1], sys.argv[2]
 host, port = url.split("//")[1].split(":")
 conn = http.client.HTTPSConnection(host, int(port), context=ssl.create_default_context(cafile=ca))
 body = json.dumps({"model": "claude-sonnet-4-6", "max_tokens": 64, "stream": True,
                    "messages": [{"role": "user", "content": "hi"}]})
-for i in range(n):
+for i in range(2):
     conn.request("POST", "/v1/messages", body, {"content-type": "application/json",
-                 "x-api-key": "sk-ant-api03-keepalive", "x-fake-scenario": "slow",
-                 "x-fake-delay-ms": "100" if i == 0 else "20"})
-    conn.getresponse().read()
-    time.sleep(0.5)
+                 "x-api-key": "sk-ant-api03-keepalive", "x-fake-scenario": "slow", "x-fake-delay-ms": "20"})
+    response = conn.getresponse()
+    if i == 0:  # the start of the stream is read; the rest waits until the test says go
+        response.readline()
+        print("streaming", flush=True)
+        sys.stdin.readline()
+    response.read()
 """
 
 
 def test_attach_in_the_middle_of_a_stream(server: FakeLLMServer, tmp_path: Path) -> None:
     """Tracing starts while a streamed response is half-way through: that exchange cannot be
-    decoded and says so; the next request on the same connection decodes in full."""
-    import subprocess
-    import time
-
-    script = tmp_path / "keepalive.py"
-    script.write_text(KEEPALIVE_CLIENT)
-    client = subprocess.Popen([sys.executable, str(script), server.url, server.ca_path, "2"])
+    decoded and says so; the next request on the same connection decodes in full. The client
+    pauses inside the first stream until vigil has hooked its TLS, however long that takes."""
+    script = tmp_path / "paused.py"
+    script.write_text(PAUSED_STREAM_CLIENT)
+    client = subprocess.Popen([sys.executable, str(script), server.url, server.ca_path],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert client.stdin is not None and client.stdout is not None
+    tracer = None
     try:
-        deadline = time.monotonic() + 10
-        while not server.exchanges.snapshot() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.4)  # the first response is streaming now (0.3 s to its first event)
-        result = vigil_trace(["-p", str(client.pid), "--timeout", "30"])
+        assert client.stdout.readline() == "streaming\n"
+        tracer = subprocess.Popen([*VIGIL, "trace", "-o", "json", "-p", str(client.pid), "--timeout", "120"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert tracer.stdout is not None
+        printed = [tracer.stdout.readline()]  # session_start: said once the client's TLS is hooked
+        assert '"session_start"' in printed[0], tracer.stderr
+        client.stdin.write("go\n")
+        client.stdin.close()
+        assert client.wait(timeout=60) == 0
+        out, err = tracer.communicate(timeout=60)
     finally:
-        client.wait(timeout=30)
-    assert result.returncode == 0, result.stderr
+        client.kill()
+        if tracer is not None:
+            tracer.kill()
+    assert tracer.returncode == 0, err
+    events, _ = parse_json_lines("".join(printed) + out)
+    result = TraceResult(tracer.returncode, events, err, [])
     exchanges = server.exchanges.wait_finished(2)
     calls = result.of_type("llm_call")
     assert len(calls) == 1

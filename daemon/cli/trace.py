@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
+
 from vigild.bpf.features import Features
 from vigild.cgroups import KNOBS
 from vigild.daemon.cli.telemetry_setup import telemetry_env, with_telemetry
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from vigild.daemon.pipeline import Pipeline
     from vigild.daemon.service.control import ControlServer
     from vigild.daemon.telemetry_receiver import TelemetryReceiver
+    from vigild.daemon.tools.control_loop import ToolCallControl
 
 COMM_MAX = 15
 
@@ -159,13 +162,12 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             pipeline.add_pending_root(child.pid, command, os.getcwd(), os.getuid(), controlled=control is not None)
             if control is not None:
                 control.place_agent(child.pid)
-        # Observing, every root is an agent; `vigil run -p` controls only an agent it recognises.
-        roots = [pipeline.add_root(pid, controlled=control is not None and (control.observe_only
-                                                                             or _known_agent(_cmdline(pid)))).root_pid
-                 for pid in args.pid]
+        roots = _add_roots(pipeline, args.pid, control)
         pipeline.start()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        if child is not None:
+        if args.pid and not roots and not args.comm and child is None:
+            status = 1  # every process asked for was gone by the time the programs were loaded
+        elif child is not None:
             child.release()
             status = _wait_child(child.pid, args.timeout)
             pipeline.wait_exit(child.pid, timeout=2.0)
@@ -194,6 +196,20 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             print(f"vigil: {pipeline.total_dropped} events were lost (effects shed under load, or the ring buffer "
                   "full)", file=sys.stderr)
     return status
+
+
+def _add_roots(pipeline: Pipeline, pids: list[int], control: ToolCallControl | None) -> list[int]:
+    """Track each `-p` process. Loading the programs can take seconds on a busy host, and a
+    process that exited meanwhile is said and skipped, not a crash."""
+    roots = []
+    for pid in pids:
+        # Observing, every root is an agent; `vigil run -p` controls only an agent it recognises.
+        controlled = control is not None and (control.observe_only or _known_agent(_cmdline(pid)))
+        try:
+            roots.append(pipeline.add_root(pid, controlled=controlled).root_pid)
+        except psutil.NoSuchProcess:
+            print(f"vigil: process {pid} exited before vigil could track it", file=sys.stderr)
+    return roots
 
 
 def _known_agent(command: list[str]) -> bool:

@@ -72,13 +72,18 @@ class CaptureHealth:
         if self.tls is not None and event.ppid in self.tls.proc_links:
             self.tls.inherit_links(event.ppid, event.pid)
 
-    def scan_tree(self, pids: list[int]) -> None:
-        """Hook what already-running processes carry now, not at the next scan."""
-        if self.tls is None:
-            return
-        for pid in pids:
-            self.tls.scan_process(pid)
-            self.report_captures(time.time_ns(), pid)
+    def hook_tree(self, pids: list[int]) -> None:
+        """Hook what already-running processes carry now, not at the next scan: a session is
+        announced only once its TLS is hooked, so what it sends from then on is read."""
+        if self.tls is not None:
+            for pid in pids:
+                self.tls.scan_process(pid)
+
+    def report_tree(self, pids: list[int]) -> None:
+        """Say what vigil can read of each running process's TLS, after its session started."""
+        if self.tls is not None:
+            for pid in pids:
+                self.report_captures(time.time_ns(), pid)
 
     def hook_executable(self, event: ExecEvent) -> None:
         """Hook the TLS the new executable carries before it runs: the kernel holds an exec of an

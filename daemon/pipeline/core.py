@@ -169,9 +169,11 @@ class Pipeline:
             if controlled and self.control is not None:
                 tree = [info for proc in procs[1:] if (info := self.processes.get(proc.pid)) is not None]
                 self.control.adopt_relaunches(pid, sorted(tree, key=lambda i: i.depth))
+            pids = [proc.pid for proc in procs]
+            self.capture.hook_tree(pids)
             self._open_session(session)
             self._ring.wake()  # the pipeline may be in an idle wait: its short polls start now
-            self.capture.scan_tree([proc.pid for proc in procs])
+            self.capture.report_tree(pids)
             return session
 
     def add_pending_root(self, pid: int, argv: list[str], cwd: str, uid: int, controlled: bool = False) -> Session:
