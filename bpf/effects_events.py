@@ -307,11 +307,6 @@ def join_path(base: bytes, name: bytes) -> str:
     return "/" + norm.lstrip("/") if norm.startswith("//") else norm
 
 
-def _file_common(hdr: Header, fixed: Any, parts: list[bytes]) -> dict[str, Any]:
-    return {"kind": hdr.kind, "path": join_path(parts[0], parts[1]),
-            "path_truncated": bool(hdr.flags & FILE_PATH_TRUNCATED), "ret": fixed.ret}
-
-
 FileBuilder = Callable[[Header, Any, list[bytes], dict[str, Any]], FileEffect]
 
 
@@ -362,7 +357,12 @@ def _decode_file(hdr: Header, raw: bytes, common: dict[str, Any]) -> FileEffect:
         raise DecodeError(f"event kind {hdr.kind} is not a file effect", "unknown_kind")
     fixed = fixed_part(raw, FileEventC, FILE_DATA_OFFSET)
     parts = _parts(fixed, raw)
-    return builder(hdr, fixed, parts, {**common, **_file_common(hdr, fixed, parts)})
+    # the decoder's fresh dict of header fields, completed in place (not merged into a new one)
+    common["kind"] = hdr.kind
+    common["path"] = join_path(parts[0], parts[1])
+    common["path_truncated"] = bool(hdr.flags & FILE_PATH_TRUNCATED)
+    common["ret"] = fixed.ret
+    return builder(hdr, fixed, parts, common)
 
 
 NET_CLASSES: dict[Kind, type[NetEffect]] = {

@@ -18,6 +18,8 @@ import string
 from collections.abc import Iterable
 from typing import Any
 
+import ahocorasick
+
 REDACTED = "[REDACTED]"
 
 # Header names whose values are credentials whatever they look like.
@@ -309,6 +311,24 @@ _RULES: tuple[_Rule, ...] = (
 )
 
 
+def _trigger_automaton(rules: tuple[_Rule, ...]) -> ahocorasick.Automaton:
+    """Every rule's triggers, lower-cased, in one Aho-Corasick automaton (pyahocorasick, C): a
+    text holding none of them is left as it is by every triggered rule, which one pass over its
+    lower-cased form tells (a trigger in the text is, lower-cased, in the lower-cased text; the
+    triggers are ASCII). Asking each rule in turn costs ~18 µs for a 60-character path, which
+    every file effect of a tracked tree carries; the automaton ~0.6 µs."""
+    automaton = ahocorasick.Automaton(ahocorasick.STORE_LENGTH)
+    for rule in rules:
+        for trigger in rule.triggers:
+            automaton.add_word(trigger.lower())
+    automaton.make_automaton()
+    return automaton
+
+
+_TRIGGERS = _trigger_automaton(_RULES)
+_UNTRIGGERED = tuple(rule for rule in _RULES if not rule.triggers)  # the bare AWS secret: a shape, no word
+
+
 def redact_text(text: str) -> str:
     """Return ``text`` with every recognised credential replaced by :data:`REDACTED`.
 
@@ -330,7 +350,12 @@ def _redact_short(text: str) -> str:
 
 def _redact(text: str) -> str:
     lowered = text.lower()
-    for rule in _RULES:
+    rules = _RULES
+    for _ in _TRIGGERS.iter(lowered):
+        break
+    else:  # no rule's trigger in it: only the rules without one can change it
+        rules = _UNTRIGGERED
+    for rule in rules:
         redacted = rule.apply(text, lowered)
         if redacted is not text:
             text = redacted

@@ -336,7 +336,8 @@ class Pipeline:
         self.handle(event)
 
     def handle(self, event: ProcessEvent) -> None:
-        owners = self.owned.handlers(type(event))
+        cls = type(event)  # the routers' handlers are looked up by class, once per class
+        owners = self.owned.handlers(cls)
         if owners:
             for owner in owners:
                 owner(event)
@@ -361,7 +362,8 @@ class Pipeline:
                 # Roots matched on more than their name (exe/args globs) are known to be agents
                 # only now; the kernel already made name-matched ones controlled at exec.
                 self.lineage.track(event.pid, event.session_id, flags=self.control.root_flags)
-        self.before.route(event)
+        for handler in self.before.handlers(cls):
+            handler(event)
         # A tool call's first process is stopped until it is placed (after its TLS is hooked).
         tool_events = self.control.observe(event) if self.control is not None else []
         info = self.processes.apply(event)
@@ -369,7 +371,8 @@ class Pipeline:
         if isinstance(event, ExecEvent) and session is not None and event.pid == session.root_pid and not session.argv:
             session.argv = event.argv  # the command as started; a later exec of the root (bash's last command) is not it
         self._dispatch(event)
-        self.after.route(event)
+        for handler in self.after.handlers(cls):
+            handler(event)
         for tool_event in tool_events:
             self._dispatch(tool_event)
         if isinstance(event, ExitEvent):
@@ -439,7 +442,11 @@ class Pipeline:
         self.counts[event.type] += 1
         record = record_of(event)
         for sink in self.sinks:
-            self._guard(sink.handle, event, record)
+            try:  # _guard's work, inline: a frame less per sink and event
+                sink.handle(event, record)
+            except Exception:  # a broken sink must not stop tracing
+                self.sink_errors += 1
+                log.exception("sink %s failed", type(sink).__qualname__)
         if self.detections is not None:
             self.detections.observe(event, record)
 
