@@ -338,8 +338,11 @@ def _rules_for(text: str, lowered: str) -> tuple[_Rule, ...] | list[_Rule]:
     """The rules that can change `text`, in their order: those whose trigger it holds, and those
     without one. A redaction writes only REDACTED and text that was there, so it never makes a
     later rule's trigger appear (and a rule whose trigger it removed finds none and does nothing)."""
-    hit = {index for _, indices in _CASED_TRIGGERS.iter(text) for index in indices}
-    hit.update(index for _, indices in _LOWER_TRIGGERS.iter(lowered) for index in indices)
+    hit: set[int] = set()
+    for _, indices in _CASED_TRIGGERS.iter(text):
+        hit.update(indices)
+    for _, indices in _LOWER_TRIGGERS.iter(lowered):
+        hit.update(indices)
     if not hit:
         return _UNTRIGGERED
     return [rule for index, rule in enumerate(_RULES) if index in hit or not rule.triggers]
