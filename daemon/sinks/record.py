@@ -39,11 +39,10 @@ class Record(dict[str, Any]):
     __slots__ = ("_json",)
 
     def json(self) -> str:
-        try:
-            return self._json
-        except AttributeError:
-            self._json: str = json_text(self)
-            return self._json
+        text: str | None = getattr(self, "_json", None)  # not try/except: the first call would raise
+        if text is None:
+            text = self._json = json_text(self)
+        return text
 
 
 def record_of(event: Event) -> Record:
