@@ -304,6 +304,8 @@ def join_path(base: bytes, name: bytes) -> str:
         path = _text(name)
     else:
         path = _text(base.rstrip(b"/") + b"/" + name)
+    if path.startswith("/") and "//" not in path and "/." not in path and not path.endswith("/"):
+        return path  # no empty, `.` or `..` component: normpath would return it as it is
     norm = posixpath.normpath(path)
     return "/" + norm.lstrip("/") if norm.startswith("//") else norm
 

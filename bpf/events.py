@@ -426,7 +426,7 @@ class EventDecoder:
                 self._comms.clear()
             comm = self._comms[hdr.comm] = _text(hdr.comm.split(b"\0", 1)[0])
         return {
-            "ts_ns": self.clock.wall_ns(hdr.ts_ns),
+            "ts_ns": hdr.ts_ns + self.clock.offset_ns,  # clock.wall_ns, inline: one call less per record
             "session_id": hdr.session_id,
             "cgroup_id": hdr.cgroup_id,
             "pid": hdr.pid,

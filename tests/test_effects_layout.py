@@ -116,3 +116,17 @@ def test_an_instance_dict_short_of_a_field_goes_through_init() -> None:
     assert event.dev == 0 and "dev" in vars(event)
     with pytest.raises(TypeError):
         fx._instance(fx.FileOpen, {**values, "dev": 1, "no_such_field": 2})
+
+
+@pytest.mark.parametrize("name", [b"a/b.py", b"./a", b"a/./b", b"a/../b", b"../../x", b"a//b", b"a/", b".hidden/x",
+                                  b"a/.", b"a/..", b"/", b"//x", b"///x/./y/", b"/abs/p.py", b"x" * 300])
+@pytest.mark.parametrize("base", [b"", b"/", b"/w", b"/w/", b"//srv/share", b"/home/u/.cache"])
+def test_join_path_is_normpath_of_the_joined_path(base: bytes, name: bytes) -> None:
+    """A joined path with nothing to normalise is returned as it is; every other one as normpath
+    gives it (a leading `//` folded to one)."""
+    import posixpath
+    joined = (name if name.startswith(b"/") or not base else base.rstrip(b"/") + b"/" + name).decode()
+    norm = posixpath.normpath(joined) if name else base.decode()
+    expected = "/" + norm.lstrip("/") if name and norm.startswith("//") else norm
+    fx.join_path.cache_clear()
+    assert fx.join_path(base, name) == expected

@@ -8,8 +8,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent, ProcessEvent
-from vigild.correlate.process_tree import ProcessTable
+from vigild.bpf.events import ProcessEvent
+from vigild.correlate.process_tree import LIFECYCLE, ProcessTable
 from vigild.daemon.events import Event, SessionStart
 from vigild.daemon.sinks.record import Record
 from vigild.daemon.store import Store
@@ -67,7 +67,7 @@ class StoreSink:
         if info is None:
             return
         key = (info.pid, info.start_ns)
-        if key in self._written and not isinstance(event, ForkEvent | ExecEvent | ExitEvent):
+        if key in self._written and not isinstance(event, LIFECYCLE):
             return
         self.store.upsert_process(info)
         self._written[key] = None
