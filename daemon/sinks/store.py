@@ -52,10 +52,10 @@ class StoreSink:
             self.events_dropped += 1
             return
         try:
-            if isinstance(event, SessionStart):  # and SessionEnd
-                self.store.upsert_session(event.session)
-            elif isinstance(event, ProcessEvent):
+            if isinstance(event, ProcessEvent):  # most events: tested first
                 self._process_row(event)
+            elif isinstance(event, SessionStart):  # and SessionEnd
+                self.store.upsert_session(event.session)
         except (sqlite3.Error, OSError) as exc:
             self.events_dropped += 1
             self._failed(exc)
@@ -63,7 +63,7 @@ class StoreSink:
         self._pending.append(record)
 
     def _process_row(self, event: ProcessEvent) -> None:
-        info = self.processes.get(event.pid)
+        info = self.processes.processes.get(event.pid)
         if info is None:
             return
         key = (info.pid, info.start_ns)
