@@ -13,7 +13,10 @@ hot spots (`--profile`).
 change them), each saying what the kernel emitted and lost, what reached the store and when.
 
     /opt/vigild/bin/python bench/ingest.py [--opens 30000] [--rounds 3] [--profile] [--baseline REV]
-                                           [--sustained [RATE:S]] [--burst [RATE:S]]
+                                           [--distinct] [--sustained [RATE:S]] [--burst [RATE:S]]
+
+`--distinct`: each open names another file (what kernel-side folding of repeated opens leaves),
+and the per-path caches are emptied before each replay.
 
 `--baseline REV` first runs the same measurement on the code of git revision REV (its Python
 from `git archive`, this build's BPF objects, so REV must have the same BPF headers), then on
@@ -45,6 +48,13 @@ from ingest_live import run_live
 from runner import run_tracked
 
 BURST = "import os, sys\nfor _ in range(int(sys.argv[2])):\n    os.close(os.open(sys.argv[1], os.O_RDONLY))\n"
+# --distinct: every open names another file (a clone's, an install's), as what the kernel does not
+# fold away looks
+DISTINCT = ("import os, sys\nfor name in sorted(os.listdir(sys.argv[1]))[:int(sys.argv[2])]:\n"
+            "    os.close(os.open(os.path.join(sys.argv[1], name), os.O_RDONLY))\n")
+# Caches that remember answers per path (join_path, redaction): a distinct-file replay clears them
+# before each round, or every round after the first would replay from them.
+PATH_CACHES = (("vigild.bpf.effects_events", "join_path"), ("vigild.correlate.redact", "_redact_short"))
 
 
 class NullSink:
@@ -59,12 +69,18 @@ class NullSink:
         pass
 
 
-def capture(tmp: Path, opens: int) -> tuple[list[bytes], Pipeline]:
+def capture(tmp: Path, opens: int, distinct: bool = False) -> tuple[list[bytes], Pipeline]:
     """The raw records of one tracked burst, as the pipeline drained them; its pipeline (stopped)
-    for the process table and sessions the replay starts from."""
+    for the process table and sessions the replay starts from. distinct: each open is of another
+    file."""
     target, script = tmp / "opened.txt", tmp / "burst.py"
-    target.write_text("x")
-    script.write_text(BURST)
+    if distinct:
+        target.mkdir()
+        for i in range(opens):
+            (target / f"module_{i:06d}.py").write_text("x")
+    else:
+        target.write_text("x")
+    script.write_text(DISTINCT if distinct else BURST)
     lineage = LineageSensor()
     effects = EffectsSensor(lineage.shared_maps)
     pipeline = Pipeline(lineage, [NullSink()], sensors=[effects])
@@ -88,9 +104,15 @@ def capture(tmp: Path, opens: int) -> tuple[list[bytes], Pipeline]:
     return raws, pipeline
 
 
-def replay(raws: list[bytes], captured: Pipeline, tmp: Path, round_no: int) -> tuple[float, float, int]:
+def replay(raws: list[bytes], captured: Pipeline, tmp: Path, round_no: int,
+           cold: bool = False) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds, events recorded) for the records through a pipeline with
-    store + JSON + detector."""
+    store + JSON + detector. cold: the per-path caches start empty."""
+    if cold:
+        for module_name, name in PATH_CACHES:
+            cached = getattr(sys.modules.get(module_name), name, None)
+            if cached is not None and hasattr(cached, "cache_clear"):
+                cached.cache_clear()
     lineage = LineageSensor()
     effects = EffectsSensor(lineage.shared_maps)
     store = Store(tmp / f"replay{round_no}.db")
@@ -148,12 +170,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print the top functions of one more replay")
     parser.add_argument("--baseline", metavar="REV", help="measure git revision REV first")
+    parser.add_argument("--distinct", action="store_true", help="each open of another file (caches cold)")
     parser.add_argument("--sustained", nargs="?", const="20000:60", metavar="RATE:S",
                         help="then paced opens live (default 20000/s for 60 s)")
     parser.add_argument("--burst", nargs="?", const="100000:5", metavar="RATE:S",
                         help="then a paced burst live (default 100000/s for 5 s)")
     args = parser.parse_args()
-    passed = ["--opens", str(args.opens), "--rounds", str(args.rounds)]
+    passed = ["--opens", str(args.opens), "--rounds", str(args.rounds)] + (["--distinct"] if args.distinct else [])
     for name in ("sustained", "burst"):
         if getattr(args, name):
             passed += [f"--{name}", getattr(args, name)]
@@ -164,8 +187,8 @@ def main() -> None:
     os.sched_setaffinity(0, {min(all_cores)})  # one core
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        raws, captured = capture(tmp, args.opens)
-        results = [replay(raws, captured, tmp, i) for i in range(args.rounds)]
+        raws, captured = capture(tmp, args.opens, args.distinct)
+        results = [replay(raws, captured, tmp, i, args.distinct) for i in range(args.rounds)]
         seconds = statistics.median(wall for wall, _, _ in results)
         cpu = statistics.median(cpu for _, cpu, _ in results)
         events = results[0][2]
@@ -174,7 +197,7 @@ def main() -> None:
               f"{events / cpu:,.0f} events/s, {cpu / events * 1e6:.1f} µs/event")
         if args.profile:
             profile = cProfile.Profile()
-            profile.runcall(replay, raws, captured, tmp, args.rounds)
+            profile.runcall(replay, raws, captured, tmp, args.rounds, args.distinct)
             pstats.Stats(profile).sort_stats("tottime").print_stats(25)
     os.sched_setaffinity(0, all_cores)  # the live runs pin the pipeline and the workload apart
     for spec in (args.sustained, args.burst):

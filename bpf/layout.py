@@ -11,6 +11,9 @@ Nested structures are flattened, their fields named after the structure's field 
 header fields are `hdr_kind`, `hdr_flags`, ...); `c_char` and `c_uint8` arrays read as `bytes` (a char array keeps its NULs: decoders
 cut it where they need to); another array's elements as `name_0`, `name_1`, ...; padding fields
 (named `_...`) are skipped.
+
+`start` skips the fields before that offset (the record header, which the decoder has already
+read): a record is then read once, not its header twice.
 """
 
 from __future__ import annotations
@@ -38,20 +41,22 @@ def _code(ctype: type) -> str:
 
 
 class Layout:
-    """The fields of a ctypes Structure, up to `end` bytes (a record's fixed part before its
-    variable tail), as one little-endian struct format and a named tuple type."""
+    """The fields of a ctypes Structure from `start` up to `end` bytes (a record's fixed part
+    before its variable tail), as one little-endian struct format and a named tuple type.
+    `size` is the length a record needs (`end`), wherever the reading starts."""
 
-    def __init__(self, mirror: type[ctypes.Structure], end: int | None = None) -> None:
+    def __init__(self, mirror: type[ctypes.Structure], end: int | None = None, start: int = 0) -> None:
         self.mirror = mirror
         self.end = ctypes.sizeof(mirror) if end is None else end
+        self.start = start
         self._format: list[str] = []
         self._names: list[str] = []
-        self._pos = 0
+        self._pos = start
         self._walk(mirror, 0, "")
         if self._pos < self.end:
             self._format.append(f"{self.end - self._pos}x")
         self.struct = struct.Struct("<" + "".join(self._format))
-        self.size = self.struct.size
+        self.size = self.start + self.struct.size
         self.tuple = namedtuple(mirror.__name__ + "Fields", self._names)  # type: ignore[misc]
         # tuple.__new__ bound to the named tuple: what its _make does, without a Python frame
         self._make = functools.partial(tuple.__new__, self.tuple)
@@ -61,6 +66,11 @@ class Layout:
             offset = base + getattr(cls, name).offset
             if offset >= self.end:
                 return
+            if offset < self.start:
+                if offset + ctypes.sizeof(ctype) <= self.start:
+                    continue  # before the reading starts (the header)
+                if not (isinstance(ctype, type) and issubclass(ctype, ctypes.Structure)):
+                    raise ValueError(f"{cls.__name__}.{name} crosses the start of the layout ({self.start})")
             if offset > self._pos:
                 self._format.append(f"{offset - self._pos}x")  # padding the compiler put there too
             self._pos = offset
@@ -89,4 +99,4 @@ class Layout:
 
     def unpack(self, raw: bytes, offset: int = 0) -> Any:
         """The fields of the record in `raw` at `offset`, as a named tuple."""
-        return self._make(self.struct.unpack_from(raw, offset))
+        return self._make(self.struct.unpack_from(raw, offset + self.start))

@@ -139,6 +139,8 @@ class Detector:
     def observe(self, event: dict[str, Any]) -> list[Detection | AlertRetracted]:
         kind = event.get("type", "")
         sid = event.get("session_id")
+        if kind == "file_open":  # most of a burst: answered before any per-session state is touched
+            return self._file_open(sid, event)
         if kind == "session_end":
             s = self._sessions.get(sid)
             if s is not None and s.held:
@@ -146,7 +148,7 @@ class Detector:
             else:
                 self._sessions.pop(sid, None)
             return []
-        s = self._sessions.setdefault(sid, _Session())
+        s = self._session(sid)
         if kind == "session_start":
             s.cwd = event.get("cwd")
             return []
@@ -181,14 +183,31 @@ class Detector:
                 # model: before that (a plain `vigil trace -- make`) no model could have asked.
                 found += self._raise_unrequested(s, event)
             found += self._loop(s, event)
-        elif kind == "file_open":
-            found += self._secret_read(s, event) + self._outside_tree(s, event)
         elif kind in WRITE_TYPES:
             s.loop_key, s.loop_run = None, []  # something changed: a repeat is not a loop any more
             found += self._outside_tree(s, event)
         elif kind == "net_connect":
             self._note_provider_connection(s, event)
             found += self._egress(s, event)
+        return [d for d in found if d.name in self.config.enabled]
+
+    def _session(self, sid: int | None) -> _Session:
+        s = self._sessions.get(sid)
+        if s is None:  # not setdefault: that would build a _Session (seven containers) per event
+            s = self._sessions[sid] = _Session()
+        return s
+
+    def _file_open(self, sid: int | None, event: dict[str, Any]) -> list[Detection | AlertRetracted]:
+        """An open can only be a secret read (a successful read of a secret path) or a write
+        outside the tree (one that writes, creates or truncates): most opens are neither, and
+        cost two lookups and a remembered glob answer."""
+        if (event.get("ret") or 0) < 0:
+            return []
+        secret = bool(event.get("read")) and self._secrets.match(event.get("path") or "")
+        if not secret and not (event.get("write") or event.get("create") or event.get("truncate")):
+            return []
+        s = self._session(sid)
+        found = self._secret_read(s, event) + self._outside_tree(s, event)
         return [d for d in found if d.name in self.config.enabled]
 
     def expire(self, now_ns: int) -> list[Detection]:

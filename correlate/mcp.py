@@ -151,6 +151,8 @@ class McpTracker:
     def observe_effect(self, event: Any) -> None:
         """An event of a traced process: a fork under a server is followed; a file or network
         effect of a server (or of what it started) joins its calls in flight."""
+        if not self._in_flight and not self._children:
+            return  # no server has a call in flight nor a child: nothing to follow or join (most events)
         pid, etype = getattr(event, "pid", None), getattr(event, "type", "")
         if etype == "fork":
             server = self._children.get(event.ppid, event.ppid if event.ppid in self._in_flight else None)

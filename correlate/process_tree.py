@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent, ProcessEvent
 
+LIFECYCLE = (ForkEvent, ExecEvent, ExitEvent)  # the events that change a process's row
+
 
 @dataclass
 class ProcessInfo:
@@ -66,6 +68,10 @@ class ProcessTable:
 
     def apply(self, event: ProcessEvent) -> ProcessInfo:
         """Fold one event into the table and return the process it concerns."""
+        if not isinstance(event, LIFECYCLE):  # an effect of a known process changes nothing (most events)
+            info = self.processes.get(event.pid)
+            if info is not None:
+                return info
         if isinstance(event, ForkEvent):
             return self._fork(event)
         info = self.processes.get(event.pid)

@@ -18,6 +18,8 @@ import string
 from collections.abc import Iterable
 from typing import Any
 
+import ahocorasick
+
 REDACTED = "[REDACTED]"
 
 # Header names whose values are credentials whatever they look like.
@@ -309,6 +311,43 @@ _RULES: tuple[_Rule, ...] = (
 )
 
 
+def _trigger_automaton(rules: tuple[_Rule, ...], lower: bool) -> ahocorasick.Automaton:
+    """The triggers of the rules that look for theirs in the lower-cased text (`lower`) or in the
+    text itself, each mapped to the indices of the rules it belongs to, in one Aho-Corasick
+    automaton (pyahocorasick, C). Asking each rule in turn costs ~18 µs for a 60-character path,
+    which every file effect of a tracked tree carries; the two automata ~1 µs, and a text holding
+    no rule's trigger is left as it is by every rule that has one."""
+    owners: dict[str, list[int]] = {}
+    for index, rule in enumerate(rules):
+        if rule.lower == lower:
+            for trigger in rule.triggers:
+                owners.setdefault(trigger, []).append(index)
+    automaton = ahocorasick.Automaton()
+    for trigger, indices in owners.items():
+        automaton.add_word(trigger, tuple(indices))
+    automaton.make_automaton()
+    return automaton
+
+
+_CASED_TRIGGERS = _trigger_automaton(_RULES, lower=False)
+_LOWER_TRIGGERS = _trigger_automaton(_RULES, lower=True)
+_UNTRIGGERED = tuple(rule for rule in _RULES if not rule.triggers)  # the bare AWS secret: a shape, no word
+
+
+def _rules_for(text: str, lowered: str) -> tuple[_Rule, ...] | list[_Rule]:
+    """The rules that can change `text`, in their order: those whose trigger it holds, and those
+    without one. A redaction writes only REDACTED and text that was there, so it never makes a
+    later rule's trigger appear (and a rule whose trigger it removed finds none and does nothing)."""
+    hit: set[int] = set()
+    for _, indices in _CASED_TRIGGERS.iter(text):
+        hit.update(indices)
+    for _, indices in _LOWER_TRIGGERS.iter(lowered):
+        hit.update(indices)
+    if not hit:
+        return _UNTRIGGERED
+    return [rule for index, rule in enumerate(_RULES) if index in hit or not rule.triggers]
+
+
 def redact_text(text: str) -> str:
     """Return ``text`` with every recognised credential replaced by :data:`REDACTED`.
 
@@ -330,7 +369,7 @@ def _redact_short(text: str) -> str:
 
 def _redact(text: str) -> str:
     lowered = text.lower()
-    for rule in _RULES:
+    for rule in _rules_for(text, lowered):
         redacted = rule.apply(text, lowered)
         if redacted is not text:
             text = redacted

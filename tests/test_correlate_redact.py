@@ -20,6 +20,7 @@ from support.wire import (
     run,
 )
 from vigild.correlate import REDACTED, TlsStreamDecoder, redact_headers, redact_text, redact_url, redact_value
+from vigild.correlate import redact as redact_module
 
 CORPUS = json.loads((Path(__file__).parent / "data" / "redaction_corpus.json").read_text())
 
@@ -84,3 +85,29 @@ def test_no_credential_reaches_any_event_dict() -> None:
     for secret in (ANTHROPIC_KEY, OPENAI_KEY, GOOGLE_KEY, gh, "s3cr3tcookie", "tok_abcdef"):
         assert secret not in blob
     assert blob.count(REDACTED) >= 8
+
+
+def _every_rule(text: str) -> str:
+    """The redaction as every rule in turn would do it, with no trigger prefilter."""
+    lowered = text.lower()
+    for rule in redact_module._RULES:
+        redacted = rule.apply(text, lowered)
+        if redacted is not text:
+            text, lowered = redacted, redacted.lower()
+    return text
+
+
+def test_the_trigger_automata_change_no_answer() -> None:
+    """Only the rules whose triggers a text holds are run (pyahocorasick finds them): on the corpus,
+    on several credentials in one text, and on paths that hold no trigger at all, the answer is
+    the one every rule in turn gives."""
+    texts = [c["text"] for c in CORPUS["positive"]] + list(CORPUS["negative"])
+    texts.append(" ".join(c["text"] for c in CORPUS["positive"]))  # every shape in one text
+    texts += [f"/usr/lib/python3/dist-packages/pkg_{i}/module_{i}.py" for i in range(50)]
+    texts += ["/home/u/Desktop/keyword.py", f"/home/u/.cache/tokens/{OPENAI_KEY}", f"--api-key={GOOGLE_KEY} x"]
+    redacted = 0
+    for text in texts:
+        assert redact_module._redact(text) == _every_rule(text), text
+        redacted += REDACTED in _every_rule(text)
+    assert redacted >= len(CORPUS["positive"])
+    assert redact_module._rules_for("/usr/lib/x.py", "/usr/lib/x.py") == redact_module._UNTRIGGERED

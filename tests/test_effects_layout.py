@@ -4,6 +4,7 @@ on fixed inputs; the mirror itself is checked by test_bpf_abi.py."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 
 import pytest
 from vigild.bpf import effects_events as fx
@@ -88,3 +89,44 @@ def test_a_short_effect_record_is_counted_as_short() -> None:
     with pytest.raises(DecodeError):
         decoder.decode(_record(Kind.NET_CONNECT, fx.NetEventC)[:-8])
     assert decoder.errors == {"short_record": 1}
+
+
+def test_a_decoded_file_open_is_what_its_dataclass_init_builds() -> None:
+    """The file-open builder hands its dict to the instance (no __init__): every field is there,
+    in the class's order (the record's key order), with the values __init__ would have kept."""
+    record = fx.FileEventC()
+    record.hdr.kind, record.hdr.pid, record.hdr.comm, record.hdr.call_id = Kind.FILE_OPEN, 4242, b"git", 7
+    record.fd, record.open_flags, record.mode, record.ino, record.dev = 5, 0o1102, 0o644, 99, 2049
+    name = b"/work/repo/.git/config"
+    record.len[1] = len(name)
+    event = _decoder().decode(bytes(record)[:fx.FILE_DATA_OFFSET] + name)
+    names = [f.name for f in dataclasses.fields(fx.FileOpen)]
+    assert list(vars(event)) == names
+    assert event == fx.FileOpen(**{n: getattr(event, n) for n in names})
+    assert (event.path, event.fd, event.write, event.read, event.create, event.truncate, event.tool_call) == \
+        ("/work/repo/.git/config", 5, True, True, True, True, 7)
+
+
+def test_an_instance_dict_short_of_a_field_goes_through_init() -> None:
+    """A builder that does not name a field the class gained gets the field's default from
+    __init__, not an instance without it."""
+    values = {f.name: 0 for f in dataclasses.fields(fx.FileOpen) if f.name != "dev"}
+    values["tool_call"] = None
+    event = fx._instance(fx.FileOpen, values)
+    assert event.dev == 0 and "dev" in vars(event)
+    with pytest.raises(TypeError):
+        fx._instance(fx.FileOpen, {**values, "dev": 1, "no_such_field": 2})
+
+
+@pytest.mark.parametrize("name", [b"a/b.py", b"./a", b"a/./b", b"a/../b", b"../../x", b"a//b", b"a/", b".hidden/x",
+                                  b"a/.", b"a/..", b"/", b"//x", b"///x/./y/", b"/abs/p.py", b"x" * 300])
+@pytest.mark.parametrize("base", [b"", b"/", b"/w", b"/w/", b"//srv/share", b"/home/u/.cache"])
+def test_join_path_is_normpath_of_the_joined_path(base: bytes, name: bytes) -> None:
+    """A joined path with nothing to normalise is returned as it is; every other one as normpath
+    gives it (a leading `//` folded to one)."""
+    import posixpath
+    joined = (name if name.startswith(b"/") or not base else base.rstrip(b"/") + b"/" + name).decode()
+    norm = posixpath.normpath(joined) if name else base.decode()
+    expected = "/" + norm.lstrip("/") if name and norm.startswith("//") else norm
+    fx.join_path.cache_clear()
+    assert fx.join_path(base, name) == expected

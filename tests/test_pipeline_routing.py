@@ -44,6 +44,15 @@ def test_a_handler_registered_later_reaches_classes_already_routed() -> None:
     assert seen == [event]
 
 
+def test_who_caches_the_handlers_hears_of_each_registration() -> None:
+    """The pipeline keeps each class's handlers of its three routers in one plan: a handler
+    registered later (bench/intent_throughput.py adds one) must empty that cache."""
+    router, plans = Router(), {FileOpen: "stale"}
+    router.on_change(plans.clear)
+    router.register((FileOpen,), lambda e: None)
+    assert plans == {}
+
+
 def test_the_record_has_type_and_ts_first_and_encodes_once() -> None:
     event = _open(123_456_789)
     record = record_of(event)

@@ -84,3 +84,16 @@ def test_record_json_reads_back_as_the_standard_library_writes_it(value: dict) -
     assert json.loads(record.json()) == json.loads(json.dumps(value, default=str))
     assert record.json() is record.json()  # encoded once
     assert json_text(value) == record.json()
+
+
+def test_a_layout_from_the_header_on_reads_the_rest_only() -> None:
+    """fixed_part skips the header the decoder has already read: the same fields as the whole
+    layout, less the header's, read from the same record."""
+    mirror, end = effects_events.FileEventC, effects_events.FILE_DATA_OFFSET
+    whole, rest = Layout(mirror, end), Layout(mirror, end, start=events.HEADER_SIZE)
+    raw = random.Random(3).randbytes(end)
+    expected = {k: v for k, v in whole.unpack(raw)._asdict().items() if not k.startswith("hdr_")}
+    assert rest.unpack(raw)._asdict() == expected
+    assert rest.size == whole.size == end
+    with pytest.raises(ValueError, match="crosses the start"):
+        Layout(mirror, end, start=effects_events.FileEventC.ret.offset + 4)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import psutil
 
@@ -49,6 +49,17 @@ REFUSED_REMEMBERED = 4096  # sessions of refused roots whose late descendants' e
 MAX_UNFLUSHED_S = 1.0  # sinks (the store's commit) are flushed at least this often, even inside a batch
 FLUSH_CHECK_EVERY = 256
 HEALTH_EVERY_S = 0.25  # how often the pipeline thread republishes its health snapshot when idle
+
+
+class _Plan(NamedTuple):
+    """What the pipeline does with events of one class: their handlers in each router, and
+    whether they are execs or exits (the kinds with work of their own)."""
+
+    owners: tuple[Callable[[Any], None], ...]
+    before: tuple[Callable[[Any], None], ...]
+    after: tuple[Callable[[Any], None], ...]
+    is_exec: bool
+    is_exit: bool
 
 
 class ExtraSensor(Protocol):
@@ -147,6 +158,9 @@ class Pipeline:
         self.owned.register((TlsData,), self.intents.tls_data)
         self.owned.register((TlsClose,), self.intents.tls_close)
         self.owned.register((TlsMapped,), self.capture.tls_mapped)
+        self._plans: dict[type, _Plan] = {}  # what handle() does with each event class, resolved once
+        for router in (self.owned, self.before, self.after):
+            router.on_change(self._plans.clear)
 
     @property
     def blind_connections(self) -> Counter[tuple[str, str]]:
@@ -337,19 +351,27 @@ class Pipeline:
             return
         self.handle(event)
 
+    def _plan(self, cls: type) -> _Plan:
+        plan = self._plans[cls] = _Plan(self.owned.handlers(cls), self.before.handlers(cls),
+                                        self.after.handlers(cls), issubclass(cls, ExecEvent),
+                                        issubclass(cls, ExitEvent))
+        return plan
+
     def handle(self, event: ProcessEvent) -> None:
-        owners = self.owned.handlers(type(event))
-        if owners:
-            for owner in owners:
+        cls = type(event)
+        plan = self._plans.get(cls) or self._plan(cls)
+        if plan.owners:
+            for owner in plan.owners:
                 owner(event)
             return
+        is_exec, is_exit = plan.is_exec, plan.is_exit
         if event.session_id in self._refused:
             # Forked by a root classify_root turned down, before that root was untracked.
-            if not isinstance(event, ExitEvent):
+            if not is_exit:
                 self.lineage.untrack(event.pid)
             return
         scrub(event)
-        if isinstance(event, ExecEvent) and event.new_root and event.session_id not in self.sessions:
+        if is_exec and event.new_root and event.session_id not in self.sessions:
             agent = self.classify_root(event)
             if agent is None:
                 self.lineage.untrack(event.pid)
@@ -363,18 +385,20 @@ class Pipeline:
                 # Roots matched on more than their name (exe/args globs) are known to be agents
                 # only now; the kernel already made name-matched ones controlled at exec.
                 self.lineage.track(event.pid, event.session_id, flags=self.control.root_flags)
-        self.before.route(event)
+        for handler in plan.before:
+            handler(event)
         # A tool call's first process is stopped until it is placed (after its TLS is hooked).
-        tool_events = self.control.observe(event) if self.control is not None else []
+        tool_events = self.control.observe(event) if self.control is not None else ()
         info = self.processes.apply(event)
         session = self.sessions.get(event.session_id)
-        if isinstance(event, ExecEvent) and session is not None and event.pid == session.root_pid and not session.argv:
+        if is_exec and session is not None and event.pid == session.root_pid and not session.argv:
             session.argv = event.argv  # the command as started; a later exec of the root (bash's last command) is not it
         self._dispatch(event)
-        self.after.route(event)
+        for handler in plan.after:
+            handler(event)
         for tool_event in tool_events:
             self._dispatch(tool_event)
-        if isinstance(event, ExitEvent):
+        if is_exit:
             if session is not None and event.pid == session.root_pid and session.ended_ns is None:
                 session.ended_ns = event.ts_ns
                 session.exit_code = info.exit_code
@@ -441,7 +465,11 @@ class Pipeline:
         self.counts[event.type] += 1
         record = record_of(event)
         for sink in self.sinks:
-            self._guard(sink.handle, event, record)
+            try:  # _guard's work, inline: a frame less per sink and event
+                sink.handle(event, record)
+            except Exception:  # a broken sink must not stop tracing
+                self.sink_errors += 1
+                log.exception("sink %s failed", type(sink).__qualname__)
         if self.detections is not None:
             self.detections.observe(event, record)
 

@@ -15,12 +15,20 @@ class Router:
     def __init__(self) -> None:
         self._registered: list[tuple[tuple[type, ...], Handler]] = []
         self._by_class: dict[type, tuple[Handler, ...]] = {}
+        self._on_change: list[Callable[[], None]] = []
 
     def register(self, classes: tuple[type, ...], handler: Handler) -> None:
         """`handler` receives every event that is an instance of one of `classes`, in order of
         registration."""
         self._registered.append((classes, handler))
         self._by_class.clear()
+        for changed in self._on_change:
+            changed()
+
+    def on_change(self, changed: Callable[[], None]) -> None:
+        """Call `changed` whenever a handler is registered (whoever cached what `handlers`
+        answered forgets it)."""
+        self._on_change.append(changed)
 
     def handlers(self, cls: type) -> tuple[Handler, ...]:
         found = self._by_class.get(cls)

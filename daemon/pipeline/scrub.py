@@ -23,7 +23,9 @@ def scrub(event: Any) -> None:
     for name in _path_fields(type(event)):
         value = getattr(event, name)
         if value:
-            setattr(event, name, redact_text(value))
+            redacted = redact_text(value)
+            if redacted is not value:  # most paths hold nothing to redact: the same object back
+                setattr(event, name, redacted)
 
 
 @functools.cache

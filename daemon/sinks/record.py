@@ -6,6 +6,7 @@ A record is shared by all sinks of one event: sinks read it and never change it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -19,6 +20,7 @@ from vigild.daemon.events import Event
 # the whole per-event budget of a burst. Non-string keys (a few counters keyed by number) are
 # written as strings, as json.dumps does.
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+_FIELD_COUNTS: dict[type, int] = {}  # fields of each event class
 
 
 def json_text(value: Any) -> str:
@@ -37,19 +39,25 @@ class Record(dict[str, Any]):
     __slots__ = ("_json",)
 
     def json(self) -> str:
-        try:
-            return self._json
-        except AttributeError:
-            self._json: str = json_text(self)
-            return self._json
+        text: str | None = getattr(self, "_json", None)  # not try/except: the first call would raise
+        if text is None:
+            text = self._json = json_text(self)
+        return text
 
 
 def record_of(event: Event) -> Record:
     """`type` and RFC 3339 `ts` first, then the event's own fields (its `ts_ns` among them).
-    Kernel events hand over their fields without a dict in between (most of a burst)."""
+    Kernel events hand over their fields without a dict in between (most of a burst): a
+    dataclass's instance dict holds exactly its fields, in order, as its __init__ set them; one
+    that holds anything else (an attribute set later) is read field by field instead."""
     if isinstance(event, ProcessEvent):
         out = Record(type=event.type, ts=rfc3339(event.ts_ns))
-        out.update(event.items())
+        own = event.__dict__
+        cls = type(event)
+        count = _FIELD_COUNTS.get(cls)
+        if count is None:
+            count = _FIELD_COUNTS[cls] = len(dataclasses.fields(cls))
+        out.update(own if len(own) == count else event.items())
         return out
     d = event.to_dict()
     out = Record(type=d.pop("type", event.type), ts=rfc3339(event.ts_ns))

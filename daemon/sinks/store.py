@@ -8,8 +8,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from vigild.bpf.events import ExecEvent, ExitEvent, ForkEvent, ProcessEvent
-from vigild.correlate.process_tree import ProcessTable
+from vigild.bpf.events import ProcessEvent
+from vigild.correlate.process_tree import LIFECYCLE, ProcessTable
 from vigild.daemon.events import Event, SessionStart
 from vigild.daemon.sinks.record import Record
 from vigild.daemon.store import Store
@@ -52,10 +52,10 @@ class StoreSink:
             self.events_dropped += 1
             return
         try:
-            if isinstance(event, SessionStart):  # and SessionEnd
-                self.store.upsert_session(event.session)
-            elif isinstance(event, ProcessEvent):
+            if isinstance(event, ProcessEvent):  # most events: tested first
                 self._process_row(event)
+            elif isinstance(event, SessionStart):  # and SessionEnd
+                self.store.upsert_session(event.session)
         except (sqlite3.Error, OSError) as exc:
             self.events_dropped += 1
             self._failed(exc)
@@ -63,11 +63,11 @@ class StoreSink:
         self._pending.append(record)
 
     def _process_row(self, event: ProcessEvent) -> None:
-        info = self.processes.get(event.pid)
+        info = self.processes.processes.get(event.pid)
         if info is None:
             return
         key = (info.pid, info.start_ns)
-        if key in self._written and not isinstance(event, ForkEvent | ExecEvent | ExitEvent):
+        if key in self._written and not isinstance(event, LIFECYCLE):
             return
         self.store.upsert_process(info)
         self._written[key] = None
