@@ -47,6 +47,40 @@ struct {
 	__type(value, __u32);
 } fd_owners SEC(".maps");
 
+/* Repeated read-only opens of one thread, folded (effects_folds.bpf.h): the files it opened last,
+ * each with the opens of it not yet written out. Per thread, not per process, so that one CPU at a
+ * time changes a table (threads of a process open at once; a shared table would need a lock, which
+ * tracepoint programs cannot take on 6.1). */
+#define FOLD_SLOTS 16
+#define FOLD_MAX_COUNT 65536             /* a fold is written out once it holds this many opens */
+#define FOLD_MAX_AGE_NS 1000000000ULL    /* ... or at its next open over a second after its first */
+
+struct fold_slot {
+	__u64 ino;       /* 0: free */
+	__u64 first_ns;  /* the first folded open (count > 0) */
+	__u64 last_ns;
+	__u32 dev;
+	__u32 flags;     /* O_* of the emitted open: a different set is another slot */
+	__u32 count;     /* opens folded since the slot was taken or last written out */
+	__u32 _pad;
+};
+
+struct open_folds {
+	__u64 session_id;
+	__u32 call_id;
+	__u32 next;      /* round-robin victim */
+	__u32 pending;   /* slots with count > 0 */
+	__u32 _pad;
+	struct fold_slot slot[FOLD_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32); /* tid */
+	__type(value, struct open_folds);
+} open_folds SEC(".maps");
+
 /* The dentry walk's position: one step up per bpf_loop iteration. */
 struct walk_state {
 	struct dentry *d;
@@ -82,6 +116,7 @@ struct scratch {
 	struct user_msghdr msg;
 	struct iovec iov;
 	struct fd_state fresh;
+	struct open_folds folds;
 	char walk[EFFECT_PATH_MAX + NAME_MAX + 1]; /* built right to left, ending at EFFECT_PATH_MAX */
 	union {
 		struct file_event file;
