@@ -74,9 +74,8 @@ def test_a_30k_open_burst_is_recorded_whole_within_5_s(tmp_path: Path, fold: boo
                 break
             time.sleep(0.1)
         recorded_after = time.time() - ended
-        rate = opens / max(recorded_after, 1e-3)
         print(f"\nburst of {OPENS} opens ({'folded' if fold else 'one event each'}): {opens} recorded, {lost} lost, "
-              f"{recorded_after:.2f} s after its end (opens/s absorbed {rate:.0f})", end="")
+              f"{recorded_after:.2f} s after its end", end="")
         assert lost == 0
         assert opens == OPENS, f"{opens} of {OPENS} opens in the store {RECORDED_WITHIN_S} s after the burst"
 
