@@ -11,8 +11,9 @@ hot spots (`--profile`).
 The kernel folds a thread's repeated read-only opens of a file into counted records
 (effects_folds.bpf.h): each measurement runs folded and with folding off (one record per open),
 and says both figures, records/s the pipeline handles and opens/s those records stand for (the
-opens absorbed). A burst of `--files` distinct files opened round robin (default 1; more than the
-kernel's 16 slots per thread and nothing folds) shows where folding stops helping.
+opens absorbed). A burst of `--files` distinct files opened round robin (default 1; the kernel
+tracks 64 files per thread, 4 per hash set: well past them nothing folds) shows where folding
+stops helping.
 
 `--sustained` and `--burst` then run paced opens live through the whole pipeline
 (bench/ingest_live.py): 20,000 opens/s for 60 s, and 100,000 opens/s for 5 s (rate:seconds to

@@ -9,7 +9,7 @@
  * A count is written out, so nothing waits long and nothing is lost silently:
  * - at the next open of the file once it holds FOLD_MAX_COUNT opens or its first fold is over
  *   FOLD_MAX_AGE_NS old (with the path: the open has the file);
- * - when its slot is taken by another file (round robin over FOLD_SLOTS), when the thread changes
+ * - when its slot is taken by another file (round robin over its set's ways), when the thread changes
  *   a file (a write-side open, unlink, rename, mkdir, chmod) or its tool call, at exec and at the
  *   thread's exit (without a path: user space names it from the thread's first record of it).
  * A count that cannot be written out (ring full, scratch busy) is counted as lost like any record.
@@ -55,15 +55,26 @@ static void fold_emit(struct scratch *s, struct open_folds *t, __u32 i, __u32 re
 		t->pending--;
 }
 
-/* Every count of the current thread's table written out. */
+struct fold_flush_ctx {
+	struct scratch *s;
+	struct open_folds *t;
+	__u32 reason;
+};
+
+static long fold_flush_slot(__u32 i, struct fold_flush_ctx *c)
+{
+	if (c->t->slot[i & (FOLD_SLOTS - 1)].count)
+		fold_emit(c->s, c->t, i, c->reason, 0);
+	return 0;
+}
+
+/* Every count of the current thread's table written out (bpf_loop: one callback verified, not
+ * FOLD_SLOTS copies of the body). */
 static void fold_flush(struct scratch *s, struct open_folds *t, __u32 reason)
 {
-	__u32 i;
+	struct fold_flush_ctx c = { .s = s, .t = t, .reason = reason };
 
-	for (i = 0; i < FOLD_SLOTS; i++) {
-		if (t->slot[i].count)
-			fold_emit(s, t, i, reason, 0);
-	}
+	bpf_loop(FOLD_SLOTS, fold_flush_slot, &c, 0);
 }
 
 /* The current thread ends or execs: its counts out, its table gone. */
@@ -92,7 +103,8 @@ static void fold_changed(struct call *c)
  * reused tid, a process moved to another call) is written out and started again. */
 static struct open_folds *fold_table(struct call *c, __u32 tid)
 {
-	struct open_folds *t = bpf_map_lookup_elem(&open_folds, &tid);
+	struct open_folds *t = bpf_map_lookup_elem(&open_folds, &tid), *empty;
+	__u32 zero = 0;
 
 	if (t && t->session_id == c->info->session_id && t->call_id == c->info->call_id)
 		return t;
@@ -101,20 +113,29 @@ static struct open_folds *fold_table(struct call *c, __u32 tid)
 			fold_flush(c->s, t, FLUSH_CHANGE);
 		bpf_map_delete_elem(&open_folds, &tid);
 	}
-	__builtin_memset(&c->s->folds, 0, sizeof(c->s->folds));
-	c->s->folds.session_id = c->info->session_id;
-	c->s->folds.call_id = c->info->call_id;
-	if (bpf_map_update_elem(&open_folds, &tid, &c->s->folds, BPF_NOEXIST))
+	empty = bpf_map_lookup_elem(&open_folds_empty, &zero);
+	if (!empty || bpf_map_update_elem(&open_folds, &tid, empty, BPF_NOEXIST))
 		return 0; /* table full: this thread's opens are all emitted, none folded */
-	return bpf_map_lookup_elem(&open_folds, &tid);
+	t = bpf_map_lookup_elem(&open_folds, &tid);
+	if (t) {
+		t->session_id = c->info->session_id;
+		t->call_id = c->info->call_id;
+	}
+	return t;
+}
+
+/* The first slot of the set a file's slots are in: a multiplicative hash of (dev, ino), top bits. */
+static __always_inline __u32 fold_set(__u32 dev, __u64 ino)
+{
+	return (__u32)(((ino ^ ((__u64)dev << 40)) * 0x9E3779B97F4A7C15ULL) >> 60) * FOLD_WAYS;
 }
 
 /* A successful foldable open of `f`: absorbed into its slot, or to be emitted (a file not in the
- * table takes a slot, its previous file's count written out), or absorbed and its slot `*hit` to
- * be written out now with this open's path. */
+ * table takes a slot of its set, the previous file's count written out), or absorbed and its slot
+ * `*hit` to be written out now with this open's path. */
 static __u32 fold_open(struct call *c, struct file *f, __u32 flags, __u32 *hit)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid(), dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev), i, v;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid(), dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev), i, v, set;
 	__u64 ino = BPF_CORE_READ(f, f_inode, i_ino), now;
 	struct open_folds *t;
 	struct fold_slot *slot;
@@ -125,8 +146,9 @@ static __u32 fold_open(struct call *c, struct file *f, __u32 flags, __u32 *hit)
 	if (!t)
 		return FOLD_EMIT;
 	now = bpf_ktime_get_boot_ns();
-	for (i = 0; i < FOLD_SLOTS; i++) {
-		slot = &t->slot[i];
+	set = fold_set(dev, ino);
+	for (i = set; i < set + FOLD_WAYS; i++) {
+		slot = &t->slot[i & (FOLD_SLOTS - 1)];
 		if (slot->ino != ino || slot->dev != dev || slot->flags != flags)
 			continue;
 		if (!slot->count) {
@@ -142,7 +164,7 @@ static __u32 fold_open(struct call *c, struct file *f, __u32 flags, __u32 *hit)
 			return FOLD_FLUSH_AGE;
 		return FOLD_ABSORBED;
 	}
-	v = t->next++ & (FOLD_SLOTS - 1);
+	v = (set + (t->next++ & (FOLD_WAYS - 1))) & (FOLD_SLOTS - 1);
 	slot = &t->slot[v];
 	if (slot->count)
 		fold_emit(c->s, t, v, FLUSH_EVICTED, 0);
