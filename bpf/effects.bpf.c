@@ -421,8 +421,8 @@ int BPF_PROG(effects_enter, struct pt_regs *regs, long nr)
 	return on_enter_nr(regs, nr, false);
 }
 
-/* A thread's folded opens when it ends; fds still open when the process ends: the fd table is still there at this tracepoint (whose
- * group_dead argument older kernels lack: core_fixes.bpf.h). */
+/* A thread's folded opens when it ends; fds still open when the process ends: the fd table is
+ * still there at this tracepoint (whose group_dead argument older kernels lack: core_fixes.bpf.h). */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(effects_process_exit, struct task_struct *task)
 {
