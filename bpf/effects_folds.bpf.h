@@ -164,8 +164,10 @@ static __u32 fold_open(struct call *c, struct file *f, __u32 flags, __u32 *hit)
 			return FOLD_FLUSH_AGE;
 		return FOLD_ABSORBED;
 	}
-	v = (set + (t->next++ & (FOLD_WAYS - 1))) & (FOLD_SLOTS - 1);
-	slot = &t->slot[v];
+	v = set + (t->next++ & (FOLD_WAYS - 1));
+	/* clang folds the mask into an OR of two bounded values, which 6.1's verifier cannot bound */
+	barrier_var(v);
+	slot = &t->slot[v & (FOLD_SLOTS - 1)];
 	if (slot->count)
 		fold_emit(c->s, t, v, FLUSH_EVICTED, 0);
 	slot->ino = ino;
