@@ -78,6 +78,8 @@ static void on_open(struct call *c, __s32 dfd, const char *upath, __u32 flags, _
 			fold_changed(c);
 		if (action == FOLD_ABSORBED)
 			return;
+	} else if (cfg.fold_opens) {
+		fold_tick(c);
 	}
 	if (f && action != FOLD_EMIT) { /* a count written out now, named by this open's path */
 		tid = (__u32)bpf_get_current_pid_tgid();

@@ -8,7 +8,8 @@
  *
  * A count is written out, so nothing waits long and nothing is lost silently:
  * - at the next open of the file once it holds FOLD_MAX_COUNT opens or its first fold is over
- *   FOLD_MAX_AGE_NS old (with the path: the open has the file);
+ *   FOLD_MAX_AGE_NS old (with the path: the open has the file), and at the thread's next open of
+ *   a file not in the table, or failed open, once it is over FOLD_MAX_AGE_NS old (without);
  * - when its slot is taken by another file (round robin over its set's ways), when the thread changes
  *   a file (a write-side open, unlink, rename, mkdir, chmod) or its tool call, at exec and at the
  *   thread's exit (without a path: user space names it from the thread's first record of it).
@@ -58,23 +59,56 @@ static void fold_emit(struct scratch *s, struct open_folds *t, __u32 i, __u32 re
 struct fold_flush_ctx {
 	struct scratch *s;
 	struct open_folds *t;
+	__u64 before;   /* counts whose first fold is no later than this go out */
+	__u64 oldest;   /* the first fold of those that stay */
 	__u32 reason;
 };
 
 static long fold_flush_slot(__u32 i, struct fold_flush_ctx *c)
 {
-	if (c->t->slot[i & (FOLD_SLOTS - 1)].count)
+	struct fold_slot *slot = &c->t->slot[i & (FOLD_SLOTS - 1)];
+
+	if (!slot->count)
+		return 0;
+	if (slot->first_ns <= c->before)
 		fold_emit(c->s, c->t, i, c->reason, 0);
+	else if (slot->first_ns < c->oldest)
+		c->oldest = slot->first_ns;
 	return 0;
 }
 
-/* Every count of the current thread's table written out (bpf_loop: one callback verified, not
- * FOLD_SLOTS copies of the body). */
-static void fold_flush(struct scratch *s, struct open_folds *t, __u32 reason)
+/* The counts of the current thread's table that began no later than `before` written out
+ * (bpf_loop: one callback verified, not FOLD_SLOTS copies of the body). */
+static void fold_flush_before(struct scratch *s, struct open_folds *t, __u32 reason, __u64 before)
 {
-	struct fold_flush_ctx c = { .s = s, .t = t, .reason = reason };
+	struct fold_flush_ctx c = { .s = s, .t = t, .before = before, .oldest = ~0ULL, .reason = reason };
 
 	bpf_loop(FOLD_SLOTS, fold_flush_slot, &c, 0);
+	t->oldest_ns = c.oldest;
+}
+
+/* Every count of the current thread's table written out. */
+static __always_inline void fold_flush(struct scratch *s, struct open_folds *t, __u32 reason)
+{
+	fold_flush_before(s, t, reason, ~0ULL);
+}
+
+/* Counts that began over FOLD_MAX_AGE_NS ago written out: a file the thread stopped opening
+ * does not keep its count until the thread ends, as long as the thread opens something. */
+static __always_inline void fold_sweep(struct scratch *s, struct open_folds *t, __u64 now)
+{
+	if (t->pending && now - t->oldest_ns > FOLD_MAX_AGE_NS)
+		fold_flush_before(s, t, FLUSH_AGE, now - FOLD_MAX_AGE_NS);
+}
+
+/* A failed open of the current thread: no fold, but the time to write old counts out. */
+static void fold_tick(struct call *c)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct open_folds *t = bpf_map_lookup_elem(&open_folds, &tid);
+
+	if (t)
+		fold_sweep(c->s, t, bpf_ktime_get_boot_ns());
 }
 
 /* The current thread ends or execs: its counts out, its table gone. */
@@ -153,7 +187,8 @@ static __u32 fold_open(struct call *c, struct file *f, __u32 flags, __u32 *hit)
 			continue;
 		if (!slot->count) {
 			slot->first_ns = now;
-			t->pending++;
+			if (!t->pending++)
+				t->oldest_ns = now;
 		}
 		slot->count++;
 		slot->last_ns = now;
@@ -164,6 +199,7 @@ static __u32 fold_open(struct call *c, struct file *f, __u32 flags, __u32 *hit)
 			return FOLD_FLUSH_AGE;
 		return FOLD_ABSORBED;
 	}
+	fold_sweep(c->s, t, now); /* on a miss only: a hit stays a lookup and a count */
 	v = set + (t->next++ & (FOLD_WAYS - 1));
 	/* clang folds the mask into an OR of two bounded values, which 6.1's verifier cannot bound */
 	barrier_var(v);

@@ -71,6 +71,7 @@ struct fold_slot {
 
 struct open_folds {
 	__u64 session_id;
+	__u64 oldest_ns; /* no pending slot's first fold is older (a lower bound, exact after a sweep) */
 	__u32 call_id;
 	__u32 next;      /* round-robin victim way */
 	__u32 pending;   /* slots with count > 0 */

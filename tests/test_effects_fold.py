@@ -185,6 +185,26 @@ def test_counts_go_out_before_a_change_and_at_age(folding: Tracer, tmp_path: Pat
     assert [(e.reason, e.opens) for e in after] == [("age", 2), ("exit", 1)]
 
 
+def test_an_old_count_goes_out_at_the_next_open_of_another_file(folding: Tracer, tmp_path: Path) -> None:
+    target, other = tmp_path / "read-often", tmp_path / "read-later"
+    target.write_text("x")
+    other.write_text("x")
+    events = folding.python("""
+        import os, sys, time
+        for _ in range(100):
+            os.close(os.open(sys.argv[1], os.O_RDONLY))
+        time.sleep(1.2)
+        os.close(os.open(sys.argv[2], os.O_RDONLY))  # a file not in the table: old counts go out first
+        time.sleep(0.5)
+    """, str(target), str(other))
+    first_other = next(i for i, e in enumerate(events) if isinstance(e, FileOpen) and e.path == str(other))
+    before = opens_of(events[:first_other], target)
+    assert [(e.folded, e.opens) for e in before] == [(False, 1), (True, 99)]
+    assert before[-1].reason == "age" and not before[-1].path_unknown
+    assert before[-1].ts_ns - before[-1].first_ts_ns > 1_000_000_000
+    assert not opens_of(events[first_other:], target)
+
+
 def test_threads_fold_apart_and_lose_no_count(folding: Tracer, tmp_path: Path) -> None:
     target = tmp_path / "shared"
     target.write_text("x")
