@@ -1,9 +1,11 @@
 """Cost of file and network effect tracing, measured side by side in one run (as root).
 
 Workloads: unpacking a source tarball (2,000 files in 100 directories), `git clone` of a local
-repository of the same tree, and 200,000 writes of 16 bytes (dd). Modes: untraced (no BPF
-loaded), loaded but not tracked, tracked with in-kernel aggregation (one record per file) and
-tracked without it (one record per write call). Events are those reaching the pipeline's sinks.
+repository of the same tree, 200,000 writes of 16 bytes (dd) and 100,000 read-only opens of one
+file (Python). Modes: untraced (no BPF loaded), loaded but not tracked, tracked with in-kernel
+aggregation (one record per file written, a thread's repeated read-only opens of a file folded
+into counts), tracked with writes aggregated but every open a record, and tracked without either
+(one record per write call and per open). Events are those reaching the pipeline's sinks.
 
     /opt/vigild/bin/python bench/effects_overhead.py [--rounds 3]
 """
@@ -14,6 +16,7 @@ import argparse
 import shutil
 import statistics
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -26,9 +29,10 @@ from vigild.daemon.pipeline import Pipeline
 
 from runner import run_plain, run_tracked
 
-FILES, DIRS, WRITES = 2000, 100, 200_000
+FILES, DIRS, WRITES, REOPENS = 2000, 100, 200_000, 100_000
 EFFECT_TYPES = set(EFFECT_KIND_NAMES.values())
-MODES = ("untraced", "loaded, not tracked", "tracked, aggregated", "tracked, per call")
+MODES = ("untraced", "loaded, not tracked", "tracked, aggregated", "tracked, opens each", "tracked, per call")
+REOPEN = "import os, sys\nfor _ in range(int(sys.argv[2])):\n    os.close(os.open(sys.argv[1], os.O_RDONLY))\n"
 
 
 class CountingSink:
@@ -71,6 +75,7 @@ def workloads(tmp: Path, tarball: Path, repo: Path) -> dict[str, tuple[list[str]
         "git clone": (["git", "clone", "-q", "--no-hardlinks", str(repo), str(out / "clone")], out),
         "16B writes": (["dd", "if=/dev/zero", f"of={out / 'small.bin'}", "bs=16", f"count={WRITES}", "status=none"],
                        out),
+        "reopens": ([sys.executable, "-S", "-c", REOPEN, str(tarball), str(REOPENS)], out),
     }
 
 
@@ -82,7 +87,8 @@ def measure(loads: dict[str, tuple[list[str], Path]], mode: str, times: dict, ev
             shutil.rmtree(out)
         return
     lineage = LineageSensor()
-    effects = EffectsSensor(lineage.shared_maps, aggregate=mode != "tracked, per call")
+    effects = EffectsSensor(lineage.shared_maps, aggregate=mode != "tracked, per call",
+                            fold_opens=mode in ("tracked, aggregated", "loaded, not tracked"))
     sink = CountingSink()
     pipeline = Pipeline(lineage, [sink], sensors=[effects])
     pipeline.start()
@@ -127,7 +133,7 @@ def main() -> None:
                         f"{statistics.median(times[(mode, n)]) / base[n]:>7.2f}" for n in names)
         print(f"{mode:<22}{cells}")
     print("\neffect events reaching user space (last round), and per second of workload:")
-    for mode in ("tracked, aggregated", "tracked, per call"):
+    for mode in ("tracked, aggregated", "tracked, opens each", "tracked, per call"):
         counts = []
         for n in names:
             t = statistics.median(times[(mode, n)])

@@ -8,12 +8,19 @@ time, and the thread's CPU time, which other work on a shared machine inflates f
 events/s is what one core of its own would do). An in-process cProfile of one replay names the
 hot spots (`--profile`).
 
+The kernel folds a thread's repeated read-only opens of a file into counted records
+(effects_folds.bpf.h): each measurement runs folded and with folding off (one record per open),
+and says both figures, records/s the pipeline handles and opens/s those records stand for (the
+opens absorbed). A burst of `--files` distinct files opened round robin (default 1; the kernel
+tracks 64 files per thread, 4 per hash set: well past them nothing folds) shows where folding
+stops helping.
+
 `--sustained` and `--burst` then run paced opens live through the whole pipeline
 (bench/ingest_live.py): 20,000 opens/s for 60 s, and 100,000 opens/s for 5 s (rate:seconds to
 change them), each saying what the kernel emitted and lost, what reached the store and when.
 
     /opt/vigild/bin/python bench/ingest.py [--opens 30000] [--rounds 3] [--profile] [--baseline REV]
-                                           [--distinct] [--sustained [RATE:S]] [--burst [RATE:S]]
+                                           [--files N | --distinct] [--sustained [RATE:S]] [--burst [RATE:S]]
 
 `--distinct`: each open names another file (what kernel-side folding of repeated opens leaves),
 and the per-path caches are emptied before each replay.
@@ -47,7 +54,8 @@ from vigild.daemon.store import Store
 from ingest_live import run_live
 from runner import run_tracked
 
-BURST = "import os, sys\nfor _ in range(int(sys.argv[2])):\n    os.close(os.open(sys.argv[1], os.O_RDONLY))\n"
+BURST = ("import os, sys\nfiles = sys.argv[2:]\nfor i in range(int(sys.argv[1])):\n"
+         "    os.close(os.open(files[i % len(files)], os.O_RDONLY))\n")
 # --distinct: every open names another file (a clone's, an install's), as what the kernel does not
 # fold away looks
 DISTINCT = ("import os, sys\nfor name in sorted(os.listdir(sys.argv[1]))[:int(sys.argv[2])]:\n"
@@ -69,20 +77,26 @@ class NullSink:
         pass
 
 
-def capture(tmp: Path, opens: int, distinct: bool = False) -> tuple[list[bytes], Pipeline]:
+def capture(tmp: Path, opens: int, files: int, fold: bool, distinct: bool = False) -> tuple[list[bytes], Pipeline]:
     """The raw records of one tracked burst, as the pipeline drained them; its pipeline (stopped)
     for the process table and sessions the replay starts from. distinct: each open is of another
     file."""
-    target, script = tmp / "opened.txt", tmp / "burst.py"
+    script = tmp / "burst.py"
     if distinct:
-        target.mkdir()
+        folder = tmp / "modules"
+        folder.mkdir()
         for i in range(opens):
-            (target / f"module_{i:06d}.py").write_text("x")
+            (folder / f"module_{i:06d}.py").write_text("x")
+        script.write_text(DISTINCT)
+        argv = [sys.executable, str(script), str(folder), str(opens)]
     else:
-        target.write_text("x")
-    script.write_text(DISTINCT if distinct else BURST)
+        targets = [tmp / f"opened{i}.txt" for i in range(files)]
+        for target in targets:
+            target.write_text("x")
+        script.write_text(BURST)
+        argv = [sys.executable, str(script), str(opens), *map(str, targets)]
     lineage = LineageSensor()
-    effects = EffectsSensor(lineage.shared_maps)
+    effects = EffectsSensor(lineage.shared_maps, fold_opens=fold)
     pipeline = Pipeline(lineage, [NullSink()], sensors=[effects])
     raws: list[bytes] = []
     handle_raw = pipeline._handle_raw
@@ -94,11 +108,12 @@ def capture(tmp: Path, opens: int, distinct: bool = False) -> tuple[list[bytes],
     pipeline._handle_raw = keep  # type: ignore[method-assign]
     pipeline.start()
     try:
-        run_tracked([sys.executable, str(script), str(target), str(opens)], pipeline)
+        run_tracked(argv, pipeline)
     finally:
         pipeline.stop()
-        print(f"captured {len(raws):,} records of a {opens:,}-open burst; lost in the kernel: "
-              f"{pipeline.total_dropped}", file=sys.stderr)
+        print(f"captured {len(raws):,} records of a {opens:,}-open burst of {opens if distinct else files} file(s) "
+              f"({'folded' if fold else 'one record per open'}); lost in the kernel: {pipeline.total_dropped}",
+              file=sys.stderr)
         effects.close()
         lineage.close()
     return raws, pipeline
@@ -167,16 +182,18 @@ def baseline(rev: str, argv: list[str], tmp: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--opens", type=int, default=30_000)
+    parser.add_argument("--files", type=int, default=1, help="distinct files the burst opens round robin")
+    parser.add_argument("--distinct", action="store_true", help="each open of another file (caches cold)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print the top functions of one more replay")
     parser.add_argument("--baseline", metavar="REV", help="measure git revision REV first")
-    parser.add_argument("--distinct", action="store_true", help="each open of another file (caches cold)")
     parser.add_argument("--sustained", nargs="?", const="20000:60", metavar="RATE:S",
                         help="then paced opens live (default 20000/s for 60 s)")
     parser.add_argument("--burst", nargs="?", const="100000:5", metavar="RATE:S",
                         help="then a paced burst live (default 100000/s for 5 s)")
     args = parser.parse_args()
-    passed = ["--opens", str(args.opens), "--rounds", str(args.rounds)] + (["--distinct"] if args.distinct else [])
+    passed = ["--opens", str(args.opens), "--files", str(args.files), "--rounds", str(args.rounds)]
+    passed += ["--distinct"] if args.distinct else []
     for name in ("sustained", "burst"):
         if getattr(args, name):
             passed += [f"--{name}", getattr(args, name)]
@@ -185,26 +202,30 @@ def main() -> None:
             baseline(args.baseline, passed, Path(tmp_name))
     all_cores = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(all_cores)})  # one core
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        raws, captured = capture(tmp, args.opens, args.distinct)
-        results = [replay(raws, captured, tmp, i, args.distinct) for i in range(args.rounds)]
-        seconds = statistics.median(wall for wall, _, _ in results)
-        cpu = statistics.median(cpu for _, cpu, _ in results)
-        events = results[0][2]
-        print(f"replayed {len(raws):,} records -> {events:,} events recorded (store + JSON + detections): "
-              f"median wall {seconds:.3f} s, {events / seconds:,.0f} events/s; median CPU {cpu:.3f} s, "
-              f"{events / cpu:,.0f} events/s, {cpu / events * 1e6:.1f} µs/event")
-        if args.profile:
-            profile = cProfile.Profile()
-            profile.runcall(replay, raws, captured, tmp, args.rounds, args.distinct)
-            pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+    for fold in (True, False):
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            raws, captured = capture(tmp, args.opens, args.files, fold, args.distinct)
+            results = [replay(raws, captured, tmp, i, args.distinct) for i in range(args.rounds)]
+            seconds = statistics.median(wall for wall, _, _ in results)
+            cpu = statistics.median(cpu for _, cpu, _ in results)
+            events = results[0][2]
+            print(f"{'folded' if fold else 'one record per open'}: replayed {len(raws):,} records -> {events:,} "
+                  f"events recorded (store + JSON + detections): median wall {seconds:.3f} s, "
+                  f"{events / seconds:,.0f} events/s; median CPU {cpu:.3f} s, {events / cpu:,.0f} events/s, "
+                  f"{cpu / events * 1e6:.1f} µs/event; {args.opens:,} opens absorbed: {args.opens / cpu:,.0f} "
+                  f"opens/s of CPU", flush=True)
+            if args.profile:
+                profile = cProfile.Profile()
+                profile.runcall(replay, raws, captured, tmp, args.rounds, args.distinct)
+                pstats.Stats(profile).sort_stats("tottime").print_stats(25)
     os.sched_setaffinity(0, all_cores)  # the live runs pin the pipeline and the workload apart
     for spec in (args.sustained, args.burst):
-        if spec:
-            rate, seconds_text = spec.split(":")
-            with tempfile.TemporaryDirectory() as tmp_name:
-                print(run_live(int(rate), float(seconds_text), Path(tmp_name)).line(), flush=True)
+        for fold in (True, False):
+            if spec:
+                rate, seconds_text = spec.split(":")
+                with tempfile.TemporaryDirectory() as tmp_name:
+                    print(run_live(int(rate), float(seconds_text), Path(tmp_name), fold).line(), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """Ingest live: a tracked process opens a file at a set rate for a set time while the whole
 pipeline runs as `vigil trace --db` runs it (lineage + effects loaded, store, JSON lines and
 detections on, the pipeline pinned to one core, the workload on another); then it says how many
-opens the kernel emitted, how many it shed or lost, how many reached the store, and how long after
-the workload's end the last one was recorded.
+file_open records the kernel emitted (repeated read-only opens are folded into counted records
+unless `--no-fold`), how many it shed or lost, how many opens the records in the store account
+for, and how long after the workload's end the last one was recorded.
 
 Used by bench/ingest.py (`--sustained`, `--burst`); runnable alone (as root):
 
-    /opt/vigild/bin/python bench/ingest_live.py --rate 20000 --seconds 60
+    /opt/vigild/bin/python bench/ingest_live.py --rate 20000 --seconds 60 [--no-fold]
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ class LiveResult:
     achieved_rate: float  # opens per second it reached
     emitted: int  # file_open records the kernel put in the ring
     lost: int  # file_open records the kernel shed or could not deliver
-    recorded: int  # file_open events of the workload in the store at the end
+    recorded: int  # opens of the workload the file_open events in the store account for at the end
+    records: int  # those events (one per open unfolded; a count of many folded)
     recorded_after_s: float  # from the workload's end to its exit's dispatch (everything before it recorded)
+    fold: bool = True
 
     @property
     def whole(self) -> bool:
@@ -68,12 +71,15 @@ class LiveResult:
 
     def line(self) -> str:
         verdict = "delivered whole" if self.whole else "NOT whole"
-        return (f"{self.rate:,} opens/s for {self.seconds:g} s: {self.opens:,} opens "
-                f"(achieved {self.achieved_rate:,.0f}/s), kernel emitted {self.emitted:,}, lost {self.lost:,}, "
-                f"recorded {self.recorded:,}, last recorded {self.recorded_after_s:.2f} s after the end: {verdict}")
+        mode = "folded" if self.fold else "one record per open"
+        return (f"{self.rate:,} opens/s for {self.seconds:g} s ({mode}): {self.opens:,} opens "
+                f"(achieved {self.achieved_rate:,.0f}/s), kernel emitted {self.emitted:,} records "
+                f"({self.emitted / self.seconds:,.0f} records/s), lost {self.lost:,}, recorded {self.records:,} "
+                f"events for {self.recorded:,} opens, last recorded {self.recorded_after_s:.2f} s after the end: "
+                f"{verdict}")
 
 
-def run_live(rate: int, seconds: float, tmp: Path) -> LiveResult:
+def run_live(rate: int, seconds: float, tmp: Path, fold: bool = True) -> LiveResult:
     target, script, done, db = tmp / "opened.txt", tmp / "paced.py", tmp / "done", tmp / "live.db"
     for stale in (done, db):
         stale.unlink(missing_ok=True)
@@ -83,7 +89,7 @@ def run_live(rate: int, seconds: float, tmp: Path) -> LiveResult:
     pipeline_core, workload_core = cores[0], cores[1] if len(cores) > 1 else -1
     os.sched_setaffinity(0, {pipeline_core})  # the pipeline's one core
     lineage = LineageSensor()
-    effects = EffectsSensor(lineage.shared_maps)
+    effects = EffectsSensor(lineage.shared_maps, fold_opens=fold)
     store = Store(db)
     before = lineage.stats().get("file_open", (0, 0))
     with open(tmp / "live.jsonl", "w") as out:
@@ -101,21 +107,23 @@ def run_live(rate: int, seconds: float, tmp: Path) -> LiveResult:
             lineage.close()
     opens_text, elapsed_text, ended_text = done.read_text().split()
     with sqlite3.connect(db) as conn:
-        recorded = conn.execute("SELECT count(*) FROM events WHERE type = 'file_open' "
-                                "AND json_extract(data, '$.path') = ?", (str(target),)).fetchone()[0]
+        records, recorded = conn.execute("SELECT count(*), coalesce(sum(json_extract(data, '$.opens')), 0) FROM events "
+                                         "WHERE type = 'file_open' AND json_extract(data, '$.path') = ?",
+                                         (str(target),)).fetchone()
     opens, elapsed, ended = int(opens_text), float(elapsed_text), float(ended_text)
     return LiveResult(rate=rate, seconds=seconds, opens=opens, achieved_rate=opens / elapsed,
-                      emitted=after[0] - before[0], lost=after[1] - before[1], recorded=recorded,
-                      recorded_after_s=max(0.0, exited - ended))
+                      emitted=after[0] - before[0], lost=after[1] - before[1], recorded=recorded, records=records,
+                      recorded_after_s=max(0.0, exited - ended), fold=fold)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=20_000, help="opens per second")
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--no-fold", action="store_true", help="one record per open (the kernel folds none)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
-        print(run_live(args.rate, args.seconds, Path(tmp_name)).line())
+        print(run_live(args.rate, args.seconds, Path(tmp_name), fold=not args.no_fold).line())
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@
  * user space joins and normalises them.
  *
  * Writes and socket traffic are summed per (tgid, fd) in fd_state and written out once, when
- * the fd is closed, replaced, closed at exec or left open at exit. Syscall numbers are x86-64's;
+ * the fd is closed, replaced, closed at exec or left open at exit. Repeated read-only opens of a
+ * file by one thread are counted, not each sent (effects_folds.bpf.h). Syscall numbers are x86-64's;
  * the loader refuses other architectures.
  *
  * The parts live in headers included below, in this order: the syscall table, the maps and
@@ -26,6 +27,7 @@ const volatile struct effects_config cfg = {
 	.net = 1,
 	.dns = 1,
 	.max_queued_bytes = 8 * 1024 * 1024, /* half the ring: bpf/effects.py says why */
+	.fold_opens = 1,
 };
 
 /* Effects share the ring buffer with lifecycle events (fork, exec, exit, TLS, OOM): a flood of
@@ -47,6 +49,7 @@ static __always_inline void emit_effect(__u32 kind, void *data, __u64 size)
 #include "effects_paths.bpf.h"
 #include "effects_net.bpf.h"
 #include "effects_fds.bpf.h"
+#include "effects_folds.bpf.h"
 
 /* ---- file effects ---- */
 
@@ -62,12 +65,31 @@ static __always_inline void drop_stale(struct call *c, __s32 fd)
 static void on_open(struct call *c, __s32 dfd, const char *upath, __u32 flags, __u32 mode)
 {
 	struct scratch *s = c->s;
-	__u32 truncated = 0, len;
+	__u32 truncated = 0, len, action = FOLD_EMIT, hit = 0, tid;
+	struct open_folds *folds;
 	struct file *f = 0;
 
 	if (c->ret >= 0) {
 		drop_stale(c, c->ret);
 		f = fd_file(c->task, c->ret);
+		if (f && cfg.fold_opens && !(flags & FOLD_REFUSED_FLAGS))
+			action = fold_open(c, f, flags, &hit);
+		else if (cfg.fold_opens)
+			fold_changed(c);
+		if (action == FOLD_ABSORBED)
+			return;
+	} else if (cfg.fold_opens) {
+		fold_tick(c);
+	}
+	if (f && action != FOLD_EMIT) { /* a count written out now, named by this open's path */
+		tid = (__u32)bpf_get_current_pid_tgid();
+		folds = bpf_map_lookup_elem(&open_folds, &tid);
+		if (folds) {
+			len = put_file_path(s, c->task, f, 0, &truncated);
+			fold_emit(s, folds, hit, action == FOLD_FLUSH_COUNT ? FLUSH_COUNT : FLUSH_AGE,
+				  len | (truncated ? FOLD_PATH_CUT : 0));
+		}
+		return;
 	}
 	file_header(s, EVENT_FILE_OPEN, c->task, c->info);
 	s->file.ret = c->ret;
@@ -93,6 +115,8 @@ static void on_named(struct call *c, __u32 kind, const struct named *n)
 	struct scratch *s = c->s;
 	__u32 used;
 
+	if (cfg.fold_opens)
+		fold_changed(c);
 	file_header(s, kind, c->task, c->info);
 	s->file.ret = c->ret;
 	s->file.mode = n->mode;
@@ -114,6 +138,8 @@ static void on_fchmod(struct call *c, __s32 fd, __u32 mode)
 	__u32 truncated = 0, len = 0;
 	struct file *f = fd_file(c->task, fd);
 
+	if (cfg.fold_opens)
+		fold_changed(c);
 	file_header(s, EVENT_FILE_CHMOD, c->task, c->info);
 	s->file.ret = c->ret;
 	s->file.mode = mode;
@@ -308,16 +334,20 @@ static __always_inline int on_exit_nr(struct pt_regs *regs, long nr, long ret, c
 /* Sums are written out before the fd goes away, while it still names the file. */
 static __always_inline int on_enter_nr(struct pt_regs *regs, long nr, const bool regs_from_task)
 {
-	__u32 tgid;
+	__u32 tgid, tid;
 	struct task_struct *task;
 	struct scratch *s;
 	long a0, a1, a2;
+	int exec, folds;
 
 	if (nr != NR_close && nr != NR_close_range && nr != NR_dup2 && nr != NR_dup3 && nr != NR_execve &&
 	    nr != NR_execveat)
 		return 0;
 	tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!bpf_map_lookup_elem(&fd_owners, &tgid))
+	tid = (__u32)bpf_get_current_pid_tgid();
+	exec = nr == NR_execve || nr == NR_execveat;
+	folds = exec && bpf_map_lookup_elem(&open_folds, &tid);
+	if (!bpf_map_lookup_elem(&fd_owners, &tgid) && !folds)
 		return 0;
 	s = scratch_get();
 	if (!s)
@@ -337,6 +367,8 @@ static __always_inline int on_enter_nr(struct pt_regs *regs, long nr, const bool
 		if (!(a2 & CLOSE_RANGE_CLOEXEC))
 			flush_range(s, task, tgid, a0, a1, FLUSH_CLOSE, 0);
 	} else {
+		if (folds)
+			fold_release(s, tid, FLUSH_EXEC);
 		flush_range(s, task, tgid, 0, ~0u, FLUSH_EXEC, 1);
 	}
 	s->busy = 0;
@@ -391,22 +423,30 @@ int BPF_PROG(effects_enter, struct pt_regs *regs, long nr)
 	return on_enter_nr(regs, nr, false);
 }
 
-/* fds still open when the process ends: the fd table is still there at this tracepoint (whose
- * group_dead argument older kernels lack: core_fixes.bpf.h). */
+/* A thread's folded opens when it ends; fds still open when the process ends: the fd table is
+ * still there at this tracepoint (whose group_dead argument older kernels lack: core_fixes.bpf.h). */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(effects_process_exit, struct task_struct *task)
 {
-	__u32 tgid = BPF_CORE_READ(task, tgid);
+	__u32 tgid = BPF_CORE_READ(task, tgid), tid = BPF_CORE_READ(task, pid);
+	int folds = bpf_map_lookup_elem(&open_folds, &tid) != 0;
+	int fds = last_thread_exiting(task) && bpf_map_lookup_elem(&fd_owners, &tgid);
 	struct scratch *s;
 
-	if (!last_thread_exiting(task) || !bpf_map_lookup_elem(&fd_owners, &tgid))
+	if (!folds && !fds)
 		return 0;
 	s = scratch_get();
 	if (s) {
-		flush_range(s, task, tgid, 0, ~0u, FLUSH_EXIT, 0);
+		if (folds)
+			fold_release(s, tid, FLUSH_EXIT);
+		if (fds)
+			flush_range(s, task, tgid, 0, ~0u, FLUSH_EXIT, 0);
 		s->busy = 0;
 	}
-	bpf_map_delete_elem(&fd_owners, &tgid);
+	if (folds)
+		bpf_map_delete_elem(&open_folds, &tid);
+	if (fds)
+		bpf_map_delete_elem(&fd_owners, &tgid);
 	return 0;
 }
 

@@ -27,6 +27,9 @@
 #define FILE_PATH_STALE (1u << 4)       /* write: the fd no longer held the written file at flush */
 #define EFFECT_NOT_AGGREGATED (1u << 5) /* write/net bytes: one record per call (aggregation off) */
 #define FILE_PATH_UNREADABLE (1u << 6)  /* the user string could not be read */
+#define FILE_OPEN_FOLDED (1u << 7)      /* open: `calls` repeated read-only opens of the file of an earlier
+                                         * record of this thread, folded in the kernel (effects_folds.bpf.h);
+                                         * no path when the flush had no fd of it (user space has the first's) */
 
 /* Why an aggregated record was written. */
 #define FLUSH_CLOSE 0    /* close(), close_range() */
@@ -34,6 +37,11 @@
 #define FLUSH_EXEC 2     /* execve() of a process holding a close-on-exec fd */
 #define FLUSH_REPLACED 3 /* dup2/dup3 onto the fd, or an open returned the fd without a close seen */
 #define FLUSH_CALL 4     /* aggregation off: every call */
+#define FLUSH_EVICTED 5  /* folded opens: their slot was taken by another file */
+#define FLUSH_COUNT 6    /* folded opens: the count reached FOLD_MAX_COUNT */
+#define FLUSH_AGE 7      /* folded opens: the file was opened again over FOLD_MAX_AGE_NS after the first fold */
+#define FLUSH_CHANGE 8   /* folded opens: the thread changed a file (a write-side open, unlink, rename, ...) or
+                          * its tool call: counts go out before what may depend on them */
 
 /* A file effect. A path is `base` + "/" + `name`: kernel-resolved paths (open, write, fchmod)
  * have an empty base and an absolute name; paths a process named (unlink, rename, mkdir, chmod,
@@ -45,8 +53,9 @@ struct file_event {
 	struct event_header hdr;
 	__s64 ret;         /* the syscall's result: an fd, 0, or -errno */
 	__u64 bytes;       /* write: bytes written */
-	__u64 calls;       /* write: write calls summed in `bytes` */
-	__u64 first_ns;    /* write: boot-clock time of the first summed call */
+	__u64 calls;       /* write: write calls summed in `bytes`; folded open: opens folded */
+	__u64 first_ns;    /* write, folded open: boot-clock time of the first summed call */
+	__u64 last_ns;     /* folded open: boot-clock time of the last folded open */
 	__u64 ino;         /* inode, when the kernel resolved the file */
 	__u32 dev;         /* its superblock's device (kernel encoding: major << 20 | minor) */
 	__s32 fd;          /* the fd the effect went through, -1 when none */
@@ -110,6 +119,7 @@ struct effects_config {
 	__u32 net;          /* report socket effects */
 	__u32 dns;          /* capture datagrams to port 53 */
 	__u32 max_queued_bytes; /* effects are shed (counted as dropped) while this much waits */
+	__u32 fold_opens;   /* 0: one record per open (repeated read-only opens are not folded) */
 };
 
 #endif /* VIGIL_EFFECTS_H */

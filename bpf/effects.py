@@ -44,10 +44,11 @@ class EffectsSensor:
     per-socket traffic and DNS questions of tracked processes.
 
     aggregate=False makes the kernel send one record per write/send/receive call instead of one
-    per fd: it exists to measure what aggregation saves."""
+    per fd: it exists to measure what aggregation saves. fold_opens=False sends every open as a
+    record instead of counting a thread's repeated read-only opens of a file (effects_folds.bpf.h)."""
 
     def __init__(self, shared_maps: dict[str, Map], files: bool = True, net: bool = True, dns: bool = True,
-                 aggregate: bool = True, wakeup_bytes: int | None = None,
+                 aggregate: bool = True, fold_opens: bool = True, wakeup_bytes: int | None = None,
                  max_queued_bytes: int | None = None, tracefs: Path | None = None) -> None:
         """`tracefs`: attach through the per-syscall tracepoints it lists; None: the raw ones.
         `wakeup_bytes` and `max_queued_bytes`: None keeps effects.bpf.c's own value (its `cfg`
@@ -72,6 +73,7 @@ class EffectsSensor:
                 self.obj.reuse_map(name, shared_maps[name])
             config = self.obj.rodata(EffectsConfigC)
             config.aggregate, config.files, config.net, config.dns = int(aggregate), int(files), int(net), int(dns)
+            config.fold_opens = int(fold_opens)
             if wakeup_bytes is not None:
                 config.wakeup_bytes = wakeup_bytes
             if max_queued_bytes is not None:
@@ -122,7 +124,7 @@ class EffectsSensor:
         self.attached = []
 
 
-def open_effects(shared_maps: dict[str, Map], features: Features) -> EffectsSensor | None:
+def open_effects(shared_maps: dict[str, Map], features: Features, fold_opens: bool = True) -> EffectsSensor | None:
     """The effects sensor, or None when this host cannot run it (said once through `features`):
     a kernel that refuses it costs the effects, not the trace. The per-syscall tracepoints are
     tried first; where they cannot be had the raw ones serve, said as `syscall_tracepoints`."""
@@ -133,7 +135,7 @@ def open_effects(shared_maps: dict[str, Map], features: Features) -> EffectsSens
         tracefs, per_syscall_refused = None, str(exc)
     if tracefs is not None:
         try:
-            sensor = EffectsSensor(shared_maps, tracefs=tracefs)
+            sensor = EffectsSensor(shared_maps, tracefs=tracefs, fold_opens=fold_opens)
         except (EffectsUnsupported, BpfError) as exc:
             per_syscall_refused = exc.summary if isinstance(exc, BpfError) else str(exc).splitlines()[0]
         else:
@@ -142,7 +144,7 @@ def open_effects(shared_maps: dict[str, Map], features: Features) -> EffectsSens
                 sensor.close()
                 sensor = None
     try:
-        sensor = sensor or EffectsSensor(shared_maps)
+        sensor = sensor or EffectsSensor(shared_maps, fold_opens=fold_opens)
     except (EffectsUnsupported, BpfError) as exc:
         reason = exc.summary if isinstance(exc, BpfError) else str(exc).splitlines()[0]
         features.unavailable("effects", reason)  # the effects are lost: their way in is moot

@@ -43,9 +43,16 @@ FILE_IS_DIR = 1 << 3
 FILE_PATH_STALE = 1 << 4
 EFFECT_NOT_AGGREGATED = 1 << 5
 FILE_PATH_UNREADABLE = 1 << 6
+FILE_OPEN_FOLDED = 1 << 7
 NET_UNIX_ABSTRACT = 1 << 0
 
-FLUSH_REASONS = {0: "close", 1: "exit", 2: "exec", 3: "replaced", 4: "call"}
+FLUSH_REASONS = {0: "close", 1: "exit", 2: "exec", 3: "replaced", 4: "call", 5: "evicted", 6: "count", 7: "age",
+                 8: "change"}
+# The paths of the files whose repeated opens the kernel may still be folding, by (pid, dev, ino):
+# a folded record written out at exit, exec, eviction or a change has no fd of the file left to
+# walk, so it is named from the thread's first record of it. Bounded, oldest out first; a record
+# whose first is gone (lost, or pushed out) keeps an empty path and says so (path_unknown).
+OPEN_PATHS_MAX = 65536
 
 O_ACCMODE = 0o3
 O_WRONLY = 0o1
@@ -61,6 +68,7 @@ class FileEventC(ctypes.Structure):
         ("bytes", c_uint64),
         ("calls", c_uint64),
         ("first_ns", c_uint64),
+        ("last_ns", c_uint64),
         ("ino", c_uint64),
         ("dev", c_uint32),
         ("fd", c_int32),
@@ -117,6 +125,7 @@ class EffectsConfigC(ctypes.Structure):
         ("net", c_uint32),
         ("dns", c_uint32),
         ("max_queued_bytes", c_uint32),
+        ("fold_opens", c_uint32),
     ]
 
 
@@ -156,6 +165,16 @@ class FileOpen(FileEffect):
     mode: int = 0
     ino: int = 0
     dev: int = 0
+    # Repeated read-only opens of a file by one thread are folded in the kernel: the first is a
+    # record of its own (opens=1), the rest come as records with folded=True and `opens` the count
+    # they stand for, between first_ts_ns and last_ts_ns, written out for `reason` (evicted,
+    # count, age, change, exec, exit). Summing `opens` counts every successful open.
+    opens: int = 1
+    folded: bool = False
+    first_ts_ns: int = 0
+    last_ts_ns: int = 0
+    reason: str = ""
+    path_unknown: bool = False  # folded, and the thread's first record of the file was not seen
 
 
 @dataclass
@@ -313,9 +332,18 @@ def join_path(base: bytes, name: bytes) -> str:
 FileBuilder = Callable[[Header, Any, list[bytes], dict[str, Any]], FileEffect]
 
 
+_open_paths: dict[tuple[int, int, int], str] = {}
+
+
 def _file_open(hdr: Header, fixed: Any, parts: list[bytes], base: dict[str, Any]) -> FileOpen:
     flags = fixed.open_flags
     acc = flags & O_ACCMODE
+    if hdr.flags & FILE_OPEN_FOLDED:
+        return _folded_open(hdr, fixed, base, flags)
+    if fixed.ino and fixed.ret >= 0:
+        if len(_open_paths) >= OPEN_PATHS_MAX:
+            del _open_paths[next(iter(_open_paths))]
+        _open_paths[(hdr.pid, fixed.dev, fixed.ino)] = base["path"]
     base["fd"] = fixed.fd
     base["flags"] = flags
     base["read"] = acc in (0, O_RDWR)
@@ -326,7 +354,26 @@ def _file_open(hdr: Header, fixed: Any, parts: list[bytes], base: dict[str, Any]
     base["mode"] = fixed.mode
     base["ino"] = fixed.ino
     base["dev"] = fixed.dev
+    base["opens"] = 1
+    base["folded"] = False
+    base["first_ts_ns"] = 0
+    base["last_ts_ns"] = 0
+    base["reason"] = ""
+    base["path_unknown"] = False
     return _instance(FileOpen, base)
+
+
+def _folded_open(hdr: Header, fixed: Any, base: dict[str, Any], flags: int) -> FileOpen:
+    """A count of a thread's repeated opens of one file; named from its first record when the
+    kernel sent no path (`path_unknown` when that record was not seen)."""
+    unknown = False
+    if not base["path"]:
+        base["path"] = _open_paths.get((hdr.pid, fixed.dev, fixed.ino), "")
+        unknown = not base["path"]
+    ts = base["ts_ns"]
+    return FileOpen(**base, flags=flags, read=True, ino=fixed.ino, dev=fixed.dev, opens=fixed.calls, folded=True,
+                    first_ts_ns=ts - (hdr.ts_ns - fixed.first_ns), last_ts_ns=ts - (hdr.ts_ns - fixed.last_ns),
+                    reason=FLUSH_REASONS.get(fixed.reason, str(fixed.reason)), path_unknown=unknown)
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}

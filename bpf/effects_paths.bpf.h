@@ -155,6 +155,7 @@ static __always_inline void file_header(struct scratch *s, __u32 kind, struct ta
 	s->file.bytes = 0;
 	s->file.calls = 0;
 	s->file.first_ns = 0;
+	s->file.last_ns = 0;
 	s->file.ino = 0;
 	s->file.dev = 0;
 	s->file.fd = -1;

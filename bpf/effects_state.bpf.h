@@ -47,6 +47,54 @@ struct {
 	__type(value, __u32);
 } fd_owners SEC(".maps");
 
+/* Repeated read-only opens of one thread, folded (effects_folds.bpf.h): files it opened, each with
+ * the opens of it not yet written out. Per thread, not per process, so that one CPU at a time
+ * changes a table (threads of a process open at once; a shared table would need a lock, which
+ * tracepoint programs cannot take on 6.1). Set-associative: a file's (dev, ino) hash picks one of
+ * FOLD_SETS sets of FOLD_WAYS slots, so an open looks at 4 slots, and a thread cycling through a
+ * few dozen files still folds (a 16-slot round robin folded nothing past 16 files). */
+#define FOLD_WAYS 4
+#define FOLD_SETS 16
+#define FOLD_SLOTS (FOLD_WAYS * FOLD_SETS)
+#define FOLD_MAX_COUNT 65536             /* a fold is written out once it holds this many opens */
+#define FOLD_MAX_AGE_NS 1000000000ULL    /* ... or at its next open over a second after its first */
+
+struct fold_slot {
+	__u64 ino;       /* 0: free */
+	__u64 first_ns;  /* the first folded open (count > 0) */
+	__u64 last_ns;
+	__u32 dev;
+	__u32 flags;     /* O_* of the emitted open: a different set is another slot */
+	__u32 count;     /* opens folded since the slot was taken or last written out */
+	__u32 _pad;
+};
+
+struct open_folds {
+	__u64 session_id;
+	__u64 oldest_ns; /* no pending slot's first fold is older (a lower bound, exact after a sweep) */
+	__u32 call_id;
+	__u32 next;      /* round-robin victim way */
+	__u32 pending;   /* slots with count > 0 */
+	__u32 _pad;
+	struct fold_slot slot[FOLD_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2048); /* ~5 MiB; a thread past them is not folded (every open sent) */
+	__type(key, __u32); /* tid */
+	__type(value, struct open_folds);
+} open_folds SEC(".maps");
+
+/* A new thread's table: one zeroed entry nothing writes (too large to zero on the stack or with an
+ * inlined memset), copied in by the map update. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct open_folds);
+} open_folds_empty SEC(".maps");
+
 /* The dentry walk's position: one step up per bpf_loop iteration. */
 struct walk_state {
 	struct dentry *d;

@@ -310,7 +310,8 @@ class Detector:
     # ---- detections ----
     def _secret_read(self, s: _Session, ev: dict[str, Any]) -> list[Detection]:
         path = ev.get("path") or ""
-        if not ev.get("read") or (ev.get("ret") or 0) < 0 or not self._secrets.match(path):
+        # a folded open counts repeats of a read already seen (and detected) at its first open
+        if not ev.get("read") or ev.get("folded") or (ev.get("ret") or 0) < 0 or not self._secrets.match(path):
             return []
         s.secret_reads.append(ev)
         return [self._detection(ev, "secret_read", f"{ev.get('comm')} read the secret {path}",

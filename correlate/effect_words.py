@@ -24,7 +24,9 @@ def effect_words(e: dict[str, Any]) -> EffectWords:
     if kind == "file_open":
         verb = "write" if e.get("write") or e.get("create") or e.get("truncate") else "read"
         failed = (e.get("ret") or 0) < 0
-        return EffectWords(verb, e.get("path") or "", " (failed)" if failed else "", failed=failed)
+        opens = e.get("opens") or 1
+        detail = " (failed)" if failed else f" (opened {opens} times)" if opens > 1 else ""
+        return EffectWords(verb, e.get("path") or "", detail, failed=failed)
     if kind == "file_write":
         return EffectWords("wrote", f"{e.get('bytes')} bytes to {e.get('path') or ''}", f" ({e.get('writes')} writes)")
     if kind.startswith("file_"):

@@ -129,14 +129,34 @@ def build_timeline(session: dict[str, Any], processes: list[dict[str, Any]],
             "agent": agent, "lost": sum(e.get("count", 0) for e in events if e["type"] == "lost")}
 
 
+def merge_folded(effects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The kernel's counts of repeated read-only opens (folded file_open events) added to the open
+    of the same file by the same process they repeat, so a file is one line "opened N times". A
+    count whose first open is not in the list stays a line of its own. The inputs are not changed."""
+    firsts: dict[tuple[Any, Any], dict[str, Any]] = {}
+    merged: list[dict[str, Any]] = []
+    for e in effects:
+        if e["type"] == "file_open":
+            key = (e.get("pid"), e.get("path"))
+            first = firsts.get(key) if e.get("folded") else None
+            if first is not None:
+                first["opens"] = (first.get("opens") or 1) + (e.get("opens") or 0)
+                continue
+            if not e.get("folded") and (e.get("ret") or 0) >= 0:
+                e = firsts[key] = dict(e)
+        merged.append(e)
+    return merged
+
+
 def fold_effects(effects: list[dict[str, Any]], limit: int = 3,
                  depth: int = 5) -> list[tuple[str, list[dict[str, Any]]]]:
     """Group repetitive effects for display: more than `limit` reads below one directory (its
     first `depth` components: a package or a tool's tree, not every __pycache__ in it) become one
-    line ("read 80 files under /usr/lib/python3.11"); everything else stays one line each."""
+    line ("read 80 files under /usr/lib/python3.11"); everything else stays one line each. A
+    file's repeated opens are one line first (merge_folded)."""
     reads: dict[str, list[dict[str, Any]]] = defaultdict(list)
     others: list[tuple[str, list[dict[str, Any]]]] = []
-    for e in effects:
+    for e in merge_folded(effects):
         if e["type"] == "file_open" and not (e.get("write") or e.get("create") or e.get("truncate")):
             parent = PurePosixPath(e.get("path") or "/").parent
             reads[str(PurePosixPath(*parent.parts[:depth + 1]))].append(e)

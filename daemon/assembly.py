@@ -65,11 +65,12 @@ class Sensors:
 def open_sensors(features: Features, *, root_comms: list[str], root_flags: int = 0, capture_tls: bool,
                  capture_effects: bool, max_call_bytes: int, tools: ToolsFactory | None, tls_off: str, effects_off: str,
                  locator: Locator | None, locate_timeout: float = 30.0, http_ports: tuple[int, ...] = (),
-                 tools_hold: bool = True) -> Sensors:
+                 tools_hold: bool = True, fold_opens: bool = True) -> Sensors:
     """Lineage, the fail-safe watchdog, tool control, TLS (with plain-HTTP and MCP payload: the
     same intent, read at the socket instead of the TLS library) and effects. `http_ports`: ports
     whose connections are captured whatever their first bytes look like. `tools_hold`: the tool
-    control governs (holds each call's first exec to place it) rather than only observes.
+    control governs (holds each call's first exec to place it) rather than only observes. `fold_opens`:
+    the kernel counts a thread's repeated read-only opens of a file instead of sending each.
 
     The kernel holds processes while vigil decides about them: with TLS capture, an exec of a not
     yet examined executable until its TLS is hooked; with tool control, a tool call's first exec
@@ -100,7 +101,7 @@ def open_sensors(features: Features, *, root_comms: list[str], root_flags: int =
             features.turned_off("tls", tls_off)
             features.turned_off("plain_http", tls_off)
         if capture_effects:
-            sensors.effects = open_effects(sensors.lineage.shared_maps, features)
+            sensors.effects = open_effects(sensors.lineage.shared_maps, features, fold_opens)
         else:
             features.turned_off("effects", effects_off)
     except BaseException:

@@ -11,6 +11,7 @@ import pytest
 from vigild.daemon.config import (
     DEFAULT_AGENTS,
     AgentSpec,
+    Config,
     ConfigError,
     load,
     parse_duration,
@@ -61,6 +62,9 @@ args = "*claude*"
 content = true
 max_call_bytes = "2MiB"
 
+[effects]
+fold_opens = false
+
 [store]
 path = "/tmp/x.db"
 retention = "7d"
@@ -93,6 +97,7 @@ address = "127.0.0.1:9100"
     assert names.count("claude") == 1 and {"mine", "other", "codex"} <= set(names)
     assert "node" in config.root_comms and "my-agent" in config.root_comms
     assert config.capture_content and config.max_call_bytes == 2 << 20
+    assert not config.fold_opens and Config().fold_opens  # on unless turned off
     assert config.retention_s == 7 * 86400
     (policy,) = config.policies
     assert (policy.memory_high, policy.memory_max, policy.pids_max, policy.cpu_weight, policy.timeout_s) == (

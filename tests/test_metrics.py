@@ -34,6 +34,8 @@ def feed(drop: frozenset[str] = frozenset(), health: dict[str, Any] | None = Non
                   Ev("tool_end", {"session_id": 7, "tool_name": "bash", "outcome": "oom_killed", "duration_ms": 2500,
                                   "peak_memory_bytes": 300 << 20, "limits_hit": ["memory_max"]}),
                   Ev("file_write", {"session_id": 7}),
+                  Ev("file_open", {"session_id": 7, "opens": 1}),
+                  Ev("file_open", {"session_id": 7, "opens": 41, "folded": True}),
                   Ev("llm_call", {**LLM, "session_id": 99, "model": "gpt-4.1", "provider": "openai"}),
                   Ev("session_end", {"session_id": 7, "agent": "claude"})):
         sink.handle(event, event.to_dict())
@@ -54,6 +56,8 @@ def test_events_become_samples_with_the_sessions_agent() -> None:
     assert metric_value(text, "vigil_tool_call_peak_memory_bytes_bucket", le="1.073741824e+09") == 1
     assert metric_value(text, "vigil_tool_limits_hit_total", limit="memory_max") == 1
     assert metric_value(text, "vigil_file_effects_total", kind="write") == 1
+    assert metric_value(text, "vigil_file_effects_total", kind="open") == 42  # every open, folded ones too
+    assert metric_value(text, "vigil_folded_opens_total", agent="claude") == 41
     assert metric_value(text, "vigil_agent_sessions", agent="claude") == 0
     assert "session_id" not in text and "pid=" not in text
 

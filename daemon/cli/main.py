@@ -170,6 +170,8 @@ def _add_trace_options(p: argparse.ArgumentParser) -> None:
                    help="also decode plain TCP to this remote port as HTTP whatever its first bytes (repeatable, "
                         "at most 8; connections whose first write is a request line are decoded anyway)")
     p.add_argument("--no-effects", action="store_true", help="do not trace file and network effects")
+    p.add_argument("--no-fold-opens", action="store_true",
+                   help="one event per open (default: a thread's repeated read-only opens of a file are counted)")
     p.add_argument("--no-detections", action="store_true", help="do not raise detection events")
     p.add_argument("--capture-content", action="store_true",
                    help="include the (redacted) request messages of LLM calls")

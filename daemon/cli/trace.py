@@ -117,6 +117,7 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     sensors = open_sensors(features, root_comms=args.comm, capture_tls=not args.no_tls, tools_hold=args.command == "run",
                            root_flags=TRACK_CONTROLLED if args.command == "run" else TRACK_OBSERVED,
                            capture_effects=not args.no_effects, max_call_bytes=args.max_call_bytes,
+                           fold_opens=not args.no_fold_opens,
                            tools=_tools_factory(args, command, features), tls_off="--no-tls", effects_off="--no-effects",
                            locator=None if args.no_tls_locate else Locator(), locate_timeout=args.tls_locate_timeout,
                            http_ports=tuple(args.http_port))

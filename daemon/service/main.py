@@ -44,7 +44,8 @@ RATE_WINDOW = 10  # ticks over which `status` reports events/s
 PRUNE_EVERY_S = 600.0
 # Settings that are read once at start; a reload that changes them says a restart is needed.
 RESTART_FIELDS = ("capture_tls", "max_call_bytes", "store_path", "store_key_file", "metrics_address",
-                  "drop_labels", "max_label_values", "socket_path", "socket_group", "tools_enabled", "capture_effects")
+                  "drop_labels", "max_label_values", "socket_path", "socket_group", "tools_enabled", "capture_effects",
+                  "fold_opens")
 
 
 class OneLineFormatter(logging.Formatter):
@@ -137,6 +138,7 @@ class Service:
         try:
             self.sensors = open_sensors(self.features, root_comms=config.root_comms, root_flags=self.root_flags,
                                         capture_tls=config.capture_tls, capture_effects=config.capture_effects,
+                                        fold_opens=config.fold_opens,
                                         max_call_bytes=config.max_call_bytes, tools=self._tools_factory(),
                                         tools_hold=config.tools_enabled,
                                         tls_off="[capture] tls = false", effects_off="[capture] effects = false",

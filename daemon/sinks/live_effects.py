@@ -26,6 +26,9 @@ def _open(ts: str, pid: int, indent: str, d: dict[str, Any]) -> Text | None:
     if d.get("write") or d.get("create") or d.get("truncate"):
         verb = "create" if d.get("created") else "truncate" if d.get("truncate") else "open-w"
         return Text(_prefix(ts, "file", pid, indent) + f"{verb} {path}{failed}", style="yellow")
+    if d.get("folded"):  # repeats of an open shown before, counted in the kernel
+        return Text(_prefix(ts, "file", pid, indent) + f"read {path} again, {d.get('opens')} more times",
+                    style="dim yellow")
     return Text(_prefix(ts, "file", pid, indent) + f"read {path}{failed}", style="dim yellow")
 
 

@@ -144,7 +144,10 @@ class MetricsSink:
         self.retracted = family(Counter, "vigil_detections_retracted",
                                 "Detections withdrawn after they were raised (a late link showed the model "
                                 "asked for the tool call), by kind", ["agent", "kind"])
-        self.file_effects = family(Counter, "vigil_file_effects", "File effects of agents, by kind", ["agent", "kind"])
+        self.file_effects = family(Counter, "vigil_file_effects", "File effects of agents, by kind (opens: every "
+                                   "open, folded ones included)", ["agent", "kind"])
+        self.folded_opens = family(Counter, "vigil_folded_opens", "Repeated read-only opens the kernel counted "
+                                   "instead of sending each (in vigil_file_effects too)", ["agent"])
         self.net_effects = family(Counter, "vigil_net_effects", "Network effects of agents, by kind", ["agent", "kind"])
 
     # ---- Sink ----
@@ -191,7 +194,10 @@ class MetricsSink:
         elif kind == "alert_retracted":
             self.retracted.child(agent=agent, kind=_label(d.get("name"))).inc()
         elif kind.startswith("file_"):
-            self.file_effects.child(agent=agent, kind=kind.removeprefix("file_")).inc()
+            opens = d.get("opens", 1) if kind == "file_open" else 1
+            self.file_effects.child(agent=agent, kind=kind.removeprefix("file_")).inc(opens)
+            if d.get("folded"):
+                self.folded_opens.child(agent=agent).inc(opens)
         elif kind.startswith(("net_", "dns_")):
             self.net_effects.child(agent=agent, kind=kind.split("_", 1)[1]).inc()
 
@@ -236,6 +242,7 @@ class MetricsSink:
         self.execs.child(agent=agent)
         self.https.child(agent=agent)
         self.unrequested.child(agent=agent)
+        self.folded_opens.child(agent=agent)
         for name in ALL_DETECTIONS:
             self.detections.child(agent=agent, kind=name)
         self.retracted.child(agent=agent, kind="unrequested")
