@@ -138,15 +138,33 @@ def test_more_files_than_slots_evicts_with_counts_and_loses_none(folding: Tracer
     assert any(e.reason == "evicted" for f in files for e in opens_of(events, f) if e.folded)
 
 
+def fold_set(path: Path) -> int:
+    """The set of the thread's fold table the kernel puts a file in (effects_folds.bpf.h's
+    fold_set, on the kernel's encoding of the device: major << 20 | minor)."""
+    st = os.stat(path)
+    dev = (os.major(st.st_dev) << 20) | os.minor(st.st_dev)
+    return (((st.st_ino ^ (dev << 40)) * 0x9E3779B97F4A7C15) & (2**64 - 1)) >> 60
+
+
 def test_a_cycle_through_dozens_of_files_still_folds(folding: Tracer, tmp_path: Path) -> None:
-    """24 files in turn, 20 times: each set of the table holds 4, so most files keep their slot (a
-    set that drew more than 4 of them evicts in turn there, and those files are sent each time)."""
-    files = [tmp_path / f"c{i}" for i in range(24)]
-    for f in files:
+    """24 files in turn, 20 times, chosen so that no set of the table (4 slots each) draws more
+    than 4 of them: once the sets settle every file keeps its slot, and the table folds them all.
+    (Which files share a set depends on their inodes; a set that draws more evicts in turn.)"""
+    files: list[Path] = []
+    per_set: dict[int, int] = {}
+    for i in range(400):
+        f = tmp_path / f"c{i}"
         f.write_text("x")
+        if per_set.get(fold_set(f), 0) < 4 and len(files) < 24:
+            per_set[fold_set(f)] = per_set.get(fold_set(f), 0) + 1
+            files.append(f)
+    assert len(files) == 24
     events = folding.python(CYCLE, "20", *map(str, files))
     opens = [e for f in files for e in opens_of(events, f)]
     assert sum(e.opens for e in opens) == 24 * 20 * 2
+    # The interpreter's own opens hold slots when the cycle starts, and a file coming in may take
+    # another's slot in its set until those leave: a few evictions at the start, then none.
+    assert len([e for e in opens if e.reason == "evicted"]) <= len(files)
     assert len(opens) < 24 * 20 * 2 / 4, f"{len(opens)} events for {24 * 20 * 2} opens: folding barely helped"
 
 
