@@ -12,6 +12,9 @@ Prints p50/p90/p99 µs per write per hierarchy, and the sum per placement. The g
 `--warm` (vigild installed in this interpreter) times the same moves a second time with vigild's
 placement warmer writing its no-op moves the whole time (daemon/tools/placement_warm.py), and what
 that costs everyone else: µs per fork+exit+wait of a process, cold and warm, rounds interleaved.
+`--window` times a move made a given delay after one no-op move (the stopped child written into
+the group it is in), for delays from 0.5 to 40 ms: how long one warm write keeps the path warm,
+which the warmer's period must stay under.
 """
 
 from __future__ import annotations
@@ -67,6 +70,33 @@ def time_moves(base: Path, pid: int, moves: int, gap_s: float) -> list[float]:
             os.write(targets[i % 2], payload)
             out.append((time.perf_counter_ns() - start) / 1e3)
             time.sleep(gap_s)
+    finally:
+        for fd in targets:
+            os.close(fd)
+    return out
+
+
+WINDOW_DELAYS_MS = (0.5, 2.0, 5.0, 8.0, 12.0, 16.0, 20.0, 30.0, 40.0)
+
+
+def time_window(base: Path, pid: int, moves: int) -> dict[float, list[float]]:
+    """Delay (ms) -> µs per move made that long after a no-op move, each pair 100 ms after the
+    last (cold before it)."""
+    targets = [os.open(base / side / "cgroup.procs", os.O_WRONLY) for side in ("a", "b")]
+    payload = str(pid).encode()
+    out: dict[float, list[float]] = {}
+    at = 0
+    try:
+        os.write(targets[at], payload)
+        for delay in WINDOW_DELAYS_MS:
+            for _ in range(moves):
+                time.sleep(0.1)
+                os.write(targets[at], payload)  # no-op: it is there already
+                time.sleep(delay / 1e3)
+                at = 1 - at
+                start = time.perf_counter_ns()
+                os.write(targets[at], payload)
+                out.setdefault(delay, []).append((time.perf_counter_ns() - start) / 1e3)
     finally:
         for fd in targets:
             os.close(fd)
@@ -129,6 +159,7 @@ def time_renames(base: Path, moves: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--moves", type=int, default=300)
+    parser.add_argument("--window", action="store_true", help="how long one no-op move keeps moves fast")
     parser.add_argument("--warm", action="store_true", help="also with vigild's placement warmer running")
     parser.add_argument("--forks", type=int, default=2000, help="forks per round for --warm's cost (5 rounds)")
     parser.add_argument("--gap-ms", type=float, default=0.0,
@@ -142,6 +173,7 @@ def main() -> None:
     warm = Warm() if args.warm else None
     made: list[Path] = []
     results: dict[str, list[float]] = {}
+    windows: dict[str, dict[float, list[float]]] = {}
     renames: dict[str, list[float]] = {}
     try:
         for name, own in hierarchies().items():
@@ -160,6 +192,8 @@ def main() -> None:
             for side in ("a", "b"):
                 (base / side).mkdir()
             results[name] = time_moves(base, child, args.moves, args.gap_ms / 1e3)
+            if args.window and name.startswith(("cgroup2", "pids")):
+                windows[name] = time_window(base, child, max(5, args.moves // 10))
             if warm is not None:
                 with warm:
                     results[f"{name} warm"] = time_moves(base, child, args.moves, args.gap_ms / 1e3)
@@ -182,6 +216,9 @@ def main() -> None:
     for name, values in renames.items():
         print(f"{'rename in ' + name:40} {pct(values, .5):8.1f} {pct(values, .9):8.1f} {pct(values, .99):8.1f} "
               f"{max(values):8.1f}")
+    for name, by_delay in windows.items():
+        print(f"move after one no-op move in {name}: " + ", ".join(
+            f"{delay:g} ms {statistics.median(values):.0f}" for delay, values in by_delay.items()) + " (µs, medians)")
     if warm is not None:
         forks: dict[str, list[float]] = {"cold": [], "warm": []}
         for _ in range(5):
