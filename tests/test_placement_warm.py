@@ -95,13 +95,13 @@ def test_it_writes_only_while_wanted_and_stops_after_the_window(warmer: Placemen
 
 
 def test_wanting_it_again_inside_a_window_extends_that_window(warmer: PlacementWarmer) -> None:
-    warmer.want(0.3)
+    warmer.want(0.6)
     for _ in range(4):
-        time.sleep(0.15)
-        warmer.want(0.3)
-    assert warmer.warm and warmer.windows == 1  # one window, 0.75 s long so far
+        time.sleep(0.1)  # well inside the window, even on a slow emulated guest
+        warmer.want(0.6)
+    assert warmer.warm and warmer.windows == 1  # one window, 1 s long in all
     assert wait_for(lambda: warmer.warm_s > 0, 5)  # counted when the window ends
-    assert warmer.windows == 1 and warmer.warm_s >= 0.7, warmer.health()
+    assert warmer.windows == 1 and warmer.warm_s >= 0.95, warmer.health()
 
 
 def test_a_refused_write_turns_it_off_cleanly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -163,8 +163,9 @@ def test_vigil_run_keeps_placement_warm_after_each_call() -> None:
     said = summary(stderr)
     assert said is not None, stderr[-3000:]
     writes, windows, warm_s = said
-    # one window from the first placement (each next one extends it) to vigil's end
-    assert writes >= 10 and windows == 1 and warm_s >= 0.5, said
+    # from the first placement to vigil's end: each next placement extends the window (on a slow
+    # emulated guest a call may come after the tail ended, and opens a new one)
+    assert writes >= 10 and 1 <= windows <= 4 and warm_s >= 0.5, said
 
 
 def test_vigil_run_with_placement_warm_off_writes_nothing(tmp_path: Path) -> None:
