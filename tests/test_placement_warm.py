@@ -67,7 +67,11 @@ def test_the_move_targets_this_process_own_group() -> None:
     assert target.name == "cgroup.procs" and target.exists()
     assert str(os.getpid()) in target.read_text().split()  # the group this process is in: writing it moves nothing
     before = own_cgroups()
-    move.write()
+    fd = move.open()
+    try:
+        move.write(fd)
+    finally:
+        os.close(fd)
     assert own_cgroups() == before
 
 
@@ -115,7 +119,7 @@ def test_a_refused_write_turns_it_off_cleanly(tmp_path: Path, caplog: pytest.Log
     hierarchy = Hierarchy(real.version, real.mount, real.controllers, "/vigil-warm-no-such-group")
     move = NoopMove(hierarchy, proc=tmp_path)
     with pytest.raises(CgroupError, match="own group"):
-        move.write()
+        move.open()
     assert not (real.mount / "vigil-warm-no-such-group").exists()
 
     warmer = PlacementWarmer(move)

@@ -101,15 +101,19 @@ class PlacementWarmer:
                 continue
             self.windows += 1
             started = time.monotonic()
+            fd = -1
             try:
+                fd = move.open()  # where this process is now: nothing moves it while the warmer runs
                 while not self._stop.is_set() and time.monotonic() < self._until:
-                    move.write()
+                    move.write(fd)
                     self.writes += 1
                     self._stop.wait(self._period_s)
             except CgroupError as exc:
                 self._refuse(str(exc))
                 return
             finally:
+                if fd >= 0:
+                    os.close(fd)
                 self.warm_s += time.monotonic() - started
 
 
