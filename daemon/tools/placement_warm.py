@@ -10,8 +10,8 @@ placement that follows takes tens of microseconds:
 - for `TAIL_S` after each placement: agents run tool calls in loops, the next one is near.
 
 Otherwise it writes nothing and its thread sleeps on an event (idle costs nothing). The cost
-while warm: the thread's wakeups (~0.1 ms of CPU each), and every fork and exit on the host
-takes the rwsem's slower reader path (bench/README.md has the figures). A refused write (a
+while warm: the thread's wakeups (~0.2 ms of CPU each, ~3% of a core), and every fork and exit on
+the host takes the rwsem's slower reader path (bench/README.md has the figures). A refused write (a
 delegated cgroup, `nsdelegate`) stops the warmer for good, said once in the log and in
 `health()`; placement works as before, only slower.
 """
@@ -115,7 +115,6 @@ class PlacementWarmer:
                 if fd >= 0:
                     os.close(fd)
                 self.warm_s += time.monotonic() - started
-
 
     def _refuse(self, why: str) -> None:
         self.refused = why
