@@ -124,10 +124,13 @@ def open_tool_control(lineage: LineageSensor, policy: CallPolicy, features: Feat
     from vigild.daemon.tools.adaptive import AdaptiveController, AdaptiveSettings, ProcHostReader
     from vigild.daemon.tools.agent_cgroups import AgentCgroups
     from vigild.daemon.tools.control_loop import open_run_control
+    from vigild.daemon.tools.placement_warm import open_warmer
     from vigild.daemon.tools.policy import policy_for_config
 
     control = open_run_control(lineage, policy, spike_bytes=spike_bytes, spike_window_ns=spike_window_ns,
                                features=features)
+    if config is None or config.placement_warm == "auto":
+        control.warmer = open_warmer(control.backend.version, control.backend.controllers)
     if delegated:
         control.placement = AgentCgroups(control.backend, detect(), control.backend.path("").name)
     if config is not None and config.policies:

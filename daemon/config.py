@@ -134,6 +134,7 @@ class Config:
     container_labels: frozenset[str] = frozenset()  # "namespace", "container": names operators allow as labels
     socket_path: Path = Path("/run/vigild/vigild.sock")
     socket_group: str | None = None
+    placement_warm: str = "auto"  # "off": no no-op cgroup moves ahead of placements (daemon/tools/placement_warm.py)
     log_level: str = "info"
     # [limits]: host-wide bounds on what an agent may declare for a tool call (None: no bound)
     bounds: CallLimits = CallLimits()
@@ -283,6 +284,14 @@ def _level(value: object) -> str:
     return str(value)
 
 
+def _warm_mode(value: object) -> str:
+    from vigild.daemon.tools.placement_warm import MODES
+
+    if value not in MODES:
+        raise ValueError(f"expected one of {', '.join(MODES)}, got {value!r}")
+    return str(value)
+
+
 def _detection_names(value: object) -> frozenset[str]:
     from vigild.correlate.detections import ALL_DETECTIONS
 
@@ -350,7 +359,8 @@ TABLES: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
     "metrics": {"address": ("metrics_address", parse_address), "drop_labels": ("drop_labels", _labels),
                 "max_label_values": ("max_label_values", _positive_int),
                 "container_labels": ("container_labels", _container_labels)},
-    "control": {"socket": ("socket_path", lambda v: Path(_STR(v))), "group": ("socket_group", _group)},
+    "control": {"socket": ("socket_path", lambda v: Path(_STR(v))), "group": ("socket_group", _group),
+                "placement_warm": ("placement_warm", _warm_mode)},
     "log": {"level": ("log_level", _level)},
     "detections": {"enabled": ("detections", _detection_names), "secret_globs": ("secret_globs", _globs),
                    "unrequested_grace": ("unrequested_grace_s", parse_duration)},

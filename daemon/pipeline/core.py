@@ -439,7 +439,7 @@ class Pipeline:
             with self._lock:
                 snapshot = self._publish_health()
         stats = self.lineage.stats()
-        return {**snapshot,
+        return {**snapshot, **(self.control.health() if self.control is not None else {}),
                 "events_by_kind": {kind: emitted for kind, (emitted, _) in stats.items()},
                 "drops_by_kind": {kind: dropped for kind, (_, dropped) in stats.items()}}
 

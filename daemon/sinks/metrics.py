@@ -310,6 +310,9 @@ class HealthCollector(Collector):
                             {(agent, reason): n for (agent, reason), n in h.get("tls_blind_connections", {}).items()})
         reloads = {("ok",): 0, ("failed",): 0, **{(k,): v for k, v in h.get("config_reloads", {}).items()}}
         yield self._counter("vigil_config_reloads", "Configuration reloads (SIGHUP), by outcome", ["outcome"], reloads)
+        yield self._counter("vigil_placement_warm_writes", "No-op cgroup moves keeping tool-call placement off the "
+                            "RCU grace period (daemon/tools/placement_warm.py)", [],
+                            {(): h.get("placement_warm_writes", 0)})
         yield self._counter("vigil_sink_errors", "Exceptions raised by event sinks", [], {(): h.get("sink_errors", 0)})
         yield self._counter("vigil_store_errors", "Failed writes and commits of the history store", [],
                             {(): h.get("store_errors", 0)})

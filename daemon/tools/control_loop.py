@@ -48,6 +48,7 @@ from vigild.correlate.tool_calls import (
     outcome,
 )
 from vigild.daemon.tools.container_placement import memory_limit_hit
+from vigild.daemon.tools.placement_warm import INTENT_S, TAIL_S, PlacementWarmer
 from vigild.daemon.tools.taskstats import DelayAccounting, TaskDelays, TaskstatsListener
 from vigild.daemon.tools.teardown import Teardown
 
@@ -177,6 +178,7 @@ class ToolCallControl:
         self._placing = threading.RLock()
         self._early: dict[int, Placed] = {}
         self.placed_early = 0
+        self.warmer: PlacementWarmer | None = None  # keeps the cgroup-move path warm (placement_warm.py)
 
     # ---- the API policies plug into ----
     def push_next_policy(self, policy: CallPolicy, session_id: int | None = None, match: str | None = None,
@@ -294,6 +296,8 @@ class ToolCallControl:
         and calls that already ran unrequested are linked now (a `tool_linked` each)."""
         if inner.type != "llm_call" or not inner.tool_calls:
             return []
+        if self.warmer is not None:  # the agent spawns what the model asked for next: its move is near
+            self.warmer.want(INTENT_S)
         linked = self.book.llm_call(session_id, inner.ts_ns, list(inner.tool_calls), inner.response_id,
                                     source=inner.source)
         return [ToolLinked(ts_ns=time.time_ns(), call=call) for call in linked]
@@ -433,6 +437,8 @@ class ToolCallControl:
             finally:
                 if event.held:
                     self._release(call.pid)
+            if self.warmer is not None:  # the agent's next call of a loop finds the move path warm
+                self.warmer.want(TAIL_S)
             hold_ms = (time.time_ns() - event.ts_ns) / 1e6 if event.held else None
             if group is not None and backend is not None and self.teardown is not None:
                 self.teardown.refill(backend, self.default_policy.limits)
@@ -626,6 +632,8 @@ class ToolCallControl:
         self._collect_delays()
         if self.backend is None:
             return events  # observing only: calls still running are not ours to end
+        if self.warmer is not None:  # before the layout's own moves below
+            self.warmer.stop()
         for call in self.open_calls:
             self._kill(call, call.killed_reason or "shutdown")
             events.append(self._finish(self.book.end(call, time.time_ns())))
@@ -644,6 +652,10 @@ class ToolCallControl:
         except CgroupError as exc:
             log.warning("cannot remove vigil's cgroups: %s", exc)
         return events
+
+    def health(self) -> dict[str, Any]:
+        """The warmer's counters (none without one), for metrics and status."""
+        return self.warmer.health() if self.warmer is not None else {}
 
     def release_resources(self) -> None:
         """After the BPF links are gone: close taskstats, restore kernel.task_delayacct."""
