@@ -7,66 +7,20 @@ Python program tracked from its first instruction and looks at its own session's
 from __future__ import annotations
 
 import os
-import sys
-import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from vigild.bpf.effects import EffectsSensor
 from vigild.bpf.effects_events import FileEffect, FileOpen, FileUnlink
-from vigild.bpf.lineage import LineageSensor
-from vigild.daemon.launch import spawn_gated
-from vigild.daemon.pipeline import Pipeline
+
+from support.effects_tracer import EffectsTracer
 
 pytestmark = pytest.mark.usefixtures("root")
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def handle(self, event: Any, record: dict[str, Any]) -> None:
-        self.events.append(event)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class Tracer:
-    def __init__(self, fold_opens: bool) -> None:
-        self.lineage = LineageSensor()
-        self.effects = EffectsSensor(self.lineage.shared_maps, fold_opens=fold_opens)
-        self.sink = ListSink()
-        self.pipeline = Pipeline(self.lineage, [self.sink], sensors=[self.effects])
-        self.pipeline.start()
-
-    def python(self, code: str, *args: str) -> list[FileEffect]:
-        """Run the code tracked; the file events of its session once it has exited."""
-        argv = [sys.executable, "-S", "-c", textwrap.dedent(code), *args]
-        child = spawn_gated(argv)
-        session = self.pipeline.add_pending_root(child.pid, argv, os.getcwd(), 0)
-        child.release()
-        _, status = os.waitpid(child.pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert self.pipeline.wait_exit(child.pid, timeout=10)
-        time.sleep(0.1)  # counts written at exit come after the exit record
-        self.pipeline.run_once(0)
-        return [e for e in list(self.sink.events) if isinstance(e, FileEffect) and e.session_id == session.id]
-
-    def close(self) -> None:
-        self.pipeline.stop()
-        self.effects.close()
-        self.lineage.close()
-
-
 @pytest.fixture(scope="module")
 def folding() -> Any:
-    tracer = Tracer(fold_opens=True)
+    tracer = EffectsTracer(fold_opens=True)
     yield tracer
     tracer.close()
 
@@ -82,7 +36,7 @@ for _ in range(int(sys.argv[2])):
 """
 
 
-def test_repeated_opens_are_one_event_then_counts_that_survive_exit(folding: Tracer, tmp_path: Path) -> None:
+def test_repeated_opens_are_one_event_then_counts_that_survive_exit(folding: EffectsTracer, tmp_path: Path) -> None:
     target = tmp_path / "config.json"
     target.write_text("{}")
     opens = opens_of(folding.python(REOPEN, str(target), "2000"), target)
@@ -99,7 +53,7 @@ def test_repeated_opens_are_one_event_then_counts_that_survive_exit(folding: Tra
         assert opens[0].ts_ns <= e.first_ts_ns <= e.last_ts_ns <= e.ts_ns
 
 
-def test_distinct_files_are_not_folded_and_each_keeps_its_own_count(folding: Tracer, tmp_path: Path) -> None:
+def test_distinct_files_are_not_folded_and_each_keeps_its_own_count(folding: EffectsTracer, tmp_path: Path) -> None:
     files = [tmp_path / f"f{i}" for i in range(40)]
     for f in files:
         f.write_text("x")
@@ -128,7 +82,7 @@ for _ in range(rounds):
 """
 
 
-def test_more_files_than_slots_evicts_with_counts_and_loses_none(folding: Tracer, tmp_path: Path) -> None:
+def test_more_files_than_slots_evicts_with_counts_and_loses_none(folding: EffectsTracer, tmp_path: Path) -> None:
     files = [tmp_path / f"g{i}" for i in range(100)]  # more than the 64 slots of a thread's table
     for f in files:
         f.write_text("x")
@@ -146,7 +100,7 @@ def fold_set(path: Path) -> int:
     return (((st.st_ino ^ (dev << 40)) * 0x9E3779B97F4A7C15) & (2**64 - 1)) >> 60
 
 
-def test_a_cycle_through_dozens_of_files_still_folds(folding: Tracer, tmp_path: Path) -> None:
+def test_a_cycle_through_dozens_of_files_still_folds(folding: EffectsTracer, tmp_path: Path) -> None:
     """24 files in turn, 20 times, chosen so that no set of the table (4 slots each) draws more
     than 4 of them: once the sets settle every file keeps its slot, and the table folds them all.
     (Which files share a set depends on their inodes; a set that draws more evicts in turn.)"""
@@ -170,7 +124,7 @@ def test_a_cycle_through_dozens_of_files_still_folds(folding: Tracer, tmp_path: 
 
 @pytest.mark.parametrize("flags", [os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_APPEND, os.O_RDONLY | os.O_TRUNC],
                          ids=["wronly", "rdwr", "append", "trunc"])
-def test_an_open_that_may_change_the_file_is_never_folded(folding: Tracer, tmp_path: Path, flags: int) -> None:
+def test_an_open_that_may_change_the_file_is_never_folded(folding: EffectsTracer, tmp_path: Path, flags: int) -> None:
     target = tmp_path / "written"
     target.write_text("x")
     opens = opens_of(folding.python("""
@@ -182,7 +136,7 @@ def test_an_open_that_may_change_the_file_is_never_folded(folding: Tracer, tmp_p
     assert all(e.flags & ~os.O_CLOEXEC == flags for e in opens)
 
 
-def test_counts_go_out_before_a_change_and_at_age(folding: Tracer, tmp_path: Path) -> None:
+def test_counts_go_out_before_a_change_and_at_age(folding: EffectsTracer, tmp_path: Path) -> None:
     target, victim = tmp_path / "read-me", tmp_path / "remove-me"
     target.write_text("x")
     victim.write_text("x")
@@ -203,7 +157,7 @@ def test_counts_go_out_before_a_change_and_at_age(folding: Tracer, tmp_path: Pat
     assert [(e.reason, e.opens) for e in after] == [("age", 2), ("exit", 1)]
 
 
-def test_an_old_count_goes_out_at_the_next_open_of_another_file(folding: Tracer, tmp_path: Path) -> None:
+def test_an_old_count_goes_out_at_the_next_open_of_another_file(folding: EffectsTracer, tmp_path: Path) -> None:
     target, other = tmp_path / "read-often", tmp_path / "read-later"
     target.write_text("x")
     other.write_text("x")
@@ -223,7 +177,7 @@ def test_an_old_count_goes_out_at_the_next_open_of_another_file(folding: Tracer,
     assert not opens_of(events[first_other:], target)
 
 
-def test_threads_fold_apart_and_lose_no_count(folding: Tracer, tmp_path: Path) -> None:
+def test_threads_fold_apart_and_lose_no_count(folding: EffectsTracer, tmp_path: Path) -> None:
     target = tmp_path / "shared"
     target.write_text("x")
     opens = opens_of(folding.python("""
@@ -242,7 +196,7 @@ def test_threads_fold_apart_and_lose_no_count(folding: Tracer, tmp_path: Path) -
     assert {e.tid for e in opens if not e.folded} == {e.tid for e in opens if e.folded}
 
 
-def test_an_exec_writes_the_counts_out_under_the_old_program(folding: Tracer, tmp_path: Path) -> None:
+def test_an_exec_writes_the_counts_out_under_the_old_program(folding: EffectsTracer, tmp_path: Path) -> None:
     target = tmp_path / "before-exec"
     target.write_text("x")
     opens = opens_of(folding.python("""
@@ -258,7 +212,7 @@ def test_an_exec_writes_the_counts_out_under_the_old_program(folding: Tracer, tm
 def test_fold_off_gives_one_event_per_open(tmp_path: Path) -> None:
     target = tmp_path / "each"
     target.write_text("x")
-    tracer = Tracer(fold_opens=False)
+    tracer = EffectsTracer(fold_opens=False)
     try:
         assert tracer.effects.config.fold_opens == 0
         opens = opens_of(tracer.python(REOPEN, str(target), "500"), target)

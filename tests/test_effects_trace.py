@@ -7,16 +7,12 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
-import textwrap
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from vigild.bpf.effects import EffectsSensor
 from vigild.bpf.effects_events import (
     DnsQuery,
     FileChmod,
@@ -33,60 +29,15 @@ from vigild.bpf.effects_events import (
     NetEffect,
 )
 from vigild.bpf.events import KIND_NAMES
-from vigild.bpf.lineage import LineageSensor
-from vigild.daemon.launch import spawn_gated
-from vigild.daemon.pipeline import Pipeline
+
+from support.effects_tracer import EffectsTracer
 
 pytestmark = pytest.mark.usefixtures("root")
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def handle(self, event: Any, record: dict[str, Any]) -> None:
-        self.events.append(event)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class Tracer:
-    def __init__(self, aggregate: bool = True) -> None:
-        self.lineage = LineageSensor()
-        self.effects = EffectsSensor(self.lineage.shared_maps, aggregate=aggregate)
-        self.sink = ListSink()
-        self.pipeline = Pipeline(self.lineage, [self.sink], sensors=[self.effects])
-        self.pipeline.start()
-
-    def run(self, argv: list[str]) -> list[Any]:
-        """Run argv tracked; the effect events of its session once it has exited."""
-        child = spawn_gated(argv)
-        session = self.pipeline.add_pending_root(child.pid, argv, os.getcwd(), 0)
-        child.release()
-        _, status = os.waitpid(child.pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert self.pipeline.wait_exit(child.pid, timeout=10)
-        time.sleep(0.1)  # sums written at exit come after the exit record
-        self.pipeline.run_once(0)
-        return [e for e in list(self.sink.events)
-                if isinstance(e, (FileEffect, NetEffect, DnsQuery)) and e.session_id == session.id]
-
-    def python(self, code: str, *args: str) -> list[Any]:
-        return self.run([sys.executable, "-S", "-c", textwrap.dedent(code), *args])
-
-    def close(self) -> None:
-        self.pipeline.stop()
-        self.effects.close()
-        self.lineage.close()
-
-
 @pytest.fixture
-def tracer() -> Iterator[Tracer]:
-    t = Tracer()
+def tracer() -> Iterator[EffectsTracer]:
+    t = EffectsTracer()
     yield t
     t.close()
 
@@ -99,7 +50,7 @@ def real(path: Path) -> str:
     return os.path.realpath(path)
 
 
-def test_ten_thousand_small_writes_are_one_effect(tracer: Tracer, tmp_path: Path) -> None:
+def test_ten_thousand_small_writes_are_one_effect(tracer: EffectsTracer, tmp_path: Path) -> None:
     target = tmp_path / "many.bin"
     events = tracer.python("""
         import os, sys
@@ -116,7 +67,7 @@ def test_ten_thousand_small_writes_are_one_effect(tracer: Tracer, tmp_path: Path
     assert len(of(events, FileOpen, path=real(target))) == 1
 
 
-def test_writes_left_open_are_reported_at_exit(tracer: Tracer, tmp_path: Path) -> None:
+def test_writes_left_open_are_reported_at_exit(tracer: EffectsTracer, tmp_path: Path) -> None:
     target = tmp_path / "open-at-exit.log"
     events = tracer.python("""
         import os, sys
@@ -129,7 +80,7 @@ def test_writes_left_open_are_reported_at_exit(tracer: Tracer, tmp_path: Path) -
     assert [(w.bytes, w.writes, w.reason) for w in writes] == [(500, 100, "exit")]
 
 
-def test_relative_paths_after_chdir_are_absolute(tracer: Tracer, tmp_path: Path) -> None:
+def test_relative_paths_after_chdir_are_absolute(tracer: EffectsTracer, tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "c").mkdir()
     events = tracer.python("""
@@ -153,7 +104,7 @@ def test_relative_paths_after_chdir_are_absolute(tracer: Tracer, tmp_path: Path)
     assert len(failed) == 1 and failed[0].ret == -2  # ENOENT, resolved from the cwd and normalised
 
 
-def test_open_flags_create_truncate_read(tracer: Tracer, tmp_path: Path) -> None:
+def test_open_flags_create_truncate_read(tracer: EffectsTracer, tmp_path: Path) -> None:
     existing = tmp_path / "existing.txt"
     existing.write_text("old contents")
     fresh = tmp_path / "fresh.txt"
@@ -174,7 +125,7 @@ def test_open_flags_create_truncate_read(tracer: Tracer, tmp_path: Path) -> None
                      (True, True, False, False, False)]
 
 
-def test_unlink_rename_mkdir_chmod_absolute(tracer: Tracer, tmp_path: Path) -> None:
+def test_unlink_rename_mkdir_chmod_absolute(tracer: EffectsTracer, tmp_path: Path) -> None:
     events = tracer.python("""
         import os, sys
         os.chdir(sys.argv[1])
@@ -240,7 +191,7 @@ CLIENT = """
 
 
 @pytest.mark.parametrize(("family", "addr"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
-def test_tcp_connect_reports_address_and_bytes(tracer: Tracer, family: int, addr: str) -> None:
+def test_tcp_connect_reports_address_and_bytes(tracer: EffectsTracer, family: int, addr: str) -> None:
     srv, thread = _echo_server(family, addr)
     port = srv.getsockname()[1]
     try:
@@ -260,7 +211,7 @@ def test_tcp_connect_reports_address_and_bytes(tracer: Tracer, family: int, addr
     assert (closes[0].remote_addr, closes[0].remote_port, closes[0].reason) == (addr, port, "close")
 
 
-def test_bind_accept_within_the_tracked_process(tracer: Tracer) -> None:
+def test_bind_accept_within_the_tracked_process(tracer: EffectsTracer) -> None:
     events = tracer.python("""
         import socket
         srv = socket.socket()
@@ -287,7 +238,7 @@ def test_bind_accept_within_the_tracked_process(tracer: Tracer) -> None:
     assert client.local_port == accepts[0].remote_port
 
 
-def test_unix_socket_path(tracer: Tracer, tmp_path: Path) -> None:
+def test_unix_socket_path(tracer: EffectsTracer, tmp_path: Path) -> None:
     path = str(tmp_path / "agent.sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
@@ -325,7 +276,7 @@ def test_unix_socket_path(tracer: Tracer, tmp_path: Path) -> None:
     assert [(b.unix_path, b.unix_abstract) for b in binds] == [("vigil-abstract-test", True)]
 
 
-def test_dns_question_over_udp(tracer: Tracer) -> None:
+def test_dns_question_over_udp(tracer: EffectsTracer) -> None:
     events = tracer.python("""
         import socket
         def query(name, qtype, qid):
@@ -348,7 +299,7 @@ def test_dns_question_over_udp(tracer: Tracer) -> None:
         ("api.example.com.", "A", 7, "127.0.0.1", 53), ("files.example.org.", "AAAA", 8, "127.0.0.1", 53)]
 
 
-def test_ssh_key_read_is_a_read_open(tracer: Tracer, tmp_path: Path) -> None:
+def test_ssh_key_read_is_a_read_open(tracer: EffectsTracer, tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     key = home / ".ssh" / "id_rsa"
@@ -359,7 +310,7 @@ def test_ssh_key_read_is_a_read_open(tracer: Tracer, tmp_path: Path) -> None:
     assert (opens[0].read, opens[0].write, opens[0].create, opens[0].comm) == (True, False, False, "cat")
 
 
-def test_untracked_processes_produce_no_effects(tracer: Tracer, tmp_path: Path) -> None:
+def test_untracked_processes_produce_no_effects(tracer: EffectsTracer, tmp_path: Path) -> None:
     noise = tmp_path / "noise"
     untracked = subprocess.Popen(["sh", "-c", f"for i in $(seq 200); do echo $i > {noise}-$i; rm {noise}-$i; done"])
     tracer.python("import time; time.sleep(0.3)")
@@ -371,7 +322,7 @@ def test_untracked_processes_produce_no_effects(tracer: Tracer, tmp_path: Path) 
 
 
 def test_aggregation_off_sends_every_call(tmp_path: Path) -> None:
-    t = Tracer(aggregate=False)
+    t = EffectsTracer(aggregate=False)
     try:
         target = tmp_path / "per-call.bin"
         events = t.python("""
@@ -388,7 +339,7 @@ def test_aggregation_off_sends_every_call(tmp_path: Path) -> None:
     assert {(w.bytes, w.writes, w.aggregated, w.reason) for w in writes} == {(3, 1, False, "call")}
 
 
-def test_every_kind_the_kernel_counted_has_a_name_and_decoded(tracer: Tracer, tmp_path: Path) -> None:
+def test_every_kind_the_kernel_counted_has_a_name_and_decoded(tracer: EffectsTracer, tmp_path: Path) -> None:
     """The per-kind counters (metric labels, `lost` events) are named from the one Kind table,
     and every record the real programs wrote had a decoder: no unknown kind, no short record."""
     target = tmp_path / "named.txt"
