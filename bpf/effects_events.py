@@ -8,7 +8,6 @@ resolved and normalised here (`..` is folded lexically, as the process's string 
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import functools
 import ipaddress
 import posixpath
@@ -25,6 +24,7 @@ from vigild.bpf.events import (
     Header,
     Kind,
     ProcessEvent,
+    field_names,
     fixed_part,
 )
 
@@ -376,19 +376,13 @@ def _folded_open(hdr: Header, fixed: Any, base: dict[str, Any], flags: int) -> F
                     reason=FLUSH_REASONS.get(fixed.reason, str(fixed.reason)), path_unknown=unknown)
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
-
-
 def _instance(cls: type[FileEffect], values: dict[str, Any]) -> Any:
     """`cls(**values)` for a builder's dict that names every field, in the class's order
     (tests/test_effects_layout.py holds the builders to it): the dict becomes the instance's
     own, which is what the dataclass __init__ would have built, field by field, for ~1.5 µs of
     the most frequent record (a file open). A dict with fewer or more names (a field added to
     the class and not to its builder) goes through __init__: its defaults, its errors."""
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
-    if len(values) != len(names):
+    if len(values) != len(field_names(cls)):
         return cls(**values)
     event = cls.__new__(cls)
     event.__dict__ = values

@@ -8,6 +8,7 @@ table, against the BTF clang wrote into the compiled objects.
 from __future__ import annotations
 
 import ctypes
+import functools
 import operator
 import signal as signal_mod
 from collections import Counter
@@ -228,9 +229,17 @@ TLS_DATA_OFFSET = TlsDataEventC.data.offset
 
 # ---- typed events ------------------------------------------------------------------------------
 
-# each event class's field names, in order, and one getter of all their values (a C call, not a
-# Python loop of getattr)
-_FIELD_NAMES: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
+@functools.cache
+def field_names(cls: type) -> tuple[str, ...]:
+    """An event class's field names, in order. Asked for per event (its record, a decoder
+    building it from a dict), so answered from a cache, not by dataclasses.fields each time."""
+    return tuple(f.name for f in fields(cls))
+
+
+@functools.cache
+def _field_values(cls: type) -> Callable[[Any], tuple[Any, ...]]:
+    """One getter of all an event class's field values (a C call, not a Python loop of getattr)."""
+    return operator.attrgetter(*field_names(cls))
 
 
 @dataclass
@@ -252,12 +261,8 @@ class ProcessEvent:
 
     def items(self) -> Iterator[tuple[str, Any]]:
         """(name, value) of every field, in order (the record builds itself from these)."""
-        found = _FIELD_NAMES.get(type(self))
-        if found is None:
-            names = tuple(f.name for f in fields(self))
-            found = _FIELD_NAMES[type(self)] = (names, operator.attrgetter(*names))
-        names, values = found
-        return zip(names, values(self))
+        cls = type(self)
+        return zip(field_names(cls), _field_values(cls)(self))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields, `type` first; sinks turn ts_ns into an RFC 3339 `ts`. A shallow

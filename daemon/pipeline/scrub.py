@@ -5,11 +5,10 @@ matches the same command line on either path."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
-from vigild.bpf.events import ExecEvent
+from vigild.bpf.events import ExecEvent, field_names
 from vigild.correlate.redact import redact_text
 
 # Event fields holding a path (exec filename, file and Unix-socket effects): scrubbed like argv.
@@ -31,4 +30,5 @@ def scrub(event: Any) -> None:
 @functools.cache
 def _path_fields(cls: type) -> tuple[str, ...]:
     """The path fields events of this class have (most have one, or none): looked up once per class."""
-    return tuple(name for name in PATH_FIELDS if name in {f.name for f in dataclasses.fields(cls)})
+    names = field_names(cls)
+    return tuple(name for name in PATH_FIELDS if name in names)
