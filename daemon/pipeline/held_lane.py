@@ -23,7 +23,6 @@ effects were seen.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ from vigild.bpf.events import EXEC_HELD, DecodeError, EventDecoder, EventHeader,
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import RingBuffer, RingPositions
 from vigild.daemon.pipeline.scrub import scrub
+from vigild.daemon.realtime import RT_PRIORITY, run_realtime
 
 log = logging.getLogger("vigild.pipeline")
 
@@ -44,7 +44,6 @@ SWITCH_INTERVAL_S = 0.0005
 GATE_TIMEOUT_S = 0.05  # the longest the pipeline waits for the lane's thread to place one batch
 IDLE_POLL_MS = 1000  # the lane's wait when no held exec comes (stop() wakes it at once)
 FAILURE_PAUSE_S = 0.01
-RT_PRIORITY = 1  # the lowest real-time priority: above every normal thread, below the kernel's own
 
 _KIND = slice(EventHeader.kind.offset, EventHeader.kind.offset + 4)
 _FLAGS = slice(EventHeader.flags.offset, EventHeader.flags.offset + 4)
@@ -181,15 +180,11 @@ class HeldLane:
 
 
 def _raise_priority() -> str:
-    """Run the calling thread (the lane) before normal threads when it wakes: on a loaded machine
-    a woken normal thread waits milliseconds for a CPU, which the held process waits too. It sleeps
-    in epoll but for ~0.1 ms of work per tool call, and the kernel caps real-time threads at 95 %
-    of a CPU (sched_rt_runtime_us) should one ever spin. Without CAP_SYS_NICE (or where the cpu
-    cgroup gives real-time threads no runtime) it stays normal, which is said once."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+    """Run the lane's thread before normal threads when it wakes (vigild.daemon.realtime): it
+    sleeps in epoll but for ~0.1 ms of work per tool call. Where that is refused it stays normal,
+    which is said once."""
+    refused = run_realtime()
+    if refused is None:
         return f"SCHED_FIFO {RT_PRIORITY}"
-    except OSError as exc:
-        log.info("the held lane runs at normal priority (%s): under load, held tool calls wait for a CPU",
-                 exc.strerror)
-        return "normal"
+    log.info("the held lane runs at normal priority (%s): under load, held tool calls wait for a CPU", refused)
+    return "normal"

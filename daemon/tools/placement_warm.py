@@ -26,13 +26,13 @@ from typing import Any
 
 from vigild.cgroups import CgroupError
 from vigild.cgroups.warm import NoopMove, noop_move_for
+from vigild.daemon.realtime import run_realtime
 
 log = logging.getLogger("vigild.tools")
 
 PERIOD_S = 0.005   # below one grace period: the rcu_sync never returns to idle between two writes
 INTENT_S = 2.0     # a tool call the model asked for is spawned well within this, or not soon at all
 TAIL_S = 1.5       # after a placement: the agent's next call of a loop
-RT_PRIORITY = 1    # as the held lane: a late wakeup lets the rcu_sync go idle
 MODES = ("auto", "off")
 
 
@@ -93,7 +93,7 @@ class PlacementWarmer:
     def _run(self) -> None:
         move = self._move
         assert move is not None  # start() runs no thread without one
-        _raise_priority()
+        run_realtime()  # a late wakeup lets the rcu_sync go idle; refused, the held lane says so in the log
         while not self._stop.is_set():
             self._wake.wait()
             self._wake.clear()
@@ -138,11 +138,3 @@ def _say_off(why: str) -> None:
     log.warning("placement warmer off: %s; a tool call placed after a pause waits one RCU grace period "
                 "(~10 ms here) for its cgroup move", why)
 
-
-def _raise_priority() -> None:
-    """Wake on time under load (see RT_PRIORITY); without CAP_SYS_NICE it stays normal (the held
-    lane already says so in the log)."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
-    except OSError:
-        return
