@@ -16,6 +16,7 @@ from vigild.cgroups.base import (
     CgroupError,
     CgroupUnavailable,
     MemoryStats,
+    MoveError,
     OomNotifier,
     OutsideParentError,
     PidsStats,
@@ -28,6 +29,6 @@ from vigild.cgroups.v2 import V2Backend
 
 __all__ = [
     "AGENT", "CALL_PREFIX", "KNOB", "KNOBS", "LEAF", "TOOLS", "CallLimits", "CgroupBackend", "CgroupError", "CgroupUnavailable",
-    "Hierarchy", "HostCgroups", "Knob", "Limits", "MemoryStats", "OomNotifier", "OsFs",
+    "Hierarchy", "HostCgroups", "Knob", "Limits", "MemoryStats", "MoveError", "OomNotifier", "OsFs",
     "OutsideParentError", "PidsStats", "RawFs", "V1Backend", "V2Backend", "delegated", "detect", "open_backend",
 ]

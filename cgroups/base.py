@@ -24,9 +24,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from vigild.cgroups.limits import KNOBS, Limits
+
+if TYPE_CHECKING:
+    from vigild.cgroups.spare import Spare
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,14 @@ class CgroupError(Exception):
 
 class CgroupUnavailable(CgroupError):
     """A needed controller is not mounted, not enabled, or not delegated to us."""
+
+
+class MoveError(CgroupError):
+    """The call's group was made but its first process could not be moved in (``group``)."""
+
+    def __init__(self, group: str, cause: CgroupError) -> None:
+        super().__init__(cause.message, cause.path, cause.errno)
+        self.group = group
 
 
 class OutsideParentError(CgroupError):
@@ -149,7 +160,7 @@ class CgroupBackend(ABC):
 
     version: int
     controllers: frozenset[str]
-    _spares: list[str]
+    _spares: list[Spare]
     _spare_limits: Limits | None
     _spare_seq: int
     _spares_lock: threading.Lock
@@ -191,21 +202,50 @@ class CgroupBackend(ABC):
         """Create ``tools/call-<call_id>`` with ``limits``; returns the group name. A spare made
         with the same limits (``fill_spares``) is renamed instead: one rename per hierarchy in
         place of a mkdir and the limit writes."""
+        return self.place_call(call_id, limits, None)
+
+    def place_call(self, call_id: str, limits: Limits | None, pid: int | None) -> str:
+        """``create_call``, then ``pid`` (when given) moved in: into a taken spare through the
+        `cgroup.procs` descriptors it opened when it was made (see vigild.cgroups.spare). A move
+        that fails raises MoveError, which names the group made."""
         if not call_id or "/" in call_id or call_id in (".", ".."):
             raise ValueError(f"invalid call id {call_id!r}")
-        group = f"{TOOLS}/{CALL_PREFIX}{call_id}"
+        name = f"{CALL_PREFIX}{call_id}"
+        group = f"{TOOLS}/{name}"
         spare = self._take_spare(limits)
         if spare is not None:
             try:
-                self._rename(spare, group)
-                return group
+                if spare.prepared:
+                    spare.rename(name)
+                else:
+                    self._rename(spare.group, group)
             except CgroupError as exc:  # said, then made the slow way
-                log.warning("cannot use the spare group %s: %s", spare, exc)
+                log.warning("cannot use the spare group %s: %s", spare.group, exc)
+                spare.close()
+            else:
+                try:
+                    if pid is not None:
+                        self._move_in(group, pid, spare)
+                finally:
+                    spare.close()
+                return group
         self.create(group)
         self._prepare_call(group)
         if limits is not None:
             self.set_limits(group, limits)
+        if pid is not None:
+            self._move_in(group, pid, None)
         return group
+
+    def _move_in(self, group: str, pid: int, spare: Spare | None) -> None:
+        """``add_process``, through the spare's open descriptors when it has them; MoveError."""
+        try:
+            if spare is not None and spare.prepared:
+                spare.add(pid)
+            else:
+                self.add_process(group, pid)
+        except CgroupError as exc:
+            raise MoveError(group, exc) from exc
 
     def fill_spares(self, limits: Limits | None, count: int) -> int:
         """Make spare call groups with ``limits`` until ``count`` wait (none where groups cannot
@@ -218,8 +258,9 @@ class CgroupBackend(ABC):
             if limits != self._spare_limits:
                 stale, self._spares, self._spare_limits = self._spares, [], limits
             wanted = count - len(self._spares)
-        for group in stale:
-            self.remove(group, timeout=1.0)
+        for spare in stale:
+            spare.close()
+            self.remove(spare.group, timeout=1.0)
         made = 0
         for _ in range(wanted):
             with self._spares_lock:
@@ -229,20 +270,31 @@ class CgroupBackend(ABC):
             self._prepare_call(group)
             if limits is not None:
                 self.set_limits(group, limits)
+            spare = self._make_spare(group)
             with self._spares_lock:
                 kept = limits == self._spare_limits
                 if kept:
-                    self._spares.append(group)
+                    self._spares.append(spare)
                     made += 1
             if not kept:  # the limits changed meanwhile
+                spare.close()
                 self.remove(group, timeout=1.0)
         return made
+
+    def _drop_spares(self) -> None:
+        """Forget the spares (their groups are being removed) and close what they hold open."""
+        if not self.renames:
+            return
+        with self._spares_lock:
+            spares, self._spares = self._spares, []
+        for spare in spares:
+            spare.close()
 
     def spares(self) -> int:
         """How many spare groups wait."""
         return len(self._spares) if self.renames else 0
 
-    def _take_spare(self, limits: Limits | None) -> str | None:
+    def _take_spare(self, limits: Limits | None) -> Spare | None:
         if not self.renames:
             return None
         with self._spares_lock:
@@ -252,6 +304,10 @@ class CgroupBackend(ABC):
 
     def _rename(self, group: str, new: str) -> None:
         """Rename a group (in every hierarchy); only where ``renames``."""
+        raise CgroupUnavailable(f"cgroup v{self.version} cannot rename groups")
+
+    def _make_spare(self, group: str) -> Spare:
+        """The made group as a spare, its placement prepared; only where ``renames``."""
         raise CgroupUnavailable(f"cgroup v{self.version} cannot rename groups")
 
     def _prepare_call(self, group: str) -> None:
@@ -368,6 +424,7 @@ class CgroupBackend(ABC):
         Returns the removed group names.
         """
         removed = []
+        self._drop_spares()
         for name in self._children(TOOLS):
             if name.startswith(CALL_PREFIX):
                 group = f"{TOOLS}/{name}"
@@ -383,6 +440,7 @@ class CgroupBackend(ABC):
         """Remove the parent and everything below it, then give back what ``ensure_layout``
         changed outside it (v2: the enclosing cgroup's controllers and leaf, once no other
         group of ours needs them)."""
+        self._drop_spares()
         self.remove("", kill=kill, timeout=timeout)
         self._release_enclosing(timeout)
 

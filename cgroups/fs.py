@@ -147,6 +147,14 @@ class GuardedFs:
             self._real_parents = tuple(Path(os.path.realpath(p)) for p in self.parents)
         return confine(self._real_parents, path)
 
+    def resolve(self, path: Path) -> Path:
+        """The confined real path of ``path`` (OutsideParentError when it leaves the parents)."""
+        return self._confine(path)
+
+    def forget(self, path: Path) -> None:
+        """Drop what is remembered of ``path`` and below (a directory renamed behind this object)."""
+        self._forget(path)
+
     def _forget(self, path: Path) -> None:
         """A removed directory (and anything below it) is resolved again if it comes back. The
         teardown thread calls this while the pipeline thread adds entries, hence the copy."""
@@ -185,11 +193,11 @@ class GuardedFs:
         with os_errors(f"write {data.strip()!r} to {target.name}", target):
             self.raw.write(target, data)
 
-    def open_fd(self, path: Path) -> int:
-        """A read-only descriptor, for poll(2) and eventfd registration."""
+    def open_fd(self, path: Path, flags: int = os.O_RDONLY) -> int:
+        """A descriptor (read-only by default, for poll(2) and eventfd registration)."""
         target = self._confine(path)
         with os_errors(f"open {target.name}", target):
-            return os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+            return os.open(target, flags | os.O_CLOEXEC)
 
     def isdir(self, path: Path) -> bool:
         return self._confine(path).is_dir()

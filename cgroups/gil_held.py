@@ -59,6 +59,33 @@ def rename(old: os.PathLike[str] | str, new: os.PathLike[str] | str) -> None:
     _check(_libc.rename(os.fsencode(old), os.fsencode(new)), old)
 
 
+def rename_bytes(old: bytes, new: bytes) -> None:
+    """rename(2) of two already encoded paths (a spare's, made ahead: nothing to encode now)."""
+    if not active():
+        os.rename(old, new)
+        return
+    _check(_libc.rename(old, new), old)
+
+
+def write_fd(fd: int, data: bytes) -> None:
+    """One write(2) to an open cgroup file (a spare's `cgroup.procs`); a short write is an error."""
+    written = _check(_libc.write(fd, data, len(data)), fd) if active() else os.write(fd, data)
+    if written != len(data):
+        raise OSError(0, f"short write ({written} of {len(data)} bytes)", str(fd))
+
+
+def close(fd: int) -> None:
+    """close(2), keeping the GIL when inside `keeping_gil()`; errors are ignored as os.close's
+    callers here would (the descriptor is gone either way)."""
+    if active():
+        _libc.close(fd)
+        return
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
 def mkdir(path: os.PathLike[str] | str, mode: int = 0o777) -> None:
     _check(_libc.mkdir(os.fsencode(path), mode), path)
 

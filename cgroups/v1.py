@@ -34,6 +34,7 @@ from vigild.cgroups.base import (
 )
 from vigild.cgroups.fs import GuardedFs, RawFs, join_group, os_errors
 from vigild.cgroups.limits import KNOBS
+from vigild.cgroups.spare import Spare
 
 # Values at or above this mean "unlimited" (the kernel shows PAGE_COUNTER_MAX * PAGE_SIZE).
 _UNLIMITED_BYTES = 1 << 62
@@ -120,6 +121,9 @@ class V1Backend(CgroupBackend):
             for old_dir, new_dir in reversed(done):
                 self.fs.rename(new_dir, old_dir)
             raise
+
+    def _make_spare(self, group: str) -> Spare:
+        return Spare.prepare(self.fs, group, self._dirs(group))
 
     def exists(self, group: str) -> bool:
         return all(self.fs.isdir(d) for d in self._dirs(group))

@@ -34,7 +34,7 @@ from vigild.bpf.events import TRACK_CONTROLLED, TRACK_OBSERVED, ExecEvent, ExitE
 from vigild.bpf.features import Features
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import BpfError
-from vigild.cgroups import AGENT, CallLimits, CgroupBackend, CgroupError, Limits, gil_held, open_backend
+from vigild.cgroups import AGENT, CallLimits, CgroupBackend, CgroupError, Limits, MoveError, gil_held, open_backend
 from vigild.correlate.agent_profiles import RELAUNCH, TOOL, AgentProfile, Proc, Profiles
 from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.tool_calls import (
@@ -429,10 +429,11 @@ class ToolCallControl:
             try:
                 if self.backend is not None:
                     backend = self.placement.backend_for(call) if self.placement is not None else self.backend
-                    group = backend.create_call(str(call.id), policy.limits)
-                    backend.add_process(group, call.pid)
+                    group = backend.place_call(str(call.id), policy.limits, call.pid)
             except (CgroupError, OSError) as exc:
                 error = str(exc)
+                if isinstance(exc, MoveError):  # made, so removed when the call ends
+                    group = exc.group
                 log.warning("tool call %d runs without its limits: %s", call.id, exc)
             finally:
                 if event.held:
