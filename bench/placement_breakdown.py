@@ -4,7 +4,7 @@ Runs `vigil run` (as root, `--no-tls`) over the agent loop of bench/placement.py
 taken at each step of the held lane's placement, from the kernel's exec to the SIGCONT:
 
     exec (the event's kernel timestamp) -> lane woken (its epoll returned) -> record decoded ->
-    place_held entered -> role decided -> each rename (v1 spare) / mkdir and limit write (v2) ->
+    place_held entered -> still held (map lookup) -> role decided -> each rename (v1 spare) / mkdir and limit write (v2) ->
     each cgroup.procs write (move) -> held mark released -> SIGCONT -> place_held returned
 
 The stamps are `time.time_ns()` appended to a list by wrappers this script installs round the
@@ -63,6 +63,8 @@ for name, label in (("rename", "rename"), ("rename_bytes", "rename"), ("mkdir", 
                     ("write_file", "write"), ("write_fd", "write"), ("kill", "sigcont")):
     after(gil_held, name, label)
 after(lineage_mod.LineageSensor, "release_held", "released")
+after(lineage_mod.LineageSensor, "is_held", "is_held")
+
 after(control_loop.ToolCallControl, "_early_role", "role")
 
 lane_init = held_lane.HeldLane.__init__

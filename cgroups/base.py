@@ -161,6 +161,7 @@ class CgroupBackend(ABC):
     version: int
     controllers: frozenset[str]
     _spares: list[Spare]
+    _spares_used: list[Spare]
     _spare_limits: Limits | None
     _spare_seq: int
     _spares_lock: threading.Lock
@@ -168,6 +169,7 @@ class CgroupBackend(ABC):
     def _init_spares(self) -> None:
         """The spare pool's state; backends that rename call this from their constructor."""
         self._spares, self._spare_limits, self._spare_seq = [], None, 0
+        self._spares_used = []  # taken; their descriptors are closed off the hot path (fill_spares)
         self._spares_lock = threading.Lock()
 
     # -- layout -------------------------------------------------------------------------
@@ -227,7 +229,8 @@ class CgroupBackend(ABC):
                     if pid is not None:
                         self._move_in(group, pid, spare)
                 finally:
-                    spare.close()
+                    with self._spares_lock:
+                        self._spares_used.append(spare)
                 return group
         self.create(group)
         self._prepare_call(group)
@@ -254,10 +257,13 @@ class CgroupBackend(ABC):
         if not self.renames:
             return 0
         with self._spares_lock:
-            stale: list[str] = []
+            stale: list[Spare] = []
             if limits != self._spare_limits:
                 stale, self._spares, self._spare_limits = self._spares, [], limits
             wanted = count - len(self._spares)
+            used, self._spares_used = self._spares_used, []
+        for spare in used:
+            spare.close()
         for spare in stale:
             spare.close()
             self.remove(spare.group, timeout=1.0)
@@ -286,7 +292,8 @@ class CgroupBackend(ABC):
         if not self.renames:
             return
         with self._spares_lock:
-            spares, self._spares = self._spares, []
+            spares, self._spares = self._spares + self._spares_used, []
+            self._spares_used = []
         for spare in spares:
             spare.close()
 

@@ -32,6 +32,7 @@ class Spare:
     def __init__(self, group: str, dirs: tuple[bytes, ...] = (), procs: tuple[int, ...] = ()) -> None:
         self.group = group
         self._dirs = dirs
+        self._parents = tuple(d[: d.rindex(b"/") + 1] for d in dirs)  # each ends with "/"
         self._procs = procs
 
     @classmethod
@@ -64,28 +65,33 @@ class Spare:
         if not name or "/" in name or name in (".", ".."):
             raise ValueError(f"invalid group name {name!r}")
         encoded = os.fsencode(name)
-        done: list[tuple[bytes, bytes]] = []
-        try:
-            for old in self._dirs:
-                new = old[: old.rindex(b"/") + 1] + encoded
-                with os_errors(f"rename the cgroup directory to {name}", os.fsdecode(old)):
-                    gil_held.rename_bytes(old, new)
-                done.append((old, new))
-        except BaseException:
-            for old, new in reversed(done):
+        done: list[bytes] = []
+        old = self._dirs[0]
+        try:  # one handler for the loop (os_errors in it cost more than the renames, run cold)
+            for old, parent in zip(self._dirs, self._parents, strict=True):
+                new = parent + encoded
+                gil_held.rename_bytes(old, new)
+                done.append(new)
+        except OSError as exc:
+            for back, new in zip(self._dirs, done):
                 try:
-                    gil_held.rename_bytes(new, old)
-                except OSError as exc:
-                    log.warning("cannot give %s its name back: %s", os.fsdecode(new), exc)
-            raise
-        self._dirs = tuple(new for _, new in done)
+                    gil_held.rename_bytes(new, back)
+                except OSError as undo:
+                    log.warning("cannot give %s its name back: %s", os.fsdecode(new), undo)
+            with os_errors(f"rename the cgroup directory to {name}", os.fsdecode(old)):
+                raise exc
+        self._dirs = tuple(done)
 
     def add(self, pid: int) -> None:
         """Move ``pid`` (the whole process) into the group in every hierarchy; raises CgroupError."""
         data = str(pid).encode()
-        for fd, directory in zip(self._procs, self._dirs, strict=True):
-            with os_errors("move the process into the group", os.fsdecode(directory) + "/cgroup.procs"):
+        directory = self._dirs[0]
+        try:
+            for fd, directory in zip(self._procs, self._dirs, strict=True):
                 gil_held.write_fd(fd, data)
+        except OSError as exc:
+            with os_errors("move the process into the group", os.fsdecode(directory) + "/cgroup.procs"):
+                raise exc
 
     def close(self) -> None:
         """Close the `cgroup.procs` descriptors (the group itself stays)."""

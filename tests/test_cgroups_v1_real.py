@@ -7,6 +7,7 @@ Every group lives below the test process's own cgroup in each hierarchy, under a
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import resource
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from support.cgroup_teardown import HOG, destroy
-from vigild.cgroups import Limits, OutsideParentError, V1Backend, detect, open_backend
+from vigild.cgroups import Limits, MoveError, OutsideParentError, V1Backend, detect, open_backend
 from vigild.daemon.tools.teardown import Teardown
 
 LIMIT = 64 << 20
@@ -233,3 +234,71 @@ def test_a_spare_becomes_the_call_and_teardown_removes_it_off_thread(cg: V1Backe
         assert not cg.exists(group) and cg.spares() == 2 and teardown.failures == 0
     finally:
         teardown.close()
+
+
+def _group_in(pid: int, hierarchy_root: Path) -> str:
+    """The last component of pid's group in the hierarchy whose parent is ``hierarchy_root``."""
+    text = Path(f"/proc/{pid}/cgroup").read_text()
+    for line in text.splitlines():
+        _, _, path = line.split(":", 2)
+        if f"/{hierarchy_root.name}/" in path + "/":
+            return path.rsplit("/", 1)[-1]
+    raise AssertionError(f"pid {pid} is in no group below {hierarchy_root}: {text}")
+
+
+def test_a_taken_spare_moves_the_process_through_descriptors_opened_ahead(cg: V1Backend, procs: list) -> None:
+    """place_call's fast path: the spare's directories were resolved and its cgroup.procs opened
+    when it was made; the rename and the pid's write go through them, in every hierarchy, and the
+    descriptors are closed by the next fill, off the hot path."""
+    limits = Limits(memory_max=LIMIT, pids_max=16)
+    assert cg.fill_spares(limits, 1) == 1
+    spare = cg._spares[0]
+    assert spare.prepared and len(spare._procs) == len(cg._roots)
+    held_fds = [Path(f"/proc/self/fd/{fd}").resolve() for fd in spare._procs]
+    assert all(str(fd).endswith("/tools/call-spare-1/cgroup.procs") for fd in held_fds)
+    child = subprocess.Popen(["sleep", "60"])
+    procs.append(child)
+    group = cg.place_call("55", limits, child.pid)
+    assert group == "tools/call-55"
+    for root in cg._roots:
+        assert _group_in(child.pid, root) == "call-55"
+        assert not (root / "tools" / "call-spare-1").exists()
+    assert cg.processes(group) == [child.pid]
+    assert cg.read_limits(group).pids_max == 16
+    def open_on_the_call() -> int:
+        return sum(1 for fd in Path("/proc/self/fd").iterdir()
+                   if os.path.realpath(fd).endswith("/tools/call-55/cgroup.procs"))
+
+    assert open_on_the_call() == len(cg._roots)  # still open until the next fill
+    cg.fill_spares(limits, 1)
+    assert spare._procs == () and cg.spares() == 1 and open_on_the_call() == 0
+
+
+def test_a_spare_rename_failing_half_way_gives_every_hierarchy_its_name_back(cg: V1Backend, procs: list,
+                                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A name taken in the last hierarchy: the renames already made are undone, said, and the
+    call's group is made the slow way, with the process in it everywhere."""
+    limits = Limits(pids_max=16)
+    assert cg.fill_spares(limits, 1) == 1
+    last = cg._roots[-1]
+    (last / "tools" / "call-66").mkdir()  # only there
+    child = subprocess.Popen(["sleep", "60"])
+    procs.append(child)
+    group = cg.place_call("66", limits, child.pid)
+    assert "cannot use the spare group tools/call-spare-1" in caplog.text
+    for root in cg._roots:
+        assert (root / "tools" / "call-spare-1").is_dir()  # its name back, in every hierarchy
+        assert _group_in(child.pid, root) == "call-66"
+    assert cg.read_limits(group).pids_max == 16
+
+
+def test_a_failed_move_names_the_group_it_made(cg: V1Backend) -> None:
+    """The caller removes what was made for a call whose process could not be moved in."""
+    limits = Limits(pids_max=16)
+    cg.fill_spares(limits, 1)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with pytest.raises(MoveError) as info:
+        cg.place_call("77", limits, gone.pid)
+    assert info.value.group == "tools/call-77" and info.value.errno == errno.ESRCH
+    assert cg.exists("tools/call-77")

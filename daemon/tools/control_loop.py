@@ -61,6 +61,9 @@ EMPTY_CHECK_INTERVAL_S = 1.0       # how often open calls' groups are checked fo
 PENDING_TTL_S = 120.0              # a declaration for the next call that no call took is dropped
 ENDED_REMEMBERED = 256             # finished calls kept for `last_tool_end`
 EARLY_STALE_S = 10.0               # a call the held lane placed whose exec the pipeline never saw (lost)
+# An agent no profile recognises, once that is known: `Profiles.classify` given None looks the
+# profile up again over every profile's globs, which was most of the held lane's role check.
+UNPROFILED = AgentProfile("")
 DELAY_FIELDS = {"cpu_ns": "cpu_delay_ms", "blkio_ns": "blkio_delay_ms", "reclaim_ns": "reclaim_delay_ms",
                 "thrashing_ns": "thrashing_delay_ms"}
 
@@ -342,7 +345,8 @@ class ToolCallControl:
         agent = Proc(parent.filename, parent.argv)
         if event.session_id not in self.session_profiles:
             self._remember_profile(event.session_id, self.profiles.recognise(agent))
-        role = self.profiles.classify(Proc(event.filename, event.argv), agent, self.session_profiles[event.session_id])
+        role = self.profiles.classify(Proc(event.filename, event.argv), agent,
+                                      self.session_profiles[event.session_id] or UNPROFILED)
         if role != TOOL and role != RELAUNCH and self.book.requested(event.session_id, event.argv, event.ts_ns):
             return TOOL
         return role
@@ -400,7 +404,7 @@ class ToolCallControl:
         profile = self.session_profiles.get(event.session_id)
         if event.session_id not in self.session_profiles:
             profile = self.profiles.recognise(agent)
-        return self.profiles.classify(Proc(event.filename, event.argv), agent, profile)
+        return self.profiles.classify(Proc(event.filename, event.argv), agent, profile or UNPROFILED)
 
     def _start(self, event: ExecEvent, early: Placed | None = None) -> ToolStart:
         call = self.book.start(event)
