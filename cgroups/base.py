@@ -232,13 +232,18 @@ class CgroupBackend(ABC):
                     with self._spares_lock:
                         self._spares_used.append(spare)
                 return group
+        self._make_call(name, limits, pid)
+        return group
+
+    def _make_call(self, name: str, limits: Limits | None, pid: int | None) -> None:
+        """``tools/<name>`` made, set up, limited, and ``pid`` moved in (MoveError)."""
+        group = f"{TOOLS}/{name}"
         self.create(group)
         self._prepare_call(group)
         if limits is not None:
             self.set_limits(group, limits)
         if pid is not None:
             self._move_in(group, pid, None)
-        return group
 
     def _move_in(self, group: str, pid: int, spare: Spare | None) -> None:
         """``add_process``, through the spare's open descriptors when it has them; MoveError."""

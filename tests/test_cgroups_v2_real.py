@@ -8,17 +8,19 @@ under VIGIL_REQUIRE_BPF=1.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support.cgroup_teardown import HOG, destroy
 from support.require import need
-from vigild.cgroups import LEAF, CgroupUnavailable, Limits, V2Backend, delegated, detect, open_backend
+from vigild.cgroups import LEAF, CgroupUnavailable, Limits, MoveError, V2Backend, delegated, detect, open_backend
 
 LIMIT = 64 << 20
 _names = itertools.count()
@@ -211,3 +213,45 @@ def test_core_remove_and_cleanup_stale(core: V2Backend, procs: list) -> None:
     assert [d for d in core.path("tools").iterdir() if d.is_dir()] == []
     core.remove("", kill=True)
     assert not core.parent.exists()
+
+
+def _own_group(pid: int) -> str:
+    """pid's cgroup2 group path, as /proc says it."""
+    return next(line.split(":", 2)[2] for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                if line.startswith("0::"))
+
+
+def test_place_call_makes_the_group_limits_it_and_moves_the_process(cg: V2Backend, procs: list) -> None:
+    """The held call's path on cgroup2 (no rename): its group made, oom.group set, the limits
+    written (a quota alone gets the kernel's default period), the process moved in, all through
+    paths worked out once for these limits."""
+    limits = Limits(memory_max=LIMIT, pids_max=16, cpu_quota_us=30000)
+    for call_id in ("81", "82"):  # the second from the remembered plan
+        child = subprocess.Popen(["sleep", "60"])
+        procs.append(child)
+        group = cg.place_call(call_id, limits, child.pid)
+        assert group == f"tools/call-{call_id}"
+        assert _own_group(child.pid).endswith(f"/tools/call-{call_id}")
+        read = cg.read_limits(group)
+        assert (read.memory_max, read.pids_max, read.cpu_quota_us, read.cpu_period_us) == (LIMIT, 16, 30000, 100000)
+        assert (cg.path(group) / "memory.oom.group").read_text().strip() == "1"
+    other = cg.place_call("83", Limits(pids_max=5), None)  # other limits: planned anew
+    assert cg.read_limits(other).pids_max == 5 and cg.read_limits(other).memory_max is None
+
+
+def test_place_call_of_a_group_name_still_there_and_a_failed_move(core: V2Backend, procs: list) -> None:
+    """A call id whose old group is still there takes the general way (the group is kept, the
+    process moved in); a process gone before its move raises MoveError naming the group made."""
+    core.create("tools/call-91")
+    child = subprocess.Popen(["sleep", "60"])
+    procs.append(child)
+    assert core.place_call("91", None, child.pid) == "tools/call-91"
+    assert _own_group(child.pid).endswith("/tools/call-91")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with pytest.raises(MoveError) as info:
+        core.place_call("92", None, gone.pid)
+    assert info.value.group == "tools/call-92" and info.value.errno == errno.ESRCH
+    assert core.exists("tools/call-92")
+    with pytest.raises(ValueError):
+        core.place_call("../x", None, None)
