@@ -4,8 +4,9 @@ Runs `vigil run` (as root, `--no-tls`) over the agent loop of bench/placement.py
 taken at each step of the held lane's placement, from the kernel's exec to the SIGCONT:
 
     exec (the event's kernel timestamp) -> lane woken (its epoll returned) -> record decoded ->
-    place_held entered -> still held (map lookup) -> role decided -> each rename (v1 spare) / mkdir and limit write (v2) ->
-    each cgroup.procs write (move) -> held mark released -> SIGCONT -> place_held returned
+    place_held entered -> still held (map lookup) -> role decided -> each rename (v1 spare) /
+    mkdir and limit write (v2) -> each cgroup.procs write (move) -> held mark released ->
+    SIGCONT -> place_held returned
 
 The stamps are `time.time_ns()` appended to a list by wrappers this script installs round the
 daemon's functions in the child process (module attributes and instance attributes: nothing in

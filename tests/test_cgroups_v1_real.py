@@ -274,8 +274,8 @@ def test_a_taken_spare_moves_the_process_through_descriptors_opened_ahead(cg: V1
     assert spare._procs == () and cg.spares() == 1 and open_on_the_call() == 0
 
 
-def test_a_spare_rename_failing_half_way_gives_every_hierarchy_its_name_back(cg: V1Backend, procs: list,
-                                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_a_spare_rename_failing_half_way_gives_every_hierarchy_its_name_back(
+        cg: V1Backend, procs: list, caplog: pytest.LogCaptureFixture) -> None:
     """A name taken in the last hierarchy: the renames already made are undone, said, and the
     call's group is made the slow way, with the process in it everywhere."""
     limits = Limits(pids_max=16)
