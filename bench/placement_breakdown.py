@@ -60,7 +60,7 @@ from vigild.daemon.pipeline import held_lane
 from vigild.daemon.tools import control_loop
 from vigild.bpf import lineage as lineage_mod
 
-for name, label in (("rename", "rename"), ("rename_bytes", "rename"), ("mkdir", "mkdir"), ("mkdirat", "mkdir"),
+for name, label in (("rename", "rename"), ("mkdir", "mkdir"), ("mkdirat", "mkdir"),
                     ("write_file", "write"), ("write_fd", "write"), ("kill", "sigcont")):
     after(gil_held, name, label)
 after(lineage_mod.LineageSensor, "release_held", "released")

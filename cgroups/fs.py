@@ -61,34 +61,20 @@ class OsFs:
     `gil_held.keeping_gil()` (the held lane's placement) the mutations keep the GIL."""
 
     def mkdir(self, path: Path) -> None:
-        if gil_held.active():
-            gil_held.mkdir(path)
-            return
-        os.mkdir(path)
+        gil_held.mkdir(path)
 
     def rmdir(self, path: Path) -> None:
         os.rmdir(path)
 
     def rename(self, path: Path, new: Path) -> None:
-        if gil_held.active():
-            gil_held.rename(path, new)
-            return
-        os.rename(path, new)
+        gil_held.rename(path, new)
 
     def read(self, path: Path) -> str:
         with open(path, encoding="ascii") as f:
             return f.read()
 
     def write(self, path: Path, data: str) -> None:
-        # One write(2) per value: cgroup files parse each write separately; no O_CREAT.
-        if gil_held.active():
-            gil_held.write_file(path, data.encode("ascii"))
-            return
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, data.encode("ascii"))
-        finally:
-            os.close(fd)
+        gil_held.write_file(path, data.encode("ascii"))  # one write(2) per value
 
 
 def confine(parents: Iterable[Path], path: Path) -> Path:

@@ -62,16 +62,13 @@ def _check(result: int, path: object) -> int:
     return result
 
 
-def rename(old: os.PathLike[str] | str, new: os.PathLike[str] | str) -> None:
-    _check(_libc.rename(os.fsencode(old), os.fsencode(new)), old)
-
-
-def rename_bytes(old: bytes, new: bytes) -> None:
-    """rename(2) of two already encoded paths (a spare's, made ahead: nothing to encode now)."""
+def rename(old: os.PathLike[str] | str | bytes, new: os.PathLike[str] | str | bytes) -> None:
+    """os.rename, keeping the GIL when inside `keeping_gil()` (bytes paths are used as they are:
+    a spare's, encoded when it was made)."""
     if not active():
         os.rename(old, new)
         return
-    _check(_libc.rename(old, new), old)
+    _check(_libc.rename(os.fsencode(old), os.fsencode(new)), old)
 
 
 def write_fd(fd: int, data: bytes) -> None:
@@ -93,19 +90,31 @@ def close(fd: int) -> None:
         pass
 
 
-def mkdir(path: os.PathLike[str] | str, mode: int = 0o777) -> None:
+def mkdir(path: os.PathLike[str] | str | bytes, mode: int = 0o777) -> None:
+    """os.mkdir, keeping the GIL when inside `keeping_gil()`."""
+    if not active():
+        os.mkdir(path, mode)
+        return
     _check(_libc.mkdir(os.fsencode(path), mode), path)
 
 
-def write_file(path: os.PathLike[str] | str, data: bytes) -> None:
-    """open(O_WRONLY|O_CLOEXEC), one write(2), close: a cgroup file parses each write alone."""
-    fd = _check(_libc.open(os.fsencode(path), os.O_WRONLY | os.O_CLOEXEC), path)
-    try:
-        written = _check(_libc.write(fd, data, len(data)), path)
-        if written != len(data):
-            raise OSError(0, f"short write ({written} of {len(data)} bytes)", str(path))
-    finally:
-        _libc.close(fd)
+def write_file(path: os.PathLike[str] | str | bytes, data: bytes) -> None:
+    """open(O_WRONLY|O_CLOEXEC), one write(2), close: a cgroup file parses each write alone (no
+    O_CREAT: cgroup files exist or the write is wrong). Keeps the GIL inside `keeping_gil()`."""
+    if not active():
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            written = os.write(fd, data)
+        finally:
+            os.close(fd)
+    else:
+        fd = _check(_libc.open(os.fsencode(path), os.O_WRONLY | os.O_CLOEXEC), path)
+        try:
+            written = _check(_libc.write(fd, data, len(data)), path)
+        finally:
+            _libc.close(fd)
+    if written != len(data):
+        raise OSError(0, f"short write ({written} of {len(data)} bytes)", os.fsdecode(path))
 
 
 def is_link(path: os.PathLike[str] | str) -> bool:

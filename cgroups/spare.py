@@ -70,12 +70,12 @@ class Spare:
         try:  # one handler for the loop (os_errors in it cost more than the renames, run cold)
             for old, parent in zip(self._dirs, self._parents, strict=True):
                 new = parent + encoded
-                gil_held.rename_bytes(old, new)
+                gil_held.rename(old, new)
                 done.append(new)
         except OSError as exc:
             for back, new in zip(self._dirs, done):
                 try:
-                    gil_held.rename_bytes(new, back)
+                    gil_held.rename(new, back)
                 except OSError as undo:
                     log.warning("cannot give %s its name back: %s", os.fsdecode(new), undo)
             with os_errors(f"rename the cgroup directory to {name}", os.fsdecode(old)):
