@@ -321,9 +321,12 @@ def join_path(base: bytes, name: bytes) -> str:
         return _text(base)
     if base and name[0] != 0x2F:  # not "/": relative to base
         directory = _directory(base)
-        if (directory is not None and name[0] != 0x2E and b"/." not in name and b"//" not in name
-                and name[-1] != 0x2F):  # no leading ".", no "/.", "//" or trailing "/"
-            return directory + "/" + name.decode("utf-8", "backslashreplace")
+        # tested as text: `bytes in bytes` first tries its operand as an integer, and builds the
+        # TypeError that says it is not one (~1,800 instructions a test)
+        text = name.decode("utf-8", "backslashreplace")
+        if (directory is not None and text[0] != "." and "/." not in text and "//" not in text
+                and text[-1] != "/"):  # no leading ".", no "/.", "//" or trailing "/"
+            return directory + "/" + text
         path = _text(base.rstrip(b"/") + b"/" + name)
     else:
         path = _text(name)
@@ -347,6 +350,14 @@ def _directory(base: bytes) -> str | None:
 FileBuilder = Callable[[Any, list[bytes], dict[str, Any]], FileEffect]
 # A file record's header and fixed part, read in one unpack (fields `hdr_kind`, ..., `ret`, ...).
 FILE_RECORD = Layout(FileEventC, FILE_DATA_OFFSET)
+_unpack_file = FILE_RECORD.struct.unpack_from
+# The order FileDecoder._file_open unpacks a record's fields in: a mirror that changes it fails here,
+# at import, not by reading one field as another.
+FILE_OPEN_FIELDS = ("hdr_kind", "hdr_flags", "hdr_ts_ns", "hdr_session_id", "hdr_cgroup_id", "hdr_pid", "hdr_tid",
+                    "hdr_ppid", "hdr_uid", "hdr_comm", "hdr_call_id", "ret", "bytes", "calls", "first_ns", "last_ns",
+                    "ino", "dev", "fd", "open_flags", "mode", "reason", "len_0", "len_1", "len_2", "len_3")
+if FILE_RECORD.tuple._fields != FILE_OPEN_FIELDS:
+    raise ImportError(f"FileEventC's fields are {FILE_RECORD.tuple._fields}, not those _file_open unpacks")
 
 
 class FileDecoder:
@@ -369,14 +380,15 @@ class FileDecoder:
         """A whole file record (header included) as its event."""
         if len(raw) < FILE_RECORD.size:
             raise DecodeError(f"FileEventC record of {len(raw)} bytes is shorter than {FILE_RECORD.size}")
-        rec = FILE_RECORD.unpack(raw)
-        kind = rec.hdr_kind
+        values = _unpack_file(raw)
+        kind = values[0]
+        if kind == Kind.FILE_OPEN and not values[1] & FILE_OPEN_FOLDED:
+            return self._file_open(values, raw)
+        rec = FILE_RECORD.named(values)
         builder = self._builders.get(kind)
         if builder is None:
             raise DecodeError(f"event kind {kind} is not a file effect", "unknown_kind")
         parts = _parts(rec, raw)
-        if kind == Kind.FILE_OPEN and not rec.hdr_flags & FILE_OPEN_FOLDED:
-            return self._file_open(rec, parts)
         base = {
             "ts_ns": rec.hdr_ts_ns + self.events.clock.offset_ns, "session_id": rec.hdr_session_id,
             "cgroup_id": rec.hdr_cgroup_id, "pid": rec.hdr_pid, "tid": rec.hdr_tid, "ppid": rec.hdr_ppid,
@@ -386,26 +398,33 @@ class FileDecoder:
         }
         return builder(rec, parts, base)
 
-    def _file_open(self, rec: Any, parts: list[bytes]) -> FileOpen:
-        """Most of a burst: its instance dict built in one literal, in FileOpen's field order
-        (tests/test_effects_layout.py holds it to the dataclass)."""
-        path = join_path(parts[0], parts[1])
-        flags, hflags, ino = rec.open_flags, rec.hdr_flags, rec.ino
-        if ino and rec.ret >= 0:
+    def _file_open(self, values: tuple[Any, ...], raw: bytes) -> FileOpen:
+        """Most of a burst: the record's fields unpacked into locals at once (FILE_OPEN_FIELDS,
+        checked against the layout at import) rather than read by name one by one, its instance
+        dict built in one literal in FileOpen's field order (tests/test_effects_layout.py holds
+        it to the dataclass)."""
+        (kind, hflags, ts_ns, session_id, cgroup_id, pid, tid, ppid, uid, comm, call_id, ret, _bytes, _calls,
+         _first_ns, _last_ns, ino, dev, fd, flags, mode, _reason, len_0, len_1, len_2, len_3) = values
+        a = FILE_DATA_OFFSET
+        b = a + len_0
+        c = b + len_1
+        if c + len_2 + len_3 > len(raw):
+            raise DecodeError("file record shorter than its path lengths")
+        path = join_path(raw[a:b], raw[b:c])
+        if ino and ret >= 0:
             open_paths = self.open_paths
             if len(open_paths) >= OPEN_PATHS_MAX:
                 del open_paths[next(iter(open_paths))]
-            open_paths[(rec.hdr_pid, rec.dev, ino)] = path
+            open_paths[(pid, dev, ino)] = path
         acc = flags & O_ACCMODE
         events = self.events
         return _instance(FileOpen, {
-            "ts_ns": rec.hdr_ts_ns + events.clock.offset_ns, "session_id": rec.hdr_session_id,
-            "cgroup_id": rec.hdr_cgroup_id, "pid": rec.hdr_pid, "tid": rec.hdr_tid, "ppid": rec.hdr_ppid,
-            "uid": rec.hdr_uid, "comm": events.comm(rec.hdr_comm), "tool_call": rec.hdr_call_id or None,
-            "kind": rec.hdr_kind, "path": path, "path_truncated": bool(hflags & FILE_PATH_TRUNCATED), "ret": rec.ret,
-            "fd": rec.fd, "flags": flags, "read": acc in (0, O_RDWR), "write": acc in (O_WRONLY, O_RDWR),
+            "ts_ns": ts_ns + events.clock.offset_ns, "session_id": session_id, "cgroup_id": cgroup_id, "pid": pid,
+            "tid": tid, "ppid": ppid, "uid": uid, "comm": events.comm(comm), "tool_call": call_id or None,
+            "kind": kind, "path": path, "path_truncated": bool(hflags & FILE_PATH_TRUNCATED), "ret": ret,
+            "fd": fd, "flags": flags, "read": acc in (0, O_RDWR), "write": acc in (O_WRONLY, O_RDWR),
             "create": bool(flags & O_CREAT), "truncate": bool(flags & O_TRUNC), "created": bool(hflags & FILE_CREATED),
-            "mode": rec.mode, "ino": ino, "dev": rec.dev, "opens": 1, "folded": False, "first_ts_ns": 0,
+            "mode": mode, "ino": ino, "dev": dev, "opens": 1, "folded": False, "first_ts_ns": 0,
             "last_ts_ns": 0, "reason": "", "path_unknown": False,
         })
 

@@ -156,3 +156,16 @@ def test_a_folded_open_is_named_by_its_own_decoders_first_open() -> None:
     unnamed = other.decode(_open_record(4242, b"", folded=True))
     assert (unnamed.path, unnamed.path_unknown) == ("", True)
     assert first.decode(_open_record(4243, b"", folded=True)).path_unknown  # another thread's open
+
+
+@pytest.mark.parametrize("kind", [Kind.FILE_OPEN, Kind.FILE_RENAME])
+def test_a_file_record_cut_before_its_paths_end_is_counted_as_short(kind: Kind) -> None:
+    """The lengths in the fixed part promise more path bytes than the record holds: refused and
+    counted (the file-open fast path checks them as the other kinds' path does)."""
+    record = fx.FileEventC()
+    record.hdr.kind, record.hdr.pid = kind, 4242
+    record.len[1], record.len[3] = 10, 10
+    decoder = _decoder()
+    with pytest.raises(DecodeError, match="shorter than its path lengths"):
+        decoder.decode(bytes(record)[:fx.FILE_DATA_OFFSET] + b"/srv/x.py" + b"a" * 5)
+    assert decoder.errors == {"short_record": 1}
