@@ -386,6 +386,8 @@ Header = Any
 KindDecoder = Callable[[Header, bytes, dict[str, Any]], ProcessEvent]
 RecordDecoder = Callable[[bytes], ProcessEvent]
 _KIND = struct.Struct("<I")  # a header's first field: which decoder reads the record
+if EventHeader.kind.offset != 0 or EventHeader.kind.size != _KIND.size:
+    raise ImportError("EventHeader no longer starts with its 32-bit kind, which decode() reads first")
 
 _LAYOUTS: dict[tuple[type[ctypes.Structure], int | None], Layout] = {}
 
