@@ -60,9 +60,11 @@ BURST = ("import os, sys\nfiles = sys.argv[2:]\nfor i in range(int(sys.argv[1]))
 # fold away looks
 DISTINCT = ("import os, sys\nfor name in sorted(os.listdir(sys.argv[1]))[:int(sys.argv[2])]:\n"
             "    os.close(os.open(os.path.join(sys.argv[1], name), os.O_RDONLY))\n")
-# Caches that remember answers per path (join_path, redaction): a distinct-file replay clears them
-# before each round, or every round after the first would replay from them.
-PATH_CACHES = (("vigild.bpf.effects_events", "join_path"), ("vigild.correlate.redact", "_redact_short"))
+# Caches that remember answers per path or directory (path joins, redaction; join_path is the
+# name before 2026-12-02 05:30, for `--baseline`): a distinct-file replay clears them before each
+# round, or every round after the first would replay from them.
+PATH_CACHES = (("vigild.bpf.effects_events", "join_path"), ("vigild.bpf.effects_events", "_directory"),
+               ("vigild.correlate.redact", "_redact_short"))
 
 
 class NullSink:

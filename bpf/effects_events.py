@@ -27,6 +27,7 @@ from vigild.bpf.events import (
     field_names,
     fixed_part,
 )
+from vigild.bpf.layout import Layout
 
 EFFECT_KIND_NAMES = {kind.value: kind.label for kind in Kind if Kind.FILE_OPEN <= kind < Kind.SOCK_DATA}
 
@@ -48,10 +49,7 @@ NET_UNIX_ABSTRACT = 1 << 0
 
 FLUSH_REASONS = {0: "close", 1: "exit", 2: "exec", 3: "replaced", 4: "call", 5: "evicted", 6: "count", 7: "age",
                  8: "change"}
-# The paths of the files whose repeated opens the kernel may still be folding, by (pid, dev, ino):
-# a folded record written out at exit, exec, eviction or a change has no fd of the file left to
-# walk, so it is named from the thread's first record of it. Bounded, oldest out first; a record
-# whose first is gone (lost, or pushed out) keeps an empty path and says so (path_unknown).
+# First-open paths a FileDecoder remembers to name folded records by.
 OPEN_PATHS_MAX = 65536
 
 O_ACCMODE = 0o3
@@ -300,80 +298,148 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
-def _parts(fixed: Any, raw: bytes) -> list[bytes]:
+def _parts(rec: Any, raw: bytes) -> list[bytes]:
     """The four strings of a file record's tail, by the lengths its fixed part gives."""
     a = FILE_DATA_OFFSET
-    b = a + fixed.len_0
-    c = b + fixed.len_1
-    d = c + fixed.len_2
-    e = d + fixed.len_3
+    b = a + rec.len_0
+    c = b + rec.len_1
+    d = c + rec.len_2
+    e = d + rec.len_3
     if e > len(raw):
         raise DecodeError("file record shorter than its path lengths")
     return [raw[a:b], raw[b:c], raw[c:d], raw[d:e]]
 
 
-@functools.lru_cache(maxsize=16384)
 def join_path(base: bytes, name: bytes) -> str:
     """An absolute path from a resolved directory and a name (absolute names stand alone).
-    Cached: a burst opens the same few files again and again, and decoding and normalising a
-    path is most of a file record's decoding."""
+
+    A name with no empty, `.` or `..` component joined to a directory with none either needs no
+    normalising: the directory's text (remembered: a burst's files share a few directories) and
+    the name's are joined as they are, ~0.5 µs for a file never seen (a clone's, an install's)
+    where remembering whole paths cost ~2.5 µs a miss. Anything else goes through normpath."""
     if not name:
         return _text(base)
-    if name.startswith(b"/") or not base:
-        path = _text(name)
-    else:
+    if base and name[0] != 0x2F:  # not "/": relative to base
+        directory = _directory(base)
+        # tested as text: `bytes in bytes` first tries its operand as an integer, and builds the
+        # TypeError that says it is not one (~1,800 instructions a test)
+        text = name.decode("utf-8", "backslashreplace")
+        if (directory is not None and text[0] != "." and "/." not in text and "//" not in text
+                and text[-1] != "/"):  # no leading ".", no "/.", "//" or trailing "/"
+            return directory + "/" + text
         path = _text(base.rstrip(b"/") + b"/" + name)
+    else:
+        path = _text(name)
     if path.startswith("/") and "//" not in path and "/." not in path and not path.endswith("/"):
         return path  # no empty, `.` or `..` component: normpath would return it as it is
     norm = posixpath.normpath(path)
     return "/" + norm.lstrip("/") if norm.startswith("//") else norm
 
 
-FileBuilder = Callable[[Header, Any, list[bytes], dict[str, Any]], FileEffect]
+@functools.lru_cache(maxsize=4096)
+def _directory(base: bytes) -> str | None:
+    """A resolved directory's text without its trailing "/" ("" for the root) when it is absolute
+    with no empty, `.` or `..` component (what the kernel's walk gives); None when not."""
+    stripped = base.rstrip(b"/")
+    if not stripped:
+        return ""
+    text = _text(stripped)
+    return text if text.startswith("/") and "//" not in text and "/." not in text else None
 
 
-_open_paths: dict[tuple[int, int, int], str] = {}
+FileBuilder = Callable[[Any, list[bytes], dict[str, Any]], FileEffect]
+# A file record's header and fixed part, read in one unpack (fields `hdr_kind`, ..., `ret`, ...).
+FILE_RECORD = Layout(FileEventC, FILE_DATA_OFFSET)
+_unpack_file = FILE_RECORD.struct.unpack_from
+# The order FileDecoder._file_open unpacks a record's fields in: a mirror that changes it fails here,
+# at import, not by reading one field as another.
+FILE_OPEN_FIELDS = ("hdr_kind", "hdr_flags", "hdr_ts_ns", "hdr_session_id", "hdr_cgroup_id", "hdr_pid", "hdr_tid",
+                    "hdr_ppid", "hdr_uid", "hdr_comm", "hdr_call_id", "ret", "bytes", "calls", "first_ns", "last_ns",
+                    "ino", "dev", "fd", "open_flags", "mode", "reason", "len_0", "len_1", "len_2", "len_3")
+if FILE_RECORD.tuple._fields != FILE_OPEN_FIELDS:
+    raise ImportError(f"FileEventC's fields are {FILE_RECORD.tuple._fields}, not those _file_open unpacks")
 
 
-def _file_open(hdr: Header, fixed: Any, parts: list[bytes], base: dict[str, Any]) -> FileOpen:
-    flags = fixed.open_flags
-    acc = flags & O_ACCMODE
-    if hdr.flags & FILE_OPEN_FOLDED:
-        return _folded_open(hdr, fixed, base, flags)
-    if fixed.ino and fixed.ret >= 0:
-        if len(_open_paths) >= OPEN_PATHS_MAX:
-            del _open_paths[next(iter(_open_paths))]
-        _open_paths[(hdr.pid, fixed.dev, fixed.ino)] = base["path"]
-    base["fd"] = fixed.fd
-    base["flags"] = flags
-    base["read"] = acc in (0, O_RDWR)
-    base["write"] = acc in (O_WRONLY, O_RDWR)
-    base["create"] = bool(flags & O_CREAT)
-    base["truncate"] = bool(flags & O_TRUNC)
-    base["created"] = bool(hdr.flags & FILE_CREATED)
-    base["mode"] = fixed.mode
-    base["ino"] = fixed.ino
-    base["dev"] = fixed.dev
-    base["opens"] = 1
-    base["folded"] = False
-    base["first_ts_ns"] = 0
-    base["last_ts_ns"] = 0
-    base["reason"] = ""
-    base["path_unknown"] = False
-    return _instance(FileOpen, base)
+class FileDecoder:
+    """The file kinds' decoder of one EventDecoder (one pipeline), with what a folded open needs:
+    the paths of the files whose repeated opens the kernel may still be folding, by (pid, dev,
+    ino). A folded record written out at exit, exec, eviction or a change has no fd of the file
+    left to walk, so it is named from the thread's first record of it. Bounded (OPEN_PATHS_MAX),
+    oldest out first; a record whose first is gone (lost, or pushed out) keeps an empty path and
+    says so (path_unknown). Per decoder, not per module: two pipelines in one process (a test, a
+    benchmark's replay) never name each other's records."""
 
+    def __init__(self, events: EventDecoder) -> None:
+        self.events = events
+        self.open_paths: dict[tuple[int, int, int], str] = {}
+        # Every file kind has its own builder: a kind missing here is refused, so no record is
+        # ever decoded as another kind.
+        self._builders: dict[int, FileBuilder] = {Kind.FILE_OPEN: self._folded_open, **FILE_BUILDERS}
 
-def _folded_open(hdr: Header, fixed: Any, base: dict[str, Any], flags: int) -> FileOpen:
-    """A count of a thread's repeated opens of one file; named from its first record when the
-    kernel sent no path (`path_unknown` when that record was not seen)."""
-    unknown = False
-    if not base["path"]:
-        base["path"] = _open_paths.get((hdr.pid, fixed.dev, fixed.ino), "")
-        unknown = not base["path"]
-    ts = base["ts_ns"]
-    return FileOpen(**base, flags=flags, read=True, ino=fixed.ino, dev=fixed.dev, opens=fixed.calls, folded=True,
-                    first_ts_ns=ts - (hdr.ts_ns - fixed.first_ns), last_ts_ns=ts - (hdr.ts_ns - fixed.last_ns),
-                    reason=FLUSH_REASONS.get(fixed.reason, str(fixed.reason)), path_unknown=unknown)
+    def decode(self, raw: bytes) -> FileEffect:
+        """A whole file record (header included) as its event."""
+        if len(raw) < FILE_RECORD.size:
+            raise DecodeError(f"FileEventC record of {len(raw)} bytes is shorter than {FILE_RECORD.size}")
+        values = _unpack_file(raw)
+        kind = values[0]
+        if kind == Kind.FILE_OPEN and not values[1] & FILE_OPEN_FOLDED:
+            return self._file_open(values, raw)
+        rec = FILE_RECORD.named(values)
+        builder = self._builders.get(kind)
+        if builder is None:
+            raise DecodeError(f"event kind {kind} is not a file effect", "unknown_kind")
+        parts = _parts(rec, raw)
+        base = {
+            "ts_ns": rec.hdr_ts_ns + self.events.clock.offset_ns, "session_id": rec.hdr_session_id,
+            "cgroup_id": rec.hdr_cgroup_id, "pid": rec.hdr_pid, "tid": rec.hdr_tid, "ppid": rec.hdr_ppid,
+            "uid": rec.hdr_uid, "comm": self.events.comm(rec.hdr_comm), "tool_call": rec.hdr_call_id or None,
+            "kind": kind, "path": join_path(parts[0], parts[1]),
+            "path_truncated": bool(rec.hdr_flags & FILE_PATH_TRUNCATED), "ret": rec.ret,
+        }
+        return builder(rec, parts, base)
+
+    def _file_open(self, values: tuple[Any, ...], raw: bytes) -> FileOpen:
+        """Most of a burst: the record's fields unpacked into locals at once (FILE_OPEN_FIELDS,
+        checked against the layout at import) rather than read by name one by one, its instance
+        dict built in one literal in FileOpen's field order (tests/test_effects_layout.py holds
+        it to the dataclass)."""
+        (kind, hflags, ts_ns, session_id, cgroup_id, pid, tid, ppid, uid, comm, call_id, ret, _bytes, _calls,
+         _first_ns, _last_ns, ino, dev, fd, flags, mode, _reason, len_0, len_1, len_2, len_3) = values
+        a = FILE_DATA_OFFSET
+        b = a + len_0
+        c = b + len_1
+        if c + len_2 + len_3 > len(raw):
+            raise DecodeError("file record shorter than its path lengths")
+        path = join_path(raw[a:b], raw[b:c])
+        if ino and ret >= 0:
+            open_paths = self.open_paths
+            if len(open_paths) >= OPEN_PATHS_MAX:
+                del open_paths[next(iter(open_paths))]
+            open_paths[(pid, dev, ino)] = path
+        acc = flags & O_ACCMODE
+        events = self.events
+        return _instance(FileOpen, {
+            "ts_ns": ts_ns + events.clock.offset_ns, "session_id": session_id, "cgroup_id": cgroup_id, "pid": pid,
+            "tid": tid, "ppid": ppid, "uid": uid, "comm": events.comm(comm), "tool_call": call_id or None,
+            "kind": kind, "path": path, "path_truncated": bool(hflags & FILE_PATH_TRUNCATED), "ret": ret,
+            "fd": fd, "flags": flags, "read": acc in (0, O_RDWR), "write": acc in (O_WRONLY, O_RDWR),
+            "create": bool(flags & O_CREAT), "truncate": bool(flags & O_TRUNC), "created": bool(hflags & FILE_CREATED),
+            "mode": mode, "ino": ino, "dev": dev, "opens": 1, "folded": False, "first_ts_ns": 0,
+            "last_ts_ns": 0, "reason": "", "path_unknown": False,
+        })
+
+    def _folded_open(self, rec: Any, parts: list[bytes], base: dict[str, Any]) -> FileOpen:
+        """A count of a thread's repeated opens of one file; named from its first record when the
+        kernel sent no path (`path_unknown` when that record was not seen)."""
+        unknown = False
+        if not base["path"]:
+            base["path"] = self.open_paths.get((rec.hdr_pid, rec.dev, rec.ino), "")
+            unknown = not base["path"]
+        ts = base["ts_ns"]
+        return FileOpen(**base, flags=rec.open_flags, read=True, ino=rec.ino, dev=rec.dev, opens=rec.calls,
+                        folded=True, first_ts_ns=ts - (rec.hdr_ts_ns - rec.first_ns),
+                        last_ts_ns=ts - (rec.hdr_ts_ns - rec.last_ns),
+                        reason=FLUSH_REASONS.get(rec.reason, str(rec.reason)), path_unknown=unknown)
 
 
 def _instance(cls: type[FileEffect], values: dict[str, Any]) -> Any:
@@ -389,51 +455,37 @@ def _instance(cls: type[FileEffect], values: dict[str, Any]) -> Any:
     return event
 
 
-def _file_write(hdr: Header, fixed: Any, parts: list[bytes], base: dict[str, Any]) -> FileWrite:
-    return FileWrite(**base, fd=fixed.fd, bytes=fixed.bytes, writes=fixed.calls,
-                     first_ts_ns=base["ts_ns"] - (hdr.ts_ns - fixed.first_ns) if fixed.first_ns else 0,
-                     reason=FLUSH_REASONS.get(fixed.reason, str(fixed.reason)),
-                     aggregated=not hdr.flags & EFFECT_NOT_AGGREGATED,
-                     path_stale=bool(hdr.flags & FILE_PATH_STALE), ino=fixed.ino, dev=fixed.dev)
+def _file_write(rec: Any, parts: list[bytes], base: dict[str, Any]) -> FileWrite:
+    return FileWrite(**base, fd=rec.fd, bytes=rec.bytes, writes=rec.calls,
+                     first_ts_ns=base["ts_ns"] - (rec.hdr_ts_ns - rec.first_ns) if rec.first_ns else 0,
+                     reason=FLUSH_REASONS.get(rec.reason, str(rec.reason)),
+                     aggregated=not rec.hdr_flags & EFFECT_NOT_AGGREGATED,
+                     path_stale=bool(rec.hdr_flags & FILE_PATH_STALE), ino=rec.ino, dev=rec.dev)
 
 
-def _file_unlink(hdr: Header, fixed: Any, parts: list[bytes], base: dict[str, Any]) -> FileUnlink:
-    return FileUnlink(**base, directory=bool(hdr.flags & FILE_IS_DIR))
+def _file_unlink(rec: Any, parts: list[bytes], base: dict[str, Any]) -> FileUnlink:
+    return FileUnlink(**base, directory=bool(rec.hdr_flags & FILE_IS_DIR))
 
 
-def _file_rename(hdr: Header, fixed: Any, parts: list[bytes], base: dict[str, Any]) -> FileRename:
+def _file_rename(rec: Any, parts: list[bytes], base: dict[str, Any]) -> FileRename:
     return FileRename(**base, new_path=join_path(parts[2], parts[3]),
-                      new_path_truncated=bool(hdr.flags & FILE_PATH2_TRUNCATED), flags=fixed.open_flags)
+                      new_path_truncated=bool(rec.hdr_flags & FILE_PATH2_TRUNCATED), flags=rec.open_flags)
 
 
-def _file_mkdir(hdr: Header, fixed: Any, parts: list[bytes], base: dict[str, Any]) -> FileMkdir:
-    return FileMkdir(**base, mode=fixed.mode)
+def _file_mkdir(rec: Any, parts: list[bytes], base: dict[str, Any]) -> FileMkdir:
+    return FileMkdir(**base, mode=rec.mode)
 
 
-def _file_chmod(hdr: Header, fixed: Any, parts: list[bytes], base: dict[str, Any]) -> FileChmod:
-    return FileChmod(**base, mode=fixed.mode, fd=fixed.fd)
+def _file_chmod(rec: Any, parts: list[bytes], base: dict[str, Any]) -> FileChmod:
+    return FileChmod(**base, mode=rec.mode, fd=rec.fd)
 
 
-# Every file kind has its own builder: a kind missing here is refused when registered, so no
-# record is ever decoded as another kind.
-FILE_BUILDERS: dict[Kind, FileBuilder] = {
-    Kind.FILE_OPEN: _file_open, Kind.FILE_WRITE: _file_write, Kind.FILE_UNLINK: _file_unlink,
-    Kind.FILE_RENAME: _file_rename, Kind.FILE_MKDIR: _file_mkdir, Kind.FILE_CHMOD: _file_chmod,
+# The file kinds whose builders need nothing but the record (a file open's are FileDecoder's own).
+FILE_BUILDERS: dict[int, FileBuilder] = {
+    Kind.FILE_WRITE: _file_write, Kind.FILE_UNLINK: _file_unlink, Kind.FILE_RENAME: _file_rename,
+    Kind.FILE_MKDIR: _file_mkdir, Kind.FILE_CHMOD: _file_chmod,
 }
-
-
-def _decode_file(hdr: Header, raw: bytes, common: dict[str, Any]) -> FileEffect:
-    builder = FILE_BUILDERS.get(hdr.kind)
-    if builder is None:
-        raise DecodeError(f"event kind {hdr.kind} is not a file effect", "unknown_kind")
-    fixed = fixed_part(raw, FileEventC, FILE_DATA_OFFSET)
-    parts = _parts(fixed, raw)
-    # the decoder's fresh dict of header fields, completed in place (not merged into a new one)
-    common["kind"] = hdr.kind
-    common["path"] = join_path(parts[0], parts[1])
-    common["path_truncated"] = bool(hdr.flags & FILE_PATH_TRUNCATED)
-    common["ret"] = fixed.ret
-    return builder(hdr, fixed, parts, common)
+FILE_KINDS = frozenset({Kind.FILE_OPEN, *FILE_BUILDERS})
 
 
 NET_CLASSES: dict[Kind, type[NetEffect]] = {
@@ -526,8 +578,9 @@ def _decode_dns(hdr: Header, raw: bytes, common: dict[str, Any]) -> DnsQuery:
 
 def register_effects(decoder: EventDecoder) -> None:
     """Teach a decoder the effect kinds, each to the decoder that knows it."""
-    for kind in FILE_BUILDERS:
-        decoder.register(kind, _decode_file)
+    files = FileDecoder(decoder)
+    for kind in FILE_KINDS:
+        decoder.register_record(kind, files.decode)
     for kind in NET_CLASSES:
         decoder.register(kind, _decode_net)
     decoder.register(Kind.DNS_QUERY, _decode_dns)

@@ -11,6 +11,7 @@ import ctypes
 import functools
 import operator
 import signal as signal_mod
+import struct
 from collections import Counter
 from collections.abc import Callable, Iterator
 from ctypes import c_char, c_uint32, c_uint64
@@ -383,6 +384,10 @@ HEADER_SIZE = ctypes.sizeof(EventHeader)
 # A record's header as a named tuple with EventHeader's field names (`comm` keeps its NULs).
 Header = Any
 KindDecoder = Callable[[Header, bytes, dict[str, Any]], ProcessEvent]
+RecordDecoder = Callable[[bytes], ProcessEvent]
+_KIND = struct.Struct("<I")  # a header's first field: which decoder reads the record
+if EventHeader.kind.offset != 0 or EventHeader.kind.size != _KIND.size:
+    raise ImportError("EventHeader no longer starts with its 32-bit kind, which decode() reads first")
 
 _LAYOUTS: dict[tuple[type[ctypes.Structure], int | None], Layout] = {}
 
@@ -419,17 +424,34 @@ class EventDecoder:
             Kind.TLS_CLOSE: _decode_tls_close,
             Kind.TLS_MAPPED: _decode_tls_mapped,
         }
+        self._records: dict[int, RecordDecoder] = {}
 
     def register(self, kind: int, decoder: KindDecoder) -> None:
         self._kinds[kind] = decoder
+        self._records.pop(kind, None)
+
+    def register_record(self, kind: int, decoder: RecordDecoder) -> None:
+        """A decoder that reads the whole record, header included, in one unpack (the file kinds,
+        most of a burst: ~1 µs less per record than a header read, then the fixed part's). It
+        builds the header's fields with `comm()` and `clock`, as `common()` does."""
+        self._records[kind] = decoder
+        self._kinds.pop(kind, None)
+
+    def comm(self, raw: bytes) -> str:
+        """A header's `comm` (NUL-padded bytes) as text; a burst's records share a handful of
+        names: each is decoded once."""
+        comm = self._comms.get(raw)
+        if comm is None:
+            if len(self._comms) >= COMMS_REMEMBERED:
+                self._comms.clear()
+            comm = self._comms[raw] = _text(raw.split(b"\0", 1)[0])
+        return comm
 
     def common(self, hdr: Header) -> dict[str, Any]:
         """The header's fields as keyword arguments of every ProcessEvent."""
         comm = self._comms.get(hdr.comm)
-        if comm is None:  # a burst's records share a handful of names: each is decoded once
-            if len(self._comms) >= COMMS_REMEMBERED:
-                self._comms.clear()
-            comm = self._comms[hdr.comm] = _text(hdr.comm.split(b"\0", 1)[0])
+        if comm is None:
+            comm = self.comm(hdr.comm)
         return {
             "ts_ns": hdr.ts_ns + self.clock.offset_ns,  # clock.wall_ns, inline: one call less per record
             "session_id": hdr.session_id,
@@ -446,6 +468,13 @@ class EventDecoder:
         if len(raw) < HEADER_SIZE:
             self.errors["short_record"] += 1
             raise DecodeError(f"record of {len(raw)} bytes is shorter than the event header")
+        whole = self._records.get(_KIND.unpack_from(raw)[0])
+        if whole is not None:
+            try:
+                return whole(raw)
+            except DecodeError as exc:
+                self.errors[exc.reason] += 1
+                raise
         hdr = HEADER.unpack(raw)
         decoder = self._kinds.get(hdr.kind)
         if decoder is None:

@@ -100,3 +100,8 @@ class Layout:
     def unpack(self, raw: bytes, offset: int = 0) -> Any:
         """The fields of the record in `raw` at `offset`, as a named tuple."""
         return self._make(self.struct.unpack_from(raw, offset + self.start))
+
+    def named(self, values: tuple[Any, ...]) -> Any:
+        """Values `struct.unpack_from` read (a decoder that unpacks a hot record into locals
+        itself) as the named tuple `unpack` gives."""
+        return self._make(values)

@@ -22,8 +22,19 @@ from typing import Any
 from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.sessions import Session
 from vigild.daemon.crypto import ContentCipher, CryptoError, load_key, strip_sealed
+from vigild.daemon.store_checkpoint import BACKSTOP_PAGES, WalCheckpointer
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+
+EVENTS_TABLE = """CREATE TABLE IF NOT EXISTS {name} (
+    id          INTEGER PRIMARY KEY,   -- the rowid: insertion order (see _rebuild_events)
+    session_id  INTEGER,
+    ts_ns       INTEGER NOT NULL,
+    type        TEXT NOT NULL,
+    pid         INTEGER,
+    data        TEXT NOT NULL          -- the event as JSON
+)"""
+EVENTS_INDEX = "CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id, ts_ns)"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -56,19 +67,12 @@ CREATE TABLE IF NOT EXISTS processes (
     signal      INTEGER,
     PRIMARY KEY (session_id, pid, start_ns)
 );
-CREATE TABLE IF NOT EXISTS events (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    session_id  INTEGER,
-    ts_ns       INTEGER NOT NULL,
-    type        TEXT NOT NULL,
-    pid         INTEGER,
-    data        TEXT NOT NULL          -- the event as JSON
-);
-CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id, ts_ns);
-CREATE INDEX IF NOT EXISTS events_by_type ON events(type, ts_ns);
-CREATE INDEX IF NOT EXISTS sessions_by_start ON sessions(started_ns);
+""" + EVENTS_TABLE.format(name="events") + ";\n" + EVENTS_INDEX + ";\n" + """CREATE INDEX IF NOT EXISTS sessions_by_start ON sessions(started_ns);
 """
 
+
+# An event's row: session_id, ts_ns, type, pid, the event as JSON.
+EventRow = tuple[int | None, int, str, int | None, str]
 
 SIZE_PRUNE_BATCH = 64  # oldest ended sessions fetched at a time when enforcing a size bound
 
@@ -116,9 +120,12 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
+            # Commits leave checkpoints to the checkpointer's thread; this is the backstop.
+            self.db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             self._migrate()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the store {self.path}: {exc}") from None
+        self.checkpointer = WalCheckpointer(self.path)
         self._lock = threading.Lock()
         self._in_tx = False
         self._uncommitted = 0   # rows written in the open transaction
@@ -134,7 +141,39 @@ class Store:
         for column in ("end_reason", "recorder", "container"):
             if column not in columns:
                 self.db.execute(f"ALTER TABLE sessions ADD COLUMN {column} TEXT")
+        # v4: events without AUTOINCREMENT and without the (type, ts_ns) index no query used.
+        self.db.execute("DROP INDEX IF EXISTS events_by_type")
+        self._rebuild_events()
         self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _rebuild_events(self) -> None:
+        """Copy an `events` table made with AUTOINCREMENT (schema 3 and before) into one without.
+
+        AUTOINCREMENT reads and writes `sqlite_sequence` for every row (~1 µs of a burst's event);
+        all it adds to a rowid is that an id is never used twice even once the newest rows were
+        deleted. Nothing here needs that: ids order a session's events of the same nanosecond
+        (a new row still gets a higher id than every row present) and are never shown or kept
+        elsewhere. Rows keep their ids; the copy is one transaction, so a crash leaves the old
+        table whole. Checked inside the transaction: two vigils opening one old file copy once."""
+        sql = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+        if "AUTOINCREMENT" not in (self.db.execute(sql).fetchone()[0] or "").upper():
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if "AUTOINCREMENT" in (self.db.execute(sql).fetchone()[0] or "").upper():
+                rows = self.db.execute("SELECT count(*) FROM events").fetchone()[0]
+                log.warning("store %s: moving %d events to schema %d (once)", self.path, rows, SCHEMA_VERSION)
+                self.db.execute(EVENTS_TABLE.format(name="events_v4"))
+                self.db.execute("INSERT INTO events_v4 (id, session_id, ts_ns, type, pid, data) "
+                                "SELECT id, session_id, ts_ns, type, pid, data FROM events")
+                self.db.execute("DROP TABLE events")  # and its index
+                self.db.execute("ALTER TABLE events_v4 RENAME TO events")
+                self.db.execute(EVENTS_INDEX)
+                self.db.execute("DELETE FROM sqlite_sequence WHERE name = 'events'")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     # ---- writing ----
     def _begin(self) -> None:
@@ -151,6 +190,8 @@ class Store:
                     self._abandon()
                     raise
                 self._in_tx = False
+                if self._uncommitted:
+                    self.checkpointer.committed(self._uncommitted)
                 self._uncommitted = 0
 
     def _abandon(self) -> None:
@@ -235,10 +276,19 @@ class Store:
     def add_events(self, events: list[dict[str, Any]]) -> None:
         """Store event dicts with one statement (a burst's thousands of rows per poll: one
         executemany costs a fraction of as many executes)."""
+        self.add_rows([self.row(event) for event in events])
+
+    def row(self, event: dict[str, Any]) -> EventRow:
+        """An event dict as the row `add_rows` writes (content sealed when there is a key). A
+        sink can keep rows instead of events until its batch ends: a tuple of numbers and text
+        leaves the garbage collector's books at its first pass, a record (a dict) stays on them
+        and makes each collection of a 30k-event batch longer."""
         if self.cipher is not None:
-            events = [self.cipher.seal_event(event) for event in events]
-        rows = [(event.get("session_id"), event["ts_ns"], event["type"], event.get("pid"), _json_text(event))
-                for event in events]
+            event = self.cipher.seal_event(event)
+        return (event.get("session_id"), event["ts_ns"], event["type"], event.get("pid"), _json_text(event))
+
+    def add_rows(self, rows: list[EventRow]) -> None:
+        """Write rows made by `row()`, with one statement."""
         with self._lock:
             self._begin()
             try:
@@ -338,6 +388,7 @@ class Store:
         try:
             self.commit()
         finally:
+            self.checkpointer.close()
             self.db.close()
 
     # ---- reading ----

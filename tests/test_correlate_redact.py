@@ -98,13 +98,16 @@ def _every_rule(text: str) -> str:
 
 
 def test_the_trigger_automata_change_no_answer() -> None:
-    """Only the rules whose triggers a text holds are run (pyahocorasick finds them): on the corpus,
-    on several credentials in one text, and on paths that hold no trigger at all, the answer is
-    the one every rule in turn gives."""
+    """Only the rules whose triggers a text holds are run (one Aho-Corasick automaton finds them):
+    on the corpus, on several credentials in one text, and on paths that hold no trigger at all,
+    the answer is the one every rule in turn gives."""
     texts = [c["text"] for c in CORPUS["positive"]] + list(CORPUS["negative"])
     texts.append(" ".join(c["text"] for c in CORPUS["positive"]))  # every shape in one text
     texts += [f"/usr/lib/python3/dist-packages/pkg_{i}/module_{i}.py" for i in range(50)]
     texts += ["/home/u/Desktop/keyword.py", f"/home/u/.cache/tokens/{OPENAI_KEY}", f"--api-key={GOOGLE_KEY} x"]
+    # text before a trigger that is not ASCII, or that lower() makes longer ("İ"): the text and its
+    # lower-cased copy are searched joined, each match counted for the part it lies in
+    texts += ["/home/ü/😀/x?KEY=s3cr3tvalue123456", f"İİİ {OPENAI_KEY}", f"İİ?Token=abcdef123456 {GOOGLE_KEY}"]
     redacted = 0
     for text in texts:
         assert redact_module._redact(text) == _every_rule(text), text

@@ -12,7 +12,7 @@ from vigild.bpf.events import ProcessEvent
 from vigild.correlate.process_tree import LIFECYCLE, ProcessTable
 from vigild.daemon.events import Event, SessionStart
 from vigild.daemon.sinks.record import Record
-from vigild.daemon.store import Store
+from vigild.daemon.store import EventRow, Store
 
 log = logging.getLogger("vigild.store")
 
@@ -20,9 +20,9 @@ log = logging.getLogger("vigild.store")
 class StoreSink:
     """Writes sessions, processes and events to the store; commits once per pipeline batch.
 
-    Event rows wait for the batch's flush and go in with one statement; a process row is written
-    when the process is first seen and at its fork, exec and exit (an effect changes nothing of
-    it), not once per event.
+    Event rows (tuples, see Store.row) wait for the batch's flush and go in with one statement; a
+    process row is written when the process is first seen and at its fork, exec and exit (an
+    effect changes nothing of it), not once per event.
 
     A store that cannot be written (disk full, I/O error, a read-only file system) must cost the
     history, not the tracing: the first failure is logged once, further events are counted and
@@ -40,7 +40,7 @@ class StoreSink:
         self.events_dropped = 0
         self._failing_since: float | None = None
         self._retry_at = 0.0
-        self._pending: list[Record] = []
+        self._pending: list[EventRow] = []
         self._written: OrderedDict[tuple[int, int], None] = OrderedDict()  # (pid, start_ns) with a row
 
     @property
@@ -56,11 +56,12 @@ class StoreSink:
                 self._process_row(event)
             elif isinstance(event, SessionStart):  # and SessionEnd
                 self.store.upsert_session(event.session)
+            row = self.store.row(record)
         except (sqlite3.Error, OSError) as exc:
             self.events_dropped += 1
             self._failed(exc)
             return
-        self._pending.append(record)
+        self._pending.append(row)
 
     def _process_row(self, event: ProcessEvent) -> None:
         info = self.processes.processes.get(event.pid)
@@ -79,7 +80,7 @@ class StoreSink:
         pending, self._pending = self._pending, []
         try:
             if pending:
-                self.store.add_events(pending)
+                self.store.add_rows(pending)
             self.store.commit()
         except (sqlite3.Error, OSError) as exc:
             self.events_dropped += len(pending)
