@@ -138,8 +138,7 @@ with open(sys.argv[3], "w") as out:
 
 # The kernel's part, measured with vigil's machinery left out: one program that returns at once.
 EMPTY_BPF_C = r"""
-#include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
+#define SEC(name) __attribute__((section(name), used))
 SEC("tracepoint")
 int empty(void *ctx)
 {
@@ -168,9 +167,11 @@ def compile_loop(tmp: Path) -> Path:
 
 
 def compile_empty_program(tmp: Path) -> Path:
+    from vigild.bpf.build import find_clang  # the bench's python must be a vigil install's
+
     src, obj = tmp / "empty.bpf.c", tmp / "empty.bpf.o"
     src.write_text(EMPTY_BPF_C)
-    subprocess.run(["clang", "-target", "bpf", "-O2", "-c", str(src), "-o", str(obj)], check=True)
+    subprocess.run([find_clang(), "-target", "bpf", "-O2", "-c", str(src), "-o", str(obj)], check=True)
     return obj
 
 

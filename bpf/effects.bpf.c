@@ -297,7 +297,7 @@ static __always_inline int on_exit_nr(struct pt_regs *regs, long nr, long ret, c
 {
 	struct call c = { .regs = regs, .nr = nr, .ret = ret };
 
-	if (!interesting_exit(nr))
+	if (!regs_from_task && !interesting_exit(nr)) /* per-syscall: attached to those only */
 		return 0;
 	c.tgid = bpf_get_current_pid_tgid() >> 32;
 	c.info = bpf_map_lookup_elem(&tracked, &c.tgid);
@@ -330,14 +330,20 @@ static __always_inline int on_exit_nr(struct pt_regs *regs, long nr, long ret, c
 	return 1;
 }
 
-/* Sums are written out before the fd goes away, while it still names the file. */
+/* Sums are written out before the fd goes away, while it still names the file. Returns whether
+ * the process is tracked (for a close, dup2, dup3 or close_range; 0 for an exec).
+ *
+ * A close or dup of a process nobody tracks, most of the host's, leaves after one lookup: the
+ * tracked set is looked at first. A process that had sums and was dropped from it while alive (a
+ * root turned down, whose session user space discards) has them written at its exit instead. An
+ * exec looks at the thread's folds and the sums whatever the tracked set says. */
 static __always_inline int on_enter_nr(struct pt_regs *regs, long nr, const bool regs_from_task)
 {
 	__u32 tgid, tid;
 	struct task_struct *task;
 	struct scratch *s;
 	long a0, a1, a2;
-	int exec, folds;
+	int exec, folds = 0, known = 0;
 
 	if (nr != NR_close && nr != NR_close_range && nr != NR_dup2 && nr != NR_dup3 && nr != NR_execve &&
 	    nr != NR_execveat)
@@ -345,12 +351,18 @@ static __always_inline int on_enter_nr(struct pt_regs *regs, long nr, const bool
 	tgid = bpf_get_current_pid_tgid() >> 32;
 	tid = (__u32)bpf_get_current_pid_tgid();
 	exec = nr == NR_execve || nr == NR_execveat;
-	folds = exec && bpf_map_lookup_elem(&open_folds, &tid);
+	if (exec) {
+		folds = bpf_map_lookup_elem(&open_folds, &tid) != 0;
+	} else {
+		if (!bpf_map_lookup_elem(&tracked, &tgid))
+			return 0;
+		known = 1;
+	}
 	if (!bpf_map_lookup_elem(&fd_owners, &tgid) && !folds)
-		return 0;
+		return known;
 	s = scratch_get();
 	if (!s)
-		return 0;
+		return known;
 	task = bpf_get_current_task_btf();
 	if (regs_from_task)
 		regs = (struct pt_regs *)bpf_task_pt_regs(task);
@@ -371,7 +383,7 @@ static __always_inline int on_enter_nr(struct pt_regs *regs, long nr, const bool
 		flush_range(s, task, tgid, 0, ~0u, FLUSH_EXEC, 1);
 	}
 	s->busy = 0;
-	return 0;
+	return known;
 }
 
 /* Two ways in, one loaded (bpf/effects.py picks before loading):
@@ -428,14 +440,8 @@ int effects_sys_exit(struct syscall_exit_record *rec)
 SEC("tracepoint")
 int effects_sys_enter(struct syscall_enter_record *rec)
 {
-	__u32 tgid;
-
-	on_enter_nr(0, rec->nr, true);
-	if (cfg.chain_sock && rec->nr == NR_close) {
-		tgid = bpf_get_current_pid_tgid() >> 32;
-		if (bpf_map_lookup_elem(&tracked, &tgid))
-			bpf_tail_call(rec, &effects_chain, CHAIN_SOCK_CLOSE);
-	}
+	if (on_enter_nr(0, rec->nr, true) && cfg.chain_sock && rec->nr == NR_close)
+		bpf_tail_call(rec, &effects_chain, CHAIN_SOCK_CLOSE);
 	return 0;
 }
 
@@ -449,7 +455,8 @@ int BPF_PROG(effects_exit, struct pt_regs *regs, long ret)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(effects_enter, struct pt_regs *regs, long nr)
 {
-	return on_enter_nr(regs, nr, false);
+	on_enter_nr(regs, nr, false);
+	return 0;
 }
 
 /* A thread's folded opens when it ends; fds still open when the process ends: the fd table is
