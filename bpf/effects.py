@@ -4,7 +4,9 @@ It loads beside the lineage sensor, reusing its tracked set, ring buffer and cou
 syscall programs attach to the per-syscall tracepoints of the syscalls they look at (so that
 other syscalls cost nothing to anyone), or, where tracefs cannot be had, to the raw
 sys_enter/sys_exit through BTF (said as the `syscall_tracepoints` feature); a host that refuses
-one of the three programs loses that part only (logged), never the daemon.
+one of the three programs loses that part only (logged), never the daemon. On the per-syscall
+tracepoints its programs also call the plain-HTTP sensor's for tracked processes (`chain`), so
+that a syscall both sensors look at runs one program for the processes nobody tracks.
 """
 
 from __future__ import annotations
