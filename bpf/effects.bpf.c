@@ -65,15 +65,15 @@ static __always_inline void drop_stale(struct call *c, __s32 fd)
 static void on_open(struct call *c, __s32 dfd, const char *upath, __u32 flags, __u32 mode)
 {
 	struct scratch *s = c->s;
-	__u32 truncated = 0, len, action = FOLD_EMIT, hit = 0, tid;
-	struct open_folds *folds;
+	__u32 truncated = 0, len, action = FOLD_EMIT, hit = 0;
+	struct open_folds *folds = 0;
 	struct file *f = 0;
 
 	if (c->ret >= 0) {
 		drop_stale(c, c->ret);
 		f = fd_file(c->task, c->ret);
 		if (f && cfg.fold_opens && !(flags & FOLD_REFUSED_FLAGS))
-			action = fold_open(c, f, flags, &hit);
+			action = fold_open(c, f, flags, &hit, &folds);
 		else if (cfg.fold_opens)
 			fold_changed(c);
 		if (action == FOLD_ABSORBED)
@@ -82,8 +82,6 @@ static void on_open(struct call *c, __s32 dfd, const char *upath, __u32 flags, _
 		fold_tick(c);
 	}
 	if (f && action != FOLD_EMIT) { /* a count written out now, named by this open's path */
-		tid = (__u32)bpf_get_current_pid_tgid();
-		folds = bpf_map_lookup_elem(&open_folds, &tid);
 		if (folds) {
 			len = put_file_path(s, c->task, f, 0, &truncated);
 			fold_emit(s, folds, hit, action == FOLD_FLUSH_COUNT ? FLUSH_COUNT : FLUSH_AGE,
@@ -293,12 +291,13 @@ static void net_syscall(struct call *c)
 /* The exit of a syscall in the table; `regs` are the task's syscall registers, or taken from the
  * task when `regs_from_task` (the per-syscall tracepoints pass no registers, only the number and
  * the result; the arguments are still in the registers saved at entry). The tracked check comes
- * before anything else so that an untracked process pays one map lookup. */
+ * before anything else so that an untracked process pays one map lookup. Returns whether the
+ * process is tracked. */
 static __always_inline int on_exit_nr(struct pt_regs *regs, long nr, long ret, const bool regs_from_task)
 {
 	struct call c = { .regs = regs, .nr = nr, .ret = ret };
 
-	if (!interesting_exit(nr))
+	if (!regs_from_task && !interesting_exit(nr)) /* per-syscall: attached to those only */
 		return 0;
 	c.tgid = bpf_get_current_pid_tgid() >> 32;
 	c.info = bpf_map_lookup_elem(&tracked, &c.tgid);
@@ -306,7 +305,7 @@ static __always_inline int on_exit_nr(struct pt_regs *regs, long nr, long ret, c
 		return 0;
 	c.s = scratch_get();
 	if (!c.s)
-		return 0;
+		return 1;
 	c.task = bpf_get_current_task_btf();
 	if (regs_from_task)
 		c.regs = regs = (struct pt_regs *)bpf_task_pt_regs(c.task);
@@ -328,17 +327,23 @@ static __always_inline int on_exit_nr(struct pt_regs *regs, long nr, long ret, c
 			net_syscall(&c);
 	}
 	c.s->busy = 0;
-	return 0;
+	return 1;
 }
 
-/* Sums are written out before the fd goes away, while it still names the file. */
+/* Sums are written out before the fd goes away, while it still names the file. Returns whether
+ * the process is tracked (for a close, dup2, dup3 or close_range; 0 for an exec).
+ *
+ * A close or dup of a process nobody tracks, most of the host's, leaves after one lookup: the
+ * tracked set is looked at first. A process that had sums and was dropped from it while alive (a
+ * root turned down, whose session user space discards) has them written at its exit instead. An
+ * exec looks at the thread's folds and the sums whatever the tracked set says. */
 static __always_inline int on_enter_nr(struct pt_regs *regs, long nr, const bool regs_from_task)
 {
 	__u32 tgid, tid;
 	struct task_struct *task;
 	struct scratch *s;
 	long a0, a1, a2;
-	int exec, folds;
+	int exec, folds = 0, known = 0;
 
 	if (nr != NR_close && nr != NR_close_range && nr != NR_dup2 && nr != NR_dup3 && nr != NR_execve &&
 	    nr != NR_execveat)
@@ -346,12 +351,18 @@ static __always_inline int on_enter_nr(struct pt_regs *regs, long nr, const bool
 	tgid = bpf_get_current_pid_tgid() >> 32;
 	tid = (__u32)bpf_get_current_pid_tgid();
 	exec = nr == NR_execve || nr == NR_execveat;
-	folds = exec && bpf_map_lookup_elem(&open_folds, &tid);
+	if (exec) {
+		folds = bpf_map_lookup_elem(&open_folds, &tid) != 0;
+	} else {
+		if (!bpf_map_lookup_elem(&tracked, &tgid))
+			return 0;
+		known = 1;
+	}
 	if (!bpf_map_lookup_elem(&fd_owners, &tgid) && !folds)
-		return 0;
+		return known;
 	s = scratch_get();
 	if (!s)
-		return 0;
+		return known;
 	task = bpf_get_current_task_btf();
 	if (regs_from_task)
 		regs = (struct pt_regs *)bpf_task_pt_regs(task);
@@ -372,7 +383,7 @@ static __always_inline int on_enter_nr(struct pt_regs *regs, long nr, const bool
 		flush_range(s, task, tgid, 0, ~0u, FLUSH_EXEC, 1);
 	}
 	s->busy = 0;
-	return 0;
+	return known;
 }
 
 /* Two ways in, one loaded (bpf/effects.py picks before loading):
@@ -399,28 +410,53 @@ struct syscall_enter_record {
 	int nr;
 };
 
+/* The plain-HTTP sensor's programs (sockdata.bpf.c) for the syscalls both sensors look at, called
+ * from these for tracked processes only: each of those tracepoints then runs one program, not
+ * two, for every process nobody tracks. bpf/sockdata.py fills the slots and attaches nothing of
+ * its own there; an empty slot (that sensor off) makes the tail call a no-op. */
+#define CHAIN_SOCK_EXIT 0  /* sock_exit: write, read and the other payload syscalls */
+#define CHAIN_SOCK_CLOSE 1 /* sock_close: close */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} effects_chain SEC(".maps");
+
+static __always_inline int sock_syscall(long nr)
+{
+	return nr == NR_write || nr == NR_read || nr == NR_sendto || nr == NR_recvfrom || nr == NR_writev ||
+	       nr == NR_readv || nr == NR_sendmsg || nr == NR_recvmsg;
+}
+
 SEC("tracepoint")
 int effects_sys_exit(struct syscall_exit_record *rec)
 {
-	return on_exit_nr(0, rec->nr, rec->ret, true);
+	if (on_exit_nr(0, rec->nr, rec->ret, true) && cfg.chain_sock && sock_syscall(rec->nr))
+		bpf_tail_call(rec, &effects_chain, CHAIN_SOCK_EXIT);
+	return 0;
 }
 
 SEC("tracepoint")
 int effects_sys_enter(struct syscall_enter_record *rec)
 {
-	return on_enter_nr(0, rec->nr, true);
+	if (on_enter_nr(0, rec->nr, true) && cfg.chain_sock && rec->nr == NR_close)
+		bpf_tail_call(rec, &effects_chain, CHAIN_SOCK_CLOSE);
+	return 0;
 }
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(effects_exit, struct pt_regs *regs, long ret)
 {
-	return on_exit_nr(regs, BPF_CORE_READ(regs, orig_ax), ret, false);
+	on_exit_nr(regs, BPF_CORE_READ(regs, orig_ax), ret, false);
+	return 0;
 }
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(effects_enter, struct pt_regs *regs, long nr)
 {
-	return on_enter_nr(regs, nr, false);
+	on_enter_nr(regs, nr, false);
+	return 0;
 }
 
 /* A thread's folded opens when it ends; fds still open when the process ends: the fd table is

@@ -120,6 +120,7 @@ struct effects_config {
 	__u32 dns;          /* capture datagrams to port 53 */
 	__u32 max_queued_bytes; /* effects are shed (counted as dropped) while this much waits */
 	__u32 fold_opens;   /* 0: one record per open (repeated read-only opens are not folded) */
+	__u32 chain_sock;   /* the plain-HTTP sensor's programs are called from here (effects_chain) */
 };
 
 #endif /* VIGIL_EFFECTS_H */

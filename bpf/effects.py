@@ -4,11 +4,14 @@ It loads beside the lineage sensor, reusing its tracked set, ring buffer and cou
 syscall programs attach to the per-syscall tracepoints of the syscalls they look at (so that
 other syscalls cost nothing to anyone), or, where tracefs cannot be had, to the raw
 sys_enter/sys_exit through BTF (said as the `syscall_tracepoints` feature); a host that refuses
-one of the three programs loses that part only (logged), never the daemon.
+one of the three programs loses that part only (logged), never the daemon. On the per-syscall
+tracepoints its programs also call the plain-HTTP sensor's for tracked processes (`chain`), so
+that a syscall both sensors look at runs one program for the processes nobody tracks.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import platform
 from pathlib import Path
@@ -33,6 +36,9 @@ PER_SYSCALL = {
     "effects_exit": ("effects_sys_exit", "exit", EXIT_SYSCALLS),
     "effects_enter": ("effects_sys_enter", "enter", ENTER_SYSCALLS),
 }
+# Slots of effects_chain (effects.bpf.c): another sensor's program called by the PROGRAMS entry
+# for tracked processes, on the syscalls both look at (the plain-HTTP sensor's exit and close).
+CHAIN_SLOTS = {"effects_exit": 0, "effects_enter": 1}
 
 
 class EffectsUnsupported(RuntimeError):
@@ -45,11 +51,12 @@ class EffectsSensor:
 
     aggregate=False makes the kernel send one record per write/send/receive call instead of one
     per fd: it exists to measure what aggregation saves. fold_opens=False sends every open as a
-    record instead of counting a thread's repeated read-only opens of a file (effects_folds.bpf.h)."""
+    record instead of counting a thread's repeated read-only opens of a file (effects_folds.bpf.h).
+    chain_sock=True readies the programs to call the plain-HTTP sensor's (see `chain`)."""
 
     def __init__(self, shared_maps: dict[str, Map], files: bool = True, net: bool = True, dns: bool = True,
                  aggregate: bool = True, fold_opens: bool = True, wakeup_bytes: int | None = None,
-                 max_queued_bytes: int | None = None, tracefs: Path | None = None) -> None:
+                 max_queued_bytes: int | None = None, tracefs: Path | None = None, chain_sock: bool = False) -> None:
         """`tracefs`: attach through the per-syscall tracepoints it lists; None: the raw ones.
         `wakeup_bytes` and `max_queued_bytes`: None keeps effects.bpf.c's own value (its `cfg`
         initialiser is the one default; `self.config` holds what was loaded). Effects are shed
@@ -74,6 +81,7 @@ class EffectsSensor:
             config = self.obj.rodata(EffectsConfigC)
             config.aggregate, config.files, config.net, config.dns = int(aggregate), int(files), int(net), int(dns)
             config.fold_opens = int(fold_opens)
+            config.chain_sock = int(chain_sock and self.per_syscall)  # tp_btf programs cannot call tracepoint ones
             if wakeup_bytes is not None:
                 config.wakeup_bytes = wakeup_bytes
             if max_queued_bytes is not None:
@@ -116,6 +124,23 @@ class EffectsSensor:
             del self.obj.links[first:]
             raise
 
+    def chain(self, prog: str, prog_fd: int, syscalls: tuple[str, ...]) -> bool:
+        """Have `prog` (a PROGRAMS entry) call the program `prog_fd` for tracked processes on the
+        given syscalls' tracepoints, instead of that program being attached there too (so that
+        processes nobody tracks run one program per call). False when it cannot (the sensor was
+        not built for it, runs on the raw tracepoints, or `prog` is not attached to all of them):
+        the caller attaches its program itself then."""
+        direction_syscalls = PER_SYSCALL[prog][2]
+        if not self.config.chain_sock or prog in self.missing or not set(syscalls) <= set(direction_syscalls):
+            return False
+        self.obj.map("effects_chain").update(ctypes.c_uint32(CHAIN_SLOTS[prog]), ctypes.c_uint32(prog_fd))
+        return True
+
+    def unchain(self, prog: str) -> None:
+        """The slot `chain` filled is emptied (its program is let go; the call becomes a no-op)."""
+        if self.attached:
+            self.obj.map("effects_chain").delete(ctypes.c_uint32(CHAIN_SLOTS[prog]))
+
     def register(self, decoder: EventDecoder) -> None:
         register_effects(decoder)
 
@@ -124,10 +149,12 @@ class EffectsSensor:
         self.attached = []
 
 
-def open_effects(shared_maps: dict[str, Map], features: Features, fold_opens: bool = True) -> EffectsSensor | None:
+def open_effects(shared_maps: dict[str, Map], features: Features, fold_opens: bool = True,
+                 chain_sock: bool = False) -> EffectsSensor | None:
     """The effects sensor, or None when this host cannot run it (said once through `features`):
     a kernel that refuses it costs the effects, not the trace. The per-syscall tracepoints are
-    tried first; where they cannot be had the raw ones serve, said as `syscall_tracepoints`."""
+    tried first; where they cannot be had the raw ones serve, said as `syscall_tracepoints`.
+    `chain_sock`: the plain-HTTP sensor will be opened after it and chained (EffectsSensor.chain)."""
     sensor, per_syscall_refused = None, None
     try:
         tracefs: Path | None = tracefs_root()
@@ -135,7 +162,7 @@ def open_effects(shared_maps: dict[str, Map], features: Features, fold_opens: bo
         tracefs, per_syscall_refused = None, str(exc)
     if tracefs is not None:
         try:
-            sensor = EffectsSensor(shared_maps, tracefs=tracefs, fold_opens=fold_opens)
+            sensor = EffectsSensor(shared_maps, tracefs=tracefs, fold_opens=fold_opens, chain_sock=chain_sock)
         except (EffectsUnsupported, BpfError) as exc:
             per_syscall_refused = exc.summary if isinstance(exc, BpfError) else str(exc).splitlines()[0]
         else:

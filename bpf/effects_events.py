@@ -124,6 +124,7 @@ class EffectsConfigC(ctypes.Structure):
         ("dns", c_uint32),
         ("max_queued_bytes", c_uint32),
         ("fold_opens", c_uint32),
+        ("chain_sock", c_uint32),
     ]
 
 

@@ -166,8 +166,8 @@ static __always_inline __u32 fold_set(__u32 dev, __u64 ino)
 
 /* A successful foldable open of `f`: absorbed into its slot, or to be emitted (a file not in the
  * table takes a slot of its set, the previous file's count written out), or absorbed and its slot
- * `*hit` to be written out now with this open's path. */
-static __u32 fold_open(struct call *c, struct file *f, __u32 flags, __u32 *hit)
+ * `*hit` of the thread's table `*table` to be written out now with this open's path. */
+static __u32 fold_open(struct call *c, struct file *f, __u32 flags, __u32 *hit, struct open_folds **table)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid(), dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev), i, v, set;
 	__u64 ino = BPF_CORE_READ(f, f_inode, i_ino), now;
@@ -193,6 +193,7 @@ static __u32 fold_open(struct call *c, struct file *f, __u32 flags, __u32 *hit)
 		slot->count++;
 		slot->last_ns = now;
 		*hit = i;
+		*table = t;
 		if (slot->count >= FOLD_MAX_COUNT)
 			return FOLD_FLUSH_COUNT;
 		if (now - slot->first_ns > FOLD_MAX_AGE_NS)

@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 /* Payload of tracked processes' plain TCP connections (HTTP without TLS), read at the syscalls.
  *
- * Syscall tracepoints (enter + exit) of write/writev/sendto/sendmsg and read/readv/recvfrom/
- * recvmsg: the entry remembers the fd's socket and the user buffer (per thread: one syscall in
- * flight per thread), the exit copies what the call really moved. A connection is keyed by its
+ * The exit tracepoints of write/writev/sendto/sendmsg and read/readv/recvfrom/recvmsg, one program
+ * for all: it reads the call's arguments (fd, buffer or iovec array, flags) from the registers
+ * saved at entry, which the syscall leaves as they were, and copies what the call really moved.
+ * No entry program: a process nobody tracks pays for one tracepoint and one program per call, not
+ * two of each (bench/README.md). Where the effects sensor runs on the same exit tracepoints, this
+ * program is not attached at all: the effects program calls it (a tail call) for tracked
+ * processes only, so those syscalls run one program for everyone else. A connection is keyed by its
  * socket's inode, never by thread; its first write decides whether it is captured: a request line
  * (GET, POST, ...) or the HTTP/2 preface, or a configured remote port unless the write starts a
  * TLS record. TLS connections therefore never reach user space from here: their first write is a
@@ -21,6 +25,7 @@
  * with the pipe its requests came in on. */
 #include "payload.bpf.h"
 #include "rustls_link.bpf.h"
+#include "syscall_nr.bpf.h"
 #include <bpf/bpf_endian.h>
 
 #define S_IFMT 00170000
@@ -66,6 +71,7 @@ struct {
 	__type(value, struct sock_conn);
 } sock_conns SEC(".maps");
 
+/* The call being finished: which connection, where its bytes are, which way they went. */
 struct sock_call {
 	__u64 ino;
 	__u64 sk;
@@ -75,13 +81,6 @@ struct sock_call {
 	__u32 lib;      /* SOCK_LIB_PLAIN or SOCK_LIB_PIPE */
 	__u32 _pad;
 };
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid: one syscall in flight per thread */
-	__type(value, struct sock_call);
-} sock_calls SEC(".maps");
 
 PAYLOAD_MAPS(sock);
 
@@ -117,35 +116,34 @@ static __always_inline struct sock *tcp_sock_of(long fd, __u64 *ino, __u32 *lib)
 	return sk;
 }
 
-static __always_inline int on_enter(long fd, __u64 buf, __u32 iovcnt, __u32 direction)
+/* Fills `call` for fd's connection when this call is one to capture: a TCP socket or a pipe
+ * (written to) whose first write did not rule it out. 0: nothing to do. */
+static __always_inline int call_of(struct sock_call *call, __u64 id, long fd, __u64 buf, __u32 iovcnt,
+				   __u32 direction)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32;
 	struct sock_conn *conn;
-	struct sock_call call = {};
 	struct sock *sk;
 
-	if (!bpf_map_lookup_elem(&tracked, &tgid))
+	sk = tcp_sock_of(fd, &call->ino, &call->lib);
+	if (!sk || (call->lib == SOCK_LIB_PIPE && direction == TLS_DIR_READ))
 		return 0;
-	sk = tcp_sock_of(fd, &call.ino, &call.lib);
-	if (!sk || (call.lib == SOCK_LIB_PIPE && direction == TLS_DIR_READ))
-		return 0;
-	if (call.lib == SOCK_LIB_PLAIN)
-		rustls_note_socket(id, call.ino, direction);
-	conn = bpf_map_lookup_elem(&sock_conns, &call.ino);
+	if (call->lib == SOCK_LIB_PLAIN)
+		rustls_note_socket(id, call->ino, direction);
+	conn = bpf_map_lookup_elem(&sock_conns, &call->ino);
 	if (conn && conn->state == CONN_IGNORED)
 		return 0;
 	if (!conn && direction == TLS_DIR_READ)
 		return 0; /* decided by the first write: a client speaks first */
-	call.sk = (__u64)sk;
-	call.buf = buf;
-	call.iovcnt = iovcnt;
-	call.direction = direction;
-	bpf_map_update_elem(&sock_calls, &id, &call, BPF_ANY);
-	return 0;
+	call->sk = (__u64)sk;
+	call->buf = buf;
+	call->iovcnt = iovcnt;
+	call->direction = direction;
+	return 1;
 }
 
-static __always_inline int on_msg_enter(long fd, struct user_msghdr *msg, long flags, __u32 direction)
+/* A sendmsg/recvmsg: its iovec array, read from the message header. */
+static __always_inline int msg_call_of(struct sock_call *call, __u64 id, long fd, struct user_msghdr *msg, long flags,
+				       __u32 direction)
 {
 	void *iov = 0;
 	__u64 iovlen = 0;
@@ -155,7 +153,42 @@ static __always_inline int on_msg_enter(long fd, struct user_msghdr *msg, long f
 	if (bpf_probe_read_user(&iov, sizeof(iov), &msg->msg_iov) ||
 	    bpf_probe_read_user(&iovlen, sizeof(iovlen), &msg->msg_iovlen) || !iovlen)
 		return 0;
-	return on_enter(fd, (__u64)iov, iovlen > SOCK_MAX_IOV ? SOCK_MAX_IOV : iovlen, direction);
+	return call_of(call, id, fd, (__u64)iov, iovlen > SOCK_MAX_IOV ? SOCK_MAX_IOV : iovlen, direction);
+}
+
+static __always_inline __u32 iov_count(long cnt)
+{
+	return cnt <= 0 ? 0 : cnt > SOCK_MAX_IOV ? SOCK_MAX_IOV : cnt;
+}
+
+/* The call `nr` of a tracked thread: its arguments from the registers saved at entry. */
+static __always_inline int syscall_call_of(struct sock_call *call, __u64 id, long nr)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	long fd = PT_REGS_PARM1_CORE_SYSCALL(regs);
+	__u64 buf = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	long a2 = PT_REGS_PARM3_CORE_SYSCALL(regs);
+
+	switch (nr) {
+	case NR_write:
+	case NR_sendto:
+		return call_of(call, id, fd, buf, 0, TLS_DIR_WRITE);
+	case NR_read:
+		return call_of(call, id, fd, buf, 0, TLS_DIR_READ);
+	case NR_recvfrom:
+		if (PT_REGS_PARM4_CORE_SYSCALL(regs) & MSG_PEEK)
+			return 0; /* peeked bytes are read again */
+		return call_of(call, id, fd, buf, 0, TLS_DIR_READ);
+	case NR_writev:
+		return iov_count(a2) && call_of(call, id, fd, buf, iov_count(a2), TLS_DIR_WRITE);
+	case NR_readv:
+		return iov_count(a2) && call_of(call, id, fd, buf, iov_count(a2), TLS_DIR_READ);
+	case NR_sendmsg:
+		return msg_call_of(call, id, fd, (struct user_msghdr *)buf, 0, TLS_DIR_WRITE);
+	case NR_recvmsg:
+		return msg_call_of(call, id, fd, (struct user_msghdr *)buf, a2, TLS_DIR_READ);
+	}
+	return 0;
 }
 
 static __always_inline int is_request_start(__u32 head)
@@ -248,44 +281,41 @@ static long emit_iov(__u64 index, struct iov_ctx *v)
 	return 0;
 }
 
-static __always_inline int on_exit(long ret)
+static __always_inline int on_exit(long nr, long ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tgid = id >> 32, total, state;
 	struct payload_nest *nest;
 	struct tracked_info *info;
 	struct sock_conn *conn;
-	struct sock_call *call;
+	struct sock_call call = {};
 	struct tls_data_event *ev;
 
-	call = bpf_map_lookup_elem(&sock_calls, &id);
-	if (!call)
-		return 0;
 	info = bpf_map_lookup_elem(&tracked, &tgid);
-	if (ret <= 0 || !info)
-		goto out;
-	conn = bpf_map_lookup_elem(&sock_conns, &call->ino);
-	state = conn ? conn->state : classify(call, ret);
+	if (!info || !syscall_call_of(&call, id, nr) || ret <= 0)
+		return 0;
+	conn = bpf_map_lookup_elem(&sock_conns, &call.ino);
+	state = conn ? conn->state : classify(&call, ret);
 	if (state != CONN_CAPTURED)
-		goto out;
-	conn = bpf_map_lookup_elem(&sock_conns, &call->ino);
+		return 0;
+	conn = bpf_map_lookup_elem(&sock_conns, &call.ino);
 	if (!conn)
-		goto out;
+		return 0;
 	if (cfg.max_conn_bytes && conn->bytes >= cfg.max_conn_bytes) {
 		conn->capped = 1;
 		count_event(EVENT_SOCK_CAPPED, -1);
-		goto out;
+		return 0;
 	}
 	__sync_fetch_and_add(&conn->bytes, ret);
 	ev = payload_slot(&sock_scratch, &sock_nest, &nest, EVENT_SOCK_BUSY);
 	if (!ev)
-		goto out;
+		return 0;
 	fill_header(&ev->hdr, EVENT_SOCK_DATA, (struct task_struct *)bpf_get_current_task_btf(), info);
-	ev->conn_id = call->ino;
-	ev->direction = call->direction;
-	ev->lib = call->lib;
+	ev->conn_id = call.ino;
+	ev->direction = call.direction;
+	ev->lib = call.lib;
 	ev->peer_ino = 0;
-	if (call->lib == SOCK_LIB_PIPE) {
+	if (call.lib == SOCK_LIB_PIPE) {
 		struct file *in = fd_file(bpf_get_current_task_btf(), 0);
 
 		ev->peer_ino = in ? BPF_CORE_READ(in, f_inode, i_ino) : 0;
@@ -296,85 +326,26 @@ static __always_inline int on_exit(long ret)
 		total = cfg.max_call_bytes;
 		ev->hdr.flags |= TLS_CALL_CAPPED;
 	}
-	if (call->iovcnt) {
-		struct iov_ctx v = { .ev = ev, .iov = call->buf, .done = 0, .total = total };
+	if (call.iovcnt) {
+		struct iov_ctx v = { .ev = ev, .iov = call.buf, .done = 0, .total = total };
 
-		bpf_loop(call->iovcnt, emit_iov, &v, 0);
+		bpf_loop(call.iovcnt, emit_iov, &v, 0);
 	} else {
-		struct payload_copy c = { .ev = ev, .src = call->buf, .len = total, .kind = EVENT_SOCK_DATA,
+		struct payload_copy c = { .ev = ev, .src = call.buf, .len = total, .kind = EVENT_SOCK_DATA,
 					  .wakeup_bytes = cfg.wakeup_bytes };
 
 		payload_emit(&c);
 	}
 	payload_release(nest);
-out:
-	bpf_map_delete_elem(&sock_calls, &id);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_write")
-int sock_enter_write(struct trace_event_raw_sys_enter *ctx)
-{
-	return on_enter(ctx->args[0], ctx->args[1], 0, TLS_DIR_WRITE);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int sock_enter_sendto(struct trace_event_raw_sys_enter *ctx)
-{
-	return on_enter(ctx->args[0], ctx->args[1], 0, TLS_DIR_WRITE);
-}
-
-SEC("tracepoint/syscalls/sys_enter_writev")
-int sock_enter_writev(struct trace_event_raw_sys_enter *ctx)
-{
-	long cnt = ctx->args[2];
-
-	if (cnt <= 0)
-		return 0;
-	return on_enter(ctx->args[0], ctx->args[1], cnt > SOCK_MAX_IOV ? SOCK_MAX_IOV : cnt, TLS_DIR_WRITE);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendmsg")
-int sock_enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return on_msg_enter(ctx->args[0], (struct user_msghdr *)ctx->args[1], 0, TLS_DIR_WRITE);
-}
-
-SEC("tracepoint/syscalls/sys_enter_read")
-int sock_enter_read(struct trace_event_raw_sys_enter *ctx)
-{
-	return on_enter(ctx->args[0], ctx->args[1], 0, TLS_DIR_READ);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int sock_enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
-{
-	if (ctx->args[3] & MSG_PEEK)
-		return 0; /* peeked bytes are read again */
-	return on_enter(ctx->args[0], ctx->args[1], 0, TLS_DIR_READ);
-}
-
-SEC("tracepoint/syscalls/sys_enter_readv")
-int sock_enter_readv(struct trace_event_raw_sys_enter *ctx)
-{
-	long cnt = ctx->args[2];
-
-	if (cnt <= 0)
-		return 0;
-	return on_enter(ctx->args[0], ctx->args[1], cnt > SOCK_MAX_IOV ? SOCK_MAX_IOV : cnt, TLS_DIR_READ);
-}
-
-SEC("tracepoint/syscalls/sys_enter_recvmsg")
-int sock_enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
-{
-	return on_msg_enter(ctx->args[0], (struct user_msghdr *)ctx->args[1], ctx->args[2], TLS_DIR_READ);
-}
-
-/* One exit program serves every syscall above: the entry already chose. */
+/* One program for every syscall above, attached to their exit tracepoints, or called by the
+ * effects sensor's exit program (see the top of this file). */
 SEC("tracepoint/syscalls/sys_exit_write")
 int sock_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_exit(ctx->ret);
+	return on_exit(ctx->id, ctx->ret);
 }
 
 /* The connection ends for us when its fd is closed: its exchanges are finished. A duplicated fd

@@ -12,8 +12,11 @@ a TLS record, not a request line, so the kernel ignores the connection (see sock
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
+import platform
 from ctypes import c_uint16, c_uint32, c_uint64
+from typing import TYPE_CHECKING
 
 from vigild.bpf.events import EventDecoder, Kind
 from vigild.bpf.syscall_tracepoints import TracefsUnavailable, tracefs_root
@@ -25,23 +28,21 @@ from vigild.bpf.features import Features
 from vigild.bpf.loader import BpfError, BpfObject, Link, Map
 from vigild.bpf.objects import object_path
 
+if TYPE_CHECKING:
+    from vigild.bpf.effects import EffectsSensor
+
 log = logging.getLogger("vigild.sockdata")
 
 MAX_PORTS = 8
-# (tracepoint, program): every exit shares one program, the entry already decided.
-ENTRY_PROGRAMS = (
-    ("sys_enter_write", "sock_enter_write"),
-    ("sys_enter_sendto", "sock_enter_sendto"),
-    ("sys_enter_writev", "sock_enter_writev"),
-    ("sys_enter_sendmsg", "sock_enter_sendmsg"),
-    ("sys_enter_read", "sock_enter_read"),
-    ("sys_enter_recvfrom", "sock_enter_recvfrom"),
-    ("sys_enter_readv", "sock_enter_readv"),
-    ("sys_enter_recvmsg", "sock_enter_recvmsg"),
-    ("sys_enter_close", "sock_close"),
-)
-EXIT_TRACEPOINTS = ("sys_exit_write", "sys_exit_sendto", "sys_exit_writev", "sys_exit_sendmsg", "sys_exit_read",
-                    "sys_exit_recvfrom", "sys_exit_readv", "sys_exit_recvmsg")
+# The syscalls whose exit sock_exit handles (one program for all: it reads their arguments from
+# the registers saved at entry; no entry program) and the one whose entry sock_close handles.
+EXIT_SYSCALLS = ("write", "sendto", "writev", "sendmsg", "read", "recvfrom", "readv", "recvmsg")
+CLOSE_SYSCALLS = ("close",)
+# program -> (the effects program that can call it instead, its tracepoints' direction, syscalls)
+PROGRAMS = {
+    "sock_exit": ("effects_exit", "exit", EXIT_SYSCALLS),
+    "sock_close": ("effects_enter", "enter", CLOSE_SYSCALLS),
+}
 
 
 class SockConfigC(ctypes.Structure):
@@ -60,14 +61,25 @@ class SockDataSensor:
 
     ports: remote ports captured whatever the first bytes (an HTTP dialect whose first write is
     not a request line); at most MAX_PORTS. max_conn_bytes caps one connection; calls past it are
-    counted (`sock_capped` in the per-kind stats), not sent."""
+    counted (`sock_capped` in the per-kind stats), not sent.
+
+    effects: the effects sensor, when it runs on the same syscalls' tracepoints and was built to
+    call this sensor's programs (EffectsSensor.chain): they are called from its programs for
+    tracked processes instead of being attached beside them, so that processes nobody tracks run
+    one program per call there, not two. `chained` lists the programs called that way."""
 
     def __init__(self, shared_maps: dict[str, Map], ports: tuple[int, ...] = (), max_call_bytes: int = 16 * 1024 * 1024,
-                 max_conn_bytes: int = 256 * 1024 * 1024, wakeup_bytes: int = 256 * 1024) -> None:
+                 max_conn_bytes: int = 256 * 1024 * 1024, wakeup_bytes: int = 256 * 1024,
+                 effects: EffectsSensor | None = None) -> None:
         if len(ports) > MAX_PORTS or any(not 0 < p < 65536 for p in ports):
             raise ValueError(f"at most {MAX_PORTS} ports, each in 1..65535: {ports}")
+        if platform.machine() != "x86_64":
+            raise BpfError(f"plain-HTTP capture knows x86-64 syscall numbers only, not {platform.machine()}",
+                           errno.EOPNOTSUPP)
         self.obj = BpfObject(object_path("sockdata.bpf.o"))
         self.links: list[Link] = []
+        self.effects = effects
+        self.chained: list[str] = []
         try:
             for name in ("tracked", "events", "stats"):
                 self.obj.reuse_map(name, shared_maps[name])
@@ -80,10 +92,12 @@ class SockDataSensor:
                 config.ports[i] = port
             self.obj.set_rodata(config)
             self.obj.load()
-            for tracepoint, prog in ENTRY_PROGRAMS:
-                self.links.append(self.obj.attach_tracepoint(prog, "syscalls", tracepoint))
-            for tracepoint in EXIT_TRACEPOINTS:
-                self.links.append(self.obj.attach_tracepoint("sock_exit", "syscalls", tracepoint))
+            for prog, (effects_prog, direction, syscalls) in PROGRAMS.items():
+                if effects is not None and effects.chain(effects_prog, self.obj.program_fd(prog), syscalls):
+                    self.chained.append(prog)
+                    continue
+                for name in syscalls:
+                    self.links.append(self.obj.attach_tracepoint(prog, "syscalls", f"sys_{direction}_{name}"))
         except BaseException:
             self.close()
             raise
@@ -93,6 +107,10 @@ class SockDataSensor:
         decoder.register(Kind.SOCK_CLOSE, decode_sock_close)
 
     def close(self) -> None:
+        if self.effects is not None:
+            for prog in self.chained:
+                self.effects.unchain(PROGRAMS[prog][0])
+        self.chained.clear()
         for link in self.links:
             link.destroy()
         self.links.clear()
@@ -100,12 +118,13 @@ class SockDataSensor:
 
 
 def open_sockdata(shared_maps: dict[str, Map], features: Features, max_call_bytes: int,
-                  ports: tuple[int, ...] = ()) -> SockDataSensor | None:
+                  ports: tuple[int, ...] = (), effects: EffectsSensor | None = None) -> SockDataSensor | None:
     """The plain-HTTP sensor, or None when this kernel refuses it (said once through
-    `features` as `plain_http`): TLS capture and everything else go on."""
+    `features` as `plain_http`): TLS capture and everything else go on. `effects`: see
+    SockDataSensor."""
     try:
         tracefs_root()  # its programs attach to syscall tracepoints: tracefs is mounted where absent
-        sensor = SockDataSensor(shared_maps, ports=ports, max_call_bytes=max_call_bytes)
+        sensor = SockDataSensor(shared_maps, ports=ports, max_call_bytes=max_call_bytes, effects=effects)
     except TracefsUnavailable as exc:
         features.unavailable("plain_http", str(exc))
         return None

@@ -89,21 +89,23 @@ def open_sensors(features: Features, *, root_comms: list[str], root_flags: int =
             sensors.watchdog = start_watchdog(sensors.lineage.held.fd)
         if tools is not None:
             sensors.tools = tools(sensors.lineage)
+        # effects first: the plain-HTTP sensor's programs are called from its programs (one
+        # program per syscall tracepoint for processes nobody tracks; bpf/sockdata.py)
+        if capture_effects:
+            sensors.effects = open_effects(sensors.lineage.shared_maps, features, fold_opens, chain_sock=capture_tls)
+        else:
+            features.turned_off("effects", effects_off)
         if capture_tls:
             sensors.tls = open_tls(sensors.lineage.shared_maps, features, max_call_bytes, locator=locator,
                                    locate_timeout=locate_timeout)
             links = sensors.tls.link_maps if sensors.tls is not None else {}
             sensors.plain_http = open_sockdata({**sensors.lineage.shared_maps, **links}, features, max_call_bytes,
-                                               http_ports)
+                                               http_ports, effects=sensors.effects)
             if sensors.tls is not None and sensors.plain_http is not None:
                 sensors.tls.rustls_linked = True  # rustls records find their socket through it
         else:
             features.turned_off("tls", tls_off)
             features.turned_off("plain_http", tls_off)
-        if capture_effects:
-            sensors.effects = open_effects(sensors.lineage.shared_maps, features, fold_opens)
-        else:
-            features.turned_off("effects", effects_off)
     except BaseException:
         if sensors.tools is not None:
             sensors.tools.close()
