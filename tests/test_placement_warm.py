@@ -22,7 +22,7 @@ from fakellm import FakeLLMServer, Reply, Scenario, ToolCallSpec, client_env
 from support.helpers import VIGIL, events_and_output, run_own_group
 from support.run_cgroups import leftovers
 
-from vigild.cgroups import CgroupError, CgroupUnavailable, Hierarchy, detect
+from vigild.cgroups import CgroupError, CgroupUnavailable, Hierarchy, detect, open_backend
 from vigild.cgroups.warm import NoopMove, noop_move_for
 from vigild.daemon.tools.control_loop import CONTROLLERS
 from vigild.daemon.tools.placement_warm import PlacementWarmer, open_warmer
@@ -38,10 +38,9 @@ def own_cgroups() -> str:
 
 
 def placement_version() -> int:
-    """The cgroup version `vigil run` places in here (v1 on a hybrid host)."""
-    host = detect()
-    return 1 if any(host.hierarchy_for(c) is not None and host.hierarchy_for(c).version == 1
-                    for c in CONTROLLERS) else 2
+    """The cgroup version `vigil run` places in here (v1 on a hybrid host): the backend's own
+    choice (opening a backend makes no group)."""
+    return open_backend("vigil-warm-test", CONTROLLERS).version
 
 
 @pytest.fixture
