@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from vigild.bpf.events import (
     DecodeError,
     EventDecoder,
+    HEADER,
     EventHeader,
     Header,
     Kind,
@@ -359,6 +360,11 @@ FILE_OPEN_FIELDS = ("hdr_kind", "hdr_flags", "hdr_ts_ns", "hdr_session_id", "hdr
                     "ino", "dev", "fd", "open_flags", "mode", "reason", "len_0", "len_1", "len_2", "len_3")
 if FILE_RECORD.tuple._fields != FILE_OPEN_FIELDS:
     raise ImportError(f"FileEventC's fields are {FILE_RECORD.tuple._fields}, not those _file_open unpacks")
+# The header's fields lead the record's, in EventHeader's order: FileDecoder.decode hands that
+# slice of the unpacked values to EventDecoder.common as a Header.
+_HEADER_FIELDS = len(HEADER.tuple._fields)
+if FILE_OPEN_FIELDS[:_HEADER_FIELDS] != tuple(f"hdr_{name}" for name in HEADER.tuple._fields):
+    raise ImportError("FileEventC no longer starts with EventHeader's fields, which FileDecoder.decode reads as one")
 
 
 class FileDecoder:
@@ -390,13 +396,11 @@ class FileDecoder:
         if builder is None:
             raise DecodeError(f"event kind {kind} is not a file effect", "unknown_kind")
         parts = _parts(rec, raw)
-        base = {
-            "ts_ns": rec.hdr_ts_ns + self.events.clock.offset_ns, "session_id": rec.hdr_session_id,
-            "cgroup_id": rec.hdr_cgroup_id, "pid": rec.hdr_pid, "tid": rec.hdr_tid, "ppid": rec.hdr_ppid,
-            "uid": rec.hdr_uid, "comm": self.events.comm(rec.hdr_comm), "tool_call": rec.hdr_call_id or None,
-            "kind": kind, "path": join_path(parts[0], parts[1]),
-            "path_truncated": bool(rec.hdr_flags & FILE_PATH_TRUNCATED), "ret": rec.ret,
-        }
+        base = self.events.common(HEADER.named(values[:_HEADER_FIELDS]))  # the header's part of the one unpack
+        base["kind"] = kind
+        base["path"] = join_path(parts[0], parts[1])
+        base["path_truncated"] = bool(rec.hdr_flags & FILE_PATH_TRUNCATED)
+        base["ret"] = rec.ret
         return builder(rec, parts, base)
 
     def _file_open(self, values: tuple[Any, ...], raw: bytes) -> FileOpen:
