@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import select
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -267,15 +267,9 @@ class V2Backend(CgroupBackend):
         if "memory" in self.controllers:
             writes.append((b"/memory.oom.group", b"1"))
         if limits is not None:
-            self._require_controllers(limits)
-            for knob in KNOBS:
-                value = getattr(limits, knob.name)
-                if knob.v2 is not None and value is not None:
-                    writes.append((f"/{knob.v2}".encode(), str(value).encode()))
-            if limits.cpu_quota_us is not None or limits.cpu_period_us is not None:
-                quota = "max" if limits.cpu_quota_us is None else str(limits.cpu_quota_us)
-                period = limits.cpu_period_us or DEFAULT_CPU_PERIOD_US
-                writes.append((b"/cpu.max", f"{quota} {period}".encode()))
+            fresh_cpu_max = ("max", str(DEFAULT_CPU_PERIOD_US))
+            writes.extend((f"/{file}".encode(), value.encode())
+                          for file, value in self._limit_writes(limits, lambda: fresh_cpu_max))
         tools = os.fsencode(self.fs.resolve(self.path(TOOLS))) + b"/"
         self._call_plan = (limits, tools, tuple(writes))
         return tools, tuple(writes)
@@ -288,18 +282,26 @@ class V2Backend(CgroupBackend):
     # -- limits and stats ---------------------------------------------------------------
 
     def set_limits(self, group: str, limits: Limits) -> None:
+        for file, value in self._limit_writes(limits, lambda: self.fs.read(self._file(group, "cpu.max")).split()):
+            self.fs.write(self._file(group, file), value)
+
+    def _limit_writes(self, limits: Limits, cpu_max: Callable[[], Sequence[str]]) -> Iterator[tuple[str, str]]:
+        """The (file, value) writes that set ``limits``, in order: `set_limits` writes them into a
+        group, `_plan` keeps them for fresh call groups. ``cpu_max`` gives the group's current
+        cpu.max quota and period, asked (after the other writes, as a generator) only when a limit
+        changes one of the two: the file holds both."""
         self._require_controllers(limits)
         for knob in KNOBS:
             value = getattr(limits, knob.name)
             if knob.v2 is not None and value is not None:
-                self.fs.write(self._file(group, knob.v2), str(value))
+                yield knob.v2, str(value)
         if limits.cpu_quota_us is not None or limits.cpu_period_us is not None:
-            quota, period = self.fs.read(self._file(group, "cpu.max")).split()
+            quota, period = cpu_max()
             if limits.cpu_quota_us is not None:
                 quota = str(limits.cpu_quota_us)
             if limits.cpu_period_us is not None:
                 period = str(limits.cpu_period_us)
-            self.fs.write(self._file(group, "cpu.max"), f"{quota} {period}")
+            yield "cpu.max", f"{quota} {period}"
 
     def read_limits(self, group: str) -> Limits:
         # A knob file this kernel lacks (memory.swap.max without swap support) reads as None:
