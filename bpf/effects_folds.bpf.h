@@ -10,7 +10,7 @@
  * - at the next open of the file once it holds FOLD_MAX_COUNT opens or its first fold is over
  *   FOLD_MAX_AGE_NS old (with the path: the open has the file), and at the thread's next open of
  *   a file not in the table, or failed open, once it is over FOLD_MAX_AGE_NS old (without);
- * - when its slot is taken by another file (round robin over its set's ways), when the thread changes
+ * - when its slot is taken by another file (the least recently opened of its set's ways), when the thread changes
  *   a file (a write-side open, unlink, rename, mkdir, chmod) or its tool call, at exec and at the
  *   thread's exit (without a path: user space names it from the thread's first record of it).
  * A count that cannot be written out (ring full, scratch busy) is counted as lost like any record.
@@ -164,6 +164,26 @@ static __always_inline __u32 fold_set(__u32 dev, __u64 ino)
 	return (__u32)(((ino ^ ((__u64)dev << 40)) * 0x9E3779B97F4A7C15ULL) >> 60) * FOLD_WAYS;
 }
 
+/* The way of set `set` a file not in the table takes: the least recently opened (a free way has
+ * last_ns 0). Not a round robin: a counter shared by the table's sets let a slot of a file the
+ * thread no longer opens outlive, miss after miss, the files it does open, which then evicted one
+ * another every cycle. */
+static __always_inline __u32 fold_victim(struct open_folds *t, __u32 set)
+{
+	__u64 oldest = ~0ULL;
+	__u32 i, victim = set;
+
+	for (i = set; i < set + FOLD_WAYS; i++) {
+		struct fold_slot *slot = &t->slot[i & (FOLD_SLOTS - 1)];
+
+		if (slot->last_ns < oldest) {
+			oldest = slot->last_ns;
+			victim = i;
+		}
+	}
+	return victim;
+}
+
 /* A successful foldable open of `f`: absorbed into its slot, or to be emitted (a file not in the
  * table takes a slot of its set, the previous file's count written out), or absorbed and its slot
  * `*hit` of the thread's table `*table` to be written out now with this open's path. */
@@ -201,9 +221,7 @@ static __u32 fold_open(struct call *c, struct file *f, __u32 flags, __u32 *hit, 
 		return FOLD_ABSORBED;
 	}
 	fold_sweep(c->s, t, now); /* on a miss only: a hit stays a lookup and a count */
-	v = set + (t->next++ & (FOLD_WAYS - 1));
-	/* clang folds the mask into an OR of two bounded values, which 6.1's verifier cannot bound */
-	barrier_var(v);
+	v = fold_victim(t, set);
 	slot = &t->slot[v & (FOLD_SLOTS - 1)];
 	if (slot->count)
 		fold_emit(c->s, t, v, FLUSH_EVICTED, 0);
@@ -211,7 +229,8 @@ static __u32 fold_open(struct call *c, struct file *f, __u32 flags, __u32 *hit, 
 	slot->dev = dev;
 	slot->flags = flags;
 	slot->count = 0;
-	slot->first_ns = slot->last_ns = 0;
+	slot->first_ns = 0;
+	slot->last_ns = now;
 	return FOLD_EMIT;
 }
 

@@ -52,7 +52,9 @@ struct {
  * changes a table (threads of a process open at once; a shared table would need a lock, which
  * tracepoint programs cannot take on 6.1). Set-associative: a file's (dev, ino) hash picks one of
  * FOLD_SETS sets of FOLD_WAYS slots, so an open looks at 4 slots, and a thread cycling through a
- * few dozen files still folds (a 16-slot round robin folded nothing past 16 files). */
+ * few dozen files still folds (a 16-slot round robin folded nothing past 16 files). A file coming
+ * into a full set takes the way least recently opened: a file the thread stopped opening (the
+ * interpreter's start-up reads) leaves first, and the files it cycles through keep their ways. */
 #define FOLD_WAYS 4
 #define FOLD_SETS 16
 #define FOLD_SLOTS (FOLD_WAYS * FOLD_SETS)
@@ -62,7 +64,7 @@ struct {
 struct fold_slot {
 	__u64 ino;       /* 0: free */
 	__u64 first_ns;  /* the first folded open (count > 0) */
-	__u64 last_ns;
+	__u64 last_ns;   /* the last open of the file: when it took the slot or was last folded */
 	__u32 dev;
 	__u32 flags;     /* O_* of the emitted open: a different set is another slot */
 	__u32 count;     /* opens folded since the slot was taken or last written out */
@@ -73,9 +75,7 @@ struct open_folds {
 	__u64 session_id;
 	__u64 oldest_ns; /* no pending slot's first fold is older (a lower bound, exact after a sweep) */
 	__u32 call_id;
-	__u32 next;      /* round-robin victim way */
 	__u32 pending;   /* slots with count > 0 */
-	__u32 _pad;
 	struct fold_slot slot[FOLD_SLOTS];
 };
 
