@@ -38,8 +38,8 @@ struct {
  * interrupt on the producing CPU); waking it only once `wakeup_bytes` are waiting (the consumer
  * also polls every few ms) costs a quarter of that. Only the record that brings the waiting bytes
  * up to `wakeup_bytes` wakes it: while the consumer is busy with a backlog, a wakeup per record
- * past the mark would be an interrupt per record that nobody waits on (measured: 0.8 per open at
- * 100k opens/s, a third of the workload's time in the kernel), and the one wakeup is not lost
+ * past the mark would be an interrupt per record that nobody waits on (measured: 0.7-0.9 per open
+ * at 100k opens/s, over half of the opener's system time), and the one wakeup is not lost
  * while it is busy (its epoll set keeps the ring ready, and the ring's poll is level-triggered).
  * Records reserved at once on two CPUs can both miss the mark; the consumer's next poll then
  * takes them, as it takes every record below the mark. wakeup_bytes 0: every record wakes. */
