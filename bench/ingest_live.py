@@ -47,9 +47,30 @@ while n < total:
     if ahead > 0:
         time.sleep(ahead)
 elapsed = time.perf_counter() - start
+times = os.times()
+with open("/proc/self/schedstat") as f:
+    run_ns, wait_ns = f.read().split()[:2]
 with open(done, "w") as f:
-    f.write(f"{n} {elapsed!r} {time.time()!r}")
+    f.write(f"{n} {elapsed!r} {time.time()!r} {times.user!r} {times.system!r} {run_ns} {wait_ns}")
 """
+
+
+def irq_work_interrupts() -> list[int]:
+    """Per-CPU counts of IRQ work interrupts (/proc/interrupts, IWI): a ring buffer's wakeup is
+    one irq_work on the producing CPU, so their growth on the workload's core counts the wakeups
+    its records forced (plus the few anything else on that core raised)."""
+    with open("/proc/interrupts") as f:
+        cpus = len(f.readline().split())
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name.strip() == "IWI":
+                return [int(v) for v in rest.split()[:cpus]]
+    raise RuntimeError("/proc/interrupts has no IWI line")
+
+
+def peak_rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 
 @dataclass
@@ -64,6 +85,11 @@ class LiveResult:
     records: int  # those events (one per open unfolded; a count of many folded)
     recorded_after_s: float  # from the workload's end to its exit's dispatch (everything before it recorded)
     fold: bool = True
+    user_s: float = 0.0  # the workload's own CPU time in user mode
+    sys_s: float = 0.0  # ... in the kernel (its opens, the BPF programs they run, the wakeups they raise)
+    wait_s: float = 0.0  # its time runnable but not running (schedstat), e.g. behind the pipeline on its core
+    irq_work: int = 0  # IRQ work interrupts on the workload's core during the run
+    peak_rss_mib: float = 0.0  # the pipeline process's peak RSS (VmHWM): what the burst's backlog cost
 
     @property
     def whole(self) -> bool:
@@ -76,10 +102,12 @@ class LiveResult:
                 f"(achieved {self.achieved_rate:,.0f}/s), kernel emitted {self.emitted:,} records "
                 f"({self.emitted / self.seconds:,.0f} records/s), lost {self.lost:,}, recorded {self.records:,} "
                 f"events for {self.recorded:,} opens, last recorded {self.recorded_after_s:.2f} s after the end: "
-                f"{verdict}")
+                f"{verdict}; workload user {self.user_s:.2f} s, sys {self.sys_s:.2f} s, waited {self.wait_s:.2f} s, "
+                f"{self.irq_work:,} irq_work interrupts on its core ({self.irq_work / max(self.opens, 1):.2f} per open); pipeline peak RSS {self.peak_rss_mib:.0f} MiB")
 
 
-def run_live(rate: int, seconds: float, tmp: Path, fold: bool = True) -> LiveResult:
+def run_live(rate: int, seconds: float, tmp: Path, fold: bool = True, ring_bytes: int | None = None) -> LiveResult:
+    """ring_bytes: the shared ring's size (None: the default; a tree without the option takes only None)."""
     target, script, done, db = tmp / "opened.txt", tmp / "paced.py", tmp / "done", tmp / "live.db"
     for stale in (done, db):
         stale.unlink(missing_ok=True)
@@ -88,10 +116,11 @@ def run_live(rate: int, seconds: float, tmp: Path, fold: bool = True) -> LiveRes
     cores = sorted(os.sched_getaffinity(0))
     pipeline_core, workload_core = cores[0], cores[1] if len(cores) > 1 else -1
     os.sched_setaffinity(0, {pipeline_core})  # the pipeline's one core
-    lineage = LineageSensor()
+    lineage = LineageSensor() if ring_bytes is None else LineageSensor(ring_bytes=ring_bytes)
     effects = EffectsSensor(lineage.shared_maps, fold_opens=fold)
     store = Store(db)
     before = lineage.stats().get("file_open", (0, 0))
+    irq_before = irq_work_interrupts()
     with open(tmp / "live.jsonl", "w") as out:
         pipeline = Pipeline(lineage, [], sensors=[effects], detector=Detector())
         pipeline.sinks = [StoreSink(store, pipeline.processes), JsonLinesSink(out)]
@@ -100,12 +129,13 @@ def run_live(rate: int, seconds: float, tmp: Path, fold: bool = True) -> LiveRes
             argv = [sys.executable, str(script), str(target), str(rate), str(seconds), str(workload_core), str(done)]
             run_tracked(argv, pipeline, drain_timeout=600)
             exited = time.time()
+            irq_after = irq_work_interrupts()
         finally:
             pipeline.stop()
             after = lineage.stats().get("file_open", (0, 0))
             effects.close()
             lineage.close()
-    opens_text, elapsed_text, ended_text = done.read_text().split()
+    opens_text, elapsed_text, ended_text, user_text, sys_text, _run_ns, wait_ns = done.read_text().split()
     with sqlite3.connect(db) as conn:
         records, recorded = conn.execute("SELECT count(*), coalesce(sum(json_extract(data, '$.opens')), 0) FROM events "
                                          "WHERE type = 'file_open' AND json_extract(data, '$.path') = ?",
@@ -113,7 +143,10 @@ def run_live(rate: int, seconds: float, tmp: Path, fold: bool = True) -> LiveRes
     opens, elapsed, ended = int(opens_text), float(elapsed_text), float(ended_text)
     return LiveResult(rate=rate, seconds=seconds, opens=opens, achieved_rate=opens / elapsed,
                       emitted=after[0] - before[0], lost=after[1] - before[1], recorded=recorded, records=records,
-                      recorded_after_s=max(0.0, exited - ended), fold=fold)
+                      recorded_after_s=max(0.0, exited - ended), fold=fold, user_s=float(user_text),
+                      sys_s=float(sys_text), wait_s=int(wait_ns) / 1e9,
+                      irq_work=irq_after[max(workload_core, 0)] - irq_before[max(workload_core, 0)],
+                      peak_rss_mib=peak_rss_kib() / 1024)
 
 
 def main() -> None:
@@ -121,9 +154,11 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=20_000, help="opens per second")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--no-fold", action="store_true", help="one record per open (the kernel folds none)")
+    parser.add_argument("--ring-mib", type=int, help="the shared ring's size in MiB (default: the tree's own)")
     args = parser.parse_args()
+    ring_bytes = args.ring_mib << 20 if args.ring_mib else None
     with tempfile.TemporaryDirectory() as tmp_name:
-        print(run_live(args.rate, args.seconds, Path(tmp_name), fold=not args.no_fold).line())
+        print(run_live(args.rate, args.seconds, Path(tmp_name), fold=not args.no_fold, ring_bytes=ring_bytes).line())
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ const volatile struct effects_config cfg = {
 	.files = 1,
 	.net = 1,
 	.dns = 1,
-	.max_queued_bytes = 8 * 1024 * 1024, /* half the ring: bpf/effects.py says why */
+	.max_queued_bytes = 8 * 1024 * 1024, /* bpf/effects.py sets it from the ring's size (effects_queue_bytes) */
 	.fold_opens = 1,
 };
 

@@ -39,6 +39,13 @@ PER_SYSCALL = {
 # Slots of effects_chain (effects.bpf.c): another sensor's program called by the PROGRAMS entry
 # for tracked processes, on the syscalls both look at (the plain-HTTP sensor's exit and close).
 CHAIN_SLOTS = {"effects_exit": 0, "effects_enter": 1}
+LIFECYCLE_RESERVE = 8 << 20  # what a flood of effects leaves of the ring at most to lifecycle events
+
+
+def effects_queue_bytes(ring_bytes: int) -> int:
+    """What effects may queue in a ring of `ring_bytes` before the kernel sheds them: all but half
+    of it, or all but LIFECYCLE_RESERVE when that is less."""
+    return max(ring_bytes // 2, ring_bytes - LIFECYCLE_RESERVE)
 
 
 class EffectsUnsupported(RuntimeError):
@@ -58,11 +65,12 @@ class EffectsSensor:
                  aggregate: bool = True, fold_opens: bool = True, wakeup_bytes: int | None = None,
                  max_queued_bytes: int | None = None, tracefs: Path | None = None, chain_sock: bool = False) -> None:
         """`tracefs`: attach through the per-syscall tracepoints it lists; None: the raw ones.
-        `wakeup_bytes` and `max_queued_bytes`: None keeps effects.bpf.c's own value (its `cfg`
-        initialiser is the one default; `self.config` holds what was loaded). Effects are shed
-        while `max_queued_bytes` wait in the 16 MiB ring: 8 MiB, half of it, holds a 30k-open burst
-        whole (~220 bytes a record), which the pipeline decodes and records in one or two
-        seconds, and leaves the other half to lifecycle events."""
+        `wakeup_bytes`: None keeps effects.bpf.c's own value (`self.config` holds what was loaded).
+        Effects are shed while `max_queued_bytes` wait in the shared ring. None: all of the ring
+        but a reserve for lifecycle events (exits, a session's end, TLS) of half of it, at most
+        LIFECYCLE_RESERVE: in the default 16 MiB ring, 8 MiB hold a 30k-open burst whole (~220
+        bytes a record), which the pipeline records in one or two seconds; a bigger ring
+        (`LineageSensor(ring_bytes=)`) gives all of its growth to bursts."""
         if platform.machine() != "x86_64":
             raise EffectsUnsupported(f"effects tracing knows x86-64 syscall numbers only, not {platform.machine()}")
         self.obj = BpfObject(object_path("effects.bpf.o"))
@@ -84,8 +92,8 @@ class EffectsSensor:
             config.chain_sock = int(chain_sock and self.per_syscall)  # tp_btf programs cannot call tracepoint ones
             if wakeup_bytes is not None:
                 config.wakeup_bytes = wakeup_bytes
-            if max_queued_bytes is not None:
-                config.max_queued_bytes = max_queued_bytes
+            config.max_queued_bytes = (max_queued_bytes if max_queued_bytes is not None
+                                       else effects_queue_bytes(shared_maps["events"].max_entries))
             self.obj.set_rodata(config)
             self.config = config
             try:

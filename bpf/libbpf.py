@@ -62,6 +62,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_map__initial_value": (c_void_p, [c_void_p, POINTER(c_size_t)]),
         "bpf_map__key_size": (c_uint32, [c_void_p]),
         "bpf_map__value_size": (c_uint32, [c_void_p]),
+        "bpf_map__max_entries": (c_uint32, [c_void_p]),
         "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, c_uint64]),
         "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
         "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),

@@ -23,7 +23,7 @@ from vigild.bpf.events import (
     TrackedInfoC,
     kind_name,
 )
-from vigild.bpf.loader import BpfError, BpfObject, Map, check_host, possible_cpus, raise_memlock_limit
+from vigild.bpf.loader import BpfError, BpfObject, Map, check_host, possible_cpus, raise_memlock_limit, ring_size_error
 from vigild.bpf.objects import object_path
 
 log = logging.getLogger("vigild.bpf")
@@ -35,10 +35,17 @@ class LineageSensor:
     """Tracks process trees in the kernel and reports their fork/exec/exit."""
 
     def __init__(self, root_comms: Iterable[str] = (), wakeup_bytes: int = 256 * 1024, root_flags: int = 0,
-                 hold_new_exe: bool = False) -> None:
+                 hold_new_exe: bool = False, ring_bytes: int | None = None) -> None:
         """hold_new_exe: a tracked process that execs an executable not yet marked with
         `mark_exe_seen` is stopped (SIGSTOP, `held`) until user space lets it go, so TLS hooks
-        for what that executable carries are in place before it runs."""
+        for what that executable carries are in place before it runs.
+
+        ring_bytes: the size of the event ring every sensor shares (None: common.bpf.h's 16 MiB).
+        The kernel allocates all of it when the ring is made, whether used or not; it is what a
+        burst can queue while the pipeline catches up (effects take all but a reserve of it,
+        bpf/effects.py)."""
+        if ring_bytes is not None and (error := ring_size_error(ring_bytes)) is not None:
+            raise ValueError(error)
         check_host()
         raise_memlock_limit()
         comms = list(root_comms)
@@ -48,6 +55,8 @@ class LineageSensor:
                                                match_comm=1 if comms else 0,
                                                hold_new_exe=1 if hold_new_exe else 0))
             self.obj.set_max_entries("exec_scratch", possible_cpus())
+            if ring_bytes is not None:
+                self.obj.set_max_entries("events", ring_bytes)
             self.obj.load()
             self.tracked: Map = self.obj.map("tracked")
             self.events: Map = self.obj.map("events")

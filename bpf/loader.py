@@ -180,6 +180,11 @@ class Map:
     def value_size(self) -> int:
         return _lib().bpf_map__value_size(self._ptr)
 
+    @property
+    def max_entries(self) -> int:
+        """Entries the map holds; a ring buffer's size in bytes."""
+        return _lib().bpf_map__max_entries(self._ptr)
+
     def lookup(self, key: ctypes._CData, value_size: int | None = None, keep_gil: bool = False) -> bytes | None:
         """The value for key, or None when absent. value_size overrides for per-CPU maps, whose
         values are one 8-byte-aligned slot per possible CPU. keep_gil: see libbpf.lib_keeping_gil."""
@@ -475,6 +480,14 @@ def _verifier_excerpt(lines: list[str], keep: int = 40) -> str:
 RecordHandler = Callable[[bytes], None]
 
 
+def ring_size_error(size: int) -> str | None:
+    """Why `size` bytes cannot be a BPF ring buffer's size, or None: the kernel takes a power of
+    two of at least one page, and its sizes are 32-bit."""
+    if size < mmap.PAGESIZE or size & (size - 1) or size > 1 << 31:
+        return f"a ring buffer's size must be a power of two from {mmap.PAGESIZE} bytes to 2 GiB, not {size}"
+    return None
+
+
 class RingPositions:
     """Whether a BPF ring buffer holds unread records, in a fraction of a microsecond: its
     consumer and producer positions read from pages mapped read-only (no syscall, no GIL
@@ -491,6 +504,12 @@ class RingPositions:
 
     def pending(self) -> bool:
         return _POS.unpack_from(self._producer)[0] != _POS.unpack_from(self._consumer)[0]
+
+    @property
+    def consumed(self) -> int:
+        """The consumer position: bytes (records with their 8-byte headers) consumed since the
+        ring was made, so its growth over a drain is what that drain took out."""
+        return _POS.unpack_from(self._consumer)[0]
 
     def close(self) -> None:
         self._consumer.close()

@@ -157,12 +157,14 @@ def detector_for(config: Config) -> Detector | None:
 
 
 def open_pipeline(sensors: Sensors, *, capture_content: bool, max_body_bytes: int | None, detector: Detector | None,
-                  telemetry: Any = None, classify_root: Callable[[Any], str | None] = lambda event: "") -> Pipeline:
+                  telemetry: Any = None, classify_root: Callable[[Any], str | None] = lambda event: "",
+                  backlog_bytes: int | None = None) -> Pipeline:
     """The pipeline over `sensors`, with the LLM decoder when TLS is captured. `telemetry` (a
     TelemetryReceiver) gets the pipeline's tracked pids as the processes it may attribute to.
-    `max_body_bytes` None: the decoder's own default."""
+    `max_body_bytes` None: the decoder's own default. `backlog_bytes` None: the reader's."""
     from vigild.correlate.tls_stream import DEFAULT_MAX_BODY_BYTES, TlsStreamDecoder
     from vigild.daemon.pipeline import Pipeline
+    from vigild.daemon.pipeline.reader import DEFAULT_BACKLOG_BYTES
 
     intent = (TlsStreamDecoder(capture_content=capture_content, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES)
               if sensors.tls or sensors.plain_http else None)
@@ -170,7 +172,8 @@ def open_pipeline(sensors: Sensors, *, capture_content: bool, max_body_bytes: in
                         sensors=[s for s in (sensors.effects, sensors.plain_http) if s is not None], detector=detector,
                         telemetry=telemetry.records if telemetry is not None else None,
                         classify_root=classify_root,
-                        own_hosts=[urlsplit(telemetry.endpoint).netloc] if telemetry is not None else [])
+                        own_hosts=[urlsplit(telemetry.endpoint).netloc] if telemetry is not None else [],
+                        backlog_bytes=DEFAULT_BACKLOG_BYTES if backlog_bytes is None else backlog_bytes)
     if telemetry is not None:
         telemetry.candidates = pipeline.tracked_pids
     return pipeline

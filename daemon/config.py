@@ -112,6 +112,9 @@ class Config:
     capture_effects: bool = True
     # [effects]: fold a thread's repeated read-only opens of a file into counted records
     fold_opens: bool = True
+    # [effects] backlog: what a burst of records may queue in vigild's memory beyond the kernel's
+    # ring before the kernel sheds (and counts) effects (daemon/pipeline/reader.py; its default)
+    backlog_bytes: int = 128 << 20
     max_call_bytes: int = 16 << 20
     # [detections]
     detections: frozenset[str] = frozenset({"secret_read", "secret_egress", "unrequested", "tool_loop",
@@ -351,7 +354,7 @@ TABLES: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
     "capture": {"tls": ("capture_tls", _BOOL), "content": ("capture_content", _BOOL),
                 "effects": ("capture_effects", _BOOL),
                 "max_call_bytes": ("max_call_bytes", parse_size)},
-    "effects": {"fold_opens": ("fold_opens", _BOOL)},
+    "effects": {"fold_opens": ("fold_opens", _BOOL), "backlog": ("backlog_bytes", parse_size)},
     "store": {"path": ("store_path", lambda v: Path(_STR(v))),
               "retention": ("retention_s", lambda v: parse_duration(v) or None),
               "max_size": ("store_max_bytes", lambda v: parse_size(v) or None),

@@ -17,6 +17,7 @@ from vigild.daemon.config import (
     parse_duration,
     parse_size,
 )
+from vigild.daemon.pipeline.reader import DEFAULT_BACKLOG_BYTES
 from vigild.daemon.service.agents import AgentMatcher
 
 EX_CONFIG = 78
@@ -64,6 +65,7 @@ max_call_bytes = "2MiB"
 
 [effects]
 fold_opens = false
+backlog = "32MiB"
 
 [store]
 path = "/tmp/x.db"
@@ -98,6 +100,7 @@ address = "127.0.0.1:9100"
     assert "node" in config.root_comms and "my-agent" in config.root_comms
     assert config.capture_content and config.max_call_bytes == 2 << 20
     assert not config.fold_opens and Config().fold_opens  # on unless turned off
+    assert config.backlog_bytes == 32 << 20 and Config().backlog_bytes == DEFAULT_BACKLOG_BYTES
     assert config.retention_s == 7 * 86400
     (policy,) = config.policies
     assert (policy.memory_high, policy.memory_max, policy.pids_max, policy.cpu_weight, policy.timeout_s) == (

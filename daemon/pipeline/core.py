@@ -23,7 +23,6 @@ from vigild.bpf.effects_events import NetClose, NetConnect
 from vigild.bpf.events import (DecodeError, EventDecoder, ExecEvent, ExitEvent, ForkEvent, ProcessEvent, TlsClose,
                                TlsData, TlsMapped)
 from vigild.bpf.lineage import LineageSensor
-from vigild.bpf.loader import RingBuffer
 from vigild.bpf.tls import TlsSensor
 from vigild.correlate.agent_telemetry import TelemetryRecord
 from vigild.correlate.detections import Detector
@@ -39,6 +38,7 @@ from vigild.daemon.pipeline.control_port import ToolControlPort
 from vigild.daemon.pipeline.detections import DetectionRelay
 from vigild.daemon.pipeline.held_lane import HeldLane, any_held, held_first
 from vigild.daemon.pipeline.intent import IntentHandler
+from vigild.daemon.pipeline.reader import DEFAULT_BACKLOG_BYTES, RingReader
 from vigild.daemon.pipeline.router import Router
 from vigild.daemon.pipeline.scrub import scrub
 from vigild.daemon.sinks.record import Record, record_of
@@ -94,6 +94,7 @@ class Pipeline:
         detector: Detector | None = None,
         telemetry: queue.SimpleQueue[TelemetryRecord] | None = None,
         own_hosts: Iterable[str] = (),
+        backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
     ) -> None:
         """classify_root names the agent of a process the kernel made a root by comm, or
         returns None when a closer look (its executable, its arguments) says it is not one: the
@@ -102,7 +103,8 @@ class Pipeline:
         control (vigil run) puts each tool call of controlled roots in its own cgroup and adds
         tool_start/tool_end events. telemetry: the agents' own OTLP records (vigil's receiver),
         merged with what TLS decoded. own_hosts: vigil's own HTTP endpoints (host:port, the
-        telemetry receiver), whose requests are never reported."""
+        telemetry receiver), whose requests are never reported. backlog_bytes: what a burst may
+        queue in user space beyond the ring (reader.py)."""
         self.lineage = lineage
         self.sinks = list(sinks)
         self.tls = tls
@@ -127,9 +129,8 @@ class Pipeline:
         self.counts: Counter[str] = Counter()
         self.sink_errors = 0
         self.dropped: dict[str, int] = {}
-        self._raw: list[bytes] = []
-        self._ring = RingBuffer()
-        self._ring.add(lineage.events, self._raw.append)
+        self._reader = RingReader(lineage.events, backlog_bytes)
+        self._ring = self._reader.ring
         self._poll_wait = PollWait(poll_ms)  # a long wait while nothing is tracked
         self._lock = threading.RLock()
         self._exited = threading.Condition(self._lock)
@@ -248,8 +249,7 @@ class Pipeline:
 
     def run_once(self, timeout_ms: int | None = None) -> int:
         """One poll: drain the ring buffer and dispatch what it held; returns records handled."""
-        self._ring.poll(self._poll_wait(self.processes) if timeout_ms is None else timeout_ms)
-        batch, self._raw[:] = list(self._raw), []
+        batch = self._reader.poll(self._poll_wait(self.processes) if timeout_ms is None else timeout_ms)
         if self.control is not None and not self.control.observe_only and any_held(self.lineage):
             batch = held_first(batch)  # a held exec waits for the births before it, not the effects
         with self._lock:
@@ -259,12 +259,14 @@ class Pipeline:
                 if lane is not None:
                     lane.gate()  # a held process being placed goes first
                 self._handle_raw(raw)
-                if i % FLUSH_CHECK_EVERY == FLUSH_CHECK_EVERY - 1 and time.monotonic() - flushed >= MAX_UNFLUSHED_S:
-                    # A big backlog takes seconds to decode: a crash must not lose all of it, and
-                    # health readers must not see a state older than a second.
-                    self._flush_sinks()
-                    self._publish_health()
-                    flushed = time.monotonic()
+                if i % FLUSH_CHECK_EVERY == FLUSH_CHECK_EVERY - 1:
+                    self._reader.drain()  # a burst's backlog waits here, not in the ring (reader.py)
+                    if time.monotonic() - flushed >= MAX_UNFLUSHED_S:
+                        # A big backlog takes seconds to decode: a crash must not lose all of it, and
+                        # health readers must not see a state older than a second.
+                        self._flush_sinks()
+                        self._publish_health()
+                        flushed = time.monotonic()
             self._check_drops()
             self._housekeeping()
             self._flush_sinks()
@@ -301,7 +303,7 @@ class Pipeline:
         for sink in self.sinks:
             self._guard(sink.flush)
             self._guard(sink.close)
-        self._ring.free()
+        self._reader.free()
 
     def end_tool_calls(self, reason: str, timeout: float) -> None:
         """Kill the tool calls still running (their agent is gone) and wait for their exits, so
