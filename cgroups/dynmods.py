@@ -10,10 +10,12 @@ the host. That is the host's trade, so it is an explicit opt-in (`[control] favo
 vigil remounts the cgroup2 mount with it when it starts placing, and puts the mount back as it
 found it when it stops. A kernel or mount that already has it is left alone.
 
-The remount carries the mount's other cgroup2 options (`nsdelegate`, `memory_recursiveprot`, ...):
-the kernel applies a reconfiguration's options as a whole, so leaving one out would turn it off.
-util-linux `mount` does the remount (it keeps the per-mount flags such as nosuid, which a bare
-mount(2) with MS_REMOUNT would reset).
+The remount names every option the mount has: its cgroup2 ones (`nsdelegate`,
+`memory_recursiveprot`, ...: the kernel applies a reconfiguration's options as a whole, leaving one
+out turns it off) and its per-mount flags (`nosuid`, `nodev`, `noexec`, `relatime`: a remount
+resets them to what it is given). util-linux `mount` does it, with `--options-mode ignore`: by
+default it merges in the options the mount has now, which would keep `favordynmods` on when
+putting the mount back (cgroup2 has no option to say it off).
 """
 
 from __future__ import annotations
@@ -31,25 +33,38 @@ MOUNTINFO = Path("/proc/self/mountinfo")
 _ACCESS = ("rw", "ro")  # per-superblock access, not a cgroup2 option: the remount keeps the mount's
 
 
-def super_options(mountinfo: str, mount: Path) -> tuple[str, ...]:
-    """The cgroup2 superblock options of the mount at ``mount``, from /proc/self/mountinfo's text
-    (the field after the source); raises CgroupUnavailable when no cgroup2 is mounted there."""
+def mount_options(mountinfo: str, mount: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The per-mount options and the cgroup2 superblock options of the mount at ``mount``, from
+    /proc/self/mountinfo's text (the last mount there: the one in effect); raises
+    CgroupUnavailable when no cgroup2 is mounted there."""
     target = str(mount)
+    found = None
     for line in mountinfo.splitlines():
         fields = line.split(" ")
         try:
             sep = fields.index("-")
         except ValueError:
             continue
-        if len(fields) > sep + 3 and fields[4] == target and fields[sep + 1] == "cgroup2":
-            return tuple(option for option in fields[sep + 3].split(",") if option)
-    raise CgroupUnavailable(f"no cgroup2 is mounted at {target}")
+        if len(fields) > sep + 3 and fields[4] == target:
+            found = fields[5], fields[sep + 3] if fields[sep + 1] == "cgroup2" else None
+    if found is None or found[1] is None:
+        raise CgroupUnavailable(f"no cgroup2 is mounted at {target}")
+    return _split(found[0]), _split(found[1])
 
 
-def remount_options(options: tuple[str, ...], favor: bool) -> str:
-    """The `-o` of a remount that keeps ``options`` and has `favordynmods` on or off."""
+def super_options(mountinfo: str, mount: Path) -> tuple[str, ...]:
+    """The cgroup2 superblock options of the mount at ``mount`` (see `mount_options`)."""
+    return mount_options(mountinfo, mount)[1]
+
+
+def remount_options(per_mount: tuple[str, ...], options: tuple[str, ...], favor: bool) -> str:
+    """The `-o` of a remount that keeps ``per_mount`` and ``options`` and has `favordynmods` on or off."""
     kept = [option for option in options if option not in _ACCESS and option != OPTION]
-    return ",".join(["remount", *kept, *([OPTION] if favor else [])])
+    return ",".join(["remount", *per_mount, *kept, *([OPTION] if favor else [])])
+
+
+def _split(options: str) -> tuple[str, ...]:
+    return tuple(option for option in options.split(",") if option)
 
 
 class FavorDynmods:
@@ -63,10 +78,10 @@ class FavorDynmods:
     def enable(cls, mount: Path, mountinfo: Path = MOUNTINFO) -> FavorDynmods:
         """Turn it on at ``mount``; raises CgroupError when the kernel refuses (before 6.0 it does
         not know the option) or the mount does not show it afterwards."""
-        before = super_options(mountinfo.read_text(), mount)
+        per_mount, before = mount_options(mountinfo.read_text(), mount)
         if OPTION in before:
             return cls(mount, changed=False)
-        _remount(mount, remount_options(before, favor=True))
+        _remount(mount, remount_options(per_mount, before, favor=True))
         if OPTION not in super_options(mountinfo.read_text(), mount):
             raise CgroupUnavailable(f"{mount} does not show {OPTION} after the remount (a kernel before 6.0?)")
         log.info("cgroup2 at %s remounted with %s: tool-call moves skip the RCU grace period; "
@@ -77,16 +92,18 @@ class FavorDynmods:
         """Put the mount back as `enable` found it (nothing when it was on already)."""
         if not self.changed:
             return
-        options = super_options(mountinfo.read_text(), self.mount)
-        _remount(self.mount, remount_options(options, favor=False))
+        per_mount, options = mount_options(mountinfo.read_text(), self.mount)
+        _remount(self.mount, remount_options(per_mount, options, favor=False))
+        if OPTION in super_options(mountinfo.read_text(), self.mount):
+            raise CgroupError(f"{self.mount} still shows {OPTION} after the remount without it", self.mount)
         self.changed = False
         log.info("cgroup2 at %s remounted without %s again", self.mount, OPTION)
 
 
 def _remount(mount: Path, options: str) -> None:
     try:
-        proc = subprocess.run(["mount", "-o", options, str(mount)], capture_output=True, text=True, timeout=30,
-                              check=False)
+        proc = subprocess.run(["mount", "--options-mode", "ignore", "-o", options, str(mount)], capture_output=True,
+                              text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise CgroupError(f"cannot run mount -o {options}: {exc}", mount) from exc
     if proc.returncode != 0:

@@ -18,7 +18,7 @@ from support.helpers import VIGIL, events_and_output, run_own_group
 from support.run_cgroups import leftovers
 
 from vigild.cgroups import CgroupUnavailable, detect
-from vigild.cgroups.dynmods import MOUNTINFO, OPTION, FavorDynmods, remount_options, super_options
+from vigild.cgroups.dynmods import MOUNTINFO, OPTION, FavorDynmods, mount_options, remount_options, super_options
 from vigild.daemon.config import ConfigError, load
 
 PURE_V2 = ("29 1 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 "
@@ -28,9 +28,16 @@ HYBRID = ("24 21 0:21 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:5 - tmpfs t
           "27 24 0:24 / /sys/fs/cgroup/memory rw,nosuid shared:8 - cgroup cgroup rw,memory\n")
 
 
-def test_the_superblock_options_are_read_from_mountinfo() -> None:
-    assert super_options(PURE_V2, Path("/sys/fs/cgroup")) == ("rw", "nsdelegate", "memory_recursiveprot")
+def test_the_options_are_read_from_mountinfo() -> None:
+    assert mount_options(PURE_V2, Path("/sys/fs/cgroup")) == (
+        ("rw", "nosuid", "nodev", "noexec", "relatime"), ("rw", "nsdelegate", "memory_recursiveprot"))
     assert super_options(HYBRID, Path("/sys/fs/cgroup/unified")) == ("rw",)
+
+
+def test_the_last_mount_on_a_path_is_the_one_in_effect() -> None:
+    over = PURE_V2 + "40 29 0:30 / /sys/fs/cgroup rw,relatime shared:9 - tmpfs tmpfs rw\n"
+    with pytest.raises(CgroupUnavailable, match="no cgroup2"):
+        super_options(over, Path("/sys/fs/cgroup"))
 
 
 def test_a_path_without_cgroup2_is_refused() -> None:
@@ -41,12 +48,15 @@ def test_a_path_without_cgroup2_is_refused() -> None:
 
 
 def test_the_remount_keeps_the_other_options() -> None:
-    """The kernel applies a reconfiguration's cgroup2 options as a whole: dropping nsdelegate
-    from the remount would turn it off."""
+    """The kernel applies a reconfiguration's cgroup2 options as a whole (dropping nsdelegate
+    from the remount would turn it off) and resets the per-mount flags to the remount's."""
+    per_mount = ("rw", "nosuid", "nodev", "noexec", "relatime")
     options = ("rw", "nsdelegate", "memory_recursiveprot")
-    assert remount_options(options, favor=True) == "remount,nsdelegate,memory_recursiveprot,favordynmods"
-    assert remount_options((*options, OPTION), favor=False) == "remount,nsdelegate,memory_recursiveprot"
-    assert remount_options(("rw",), favor=True) == "remount,favordynmods"
+    assert remount_options(per_mount, options, favor=True) == \
+        "remount,rw,nosuid,nodev,noexec,relatime,nsdelegate,memory_recursiveprot,favordynmods"
+    assert remount_options(per_mount, (*options, OPTION), favor=False) == \
+        "remount,rw,nosuid,nodev,noexec,relatime,nsdelegate,memory_recursiveprot"
+    assert remount_options(("rw",), ("rw",), favor=True) == "remount,rw,favordynmods"
 
 
 def test_the_config_knob_is_a_bool(tmp_path: Path) -> None:
@@ -77,16 +87,17 @@ def own_cgroup2(root: None) -> Iterator[Path]:
 
 
 def test_enable_then_restore_on_the_real_mount(own_cgroup2: Path) -> None:
-    before = super_options(MOUNTINFO.read_text(), own_cgroup2)
+    before = mount_options(MOUNTINFO.read_text(), own_cgroup2)
     favoring = FavorDynmods.enable(own_cgroup2)
-    during = super_options(MOUNTINFO.read_text(), own_cgroup2)
-    assert favoring.changed and OPTION in during and set(before) <= set(during), (before, during)
+    per_mount, during = mount_options(MOUNTINFO.read_text(), own_cgroup2)
+    assert favoring.changed and OPTION in during and set(before[1]) <= set(during), (before, during)
+    assert per_mount == before[0]
     again = FavorDynmods.enable(own_cgroup2)  # on already: nothing to put back for this one
     assert not again.changed
     again.restore()
     assert OPTION in super_options(MOUNTINFO.read_text(), own_cgroup2)
     favoring.restore()
-    assert super_options(MOUNTINFO.read_text(), own_cgroup2) == before
+    assert mount_options(MOUNTINFO.read_text(), own_cgroup2) == before
 
 
 def test_vigil_run_favours_dynmods_while_it_places(own_cgroup2: Path, tmp_path: Path) -> None:
