@@ -75,7 +75,7 @@ def run_once(tmp: Path, python: str, mode: str | None, calls: int, argv: list[st
                model, str(think_s)]
     if mode is not None:
         capture = [] if model else ["--no-tls"]
-        if config is not None:
+        if config is not None and mode == "run":  # `vigil trace` places nothing and takes no config
             capture += ["--config", config]
         command = [python, "-m", "vigild.daemon.cli", mode, "-o", "json", *capture, "--only", "tool", "--", *command]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
