@@ -8,7 +8,10 @@ announce, still waits. `favordynmods` (Linux 6.0+) keeps the rwsem's readers on 
 for good, so a move never waits for a grace period; the price is paid by every fork and exit on
 the host. That is the host's trade, so it is an explicit opt-in (`[control] favordynmods = true`):
 vigil remounts the cgroup2 mount with it when it starts placing, and puts the mount back as it
-found it when it stops. A kernel or mount that already has it is left alone.
+found it when it stops. A kernel or mount that already has it is left alone. From Linux 6.18 on,
+turning it on also switches `cgroup.procs` writes to a per-threadgroup lock for good (the kernel's
+`cgroup_enable_per_threadgroup_rwsem`, a one-way switch: a remount without the option only clears
+the flag and warns), so there vigil leaves it on when it stops, and says so.
 
 The remount names every option the mount has: its cgroup2 ones (`nsdelegate`,
 `memory_recursiveprot`, ...: the kernel applies a reconfiguration's options as a whole, leaving one
@@ -21,6 +24,8 @@ putting the mount back (cgroup2 has no option to say it off).
 from __future__ import annotations
 
 import logging
+import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -29,6 +34,7 @@ from vigild.cgroups.base import CgroupError, CgroupUnavailable
 log = logging.getLogger("vigild.cgroups")
 
 OPTION = "favordynmods"
+ONE_WAY_FROM = (6, 18)  # the kernel that made turning it on switch cgroup.procs writes for good
 MOUNTINFO = Path("/proc/self/mountinfo")
 _ACCESS = ("rw", "ro")  # per-superblock access, not a cgroup2 option: the remount keeps the mount's
 
@@ -63,6 +69,14 @@ def remount_options(per_mount: tuple[str, ...], options: tuple[str, ...], favor:
     return ",".join(["remount", *per_mount, *kept, *([OPTION] if favor else [])])
 
 
+def kernel_version(release: str) -> tuple[int, int]:
+    """(major, minor) of a kernel release string such as ``6.18.44-fc``."""
+    match = re.match(r"(\d+)\.(\d+)", release)
+    if match is None:
+        raise CgroupUnavailable(f"cannot read the kernel version from {release!r}")
+    return int(match[1]), int(match[2])
+
+
 def _split(options: str) -> tuple[str, ...]:
     return tuple(option for option in options.split(",") if option)
 
@@ -70,9 +84,10 @@ def _split(options: str) -> tuple[str, ...]:
 class FavorDynmods:
     """`favordynmods` on one cgroup2 mount while vigil places calls; `restore` puts it back."""
 
-    def __init__(self, mount: Path, changed: bool) -> None:
+    def __init__(self, mount: Path, changed: bool, release: str | None = None) -> None:
         self.mount = mount
         self.changed = changed  # False: it was on already, there is nothing to put back
+        self.one_way = kernel_version(release or os.uname().release) >= ONE_WAY_FROM
 
     @classmethod
     def enable(cls, mount: Path, mountinfo: Path = MOUNTINFO) -> FavorDynmods:
@@ -89,8 +104,14 @@ class FavorDynmods:
         return cls(mount, changed=True)
 
     def restore(self, mountinfo: Path = MOUNTINFO) -> None:
-        """Put the mount back as `enable` found it (nothing when it was on already)."""
+        """Put the mount back as `enable` found it (nothing when it was on already); on a kernel
+        where turning it on cannot be undone (6.18+), leave it on and say so."""
         if not self.changed:
+            return
+        if self.one_way:
+            self.changed = False
+            log.info("cgroup2 at %s keeps %s: on Linux %d.%d+ the kernel cannot turn it off again until a reboot",
+                     self.mount, OPTION, *ONE_WAY_FROM)
             return
         per_mount, options = mount_options(mountinfo.read_text(), self.mount)
         _remount(self.mount, remount_options(per_mount, options, favor=False))

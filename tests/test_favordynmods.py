@@ -18,7 +18,8 @@ from support.helpers import VIGIL, events_and_output, run_own_group
 from support.run_cgroups import leftovers
 
 from vigild.cgroups import CgroupUnavailable, detect
-from vigild.cgroups.dynmods import MOUNTINFO, OPTION, FavorDynmods, mount_options, remount_options, super_options
+from vigild.cgroups.dynmods import (MOUNTINFO, OPTION, FavorDynmods, kernel_version, mount_options, remount_options,
+                                    super_options)
 from vigild.daemon.config import ConfigError, load
 
 PURE_V2 = ("29 1 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 "
@@ -59,6 +60,19 @@ def test_the_remount_keeps_the_other_options() -> None:
     assert remount_options(("rw",), ("rw",), favor=True) == "remount,rw,favordynmods"
 
 
+def test_from_6_18_on_it_is_left_on(caplog: pytest.LogCaptureFixture) -> None:
+    """Linux 6.18 made turning it on a one-way switch (per-threadgroup locking for good): there
+    restore must not remount (it would only half undo it), and says why."""
+    assert kernel_version("6.18.44-fc-v1045") == (6, 18) and kernel_version("6.1.0-57-amd64") == (6, 1)
+    with pytest.raises(CgroupUnavailable, match="kernel version"):
+        kernel_version("unknown")
+    kept = FavorDynmods(Path("/nonexistent/cgroup2"), changed=True, release="6.18.44")
+    with caplog.at_level("INFO", logger="vigild.cgroups"):
+        kept.restore()  # a remount here would fail: there is no such mount
+    assert not kept.changed and "cannot turn it off again" in caplog.text
+    assert not FavorDynmods(Path("/"), changed=True, release="6.12.117+deb12-amd64").one_way
+
+
 def test_the_config_knob_is_a_bool(tmp_path: Path) -> None:
     config = tmp_path / "vigild.toml"
     config.write_text("[control]\nfavordynmods = true\n")
@@ -78,6 +92,8 @@ def own_cgroup2(root: None) -> Iterator[Path]:
     if host.mode != "v2" or host.v2 is None:
         pytest.skip(f"cgroup mode {host.mode}: favordynmods is host-wide, so it is only changed on the pure v2 "
                     "test guests (.ci/run), never on a shared host; skipped even under VIGIL_REQUIRE_BPF=1")
+    if FavorDynmods(host.v2.mount, changed=False).one_way:
+        pytest.skip("on Linux 6.18+ turning favordynmods on cannot be undone before a reboot: not on a test machine")
     before = super_options(MOUNTINFO.read_text(), host.v2.mount)
     if OPTION in before:
         pytest.skip("this kernel mounts cgroup2 with favordynmods already (CONFIG_CGROUP_FAVOR_DYNMODS)")
