@@ -66,7 +66,7 @@ WORKLOADS = {"true": ["/bin/true"], "bash": ["/bin/bash", "-c", "true"]}
 
 
 def run_once(tmp: Path, python: str, mode: str | None, calls: int, argv: list[str], flood: bool,
-             gap_s: float, model: str = "", think_s: float = 0.0) -> tuple[float, list[float]]:
+             gap_s: float, model: str = "", think_s: float = 0.0, config: str | None = None) -> tuple[float, list[float]]:
     """Seconds per call in the agent's loop, and the hold_ms of every tool_start vigil printed."""
     agent, out = tmp / "agent.py", tmp / "per_call"
     agent.write_text(AGENT)
@@ -75,6 +75,8 @@ def run_once(tmp: Path, python: str, mode: str | None, calls: int, argv: list[st
                model, str(think_s)]
     if mode is not None:
         capture = [] if model else ["--no-tls"]
+        if config is not None and mode == "run":  # `vigil trace` places nothing and takes no config
+            capture += ["--config", config]
         command = [python, "-m", "vigild.daemon.cli", mode, "-o", "json", *capture, "--only", "tool", "--", *command]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
     if proc.returncode != 0 or not out.exists():
@@ -114,6 +116,8 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--impl", action="append", required=True, help="name=python of an install with vigild")
+    parser.add_argument("--impl-config", action="append", default=[],
+                        help="name=path: the config file that install's vigil runs with (e.g. favordynmods = true)")
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
@@ -128,10 +132,12 @@ def main() -> None:
     args = parser.parse_args()
     think_s = args.think_ms / 1e3
     impls = dict(item.split("=", 1) for item in args.impl)
+    configs = dict(item.split("=", 1) for item in args.impl_config)
     floods = [False] if args.no_flood else [False, True]
     gap_s = args.gap_ms / 1e3
     added: dict[tuple[str, bool, str], list[float]] = {}
     holds: dict[tuple[str, bool, str], list[float]] = {}
+    later: dict[tuple[str, bool, str], list[float]] = {}  # without each run's first call (nothing warmed it)
     with tempfile.TemporaryDirectory(prefix="vigil-placement-") as name, fake_model(args.model) as model:
         tmp = Path(name)
         for round_no in range(args.rounds):
@@ -142,19 +148,20 @@ def main() -> None:
                     for impl, python in impls.items():
                         for mode in ("trace", "run"):
                             per_call, held = run_once(tmp, python, mode, args.calls, WORKLOADS[workload], flood,
-                                                      gap_s, model, think_s)
+                                                      gap_s, model, think_s, configs.get(impl))
                             key = (workload, flood, f"{impl} {mode}")
                             added.setdefault(key, []).append((per_call - base) * 1e3)
                             holds.setdefault(key, []).extend(held)
+                            later.setdefault(key, []).extend(held[1:])
                     print(f"round {round_no + 1}/{args.rounds} {workload} flood={flood}: untraced "
                           f"{base * 1e3:.3f} ms/call", file=sys.stderr, flush=True)
     print(f"{'workload':8} {'flood':5} {'mode':16} {'added ms/call (median of rounds, min-max)':44} "
-          f"{'hold_ms p50':>11} {'p99':>7} {'max':>7} {'n':>6}")
+          f"{'hold_ms p50':>11} {'p99':>7} {'max':>7} {'n':>6} {'p99, first calls out':>20}")
     for (workload, flood, mode), values in sorted(added.items()):
         held = holds[(workload, flood, mode)]
         spread = f"{statistics.median(values):7.3f} ({min(values):.3f}..{max(values):.3f})"
         print(f"{workload:8} {str(flood):5} {mode:16} {spread:44} {pct(held, 0.5):11.3f} {pct(held, 0.99):7.3f} "
-              f"{max(held, default=float('nan')):7.3f} {len(held):6d}")
+              f"{max(held, default=float('nan')):7.3f} {len(held):6d} {pct(later[(workload, flood, mode)], 0.99):20.3f}")
 
 
 if __name__ == "__main__":

@@ -123,6 +123,7 @@ def open_tool_control(lineage: LineageSensor, policy: CallPolicy, features: Feat
     default, the config's [[policies]] over it, adaptive memory.high if asked. `delegated`: calls go
     in the agent's own cgroup where it is delegated, so its container's limits stay above them."""
     from vigild.cgroups import detect
+    from vigild.cgroups.dynmods import open_favor_dynmods
     from vigild.daemon.tools.adaptive import AdaptiveController, AdaptiveSettings, ProcHostReader
     from vigild.daemon.tools.agent_cgroups import AgentCgroups
     from vigild.daemon.tools.control_loop import open_run_control
@@ -131,7 +132,9 @@ def open_tool_control(lineage: LineageSensor, policy: CallPolicy, features: Feat
 
     control = open_run_control(lineage, policy, spike_bytes=spike_bytes, spike_window_ns=spike_window_ns,
                                features=features)
-    if config is None or config.placement_warm == "auto":
+    if config is not None and config.favordynmods:  # a move never waits a grace period: no warmer needed
+        control.favoring = open_favor_dynmods()
+    if control.favoring is None and (config is None or config.placement_warm == "auto"):
         control.warmer = open_warmer(control.backend.version, control.backend.controllers)
     if delegated:
         control.placement = AgentCgroups(control.backend, detect(), control.backend.path("").name)

@@ -31,7 +31,7 @@ KERNEL_MODULES = frozenset({
     "test_fleet_prometheus", "test_idle_cost", "test_mcp_http", "test_mcp_stdio", "test_pid_reuse", "test_plain_http",
     "test_trace_observe", "test_syscall_tracepoints", "test_poll_wait", "test_pipeline_capture_health",
     "test_agent_api_errors", "test_placement_lane", "test_tls_per_process", "test_effects_fold",
-    "test_placement_warm", "test_untracked_cost", "test_ring_reader",
+    "test_placement_warm", "test_untracked_cost", "test_ring_reader", "test_favordynmods",
 })
 NETWORK_MODULES = frozenset({"test_bun_agents", "test_tls_locate"})
 

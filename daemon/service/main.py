@@ -45,7 +45,7 @@ PRUNE_EVERY_S = 600.0
 # Settings that are read once at start; a reload that changes them says a restart is needed.
 RESTART_FIELDS = ("capture_tls", "max_call_bytes", "store_path", "store_key_file", "metrics_address",
                   "drop_labels", "max_label_values", "socket_path", "socket_group", "tools_enabled", "capture_effects",
-                  "fold_opens", "placement_warm", "backlog_bytes")
+                  "fold_opens", "placement_warm", "backlog_bytes", "favordynmods")
 
 
 class OneLineFormatter(logging.Formatter):

@@ -35,6 +35,7 @@ from vigild.bpf.features import Features
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import BpfError
 from vigild.cgroups import AGENT, CallLimits, CgroupBackend, CgroupError, Limits, MoveError, gil_held, open_backend
+from vigild.cgroups.dynmods import FavorDynmods
 from vigild.correlate.agent_profiles import RELAUNCH, TOOL, AgentProfile, Proc, Profiles
 from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.tool_calls import (
@@ -182,6 +183,7 @@ class ToolCallControl:
         self._early: dict[int, Placed] = {}
         self.placed_early = 0
         self.warmer: PlacementWarmer | None = None  # keeps the cgroup-move path warm (placement_warm.py)
+        self.favoring: FavorDynmods | None = None  # cgroup2's favordynmods, on while placing (opt-in)
 
     # ---- the API policies plug into ----
     def push_next_policy(self, policy: CallPolicy, session_id: int | None = None, match: str | None = None,
@@ -656,6 +658,12 @@ class ToolCallControl:
             self.backend.remove_layout(kill=False, timeout=2.0)
         except CgroupError as exc:
             log.warning("cannot remove vigil's cgroups: %s", exc)
+        if self.favoring is not None:  # after vigil's last move: the host's mount as it was
+            try:
+                self.favoring.restore()
+            except CgroupError as exc:
+                log.warning("cannot put the cgroup2 mount back without favordynmods: %s", exc)
+            self.favoring = None
         return events
 
     def health(self) -> dict[str, Any]:
