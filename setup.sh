@@ -46,6 +46,8 @@ if [ "$PY" = /usr/bin/python3 ]; then apt_install python3-venv; fi
 "$PY" -m venv --help >/dev/null 2>&1 || apt_install python3-venv
 if [ "$DEV" -eq 1 ]; then
   apt_install curl prometheus gnutls-bin
+  # perf counts the IRQ work interrupts a burst costs its writer (tests/test_ring_reader.py).
+  apt_install linux-perf
   # A real browser opens the HTML report in the tests.
   apt_install chromium
   # systemd-analyze verifies the unit; setpriv (util-linux) runs vigild with fewer capabilities.
