@@ -71,7 +71,8 @@ def test_dropped_labels_are_summed_away() -> None:
 
 def test_health_reports_known_labels_as_zero() -> None:
     text = feed(health={"events_by_kind": {"exec": 5}, "drops_by_kind": {"exec": 1},
-                        "attach_ok": {"openssl": 2}, "tracked_processes": 3, "parse_failures": {"evicted": 1}})
+                        "attach_ok": {"openssl": 2}, "tracked_processes": 3, "parse_failures": {"evicted": 1},
+                        "ring_backlog_peak_bytes": 4096, "ring_backlog_limit_bytes": 1 << 27})
     assert metric_value(text, "vigil_kernel_events_total", kind="exec") == 5
     assert metric_value(text, "vigil_ringbuf_drops_total", kind="fork") == 0
     assert metric_value(text, "vigil_ringbuf_drops_total", kind="exec") == 1
@@ -80,6 +81,8 @@ def test_health_reports_known_labels_as_zero() -> None:
     assert metric_value(text, "vigil_decode_errors_total", reason="short_record") == 0
     assert metric_value(text, "vigil_parse_failures_total", reason="evicted") == 1
     assert metric_value(text, "vigil_tracked_processes") == 3
+    assert metric_value(text, "vigil_ring_backlog_peak_bytes") == 4096
+    assert metric_value(text, "vigil_ring_backlog_limit_bytes") == 1 << 27
     assert metric_value(text, "vigil_process_resident_memory_bytes") > 0
 
 

@@ -456,6 +456,8 @@ class Pipeline:
             "sessions_total": len(self.sessions),
             "sink_errors": self.sink_errors,
             "callback_errors": self._ring.callback_errors,
+            "ring_backlog_peak_bytes": self._reader.peak_backlog,
+            "ring_backlog_limit_bytes": self._reader.backlog_bytes,
             **self.capture.health(),
             **{key: value for sink in self.sinks if hasattr(sink, "health") for key, value in sink.health().items()},
         }
