@@ -8,6 +8,7 @@ resolved and normalised here (`..` is folded lexically, as the process's string 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import ipaddress
 import posixpath
@@ -28,7 +29,9 @@ from vigild.bpf.events import (
     field_names,
     fixed_part,
 )
+from vigild.bpf.clock import rfc3339
 from vigild.bpf.layout import Layout
+from vigild.bpf.record import Record
 
 EFFECT_KIND_NAMES = {kind.value: kind.label for kind in Kind if Kind.FILE_OPEN <= kind < Kind.SOCK_DATA}
 
@@ -367,6 +370,14 @@ if FILE_OPEN_FIELDS[:_HEADER_FIELDS] != tuple(f"hdr_{name}" for name in HEADER.t
     raise ImportError("FileEventC no longer starts with EventHeader's fields, which FileDecoder.decode reads as one")
 
 
+# A first (unfolded) file open's record as FileDecoder._file_open starts it: `type`, `ts`, then
+# every field of FileOpen in order with its default (None where it has none); the decoder sets
+# what differs per record. Built from the dataclass, so a field added to it is never missing.
+_FILE_OPEN_RECORD = Record({"type": FileOpen.type, "ts": None, **{
+    f.name: f.default if f.default is not dataclasses.MISSING else None for f in dataclasses.fields(FileOpen)}})
+_FILE_OPEN_RECORD["kind"] = int(Kind.FILE_OPEN)
+
+
 class FileDecoder:
     """The file kinds' decoder of one EventDecoder (one pipeline), with what a folded open needs:
     the paths of the files whose repeated opens the kernel may still be folding, by (pid, dev,
@@ -405,9 +416,12 @@ class FileDecoder:
 
     def _file_open(self, values: tuple[Any, ...], raw: bytes) -> FileOpen:
         """Most of a burst: the record's fields unpacked into locals at once (FILE_OPEN_FIELDS,
-        checked against the layout at import) rather than read by name one by one, its instance
-        dict built in one literal in FileOpen's field order (tests/test_effects_layout.py holds
-        it to the dataclass)."""
+        checked against the layout at import) rather than read by name one by one. Its instance
+        dict is its record (bpf/record.py): `type`, RFC 3339 `ts`, then the fields in FileOpen's
+        order (tests/test_effects_layout.py holds it to the dataclass), copied from a template;
+        record_of hands it to the sinks as it is, with what the pipeline set on the event since.
+        Building the fields once, not into the instance and again into a record, is ~14k of the
+        ~150k instructions a distinct file's open cost the pipeline (bench/README.md)."""
         (kind, hflags, ts_ns, session_id, cgroup_id, pid, tid, ppid, uid, comm, call_id, ret, _bytes, _calls,
          _first_ns, _last_ns, ino, dev, fd, flags, mode, _reason, len_0, len_1, len_2, len_3) = values
         a = FILE_DATA_OFFSET
@@ -423,15 +437,36 @@ class FileDecoder:
             open_paths[(pid, dev, ino)] = path
         acc = flags & O_ACCMODE
         events = self.events
-        return _instance(FileOpen, {
-            "ts_ns": ts_ns + events.clock.offset_ns, "session_id": session_id, "cgroup_id": cgroup_id, "pid": pid,
-            "tid": tid, "ppid": ppid, "uid": uid, "comm": events.comm(comm), "tool_call": call_id or None,
-            "kind": kind, "path": path, "path_truncated": bool(hflags & FILE_PATH_TRUNCATED), "ret": ret,
-            "fd": fd, "flags": flags, "read": acc in (0, O_RDWR), "write": acc in (O_WRONLY, O_RDWR),
-            "create": bool(flags & O_CREAT), "truncate": bool(flags & O_TRUNC), "created": bool(hflags & FILE_CREATED),
-            "mode": mode, "ino": ino, "dev": dev, "opens": 1, "folded": False, "first_ts_ns": 0,
-            "last_ts_ns": 0, "reason": "", "path_unknown": False,
-        })
+        ts_ns += events.clock.offset_ns
+        # The template's copy (its table copied whole), then the values that differ: a literal
+        # of this size is built key by key, in two halves merged (~2x the time).
+        record = Record(_FILE_OPEN_RECORD)
+        record["ts"] = rfc3339(ts_ns)
+        record["ts_ns"] = ts_ns
+        record["session_id"] = session_id
+        record["cgroup_id"] = cgroup_id
+        record["pid"] = pid
+        record["tid"] = tid
+        record["ppid"] = ppid
+        record["uid"] = uid
+        record["comm"] = events.comm(comm)
+        record["tool_call"] = call_id or None
+        record["path"] = path
+        record["path_truncated"] = bool(hflags & FILE_PATH_TRUNCATED)
+        record["ret"] = ret
+        record["fd"] = fd
+        record["flags"] = flags
+        record["read"] = acc == 0 or acc == O_RDWR
+        record["write"] = acc == O_WRONLY or acc == O_RDWR
+        record["create"] = bool(flags & O_CREAT)
+        record["truncate"] = bool(flags & O_TRUNC)
+        record["created"] = bool(hflags & FILE_CREATED)
+        record["mode"] = mode
+        record["ino"] = ino
+        record["dev"] = dev
+        event = FileOpen.__new__(FileOpen)
+        event.__dict__ = record
+        return event
 
     def _folded_open(self, rec: Any, parts: list[bytes], base: dict[str, Any]) -> FileOpen:
         """A count of a thread's repeated opens of one file; named from its first record when the
@@ -445,19 +480,6 @@ class FileDecoder:
                         folded=True, first_ts_ns=ts - (rec.hdr_ts_ns - rec.first_ns),
                         last_ts_ns=ts - (rec.hdr_ts_ns - rec.last_ns),
                         reason=FLUSH_REASONS.get(rec.reason, str(rec.reason)), path_unknown=unknown)
-
-
-def _instance(cls: type[FileEffect], values: dict[str, Any]) -> Any:
-    """`cls(**values)` for a builder's dict that names every field, in the class's order
-    (tests/test_effects_layout.py holds the builders to it): the dict becomes the instance's
-    own, which is what the dataclass __init__ would have built, field by field, for ~1.5 µs of
-    the most frequent record (a file open). A dict with fewer or more names (a field added to
-    the class and not to its builder) goes through __init__: its defaults, its errors."""
-    if len(values) != len(field_names(cls)):
-        return cls(**values)
-    event = cls.__new__(cls)
-    event.__dict__ = values
-    return event
 
 
 def _file_write(rec: Any, parts: list[bytes], base: dict[str, Any]) -> FileWrite:
