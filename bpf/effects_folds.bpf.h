@@ -167,8 +167,9 @@ static __always_inline __u32 fold_set(__u32 dev, __u64 ino)
 /* The way of set `set` a file not in the table takes: the least recently opened (a free way has
  * last_ns 0). Not a round robin: a counter shared by the table's sets let a slot of a file the
  * thread no longer opens outlive, miss after miss, the files it does open, which then evicted one
- * another every cycle. */
-static __always_inline __u32 fold_victim(struct open_folds *t, __u32 set)
+ * another every cycle. A function of its own, not inlined: inlined, it grew on_open's frame by 64
+ * bytes, and the deepest call chain went over the 512 bytes of stack the verifier allows. */
+static __noinline __u32 fold_victim(struct open_folds *t, __u32 set)
 {
 	__u64 oldest = ~0ULL;
 	__u32 i, victim = set;

@@ -61,6 +61,13 @@ def _kernel() -> tuple[int, int]:
 
 
 def _effects(shared: LineageSensor) -> tuple[Any, list[str]]:
+    """Both ways in: the per-syscall tracepoints vigil prefers, and the raw ones it falls back to
+    (a refusal of the first is only said, so the host's trace tests would not catch it)."""
+    per_syscall = EffectsSensor(shared.shared_maps, tracefs=tracefs_root())
+    try:
+        assert per_syscall.missing == {}
+    finally:
+        per_syscall.close()
     sensor = EffectsSensor(shared.shared_maps)
     assert sensor.missing == {}
     # one default, effects.bpf.c's: half the 16 MiB ring for effects, the rest for lifecycle events
