@@ -198,3 +198,30 @@ def test_a_file_record_cut_before_its_paths_end_is_counted_as_short(kind: Kind) 
     with pytest.raises(DecodeError, match="shorter than its path lengths"):
         decoder.decode(bytes(record)[:fx.FILE_DATA_OFFSET] + b"/srv/x.py" + b"a" * 5)
     assert decoder.errors == {"short_record": 1}
+
+
+def _open_of(ino: int, name: bytes = b"", folded: bool = False) -> bytes:
+    record = fx.FileEventC()
+    record.hdr.kind, record.hdr.pid, record.hdr.comm = Kind.FILE_OPEN, 77, b"python3"
+    record.hdr.flags = fx.FILE_OPEN_FOLDED if folded else 0
+    record.ino, record.dev, record.calls = ino, 2049, 5
+    record.len[1] = len(name)
+    return bytes(record)[:fx.FILE_DATA_OFFSET] + name
+
+
+def test_folded_opens_are_named_from_the_newest_half_of_the_first_opens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first-open paths are bounded in two generations: well past the bound, the newest
+    half of the bound are all still there to name folded records, the memory stays within the
+    bound, and a folded record of a file whose first open was pushed out says its path is unknown."""
+    monkeypatch.setattr(fx, "OPEN_PATHS_MAX", 64)
+    decoder = _decoder()
+    files = decoder._records[Kind.FILE_OPEN].__self__
+    opened = 64 * 5 + 7
+    for ino in range(1, opened + 1):
+        decoder.decode(_open_of(ino, f"/src/m{ino}.py".encode()))
+    assert len(files.open_paths) + len(files.older_paths) <= 64
+    for ino in range(opened - 31, opened + 1):
+        event = decoder.decode(_open_of(ino, folded=True))
+        assert (event.path, event.path_unknown, event.opens, event.folded) == (f"/src/m{ino}.py", False, 5, True)
+    gone = decoder.decode(_open_of(1, folded=True))
+    assert (gone.path, gone.path_unknown) == ("", True)
