@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from vigild.bpf.clock import rfc3339
 from vigild.bpf.events import (
     DecodeError,
     EventDecoder,
@@ -26,10 +27,8 @@ from vigild.bpf.events import (
     Header,
     Kind,
     ProcessEvent,
-    field_names,
     fixed_part,
 )
-from vigild.bpf.clock import rfc3339
 from vigild.bpf.layout import Layout
 from vigild.bpf.record import Record
 
