@@ -158,6 +158,16 @@ def replay(raws: list[bytes], captured: Pipeline, tmp: Path, round_no: int,
 
 def baseline(rev: str, argv: list[str], tmp: Path) -> None:
     """Run this benchmark against the Python of git revision `rev`."""
+    pkg = baseline_package(rev, tmp)
+    print(f"baseline {rev}: ", end="", flush=True)
+    subprocess.run([sys.executable, __file__, *argv], check=True, cwd=Path(__file__).parent,
+                   env={**os.environ, "PYTHONPATH": str(pkg)})
+    print("this code: ", end="", flush=True)
+
+
+def baseline_package(rev: str, tmp: Path) -> Path:
+    """A PYTHONPATH entry that imports git revision `rev`'s Python as `vigild`, with this
+    build's BPF objects (bench/ingest_instructions.py counts it too)."""
     repo = Path(__file__).resolve().parent.parent
     # Every record layout and config the Python mirrors read is declared in the headers; a .c
     # change (a default, a branch) leaves the old Python able to read this build's objects.
@@ -175,10 +185,7 @@ def baseline(rev: str, argv: list[str], tmp: Path) -> None:
     (pkg / "__init__.py").touch()
     for name in ("daemon", "bpf", "correlate", "cgroups"):  # the layout pyproject.toml maps
         (pkg / name).symlink_to(src / name)
-    print(f"baseline {rev}: ", end="", flush=True)
-    subprocess.run([sys.executable, __file__, *argv], check=True, cwd=Path(__file__).parent,
-                   env={**os.environ, "PYTHONPATH": str(pkg.parent)})
-    print("this code: ", end="", flush=True)
+    return pkg.parent
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from datetime import datetime, timezone
 
@@ -33,13 +32,18 @@ class BootClock:
 
 
 def rfc3339(wall_ns: int) -> str:
-    """RFC 3339 UTC with microseconds, e.g. 2026-11-24T18:47:39.123456Z."""
+    """RFC 3339 UTC with microseconds, e.g. 2026-11-24T18:47:39.123456Z. Every event's record
+    carries one: a burst's thousands of events share a few seconds, whose date and time are
+    remembered (strftime is most of a timestamp's cost), and %-formatting the rest takes half
+    the time of an f-string's format spec."""
     seconds, rest = divmod(wall_ns, 1_000_000_000)
-    return f"{_rfc3339_seconds(seconds)}.{rest // 1000:06d}Z"
+    head = _SECONDS.get(seconds)
+    if head is None:
+        if len(_SECONDS) >= SECONDS_REMEMBERED:
+            _SECONDS.clear()
+        head = _SECONDS[seconds] = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return "%s.%06dZ" % (head, rest // 1000)
 
 
-@functools.lru_cache(maxsize=64)
-def _rfc3339_seconds(seconds: int) -> str:
-    """The date and time of a second: a burst's thousands of events share a few seconds, and
-    strftime is most of a timestamp's cost."""
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+SECONDS_REMEMBERED = 64
+_SECONDS: dict[int, str] = {}

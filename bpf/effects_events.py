@@ -8,6 +8,7 @@ resolved and normalised here (`..` is folded lexically, as the process's string 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import ipaddress
 import posixpath
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from vigild.bpf.clock import rfc3339
 from vigild.bpf.events import (
     DecodeError,
     EventDecoder,
@@ -25,10 +27,10 @@ from vigild.bpf.events import (
     Header,
     Kind,
     ProcessEvent,
-    field_names,
     fixed_part,
 )
 from vigild.bpf.layout import Layout
+from vigild.bpf.record import Record
 
 EFFECT_KIND_NAMES = {kind.value: kind.label for kind in Kind if Kind.FILE_OPEN <= kind < Kind.SOCK_DATA}
 
@@ -367,18 +369,32 @@ if FILE_OPEN_FIELDS[:_HEADER_FIELDS] != tuple(f"hdr_{name}" for name in HEADER.t
     raise ImportError("FileEventC no longer starts with EventHeader's fields, which FileDecoder.decode reads as one")
 
 
+# A first (unfolded) file open's record as FileDecoder._file_open starts it: `type`, `ts`, then
+# every field of FileOpen in order with its default (None where it has none); the decoder sets
+# what differs per record. Built from the dataclass, so a field added to it is never missing.
+_FILE_OPEN_RECORD = Record({"type": FileOpen.type, "ts": None, **{
+    f.name: f.default if f.default is not dataclasses.MISSING else None for f in dataclasses.fields(FileOpen)}})
+_FILE_OPEN_RECORD["kind"] = int(Kind.FILE_OPEN)
+
+
 class FileDecoder:
     """The file kinds' decoder of one EventDecoder (one pipeline), with what a folded open needs:
     the paths of the files whose repeated opens the kernel may still be folding, by (pid, dev,
     ino). A folded record written out at exit, exec, eviction or a change has no fd of the file
-    left to walk, so it is named from the thread's first record of it. Bounded (OPEN_PATHS_MAX),
-    oldest out first; a record whose first is gone (lost, or pushed out) keeps an empty path and
-    says so (path_unknown). Per decoder, not per module: two pipelines in one process (a test, a
-    benchmark's replay) never name each other's records."""
+    left to walk, so it is named from the thread's first record of it. Bounded (OPEN_PATHS_MAX) in
+    two generations: when the newer holds half of it, it becomes the older and the older one
+    goes whole, so the newest OPEN_PATHS_MAX / 2 paths are always kept. (One dict with its
+    oldest deleted at each insert, as it was, made `next(iter())` walk the deleted slots in front
+    of the first live one: ~350k instructions per distinct open once it was full, more than the
+    whole rest of the pipeline, after 65,536 files opened in a daemon's life.) A record whose
+    first is gone (lost, or pushed out) keeps an empty path and says so (path_unknown). Per
+    decoder, not per module: two pipelines in one process (a test, a benchmark's replay) never
+    name each other's records."""
 
     def __init__(self, events: EventDecoder) -> None:
         self.events = events
         self.open_paths: dict[tuple[int, int, int], str] = {}
+        self.older_paths: dict[tuple[int, int, int], str] = {}
         # Every file kind has its own builder: a kind missing here is refused, so no record is
         # ever decoded as another kind.
         self._builders: dict[int, FileBuilder] = {Kind.FILE_OPEN: self._folded_open, **FILE_BUILDERS}
@@ -405,9 +421,12 @@ class FileDecoder:
 
     def _file_open(self, values: tuple[Any, ...], raw: bytes) -> FileOpen:
         """Most of a burst: the record's fields unpacked into locals at once (FILE_OPEN_FIELDS,
-        checked against the layout at import) rather than read by name one by one, its instance
-        dict built in one literal in FileOpen's field order (tests/test_effects_layout.py holds
-        it to the dataclass)."""
+        checked against the layout at import) rather than read by name one by one. Its instance
+        dict is its record (bpf/record.py): `type`, RFC 3339 `ts`, then the fields in FileOpen's
+        order (tests/test_effects_layout.py holds it to the dataclass), copied from a template;
+        record_of hands it to the sinks as it is, with what the pipeline set on the event since.
+        Building the fields once, not into the instance and again into a record, is ~14k of the
+        ~150k instructions a distinct file's open cost the pipeline (bench/README.md)."""
         (kind, hflags, ts_ns, session_id, cgroup_id, pid, tid, ppid, uid, comm, call_id, ret, _bytes, _calls,
          _first_ns, _last_ns, ino, dev, fd, flags, mode, _reason, len_0, len_1, len_2, len_3) = values
         a = FILE_DATA_OFFSET
@@ -418,46 +437,57 @@ class FileDecoder:
         path = join_path(raw[a:b], raw[b:c])
         if ino and ret >= 0:
             open_paths = self.open_paths
-            if len(open_paths) >= OPEN_PATHS_MAX:
-                del open_paths[next(iter(open_paths))]
+            if len(open_paths) >= OPEN_PATHS_MAX // 2:
+                self.older_paths, open_paths = open_paths, {}
+                self.open_paths = open_paths
             open_paths[(pid, dev, ino)] = path
         acc = flags & O_ACCMODE
         events = self.events
-        return _instance(FileOpen, {
-            "ts_ns": ts_ns + events.clock.offset_ns, "session_id": session_id, "cgroup_id": cgroup_id, "pid": pid,
-            "tid": tid, "ppid": ppid, "uid": uid, "comm": events.comm(comm), "tool_call": call_id or None,
-            "kind": kind, "path": path, "path_truncated": bool(hflags & FILE_PATH_TRUNCATED), "ret": ret,
-            "fd": fd, "flags": flags, "read": acc in (0, O_RDWR), "write": acc in (O_WRONLY, O_RDWR),
-            "create": bool(flags & O_CREAT), "truncate": bool(flags & O_TRUNC), "created": bool(hflags & FILE_CREATED),
-            "mode": mode, "ino": ino, "dev": dev, "opens": 1, "folded": False, "first_ts_ns": 0,
-            "last_ts_ns": 0, "reason": "", "path_unknown": False,
-        })
+        ts_ns += events.clock.offset_ns
+        # The template's copy (its table copied whole), then the values that differ: a literal
+        # of this size is built key by key, in two halves merged (~2x the time).
+        record = Record(_FILE_OPEN_RECORD)
+        record["ts"] = rfc3339(ts_ns)
+        record["ts_ns"] = ts_ns
+        record["session_id"] = session_id
+        record["cgroup_id"] = cgroup_id
+        record["pid"] = pid
+        record["tid"] = tid
+        record["ppid"] = ppid
+        record["uid"] = uid
+        record["comm"] = events.comm(comm)
+        record["tool_call"] = call_id or None
+        record["path"] = path
+        record["path_truncated"] = bool(hflags & FILE_PATH_TRUNCATED)
+        record["ret"] = ret
+        record["fd"] = fd
+        record["flags"] = flags
+        record["read"] = acc == 0 or acc == O_RDWR
+        record["write"] = acc == O_WRONLY or acc == O_RDWR
+        record["create"] = bool(flags & O_CREAT)
+        record["truncate"] = bool(flags & O_TRUNC)
+        record["created"] = bool(hflags & FILE_CREATED)
+        record["mode"] = mode
+        record["ino"] = ino
+        record["dev"] = dev
+        event = FileOpen.__new__(FileOpen)
+        event.__dict__ = record
+        return event
 
     def _folded_open(self, rec: Any, parts: list[bytes], base: dict[str, Any]) -> FileOpen:
         """A count of a thread's repeated opens of one file; named from its first record when the
         kernel sent no path (`path_unknown` when that record was not seen)."""
         unknown = False
         if not base["path"]:
-            base["path"] = self.open_paths.get((rec.hdr_pid, rec.dev, rec.ino), "")
+            key = (rec.hdr_pid, rec.dev, rec.ino)
+            path = self.open_paths.get(key)
+            base["path"] = path if path is not None else self.older_paths.get(key, "")
             unknown = not base["path"]
         ts = base["ts_ns"]
         return FileOpen(**base, flags=rec.open_flags, read=True, ino=rec.ino, dev=rec.dev, opens=rec.calls,
                         folded=True, first_ts_ns=ts - (rec.hdr_ts_ns - rec.first_ns),
                         last_ts_ns=ts - (rec.hdr_ts_ns - rec.last_ns),
                         reason=FLUSH_REASONS.get(rec.reason, str(rec.reason)), path_unknown=unknown)
-
-
-def _instance(cls: type[FileEffect], values: dict[str, Any]) -> Any:
-    """`cls(**values)` for a builder's dict that names every field, in the class's order
-    (tests/test_effects_layout.py holds the builders to it): the dict becomes the instance's
-    own, which is what the dataclass __init__ would have built, field by field, for ~1.5 µs of
-    the most frequent record (a file open). A dict with fewer or more names (a field added to
-    the class and not to its builder) goes through __init__: its defaults, its errors."""
-    if len(values) != len(field_names(cls)):
-        return cls(**values)
-    event = cls.__new__(cls)
-    event.__dict__ = values
-    return event
 
 
 def _file_write(rec: Any, parts: list[bytes], base: dict[str, Any]) -> FileWrite:

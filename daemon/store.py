@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vigild.bpf.record import Record
 from vigild.correlate.process_tree import ProcessInfo
 from vigild.correlate.sessions import Session
 from vigild.daemon.crypto import ContentCipher, CryptoError, load_key, strip_sealed
@@ -285,7 +286,9 @@ class Store:
         and makes each collection of a 30k-event batch longer."""
         if self.cipher is not None:
             event = self.cipher.seal_event(event)
-        return (event.get("session_id"), event["ts_ns"], event["type"], event.get("pid"), _json_text(event))
+        # a sink's record (most rows): its own text, without _json_text's lookups
+        text = event.json() if type(event) is Record else _json_text(event)
+        return (event.get("session_id"), event["ts_ns"], event["type"], event.get("pid"), text)
 
     def add_rows(self, rows: list[EventRow]) -> None:
         """Write rows made by `row()`, with one statement."""

@@ -10,6 +10,7 @@ import pytest
 from vigild.bpf import effects_events as fx
 from vigild.bpf.clock import BootClock
 from vigild.bpf.events import DecodeError, EventDecoder, Kind
+from vigild.daemon.sinks.record import record_of
 
 
 @pytest.mark.parametrize(("base", "name", "expected"), [
@@ -94,31 +95,59 @@ def test_a_short_effect_record_is_counted_as_short() -> None:
     assert decoder.errors == {"short_record": 1}
 
 
-def test_a_decoded_file_open_is_what_its_dataclass_init_builds() -> None:
-    """The file-open builder hands its dict to the instance (no __init__): every field is there,
-    in the class's order (the record's key order), with the values __init__ would have kept."""
+def _file_open_record(name: bytes, open_flags: int = 0o1102, hflags: int = 0) -> bytes:
     record = fx.FileEventC()
-    record.hdr.kind, record.hdr.pid, record.hdr.comm, record.hdr.call_id = Kind.FILE_OPEN, 4242, b"git", 7
-    record.fd, record.open_flags, record.mode, record.ino, record.dev = 5, 0o1102, 0o644, 99, 2049
-    name = b"/work/repo/.git/config"
+    record.hdr.kind, record.hdr.flags, record.hdr.pid, record.hdr.comm, record.hdr.call_id = \
+        Kind.FILE_OPEN, hflags, 4242, b"git", 7
+    record.hdr.ts_ns = 123_456_789_012
+    record.fd, record.open_flags, record.mode, record.ino, record.dev = 5, open_flags, 0o644, 99, 2049
     record.len[1] = len(name)
-    event = _decoder().decode(bytes(record)[:fx.FILE_DATA_OFFSET] + name)
+    return bytes(record)[:fx.FILE_DATA_OFFSET] + name
+
+
+def test_a_decoded_file_open_is_what_its_dataclass_init_builds() -> None:
+    """The file-open decoder builds the instance dict itself (no __init__): `type` and `ts`, then
+    every field in the class's order (the record's key order), with the values __init__ would
+    have kept; its record is the one the generic path builds from those fields, to the byte."""
+    event = _decoder().decode(_file_open_record(b"/work/repo/.git/config"))
     names = [f.name for f in dataclasses.fields(fx.FileOpen)]
-    assert list(vars(event)) == names
-    assert event == fx.FileOpen(**{n: getattr(event, n) for n in names})
+    assert list(vars(event)) == ["type", "ts", *names]
+    built = fx.FileOpen(**{n: getattr(event, n) for n in names})
+    assert event == built
     assert (event.path, event.fd, event.write, event.read, event.create, event.truncate, event.tool_call) == \
         ("/work/repo/.git/config", 5, True, True, True, True, 7)
+    assert record_of(event) is vars(event)
+    assert list(record_of(event).items()) == list(record_of(built).items())
+    assert record_of(event).json() == record_of(built).json()
 
 
-def test_an_instance_dict_short_of_a_field_goes_through_init() -> None:
-    """A builder that does not name a field the class gained gets the field's default from
-    __init__, not an instance without it."""
-    values = {f.name: 0 for f in dataclasses.fields(fx.FileOpen) if f.name != "dev"}
-    values["tool_call"] = None
-    event = fx._instance(fx.FileOpen, values)
-    assert event.dev == 0 and "dev" in vars(event)
-    with pytest.raises(TypeError):
-        fx._instance(fx.FileOpen, {**values, "dev": 1, "no_such_field": 2})
+@pytest.mark.parametrize(("open_flags", "hflags"), [(0, 0), (0o1, fx.FILE_CREATED), (0o2, fx.FILE_PATH_TRUNCATED),
+                                                   (0o3 | 0o100, 0), (0o2000000, fx.FILE_CREATED)])
+def test_every_decoded_file_open_record_is_the_generic_one(open_flags: int, hflags: int) -> None:
+    """Each access mode and flag: the template's copy with the record's values set is what the
+    dataclass and the generic record builder make, JSON text included."""
+    event = _decoder().decode(_file_open_record(b"src/a.py", open_flags, hflags))
+    built = fx.FileOpen(**{f.name: getattr(event, f.name) for f in dataclasses.fields(fx.FileOpen)})
+    assert (event.read, event.write, event.created, event.path_truncated) == \
+        (open_flags & 3 in (0, 2), open_flags & 3 in (1, 2), bool(hflags & fx.FILE_CREATED),
+         bool(hflags & fx.FILE_PATH_TRUNCATED))
+    assert record_of(event).json() == record_of(built).json()
+
+
+def test_the_record_of_a_decoded_open_carries_what_was_set_on_it_before_dispatch() -> None:
+    """The scrubbed path and a relabelled tool call (set on the event after decoding) are in its
+    record, and its JSON is encoded afresh; an attribute that is no field (one set later by a
+    handler) makes the record be built from the fields instead, without it."""
+    event = _decoder().decode(_file_open_record(b"/home/u/.cache/ghp_" + b"a1" * 20))
+    first = record_of(event).json()
+    event.path, event.tool_call = "/home/u/.cache/[REDACTED]", None
+    record = record_of(event)
+    assert record["path"] == "/home/u/.cache/[REDACTED]" and record["tool_call"] is None
+    assert record.json() != first and "ghp_" not in record.json()
+    event.agent_role = "tool"
+    apart = record_of(event)
+    assert apart is not vars(event) and "agent_role" not in apart
+    assert list(apart) == ["type", "ts", *(f.name for f in dataclasses.fields(fx.FileOpen))]
 
 
 @pytest.mark.parametrize("name", [b"a/b.py", b"./a", b"a/./b", b"a/../b", b"../../x", b"a//b", b"a/", b".hidden/x",
@@ -169,3 +198,30 @@ def test_a_file_record_cut_before_its_paths_end_is_counted_as_short(kind: Kind) 
     with pytest.raises(DecodeError, match="shorter than its path lengths"):
         decoder.decode(bytes(record)[:fx.FILE_DATA_OFFSET] + b"/srv/x.py" + b"a" * 5)
     assert decoder.errors == {"short_record": 1}
+
+
+def _open_of(ino: int, name: bytes = b"", folded: bool = False) -> bytes:
+    record = fx.FileEventC()
+    record.hdr.kind, record.hdr.pid, record.hdr.comm = Kind.FILE_OPEN, 77, b"python3"
+    record.hdr.flags = fx.FILE_OPEN_FOLDED if folded else 0
+    record.ino, record.dev, record.calls = ino, 2049, 5
+    record.len[1] = len(name)
+    return bytes(record)[:fx.FILE_DATA_OFFSET] + name
+
+
+def test_folded_opens_are_named_from_the_newest_half_of_the_first_opens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first-open paths are bounded in two generations: well past the bound, the newest
+    half of the bound are all still there to name folded records, the memory stays within the
+    bound, and a folded record of a file whose first open was pushed out says its path is unknown."""
+    monkeypatch.setattr(fx, "OPEN_PATHS_MAX", 64)
+    decoder = _decoder()
+    files = decoder._records[Kind.FILE_OPEN].__self__
+    opened = 64 * 5 + 7
+    for ino in range(1, opened + 1):
+        decoder.decode(_open_of(ino, f"/src/m{ino}.py".encode()))
+    assert len(files.open_paths) + len(files.older_paths) <= 64
+    for ino in range(opened - 31, opened + 1):
+        event = decoder.decode(_open_of(ino, folded=True))
+        assert (event.path, event.path_unknown, event.opens, event.folded) == (f"/src/m{ino}.py", False, 5, True)
+    gone = decoder.decode(_open_of(1, folded=True))
+    assert (gone.path, gone.path_unknown) == ("", True)
