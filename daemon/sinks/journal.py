@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 from vigild.daemon.events import Event
 from vigild.daemon.sinks.record import Record
