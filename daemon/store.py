@@ -383,7 +383,11 @@ class Store:
             else:
                 self.db.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 self.db.execute("VACUUM")
-            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            with self.checkpointer.running:  # not beside the thread's own checkpoint, which would make it busy
+                busy = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if busy:
+                log.warning("retention: %s's WAL could not be truncated now (a reader holds it); it is next time",
+                            self.path)
         except sqlite3.OperationalError as exc:
             log.warning("retention: could not shrink %s now: %s", self.path, exc)
 

@@ -38,6 +38,9 @@ class WalCheckpointer:
         self._rows = 0
         self._signalled_at = time.monotonic()
         self._wake = threading.Event()
+        # Held while this thread checkpoints: a TRUNCATE checkpoint of the writer's (retention)
+        # that met it running would return busy and leave the WAL at its size.
+        self.running = threading.Lock()
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -76,7 +79,8 @@ class WalCheckpointer:
 
     def _checkpoint(self, db: sqlite3.Connection) -> None:
         try:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            with self.running:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self.checkpoints += 1
         except sqlite3.Error as exc:  # the writer's backstop still bounds the WAL
             self.errors += 1
