@@ -286,8 +286,9 @@ class Store:
         and makes each collection of a 30k-event batch longer."""
         if self.cipher is not None:
             event = self.cipher.seal_event(event)
-        # a sink's record (most rows): its own text, without _json_text's lookups
-        text = event.json() if type(event) is Record else _json_text(event)
+        # A sink's record (most rows) has its JSON encoded once for every sink; a sealed event is a
+        # new dict, encoded here.
+        text = event.json() if type(event) is Record else json.dumps(event, default=str)
         return (event.get("session_id"), event["ts_ns"], event["type"], event.get("pid"), text)
 
     def add_rows(self, rows: list[EventRow]) -> None:
@@ -487,10 +488,3 @@ def _session_row(row: sqlite3.Row) -> dict[str, Any]:
     d["argv"] = json.loads(d["argv"])
     d["container"] = json.loads(d["container"]) if d.get("container") else None
     return d
-
-
-def _json_text(event: dict[str, Any]) -> str:
-    """The event's JSON: a sink record's own text, encoded once for every sink (a sealed event is
-    a new dict, encoded here)."""
-    text = getattr(event, "json", None)
-    return text() if callable(text) else json.dumps(event, default=str)
