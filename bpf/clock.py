@@ -37,6 +37,8 @@ def rfc3339(wall_ns: int) -> str:
     remembered (strftime is most of a timestamp's cost), and %-formatting the rest takes half
     the time of an f-string's format spec."""
     seconds, rest = divmod(wall_ns, 1_000_000_000)
+    # A dict by hand, not functools.lru_cache: a hit is ~65 ns cheaper (measured: 272 against 338 ns
+    # per timestamp), and cleared whole when full, so nothing is kept in order.
     head = _SECONDS.get(seconds)
     if head is None:
         if len(_SECONDS) >= SECONDS_REMEMBERED:
