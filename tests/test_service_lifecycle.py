@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 
@@ -255,12 +257,31 @@ def test_calls_of_an_agent_in_a_delegated_cgroup_stay_below_it(tmp_path: Path) -
             daemon.kill_group()
 
 
+def _stored_session_count(db: Path, agent: str, timeout: float) -> int:
+    """How many sessions of `agent` another process has committed to `db`, waited for until one
+    shows. Read-only, so the writer is neither blocked nor migrated under."""
+    deadline = time.monotonic() + timeout
+    while True:
+        count = 0
+        if db.exists():
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as reader:
+                try:
+                    count = reader.execute("SELECT COUNT(*) FROM sessions WHERE agent = ?", (agent,)).fetchone()[0]
+                except sqlite3.OperationalError:  # the schema is not there yet
+                    count = 0
+        if count or time.monotonic() >= deadline:
+            return count
+        time.sleep(0.1)
+
+
 def test_session_left_open_by_a_killed_vigild_is_closed_at_the_next_start(tmp_path: Path) -> None:
     """SIGKILL while an agent runs: the next vigild on the same store ends that session, says why."""
     from vigild.daemon.store import Store
 
     with watched_agent(tmp_path, "slowagent", "#!/bin/sh\nls / >/dev/null\nexec sleep 30\n") as (daemon, _agent):
-        time.sleep(1.5)  # the store commits at least once a second
+        # The session must be on disk before the kill: the store commits after each batch, but an
+        # emulated guest under load can take seconds to get there, so wait for the row itself.
+        assert _stored_session_count(daemon.db, "first", timeout=30) == 1, daemon.log
         daemon.signal(signal.SIGKILL)
         assert daemon.proc is not None and daemon.proc.wait(10) == -signal.SIGKILL
     [row] = [r for r in Store(daemon.db).sessions() if r["agent"] == "first"]
