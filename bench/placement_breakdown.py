@@ -112,12 +112,16 @@ def init(self, lineage, clock, place):
         stamps.clear()
         return placed
     lane_init(self, lineage, clock, place_timed)
-    wait = self._ring.wait
+    # The lane's wait: its own `_wait` where it has one (the GIL booster's, which never calls
+    # the ring's), else the ring's. Either returns once the lane holds the GIL again.
+    owner, name = (self, "_wait") if hasattr(self, "_wait") else (self._ring, "wait")
+    wait = getattr(owner, name)
     def wait_timed(timeout_ms):
-        wait(timeout_ms)
+        got = wait(timeout_ms)
         stamps.clear()
         stamp("woken")
-    self._ring.wait = wait_timed
+        return got
+    setattr(owner, name, wait_timed)
     after(self._decoder, "decode", "decoded")
 held_lane.HeldLane.__init__ = init
 

@@ -582,6 +582,11 @@ class RingBuffer:
             except BlockingIOError:  # read by a wait that raced this one
                 pass
 
+    def wait_fds(self) -> tuple[int, int]:
+        """The epoll set `wait` waits on and the eventfd `wake` signals, for a waiter of its own
+        (daemon/pipeline/gil_boost.py waits without the GIL): it must read the eventfd when ready."""
+        return self._epoll.fileno(), self._wake_fd
+
     def consume(self, keep_gil: bool = False) -> int:
         """Hand every waiting record to its handler; returns how many. Not safe from two threads
         at once (libbpf's consumer state): callers that share a ring buffer hold a lock.

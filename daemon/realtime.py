@@ -11,14 +11,17 @@ from __future__ import annotations
 import os
 
 RT_PRIORITY = 1  # the lowest real-time priority: above every normal thread, below the kernel's own
+# The held lane runs one above: a thread it raises while a held process waits for it
+# (daemon/pipeline/gil_boost.py, at RT_PRIORITY) must never preempt it.
+LANE_PRIORITY = RT_PRIORITY + 1
 
 
-def run_realtime() -> str | None:
-    """Make the calling thread SCHED_FIFO at RT_PRIORITY; None when done, else why the kernel
+def run_realtime(priority: int = RT_PRIORITY) -> str | None:
+    """Make the calling thread SCHED_FIFO at `priority`; None when done, else why the kernel
     refused (no CAP_SYS_NICE, or a cpu cgroup that gives real-time threads no runtime): the
     thread then stays at normal priority."""
     try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
     except OSError as exc:
         return exc.strerror or str(exc)
     return None

@@ -23,7 +23,7 @@ from support.require import need
 KERNEL_MODULES = frozenset({
     "test_agent_relaunch", "test_agent_telemetry", "test_bpf_kernels", "test_bpf_loader", "test_bun_agents",
     "test_cgroups_v1_real", "test_cgroups_v2_real", "test_codex_real", "test_control_intent", "test_control_run",
-    "test_declare", "test_effects_session", "test_effects_trace", "test_features", "test_flood", "test_history",
+    "test_declare", "test_effects_session", "test_held_lane_boost", "test_effects_trace", "test_features", "test_flood", "test_history",
     "test_hooks", "test_intent_clients", "test_otlp", "test_policy", "test_real_agents", "test_secrets_channels",
     "test_service_lifecycle", "test_service_load", "test_service_prometheus", "test_service_unit",
     "test_store_crypto", "test_tls_under_load", "test_trace_lineage",

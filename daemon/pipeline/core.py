@@ -238,6 +238,8 @@ class Pipeline:
             self.held_lane.start()
         self._thread = threading.Thread(target=self._run, name="vigil-pipeline", daemon=True)
         self._thread.start()
+        if self.held_lane is not None and self._thread.native_id is not None:  # the GIL's usual holder
+            self.held_lane.raise_while_held((self._thread.native_id,))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -459,6 +461,7 @@ class Pipeline:
             "ring_backlog_peak_bytes": self._reader.peak_backlog,
             "ring_backlog_limit_bytes": self._reader.backlog_bytes,
             **self.capture.health(),
+            **(self.held_lane.health() if self.held_lane is not None else {}),
             **{key: value for sink in self.sinks if hasattr(sink, "health") for key, value in sink.health().items()},
         }
         self._health = snapshot

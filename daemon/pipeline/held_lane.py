@@ -33,7 +33,8 @@ from vigild.bpf.events import EXEC_HELD, DecodeError, EventDecoder, EventHeader,
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import RingBuffer, RingPositions
 from vigild.daemon.pipeline.scrub import scrub
-from vigild.daemon.realtime import RT_PRIORITY, run_realtime
+from vigild.daemon.pipeline.gil_boost import BoostError, GilBooster, Raised
+from vigild.daemon.realtime import LANE_PRIORITY, RT_PRIORITY, run_realtime
 
 log = logging.getLogger("vigild.pipeline")
 
@@ -92,7 +93,11 @@ class HeldLane:
 
     Whoever drains holds `_lock` (libbpf's consumer state is not thread-safe). `place` is tool
     control's `place_held`; whatever it raises is logged and counted, and the process stays
-    held for the pipeline's ordered placement: the lane can only make a call start sooner."""
+    held for the pipeline's ordered placement: the lane can only make a call start sooner.
+
+    The threads given to `raise_while_held` (the pipeline's: the GIL's usual holder) run
+    real-time, just below the lane, from the ring's wakeup until the lane holds the GIL and
+    `_lock` (vigild.daemon.pipeline.gil_boost says why), where the lane itself runs real-time."""
 
     def __init__(self, lineage: LineageSensor, clock: BootClock, place: Callable[[ExecEvent], bool]) -> None:
         self._place = place
@@ -107,11 +112,28 @@ class HeldLane:
         self.placed = 0
         self.errors = 0
         self.priority = "normal"  # what `_raise_priority` got for the lane's thread
+        self._booster: GilBooster | None = None
+        self._raise: tuple[int, ...] = ()  # native ids of the threads raised while a held exec waits
+        self.boost = "off: the lane's thread has not started"
+        self.boosts = 0  # waits that raised at least one thread
+        self.boost_refused = 0  # waits where the kernel refused a raise (then boosting stops)
+        self.restore_failures = 0  # raised threads that could not be put back (said each time)
 
     def start(self) -> None:
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         self._thread = threading.Thread(target=self._run, name="vigil-held", daemon=True)
         self._thread.start()
+
+    def raise_while_held(self, threads: tuple[int, ...]) -> None:
+        """Raise these threads (native ids) while a held exec waits for the lane; any thread."""
+        self._raise = threads
+
+    def health(self) -> dict[str, object]:
+        """The lane's counters, for metrics and status."""
+        return {"held_lane_placed": self.placed, "held_lane_errors": self.errors,
+                "held_lane_priority": self.priority, "held_lane_boost": self.boost,
+                "held_lane_boosts": self.boosts, "held_lane_boost_refused": self.boost_refused,
+                "held_lane_restore_failures": self.restore_failures}
 
     def stop(self) -> None:
         """Stop the thread; the pipeline places whatever is still held."""
@@ -142,6 +164,7 @@ class HeldLane:
 
     def _run(self) -> None:
         self.priority = _raise_priority()
+        self._booster, self.boost = _open_booster(self._ring, self.priority != "normal")
         while not self._stop.is_set():
             try:
                 self.run_once(IDLE_POLL_MS)
@@ -152,11 +175,45 @@ class HeldLane:
 
     def run_once(self, timeout_ms: int) -> int:
         """Wait for held execs and place them; returns how many were placed."""
-        self._ring.wait(timeout_ms)
-        if self._stop.is_set():
-            return 0
-        with self._lock:
-            return self._drain()
+        raised = self._wait(timeout_ms)
+        try:
+            if self._stop.is_set():
+                return 0
+            with self._lock:
+                # Kept raised until here: while the pipeline's `gate` holds the lock it is placing,
+                # the very work a preemption would delay.
+                self._restore(raised)
+                return self._drain()
+        finally:
+            # Always, even when the wait's caller or the placement raised: a pipeline thread left
+            # real-time would take a CPU from every normal task on the host for as long as a
+            # flood lasts (the kernel's real-time cap leaves them 5 %).
+            self._restore(raised)
+
+    def _wait(self, timeout_ms: int) -> Raised | None:
+        """The ring's wait; with the booster, the registered threads come back raised when it
+        has records."""
+        if self._booster is None:
+            self._ring.wait(timeout_ms)
+            return None
+        raised = self._booster.wait(timeout_ms, self._raise)
+        if raised is not None:
+            self.boosts += raised.count > 0
+            if raised.refused is not None:
+                self.boost_refused += 1
+                self._raise = ()
+                self.boost = f"off: {raised.refused}"
+                log.info("the held lane cannot raise the pipeline thread while a held exec waits (%s): under "
+                         "a flood, held tool calls wait for it to be scheduled again", raised.refused)
+        return raised
+
+    def _restore(self, raised: Raised | None) -> None:
+        if raised is None or not raised.pending:
+            return
+        error = raised.restore()
+        if error is not None:
+            self.restore_failures += 1
+            log.warning("a thread the held lane raised could not be put back to its own policy: %s", error)
 
     def _drain(self) -> int:
         """Consume the held ring and place what it held; under `_lock`, keeping the GIL."""
@@ -183,8 +240,22 @@ def _raise_priority() -> str:
     """Run the lane's thread before normal threads when it wakes (vigild.daemon.realtime): it
     sleeps in epoll but for ~0.1 ms of work per tool call. Where that is refused it stays normal,
     which is said once."""
-    refused = run_realtime()
+    refused = run_realtime(LANE_PRIORITY)
     if refused is None:
-        return f"SCHED_FIFO {RT_PRIORITY}"
+        return f"SCHED_FIFO {LANE_PRIORITY}"
     log.info("the held lane runs at normal priority (%s): under load, held tool calls wait for a CPU", refused)
     return "normal"
+
+
+def _open_booster(ring: RingBuffer, realtime: bool) -> tuple[GilBooster | None, str]:
+    """The lane's booster and what it does, or None and why not (said once): raising the GIL's
+    holder is only safe above it, so a lane that could not go real-time raises nothing."""
+    if not realtime:
+        return None, "off: the lane runs at normal priority"
+    try:
+        booster = GilBooster(*ring.wait_fds(), RT_PRIORITY)
+    except BoostError as exc:
+        log.info("the held lane cannot raise the pipeline thread while a held exec waits (%s): under a "
+                 "flood, held tool calls wait for it to be scheduled again", exc)
+        return None, f"off: {exc}"
+    return booster, f"SCHED_FIFO {RT_PRIORITY} while a held exec waits"

@@ -313,6 +313,12 @@ class HealthCollector(Collector):
         yield self._counter("vigil_placement_warm_writes", "No-op cgroup moves keeping tool-call placement off the "
                             "RCU grace period (daemon/tools/placement_warm.py)", [],
                             {(): h.get("placement_warm_writes", 0)})
+        yield self._counter("vigil_held_lane_placed", "Held tool calls placed by the held lane ahead of the event "
+                            "stream (daemon/pipeline/held_lane.py)", [], {(): h.get("held_lane_placed", 0)})
+        yield self._counter("vigil_held_lane_boosts", "Held execs during whose wait the held lane raised the pipeline "
+                            "thread to real time (daemon/pipeline/gil_boost.py)", [], {(): h.get("held_lane_boosts", 0)})
+        yield self._counter("vigil_held_lane_boost_refused", "Raises of the pipeline thread the kernel refused (then "
+                            "the lane stops raising)", [], {(): h.get("held_lane_boost_refused", 0)})
         yield self._counter("vigil_sink_errors", "Exceptions raised by event sinks", [], {(): h.get("sink_errors", 0)})
         yield self._counter("vigil_store_errors", "Failed writes and commits of the history store", [],
                             {(): h.get("store_errors", 0)})

@@ -1,0 +1,62 @@
+"""Compile the held lane's helper (gil_boost.c) into the shared object gil_boost.py loads.
+
+Run by the package build beside the BPF objects (setup.py), or by hand:
+``python daemon/pipeline/gil_boost_build.py OUTDIR``. It needs a C compiler and libc's headers
+(Debian: clang-19, which the BPF build needs anyway, and libc6-dev). Unlike the BPF objects the
+helper is optional: without it the held lane works as before and says so once, so a failed build
+is reported and the install goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+SOURCE = Path(__file__).resolve().parent / "gil_boost.c"
+LIBRARY_NAME = "_gil_boost.so"  # gil_boost.LIBRARY's name
+COMPILERS = ("clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang", "cc", "gcc")
+
+
+class BuildError(RuntimeError):
+    """No compiler, or the compile failed; the message says what to install."""
+
+
+def find_compiler() -> str:
+    override = os.environ.get("VIGIL_CC")
+    for name in ((override,) if override else COMPILERS):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise BuildError("building the held lane's helper needs a C compiler: install 'clang-19' (or 'clang') and 'libc6-dev'")
+
+
+def build(out_dir: Path) -> Path:
+    """Compile gil_boost.c into out_dir and return the library's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / LIBRARY_NAME
+    tmp = target.with_suffix(".tmp")
+    cmd = [find_compiler(), "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", str(SOURCE), "-o", str(tmp)]
+    result = subprocess.run(cmd, capture_output=True, check=False)
+    if result.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise BuildError(f"compiling {SOURCE.name} failed (are libc6-dev's headers installed?):\n"
+                         f"{result.stderr.decode(errors='replace')}")
+    tmp.replace(target)  # a running vigild keeps the old file it mapped
+    return target
+
+
+def main() -> int:
+    out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else SOURCE.parent
+    try:
+        print(build(out_dir))
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Run by tests/test_held_lane_boost.py in its own process group: the held lane (real lineage,
+real tool control, real cgroups) places one tool call while a Python thread spins holding the
+GIL, the thread the lane is told to raise (as it is told the pipeline's). That thread samples its
+own scheduling policy all the time. Prints one JSON object with what happened.
+
+Modes:
+- `boost`: as vigil runs;
+- `raise`: tool control's `place_held` raises (the pipeline then places the call in order);
+- `refuse`: the lane's thread loses CAP_SYS_NICE once it is real-time, so the kernel refuses it
+  the raise of another thread (as where vigild runs without that capability for others).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import select
+import sys
+import threading
+import time
+from typing import Any
+
+from vigild.bpf.lineage import LineageSensor
+from vigild.cgroups import Limits
+from vigild.daemon.launch import spawn_gated
+from vigild.daemon.pipeline import held_lane
+from vigild.daemon.pipeline.core import Pipeline
+from vigild.daemon.tools.control_loop import CallPolicy, open_run_control
+from vigild.daemon.tools.watchdog import start_watchdog
+
+AGENT = """
+import os, sys
+go, done = int(sys.argv[1]), int(sys.argv[2])
+os.read(go, 1)
+pid = os.posix_spawn("/bin/true", ["/bin/true"], os.environ)
+os.waitpid(pid, 0)
+os.write(done, str(pid).encode())
+"""
+
+CAP_SYS_NICE = 23
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def handle(self, event: Any, record: Any) -> None:
+        self.events.append(event)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Said(logging.Handler):
+    """What the lane logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+class Holder:
+    """A thread that keeps the GIL busy and notes every policy it finds itself running at."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="gil-holder", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self.seen.add(os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK)
+
+
+def drop_sys_nice() -> None:
+    """Drop CAP_SYS_NICE from the calling thread's effective set (capabilities are per thread)."""
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    header, data = Header(0x20080522, 0), (Data * 2)()  # _LINUX_CAPABILITY_VERSION_3
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    data[0].effective &= ~(1 << CAP_SYS_NICE)
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+
+def poll_until(pipeline: Pipeline, done: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pipeline.run_once(20)
+        if done():
+            return True
+    return False
+
+
+def main() -> None:
+    mode = sys.argv[1]
+    said = Said()
+    logging.getLogger("vigild.pipeline").addHandler(said)
+    logging.getLogger("vigild.pipeline").setLevel(logging.INFO)
+    if mode == "refuse":
+        raise_priority = held_lane._raise_priority
+
+        def raise_then_drop() -> str:
+            got = raise_priority()
+            drop_sys_nice()
+            return got
+
+        held_lane._raise_priority = raise_then_drop
+    lineage = LineageSensor()
+    watchdog = start_watchdog(lineage.held.fd)
+    control = open_run_control(lineage, CallPolicy(Limits(pids_max=64)), spike_bytes=100 << 20,
+                               spike_window_ns=1_000_000_000, delay_accounting=False)
+    holder = Holder()
+    at_placement: list[int] = []
+
+    def place(event: Any) -> bool:
+        at_placement.append(os.sched_getscheduler(holder.thread.native_id or 0) & ~os.SCHED_RESET_ON_FORK)
+        if mode == "raise":
+            raise RuntimeError("placement failed on purpose")
+        return control.place_held(event)
+
+    sink = Collect()
+    pipeline = Pipeline(lineage, [sink], control=control)
+    go_r, go_w = os.pipe()
+    done_r, done_w = os.pipe()
+    os.set_inheritable(go_r, True)
+    os.set_inheritable(done_w, True)
+    agent = spawn_gated([sys.executable, "-c", AGENT, str(go_r), str(done_w)])
+    result: dict[str, Any] = {}
+    lane: held_lane.HeldLane | None = None
+    try:
+        pipeline.add_pending_root(agent.pid, agent.argv, os.getcwd(), os.getuid(), controlled=True)
+        control.place_agent(agent.pid)
+        agent.release()
+        root = lambda: (info := pipeline.processes.get(agent.pid)) is not None and bool(info.filename)  # noqa: E731
+        result["agent_exec_seen"] = poll_until(pipeline, root, 30)
+        lane = held_lane.HeldLane(lineage, pipeline.clock, place)
+        holder.thread.start()
+        lane.raise_while_held((holder.thread.native_id or 0,))
+        lane.start()
+        while lane.boost.startswith("off: the lane's thread has not started"):
+            time.sleep(0.01)
+        result["holder_before"] = sorted(holder.seen)
+        os.write(go_w, b"g")
+        ready, _, _ = select.select([done_r], [], [], 5 if mode == "raise" else 30)
+        result["released_by_lane"] = bool(ready)
+        if mode == "raise":  # the call stays held for the pipeline's ordered placement
+            ended = lambda: any(e.type == "tool_end" for e in sink.events)  # noqa: E731
+            result["placed_by_pipeline"] = poll_until(pipeline, ended, 30)
+        result["holder_after"] = os.sched_getscheduler(holder.thread.native_id or 0) & ~os.SCHED_RESET_ON_FORK
+        holder.stop.set()
+        holder.thread.join()
+        result["holder_seen"] = sorted(holder.seen)
+        result["at_placement"] = at_placement
+        result["health"] = lane.health()
+        lane.stop()
+        lane = None
+        result["said"] = [m for m in said.messages if "raise" in m or "put back" in m]
+    finally:
+        holder.stop.set()
+        if lane is not None:
+            lane.stop()
+        os.waitpid(agent.pid, 0)
+        pipeline.stop()
+        control.release_resources()
+        watchdog.stop()
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
