@@ -122,6 +122,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
     parser.add_argument("--no-flood", action="store_true", help="only without the effects flood")
+    parser.add_argument("--run-only", action="store_true",
+                        help="only `vigil run` (holds are its alone; skips `vigil trace`, halving the time)")
     parser.add_argument("--gap-ms", type=float, default=0.0,
                         help="pause between calls, not timed: real agents' calls come seconds apart, and a "
                              "lone cgroup move pays for what back-to-back ones share (bench/cgroup_move.py)")
@@ -146,7 +148,7 @@ def main() -> None:
                     base, _ = run_once(tmp, sys.executable, None, args.calls, WORKLOADS[workload], flood, gap_s,
                                        model, think_s)
                     for impl, python in impls.items():
-                        for mode in ("trace", "run"):
+                        for mode in ("run",) if args.run_only else ("trace", "run"):
                             per_call, held = run_once(tmp, python, mode, args.calls, WORKLOADS[workload], flood,
                                                       gap_s, model, think_s, configs.get(impl))
                             key = (workload, flood, f"{impl} {mode}")

@@ -24,7 +24,7 @@ import errno
 import os
 from pathlib import Path
 
-LIBRARY = Path(__file__).resolve().parent / "_gil_boost.so"
+LIBRARY = Path(__file__).resolve().parent / "libvigil_gil_boost.so.1"
 MAX_THREADS = 8  # the lane raises the pipeline thread; room for a few more GIL holders
 
 _IntArray = ctypes.c_int * MAX_THREADS

@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parent / "gil_boost.c"
-LIBRARY_NAME = "_gil_boost.so"  # gil_boost.LIBRARY's name
+# gil_boost.LIBRARY's name. Not `*.so`: package walkers (pkgutil) take any such file for a Python
+# extension module and fail to import it.
+LIBRARY_NAME = "libvigil_gil_boost.so.1"
 COMPILERS = ("clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang", "cc", "gcc")
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from vigild.bpf.lineage import LineageSensor
 from vigild.cgroups import Limits
 from vigild.daemon.launch import spawn_gated
-from vigild.daemon.pipeline import held_lane
+from vigild.daemon.pipeline import gil_boost, held_lane
 from vigild.daemon.pipeline.core import Pipeline
 from vigild.daemon.tools.control_loop import CallPolicy, open_run_control
 from vigild.daemon.tools.watchdog import start_watchdog
@@ -126,6 +126,16 @@ def main() -> None:
                                spike_window_ns=1_000_000_000, delay_accounting=False)
     holder = Holder()
     at_placement: list[int] = []
+    while_raised: list[int] = []  # the holder's policy read by the lane as its wait returns
+    wait = gil_boost.GilBooster.wait
+
+    def wait_seen(self: gil_boost.GilBooster, timeout_ms: int, threads: tuple[int, ...]) -> gil_boost.Raised | None:
+        raised = wait(self, timeout_ms, threads)
+        if raised is not None:
+            while_raised.append(os.sched_getscheduler(holder.thread.native_id or 0) & ~os.SCHED_RESET_ON_FORK)
+        return raised
+
+    gil_boost.GilBooster.wait = wait_seen  # type: ignore[method-assign]
 
     def place(event: Any) -> bool:
         at_placement.append(os.sched_getscheduler(holder.thread.native_id or 0) & ~os.SCHED_RESET_ON_FORK)
@@ -166,6 +176,7 @@ def main() -> None:
         holder.thread.join()
         result["holder_seen"] = sorted(holder.seen)
         result["at_placement"] = at_placement
+        result["while_raised"] = while_raised
         result["health"] = lane.health()
         lane.stop()
         lane = None
