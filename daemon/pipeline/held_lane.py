@@ -198,7 +198,8 @@ class HeldLane:
             return None
         raised = self._booster.wait(timeout_ms, self._raise)
         if raised is not None:
-            self.boosts += raised.count > 0
+            if raised.count:
+                self.boosts += 1
             if raised.refused is not None:
                 self.boost_refused += 1
                 self._raise = ()
