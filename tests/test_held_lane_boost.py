@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 import threading
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from support.helpers import run_own_group
 from support.run_cgroups import leftovers
 
-from vigild.daemon.pipeline.gil_boost import LIBRARY
+from vigild.daemon.pipeline.gil_boost import LIBRARY, GilBooster
 
 pytestmark = pytest.mark.usefixtures("root")
 
@@ -56,6 +57,70 @@ def run(mode: str) -> dict[str, Any]:
 
 def test_the_helper_was_built_with_the_package() -> None:
     assert LIBRARY.exists(), f"{LIBRARY} missing: setup.py's build step did not run"
+
+
+class Spinner:
+    """A thread that runs Python until told to stop (a GIL holder)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+        self.tid = self.thread.native_id or 0
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            pass
+
+    def join(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def test_the_helper_raises_only_for_records_and_puts_back_exactly() -> None:
+    """Its wait on a real epoll set (a pipe stands for the ring), with real threads: a wake alone
+    raises nothing; a readable pipe raises a normal thread to SCHED_FIFO (reset on fork) and
+    leaves one already above alone; restore puts each back as it was, nice value included. Where
+    real time is refused here, the refusal comes back and nothing is raised."""
+    refused = realtime_refusal()
+    epoll, wake = select.epoll(), os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+    ring_r, ring_w = os.pipe()
+    epoll.register(wake, select.EPOLLIN)
+    epoll.register(ring_r, select.EPOLLIN)
+    normal, above = Spinner(), Spinner()
+    try:
+        os.setpriority(os.PRIO_PROCESS, normal.tid, 5)
+        booster = GilBooster(epoll.fileno(), wake, 1)
+        if refused is not None:
+            os.write(ring_w, b"r")
+            raised = booster.wait(1000, (normal.tid,))
+            assert raised is not None and raised.count == 0 and raised.refused == refused
+            assert os.sched_getscheduler(normal.tid) == os.SCHED_OTHER
+            return
+        os.sched_setscheduler(above.tid, os.SCHED_FIFO, os.sched_param(3))
+        threads = (normal.tid, above.tid)
+        os.eventfd_write(wake, 1)
+        assert booster.wait(1000, threads) is None  # woken, no record: nothing raised
+        assert os.sched_getscheduler(normal.tid) == os.SCHED_OTHER
+        assert booster.wait(0, threads) is None  # the wake was read: it does not stay ready
+        os.write(ring_w, b"r")
+        raised = booster.wait(1000, threads)
+        assert raised is not None and raised.count == 1 and raised.refused is None
+        assert os.sched_getscheduler(normal.tid) == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
+        assert os.sched_getparam(normal.tid).sched_priority == 1
+        assert os.sched_getparam(above.tid).sched_priority == 3  # already above: left alone
+        assert raised.restore() is None and not raised.pending
+        assert os.sched_getscheduler(normal.tid) == os.SCHED_OTHER
+        assert os.getpriority(os.PRIO_PROCESS, normal.tid) == 5
+        assert os.sched_getscheduler(above.tid) == os.SCHED_FIFO
+        assert os.sched_getparam(above.tid).sched_priority == 3
+    finally:
+        normal.join()
+        above.join()
+        epoll.close()
+        os.close(wake)
+        os.close(ring_r)
+        os.close(ring_w)
 
 
 def test_the_holder_runs_real_time_only_while_a_held_exec_waits() -> None:

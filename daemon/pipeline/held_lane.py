@@ -33,7 +33,7 @@ from vigild.bpf.events import EXEC_HELD, DecodeError, EventDecoder, EventHeader,
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import RingBuffer, RingPositions
 from vigild.daemon.pipeline.scrub import scrub
-from vigild.daemon.pipeline.gil_boost import BoostError, GilBooster, Raised
+from vigild.daemon.pipeline.gil_boost import MAX_THREADS, BoostError, GilBooster, Raised
 from vigild.daemon.realtime import LANE_PRIORITY, RT_PRIORITY, run_realtime
 
 log = logging.getLogger("vigild.pipeline")
@@ -126,6 +126,8 @@ class HeldLane:
 
     def raise_while_held(self, threads: tuple[int, ...]) -> None:
         """Raise these threads (native ids) while a held exec waits for the lane; any thread."""
+        if len(threads) > MAX_THREADS:
+            raise ValueError(f"the held lane raises at most {MAX_THREADS} threads, not {len(threads)}")
         self._raise = threads
 
     def health(self) -> dict[str, object]:
