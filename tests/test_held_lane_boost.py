@@ -59,18 +59,14 @@ def test_the_helper_was_built_with_the_package() -> None:
     assert LIBRARY.exists(), f"{LIBRARY} missing: setup.py's build step did not run"
 
 
-class Spinner:
-    """A thread that runs Python until told to stop (a GIL holder)."""
+class Sleeper:
+    """A thread to raise, asleep until told to stop (one raised to real time must not spin)."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run)
+        self.thread = threading.Thread(target=self.stop.wait)
         self.thread.start()
         self.tid = self.thread.native_id or 0
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            pass
 
     def join(self) -> None:
         self.stop.set()
@@ -87,7 +83,7 @@ def test_the_helper_raises_only_for_records_and_puts_back_exactly() -> None:
     ring_r, ring_w = os.pipe()
     epoll.register(wake, select.EPOLLIN)
     epoll.register(ring_r, select.EPOLLIN)
-    normal, above = Spinner(), Spinner()
+    normal, above = Sleeper(), Sleeper()
     try:
         os.setpriority(os.PRIO_PROCESS, normal.tid, 5)
         booster = GilBooster(epoll.fileno(), wake, 1)

@@ -30,6 +30,8 @@ from vigild.daemon.pipeline.core import Pipeline
 from vigild.daemon.tools.control_loop import CallPolicy, open_run_control
 from vigild.daemon.tools.watchdog import start_watchdog
 
+from lane_common import Collect, poll_until  # beside this script (sys.path[0])
+
 AGENT = """
 import os, sys
 go, done = int(sys.argv[1]), int(sys.argv[2])
@@ -40,20 +42,6 @@ os.write(done, str(pid).encode())
 """
 
 CAP_SYS_NICE = 23
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def handle(self, event: Any, record: Any) -> None:
-        self.events.append(event)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 class Said(logging.Handler):
@@ -95,15 +83,6 @@ def drop_sys_nice() -> None:
     data[0].effective &= ~(1 << CAP_SYS_NICE)
     if libc.capset(ctypes.byref(header), data) != 0:
         raise OSError(ctypes.get_errno(), "capset")
-
-
-def poll_until(pipeline: Pipeline, done: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pipeline.run_once(20)
-        if done():
-            return True
-    return False
 
 
 def main() -> None:

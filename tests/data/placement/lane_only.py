@@ -10,7 +10,6 @@ import json
 import os
 import select
 import sys
-import time
 from typing import Any
 
 from vigild.bpf.lineage import LineageSensor
@@ -21,6 +20,8 @@ from vigild.daemon.pipeline.held_lane import HeldLane
 from vigild.daemon.tools.control_loop import CallPolicy, open_run_control
 from vigild.daemon.tools.watchdog import start_watchdog
 
+from lane_common import Collect, poll_until  # beside this script (sys.path[0])
+
 AGENT = """
 import os, sys
 go, done, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
@@ -29,29 +30,6 @@ pid = os.posix_spawn("/bin/sh", ["/bin/sh", "-c", "cat /proc/self/cgroup > " + o
 os.waitpid(pid, 0)
 os.write(done, str(pid).encode())
 """
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def handle(self, event: Any, record: Any) -> None:
-        self.events.append(event)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def poll_until(pipeline: Pipeline, done: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pipeline.run_once(20)
-        if done():
-            return True
-    return False
 
 
 def main() -> None:
