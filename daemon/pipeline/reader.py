@@ -6,58 +6,198 @@ outruns it for as long as the burst lasts. Before, the ring was drained only bet
 so the whole backlog of a burst had to wait in the ring, whose effects share is 8 MiB (~38k
 records): the rest was shed. The ring cannot simply be made bigger: every consumer maps all of it
 twice and the kernel fills the mapping at once, so a 64 MiB ring adds 128 MiB to vigild's RSS
-even when idle. A backlog in user space costs memory only while a burst lasts, and is bounded:
-past `backlog_bytes` the reader stops draining between records, the ring fills, and the kernel
-sheds effects and counts them as before (the loss is reported as ever)."""
+even when idle. A backlog in user space costs memory only while a burst lasts, and is bounded.
+
+The bound is on every byte the reader holds, from a record's copy-out until the pipeline has
+decoded it: the batch being decoded included. Records are copied into large chunks (a bytearray
+each, with an `array` of where each record ends) rather than one bytes object each, which cost
+~1.3x their size in objects and list slots and, being small, stayed in the allocator's arenas
+after a burst. A chunk is sealed into one bytes object when it is full or a batch starts, each
+record is sliced out of it as the pipeline decodes it, and the chunk is let go (back to the
+system: chunks are larger than malloc's mmap threshold) once its last record is decoded. A copy
+that brings the backlog to its bound ends the ring's drain there (the record copied is kept: the
+bound may be passed by one record); the rest stays in the ring, which sheds effects past its own
+share and counts them (the loss is reported as ever)."""
 
 from __future__ import annotations
+
+import ctypes
+import sys
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterator
+from itertools import islice
 
 from vigild.bpf.loader import Map, RingBuffer, RingPositions
 
 DEFAULT_BACKLOG_BYTES = 128 << 20  # a 5 s burst of 100k records/s at ~200 bytes a record, with room
+CHUNK_BYTES = 1 << 20  # ~5,000 records a chunk: its sealing copy is ~10 ns a record, its slack small
+MIN_BACKLOG_BYTES = CHUNK_BYTES  # under one chunk, every batch would be a record or two
+_ENDS = "I"  # a record's end in its chunk: chunks stay under 4 GiB (a record is at most the ring's size)
+
+_OBJECT_BYTES = sys.getsizeof(b"") + 8  # a record as a bytes object of its own, and its list slot
+_memmove = ctypes.memmove
+
+
+class Batch:
+    """The records waiting when `RingReader.poll` was called, in ring order, handed over one at
+    a time as they are iterated and let go as they are decoded. Iterate it once; records a
+    batch did not hand over (its consumer failed) come first in the next poll's."""
+
+    __slots__ = ("_reader", "_count")
+
+    def __init__(self, reader: RingReader, count: int) -> None:
+        self._reader = reader
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._reader._iterate()
+
+    def reorder(self, order: Callable[[list[bytes]], list[bytes]]) -> None:
+        """Hand the records over in `order(records)`'s order instead (held_lane.held_first)."""
+        self._reader._reorder(order)
 
 
 class RingReader:
     """Reads the event ring for one pipeline thread. `poll` hands over everything waiting (the
-    backlog first, in order); `drain`, called between the records of a batch, moves what the
-    ring holds into the backlog while the backlog is under its bound. Not thread-safe: the
-    pipeline's thread is its one user (wake() excepted)."""
+    backlog first, in order) as a Batch; `drain`, called between the records of a batch, copies
+    what the ring holds into the backlog while what the reader holds is under its bound. Not
+    thread-safe: the pipeline's thread is its one user (wake() excepted)."""
 
     def __init__(self, events: Map, backlog_bytes: int = DEFAULT_BACKLOG_BYTES) -> None:
         if backlog_bytes < 0:
             raise ValueError(f"a backlog bound cannot be negative: {backlog_bytes}")
-        self.backlog_bytes = backlog_bytes
+        self.backlog_bytes = max(backlog_bytes, MIN_BACKLOG_BYTES)
         self.ring = RingBuffer()
-        self._records: list[bytes] = []
-        self.ring.add(events, self._records.append)
+        self.ring.add_raw(events, self._copy)
         self._positions = RingPositions(events)
-        self._backlog = 0  # ring bytes (records with their headers) copied out and not yet handed over
-        self.peak_backlog = 0  # the most the backlog held, in the same bytes: what a burst cost
+        # The chunk being filled: its buffer, the ctypes view that pins its address (a buffer
+        # export: the bytearray cannot move), that address, its size and how much of it is used.
+        self._buffer = bytearray()
+        self._pin: ctypes.c_char | None = None
+        self._address = 0
+        self._capacity = 0
+        self._filled = 0
+        self._ends = array(_ENDS)
+        # Sealed chunks: (data, ends, records of it already handed over). The batch's first.
+        self._batch: deque[tuple[bytes, array[int], int]] = deque()
+        self._sealed: deque[tuple[bytes, array[int], int]] = deque()
+        self._handing: Iterator[bytes] | None = None
+        self.held = 0  # bytes held: chunks (the one being filled at its whole size) and their ends
+        self.peak_backlog = 0  # the most `held` has been: what a burst cost
 
-    def poll(self, timeout_ms: int) -> list[bytes]:
+    def poll(self, timeout_ms: int) -> Batch:
         """Wait up to timeout_ms for records (not at all while a backlog waits), then return
         every record waiting, the backlog's first."""
-        if self._records:
-            self._consume()
-        else:
+        self._stop_handing()
+        if not (self._batch or self._sealed or self._filled):
             self.ring.wait(timeout_ms)
+        if self.held < self.backlog_bytes:
             self._consume()
-        batch, self._records[:] = list(self._records), []
-        self._backlog = 0
-        return batch
+        self._seal()
+        self._batch.extend(self._sealed)
+        self._sealed.clear()
+        return Batch(self, sum(len(ends) - done for _, ends, done in self._batch))
 
     def drain(self) -> None:
-        """Between records: copy what the ring holds into the backlog, unless the backlog is
-        at its bound (then the records stay in the ring, which sheds what does not fit)."""
-        if self._backlog < self.backlog_bytes and self._positions.pending():
+        """Between records: copy what the ring holds into the backlog, unless the reader holds
+        its bound already (then the records stay in the ring, which sheds what does not fit)."""
+        if self.held < self.backlog_bytes and self._positions.pending():
             self._consume()
 
     def _consume(self) -> None:
-        before = self._positions.consumed
         self.ring.consume()
-        self._backlog += self._positions.consumed - before
-        self.peak_backlog = max(self.peak_backlog, self._backlog)
+        if self.held > self.peak_backlog:
+            self.peak_backlog = self.held
+
+    def _copy(self, data: int, size: int) -> int:
+        """The ring's callback: one record into the chunk being filled (a new one when it does
+        not fit); ends the drain once the reader holds its bound."""
+        start = self._filled
+        end = start + size
+        if end > self._capacity:
+            self._seal()
+            self._open_chunk(size)
+            start, end = 0, size
+        _memmove(self._address + start, data, size)
+        self._ends.append(end)
+        self._filled = end
+        self.held += 4  # the end's slot in `_ends`
+        return RingBuffer.STOP if self.held >= self.backlog_bytes else 0
+
+    def _open_chunk(self, size: int) -> None:
+        # A chunk, or what is left of the bound if less, and never less than the record.
+        capacity = max(size, 1, min(CHUNK_BYTES, self.backlog_bytes - self.held))
+        self._buffer = bytearray(capacity)
+        self._pin = ctypes.c_char.from_buffer(self._buffer)
+        self._address = ctypes.addressof(self._pin)
+        self._capacity = capacity
+        self.held += capacity
+
+    def _seal(self) -> None:
+        """The chunk being filled becomes one bytes object of what it holds (its slack freed)."""
+        if not self._buffer:
+            return
+        with memoryview(self._buffer) as view:
+            data = bytes(view[:self._filled])
+        self.held += len(data) - len(self._buffer)
+        self._pin, self._buffer, self._address, self._capacity, self._filled = None, bytearray(), 0, 0, 0
+        if self._ends:
+            self._sealed.append((data, self._ends, 0))
+            self._ends = array(_ENDS)
+
+    def _iterate(self) -> Iterator[bytes]:
+        """The batch's records, one slice each; a chunk is let go after its last. If the
+        consumer stops early, what it was not handed stays first in line (`_stop_handing`)."""
+        self._stop_handing()
+        handing = self._hand_over()
+        self._handing = handing
+        return handing
+
+    def _hand_over(self) -> Iterator[bytes]:
+        batch = self._batch
+        while batch:
+            data, ends, done = batch[0]
+            start = ends[done - 1] if done else 0
+            try:
+                for end in islice(ends, done, None):
+                    raw = data[start:end]
+                    start = end
+                    done += 1
+                    yield raw
+            except GeneratorExit:
+                batch[0] = (data, ends, done)
+                raise
+            batch.popleft()
+            self.held -= len(data) + 4 * len(ends)
+
+    def _stop_handing(self) -> None:
+        if self._handing is not None:
+            self._handing.close()
+            self._handing = None
+
+    def _reorder(self, order: Callable[[list[bytes]], list[bytes]]) -> None:
+        """Re-pack the batch's records (those not handed over yet) in the order `order` gives,
+        as one chunk. For a moment the records exist as bytes objects too: counted in the peak."""
+        held = self.held
+        records = list(self._iterate())
+        self._handing = None
+        ordered = order(records)
+        self.peak_backlog = max(self.peak_backlog, held + sum(len(raw) + _OBJECT_BYTES for raw in ordered))
+        ends = array(_ENDS)
+        end = 0
+        for raw in ordered:
+            end += len(raw)
+            ends.append(end)
+        data = b"".join(ordered)
+        if ends:
+            self._batch.append((data, ends, 0))
+            self.held += len(data) + 4 * len(ends)
 
     def free(self) -> None:
+        self._stop_handing()
         self._positions.close()
         self.ring.free()
