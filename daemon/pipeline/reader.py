@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import sys
 from array import array
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator
 from itertools import islice
@@ -36,7 +37,11 @@ MIN_BACKLOG_BYTES = CHUNK_BYTES  # under one chunk, every batch would be a recor
 _ENDS = "I"  # a record's end in its chunk: chunks stay under 4 GiB (a record is at most the ring's size)
 
 _OBJECT_BYTES = sys.getsizeof(b"") + 8  # a record as a bytes object of its own, and its list slot
-_memmove = ctypes.memmove
+# libc's memcpy with its types declared: ~100-300 ns a call less than ctypes.memmove (a
+# function pointer whose c_void_p result Python must box), on every record copied out.
+_memcpy = ctypes.CDLL(None, use_errno=False).memcpy
+_memcpy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+_memcpy.restype = None
 
 
 class Batch:
@@ -122,7 +127,7 @@ class RingReader:
             self._seal()
             self._open_chunk(size)
             start, end = 0, size
-        _memmove(self._address + start, data, size)
+        _memcpy(self._address + start, data, size)
         self._ends.append(end)
         self._filled = end
         self.held += 4  # the end's slot in `_ends`
@@ -163,13 +168,12 @@ class RingReader:
             data, ends, done = batch[0]
             start = ends[done - 1] if done else 0
             try:
-                for end in islice(ends, done, None):
+                for end in islice(ends, done, None) if done else ends:
                     raw = data[start:end]
                     start = end
-                    done += 1
                     yield raw
-            except GeneratorExit:
-                batch[0] = (data, ends, done)
+            except GeneratorExit:  # records end strictly after one another: those up to `start` went out
+                batch[0] = (data, ends, bisect_right(ends, start))
                 raise
             batch.popleft()
             self.held -= len(data) + 4 * len(ends)
