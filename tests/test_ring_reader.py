@@ -27,6 +27,7 @@ from vigild.bpf.events import HEADER_SIZE, EventDecoder, EventHeader, Kind
 from vigild.bpf.lineage import LineageSensor
 from vigild.bpf.loader import RingBuffer
 from vigild.daemon.launch import spawn_gated
+from vigild.daemon.pipeline import Pipeline
 from vigild.daemon.pipeline.reader import CHUNK_BYTES, MIN_BACKLOG_BYTES, RingReader
 
 pytestmark = pytest.mark.usefixtures("root")
@@ -195,6 +196,41 @@ def test_a_burst_past_a_small_bound_is_shed_by_the_kernel_while_the_reader_stays
     assert shed_from_the_burst == dropped, f"{shed_from_the_burst} of the burst's opens missing, {dropped} shed"
     stamps = [EventHeader.from_buffer_copy(raw[:HEADER_SIZE]).ts_ns for raw in records]
     assert stamps == sorted(stamps), "records came out of ring order"
+
+
+def test_the_pipeline_reports_the_bound_it_kept_and_the_loss_the_kernel_counted(tmp_path: Path) -> None:
+    """The whole pipeline (its own thread, core.py's run_once) under the same burst: its health
+    says the bound, a peak that reached it and did not pass it by more than a record, the
+    kernel's file_open losses, and every file_open the kernel kept was dispatched."""
+    opens = 50_000
+    lineage = LineageSensor()
+    effects = EffectsSensor(lineage.shared_maps, fold_opens=False, max_queued_bytes=1 << 20, wakeup_bytes=64 << 10)
+    target = tmp_path / "opened.txt"
+    target.write_text("x")
+    try:
+        pipeline = Pipeline(lineage, [], sensors=[effects], backlog_bytes=MIN_BACKLOG_BYTES)
+        before = lineage.stats().get("file_open", (0, 0))
+        pipeline.start()
+        try:
+            argv = [sys.executable, "-S", "-c", OPENER, str(target), str(opens)]
+            child = spawn_gated(argv)
+            pipeline.add_pending_root(child.pid, argv, os.getcwd(), 0)
+            child.release()
+            os.waitpid(child.pid, 0)
+            assert pipeline.wait_exit(child.pid, timeout=300), "the opener's exit was never dispatched"
+        finally:
+            pipeline.stop()
+        health = pipeline.health()
+        emitted, dropped = (a - b for a, b in zip(lineage.stats().get("file_open", (0, 0)), before))
+    finally:
+        effects.close()
+        lineage.close()
+    assert health["ring_backlog_limit_bytes"] == MIN_BACKLOG_BYTES
+    peak = health["ring_backlog_peak_bytes"]
+    assert MIN_BACKLOG_BYTES <= peak <= MIN_BACKLOG_BYTES + MAX_RECORD, f"peak {peak} for a bound of {MIN_BACKLOG_BYTES}"
+    assert dropped > 0 and health["drops_by_kind"]["file_open"] >= dropped
+    assert health["events_dispatched"]["file_open"] == emitted, \
+        f"{health['events_dispatched']['file_open']} file_open events dispatched of {emitted} the kernel kept"
 
 
 def feed(reader: RingReader, records: list[bytes]) -> int:
