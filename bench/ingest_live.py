@@ -102,6 +102,7 @@ class LiveResult:
     irq_work: int = 0  # IRQ work interrupts on the workload's core during the run
     peak_rss_mib: float = 0.0  # the pipeline process's peak RSS (VmHWM): what the burst's backlog cost
     start_rss_mib: float = 0.0  # its RSS just before the workload started
+    end_rss_mib: float = 0.0  # ... and once everything was recorded and the pipeline stopped
     backlog_peak_mib: float = 0.0  # the most the ring reader held (vigil_ring_backlog_peak_bytes)
     backlog_limit_mib: float = 0.0  # its bound ([effects] backlog)
 
@@ -118,7 +119,7 @@ class LiveResult:
                 f"events for {self.recorded:,} opens, last recorded {self.recorded_after_s:.2f} s after the end: "
                 f"{verdict}; workload user {self.user_s:.2f} s, sys {self.sys_s:.2f} s, waited {self.wait_s:.2f} s, "
                 f"{self.irq_work:,} irq_work interrupts on its core ({self.irq_work / max(self.opens, 1):.2f} per open); pipeline RSS {self.start_rss_mib:.0f} MiB before, peak {self.peak_rss_mib:.0f} MiB "
-                f"(+{self.peak_rss_mib - self.start_rss_mib:.0f}); reader held at most {self.backlog_peak_mib:.1f} MiB "
+                f"(+{self.peak_rss_mib - self.start_rss_mib:.0f}), {self.end_rss_mib:.0f} MiB after; reader held at most {self.backlog_peak_mib:.1f} MiB "
                 f"of its {self.backlog_limit_mib:.0f} MiB bound")
 
 
@@ -154,6 +155,7 @@ def run_live(rate: int, seconds: float, tmp: Path, fold: bool = True, ring_bytes
         finally:
             pipeline.stop()
             health = pipeline.health()
+            end_rss = status_kib("VmRSS")
             after = lineage.stats().get("file_open", (0, 0))
             effects.close()
             lineage.close()
@@ -169,6 +171,7 @@ def run_live(rate: int, seconds: float, tmp: Path, fold: bool = True, ring_bytes
                       sys_s=float(sys_text), wait_s=int(wait_ns) / 1e9,
                       irq_work=irq_after[max(workload_core, 0)] - irq_before[max(workload_core, 0)],
                       peak_rss_mib=status_kib("VmHWM") / 1024, start_rss_mib=start_rss / 1024,
+                      end_rss_mib=end_rss / 1024,
                       backlog_peak_mib=health["ring_backlog_peak_bytes"] / (1 << 20),
                       backlog_limit_mib=health["ring_backlog_limit_bytes"] / (1 << 20))
 

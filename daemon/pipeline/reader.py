@@ -9,19 +9,21 @@ twice and the kernel fills the mapping at once, so a 64 MiB ring adds 128 MiB to
 even when idle. A backlog in user space costs memory only while a burst lasts, and is bounded.
 
 The bound is on every byte the reader holds, from a record's copy-out until the pipeline has
-decoded it: the batch being decoded included. Records are copied into large chunks (a bytearray
-each, with an `array` of where each record ends) rather than one bytes object each, which cost
-~1.3x their size in objects and list slots and, being small, stayed in the allocator's arenas
-after a burst. A chunk is sealed into one bytes object when it is full or a batch starts, each
-record is sliced out of it as the pipeline decodes it, and the chunk is let go (back to the
-system: chunks are larger than malloc's mmap threshold) once its last record is decoded. A copy
-that brings the backlog to its bound ends the ring's drain there (the record copied is kept: the
-bound may be passed by one record); the rest stays in the ring, which sheds effects past its own
-share and counts them (the loss is reported as ever)."""
+decoded it: the batch being decoded included. Records are copied into large chunks (an anonymous
+mapping each, with an `array` of where each record ends) rather than one bytes object each, which
+cost ~1.3x their size in objects and list slots and, being small, stayed in the allocator's arenas
+after a burst. A chunk is filled until it is full or a batch starts, each record is sliced out of
+it (a bytes object) as the pipeline decodes it, and the chunk is unmapped once its last record is
+decoded: its memory goes back to the system at once, which malloc'd chunks would not reliably do
+(glibc raises its mmap threshold past a freed chunk's size, and later ones come from the heap).
+A copy that brings the backlog to its bound ends the ring's drain there (the record copied is
+kept: the bound may be passed by one record); the rest stays in the ring, which sheds effects past
+its own share and counts them (the loss is reported as ever)."""
 
 from __future__ import annotations
 
 import ctypes
+import mmap
 import sys
 from array import array
 from bisect import bisect_right
@@ -32,8 +34,12 @@ from itertools import islice
 from vigild.bpf.loader import Map, RingBuffer, RingPositions
 
 DEFAULT_BACKLOG_BYTES = 128 << 20  # a 5 s burst of 100k records/s at ~200 bytes a record, with room
-CHUNK_BYTES = 1 << 20  # ~5,000 records a chunk: its sealing copy is ~10 ns a record, its slack small
+CHUNK_BYTES = 1 << 20  # ~5,000 records a chunk: one mmap and munmap for them, its slack small
 MIN_BACKLOG_BYTES = CHUNK_BYTES  # under one chunk, every batch would be a record or two
+# Chunks kept mapped once decoded, for the next ones: a fresh chunk costs a page fault every
+# ~20 records as it is filled (~40-280 ns a record, measured), a reused one none. Outside the
+# bound (they hold no records): at most this many MiB stay resident after a burst.
+SPARE_CHUNKS = 4
 _ENDS = "I"  # a record's end in its chunk: chunks stay under 4 GiB (a record is at most the ring's size)
 
 _OBJECT_BYTES = sys.getsizeof(b"") + 8  # a record as a bytes object of its own, and its list slot
@@ -79,19 +85,22 @@ class RingReader:
         self.ring = RingBuffer()
         self.ring.add_raw(events, self._copy)
         self._positions = RingPositions(events)
-        # The chunk being filled: its buffer, the ctypes view that pins its address (a buffer
-        # export: the bytearray cannot move), that address, its size and how much of it is used.
-        self._buffer = bytearray()
+        # The chunk being filled: its mapping, the ctypes view that pins its address (a buffer
+        # export: the mapping cannot be closed under it), that address, its size and how much of
+        # it is used.
+        self._buffer: mmap.mmap | None = None
         self._pin: ctypes.c_char | None = None
         self._address = 0
         self._capacity = 0
         self._filled = 0
         self._ends = array(_ENDS)
-        # Sealed chunks: (data, ends, records of it already handed over). The batch's first.
-        self._batch: deque[tuple[bytes, array[int], int]] = deque()
-        self._sealed: deque[tuple[bytes, array[int], int]] = deque()
+        # Sealed chunks: (data, ends, records of it already handed over, bytes counted for it).
+        # The batch's first.
+        self._batch: deque[tuple[mmap.mmap | bytes, array[int], int, int]] = deque()
+        self._sealed: deque[tuple[mmap.mmap | bytes, array[int], int, int]] = deque()
         self._handing: Iterator[bytes] | None = None
-        self.held = 0  # bytes held: chunks (the one being filled at its whole size) and their ends
+        self._spares: list[mmap.mmap] = []
+        self.held = 0  # bytes held: chunks (the one being filled at its whole size) and their ends'
         self.peak_backlog = 0  # the most `held` has been: what a burst cost
 
     def poll(self, timeout_ms: int) -> Batch:
@@ -105,7 +114,7 @@ class RingReader:
         self._seal()
         self._batch.extend(self._sealed)
         self._sealed.clear()
-        return Batch(self, sum(len(ends) - done for _, ends, done in self._batch))
+        return Batch(self, sum(len(ends) - done for _, ends, done, _ in self._batch))
 
     def drain(self) -> None:
         """Between records: copy what the ring holds into the backlog, unless the reader holds
@@ -136,24 +145,23 @@ class RingReader:
     def _open_chunk(self, size: int) -> None:
         # A chunk, or what is left of the bound if less, and never less than the record.
         capacity = max(size, 1, min(CHUNK_BYTES, self.backlog_bytes - self.held))
-        self._buffer = bytearray(capacity)
+        self._buffer = (self._spares.pop() if capacity == CHUNK_BYTES and self._spares
+                        else mmap.mmap(-1, capacity))
         self._pin = ctypes.c_char.from_buffer(self._buffer)
         self._address = ctypes.addressof(self._pin)
         self._capacity = capacity
         self.held += capacity
 
     def _seal(self) -> None:
-        """The chunk being filled becomes one bytes object of what it holds (its slack freed; for
-        the moment of the copy, the chunk exists twice: at most a chunk more than counted)."""
-        if not self._buffer:
+        """The chunk being filled is filled no more: counted from then on as the pages it used
+        (those it did not touch were never backed by memory)."""
+        if self._buffer is None:
             return
-        with memoryview(self._buffer) as view:
-            data = bytes(view[:self._filled])
-        self.held += len(data) - len(self._buffer)
-        self._pin, self._buffer, self._address, self._capacity, self._filled = None, bytearray(), 0, 0, 0
-        if self._ends:
-            self._sealed.append((data, self._ends, 0))
-            self._ends = array(_ENDS)
+        used = -(-self._filled // mmap.PAGESIZE) * mmap.PAGESIZE
+        self.held += used - self._capacity
+        self._sealed.append((self._buffer, self._ends, 0, used))
+        self._pin, self._buffer, self._address, self._capacity, self._filled = None, None, 0, 0, 0
+        self._ends = array(_ENDS)
 
     def _iterate(self) -> Iterator[bytes]:
         """The batch's records, one slice each; a chunk is let go after its last. If the
@@ -166,7 +174,7 @@ class RingReader:
     def _hand_over(self) -> Iterator[bytes]:
         batch = self._batch
         while batch:
-            data, ends, done = batch[0]
+            data, ends, done, used = batch[0]
             start = ends[done - 1] if done else 0
             try:
                 for end in islice(ends, done, None) if done else ends:
@@ -174,10 +182,15 @@ class RingReader:
                     start = end
                     yield raw
             except GeneratorExit:  # records end strictly after one another: those up to `start` went out
-                batch[0] = (data, ends, bisect_right(ends, start))
+                batch[0] = (data, ends, bisect_right(ends, start), used)
                 raise
             batch.popleft()
-            self.held -= len(data) + 4 * len(ends)
+            if isinstance(data, mmap.mmap):
+                if len(data) == CHUNK_BYTES and len(self._spares) < SPARE_CHUNKS:
+                    self._spares.append(data)
+                else:
+                    data.close()  # unmapped now, not whenever the last reference goes
+            self.held -= used + 4 * len(ends)
 
     def _stop_handing(self) -> None:
         if self._handing is not None:
@@ -199,7 +212,7 @@ class RingReader:
             ends.append(end)
         data = b"".join(ordered)
         if ends:
-            self._batch.append((data, ends, 0))
+            self._batch.append((data, ends, 0, len(data)))
             self.held += len(data) + 4 * len(ends)
 
     def free(self) -> None:
