@@ -102,7 +102,7 @@ class LiveResult:
     irq_work: int = 0  # IRQ work interrupts on the workload's core during the run
     peak_rss_mib: float = 0.0  # the pipeline process's peak RSS (VmHWM): what the burst's backlog cost
     start_rss_mib: float = 0.0  # its RSS just before the workload started
-    end_rss_mib: float = 0.0  # ... and once everything was recorded and the pipeline stopped
+    end_rss_mib: float = 0.0  # ... and once everything was recorded
     backlog_peak_mib: float = 0.0  # the most the ring reader held (vigil_ring_backlog_peak_bytes)
     backlog_limit_mib: float = 0.0  # its bound ([effects] backlog)
 
@@ -151,11 +151,11 @@ def run_live(rate: int, seconds: float, tmp: Path, fold: bool = True, ring_bytes
             argv = [sys.executable, str(script), str(target), str(rate), str(seconds), str(workload_core), str(done)]
             run_tracked(argv, pipeline, drain_timeout=600)
             exited = time.time()
+            end_rss = status_kib("VmRSS")  # all recorded, the ring still mapped (as before the burst)
             irq_after = irq_work_interrupts()
         finally:
             pipeline.stop()
             health = pipeline.health()
-            end_rss = status_kib("VmRSS")
             after = lineage.stats().get("file_open", (0, 0))
             effects.close()
             lineage.close()
