@@ -120,7 +120,12 @@ def test_the_backlog_holds_records_up_to_its_bound_then_leaves_them_in_the_ring(
         assert reader.held == taken
         reader.drain()  # at the bound: the rest stays in the ring
         assert reader.held == taken and reader._positions.pending()
-        order = opens_of(consume_all(reader, check=MIN_BACKLOG_BYTES), target)
+        handed = list(reader.poll(0))
+        assert reader.held == 0
+        started = time.monotonic()
+        waited = reader.poll(20_000)  # the ring sends no wakeup for what it already held
+        assert time.monotonic() - started < 5, "a poll waited for a wakeup with records in the ring"
+        order = opens_of(handed + list(waited) + consume_all(reader, check=MIN_BACKLOG_BYTES), target)
     finally:
         reader.free()
     assert order == [first] * OPENS
@@ -149,13 +154,14 @@ def consume_all(reader: RingReader, check: int | None = None) -> list[bytes]:
 
 def test_a_burst_past_a_small_bound_is_shed_by_the_kernel_while_the_reader_stays_at_its_bound(
         tmp_path: Path) -> None:
-    """50,000 opens as fast as Python makes them, while this thread decodes the records as the
-    pipeline does: the reader falls behind, holds no more than its 1 MiB bound plus one record
-    (the batch being decoded counted), the kernel sheds what neither holds and counts it, and
-    every record that was not shed comes out once, in order, and decodes whole."""
+    """50,000 opens (~11 MiB of records) while this thread, like a pipeline stalled behind a slow
+    sink, takes one batch and decodes it only once the opener is done, then the rest as the
+    pipeline does: the reader holds no more than its 1 MiB bound plus one record (the batch
+    being decoded counted), the kernel sheds what neither holds and counts it, and every record
+    that was not shed comes out once, in order, and decodes whole."""
     opens = 50_000
     lineage = LineageSensor()
-    effects = EffectsSensor(lineage.shared_maps, fold_opens=False, max_queued_bytes=1 << 20, wakeup_bytes=64 << 10)
+    effects = EffectsSensor(lineage.shared_maps, fold_opens=False, max_queued_bytes=2 << 20, wakeup_bytes=64 << 10)
     reader = RingReader(lineage.events, backlog_bytes=MIN_BACKLOG_BYTES)
     decoder = EventDecoder(BootClock(samples=1))
     register_effects(decoder)
@@ -167,19 +173,20 @@ def test_a_burst_past_a_small_bound_is_shed_by_the_kernel_while_the_reader_stays
         child = spawn_gated([sys.executable, "-S", "-c", OPENER, str(target), str(opens)])
         lineage.track(child.pid, SESSION)
         child.release()
+        first = reader.poll(30_000)  # what the opener wrote by the time the poll woke
+        os.waitpid(child.pid, 0)
+        reader.drain()  # the batch in hand is counted: at the bound, nothing more comes out of the ring
+        assert reader.held <= MIN_BACKLOG_BYTES + MAX_RECORD, f"the reader holds {reader.held} bytes"
         records: list[bytes] = []
-        exited = False
-        while True:
-            batch = reader.poll(10)
+        batch = first
+        while batch:
             for i, raw in enumerate(batch):
-                decoder.decode(raw)  # the pipeline's first step, so the reader falls behind as it does
+                decoder.decode(raw)  # the pipeline's first step
                 records.append(raw)
                 if i % 256 == 255:
                     reader.drain()
                     assert reader.held <= MIN_BACKLOG_BYTES + MAX_RECORD, f"the reader holds {reader.held} bytes"
-            if exited and not batch:
-                break
-            exited = exited or os.waitpid(child.pid, os.WNOHANG)[0] == child.pid
+            batch = reader.poll(0)
         emitted, dropped = (a - b for a, b in zip(lineage.stats().get("file_open", (0, 0)), before))
     finally:
         reader.free()
@@ -199,12 +206,12 @@ def test_a_burst_past_a_small_bound_is_shed_by_the_kernel_while_the_reader_stays
 
 
 def test_the_pipeline_reports_the_bound_it_kept_and_the_loss_the_kernel_counted(tmp_path: Path) -> None:
-    """The whole pipeline (its own thread, core.py's run_once) under the same burst: its health
+    """The whole pipeline (its own thread, core.py's run_once) under the same burst and stall: its health
     says the bound, a peak that reached it and did not pass it by more than a record, the
     kernel's file_open losses, and every file_open the kernel kept was dispatched."""
     opens = 50_000
     lineage = LineageSensor()
-    effects = EffectsSensor(lineage.shared_maps, fold_opens=False, max_queued_bytes=1 << 20, wakeup_bytes=64 << 10)
+    effects = EffectsSensor(lineage.shared_maps, fold_opens=False, max_queued_bytes=2 << 20, wakeup_bytes=64 << 10)
     target = tmp_path / "opened.txt"
     target.write_text("x")
     try:
@@ -215,8 +222,9 @@ def test_the_pipeline_reports_the_bound_it_kept_and_the_loss_the_kernel_counted(
             argv = [sys.executable, "-S", "-c", OPENER, str(target), str(opens)]
             child = spawn_gated(argv)
             pipeline.add_pending_root(child.pid, argv, os.getcwd(), 0)
-            child.release()
-            os.waitpid(child.pid, 0)
+            with pipeline.lock:  # the pipeline stalls after one poll (as behind a slow sink) until the opener is done
+                child.release()
+                os.waitpid(child.pid, 0)
             assert pipeline.wait_exit(child.pid, timeout=300), "the opener's exit was never dispatched"
         finally:
             pipeline.stop()

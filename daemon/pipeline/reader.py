@@ -100,14 +100,16 @@ class RingReader:
         self._sealed: deque[tuple[mmap.mmap | bytes, array[int], int, int]] = deque()
         self._handing: Iterator[bytes] | None = None
         self._spares: list[mmap.mmap] = []
-        self.held = 0  # bytes held: chunks (the one being filled at its whole size) and their ends'
+        self.held = 0  # bytes held: records in chunks (sealed ones by the pages used) and their ends
         self.peak_backlog = 0  # the most `held` has been: what a burst cost
 
     def poll(self, timeout_ms: int) -> Batch:
-        """Wait up to timeout_ms for records (not at all while a backlog waits), then return
-        every record waiting, the backlog's first."""
+        """Wait up to timeout_ms for records (not at all while a backlog waits, in here or in
+        the ring), then return every record waiting, the backlog's first."""
         self._stop_handing()
-        if not (self._batch or self._sealed or self._filled):
+        if not (self._batch or self._sealed or self._filled or self._positions.pending()):
+            # Records a drain at the bound left in the ring send no wakeup (the producer wakes
+            # its reader on crossing a byte mark, long crossed): a wait would last its timeout.
             self.ring.wait(timeout_ms)
         if self.held < self.backlog_bytes:
             self._consume()
@@ -139,18 +141,18 @@ class RingReader:
         _memcpy(self._address + start, data, size)
         self._ends.append(end)
         self._filled = end
-        self.held += 4  # the end's slot in `_ends`
+        self.held += size + 4  # the record, and its end's slot in `_ends`
         return RingBuffer.STOP if self.held >= self.backlog_bytes else 0
 
     def _open_chunk(self, size: int) -> None:
-        # A chunk, or what is left of the bound if less, and never less than the record.
-        capacity = max(size, 1, min(CHUNK_BYTES, self.backlog_bytes - self.held))
+        # Its pages are backed by memory only as records are written to them: what it holds is
+        # counted as it fills, not its size.
+        capacity = max(size, CHUNK_BYTES)
         self._buffer = (self._spares.pop() if capacity == CHUNK_BYTES and self._spares
                         else mmap.mmap(-1, capacity))
         self._pin = ctypes.c_char.from_buffer(self._buffer)
         self._address = ctypes.addressof(self._pin)
         self._capacity = capacity
-        self.held += capacity
 
     def _seal(self) -> None:
         """The chunk being filled is filled no more: counted from then on as the pages it used
@@ -158,7 +160,7 @@ class RingReader:
         if self._buffer is None:
             return
         used = -(-self._filled // mmap.PAGESIZE) * mmap.PAGESIZE
-        self.held += used - self._capacity
+        self.held += used - self._filled
         self._sealed.append((self._buffer, self._ends, 0, used))
         self._pin, self._buffer, self._address, self._capacity, self._filled = None, None, 0, 0, 0
         self._ends = array(_ENDS)
