@@ -129,7 +129,7 @@ def test_the_backlog_holds_records_up_to_its_bound_then_leaves_them_in_the_ring(
     finally:
         reader.free()
     assert order == [first] * OPENS
-    assert reader.peak_backlog == taken, "a drain took the reader past what its first drain held"
+    assert reader.peak_backlog <= MIN_BACKLOG_BYTES + MAX_RECORD, f"the reader held {reader.peak_backlog} bytes at most"
 
 
 MAX_RECORD = 8 << 10  # more than any record a file open makes
