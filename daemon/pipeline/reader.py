@@ -35,7 +35,7 @@ from vigild.bpf.loader import Map, RingBuffer, RingPositions
 
 DEFAULT_BACKLOG_BYTES = 128 << 20  # a 5 s burst of 100k records/s at ~200 bytes a record, with room
 CHUNK_BYTES = 1 << 20  # ~5,000 records a chunk: one mmap and munmap for them, its slack small
-MIN_BACKLOG_BYTES = CHUNK_BYTES  # under one chunk, every batch would be a record or two
+MIN_BACKLOG_BYTES = CHUNK_BYTES  # smaller, batches of a few records would each pay a batch's work (flushes)
 # Chunks kept mapped once decoded, for the next ones: a fresh chunk costs a page fault every
 # ~20 records as it is filled (~40-280 ns a record, measured), a reused one none. Outside the
 # bound (they hold no records): at most this many MiB stay resident after a burst.
