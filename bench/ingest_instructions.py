@@ -52,6 +52,8 @@ def replay(source: Path, records: int, stage: str) -> None:
         raws, processes, sessions = pickle.load(f)
     from vigild.bpf import loader
     loader.RingBuffer.add = lambda self, ring, handler: None  # type: ignore[method-assign]
+    loader.RingBuffer.add_raw = lambda self, ring, handler: None  # type: ignore[attr-defined]
+    loader.RingPositions = lambda ring: None  # type: ignore[assignment,misc]  # the reader's, of no ring here
     from vigild.bpf.effects_events import register_effects
     from vigild.correlate.detections import Detector
     from vigild.daemon.pipeline import Pipeline

@@ -7,7 +7,11 @@ for, and how long after the workload's end the last one was recorded.
 
 Used by bench/ingest.py (`--sustained`, `--burst`); runnable alone (as root):
 
-    /opt/vigild/bin/python bench/ingest_live.py --rate 20000 --seconds 60 [--no-fold]
+    /opt/vigild/bin/python bench/ingest_live.py --rate 20000 --seconds 60 [--no-fold] [--backlog-mib N]
+
+It also says what the burst cost in memory: the pipeline process's RSS just before the workload
+starts and its peak (VmHWM) after, and the most the ring reader held (`vigil_ring_backlog_peak_bytes`)
+against its bound (`[effects] backlog`, `--backlog-mib`).
 """
 
 from __future__ import annotations
@@ -68,9 +72,16 @@ def irq_work_interrupts() -> list[int]:
     raise RuntimeError("/proc/interrupts has no IWI line")
 
 
-def peak_rss_kib() -> int:
+def status_kib(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (VmHWM: peak RSS; VmRSS: now)."""
     with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def reset_peak_rss() -> None:
+    """Make VmHWM start again from the RSS of now (Linux >= 4.0), so the peak is the run's own."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 @dataclass
@@ -90,6 +101,10 @@ class LiveResult:
     wait_s: float = 0.0  # its time runnable but not running (schedstat), e.g. behind the pipeline on its core
     irq_work: int = 0  # IRQ work interrupts on the workload's core during the run
     peak_rss_mib: float = 0.0  # the pipeline process's peak RSS (VmHWM): what the burst's backlog cost
+    start_rss_mib: float = 0.0  # its RSS just before the workload started
+    end_rss_mib: float = 0.0  # ... and once everything was recorded
+    backlog_peak_mib: float = 0.0  # the most the ring reader held (vigil_ring_backlog_peak_bytes)
+    backlog_limit_mib: float = 0.0  # its bound ([effects] backlog)
 
     @property
     def whole(self) -> bool:
@@ -103,11 +118,15 @@ class LiveResult:
                 f"({self.emitted / self.seconds:,.0f} records/s), lost {self.lost:,}, recorded {self.records:,} "
                 f"events for {self.recorded:,} opens, last recorded {self.recorded_after_s:.2f} s after the end: "
                 f"{verdict}; workload user {self.user_s:.2f} s, sys {self.sys_s:.2f} s, waited {self.wait_s:.2f} s, "
-                f"{self.irq_work:,} irq_work interrupts on its core ({self.irq_work / max(self.opens, 1):.2f} per open); pipeline peak RSS {self.peak_rss_mib:.0f} MiB")
+                f"{self.irq_work:,} irq_work interrupts on its core ({self.irq_work / max(self.opens, 1):.2f} per open); pipeline RSS {self.start_rss_mib:.0f} MiB before, peak {self.peak_rss_mib:.0f} MiB "
+                f"(+{self.peak_rss_mib - self.start_rss_mib:.0f}), {self.end_rss_mib:.0f} MiB after; reader held at most {self.backlog_peak_mib:.1f} MiB "
+                f"of its {self.backlog_limit_mib:.0f} MiB bound")
 
 
-def run_live(rate: int, seconds: float, tmp: Path, fold: bool = True, ring_bytes: int | None = None) -> LiveResult:
-    """ring_bytes: the shared ring's size (None: the default; a tree without the option takes only None)."""
+def run_live(rate: int, seconds: float, tmp: Path, fold: bool = True, ring_bytes: int | None = None,
+             backlog_bytes: int | None = None) -> LiveResult:
+    """ring_bytes: the shared ring's size (None: the default; a tree without the option takes only None).
+    backlog_bytes: the ring reader's bound (None: the default)."""
     target, script, done, db = tmp / "opened.txt", tmp / "paced.py", tmp / "done", tmp / "live.db"
     for stale in (done, db):
         stale.unlink(missing_ok=True)
@@ -122,16 +141,21 @@ def run_live(rate: int, seconds: float, tmp: Path, fold: bool = True, ring_bytes
     before = lineage.stats().get("file_open", (0, 0))
     irq_before = irq_work_interrupts()
     with open(tmp / "live.jsonl", "w") as out:
-        pipeline = Pipeline(lineage, [], sensors=[effects], detector=Detector())
+        bound = {} if backlog_bytes is None else {"backlog_bytes": backlog_bytes}
+        pipeline = Pipeline(lineage, [], sensors=[effects], detector=Detector(), **bound)
         pipeline.sinks = [StoreSink(store, pipeline.processes), JsonLinesSink(out)]
         pipeline.start()
+        reset_peak_rss()
+        start_rss = status_kib("VmRSS")
         try:
             argv = [sys.executable, str(script), str(target), str(rate), str(seconds), str(workload_core), str(done)]
             run_tracked(argv, pipeline, drain_timeout=600)
             exited = time.time()
+            end_rss = status_kib("VmRSS")  # all recorded, the ring still mapped (as before the burst)
             irq_after = irq_work_interrupts()
         finally:
             pipeline.stop()
+            health = pipeline.health()
             after = lineage.stats().get("file_open", (0, 0))
             effects.close()
             lineage.close()
@@ -146,7 +170,10 @@ def run_live(rate: int, seconds: float, tmp: Path, fold: bool = True, ring_bytes
                       recorded_after_s=max(0.0, exited - ended), fold=fold, user_s=float(user_text),
                       sys_s=float(sys_text), wait_s=int(wait_ns) / 1e9,
                       irq_work=irq_after[max(workload_core, 0)] - irq_before[max(workload_core, 0)],
-                      peak_rss_mib=peak_rss_kib() / 1024)
+                      peak_rss_mib=status_kib("VmHWM") / 1024, start_rss_mib=start_rss / 1024,
+                      end_rss_mib=end_rss / 1024,
+                      backlog_peak_mib=health["ring_backlog_peak_bytes"] / (1 << 20),
+                      backlog_limit_mib=health["ring_backlog_limit_bytes"] / (1 << 20))
 
 
 def main() -> None:
@@ -155,10 +182,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--no-fold", action="store_true", help="one record per open (the kernel folds none)")
     parser.add_argument("--ring-mib", type=int, help="the shared ring's size in MiB (default: the tree's own)")
+    parser.add_argument("--backlog-mib", type=int, help="the ring reader's bound in MiB ([effects] backlog; default: its own)")
     args = parser.parse_args()
     ring_bytes = args.ring_mib << 20 if args.ring_mib else None
+    backlog_bytes = args.backlog_mib << 20 if args.backlog_mib is not None else None
     with tempfile.TemporaryDirectory() as tmp_name:
-        print(run_live(args.rate, args.seconds, Path(tmp_name), fold=not args.no_fold, ring_bytes=ring_bytes).line())
+        print(run_live(args.rate, args.seconds, Path(tmp_name), fold=not args.no_fold, ring_bytes=ring_bytes,
+                       backlog_bytes=backlog_bytes).line())
 
 
 if __name__ == "__main__":

@@ -478,6 +478,9 @@ def _verifier_excerpt(lines: list[str], keep: int = 40) -> str:
 # ---- ring buffers ------------------------------------------------------------------------------
 
 RecordHandler = Callable[[bytes], None]
+# Handed a record's address and size in the ring, valid only during the call; returns 0, or
+# RingBuffer.STOP to end the drain after this record (which counts as consumed all the same).
+RawRecordHandler = Callable[[int, int], int]
 
 
 def ring_size_error(size: int) -> str | None:
@@ -529,6 +532,10 @@ class RingBuffer:
     that wake() signals from any thread, so a consumer can block for seconds when nothing happens
     and still be woken at once for work that does not come through a ring (a new session, a stop)."""
 
+    # What a raw handler returns to end a drain: libbpf stops at a sample callback's negative
+    # return, with that record consumed (its consumer position already past it).
+    STOP = -errno_mod.ENOBUFS
+
     def __init__(self) -> None:
         self._ptr: int | None = None
         self._callbacks: list[object] = []  # ctypes thunks must outlive the ring buffer
@@ -546,7 +553,23 @@ class RingBuffer:
                 log.exception("ring buffer handler failed")
             return 0
 
-        thunk = libbpf.SAMPLE_FN(on_sample)
+        self._register(ring, libbpf.SAMPLE_FN(on_sample))
+
+    def add_raw(self, ring: Map, handler: RawRecordHandler) -> None:
+        """Like add, but the handler copies the record out itself (from its address, during the
+        call) and may end the drain: for a consumer that keeps records somewhere cheaper than one
+        bytes object each, up to a bound (daemon/pipeline/reader.py)."""
+        def on_sample(_ctx: int, data: int, size: int) -> int:
+            try:
+                return handler(data, size)
+            except Exception:  # never let an exception unwind into C
+                self.callback_errors += 1
+                log.exception("ring buffer handler failed")
+                return 0
+
+        self._register(ring, libbpf.SAMPLE_FN(on_sample))
+
+    def _register(self, ring: Map, thunk: object) -> None:
         self._callbacks.append(thunk)
         lib = _lib()
         if self._ptr is None:
@@ -588,12 +611,13 @@ class RingBuffer:
         return self._epoll.fileno(), self._wake_fd
 
     def consume(self, keep_gil: bool = False) -> int:
-        """Hand every waiting record to its handler; returns how many. Not safe from two threads
-        at once (libbpf's consumer state): callers that share a ring buffer hold a lock.
+        """Hand every waiting record to its handler; returns how many (0 when a raw handler
+        stopped the drain: it counts its own). Not safe from two threads at once (libbpf's
+        consumer state): callers that share a ring buffer hold a lock.
         keep_gil: the drain keeps the GIL (see libbpf.lib_keeping_gil)."""
         lib = libbpf.lib_keeping_gil() if keep_gil else _lib()
         m = lib.ring_buffer__consume(self._ptr)
-        if m < 0 and -m != errno_mod.EINTR:
+        if m < 0 and m not in (-errno_mod.EINTR, self.STOP):
             raise BpfError("consume ring buffer", m)
         return max(m, 0)
 

@@ -252,8 +252,8 @@ class Pipeline:
     def run_once(self, timeout_ms: int | None = None) -> int:
         """One poll: drain the ring buffer and dispatch what it held; returns records handled."""
         batch = self._reader.poll(self._poll_wait(self.processes) if timeout_ms is None else timeout_ms)
-        if self.control is not None and not self.control.observe_only and any_held(self.lineage):
-            batch = held_first(batch)  # a held exec waits for the births before it, not the effects
+        if batch and self.control is not None and not self.control.observe_only and any_held(self.lineage):
+            batch.reorder(held_first)  # a held exec waits for the births before it, not the effects
         with self._lock:
             flushed = time.monotonic()
             lane = self.held_lane

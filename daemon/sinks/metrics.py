@@ -328,8 +328,8 @@ class HealthCollector(Collector):
                           [], {(): int(h.get("store_writable", True))})
         yield self._counter("vigil_callback_errors", "Exceptions in ring-buffer callbacks", [],
                             {(): h.get("callback_errors", 0)})
-        yield self._gauge("vigil_ring_backlog_peak_bytes", "The most ring bytes vigild has held in its own memory "
-                          "beyond the ring during a burst since it started (reader.py)", [],
+        yield self._gauge("vigil_ring_backlog_peak_bytes", "The most bytes of ring records vigild has held in its "
+                          "own memory, copied out and not yet decoded, since it started (reader.py)", [],
                           {(): h.get("ring_backlog_peak_bytes", 0)})
         yield self._gauge("vigil_ring_backlog_limit_bytes", "The bound on that backlog ([effects] backlog); past it "
                           "the ring sheds effects, counted in vigil_ringbuf_drops_total", [],
