@@ -29,7 +29,8 @@ echo "setup.sh: installing Debian packages"
 apt-get update -q >/dev/null
 # clang 14 (bookworm's default) emits code this kernel's verifier refuses in places; prefer 19.
 if apt-cache show clang-19 >/dev/null 2>&1; then CLANG=clang-19; else CLANG=clang; fi
-apt_install "$CLANG" libbpf-dev libbpf1 bpftool ca-certificates
+# libc6-dev: the held lane's compiled helper (daemon/pipeline/gil_boost.c) needs libc's headers.
+apt_install "$CLANG" libbpf-dev libbpf1 bpftool ca-certificates libc6-dev
 # The venv's interpreter must be one every user can run: members of the control group run
 # `vigil status`, and a python3 under a 0700 home (pyenv as root) would lock them out. So the
 # system's python3 is preferred whenever it is new enough.

@@ -161,10 +161,11 @@ def detector_for(config: Config) -> Detector | None:
 
 def open_pipeline(sensors: Sensors, *, capture_content: bool, max_body_bytes: int | None, detector: Detector | None,
                   telemetry: Any = None, classify_root: Callable[[Any], str | None] = lambda event: "",
-                  backlog_bytes: int | None = None) -> Pipeline:
+                  backlog_bytes: int | None = None, raise_gil_holder: bool = True) -> Pipeline:
     """The pipeline over `sensors`, with the LLM decoder when TLS is captured. `telemetry` (a
     TelemetryReceiver) gets the pipeline's tracked pids as the processes it may attribute to.
-    `max_body_bytes` None: the decoder's own default. `backlog_bytes` None: the reader's."""
+    `max_body_bytes` None: the decoder's own default. `backlog_bytes` None: the reader's.
+    `raise_gil_holder`: whether the held lane raises the pipeline thread while a held exec waits."""
     from vigild.correlate.tls_stream import DEFAULT_MAX_BODY_BYTES, TlsStreamDecoder
     from vigild.daemon.pipeline import Pipeline
     from vigild.daemon.pipeline.reader import DEFAULT_BACKLOG_BYTES
@@ -176,7 +177,8 @@ def open_pipeline(sensors: Sensors, *, capture_content: bool, max_body_bytes: in
                         telemetry=telemetry.records if telemetry is not None else None,
                         classify_root=classify_root,
                         own_hosts=[urlsplit(telemetry.endpoint).netloc] if telemetry is not None else [],
-                        backlog_bytes=DEFAULT_BACKLOG_BYTES if backlog_bytes is None else backlog_bytes)
+                        backlog_bytes=DEFAULT_BACKLOG_BYTES if backlog_bytes is None else backlog_bytes,
+                        raise_gil_holder=raise_gil_holder)
     if telemetry is not None:
         telemetry.candidates = pipeline.tracked_pids
     return pipeline

@@ -139,6 +139,7 @@ class Config:
     socket_group: str | None = None
     placement_warm: str = "auto"  # "off": no no-op cgroup moves ahead of placements (daemon/tools/placement_warm.py)
     favordynmods: bool = False  # cgroup2 remounted with favordynmods while placing (cgroups/dynmods.py; host-wide)
+    raise_gil_holder: bool = True  # the pipeline thread real-time while a held exec waits (daemon/pipeline/gil_boost.py)
     log_level: str = "info"
     # [limits]: host-wide bounds on what an agent may declare for a tool call (None: no bound)
     bounds: CallLimits = CallLimits()
@@ -364,7 +365,8 @@ TABLES: dict[str, dict[str, tuple[str, Callable[[object], Any]]]] = {
                 "max_label_values": ("max_label_values", _positive_int),
                 "container_labels": ("container_labels", _container_labels)},
     "control": {"socket": ("socket_path", lambda v: Path(_STR(v))), "group": ("socket_group", _group),
-                "placement_warm": ("placement_warm", _warm_mode), "favordynmods": ("favordynmods", _BOOL)},
+                "placement_warm": ("placement_warm", _warm_mode), "favordynmods": ("favordynmods", _BOOL),
+                "raise_gil_holder": ("raise_gil_holder", _BOOL)},
     "log": {"level": ("log_level", _level)},
     "detections": {"enabled": ("detections", _detection_names), "secret_globs": ("secret_globs", _globs),
                    "unrequested_grace": ("unrequested_grace_s", parse_duration)},

@@ -95,6 +95,7 @@ class Pipeline:
         telemetry: queue.SimpleQueue[TelemetryRecord] | None = None,
         own_hosts: Iterable[str] = (),
         backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
+        raise_gil_holder: bool = True,
     ) -> None:
         """classify_root names the agent of a process the kernel made a root by comm, or
         returns None when a closer look (its executable, its arguments) says it is not one: the
@@ -104,7 +105,8 @@ class Pipeline:
         tool_start/tool_end events. telemetry: the agents' own OTLP records (vigil's receiver),
         merged with what TLS decoded. own_hosts: vigil's own HTTP endpoints (host:port, the
         telemetry receiver), whose requests are never reported. backlog_bytes: what a burst may
-        queue in user space beyond the ring (reader.py)."""
+        queue in user space beyond the ring (reader.py). raise_gil_holder: the held lane raises
+        this pipeline's thread while a held exec waits for the GIL it holds (held_lane.py)."""
         self.lineage = lineage
         self.sinks = list(sinks)
         self.tls = tls
@@ -130,6 +132,7 @@ class Pipeline:
         self.sink_errors = 0
         self.dropped: dict[str, int] = {}
         self._reader = RingReader(lineage.events, backlog_bytes)
+        self._raise_gil_holder = raise_gil_holder
         self._ring = self._reader.ring
         self._poll_wait = PollWait(poll_ms)  # a long wait while nothing is tracked
         self._lock = threading.RLock()
@@ -234,7 +237,8 @@ class Pipeline:
     # ---- running ----
     def start(self) -> None:
         if self.control is not None and not self.control.observe_only:
-            self.held_lane = HeldLane(self.lineage, self.clock, self.control.place_held)
+            self.held_lane = HeldLane(self.lineage, self.clock, self.control.place_held,
+                                      raise_holder=self._raise_gil_holder)
             self.held_lane.start()
         self._thread = threading.Thread(target=self._run, name="vigil-pipeline", daemon=True)
         self._thread.start()

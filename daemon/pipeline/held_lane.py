@@ -99,8 +99,10 @@ class HeldLane:
     real-time, just below the lane, from the ring's wakeup until the lane holds the GIL and
     `_lock` (vigild.daemon.pipeline.gil_boost says why), where the lane itself runs real-time."""
 
-    def __init__(self, lineage: LineageSensor, clock: BootClock, place: Callable[[ExecEvent], bool]) -> None:
+    def __init__(self, lineage: LineageSensor, clock: BootClock, place: Callable[[ExecEvent], bool],
+                 raise_holder: bool = True) -> None:
         self._place = place
+        self._raise_holder = raise_holder  # False: `[control] raise_gil_holder = false`, nothing is raised
         self._decoder = EventDecoder(clock)  # the pipeline's is for its ordered stream
         self._raw: list[bytes] = []
         self._ring = RingBuffer()
@@ -166,7 +168,8 @@ class HeldLane:
 
     def _run(self) -> None:
         self.priority = _raise_priority()
-        self._booster, self.boost = _open_booster(self._ring, self.priority != "normal")
+        self._booster, self.boost = (_open_booster(self._ring, self.priority != "normal") if self._raise_holder
+                                     else (None, "off: [control] raise_gil_holder = false"))
         while not self._stop.is_set():
             try:
                 self.run_once(IDLE_POLL_MS)

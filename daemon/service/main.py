@@ -45,7 +45,7 @@ PRUNE_EVERY_S = 600.0
 # Settings that are read once at start; a reload that changes them says a restart is needed.
 RESTART_FIELDS = ("capture_tls", "max_call_bytes", "store_path", "store_key_file", "metrics_address",
                   "drop_labels", "max_label_values", "socket_path", "socket_group", "tools_enabled", "capture_effects",
-                  "fold_opens", "placement_warm", "backlog_bytes", "favordynmods")
+                  "fold_opens", "placement_warm", "backlog_bytes", "favordynmods", "raise_gil_holder")
 
 
 class OneLineFormatter(logging.Formatter):
@@ -153,7 +153,8 @@ class Service:
             self.pipeline = open_pipeline(self.sensors, capture_content=config.capture_content,
                                           max_body_bytes=config.max_call_bytes, detector=detector_for(config),
                                           telemetry=self.telemetry, classify_root=self.matcher.classify,
-                                          backlog_bytes=config.backlog_bytes)
+                                          backlog_bytes=config.backlog_bytes,
+                                          raise_gil_holder=config.raise_gil_holder)
             registry, metrics_sink = build_registry(self.health, config.drop_labels, config.max_label_values,
                                                     config.container_labels)
             self.session_stats = SessionStatsSink()

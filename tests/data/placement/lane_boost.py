@@ -137,7 +137,7 @@ def main() -> None:
         agent.release()
         root = lambda: (info := pipeline.processes.get(agent.pid)) is not None and bool(info.filename)  # noqa: E731
         result["agent_exec_seen"] = poll_until(pipeline, root, 30)
-        lane = held_lane.HeldLane(lineage, pipeline.clock, place)
+        lane = held_lane.HeldLane(lineage, pipeline.clock, place, raise_holder=mode != "off")
         holder.thread.start()
         lane.raise_while_held((holder.thread.native_id or 0,))
         lane.start()
