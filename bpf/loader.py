@@ -545,15 +545,12 @@ class RingBuffer:
         self._epoll.register(self._wake_fd, select.EPOLLIN)
 
     def add(self, ring: Map, handler: RecordHandler) -> None:
-        def on_sample(_ctx: int, data: int, size: int) -> int:
-            try:
-                handler(ctypes.string_at(data, size))
-            except Exception:  # never let an exception unwind into C
-                self.callback_errors += 1
-                log.exception("ring buffer handler failed")
+        """Hand each record of `ring` to `handler` as a bytes object of its own."""
+        def copy_out(data: int, size: int) -> int:
+            handler(ctypes.string_at(data, size))
             return 0
 
-        self._register(ring, libbpf.SAMPLE_FN(on_sample))
+        self.add_raw(ring, copy_out)
 
     def add_raw(self, ring: Map, handler: RawRecordHandler) -> None:
         """Like add, but the handler copies the record out itself (from its address, during the

@@ -9,17 +9,16 @@ is reported and the install goes on.
 
 from __future__ import annotations
 
-import os
-import shutil
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parent / "gil_boost.c"
+BPF_BUILD = Path(__file__).resolve().parents[2] / "bpf" / "build.py"  # in the source tree and installed alike
 # gil_boost.LIBRARY's name. Not `*.so`: package walkers (pkgutil) take any such file for a Python
 # extension module and fail to import it.
 LIBRARY_NAME = "libvigil_gil_boost.so.1"
-COMPILERS = ("clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang", "cc", "gcc")
 
 
 class BuildError(RuntimeError):
@@ -27,12 +26,17 @@ class BuildError(RuntimeError):
 
 
 def find_compiler() -> str:
-    override = os.environ.get("VIGIL_CC")
-    for name in ((override,) if override else COMPILERS):
-        path = shutil.which(name)
-        if path:
-            return path
-    raise BuildError("building the held lane's helper needs a C compiler: install 'clang-19' (or 'clang') and 'libc6-dev'")
+    """The clang the BPF objects are built with (bpf/build.py, loaded by its path like this file:
+    the package is not importable while it is built); any C compiler would do, and it is there."""
+    spec = importlib.util.spec_from_file_location("vigild_bpf_build", BPF_BUILD)
+    if spec is None or spec.loader is None:
+        raise BuildError(f"cannot load {BPF_BUILD}")
+    bpf_build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bpf_build)
+    try:
+        return bpf_build.find_clang()
+    except bpf_build.BuildError as exc:
+        raise BuildError(f"{exc}; the held lane's helper also needs 'libc6-dev'") from None
 
 
 def build(out_dir: Path) -> Path:
