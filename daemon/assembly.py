@@ -161,7 +161,7 @@ def detector_for(config: Config) -> Detector | None:
 
 def open_pipeline(sensors: Sensors, *, capture_content: bool, max_body_bytes: int | None, detector: Detector | None,
                   telemetry: Any = None, classify_root: Callable[[Any], str | None] = lambda event: "",
-                  backlog_bytes: int | None = None, raise_gil_holder: bool = True) -> Pipeline:
+                  backlog_bytes: int | None = None, raise_gil_holder: bool = False) -> Pipeline:
     """The pipeline over `sensors`, with the LLM decoder when TLS is captured. `telemetry` (a
     TelemetryReceiver) gets the pipeline's tracked pids as the processes it may attribute to.
     `max_body_bytes` None: the decoder's own default. `backlog_bytes` None: the reader's.

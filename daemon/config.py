@@ -139,7 +139,8 @@ class Config:
     socket_group: str | None = None
     placement_warm: str = "auto"  # "off": no no-op cgroup moves ahead of placements (daemon/tools/placement_warm.py)
     favordynmods: bool = False  # cgroup2 remounted with favordynmods while placing (cgroups/dynmods.py; host-wide)
-    raise_gil_holder: bool = True  # the pipeline thread real-time while a held exec waits (daemon/pipeline/gil_boost.py)
+    # Opt-in: it costs ~1.3-1.7 ms per tool call under a flood for a p99 it did not lower on a quiet host (bench/README.md)
+    raise_gil_holder: bool = False  # the pipeline thread real-time while a held exec waits (daemon/pipeline/gil_boost.py)
     log_level: str = "info"
     # [limits]: host-wide bounds on what an agent may declare for a tool call (None: no bound)
     bounds: CallLimits = CallLimits()

@@ -85,7 +85,7 @@ drop_labels = ["model", "tool"]
 
 [control]
 group = "nogroup"
-raise_gil_holder = false
+raise_gil_holder = true
 """)
     write(tmp_path / "conf.d" / "10-more.toml", """
 [[agents]]
@@ -103,7 +103,7 @@ address = "127.0.0.1:9100"
     assert not config.fold_opens and Config().fold_opens  # on unless turned off
     assert config.backlog_bytes == 32 << 20 and Config().backlog_bytes == DEFAULT_BACKLOG_BYTES
     assert config.retention_s == 7 * 86400
-    assert not config.raise_gil_holder and Config().raise_gil_holder  # on unless turned off
+    assert config.raise_gil_holder and not Config().raise_gil_holder  # opt-in
     (policy,) = config.policies
     assert (policy.memory_high, policy.memory_max, policy.pids_max, policy.cpu_weight, policy.timeout_s) == (
         1 << 30, 3 << 29, 256, 50, 90.0)

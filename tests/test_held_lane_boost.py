@@ -168,10 +168,10 @@ def test_a_refused_raise_falls_back_and_is_said_once() -> None:
 
 
 def test_configured_off_the_lane_raises_nothing_and_says_why() -> None:
-    """`[control] raise_gil_holder = false`: the lane places as before, the holder stays normal."""
+    """`[control] raise_gil_holder` false (the default): the lane places as before, the holder stays normal."""
     result = run("off")
     health = result["health"]
     assert result["released_by_lane"] and health["held_lane_placed"] == 1
-    assert health["held_lane_boost"] == "off: [control] raise_gil_holder = false"
+    assert health["held_lane_boost"] == "off: [control] raise_gil_holder is false"
     assert health["held_lane_boosts"] == 0 and result["while_raised"] == []  # the booster never waited
     assert result["holder_seen"] == [os.SCHED_OTHER] and result["holder_after"] == os.SCHED_OTHER

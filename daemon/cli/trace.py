@@ -128,8 +128,11 @@ def cmd_trace(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"vigil: closed {len(abandoned)} session(s) in {args.db} that a vigil which stopped without "
               "ending them left open", file=sys.stderr)
     receiver = _start_receiver(args, command)
+    run_config = args.run_config  # `vigil run --config`: its backlog bound and its held lane's raise too
     pipeline = open_pipeline(sensors, capture_content=args.capture_content, max_body_bytes=None,
-                             detector=None if args.no_detections else Detector(), telemetry=receiver)
+                             detector=None if args.no_detections else Detector(), telemetry=receiver,
+                             backlog_bytes=run_config.backlog_bytes if run_config is not None else None,
+                             raise_gil_holder=run_config is not None and run_config.raise_gil_holder)
     if receiver is not None:
         command = with_telemetry(command, receiver.endpoint)
     shown = (lambda sink: OnlySink(sink, args.only)) if args.only else (lambda sink: sink)

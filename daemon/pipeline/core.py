@@ -95,7 +95,7 @@ class Pipeline:
         telemetry: queue.SimpleQueue[TelemetryRecord] | None = None,
         own_hosts: Iterable[str] = (),
         backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
-        raise_gil_holder: bool = True,
+        raise_gil_holder: bool = False,
     ) -> None:
         """classify_root names the agent of a process the kernel made a root by comm, or
         returns None when a closer look (its executable, its arguments) says it is not one: the

@@ -100,9 +100,9 @@ class HeldLane:
     `_lock` (vigild.daemon.pipeline.gil_boost says why), where the lane itself runs real-time."""
 
     def __init__(self, lineage: LineageSensor, clock: BootClock, place: Callable[[ExecEvent], bool],
-                 raise_holder: bool = True) -> None:
+                 raise_holder: bool = False) -> None:
         self._place = place
-        self._raise_holder = raise_holder  # False: `[control] raise_gil_holder = false`, nothing is raised
+        self._raise_holder = raise_holder  # `[control] raise_gil_holder` (opt-in); False: nothing is raised
         self._decoder = EventDecoder(clock)  # the pipeline's is for its ordered stream
         self._raw: list[bytes] = []
         self._ring = RingBuffer()
@@ -169,7 +169,7 @@ class HeldLane:
     def _run(self) -> None:
         self.priority = _raise_priority()
         self._booster, self.boost = (_open_booster(self._ring, self.priority != "normal") if self._raise_holder
-                                     else (None, "off: [control] raise_gil_holder = false"))
+                                     else (None, "off: [control] raise_gil_holder is false"))
         while not self._stop.is_set():
             try:
                 self.run_once(IDLE_POLL_MS)
