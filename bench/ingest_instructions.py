@@ -51,6 +51,7 @@ def replay(source: Path, records: int, stage: str) -> None:
     with source.open("rb") as f:
         raws, processes, sessions = pickle.load(f)
     from vigild.bpf import loader
+    # `add` too: a --baseline revision's own add does not go through add_raw.
     loader.RingBuffer.add = lambda self, ring, handler: None  # type: ignore[method-assign]
     loader.RingBuffer.add_raw = lambda self, ring, handler: None  # type: ignore[attr-defined]
     loader.RingPositions = lambda ring: None  # type: ignore[assignment,misc]  # the reader's, of no ring here

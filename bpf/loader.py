@@ -508,12 +508,6 @@ class RingPositions:
     def pending(self) -> bool:
         return _POS.unpack_from(self._producer)[0] != _POS.unpack_from(self._consumer)[0]
 
-    @property
-    def consumed(self) -> int:
-        """The consumer position: bytes (records with their 8-byte headers) consumed since the
-        ring was made, so its growth over a drain is what that drain took out."""
-        return _POS.unpack_from(self._consumer)[0]
-
     def close(self) -> None:
         self._consumer.close()
         self._producer.close()

@@ -209,8 +209,7 @@ class HeldLane:
                 self.boost_refused += 1
                 self._raise = ()
                 self.boost = f"off: {raised.refused}"
-                log.info("the held lane cannot raise the pipeline thread while a held exec waits (%s): under "
-                         "a flood, held tool calls wait for it to be scheduled again", raised.refused)
+                _say_cannot_raise(raised.refused)
         return raised
 
     def _restore(self, raised: Raised | None) -> None:
@@ -261,7 +260,12 @@ def _open_booster(ring: RingBuffer, realtime: bool) -> tuple[GilBooster | None, 
     try:
         booster = GilBooster(*ring.wait_fds(), RT_PRIORITY)
     except BoostError as exc:
-        log.info("the held lane cannot raise the pipeline thread while a held exec waits (%s): under a "
-                 "flood, held tool calls wait for it to be scheduled again", exc)
+        _say_cannot_raise(str(exc))
         return None, f"off: {exc}"
     return booster, f"SCHED_FIFO {RT_PRIORITY} while a held exec waits"
+
+
+def _say_cannot_raise(why: str) -> None:
+    """Said once per lane: the helper could not be used, or the kernel refused its first raise."""
+    log.info("the held lane cannot raise the pipeline thread while a held exec waits (%s): under a "
+             "flood, held tool calls wait for it to be scheduled again", why)
