@@ -4,10 +4,11 @@ GIL, the thread the lane is told to raise (as it is told the pipeline's). That t
 own scheduling policy all the time. Prints one JSON object with what happened.
 
 Modes:
-- `boost`: as vigil runs;
+- `boost`: as vigil runs with `[control] raise_gil_holder = true`;
 - `raise`: tool control's `place_held` raises (the pipeline then places the call in order);
 - `refuse`: the lane's thread loses CAP_SYS_NICE once it is real-time, so the kernel refuses it
-  the raise of another thread (as where vigild runs without that capability for others).
+  the raise of another thread (as where vigild runs without that capability for others);
+- `off`: the lane is told not to raise (`[control] raise_gil_holder` false, the default).
 """
 
 from __future__ import annotations
@@ -22,15 +23,9 @@ import threading
 import time
 from typing import Any
 
-from vigild.bpf.lineage import LineageSensor
-from vigild.cgroups import Limits
-from vigild.daemon.launch import spawn_gated
 from vigild.daemon.pipeline import gil_boost, held_lane
-from vigild.daemon.pipeline.core import Pipeline
-from vigild.daemon.tools.control_loop import CallPolicy, open_run_control
-from vigild.daemon.tools.watchdog import start_watchdog
 
-from lane_common import Collect, poll_until  # beside this script (sys.path[0])
+from lane_common import lane_rig, poll_until  # beside this script (sys.path[0])
 
 AGENT = """
 import os, sys
@@ -99,10 +94,6 @@ def main() -> None:
             return got
 
         held_lane._raise_priority = raise_then_drop
-    lineage = LineageSensor()
-    watchdog = start_watchdog(lineage.held.fd)
-    control = open_run_control(lineage, CallPolicy(Limits(pids_max=64)), spike_bytes=100 << 20,
-                               spike_window_ns=1_000_000_000, delay_accounting=False)
     holder = Holder()
     at_placement: list[int] = []
     while_raised: list[int] = []  # the holder's policy read by the lane as its wait returns
@@ -115,59 +106,40 @@ def main() -> None:
         return raised
 
     gil_boost.GilBooster.wait = wait_seen  # type: ignore[method-assign]
-
-    def place(event: Any) -> bool:
-        at_placement.append(os.sched_getscheduler(holder.thread.native_id or 0) & ~os.SCHED_RESET_ON_FORK)
-        if mode == "raise":
-            raise RuntimeError("placement failed on purpose")
-        return control.place_held(event)
-
-    sink = Collect()
-    pipeline = Pipeline(lineage, [sink], control=control)
-    go_r, go_w = os.pipe()
-    done_r, done_w = os.pipe()
-    os.set_inheritable(go_r, True)
-    os.set_inheritable(done_w, True)
-    agent = spawn_gated([sys.executable, "-c", AGENT, str(go_r), str(done_w)])
     result: dict[str, Any] = {}
-    lane: held_lane.HeldLane | None = None
-    try:
-        pipeline.add_pending_root(agent.pid, agent.argv, os.getcwd(), os.getuid(), controlled=True)
-        control.place_agent(agent.pid)
-        agent.release()
-        root = lambda: (info := pipeline.processes.get(agent.pid)) is not None and bool(info.filename)  # noqa: E731
-        result["agent_exec_seen"] = poll_until(pipeline, root, 30)
-        lane = held_lane.HeldLane(lineage, pipeline.clock, place, raise_holder=mode != "off")
-        holder.thread.start()
-        lane.raise_while_held((holder.thread.native_id or 0,))
-        lane.start()
-        while lane.boost.startswith("off: the lane's thread has not started"):
-            time.sleep(0.01)
-        result["holder_before"] = sorted(holder.seen)
-        os.write(go_w, b"g")
-        ready, _, _ = select.select([done_r], [], [], 5 if mode == "raise" else 30)
-        result["released_by_lane"] = bool(ready)
-        if mode == "raise":  # the call stays held for the pipeline's ordered placement
-            ended = lambda: any(e.type == "tool_end" for e in sink.events)  # noqa: E731
-            result["placed_by_pipeline"] = poll_until(pipeline, ended, 30)
-        result["holder_after"] = os.sched_getscheduler(holder.thread.native_id or 0) & ~os.SCHED_RESET_ON_FORK
-        holder.stop.set()
-        holder.thread.join()
-        result["holder_seen"] = sorted(holder.seen)
-        result["at_placement"] = at_placement
-        result["while_raised"] = while_raised
-        result["health"] = lane.health()
-        lane.stop()
-        lane = None
-        result["said"] = [m for m in said.messages if "raise" in m or "put back" in m]
-    finally:
-        holder.stop.set()
-        if lane is not None:
-            lane.stop()
-        os.waitpid(agent.pid, 0)
-        pipeline.stop()
-        control.release_resources()
-        watchdog.stop()
+    with lane_rig(AGENT) as rig:
+        def place(event: Any) -> bool:
+            at_placement.append(os.sched_getscheduler(holder.thread.native_id or 0) & ~os.SCHED_RESET_ON_FORK)
+            if mode == "raise":
+                raise RuntimeError("placement failed on purpose")
+            return rig.control.place_held(event)
+
+        try:
+            result["agent_exec_seen"] = rig.agent_exec_seen
+            lane = rig.lane = held_lane.HeldLane(rig.lineage, rig.pipeline.clock, place, raise_holder=mode != "off")
+            holder.thread.start()
+            lane.raise_while_held((holder.thread.native_id or 0,))
+            lane.start()
+            while lane.boost.startswith("off: the lane's thread has not started"):
+                time.sleep(0.01)
+            result["holder_before"] = sorted(holder.seen)
+            os.write(rig.go_w, b"g")
+            ready, _, _ = select.select([rig.done_r], [], [], 5 if mode == "raise" else 30)
+            result["released_by_lane"] = bool(ready)
+            if mode == "raise":  # the call stays held for the pipeline's ordered placement
+                ended = lambda: any(e.type == "tool_end" for e in rig.sink.events)  # noqa: E731
+                result["placed_by_pipeline"] = poll_until(rig.pipeline, ended, 30)
+            result["holder_after"] = os.sched_getscheduler(holder.thread.native_id or 0) & ~os.SCHED_RESET_ON_FORK
+            holder.stop.set()
+            holder.thread.join()
+            result["holder_seen"] = sorted(holder.seen)
+            result["at_placement"] = at_placement
+            result["while_raised"] = while_raised
+            result["health"] = lane.health()
+            rig.stop_lane()
+            result["said"] = [m for m in said.messages if "raise" in m or "put back" in m]
+        finally:
+            holder.stop.set()  # before the rig stops the lane: the holder must not spin on
     print(json.dumps(result), flush=True)
 
 
